@@ -1,0 +1,403 @@
+//! 2-D convolution forward, backward-data and backward-weight by im2col + GEMM.
+//!
+//! Per image and group the convolution is `Y = W · col` (see [`crate::im2col`]). Work is cut into fixed tiles of
+//! output columns ([`COL_TILE`]) and blocks of GEMM rows ([`ROW_BLOCK`]) that rayon runs in parallel; each task owns
+//! a contiguous buffer, so no unsafe code is needed beyond the GEMM call itself. Depthwise convolutions go to
+//! [`crate::depthwise`], and 1×1 stride-1 unpadded ones read the input directly as the `col` matrix.
+
+use crate::depthwise;
+use crate::gemm::{gemm, MatMut, MatRef};
+use crate::im2col::{col2im_channel_tile, im2col_tile, Window};
+use crate::Element;
+use rayon::prelude::*;
+
+/// Output columns per task. 256 columns keep a `K × 256` im2col tile within L2 for K up to ~1k (3×3 over 128
+/// channels) and give a 56×56 plane 13 tiles, enough to feed every core with batch 1. Also fixes the summation
+/// order independently of the thread count.
+pub const COL_TILE: usize = 256;
+
+/// GEMM rows per task. Below ~32 rows the repeated packing of the shared right-hand tile starts to show (its cost
+/// relative to the arithmetic is `1 / (2·ROW_BLOCK)`); 64 still splits wide layers (256–512 channels at 7×7, where
+/// there is a single column tile) into enough tasks.
+pub const ROW_BLOCK: usize = 64;
+
+/// Upper bound on im2col elements materialised at once in backward-data (64 MiB of f32): large early layers (VGG
+/// 3×3 over 64 channels at 224²) are processed in column chunks instead of one 115 MB buffer.
+pub const MAX_COL_ELEMS: usize = 16 << 20;
+
+/// Shape and hyper-parameters of one 2-D convolution (NCHW input, OIHW weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub pad_bottom: usize,
+    pub pad_right: usize,
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// Output height, or `None` when the (padded) input is smaller than the dilated kernel.
+    pub fn out_h(&self) -> Option<usize> {
+        out_len(self.in_h + self.pad_top + self.pad_bottom, self.kernel_h, self.stride_h, self.dilation_h)
+    }
+
+    /// Output width, or `None` when the (padded) input is smaller than the dilated kernel.
+    pub fn out_w(&self) -> Option<usize> {
+        out_len(self.in_w + self.pad_left + self.pad_right, self.kernel_w, self.stride_w, self.dilation_w)
+    }
+
+    fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+
+    fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    /// Rows of the im2col matrix: `C_in/groups · KH · KW`.
+    pub fn k(&self) -> usize {
+        self.in_per_group() * self.kernel_h * self.kernel_w
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            in_h: self.in_h,
+            in_w: self.in_w,
+            out_h: self.out_h().unwrap_or(0),
+            out_w: self.out_w().unwrap_or(0),
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            pad_top: self.pad_top,
+            pad_left: self.pad_left,
+        }
+    }
+
+    /// True for 1×1, stride-1, unpadded convolutions, whose im2col matrix is the input itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1
+            && self.kernel_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0
+    }
+
+    /// True when each group reads exactly one input channel (depthwise, possibly with a channel multiplier).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out_h().unwrap_or(0) * self.out_w().unwrap_or(0)
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_h * self.in_w
+    }
+
+    /// Number of multiply-adds ×2 of the forward pass.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.out_channels * self.out_plane() * self.k()) as f64
+    }
+
+    fn check(&self, input: usize, weight: usize, output: usize) {
+        assert!(self.groups > 0 && self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0);
+        assert!(self.out_h().is_some() && self.out_w().is_some(), "conv: kernel larger than padded input");
+        assert_eq!(input, self.batch * self.in_channels * self.in_plane(), "conv: input length");
+        assert_eq!(weight, self.out_channels * self.k(), "conv: weight length");
+        assert_eq!(output, self.batch * self.out_channels * self.out_plane(), "conv: output length");
+    }
+}
+
+/// Output length of a sliding window; `None` if the dilated kernel does not fit.
+pub fn out_len(padded: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
+    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
+}
+
+/// Column tiles `(p0, p1)` covering `0..columns`.
+fn tiles(columns: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..columns.div_ceil(COL_TILE)).map(move |t| (t * COL_TILE, ((t + 1) * COL_TILE).min(columns)))
+}
+
+/// `output ← conv(input, weight) + bias`.
+pub fn conv2d_forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, output: &mut [T]) {
+    geo.check(input.len(), weight.len(), output.len());
+    if let Some(b) = bias {
+        assert_eq!(b.len(), geo.out_channels, "conv: bias length");
+    }
+    if geo.is_depthwise() {
+        return depthwise::forward(geo, input, weight, bias, output);
+    }
+    let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
+    if out_plane == 0 {
+        return;
+    }
+    let win = geo.window();
+    output.par_chunks_mut(geo.out_channels * out_plane).enumerate().for_each(|(n, out_n)| {
+        for g in 0..geo.groups {
+            let x = &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
+            let w = &weight[g * cog * k..(g + 1) * cog * k];
+            // Tile-major result: tile t holds a `cog × tw` row-major block.
+            let mut tiled = vec![T::zero(); cog * out_plane];
+            tiled.par_chunks_mut(cog * COL_TILE).zip(tiles(out_plane).collect::<Vec<_>>()).for_each(|(y, (p0, p1))| {
+                let tw = p1 - p0;
+                let col_buf;
+                let col = if geo.is_pointwise() {
+                    MatRef { data: &x[p0..], rows: k, cols: tw, row_stride: in_plane, col_stride: 1 }
+                } else {
+                    let mut buf = vec![T::zero(); k * tw];
+                    im2col_tile(x, cig, &win, p0, p1, &mut buf);
+                    col_buf = buf;
+                    MatRef::row_major(&col_buf, k, tw)
+                };
+                y.par_chunks_mut(ROW_BLOCK * tw).enumerate().for_each(|(b, yb)| {
+                    let rows = yb.len() / tw;
+                    let a = MatRef::row_major(&w[b * ROW_BLOCK * k..], rows, k);
+                    gemm(T::one(), a, col, T::zero(), MatMut::row_major(yb, rows, tw));
+                });
+            });
+            let out_g = &mut out_n[g * cog * out_plane..(g + 1) * cog * out_plane];
+            out_g.par_chunks_mut(out_plane).enumerate().for_each(|(co, plane)| {
+                let b = bias.map_or(T::zero(), |b| b[g * cog + co]);
+                for (p0, p1) in tiles(out_plane) {
+                    let tw = p1 - p0;
+                    let src = &tiled[cog * p0 + co * tw..cog * p0 + (co + 1) * tw];
+                    for (d, &s) in plane[p0..p1].iter_mut().zip(src) {
+                        *d = s + b;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `grad_input ← ∂⟨grad_output, conv(x, weight)⟩/∂x` (overwrites `grad_input`).
+pub fn conv2d_backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_output: &[T], grad_input: &mut [T]) {
+    geo.check(grad_input.len(), weight.len(), grad_output.len());
+    grad_input.fill(T::zero());
+    if geo.is_depthwise() {
+        return depthwise::backward_data(geo, weight, grad_output, grad_input);
+    }
+    let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
+    let win = geo.window();
+    // Columns per chunk: whole tiles, at least one, at most MAX_COL_ELEMS elements of im2col.
+    let chunk_cols = ((MAX_COL_ELEMS / k.max(1)) / COL_TILE).max(1) * COL_TILE;
+    grad_input.par_chunks_mut(geo.in_channels * in_plane).enumerate().for_each(|(n, dx_n)| {
+        for g in 0..geo.groups {
+            let w = &weight[g * cog * k..(g + 1) * cog * k];
+            let dy_base = (n * geo.out_channels + g * cog) * out_plane;
+            let dy = &grad_output[dy_base..dy_base + cog * out_plane];
+            let dx = &mut dx_n[g * cig * in_plane..(g + 1) * cig * in_plane];
+            let mut c0 = 0;
+            while c0 < out_plane {
+                let c1 = (c0 + chunk_cols).min(out_plane);
+                let chunk_tiles: Vec<(usize, usize)> = tiles(c1 - c0).map(|(a, b)| (a + c0, b + c0)).collect();
+                // dcol = Wᵀ · dY for this chunk, tile-major: tile t is a `k × tw` row-major block.
+                let mut dcol = vec![T::zero(); k * (c1 - c0)];
+                dcol.par_chunks_mut(k * COL_TILE).zip(chunk_tiles.clone()).for_each(|(buf, (p0, p1))| {
+                    let tw = p1 - p0;
+                    buf.par_chunks_mut(ROW_BLOCK * tw).enumerate().for_each(|(b, blk)| {
+                        let rows = blk.len() / tw;
+                        let r0 = b * ROW_BLOCK;
+                        let wt = MatRef { data: &w[r0..], rows, cols: cog, row_stride: 1, col_stride: k };
+                        let g_out = MatRef { data: &dy[p0..], rows: cog, cols: tw, row_stride: out_plane, col_stride: 1 };
+                        gemm(T::one(), wt, g_out, T::zero(), MatMut::row_major(blk, rows, tw));
+                    });
+                });
+                let taps = geo.kernel_h * geo.kernel_w;
+                dx.par_chunks_mut(in_plane).enumerate().for_each(|(c, plane)| {
+                    for &(p0, p1) in &chunk_tiles {
+                        let tw = p1 - p0;
+                        let base = k * (p0 - c0);
+                        let rows = &dcol[base + c * taps * tw..base + (c + 1) * taps * tw];
+                        if geo.is_pointwise() {
+                            for (d, &s) in plane[p0..p1].iter_mut().zip(rows) {
+                                *d += s;
+                            }
+                        } else {
+                            col2im_channel_tile(rows, &win, p0, p1, plane);
+                        }
+                    }
+                });
+                c0 = c1;
+            }
+        }
+    });
+}
+
+/// `grad_weight ← ∂⟨grad_output, conv(input, w)⟩/∂w` summed over the batch (overwrites `grad_weight`).
+pub fn conv2d_backward_weight<T: Element>(geo: &ConvGeometry, input: &[T], grad_output: &[T], grad_weight: &mut [T]) {
+    geo.check(input.len(), grad_weight.len(), grad_output.len());
+    grad_weight.fill(T::zero());
+    if geo.is_depthwise() {
+        return depthwise::backward_weight(geo, input, grad_output, grad_weight);
+    }
+    let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
+    let win = geo.window();
+    // Partial products over 4 tiles of columns each; summed in a fixed order afterwards.
+    let chunk = 4 * COL_TILE;
+    let chunks: Vec<(usize, usize)> =
+        (0..out_plane.div_ceil(chunk)).map(|t| (t * chunk, ((t + 1) * chunk).min(out_plane))).collect();
+    for (g, dw) in grad_weight.chunks_mut(cog * k).enumerate() {
+        for n in 0..geo.batch {
+            let x = &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
+            let dy_base = (n * geo.out_channels + g * cog) * out_plane;
+            let dy = &grad_output[dy_base..dy_base + cog * out_plane];
+            let partials: Vec<Vec<T>> = chunks
+                .par_iter()
+                .map(|&(p0, p1)| {
+                    let cw = p1 - p0;
+                    let col_buf;
+                    let col = if geo.is_pointwise() {
+                        MatRef { data: &x[p0..], rows: k, cols: cw, row_stride: in_plane, col_stride: 1 }
+                    } else {
+                        let mut buf = vec![T::zero(); k * cw];
+                        im2col_tile(x, cig, &win, p0, p1, &mut buf);
+                        col_buf = buf;
+                        MatRef::row_major(&col_buf, k, cw)
+                    };
+                    let g_out = MatRef { data: &dy[p0..], rows: cog, cols: cw, row_stride: out_plane, col_stride: 1 };
+                    let mut part = vec![T::zero(); cog * k];
+                    gemm(T::one(), g_out, col.t(), T::zero(), MatMut::row_major(&mut part, cog, k));
+                    part
+                })
+                .collect();
+            for part in partials {
+                for (d, s) in dw.iter_mut().zip(part) {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 7-loop convolution used as the reference.
+    fn naive(geo: &ConvGeometry, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let (oh, ow) = (geo.out_h().unwrap(), geo.out_w().unwrap());
+        let (cig, cog) = (geo.in_channels / geo.groups, geo.out_channels / geo.groups);
+        let mut y = vec![0.0; geo.batch * geo.out_channels * oh * ow];
+        for n in 0..geo.batch {
+            for co in 0..geo.out_channels {
+                let g = co / cog;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = b[co];
+                        for ci in 0..cig {
+                            for ky in 0..geo.kernel_h {
+                                for kx in 0..geo.kernel_w {
+                                    let iy = (oy * geo.stride_h + ky * geo.dilation_h) as isize - geo.pad_top as isize;
+                                    let ix = (ox * geo.stride_w + kx * geo.dilation_w) as isize - geo.pad_left as isize;
+                                    if iy < 0 || ix < 0 || iy >= geo.in_h as isize || ix >= geo.in_w as isize {
+                                        continue;
+                                    }
+                                    let c = g * cig + ci;
+                                    acc += w[((co * cig + ci) * geo.kernel_h + ky) * geo.kernel_w + kx]
+                                        * x[((n * geo.in_channels + c) * geo.in_h + iy as usize) * geo.in_w + ix as usize];
+                                }
+                            }
+                        }
+                        y[((n * geo.out_channels + co) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
+        let base = ConvGeometry {
+            batch: 2,
+            in_channels: 4,
+            in_h: 9,
+            in_w: 7,
+            out_channels: 6,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+            groups: 1,
+        };
+        vec![
+            base,
+            ConvGeometry { stride_h: 2, stride_w: 3, pad_top: 0, pad_left: 2, pad_bottom: 1, pad_right: 0, ..base },
+            ConvGeometry { dilation_h: 2, dilation_w: 3, kernel_w: 2, ..base },
+            ConvGeometry { groups: 2, ..base },
+            ConvGeometry { kernel_h: 1, kernel_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..base },
+            ConvGeometry { groups: 4, out_channels: 8, ..base },
+            ConvGeometry { groups: 4, out_channels: 4, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base },
+            // Enough columns for several tiles, with a ragged last one.
+            ConvGeometry { batch: 1, in_h: 23, in_w: 25, ..base },
+        ]
+    }
+
+    fn data(len: usize, seed: usize) -> Vec<f64> {
+        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f64 / 500.0) - 1.0).collect()
+    }
+
+    #[test]
+    fn forward_matches_direct_loops() {
+        for geo in geometries() {
+            let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 1);
+            let w = data(geo.out_channels * geo.k(), 2);
+            let b = data(geo.out_channels, 3);
+            let want = naive(&geo, &x, &w, &b);
+            let mut y = vec![0.0; want.len()];
+            conv2d_forward(&geo, &x, &w, Some(&b), &mut y);
+            for (a, e) in y.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-10, "{geo:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn backward_kernels_are_adjoint_to_forward() {
+        // <conv(x, w), r> = <x, backward_data(w, r)> = <w, backward_weight(x, r)>.
+        for geo in geometries() {
+            let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 4);
+            let w = data(geo.out_channels * geo.k(), 5);
+            let mut y = vec![0.0; geo.batch * geo.out_channels * geo.out_plane()];
+            conv2d_forward(&geo, &x, &w, None, &mut y);
+            let r = data(y.len(), 6);
+            let lhs: f64 = y.iter().zip(&r).map(|(a, b)| a * b).sum();
+            let mut dx = vec![0.0; x.len()];
+            conv2d_backward_data(&geo, &w, &r, &mut dx);
+            let via_x: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            let mut dw = vec![0.0; w.len()];
+            conv2d_backward_weight(&geo, &x, &r, &mut dw);
+            let via_w: f64 = w.iter().zip(&dw).map(|(a, b)| a * b).sum();
+            assert!((lhs - via_x).abs() < 1e-9 * lhs.abs().max(1.0), "{geo:?}");
+            assert!((lhs - via_w).abs() < 1e-9 * lhs.abs().max(1.0), "{geo:?}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The scalar types the kernels compute in.
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+/// A floating-point scalar with a GEMM routine.
+///
+/// Implemented for `f32` (what models run in) and `f64` (what gradient checks run in).
+pub trait Element:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + Default
+    + Debug
+    + Display
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Send
+    + Sync
+    + 'static
+{
+    /// Short name used in error messages and benchmark ids.
+    const NAME: &'static str;
+
+    /// `C ← alpha·A·B + beta·C` through `matrixmultiply`.
+    ///
+    /// # Safety
+    /// Same contract as `matrixmultiply::sgemm`: `a` must be valid for reads of an `m×k` matrix with strides
+    /// `(rsa, csa)`, `b` of a `k×n` matrix with `(rsb, csb)`, and `c` valid for reads and writes of an `m×n`
+    /// matrix with `(rsc, csc)` that no other thread touches during the call.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+
+    /// Converts an `f64` literal (constants in formulas) to this type.
+    fn lit(v: f64) -> Self {
+        <Self as num_traits::NumCast>::from(v).unwrap_or_else(Self::nan)
+    }
+}
+
+impl Element for f32 {
+    const NAME: &'static str = "f32";
+
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        // SAFETY: forwarded verbatim; the caller upholds matrixmultiply's contract (see trait docs).
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+impl Element for f64 {
+    const NAME: &'static str = "f64";
+
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        // SAFETY: forwarded verbatim; the caller upholds matrixmultiply's contract (see trait docs).
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}

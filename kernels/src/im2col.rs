@@ -1,0 +1,195 @@
+//! im2col / col2im over a range of output columns.
+//!
+//! A convolution over one image and one group is the product `W (C_out × K) · col (K × OH·OW)` with
+//! `K = C_in·KH·KW`. Row `k = (c·KH + ky)·KW + kx` of `col` holds, for every output pixel `p = oy·OW + ox`, the input
+//! value the tap `(c, ky, kx)` reads there (zero in the padding). Building `col` a tile of columns at a time keeps the
+//! buffer in cache and lets independent tiles run in parallel.
+
+use crate::Element;
+
+/// Spatial geometry of a sliding window over one `H × W` plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+/// The range `lo..hi` of output indices `o < count` for which `o·stride + offset` lies in `0..limit`.
+pub fn valid_range(count: usize, stride: usize, offset: isize, limit: usize) -> (usize, usize) {
+    let stride = stride as isize;
+    // Smallest o with o·stride + offset ≥ 0.
+    let lo = if offset >= 0 { 0 } else { ((-offset) + stride - 1) / stride };
+    // Smallest o with o·stride + offset ≥ limit.
+    let hi = if (limit as isize) <= offset { 0 } else { ((limit as isize) - offset + stride - 1) / stride };
+    let lo = (lo as usize).min(count);
+    let hi = (hi as usize).min(count);
+    (lo, hi.max(lo))
+}
+
+impl Window {
+    /// Offset of tap `ky` (in input rows) relative to `oy·stride_h`.
+    fn row_offset(&self, ky: usize) -> isize {
+        (ky * self.dilation_h) as isize - self.pad_top as isize
+    }
+
+    fn col_offset(&self, kx: usize) -> isize {
+        (kx * self.dilation_w) as isize - self.pad_left as isize
+    }
+
+    /// Calls `f(ox_lo, ox_hi, out_start, in_start)` for each run of output columns in `p0..p1` that row `oy` of tap
+    /// `(ky, kx)` reads from inside the image; `out_start` is the tile column of `ox_lo`, `in_start` the plane index
+    /// it reads. Consecutive `ox` read `stride_w` apart.
+    fn for_each_run(&self, ky: usize, kx: usize, p0: usize, p1: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let (ylo, yhi) = valid_range(self.out_h, self.stride_h, self.row_offset(ky), self.in_h);
+        let (xlo, xhi) = valid_range(self.out_w, self.stride_w, self.col_offset(kx), self.in_w);
+        if xlo >= xhi {
+            return;
+        }
+        let first_row = p0 / self.out_w;
+        let last_row = p1.div_ceil(self.out_w);
+        for oy in first_row.max(ylo)..last_row.min(yhi) {
+            let row_start = oy * self.out_w;
+            let lo = xlo.max(p0.saturating_sub(row_start));
+            let hi = xhi.min(p1 - row_start);
+            if lo >= hi {
+                continue;
+            }
+            let iy = (oy * self.stride_h) as isize + self.row_offset(ky);
+            let ix = (lo * self.stride_w) as isize + self.col_offset(kx);
+            f(lo, hi, row_start + lo - p0, iy as usize * self.in_w + ix as usize);
+        }
+    }
+}
+
+/// Fills `col` (`channels·KH·KW` rows × `p1 − p0` columns, row-major) from `input` (`channels` planes).
+pub fn im2col_tile<T: Element>(input: &[T], channels: usize, win: &Window, p0: usize, p1: usize, col: &mut [T]) {
+    let width = p1 - p0;
+    let plane = win.in_h * win.in_w;
+    debug_assert_eq!(col.len(), channels * win.kernel_h * win.kernel_w * width);
+    col.fill(T::zero());
+    let mut row = 0;
+    for c in 0..channels {
+        let src = &input[c * plane..(c + 1) * plane];
+        for ky in 0..win.kernel_h {
+            for kx in 0..win.kernel_w {
+                let dst = &mut col[row * width..(row + 1) * width];
+                win.for_each_run(ky, kx, p0, p1, |lo, hi, out, inp| {
+                    let n = hi - lo;
+                    if win.stride_w == 1 {
+                        dst[out..out + n].copy_from_slice(&src[inp..inp + n]);
+                    } else {
+                        for (i, d) in dst[out..out + n].iter_mut().enumerate() {
+                            *d = src[inp + i * win.stride_w];
+                        }
+                    }
+                });
+                row += 1;
+            }
+        }
+    }
+}
+
+/// Adds the rows of `col` that belong to one input channel (`KH·KW` rows × `p1 − p0` columns) back into that
+/// channel's gradient plane: the adjoint of [`im2col_tile`] restricted to one channel.
+pub fn col2im_channel_tile<T: Element>(col: &[T], win: &Window, p0: usize, p1: usize, plane: &mut [T]) {
+    let width = p1 - p0;
+    let mut row = 0;
+    for ky in 0..win.kernel_h {
+        for kx in 0..win.kernel_w {
+            let src = &col[row * width..(row + 1) * width];
+            win.for_each_run(ky, kx, p0, p1, |lo, hi, out, inp| {
+                for i in 0..hi - lo {
+                    plane[inp + i * win.stride_w] += src[out + i];
+                }
+            });
+            row += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn win() -> Window {
+        Window {
+            in_h: 5,
+            in_w: 6,
+            out_h: 3,
+            out_w: 3,
+            kernel_h: 3,
+            kernel_w: 2,
+            stride_h: 2,
+            stride_w: 2,
+            dilation_h: 1,
+            dilation_w: 2,
+            pad_top: 1,
+            pad_left: 0,
+        }
+    }
+
+    fn reference(input: &[f64], w: &Window, c: usize, ky: usize, kx: usize, p: usize) -> f64 {
+        let (oy, ox) = (p / w.out_w, p % w.out_w);
+        let iy = (oy * w.stride_h + ky * w.dilation_h) as isize - w.pad_top as isize;
+        let ix = (ox * w.stride_w + kx * w.dilation_w) as isize - w.pad_left as isize;
+        if iy < 0 || ix < 0 || iy >= w.in_h as isize || ix >= w.in_w as isize {
+            0.0
+        } else {
+            input[c * w.in_h * w.in_w + iy as usize * w.in_w + ix as usize]
+        }
+    }
+
+    #[test]
+    fn tiles_match_direct_indexing() {
+        let w = win();
+        let input: Vec<f64> = (0..2 * 30).map(|i| i as f64 + 1.0).collect();
+        for (p0, p1) in [(0, 9), (1, 5), (4, 9), (8, 9)] {
+            let mut col = vec![0.0; 2 * 6 * (p1 - p0)];
+            im2col_tile(&input, 2, &w, p0, p1, &mut col);
+            for c in 0..2 {
+                for ky in 0..3 {
+                    for kx in 0..2 {
+                        let row = (c * 3 + ky) * 2 + kx;
+                        for p in p0..p1 {
+                            assert_eq!(col[row * (p1 - p0) + p - p0], reference(&input, &w, c, ky, kx, p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), y> == <x, col2im(y)> for any x, y.
+        let w = win();
+        let x: Vec<f64> = (0..30).map(|i| ((i * 7 % 11) as f64) - 5.0).collect();
+        let (p0, p1) = (2, 8);
+        let y: Vec<f64> = (0..6 * (p1 - p0)).map(|i| ((i * 5 % 13) as f64) * 0.5).collect();
+        let mut col = vec![0.0; y.len()];
+        im2col_tile(&x, 1, &w, p0, p1, &mut col);
+        let lhs: f64 = col.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let mut back = vec![0.0; 30];
+        col2im_channel_tile(&y, &w, p0, p1, &mut back);
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
+    }
+
+    #[test]
+    fn valid_range_handles_padding_and_overhang() {
+        assert_eq!(valid_range(5, 1, -2, 4), (2, 5));
+        assert_eq!(valid_range(5, 2, -1, 4), (1, 3));
+        assert_eq!(valid_range(3, 1, 10, 4), (0, 0));
+        assert_eq!(valid_range(4, 3, 0, 7), (0, 3));
+    }
+}

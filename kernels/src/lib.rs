@@ -1,0 +1,21 @@
+//! Compute kernels for `gradcam`.
+//!
+//! Everything here works on plain slices in NCHW layout and knows nothing about graphs, autodiff or models: the
+//! graph crate validates shapes and attributes, then calls these functions. All kernels are generic over
+//! [`Element`] (f32 for real work, f64 so that finite-difference tests can check gradients tightly).
+//!
+//! Threading: GEMMs run single-threaded inside `matrixmultiply` (its `threading` feature is *off*); parallelism
+//! comes from rayon over independent tiles of the output. Tile shapes depend only on the problem shape, never on
+//! the number of threads, so every output element is computed by the same sequence of floating-point operations
+//! whatever the thread count: results are bit-identical on 1, 2 or 64 threads.
+
+pub mod conv;
+pub mod depthwise;
+pub mod element;
+pub mod gemm;
+pub mod im2col;
+pub mod pool;
+
+pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, ConvGeometry};
+pub use element::Element;
+pub use pool::{avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, PoolGeometry};
