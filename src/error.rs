@@ -1,0 +1,74 @@
+//! Typed errors. Every error names the node, op, value or shapes involved so that a user can find the culprit.
+
+use crate::tensor::fmt_shapes;
+
+/// Errors raised by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operator rejected its inputs or attributes.
+    #[error("node '{node}' ({op}): {source}")]
+    Op {
+        node: String,
+        op: &'static str,
+        #[source]
+        source: OpError,
+    },
+    /// A graph input was not bound.
+    #[error("graph input '{name}' was not provided (the graph's inputs are: {expected})")]
+    MissingInput { name: String, expected: String },
+    /// A name was bound that is not a graph input.
+    #[error("'{name}' is not an input of this graph (its inputs are: {expected})")]
+    NotAnInput { name: String, expected: String },
+    /// A bound input has the wrong shape.
+    #[error("graph input '{name}' expects shape {expected:?} (any batch size), got {got:?}")]
+    InputShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    /// A name that no value of the graph carries.
+    #[error("no value named '{name}' in the graph{hint}")]
+    UnknownValue { name: String, hint: String },
+    /// Two values with the same name.
+    #[error("the graph already has a value named '{name}'")]
+    DuplicateName { name: String },
+    /// `check_finite` found NaN or infinity.
+    #[error("{origin} produced a non-finite value (NaN or ±inf) in its output of shape {shape:?}")]
+    NonFinite { origin: String, shape: Vec<usize> },
+    /// A seed gradient whose shape differs from its value's.
+    #[error("seed gradient for '{name}' has shape {got:?}, but the value has shape {expected:?}")]
+    SeedShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    /// A value was used in a way the plan did not prepare for.
+    #[error("'{name}' is not {role} of this plan; make a plan that names it")]
+    NotPlanned { name: String, role: &'static str },
+    /// A plan made for a different graph.
+    #[error("the plan was made for a different graph")]
+    PlanMismatch,
+    /// A value the forward pass did not keep (it was freed after its last use).
+    #[error("value '{name}' was not kept by the forward pass; list it in the plan's `keep`")]
+    NotRetained { name: String },
+}
+
+/// Errors raised by a single operator; the executor wraps them into [`Error::Op`] with the node's name.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("expected {expected} inputs, got {got}")]
+    Arity { expected: String, got: usize },
+    #[error("{what}; input shapes {}", fmt_shapes(shapes))]
+    Shape { what: String, shapes: Vec<Vec<usize>> },
+    #[error("attribute '{name}': {why}")]
+    Attribute { name: &'static str, why: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl OpError {
+    /// A shape error quoting all input shapes.
+    pub fn shape(what: impl Into<String>, shapes: &[&[usize]]) -> Self {
+        OpError::Shape { what: what.into(), shapes: shapes.iter().map(|s| s.to_vec()).collect() }
+    }
+
+    /// An attribute error.
+    pub fn attribute(name: &'static str, why: impl Into<String>) -> Self {
+        OpError::Attribute { name, why: why.into() }
+    }
+}
+
+/// Result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,139 @@
+//! The backward sweep: a plain loop over the planned nodes in reverse topological order.
+
+use super::{Activations, Source, ValueId};
+use crate::error::{Error, Result};
+use crate::ops::{ReluRule, Vjp};
+use crate::tensor::Tensor;
+use crate::Element;
+use std::collections::HashMap;
+
+/// Options of a backward sweep.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackwardOptions {
+    /// Backward rule for rectifiers (exact, or guided backpropagation).
+    pub relu_rule: ReluRule,
+}
+
+/// One vector-Jacobian product that ran: for tests, profiling and showing that a sweep was partial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VjpRecord {
+    pub node: String,
+    pub op: &'static str,
+    /// Names of the inputs whose gradient was computed.
+    pub input_grads: Vec<String>,
+}
+
+/// Gradients of the requested values, plus a trace of the backward rules that ran.
+#[derive(Debug)]
+pub struct Gradients<T> {
+    grads: HashMap<String, Tensor<T>>,
+    pub trace: Vec<VjpRecord>,
+}
+
+impl<T> Gradients<T> {
+    /// The gradient of a requested value.
+    pub fn get(&self, name: &str) -> Result<&Tensor<T>> {
+        self.grads.get(name).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+    }
+
+    /// Takes the gradient of a requested value out.
+    pub fn take(&mut self, name: &str) -> Result<Tensor<T>> {
+        self.grads.remove(name).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+    }
+}
+
+fn accumulate<T: Element>(slot: &mut Option<Tensor<T>>, g: Tensor<T>) {
+    match slot {
+        Some(acc) => *acc += &g,
+        None => *slot = Some(g),
+    }
+}
+
+impl<T: Element> Activations<'_, T> {
+    /// Backpropagates `seeds` (value name, gradient of that value) to the plan's `wrt` values.
+    ///
+    /// Call it as often as needed (one class after another) without re-running the forward pass.
+    pub fn backward(&self, seeds: Vec<(&str, Tensor<T>)>) -> Result<Gradients<T>> {
+        self.backward_with(seeds, BackwardOptions::default())
+    }
+
+    /// [`Activations::backward`] with options.
+    pub fn backward_with(&self, seeds: Vec<(&str, Tensor<T>)>, options: BackwardOptions) -> Result<Gradients<T>> {
+        let (graph, plan) = (self.graph, &self.plan);
+        let mut grads: Vec<Option<Tensor<T>>> = (0..graph.values.len()).map(|_| None).collect();
+        for (name, seed) in seeds {
+            let id = graph.find(name)?;
+            if !plan.seeds.contains(&id) {
+                return Err(Error::NotPlanned { name: name.to_string(), role: "a seed" });
+            }
+            let value = self.by_id(id).ok_or_else(|| Error::NotRetained { name: name.to_string() })?;
+            if value.shape() != seed.shape() {
+                return Err(Error::SeedShape { name: name.to_string(), expected: value.shape().to_vec(), got: seed.shape().to_vec() });
+            }
+            accumulate(&mut grads[id.0], seed.as_standard_layout().into_owned());
+        }
+
+        let is_wrt = |id: ValueId| plan.wrt.contains(&id);
+        let mut trace = Vec::new();
+        for (n, node) in graph.nodes.iter().enumerate().rev() {
+            if !plan.run_backward[n] || node.outputs.iter().all(|o| grads[o.0].is_none()) {
+                continue;
+            }
+            let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
+            let inputs: Vec<Option<&Tensor<T>>> =
+                node.inputs.iter().zip(&plan.saves_inputs[n]).map(|(&i, &keep)| if keep { self.by_id(i) } else { None }).collect();
+            let input_shapes: Vec<&[usize]> = node
+                .inputs
+                .iter()
+                .map(|&i| match self.by_id(i) {
+                    Some(t) => t.shape(),
+                    None => graph.values[i.0].shape.as_slice(),
+                })
+                .collect();
+            let outputs: Vec<Option<&Tensor<T>>> =
+                node.outputs.iter().map(|&o| if plan.saves_outputs[n] { self.by_id(o) } else { None }).collect();
+            let out_grads: Vec<Option<Tensor<T>>> =
+                node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();
+            let cx = Vjp {
+                inputs,
+                input_shapes: input_shapes.clone(),
+                outputs,
+                saved: self.saved[n].as_deref(),
+                output_grads: out_grads.iter().map(|g| g.as_ref()).collect(),
+                wanted: &plan.wanted[n],
+                relu_rule: options.relu_rule,
+            };
+            let input_grads = node.op.backward(&cx).map_err(wrap)?;
+            let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };
+            for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+                let Some(g) = g.filter(|_| plan.wanted[n][k]) else { continue };
+                if g.shape() != input_shapes[k] {
+                    let what = format!("internal error: gradient of input {k} has shape {:?}, input has {:?}", g.shape(), input_shapes[k]);
+                    return Err(wrap(crate::OpError::Invalid(what)));
+                }
+                record.input_grads.push(graph.values[i.0].name.clone());
+                accumulate(&mut grads[i.0], g);
+            }
+            trace.push(record);
+        }
+
+        let mut out = HashMap::new();
+        for &w in &plan.wrt {
+            let name = graph.values[w.0].name.clone();
+            let g = match grads[w.0].take() {
+                Some(g) => g,
+                None => {
+                    // Not connected to any seed: the gradient is zero.
+                    let shape = match (&graph.values[w.0].source, self.by_id(w)) {
+                        (_, Some(t)) => t.shape().to_vec(),
+                        (Source::Constant(c), None) => c.shape().to_vec(),
+                        _ => graph.values[w.0].shape.clone(),
+                    };
+                    Tensor::zeros(shape)
+                }
+            };
+            out.insert(name, g);
+        }
+        Ok(Gradients { grads: out, trace })
+    }
+}

@@ -1,0 +1,146 @@
+//! The computation graph: named values produced by operator nodes.
+//!
+//! Nodes are stored in topological order (the builder only lets a node read values that already exist), which the
+//! forward executor walks front to back and the backward sweep back to front.
+
+mod backward;
+mod builder;
+mod forward;
+mod plan;
+
+pub use backward::{BackwardOptions, Gradients, VjpRecord};
+pub use builder::GraphBuilder;
+pub use forward::{Activations, ForwardOptions};
+pub use plan::Plan;
+
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::tensor::Tensor;
+use crate::Element;
+use std::collections::HashMap;
+
+/// Index of a value in its graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub usize);
+
+/// Where a value comes from.
+#[derive(Debug)]
+pub enum Source<T> {
+    /// Bound by the caller at run time.
+    Input,
+    /// Stored in the graph (weights, constant tensors).
+    Constant(Tensor<T>),
+    /// Output `output` of node `node`.
+    Node { node: usize, output: usize },
+}
+
+/// A named value with its statically inferred shape.
+#[derive(Debug)]
+pub struct Value<T> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub source: Source<T>,
+}
+
+/// One operator application.
+#[derive(Debug)]
+pub struct Node<T: Element> {
+    pub name: String,
+    pub op: Box<dyn Op<T>>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// A computation graph over scalars of type `T`.
+#[derive(Debug)]
+pub struct Graph<T: Element> {
+    values: Vec<Value<T>>,
+    nodes: Vec<Node<T>>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+    by_name: HashMap<String, ValueId>,
+}
+
+impl<T: Element> Graph<T> {
+    /// All values, indexed by [`ValueId`].
+    pub fn values(&self) -> &[Value<T>] {
+        &self.values
+    }
+
+    /// All nodes in topological order.
+    pub fn nodes(&self) -> &[Node<T>] {
+        &self.nodes
+    }
+
+    /// The graph's inputs, in declaration order.
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+
+    /// The graph's declared outputs.
+    pub fn outputs(&self) -> &[ValueId] {
+        &self.outputs
+    }
+
+    /// The value with this id.
+    pub fn value(&self, id: ValueId) -> &Value<T> {
+        &self.values[id.0]
+    }
+
+    /// Looks a value up by name; the error lists the closest existing names.
+    pub fn find(&self, name: &str) -> Result<ValueId> {
+        self.by_name.get(name).copied().ok_or_else(|| Error::UnknownValue {
+            name: name.to_string(),
+            hint: match self.closest_names(name, 3).as_slice() {
+                [] => String::new(),
+                names => format!("; did you mean {}?", names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")),
+            },
+        })
+    }
+
+    /// Up to `count` value names closest to `name` (edit distance), nearest first.
+    pub fn closest_names(&self, name: &str, count: usize) -> Vec<String> {
+        let mut scored: Vec<(usize, &str)> =
+            self.values.iter().map(|v| (edit_distance(name, &v.name), v.name.as_str())).collect();
+        scored.sort();
+        scored.into_iter().take(count).map(|(_, n)| n.to_string()).collect()
+    }
+
+    /// The node producing `id`, if any.
+    pub fn producer(&self, id: ValueId) -> Option<&Node<T>> {
+        match self.values[id.0].source {
+            Source::Node { node, .. } => Some(&self.nodes[node]),
+            _ => None,
+        }
+    }
+
+    fn input_names(&self) -> String {
+        self.inputs.iter().map(|&i| format!("'{}'", self.values[i.0].name)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(super::edit_distance("layer4", "layer3"), 1);
+        assert_eq!(super::edit_distance("", "abc"), 3);
+        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    }
+}

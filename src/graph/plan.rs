@@ -1,0 +1,147 @@
+//! Deciding, before anything runs, which nodes execute and which values are kept.
+//!
+//! A backward sweep from `seeds` to `wrt` only needs the nodes that lie on a path between them: a node runs its
+//! vector-Jacobian product only if one of its outputs leads to a seed *and* one of its inputs depends on a
+//! requested value, and it is asked only for the input gradients that depend on a requested value. Nothing below the
+//! deepest requested value is visited, and weights get gradients only if they are requested. The forward pass keeps
+//! exactly the activations those backward rules read, plus the values the caller asked to keep; everything else is
+//! freed right after its last consumer.
+
+use super::{Graph, ValueId};
+use crate::error::Result;
+use crate::Element;
+
+/// What to run and keep for one kind of request. Make it once, use it for many forward and backward passes.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub(crate) seeds: Vec<ValueId>,
+    pub(crate) wrt: Vec<ValueId>,
+    pub(crate) keep: Vec<ValueId>,
+    /// Per node: needed to compute the requested values.
+    pub(crate) run_forward: Vec<bool>,
+    /// Per node: on a path from a `wrt` value to a seed.
+    pub(crate) run_backward: Vec<bool>,
+    /// Per node and input: that input's gradient is wanted.
+    pub(crate) wanted: Vec<Vec<bool>>,
+    /// Per node: what its backward reads (inputs, outputs).
+    pub(crate) saves_inputs: Vec<Vec<bool>>,
+    pub(crate) saves_outputs: Vec<bool>,
+    /// Per value: kept after the forward pass.
+    pub(crate) retain: Vec<bool>,
+    /// Per value: index of the last forward node that reads it (`None`: no reader runs).
+    pub(crate) last_use: Vec<Option<usize>>,
+}
+
+impl Plan {
+    /// Names of the values the backward sweep differentiates with respect to.
+    pub fn wrt(&self) -> &[ValueId] {
+        &self.wrt
+    }
+
+    /// Values kept for the caller besides seeds and `wrt`.
+    pub fn keep(&self) -> &[ValueId] {
+        &self.keep
+    }
+
+    /// Number of nodes whose backward will run.
+    pub fn backward_nodes(&self) -> usize {
+        self.run_backward.iter().filter(|&&b| b).count()
+    }
+}
+
+impl<T: Element> Graph<T> {
+    fn ids(&self, names: &[&str]) -> Result<Vec<ValueId>> {
+        names.iter().map(|n| self.find(n)).collect()
+    }
+
+    /// A plan for inference only: computes and keeps `keep` (the graph outputs if empty).
+    pub fn inference_plan(&self, keep: &[&str]) -> Result<Plan> {
+        self.plan(&[], &[], keep)
+    }
+
+    /// A plan for `∂seeds/∂wrt`, also keeping the values named in `keep` (e.g. the activation Grad-CAM weights).
+    /// With no seeds and no `keep`, the graph outputs are kept.
+    pub fn plan(&self, seeds: &[&str], wrt: &[&str], keep: &[&str]) -> Result<Plan> {
+        let (seeds, wrt, mut keep) = (self.ids(seeds)?, self.ids(wrt)?, self.ids(keep)?);
+        if seeds.is_empty() && keep.is_empty() {
+            keep = self.outputs.clone();
+        }
+        let (nv, nn) = (self.values.len(), self.nodes.len());
+
+        // Values that lead to a seed, walking backwards.
+        let mut leads_to_seed = vec![false; nv];
+        for s in &seeds {
+            leads_to_seed[s.0] = true;
+        }
+        for node in self.nodes.iter().rev() {
+            if node.outputs.iter().any(|o| leads_to_seed[o.0]) {
+                for i in &node.inputs {
+                    leads_to_seed[i.0] = true;
+                }
+            }
+        }
+        // Values that depend on a requested value, walking forwards.
+        let mut depends_on_wrt = vec![false; nv];
+        for w in &wrt {
+            depends_on_wrt[w.0] = true;
+        }
+        for node in &self.nodes {
+            if node.inputs.iter().any(|i| depends_on_wrt[i.0]) {
+                for o in &node.outputs {
+                    depends_on_wrt[o.0] = true;
+                }
+            }
+        }
+
+        let mut run_backward = vec![false; nn];
+        let mut wanted = Vec::with_capacity(nn);
+        let mut saves_inputs = Vec::with_capacity(nn);
+        let mut saves_outputs = vec![false; nn];
+        let mut retain = vec![false; nv];
+        for v in seeds.iter().chain(&wrt).chain(&keep) {
+            retain[v.0] = true;
+        }
+        for (n, node) in self.nodes.iter().enumerate() {
+            let on_path = node.outputs.iter().any(|o| leads_to_seed[o.0] && depends_on_wrt[o.0]);
+            let w: Vec<bool> = node.inputs.iter().map(|i| on_path && depends_on_wrt[i.0] && leads_to_seed[i.0]).collect();
+            run_backward[n] = on_path && w.iter().any(|&b| b);
+            if run_backward[n] {
+                let saves = node.op.saves(&w);
+                for (i, &s) in node.inputs.iter().zip(&saves.inputs) {
+                    retain[i.0] |= s;
+                }
+                if saves.outputs {
+                    for o in &node.outputs {
+                        retain[o.0] = true;
+                    }
+                }
+                saves_outputs[n] = saves.outputs;
+                saves_inputs.push(saves.inputs);
+            } else {
+                saves_inputs.push(vec![false; node.inputs.len()]);
+            }
+            wanted.push(w);
+        }
+
+        // Nodes needed to produce every retained value, walking backwards.
+        let mut needed = retain.clone();
+        let mut run_forward = vec![false; nn];
+        for (n, node) in self.nodes.iter().enumerate().rev() {
+            if node.outputs.iter().any(|o| needed[o.0]) {
+                run_forward[n] = true;
+                for i in &node.inputs {
+                    needed[i.0] = true;
+                }
+            }
+        }
+        let mut last_use = vec![None; nv];
+        for (n, node) in self.nodes.iter().enumerate() {
+            if run_forward[n] {
+                for i in &node.inputs {
+                    last_use[i.0] = Some(n);
+                }
+            }
+        }
+        Ok(Plan { seeds, wrt, keep, run_forward, run_backward, wanted, saves_inputs, saves_outputs, retain, last_use })
+    }
+}

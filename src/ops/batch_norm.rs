@@ -1,0 +1,123 @@
+//! BatchNormalization (inference): `y = (x − mean) / √(var + ε) · scale + bias` per channel (axis 1).
+//! Inputs: `x [N, C, …]`, `scale`, `bias`, `mean`, `var` (each `[C]`).
+
+use super::{arity, Op, Outputs, Vjp};
+use crate::error::OpError;
+use crate::tensor::Tensor;
+use crate::Element;
+use ndarray::{Axis, IxDyn, Zip};
+
+/// Inference-mode batch normalization.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormalization {
+    pub epsilon: f64,
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        BatchNormalization { epsilon: 1e-5 }
+    }
+}
+
+/// A `[C]` vector reshaped to broadcast along axis 1 of a rank-`rank` tensor.
+fn per_channel<T: Element>(v: &Tensor<T>, rank: usize) -> Tensor<T> {
+    let mut shape = vec![1; rank];
+    shape[1] = v.len();
+    v.to_owned().into_shape_with_order(IxDyn(&shape)).expect("validated [C] vector")
+}
+
+/// Sums over every axis but 1.
+fn sum_per_channel<T: Element>(t: Tensor<T>) -> Tensor<T> {
+    let mut t = t;
+    while t.ndim() > 2 {
+        t = t.sum_axis(Axis(t.ndim() - 1));
+    }
+    t.sum_axis(Axis(0))
+}
+
+impl BatchNormalization {
+    fn inv_std<T: Element>(&self, var: &Tensor<T>, rank: usize) -> Tensor<T> {
+        per_channel(&var.mapv(|v| T::one() / (v + T::lit(self.epsilon)).sqrt()), rank)
+    }
+}
+
+impl<T: Element> Op<T> for BatchNormalization {
+    fn op_type(&self) -> &'static str {
+        "BatchNormalization"
+    }
+
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
+        arity(inputs, 5, 5)?;
+        if inputs[0].len() < 2 {
+            return Err(OpError::shape("input must have rank ≥ 2 (channels on axis 1)", inputs));
+        }
+        let c = inputs[0][1];
+        if inputs[1..].iter().any(|s| *s != [c]) {
+            return Err(OpError::shape(format!("scale, bias, mean and var must all have shape [{c}]"), inputs));
+        }
+        Ok(vec![inputs[0].to_vec()])
+    }
+
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
+        let x = inputs[0];
+        let r = x.ndim();
+        let a = self.inv_std(inputs[4], r) * &per_channel(inputs[1], r);
+        let shift = per_channel(inputs[2], r) - &(per_channel(inputs[3], r) * &a);
+        let (a, shift) = (a.broadcast(x.raw_dim()).expect("per channel"), shift.broadcast(x.raw_dim()).expect("per channel"));
+        Ok(Outputs::one(Zip::from(x).and(&a).and(&shift).par_map_collect(|&x, &a, &b| x * a + b)))
+    }
+
+    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        let g = cx.grad()?;
+        let r = g.ndim();
+        let (scale, var) = (cx.input(1)?, cx.input(4)?);
+        let inv = self.inv_std(var, r);
+        let mut grads = vec![None; 5];
+        if cx.wants(0) {
+            grads[0] = Some(g * &(&inv * &per_channel(scale, r)));
+        }
+        if cx.wants(1) || cx.wants(4) {
+            let (x, mean) = (cx.input(0)?, cx.input(3)?);
+            let xhat = (x - &per_channel(mean, r)) * &inv;
+            let g_xhat = sum_per_channel(g * &xhat);
+            if cx.wants(4) {
+                // ∂y/∂var = scale · (x − mean) · (−½)(var + ε)^(−3/2) = −½ · scale · x̂ / (var + ε)
+                let inv_flat = var.mapv(|v| T::one() / (v + T::lit(self.epsilon)));
+                grads[4] = Some((&g_xhat * scale * &inv_flat).mapv(|v| v * T::lit(-0.5)));
+            }
+            if cx.wants(1) {
+                grads[1] = Some(g_xhat);
+            }
+        }
+        if cx.wants(2) {
+            grads[2] = Some(sum_per_channel(g.clone()));
+        }
+        if cx.wants(3) {
+            let inv_flat = var.mapv(|v| T::one() / (v + T::lit(self.epsilon)).sqrt());
+            grads[3] = Some((sum_per_channel(g.clone()) * scale * &inv_flat).mapv(|v| -v));
+        }
+        Ok(grads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_vjp, Rng};
+
+    #[test]
+    fn vjp_matches_finite_differences_for_input_and_all_parameters() {
+        let mut rng = Rng::new(6);
+        for shape in [vec![2, 3, 4, 5], vec![3, 4]] {
+            let c = shape[1];
+            let inputs = [
+                rng.tensor(&shape, -2.0, 2.0),
+                rng.tensor(&[c], 0.5, 1.5),
+                rng.tensor(&[c], -1.0, 1.0),
+                rng.tensor(&[c], -0.5, 0.5),
+                rng.tensor(&[c], 0.5, 2.0),
+            ];
+            check_vjp(&BatchNormalization { epsilon: 1e-3 }, &inputs, &[true; 5], 3);
+        }
+    }
+}

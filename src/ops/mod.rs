@@ -1,0 +1,208 @@
+//! Operators. One operator per file: its attributes, shape rule, forward, vector-Jacobian product and tests.
+//!
+//! An operator implements [`Op`]; the graph calls [`Op::output_shapes`] at build time and before every forward (so
+//! bad shapes become typed errors naming the node), [`Op::forward`], and, during a backward sweep,
+//! [`Op::backward`] with only the input gradients that lie on a path to a requested value marked as wanted.
+
+use crate::error::OpError;
+use crate::tensor::Tensor;
+use crate::Element;
+use std::any::Any;
+use std::fmt::Debug;
+
+mod pointwise;
+pub use pointwise::Pointwise;
+
+pub mod add;
+pub mod avg_pool;
+pub mod batch_norm;
+pub mod clip;
+pub mod concat;
+pub mod conv;
+pub mod cross_entropy;
+pub mod div;
+pub mod dropout;
+pub mod elu;
+pub mod flatten;
+pub mod gemm;
+pub mod global_average_pool;
+pub mod global_max_pool;
+pub mod hard_sigmoid;
+pub mod hard_swish;
+pub mod identity;
+pub mod leaky_relu;
+pub mod log_softmax;
+pub mod lrn;
+pub mod matmul;
+pub mod max_pool;
+pub mod mul;
+pub mod pad;
+pub mod prelu;
+pub mod reduce;
+pub mod relu;
+pub mod reshape;
+pub mod sigmoid;
+pub mod silu;
+pub mod softmax;
+pub mod split;
+pub mod squeeze;
+pub mod sub;
+pub mod tanh;
+pub mod transpose;
+pub mod unsqueeze;
+
+mod binary;
+mod pool_attrs;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use add::Add;
+pub use avg_pool::AveragePool;
+pub use batch_norm::BatchNormalization;
+pub use clip::Clip;
+pub use concat::Concat;
+pub use conv::Conv;
+pub use cross_entropy::CrossEntropyLoss;
+pub use div::Div;
+pub use dropout::Dropout;
+pub use elu::Elu;
+pub use flatten::Flatten;
+pub use gemm::Gemm;
+pub use global_average_pool::GlobalAveragePool;
+pub use global_max_pool::GlobalMaxPool;
+pub use hard_sigmoid::HardSigmoid;
+pub use hard_swish::HardSwish;
+pub use identity::Identity;
+pub use leaky_relu::LeakyRelu;
+pub use log_softmax::LogSoftmax;
+pub use lrn::Lrn;
+pub use matmul::MatMul;
+pub use max_pool::MaxPool;
+pub use mul::Mul;
+pub use pad::{Pad, PadMode};
+pub use pool_attrs::PoolAttrs;
+pub use prelu::PRelu;
+pub use reduce::{ReduceMean, ReduceSum};
+pub use relu::Relu;
+pub use reshape::Reshape;
+pub use sigmoid::Sigmoid;
+pub use silu::Silu;
+pub use softmax::Softmax;
+pub use split::Split;
+pub use squeeze::Squeeze;
+pub use sub::Sub;
+pub use tanh::Tanh;
+pub use transpose::Transpose;
+pub use unsqueeze::Unsqueeze;
+
+/// State an op keeps from its forward for its backward (e.g. max-pool argmax indices).
+pub type Saved = Box<dyn Any + Send + Sync>;
+
+/// What a forward pass returns.
+pub struct Outputs<T> {
+    pub values: Vec<Tensor<T>>,
+    pub saved: Option<Saved>,
+}
+
+impl<T> Outputs<T> {
+    /// A single output and nothing saved.
+    pub fn one(value: Tensor<T>) -> Self {
+        Outputs { values: vec![value], saved: None }
+    }
+}
+
+/// Which forward values an op's backward reads; the executor keeps exactly these (for nodes on a backward path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saves {
+    pub inputs: Vec<bool>,
+    pub outputs: bool,
+}
+
+/// Modifications of the backward rules, for explanation methods that define their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReluRule {
+    /// The true derivative.
+    #[default]
+    Exact,
+    /// Guided backpropagation (Springenberg et al.): pass `grad · 1[x > 0] · 1[grad > 0]`.
+    Guided,
+}
+
+/// Everything a vector-Jacobian product may read.
+pub struct Vjp<'a, T> {
+    /// Forward inputs (those the op listed in [`Op::saves`]; others are `None`).
+    pub inputs: Vec<Option<&'a Tensor<T>>>,
+    /// Shapes of all inputs, always available.
+    pub input_shapes: Vec<&'a [usize]>,
+    /// Forward outputs, if the op asked for them.
+    pub outputs: Vec<Option<&'a Tensor<T>>>,
+    /// What the forward saved.
+    pub saved: Option<&'a (dyn Any + Send + Sync)>,
+    /// Gradients of the outputs (`None` means zero).
+    pub output_grads: Vec<Option<&'a Tensor<T>>>,
+    /// Which input gradients are requested; the op may return `None` for the others.
+    pub wanted: &'a [bool],
+    /// Rule for rectifiers.
+    pub relu_rule: ReluRule,
+}
+
+impl<'a, T> Vjp<'a, T> {
+    /// Forward input `i`; an error if the op did not declare it in [`Op::saves`].
+    pub fn input(&self, i: usize) -> Result<&'a Tensor<T>, OpError> {
+        self.inputs.get(i).copied().flatten().ok_or_else(|| OpError::Invalid(format!("backward needs input {i}, which was not kept")))
+    }
+
+    /// Forward output `i`; an error if the op did not ask for outputs.
+    pub fn output(&self, i: usize) -> Result<&'a Tensor<T>, OpError> {
+        self.outputs.get(i).copied().flatten().ok_or_else(|| OpError::Invalid(format!("backward needs output {i}, which was not kept")))
+    }
+
+    /// Gradient of the single output.
+    pub fn grad(&self) -> Result<&'a Tensor<T>, OpError> {
+        self.output_grads.first().copied().flatten().ok_or_else(|| OpError::Invalid("backward called without an output gradient".into()))
+    }
+
+    /// Saved forward state of type `S`.
+    pub fn saved<S: 'static>(&self) -> Result<&'a S, OpError> {
+        self.saved.and_then(|s| s.downcast_ref::<S>()).ok_or_else(|| OpError::Invalid("backward needs state saved by forward".into()))
+    }
+
+    /// Whether input `i`'s gradient is requested.
+    pub fn wants(&self, i: usize) -> bool {
+        self.wanted.get(i).copied().unwrap_or(false)
+    }
+}
+
+/// An operator, generic over the scalar type so that every op can be checked in f64.
+pub trait Op<T: Element>: Debug + Send + Sync {
+    /// The ONNX-style operator name ("Conv", "Relu", …).
+    fn op_type(&self) -> &'static str;
+
+    /// Output shapes for the given input shapes, or an error explaining which shapes disagree.
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError>;
+
+    /// Computes the outputs. Called only after [`Op::output_shapes`] accepted the input shapes.
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError>;
+
+    /// Gradients of the inputs given the gradients of the outputs; `None` where not wanted (or zero).
+    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError>;
+
+    /// Which forward values the backward needs, given which input gradients are wanted. Default: all inputs.
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        Saves { inputs: vec![true; wanted.len()], outputs: false }
+    }
+
+    /// Whether this op is a rectifier affected by [`ReluRule`].
+    fn is_rectifier(&self) -> bool {
+        false
+    }
+}
+
+/// Checks the number of inputs.
+pub(crate) fn arity(inputs: &[&[usize]], min: usize, max: usize) -> Result<(), OpError> {
+    if inputs.len() < min || inputs.len() > max {
+        let expected = if min == max { min.to_string() } else { format!("{min} to {max}") };
+        return Err(OpError::Arity { expected, got: inputs.len() });
+    }
+    Ok(())
+}

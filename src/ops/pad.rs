@@ -1,0 +1,152 @@
+//! Pad: constant, reflect or edge padding of any axes (`pads` = all begins, then all ends, ONNX order).
+//! TF-style "SAME" padding in exported EfficientNets arrives as this op.
+
+use super::{arity, Op, Outputs, Saves, Vjp};
+use crate::error::OpError;
+use crate::tensor::Tensor;
+use crate::Element;
+use ndarray::{IxDyn, Slice};
+
+/// Padding mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PadMode {
+    #[default]
+    Constant,
+    /// Mirror without repeating the border (`[1 2 3] → 3 2 [1 2 3] 2 1`).
+    Reflect,
+    /// Repeat the border (`[1 2 3] → 1 1 [1 2 3] 3 3`).
+    Edge,
+}
+
+/// Padding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pad {
+    pub pads: Vec<usize>,
+    pub mode: PadMode,
+    pub value: f64,
+}
+
+impl Pad {
+    /// For each axis, the source index of every output index (`None`: the constant).
+    fn index_maps(&self, shape: &[usize]) -> Vec<Vec<Option<usize>>> {
+        let r = shape.len();
+        (0..r)
+            .map(|a| {
+                let (before, n) = (self.pads[a] as isize, shape[a] as isize);
+                (0..shape[a] + self.pads[a] + self.pads[a + r])
+                    .map(|o| {
+                        let i = o as isize - before;
+                        if (0..n).contains(&i) {
+                            return Some(i as usize);
+                        }
+                        match self.mode {
+                            PadMode::Constant => None,
+                            PadMode::Edge => Some(i.clamp(0, n - 1) as usize),
+                            PadMode::Reflect => Some(if i < 0 { -i } else { 2 * (n - 1) - i } as usize),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl<T: Element> Op<T> for Pad {
+    fn op_type(&self) -> &'static str {
+        "Pad"
+    }
+
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
+        arity(inputs, 1, 1)?;
+        let x = inputs[0];
+        let r = x.len();
+        if self.pads.len() != 2 * r {
+            return Err(OpError::shape(format!("pads {:?} must have 2 × rank = {} entries", self.pads, 2 * r), inputs));
+        }
+        for a in 0..r {
+            let (b, e) = (self.pads[a], self.pads[a + r]);
+            let limit = match self.mode {
+                PadMode::Constant => usize::MAX,
+                PadMode::Reflect => x[a].saturating_sub(1),
+                PadMode::Edge if x[a] == 0 => 0,
+                PadMode::Edge => usize::MAX,
+            };
+            if b > limit || e > limit {
+                return Err(OpError::shape(format!("{:?} padding of {b}/{e} on axis {a} needs a larger axis", self.mode), inputs));
+            }
+        }
+        Ok(vec![(0..r).map(|a| x[a] + self.pads[a] + self.pads[a + r]).collect()])
+    }
+
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
+        let x = inputs[0];
+        let shape = Op::<T>::output_shapes(self, &[x.shape()])?.remove(0);
+        let r = x.ndim();
+        if self.mode == PadMode::Constant {
+            // Fast path: fill, then copy the input block.
+            let mut y = Tensor::from_elem(IxDyn(&shape), T::lit(self.value));
+            let mut view = y.view_mut();
+            for a in 0..r {
+                view.slice_axis_inplace(ndarray::Axis(a), Slice::from(self.pads[a]..self.pads[a] + x.shape()[a]));
+            }
+            view.assign(x);
+            return Ok(Outputs::one(y));
+        }
+        let maps = self.index_maps(x.shape());
+        let mut src = vec![0; r];
+        Ok(Outputs::one(Tensor::from_shape_fn(IxDyn(&shape), |idx| {
+            for a in 0..r {
+                src[a] = maps[a][idx[a]].unwrap_or(0);
+            }
+            x[IxDyn(&src)]
+        })))
+    }
+
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        Saves { inputs: vec![false; wanted.len()], outputs: false }
+    }
+
+    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        let shape = cx.input_shapes[0];
+        let g = cx.grad()?;
+        let maps = self.index_maps(shape);
+        let mut dx = Tensor::zeros(IxDyn(shape));
+        let mut src = vec![0; shape.len()];
+        'outer: for (idx, &gv) in g.indexed_iter() {
+            for (a, s) in src.iter_mut().enumerate() {
+                match maps[a][idx[a]] {
+                    Some(i) => *s = i,
+                    None => continue 'outer,
+                }
+            }
+            dx[IxDyn(&src)] += gv;
+        }
+        Ok(vec![Some(dx)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_vjp, Rng};
+    use ndarray::arr1;
+
+    #[test]
+    fn vjp_matches_finite_differences_for_every_mode() {
+        let mut rng = Rng::new(24);
+        for mode in [PadMode::Constant, PadMode::Reflect, PadMode::Edge] {
+            let op = Pad { pads: vec![0, 1, 2, 0, 0, 2, 1, 1], mode, value: 0.5 };
+            check_vjp(&op, &[rng.tensor(&[2, 3, 4, 3], -1.0, 1.0)], &[true], 1);
+        }
+    }
+
+    #[test]
+    fn modes_match_numpy() {
+        let x = arr1(&[1.0, 2.0, 3.0]).into_dyn();
+        let pad = |mode| Op::<f64>::forward(&Pad { pads: vec![2, 2], mode, value: 9.0 }, &[&x]).unwrap().values.remove(0);
+        assert_eq!(pad(PadMode::Constant).as_slice().unwrap(), &[9.0, 9.0, 1.0, 2.0, 3.0, 9.0, 9.0]);
+        assert_eq!(pad(PadMode::Reflect).as_slice().unwrap(), &[3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
+        assert_eq!(pad(PadMode::Edge).as_slice().unwrap(), &[1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0]);
+        assert!(Op::<f64>::output_shapes(&Pad { pads: vec![3, 0], mode: PadMode::Reflect, value: 0.0 }, &[&[3]]).is_err());
+    }
+}

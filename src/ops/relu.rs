@@ -1,0 +1,84 @@
+//! Relu: `max(x, 0)`, with NaN propagated. Its backward honours [`ReluRule::Guided`] for guided backpropagation.
+
+use super::{arity, Op, Outputs, ReluRule, Saves, Vjp};
+use crate::error::OpError;
+use crate::tensor::Tensor;
+use crate::Element;
+use ndarray::Zip;
+
+/// Rectified linear unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relu;
+
+impl<T: Element> Op<T> for Relu {
+    fn op_type(&self) -> &'static str {
+        "Relu"
+    }
+
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
+        arity(inputs, 1, 1)?;
+        Ok(vec![inputs[0].to_vec()])
+    }
+
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
+        // `x < 0` is false for NaN, so NaN passes through.
+        Ok(Outputs::one(Zip::from(inputs[0]).par_map_collect(|&x| if x < T::zero() { T::zero() } else { x })))
+    }
+
+    /// The output suffices: `y > 0 ⇔ x > 0`.
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        Saves { inputs: vec![false; wanted.len()], outputs: true }
+    }
+
+    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        let (y, g) = (cx.output(0)?, cx.grad()?);
+        let zero = T::zero();
+        let dx = match cx.relu_rule {
+            ReluRule::Exact => Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero { g } else { zero }),
+            ReluRule::Guided => Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero && g > zero { g } else { zero }),
+        };
+        Ok(vec![Some(dx)])
+    }
+
+    fn is_rectifier(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_vjp, Rng};
+    use ndarray::{arr1, IxDyn};
+
+    #[test]
+    fn vjp_matches_finite_differences() {
+        let mut rng = Rng::new(1);
+        check_vjp(&Relu, &[rng.tensor(&[2, 3, 5, 7], -1.0, 1.0)], &[true], 1);
+    }
+
+    #[test]
+    fn guided_rule_also_drops_negative_gradients() {
+        let y = arr1(&[0.0, 2.0, 3.0]).into_dyn();
+        let g = arr1(&[1.0, -1.0, 4.0]).into_dyn();
+        let shape = [3usize];
+        let cx = Vjp {
+            inputs: vec![None],
+            input_shapes: vec![&shape[..]],
+            outputs: vec![Some(&y)],
+            saved: None,
+            output_grads: vec![Some(&g)],
+            wanted: &[true],
+            relu_rule: ReluRule::Guided,
+        };
+        let dx = Op::<f64>::backward(&Relu, &cx).unwrap().remove(0).unwrap();
+        assert_eq!(dx, arr1(&[0.0, 0.0, 4.0]).into_dyn().into_shape_with_order(IxDyn(&[3])).unwrap());
+    }
+
+    #[test]
+    fn nan_propagates() {
+        let x = arr1(&[f32::NAN, -1.0]).into_dyn();
+        let y = Op::<f32>::forward(&Relu, &[&x]).unwrap().values.remove(0);
+        assert!(y[0].is_nan() && y[1] == 0.0);
+    }
+}

@@ -1,0 +1,90 @@
+//! Reshape to a target shape where `0` copies the input dimension and one `-1` is inferred (ONNX semantics).
+
+use super::{arity, Op, Outputs, Saves, Vjp};
+use crate::error::OpError;
+use crate::tensor::Tensor;
+use crate::Element;
+use ndarray::IxDyn;
+
+/// Reshape to `shape`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reshape {
+    pub shape: Vec<i64>,
+}
+
+impl Reshape {
+    fn resolve(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, OpError> {
+        arity(inputs, 1, 1)?;
+        let input = inputs[0];
+        let total: usize = input.iter().product();
+        let mut out = Vec::with_capacity(self.shape.len());
+        let mut infer = None;
+        for (i, &d) in self.shape.iter().enumerate() {
+            match d {
+                -1 if infer.is_none() => {
+                    infer = Some(i);
+                    out.push(1);
+                }
+                0 => out.push(*input.get(i).ok_or_else(|| OpError::shape(format!("0 at position {i} copies a missing dimension"), inputs))?),
+                d if d > 0 => out.push(d as usize),
+                _ => return Err(OpError::attribute("shape", format!("{:?} has an invalid entry {d}", self.shape))),
+            }
+        }
+        let known: usize = out.iter().product();
+        if let Some(i) = infer {
+            if known == 0 || total % known != 0 {
+                return Err(OpError::shape(format!("cannot infer -1 in {:?}", self.shape), inputs));
+            }
+            out[i] = total / known;
+        }
+        if out.iter().product::<usize>() != total {
+            return Err(OpError::shape(format!("cannot reshape {total} elements to {:?}", self.shape), inputs));
+        }
+        Ok(out)
+    }
+}
+
+impl<T: Element> Op<T> for Reshape {
+    fn op_type(&self) -> &'static str {
+        "Reshape"
+    }
+
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
+        Ok(vec![self.resolve(inputs)?])
+    }
+
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
+        let shape = self.resolve(&[inputs[0].shape()])?;
+        let y = inputs[0].as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape));
+        Ok(Outputs::one(y.map_err(|e| OpError::Invalid(e.to_string()))?))
+    }
+
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        Saves { inputs: vec![false; wanted.len()], outputs: false }
+    }
+
+    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        let g = cx.grad()?.as_standard_layout().into_owned();
+        Ok(vec![Some(g.into_shape_with_order(IxDyn(cx.input_shapes[0])).map_err(|e| OpError::Invalid(e.to_string()))?)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_vjp, Rng};
+
+    #[test]
+    fn vjp_matches_finite_differences() {
+        let mut rng = Rng::new(15);
+        check_vjp(&Reshape { shape: vec![0, -1] }, &[rng.tensor(&[2, 3, 4], -1.0, 1.0)], &[true], 1);
+    }
+
+    #[test]
+    fn zero_and_minus_one_follow_onnx() {
+        let r = Reshape { shape: vec![0, 2, -1] };
+        assert_eq!(Op::<f32>::output_shapes(&r, &[&[3, 4, 5]]).unwrap(), vec![vec![3, 2, 10]]);
+        assert!(Op::<f32>::output_shapes(&Reshape { shape: vec![7, -1] }, &[&[3, 4]]).is_err());
+        assert!(Op::<f32>::output_shapes(&Reshape { shape: vec![-1, -1] }, &[&[3, 4]]).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Test helpers: a seeded generator and the finite-difference check every op's VJP must pass.
+
+use super::{Op, ReluRule, Vjp};
+use crate::tensor::Tensor;
+use ndarray::IxDyn;
+
+/// SplitMix64: tiny, seeded, good enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform integer in `lo..=hi`.
+    pub fn int(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// A tensor with entries uniform in `[lo, hi)`.
+    pub fn tensor(&mut self, shape: &[usize], lo: f64, hi: f64) -> Tensor<f64> {
+        Tensor::from_shape_fn(IxDyn(shape), |_| self.uniform(lo, hi))
+    }
+}
+
+fn loss(op: &dyn Op<f64>, inputs: &[Tensor<f64>], cotangents: &[Tensor<f64>]) -> f64 {
+    let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+    let out = op.forward(&refs).expect("forward");
+    out.values.iter().zip(cotangents).map(|(y, r)| (y * r).sum()).sum()
+}
+
+/// Checks `op`'s vector-Jacobian product against central finite differences, in f64, for the inputs flagged in
+/// `check`. Also checks that forward agrees with the shape rule. Up to 40 entries per input are probed.
+pub fn check_vjp(op: &dyn Op<f64>, inputs: &[Tensor<f64>], check: &[bool], seed: u64) {
+    let mut rng = Rng::new(seed);
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    let expected = op.output_shapes(&shapes).expect("shape rule accepts the inputs");
+    let refs: Vec<&Tensor<f64>> = inputs.iter().collect();
+    let out = op.forward(&refs).expect("forward");
+    for (y, s) in out.values.iter().zip(&expected) {
+        assert_eq!(y.shape(), s.as_slice(), "{}: forward shape disagrees with the shape rule", op.op_type());
+    }
+    let cotangents: Vec<Tensor<f64>> = out.values.iter().map(|y| rng.tensor(y.shape(), -1.0, 1.0)).collect();
+    let saves = op.saves(check);
+    let cx = Vjp {
+        inputs: inputs.iter().zip(&saves.inputs).map(|(t, &keep)| keep.then_some(t)).collect(),
+        input_shapes: shapes.clone(),
+        outputs: out.values.iter().map(|y| saves.outputs.then_some(y)).collect(),
+        saved: out.saved.as_deref(),
+        output_grads: cotangents.iter().map(Some).collect(),
+        wanted: check,
+        relu_rule: ReluRule::Exact,
+    };
+    let grads = op.backward(&cx).expect("backward");
+    let h = 1e-6;
+    for (i, &wanted) in check.iter().enumerate() {
+        if !wanted {
+            continue;
+        }
+        let g = grads.get(i).and_then(|g| g.as_ref()).unwrap_or_else(|| panic!("{}: no gradient for input {i}", op.op_type()));
+        assert_eq!(g.shape(), inputs[i].shape(), "{}: gradient shape of input {i}", op.op_type());
+        let g = g.as_standard_layout();
+        let len = inputs[i].len();
+        let probes: Vec<usize> = if len <= 40 { (0..len).collect() } else { (0..40).map(|_| rng.int(0, len - 1)).collect() };
+        for flat in probes {
+            let mut plus = inputs.to_vec();
+            let mut minus = inputs.to_vec();
+            plus[i].as_slice_mut().expect("standard layout")[flat] += h;
+            minus[i].as_slice_mut().expect("standard layout")[flat] -= h;
+            let numeric = (loss(op, &plus, &cotangents) - loss(op, &minus, &cotangents)) / (2.0 * h);
+            let analytic = g.as_slice().expect("standard layout gradient")[flat];
+            assert!(
+                (analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(),
+                "{}: d/d input {i}[{flat}]: analytic {analytic} vs finite difference {numeric}",
+                op.op_type()
+            );
+        }
+    }
+}

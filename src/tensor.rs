@@ -1,0 +1,90 @@
+//! Tensor type and shape helpers shared by the ops.
+
+use crate::error::OpError;
+use crate::Element;
+use ndarray::{ArrayD, Axis, IxDyn};
+
+/// An n-dimensional array; image tensors are NCHW.
+pub type Tensor<T> = ArrayD<T>;
+
+/// Formats shapes as `[1, 3, 224, 224], [64, 3, 7, 7]`.
+pub fn fmt_shapes(shapes: &[Vec<usize>]) -> String {
+    shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The numpy broadcast of two shapes, or `None` if they are incompatible.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| if i + s.len() < rank { 1 } else { s[i + s.len() - rank] };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sums `grad` over the axes along which `shape` was broadcast to `grad`'s shape: the adjoint of broadcasting.
+pub fn sum_to_shape<T: Element>(grad: Tensor<T>, shape: &[usize]) -> Tensor<T> {
+    if grad.shape() == shape {
+        return grad;
+    }
+    let mut g = grad;
+    while g.ndim() > shape.len() {
+        g = g.sum_axis(Axis(0));
+    }
+    for (axis, &d) in shape.iter().enumerate() {
+        if d == 1 && g.shape()[axis] != 1 {
+            g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis));
+        }
+    }
+    g.into_shape_with_order(IxDyn(shape)).expect("sum_to_shape: broadcast-compatible shapes")
+}
+
+/// Resolves a possibly negative axis against `rank`.
+pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
+    let r = rank as i64;
+    if axis < -r || axis >= r.max(1) {
+        return Err(OpError::attribute("axis", format!("{axis} is out of range for rank {rank}")));
+    }
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}
+
+/// Checks that every input has rank `rank`.
+pub fn expect_rank(shape: &[usize], rank: usize, what: &str, all: &[&[usize]]) -> Result<(), OpError> {
+    if shape.len() != rank {
+        return Err(OpError::shape(format!("{what} must have rank {rank}, got rank {}", shape.len()), all));
+    }
+    Ok(())
+}
+
+/// A contiguous, row-major view of `t`'s data (copies only if `t` is not already standard layout).
+pub fn contiguous<T: Element>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
+    match t.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ArrayD;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(broadcast_shapes(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
+        assert_eq!(broadcast_shapes(&[], &[5]), Some(vec![5]));
+        assert_eq!(broadcast_shapes(&[2, 3], &[4, 3]), None);
+    }
+
+    #[test]
+    fn sum_to_shape_reduces_broadcast_axes() {
+        let g = ArrayD::<f64>::ones(IxDyn(&[2, 3, 4]));
+        let s = sum_to_shape(g, &[3, 1]);
+        assert_eq!(s.shape(), &[3, 1]);
+        assert!(s.iter().all(|&v| v == 8.0));
+    }
+}
