@@ -1,1 +1,97 @@
-fn main() {}
+//! Convolution forward and backward-data on ResNet-50 layer shapes, beside a bare `matrixmultiply::sgemm` of the
+//! same M×K×N (the im2col GEMM the convolution performs). Throughput is reported in FLOP/s ("elem/s" =
+//! floating-point operations per second). Conv runs on 1 thread (same as the bare sgemm) and on all threads.
+//!
+//! Run: `cargo bench --bench conv`. Numbers go into BENCHMARKS.md.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gradcam_kernels::{conv2d_backward_data, conv2d_forward, ConvGeometry};
+use std::hint::black_box;
+use std::time::Duration;
+
+struct Layer {
+    name: &'static str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    hw: usize,
+}
+
+const LAYERS: &[Layer] = &[
+    Layer { name: "3x3_64-64_56", cin: 64, cout: 64, k: 3, hw: 56 },
+    Layer { name: "3x3_128-128_28", cin: 128, cout: 128, k: 3, hw: 28 },
+    Layer { name: "3x3_256-256_14", cin: 256, cout: 256, k: 3, hw: 14 },
+    Layer { name: "3x3_512-512_7", cin: 512, cout: 512, k: 3, hw: 7 },
+    Layer { name: "1x1_64-256_56", cin: 64, cout: 256, k: 1, hw: 56 },
+    Layer { name: "1x1_256-64_56", cin: 256, cout: 64, k: 1, hw: 56 },
+    Layer { name: "1x1_1024-256_14", cin: 1024, cout: 256, k: 1, hw: 14 },
+    Layer { name: "1x1_2048-512_7", cin: 2048, cout: 512, k: 1, hw: 7 },
+];
+
+fn geometry(l: &Layer) -> ConvGeometry {
+    let p = l.k / 2;
+    ConvGeometry {
+        batch: 1,
+        in_channels: l.cin,
+        in_h: l.hw,
+        in_w: l.hw,
+        out_channels: l.cout,
+        kernel_h: l.k,
+        kernel_w: l.k,
+        stride_h: 1,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        pad_top: p,
+        pad_left: p,
+        pad_bottom: p,
+        pad_right: p,
+        groups: 1,
+    }
+}
+
+fn data(len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let all = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let threads = all.current_num_threads();
+    let mut group = c.benchmark_group("conv");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for l in LAYERS {
+        let geo = geometry(l);
+        let (m, k, n) = (l.cout, l.cin * l.k * l.k, l.hw * l.hw);
+        group.throughput(Throughput::Elements(geo.flops() as u64));
+        let (x, w) = (data(l.cin * n), data(m * k));
+        let (a, b) = (data(m * k), data(k * n));
+        let mut y = vec![0f32; m * n];
+        group.bench_function(BenchmarkId::new("sgemm_1t", l.name), |bch| {
+            bch.iter(|| {
+                // SAFETY: a is m×k, b is k×n, y is m×n, all row-major and exclusively borrowed here.
+                unsafe {
+                    matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, y.as_mut_ptr(), n as isize, 1)
+                }
+                black_box(&y);
+            })
+        });
+        group.bench_function(BenchmarkId::new("forward_1t", l.name), |bch| {
+            one.install(|| bch.iter(|| conv2d_forward(&geo, black_box(&x), &w, None, &mut y)))
+        });
+        group.bench_function(BenchmarkId::new(format!("forward_{threads}t"), l.name), |bch| {
+            all.install(|| bch.iter(|| conv2d_forward(&geo, black_box(&x), &w, None, &mut y)))
+        });
+        let mut dx = vec![0f32; x.len()];
+        group.bench_function(BenchmarkId::new("backward_data_1t", l.name), |bch| {
+            one.install(|| bch.iter(|| conv2d_backward_data(&geo, &w, black_box(&y), &mut dx)))
+        });
+        group.bench_function(BenchmarkId::new(format!("backward_data_{threads}t"), l.name), |bch| {
+            all.install(|| bch.iter(|| conv2d_backward_data(&geo, &w, black_box(&y), &mut dx)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
