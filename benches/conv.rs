@@ -71,7 +71,22 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| {
                 // SAFETY: a is m×k, b is k×n, y is m×n, all row-major and exclusively borrowed here.
                 unsafe {
-                    matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, y.as_mut_ptr(), n as isize, 1)
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        y.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
                 }
                 black_box(&y);
             })

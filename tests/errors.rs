@@ -13,7 +13,10 @@ fn mismatched_shapes_at_build_time_name_node_op_and_shapes() {
     let w = b.constant("w", random(&[4, 2, 3, 3], 1)).unwrap();
     let err = b.node("conv1", Conv::default(), &[x, w]).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::Op { ref node, op: "Conv", source: OpError::Shape { .. } } if node == "conv1"), "{err:?}");
+    assert!(
+        matches!(err, Error::Op { ref node, op: "Conv", source: OpError::Shape { .. } } if node == "conv1"),
+        "{err:?}"
+    );
     assert!(msg.contains("conv1") && msg.contains("[1, 3, 8, 8]") && msg.contains("[4, 2, 3, 3]"), "{msg}");
 
     let y = b.input("y", &[1, 5, 8, 8]).unwrap();
@@ -96,7 +99,8 @@ fn nan_input_propagates_as_nan_or_is_reported_on_request() {
     b.node("r", Relu, &[s]).unwrap();
     let g = b.build();
     let plan = g.inference_plan(&["r"]).unwrap();
-    let err = g.forward_with(&plan, vec![("x", Tensor::from_elem(ndarray::IxDyn(&[2]), f32::MAX))], checked).unwrap_err();
+    let err =
+        g.forward_with(&plan, vec![("x", Tensor::from_elem(ndarray::IxDyn(&[2]), f32::MAX))], checked).unwrap_err();
     assert!(err.to_string().contains("node 'overflow' (Add)"), "{err}");
 }
 

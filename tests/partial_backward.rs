@@ -38,7 +38,11 @@ fn gradient_at_an_inner_block_stops_there_and_skips_weights() {
     assert!(visited.contains(&"block3.a.conv") && visited.contains(&"layer_last"));
     for r in &grads.trace {
         for name in &r.input_grads {
-            assert!(!name.contains("weight") && !name.contains(".bn."), "{} computed a parameter gradient {name}", r.node);
+            assert!(
+                !name.contains("weight") && !name.contains(".bn."),
+                "{} computed a parameter gradient {name}",
+                r.node
+            );
         }
     }
 }
@@ -48,9 +52,14 @@ fn several_classes_reuse_one_forward_pass() {
     let g: Graph<f64> = tiny_resnet(2, 8, 5);
     let plan = g.plan(&["logits"], &["layer_last"], &["layer_last"]).unwrap();
     let acts = g.forward(&plan, vec![("input", random(&[1, 3, 32, 32], 3))]).unwrap();
-    let per_class: Vec<_> = (0..5).map(|c| acts.backward(vec![("logits", one_hot(5, c))]).unwrap().take("layer_last").unwrap()).collect();
+    let per_class: Vec<_> =
+        (0..5).map(|c| acts.backward(vec![("logits", one_hot(5, c))]).unwrap().take("layer_last").unwrap()).collect();
     // Linearity: the gradient of the sum of logits is the sum of the per-class gradients.
-    let all = acts.backward(vec![("logits", ndarray::ArrayD::ones(ndarray::IxDyn(&[1, 5])))]).unwrap().take("layer_last").unwrap();
+    let all = acts
+        .backward(vec![("logits", ndarray::ArrayD::ones(ndarray::IxDyn(&[1, 5])))])
+        .unwrap()
+        .take("layer_last")
+        .unwrap();
     let sum = per_class.iter().fold(ndarray::ArrayD::<f64>::zeros(all.raw_dim()), |acc, g| acc + g);
     assert!((&all - &sum).iter().all(|d| d.abs() < 1e-12));
     assert!(per_class[0] != per_class[1]);
@@ -65,7 +74,11 @@ fn weight_gradients_are_computed_only_when_requested() {
     assert_eq!(grads.get("stem.weight").unwrap().shape(), &[4, 3, 3, 3]);
     assert_eq!(grads.get("fc.weight").unwrap().shape(), &[3, 4]);
     // Other parameters were not differentiated.
-    assert!(grads.trace.iter().flat_map(|r| &r.input_grads).all(|n| !n.contains(".bn.") && !n.contains("block0.a.weight")));
+    assert!(grads
+        .trace
+        .iter()
+        .flat_map(|r| &r.input_grads)
+        .all(|n| !n.contains(".bn.") && !n.contains("block0.a.weight")));
 }
 
 /// The whole-graph gradient with respect to the input agrees with central finite differences (f64).

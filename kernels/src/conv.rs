@@ -115,7 +115,11 @@ impl ConvGeometry {
     }
 
     fn check(&self, input: usize, weight: usize, output: usize) {
-        assert!(self.groups > 0 && self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0);
+        assert!(
+            self.groups > 0
+                && self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups)
+        );
         assert!(self.out_h().is_some() && self.out_w().is_some(), "conv: kernel larger than padded input");
         assert_eq!(input, self.batch * self.in_channels * self.in_plane(), "conv: input length");
         assert_eq!(weight, self.out_channels * self.k(), "conv: weight length");
@@ -227,7 +231,8 @@ pub fn conv2d_forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T],
     output.par_chunks_mut(geo.out_channels * out_plane).enumerate().for_each(|(n, out_n)| {
         let out = DisjointOutput::new(out_n);
         for g in 0..geo.groups {
-            let x = &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
+            let x =
+                &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
             let w = &weight[g * cog * k..(g + 1) * cog * k];
             col_tiles.par_iter().for_each(|&(p0, p1)| {
                 let tw = p1 - p0;
@@ -283,7 +288,8 @@ pub fn conv2d_backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_o
                         let rows = blk.len() / tw;
                         let r0 = b * task_rows;
                         let wt = MatRef { data: &w[r0..], rows, cols: cog, row_stride: 1, col_stride: k };
-                        let g_out = MatRef { data: &dy[p0..], rows: cog, cols: tw, row_stride: out_plane, col_stride: 1 };
+                        let g_out =
+                            MatRef { data: &dy[p0..], rows: cog, cols: tw, row_stride: out_plane, col_stride: 1 };
                         gemm(T::one(), wt, g_out, T::zero(), MatMut::row_major(blk, rows, tw));
                     });
                 });
@@ -324,7 +330,8 @@ pub fn conv2d_backward_weight<T: Element>(geo: &ConvGeometry, input: &[T], grad_
         (0..out_plane.div_ceil(chunk)).map(|t| (t * chunk, ((t + 1) * chunk).min(out_plane))).collect();
     for (g, dw) in grad_weight.chunks_mut(cog * k).enumerate() {
         for n in 0..geo.batch {
-            let x = &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
+            let x =
+                &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
             let dy_base = (n * geo.out_channels + g * cog) * out_plane;
             let dy = &grad_output[dy_base..dy_base + cog * out_plane];
             let partials: Vec<Vec<T>> = chunks
@@ -380,7 +387,8 @@ mod tests {
                                     }
                                     let c = g * cig + ci;
                                     acc += w[((co * cig + ci) * geo.kernel_h + ky) * geo.kernel_w + kx]
-                                        * x[((n * geo.in_channels + c) * geo.in_h + iy as usize) * geo.in_w + ix as usize];
+                                        * x[((n * geo.in_channels + c) * geo.in_h + iy as usize) * geo.in_w
+                                            + ix as usize];
                                 }
                             }
                         }

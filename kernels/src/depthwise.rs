@@ -28,7 +28,13 @@ fn dims(geo: &ConvGeometry) -> Dims {
 }
 
 /// Calls `f(oy, iy, ox_lo, ox_hi, ix_lo)` for every output row that tap `(ky, kx)` reads from inside the image.
-fn for_each_tap_row(geo: &ConvGeometry, d: &Dims, ky: usize, kx: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+fn for_each_tap_row(
+    geo: &ConvGeometry,
+    d: &Dims,
+    ky: usize,
+    kx: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
     let row_off = (ky * geo.dilation_h) as isize - geo.pad_top as isize;
     let col_off = (kx * geo.dilation_w) as isize - geo.pad_left as isize;
     let (ylo, yhi) = valid_range(d.oh, geo.stride_h, row_off, d.h);

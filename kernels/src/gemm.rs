@@ -33,7 +33,13 @@ impl<'a, T> MatRef<'a, T> {
 
     /// The transpose of this view (no data moves).
     pub fn t(self) -> Self {
-        MatRef { data: self.data, rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 
     fn fits(&self) -> bool {

@@ -64,7 +64,8 @@ pub fn max_pool2d_forward<T: Element>(geo: &PoolGeometry, input: &[T], output: &
         for oy in 0..geo.out_h {
             let (ky0, ky1) = PoolGeometry::taps(oy, geo.stride_h, geo.dilation_h, geo.pad_top, geo.kernel_h, geo.in_h);
             for ox in 0..geo.out_w {
-                let (kx0, kx1) = PoolGeometry::taps(ox, geo.stride_w, geo.dilation_w, geo.pad_left, geo.kernel_w, geo.in_w);
+                let (kx0, kx1) =
+                    PoolGeometry::taps(ox, geo.stride_w, geo.dilation_w, geo.pad_left, geo.kernel_w, geo.in_w);
                 let mut best = T::neg_infinity();
                 let mut best_index = NO_ARGMAX;
                 for ky in ky0..ky1 {
@@ -167,7 +168,12 @@ pub fn avg_pool2d_forward<T: Element>(geo: &PoolGeometry, count_include_pad: boo
 }
 
 /// Spreads each output gradient evenly over its window (overwrites `grad_input`).
-pub fn avg_pool2d_backward<T: Element>(geo: &PoolGeometry, count_include_pad: bool, grad_output: &[T], grad_input: &mut [T]) {
+pub fn avg_pool2d_backward<T: Element>(
+    geo: &PoolGeometry,
+    count_include_pad: bool,
+    grad_output: &[T],
+    grad_input: &mut [T],
+) {
     geo.check(grad_input.len(), grad_output.len());
     let (ip, op) = (geo.in_plane(), geo.out_plane());
     grad_input.fill(T::zero());

@@ -68,7 +68,11 @@ impl<T: Element> Activations<'_, T> {
             }
             let value = self.by_id(id).ok_or_else(|| Error::NotRetained { name: name.to_string() })?;
             if value.shape() != seed.shape() {
-                return Err(Error::SeedShape { name: name.to_string(), expected: value.shape().to_vec(), got: seed.shape().to_vec() });
+                return Err(Error::SeedShape {
+                    name: name.to_string(),
+                    expected: value.shape().to_vec(),
+                    got: seed.shape().to_vec(),
+                });
             }
             accumulate(&mut grads[id.0], seed.as_standard_layout().into_owned());
         }
@@ -80,8 +84,12 @@ impl<T: Element> Activations<'_, T> {
                 continue;
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
-            let inputs: Vec<Option<&Tensor<T>>> =
-                node.inputs.iter().zip(&plan.saves_inputs[n]).map(|(&i, &keep)| if keep { self.by_id(i) } else { None }).collect();
+            let inputs: Vec<Option<&Tensor<T>>> = node
+                .inputs
+                .iter()
+                .zip(&plan.saves_inputs[n])
+                .map(|(&i, &keep)| if keep { self.by_id(i) } else { None })
+                .collect();
             let input_shapes: Vec<&[usize]> = node
                 .inputs
                 .iter()
@@ -108,7 +116,11 @@ impl<T: Element> Activations<'_, T> {
             for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let Some(g) = g.filter(|_| plan.wanted[n][k]) else { continue };
                 if g.shape() != input_shapes[k] {
-                    let what = format!("internal error: gradient of input {k} has shape {:?}, input has {:?}", g.shape(), input_shapes[k]);
+                    let what = format!(
+                        "internal error: gradient of input {k} has shape {:?}, input has {:?}",
+                        g.shape(),
+                        input_shapes[k]
+                    );
                     return Err(wrap(crate::OpError::Invalid(what)));
                 }
                 record.input_grads.push(graph.values[i.0].name.clone());

@@ -35,7 +35,13 @@ impl<T: Element> GraphBuilder<T> {
     /// An empty graph.
     pub fn new() -> Self {
         GraphBuilder {
-            graph: Graph { values: Vec::new(), nodes: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), by_name: HashMap::new() },
+            graph: Graph {
+                values: Vec::new(),
+                nodes: Vec::new(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                by_name: HashMap::new(),
+            },
         }
     }
 
@@ -69,15 +75,28 @@ impl<T: Element> GraphBuilder<T> {
 
     /// Adds a node with explicitly named outputs (multi-output ops, or imported graphs whose value names differ from
     /// node names).
-    pub fn node_with_outputs(&mut self, name: &str, op: Box<dyn Op<T>>, inputs: &[ValueId], outputs: &[&str]) -> Result<Vec<ValueId>> {
+    pub fn node_with_outputs(
+        &mut self,
+        name: &str,
+        op: Box<dyn Op<T>>,
+        inputs: &[ValueId],
+        outputs: &[&str],
+    ) -> Result<Vec<ValueId>> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|i| self.graph.values[i.0].shape.as_slice()).collect();
-        let out_shapes =
-            op.output_shapes(&shapes).map_err(|source| Error::Op { node: name.to_string(), op: op.op_type(), source })?;
+        let out_shapes = op.output_shapes(&shapes).map_err(|source| Error::Op {
+            node: name.to_string(),
+            op: op.op_type(),
+            source,
+        })?;
         if out_shapes.len() != outputs.len() {
             return Err(Error::Op {
                 node: name.to_string(),
                 op: op.op_type(),
-                source: crate::OpError::Invalid(format!("produces {} outputs, {} names given", out_shapes.len(), outputs.len())),
+                source: crate::OpError::Invalid(format!(
+                    "produces {} outputs, {} names given",
+                    out_shapes.len(),
+                    outputs.len()
+                )),
             });
         }
         let node = self.graph.nodes.len();

@@ -24,8 +24,13 @@ pub struct Activations<'g, T: Element> {
 
 impl<T: Element> std::fmt::Debug for Activations<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kept: Vec<&str> =
-            self.values.iter().enumerate().filter(|(_, v)| v.is_some()).map(|(i, _)| self.graph.values[i].name.as_str()).collect();
+        let kept: Vec<&str> = self
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| self.graph.values[i].name.as_str())
+            .collect();
         f.debug_struct("Activations").field("kept", &kept).finish()
     }
 }
@@ -46,7 +51,12 @@ impl<'g, T: Element> Activations<'g, T> {
 
     /// Names of the values kept in memory (constants excluded).
     pub fn kept(&self) -> Vec<&str> {
-        self.values.iter().enumerate().filter(|(_, v)| v.is_some()).map(|(i, _)| self.graph.values[i].name.as_str()).collect()
+        self.values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| self.graph.values[i].name.as_str())
+            .collect()
     }
 
     /// The plan this pass ran.
@@ -66,7 +76,12 @@ impl<T: Element> Graph<T> {
     }
 
     /// [`Graph::forward`] with options.
-    pub fn forward_with(&self, plan: &super::Plan, inputs: Vec<(&str, Tensor<T>)>, options: ForwardOptions) -> Result<Activations<'_, T>> {
+    pub fn forward_with(
+        &self,
+        plan: &super::Plan,
+        inputs: Vec<(&str, Tensor<T>)>,
+        options: ForwardOptions,
+    ) -> Result<Activations<'_, T>> {
         if plan.retain.len() != self.values.len() {
             return Err(Error::PlanMismatch);
         }
@@ -77,7 +92,11 @@ impl<T: Element> Graph<T> {
             let declared = &self.values[id.0].shape;
             let got = tensor.shape();
             if got.len() != declared.len() || got.iter().zip(declared).skip(1).any(|(a, b)| a != b) {
-                return Err(Error::InputShape { name: name.to_string(), expected: declared.clone(), got: got.to_vec() });
+                return Err(Error::InputShape {
+                    name: name.to_string(),
+                    expected: declared.clone(),
+                    got: got.to_vec(),
+                });
             }
             if options.check_finite && non_finite(&tensor) {
                 return Err(Error::NonFinite { origin: format!("graph input '{name}'"), shape: got.to_vec() });
@@ -110,13 +129,19 @@ impl<T: Element> Graph<T> {
             let out = node.op.forward(&args).map_err(wrap)?;
             for (value, shape) in out.values.iter().zip(&expected) {
                 if value.shape() != shape.as_slice() {
-                    let what = format!("internal error: forward produced shape {:?}, shape rule says {shape:?}", value.shape());
+                    let what = format!(
+                        "internal error: forward produced shape {:?}, shape rule says {shape:?}",
+                        value.shape()
+                    );
                     return Err(wrap(crate::OpError::Invalid(what)));
                 }
             }
             if options.check_finite {
                 if let Some(bad) = out.values.iter().find(|v| non_finite(v)) {
-                    return Err(Error::NonFinite { origin: format!("node '{}' ({})", node.name, node.op.op_type()), shape: bad.shape().to_vec() });
+                    return Err(Error::NonFinite {
+                        origin: format!("node '{}' ({})", node.name, node.op.op_type()),
+                        shape: bad.shape().to_vec(),
+                    });
                 }
             }
             if plan.run_backward[n] {

@@ -93,7 +93,9 @@ impl<T: Element> Graph<T> {
             name: name.to_string(),
             hint: match self.closest_names(name, 3).as_slice() {
                 [] => String::new(),
-                names => format!("; did you mean {}?", names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")),
+                names => {
+                    format!("; did you mean {}?", names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "))
+                }
             },
         })
     }

@@ -103,7 +103,8 @@ impl<T: Element> Graph<T> {
         }
         for (n, node) in self.nodes.iter().enumerate() {
             let on_path = node.outputs.iter().any(|o| leads_to_seed[o.0] && depends_on_wrt[o.0]);
-            let w: Vec<bool> = node.inputs.iter().map(|i| on_path && depends_on_wrt[i.0] && leads_to_seed[i.0]).collect();
+            let w: Vec<bool> =
+                node.inputs.iter().map(|i| on_path && depends_on_wrt[i.0] && leads_to_seed[i.0]).collect();
             run_backward[n] = on_path && w.iter().any(|&b| b);
             if run_backward[n] {
                 let saves = node.op.saves(&w);

@@ -38,7 +38,12 @@ impl<T: Element> Op<T> for AveragePool {
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let geo = self.attrs.geometry(&cx.input_shapes)?;
         let mut dx = Tensor::zeros(IxDyn(cx.input_shapes[0]));
-        avg_pool2d_backward(&geo, self.count_include_pad, &contiguous(cx.grad()?), dx.as_slice_mut().expect("contiguous"));
+        avg_pool2d_backward(
+            &geo,
+            self.count_include_pad,
+            &contiguous(cx.grad()?),
+            dx.as_slice_mut().expect("contiguous"),
+        );
         Ok(vec![Some(dx)])
     }
 }

@@ -63,7 +63,8 @@ impl<T: Element> Op<T> for BatchNormalization {
         let r = x.ndim();
         let a = self.inv_std(inputs[4], r) * &per_channel(inputs[1], r);
         let shift = per_channel(inputs[2], r) - &(per_channel(inputs[3], r) * &a);
-        let (a, shift) = (a.broadcast(x.raw_dim()).expect("per channel"), shift.broadcast(x.raw_dim()).expect("per channel"));
+        let (a, shift) =
+            (a.broadcast(x.raw_dim()).expect("per channel"), shift.broadcast(x.raw_dim()).expect("per channel"));
         Ok(Outputs::one(Zip::from(x).and(&a).and(&shift).par_map_collect(|&x, &a, &b| x * a + b)))
     }
 

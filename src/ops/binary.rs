@@ -12,10 +12,15 @@ pub(crate) fn output_shape(inputs: &[&[usize]]) -> Result<Vec<usize>, OpError> {
 }
 
 /// Applies `f` element-wise over the broadcast of `a` and `b`.
-pub(crate) fn map<T: Element>(a: &Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Result<Tensor<T>, OpError> {
+pub(crate) fn map<T: Element>(
+    a: &Tensor<T>,
+    b: &Tensor<T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Result<Tensor<T>, OpError> {
     let shape = output_shape(&[a.shape(), b.shape()])?;
     let (av, bv) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape)));
-    let (av, bv) = av.zip(bv).ok_or_else(|| OpError::shape("shapes cannot be broadcast together", &[a.shape(), b.shape()]))?;
+    let (av, bv) =
+        av.zip(bv).ok_or_else(|| OpError::shape("shapes cannot be broadcast together", &[a.shape(), b.shape()]))?;
     Ok(Zip::from(&av).and(&bv).par_map_collect(|&x, &y| f(x, y)))
 }
 
@@ -28,7 +33,8 @@ pub(crate) fn operand_grad<T: Element>(
     f: impl Fn(T, T, T) -> T + Sync + Send,
 ) -> Tensor<T> {
     let out = IxDyn(grad.shape());
-    let (av, bv) = (a.broadcast(out.clone()).expect("validated in forward"), b.broadcast(out).expect("validated in forward"));
+    let (av, bv) =
+        (a.broadcast(out.clone()).expect("validated in forward"), b.broadcast(out).expect("validated in forward"));
     let full = Zip::from(grad).and(&av).and(&bv).par_map_collect(|&g, &x, &y| f(g, x, y));
     sum_to_shape(full, shape)
 }

@@ -62,9 +62,15 @@ mod tests {
     #[test]
     fn vjp_matches_finite_differences() {
         let mut rng = Rng::new(12);
-        let parts = [rng.tensor(&[2, 1, 3], -1.0, 1.0), rng.tensor(&[2, 4, 3], -1.0, 1.0), rng.tensor(&[2, 2, 3], -1.0, 1.0)];
+        let parts =
+            [rng.tensor(&[2, 1, 3], -1.0, 1.0), rng.tensor(&[2, 4, 3], -1.0, 1.0), rng.tensor(&[2, 2, 3], -1.0, 1.0)];
         check_vjp(&Concat { axis: 1 }, &parts, &[true, false, true], 1);
-        check_vjp(&Concat { axis: -1 }, &[rng.tensor(&[2, 3], -1.0, 1.0), rng.tensor(&[2, 1], -1.0, 1.0)], &[true, true], 2);
+        check_vjp(
+            &Concat { axis: -1 },
+            &[rng.tensor(&[2, 3], -1.0, 1.0), rng.tensor(&[2, 1], -1.0, 1.0)],
+            &[true, true],
+            2,
+        );
     }
 
     #[test]

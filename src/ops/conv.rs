@@ -50,7 +50,10 @@ impl Conv {
         }
         let g = self.groups;
         if g == 0 || x[1] % g != 0 || w[0] % g != 0 {
-            return Err(OpError::shape(format!("groups = {g} must divide input channels {} and output channels {}", x[1], w[0]), shapes));
+            return Err(OpError::shape(
+                format!("groups = {g} must divide input channels {} and output channels {}", x[1], w[0]),
+                shapes,
+            ));
         }
         if w[1] * g != x[1] {
             return Err(OpError::shape(

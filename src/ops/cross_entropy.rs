@@ -88,7 +88,8 @@ mod tests {
     #[test]
     fn equals_negative_log_probability() {
         let logits = arr1(&[1.0, 2.0, 3.0]).into_shape_with_order(IxDyn(&[1, 3])).unwrap();
-        let loss = Op::<f64>::forward(&CrossEntropyLoss, &[&logits, &arr1(&[1.0]).into_dyn()]).unwrap().values.remove(0);
+        let loss =
+            Op::<f64>::forward(&CrossEntropyLoss, &[&logits, &arr1(&[1.0]).into_dyn()]).unwrap().values.remove(0);
         let p = 2f64.exp() / (1f64.exp() + 2f64.exp() + 3f64.exp());
         assert!((loss[[]] + p.ln()).abs() < 1e-12);
     }

@@ -30,7 +30,9 @@ impl Gemm {
 }
 
 fn as2<T: Element>(t: &Tensor<T>) -> Result<ndarray::ArrayView2<'_, T>, OpError> {
-    t.view().into_dimensionality::<Ix2>().map_err(|_| OpError::Invalid(format!("expected a matrix, got shape {:?}", t.shape())))
+    t.view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| OpError::Invalid(format!("expected a matrix, got shape {:?}", t.shape())))
 }
 
 impl<T: Element> Op<T> for Gemm {
@@ -45,7 +47,10 @@ impl<T: Element> Op<T> for Gemm {
         let (m, ka) = if self.trans_a { (inputs[0][1], inputs[0][0]) } else { (inputs[0][0], inputs[0][1]) };
         let (kb, n) = if self.trans_b { (inputs[1][1], inputs[1][0]) } else { (inputs[1][0], inputs[1][1]) };
         if ka != kb {
-            return Err(OpError::shape(format!("inner dimensions differ ({ka} vs {kb}) with transA={}, transB={}", self.trans_a, self.trans_b), inputs));
+            return Err(OpError::shape(
+                format!("inner dimensions differ ({ka} vs {kb}) with transA={}, transB={}", self.trans_a, self.trans_b),
+                inputs,
+            ));
         }
         if let Some(c) = inputs.get(2) {
             if broadcast_shapes(c, &[m, n]).as_deref() != Some(&[m, n][..]) {
@@ -97,7 +102,11 @@ impl<T: Element> Op<T> for Gemm {
         if cx.wants(2) {
             let beta = T::lit(self.beta);
             let dc = g.mapv(|v| v * beta).into_dyn();
-            grads[2] = Some(sum_to_shape(dc, cx.input_shapes[2]).into_shape_with_order(IxDyn(cx.input_shapes[2])).map_err(|e| OpError::Invalid(e.to_string()))?);
+            grads[2] = Some(
+                sum_to_shape(dc, cx.input_shapes[2])
+                    .into_shape_with_order(IxDyn(cx.input_shapes[2]))
+                    .map_err(|e| OpError::Invalid(e.to_string()))?,
+            );
         }
         Ok(grads)
     }
@@ -111,7 +120,9 @@ mod tests {
     #[test]
     fn vjp_matches_finite_differences_for_all_transpositions() {
         let mut rng = Rng::new(5);
-        for (ta, tb, c) in [(false, false, vec![4]), (true, false, vec![3, 4]), (false, true, vec![3, 1]), (true, true, vec![])] {
+        for (ta, tb, c) in
+            [(false, false, vec![4]), (true, false, vec![3, 4]), (false, true, vec![3, 1]), (true, true, vec![])]
+        {
             let op = Gemm { alpha: 0.7, beta: 1.3, trans_a: ta, trans_b: tb };
             let a = rng.tensor(if ta { &[5, 3] } else { &[3, 5] }, -1.0, 1.0);
             let b = rng.tensor(if tb { &[4, 5] } else { &[5, 4] }, -1.0, 1.0);

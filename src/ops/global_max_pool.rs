@@ -28,7 +28,8 @@ impl<T: Element> Op<T> for GlobalMaxPool {
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         let x = inputs[0];
         let p: usize = x.shape()[..2].iter().product();
-        let flat = x.view().into_shape_with_order((p, x.len() / p.max(1))).map_err(|e| OpError::Invalid(e.to_string()))?;
+        let flat =
+            x.view().into_shape_with_order((p, x.len() / p.max(1))).map_err(|e| OpError::Invalid(e.to_string()))?;
         let mut argmax = Vec::with_capacity(p);
         let mut maxima = Vec::with_capacity(p);
         for row in flat.axis_iter(Axis(0)) {

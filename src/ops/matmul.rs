@@ -92,11 +92,18 @@ impl<T: Element> Op<T> for MatMul {
         let l = layout(&cx.input_shapes)?;
         let count = l.batch.iter().product::<usize>();
         let (m, n) = (l.a[l.a.len() - 2], l.b[l.b.len() - 1]);
-        let g = cx.grad()?.as_standard_layout().into_owned().into_shape_with_order(Ix3(count, m, n)).map_err(|e| OpError::Invalid(e.to_string()))?;
+        let g = cx
+            .grad()?
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(Ix3(count, m, n))
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
         let reduce = |full: ndarray::Array3<T>, promoted: &[usize], original: &[usize]| -> Result<Tensor<T>, OpError> {
             let shape: Vec<usize> = l.batch.iter().chain(&promoted[promoted.len() - 2..]).copied().collect();
             let full = full.into_shape_with_order(IxDyn(&shape)).map_err(|e| OpError::Invalid(e.to_string()))?;
-            sum_to_shape(full, promoted).into_shape_with_order(IxDyn(original)).map_err(|e| OpError::Invalid(e.to_string()))
+            sum_to_shape(full, promoted)
+                .into_shape_with_order(IxDyn(original))
+                .map_err(|e| OpError::Invalid(e.to_string()))
         };
         let mut grads = vec![None, None];
         if cx.wants(0) {
@@ -119,8 +126,13 @@ mod tests {
     #[test]
     fn vjp_matches_finite_differences_with_promotion_and_broadcast() {
         let mut rng = Rng::new(8);
-        let cases: [(&[usize], &[usize]); 5] =
-            [(&[3, 4], &[4, 2]), (&[2, 3, 4], &[4, 5]), (&[4], &[2, 4, 3]), (&[2, 1, 3, 4], &[3, 4, 2]), (&[3, 4], &[4])];
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[3, 4], &[4, 2]),
+            (&[2, 3, 4], &[4, 5]),
+            (&[4], &[2, 4, 3]),
+            (&[2, 1, 3, 4], &[3, 4, 2]),
+            (&[3, 4], &[4]),
+        ];
         for (a, b) in cases {
             check_vjp(&MatMul, &[rng.tensor(a, -1.0, 1.0), rng.tensor(b, -1.0, 1.0)], &[true, true], 4);
         }

@@ -149,22 +149,36 @@ pub struct Vjp<'a, T> {
 impl<'a, T> Vjp<'a, T> {
     /// Forward input `i`; an error if the op did not declare it in [`Op::saves`].
     pub fn input(&self, i: usize) -> Result<&'a Tensor<T>, OpError> {
-        self.inputs.get(i).copied().flatten().ok_or_else(|| OpError::Invalid(format!("backward needs input {i}, which was not kept")))
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| OpError::Invalid(format!("backward needs input {i}, which was not kept")))
     }
 
     /// Forward output `i`; an error if the op did not ask for outputs.
     pub fn output(&self, i: usize) -> Result<&'a Tensor<T>, OpError> {
-        self.outputs.get(i).copied().flatten().ok_or_else(|| OpError::Invalid(format!("backward needs output {i}, which was not kept")))
+        self.outputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| OpError::Invalid(format!("backward needs output {i}, which was not kept")))
     }
 
     /// Gradient of the single output.
     pub fn grad(&self) -> Result<&'a Tensor<T>, OpError> {
-        self.output_grads.first().copied().flatten().ok_or_else(|| OpError::Invalid("backward called without an output gradient".into()))
+        self.output_grads
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| OpError::Invalid("backward called without an output gradient".into()))
     }
 
     /// Saved forward state of type `S`.
     pub fn saved<S: 'static>(&self) -> Result<&'a S, OpError> {
-        self.saved.and_then(|s| s.downcast_ref::<S>()).ok_or_else(|| OpError::Invalid("backward needs state saved by forward".into()))
+        self.saved
+            .and_then(|s| s.downcast_ref::<S>())
+            .ok_or_else(|| OpError::Invalid("backward needs state saved by forward".into()))
     }
 
     /// Whether input `i`'s gradient is requested.

@@ -63,16 +63,19 @@ impl<T: Element> Op<T> for Pad {
         if self.pads.len() != 2 * r {
             return Err(OpError::shape(format!("pads {:?} must have 2 × rank = {} entries", self.pads, 2 * r), inputs));
         }
-        for a in 0..r {
+        for (a, &len) in x.iter().enumerate() {
             let (b, e) = (self.pads[a], self.pads[a + r]);
             let limit = match self.mode {
                 PadMode::Constant => usize::MAX,
-                PadMode::Reflect => x[a].saturating_sub(1),
-                PadMode::Edge if x[a] == 0 => 0,
+                PadMode::Reflect => len.saturating_sub(1),
+                PadMode::Edge if len == 0 => 0,
                 PadMode::Edge => usize::MAX,
             };
             if b > limit || e > limit {
-                return Err(OpError::shape(format!("{:?} padding of {b}/{e} on axis {a} needs a larger axis", self.mode), inputs));
+                return Err(OpError::shape(
+                    format!("{:?} padding of {b}/{e} on axis {a} needs a larger axis", self.mode),
+                    inputs,
+                ));
             }
         }
         Ok(vec![(0..r).map(|a| x[a] + self.pads[a] + self.pads[a + r]).collect()])
@@ -143,10 +146,13 @@ mod tests {
     #[test]
     fn modes_match_numpy() {
         let x = arr1(&[1.0, 2.0, 3.0]).into_dyn();
-        let pad = |mode| Op::<f64>::forward(&Pad { pads: vec![2, 2], mode, value: 9.0 }, &[&x]).unwrap().values.remove(0);
+        let pad =
+            |mode| Op::<f64>::forward(&Pad { pads: vec![2, 2], mode, value: 9.0 }, &[&x]).unwrap().values.remove(0);
         assert_eq!(pad(PadMode::Constant).as_slice().unwrap(), &[9.0, 9.0, 1.0, 2.0, 3.0, 9.0, 9.0]);
         assert_eq!(pad(PadMode::Reflect).as_slice().unwrap(), &[3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
         assert_eq!(pad(PadMode::Edge).as_slice().unwrap(), &[1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0]);
-        assert!(Op::<f64>::output_shapes(&Pad { pads: vec![3, 0], mode: PadMode::Reflect, value: 0.0 }, &[&[3]]).is_err());
+        assert!(
+            Op::<f64>::output_shapes(&Pad { pads: vec![3, 0], mode: PadMode::Reflect, value: 0.0 }, &[&[3]]).is_err()
+        );
     }
 }

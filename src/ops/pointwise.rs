@@ -40,7 +40,10 @@ macro_rules! pointwise_op {
                 Ok($crate::ops::Outputs::one($crate::ops::pointwise::forward(self, inputs[0])))
             }
 
-            fn backward(&self, cx: &$crate::ops::Vjp<'_, T>) -> Result<Vec<Option<$crate::Tensor<T>>>, $crate::OpError> {
+            fn backward(
+                &self,
+                cx: &$crate::ops::Vjp<'_, T>,
+            ) -> Result<Vec<Option<$crate::Tensor<T>>>, $crate::OpError> {
                 Ok(vec![Some($crate::ops::pointwise::backward(self, cx.input(0)?, cx.grad()?))])
             }
         }

@@ -47,7 +47,10 @@ impl PoolAttrs {
             return Err(OpError::attribute("kernel_shape/strides/dilations", "must be positive"));
         }
         if self.pads[0] >= self.kernel[0] * self.dilations[0] || self.pads[1] >= self.kernel[1] * self.dilations[1] {
-            return Err(OpError::attribute("pads", format!("{:?} must be smaller than the window {:?}", self.pads, self.kernel)));
+            return Err(OpError::attribute(
+                "pads",
+                format!("{:?} must be smaller than the window {:?}", self.pads, self.kernel),
+            ));
         }
         let (Some(out_h), Some(out_w)) = (self.out_len(x[2], 0), self.out_len(x[3], 1)) else {
             return Err(OpError::shape(format!("window {:?} is larger than the padded input", self.kernel), shapes));

@@ -30,8 +30,11 @@ impl<T: Element> Op<T> for PRelu {
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let (x, s, g) = (cx.input(0)?, cx.input(1)?, cx.grad()?);
         let zero = T::zero();
-        let dx = cx.wants(0).then(|| binary::operand_grad(g, x, s, x.shape(), |g, x, s| if x < zero { g * s } else { g }));
-        let ds = cx.wants(1).then(|| binary::operand_grad(g, x, s, s.shape(), |g, x, _| if x < zero { g * x } else { zero }));
+        let dx =
+            cx.wants(0).then(|| binary::operand_grad(g, x, s, x.shape(), |g, x, s| if x < zero { g * s } else { g }));
+        let ds = cx
+            .wants(1)
+            .then(|| binary::operand_grad(g, x, s, s.shape(), |g, x, _| if x < zero { g * x } else { zero }));
         Ok(vec![dx, ds])
     }
 }

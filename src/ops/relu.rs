@@ -35,7 +35,9 @@ impl<T: Element> Op<T> for Relu {
         let zero = T::zero();
         let dx = match cx.relu_rule {
             ReluRule::Exact => Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero { g } else { zero }),
-            ReluRule::Guided => Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero && g > zero { g } else { zero }),
+            ReluRule::Guided => {
+                Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero && g > zero { g } else { zero })
+            }
         };
         Ok(vec![Some(dx)])
     }

@@ -25,14 +25,18 @@ impl Reshape {
                     infer = Some(i);
                     out.push(1);
                 }
-                0 => out.push(*input.get(i).ok_or_else(|| OpError::shape(format!("0 at position {i} copies a missing dimension"), inputs))?),
+                0 => {
+                    out.push(*input.get(i).ok_or_else(|| {
+                        OpError::shape(format!("0 at position {i} copies a missing dimension"), inputs)
+                    })?)
+                }
                 d if d > 0 => out.push(d as usize),
                 _ => return Err(OpError::attribute("shape", format!("{:?} has an invalid entry {d}", self.shape))),
             }
         }
         let known: usize = out.iter().product();
         if let Some(i) = infer {
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(OpError::shape(format!("cannot infer -1 in {:?}", self.shape), inputs));
             }
             out[i] = total / known;

@@ -22,7 +22,10 @@ impl<T: Element> Op<T> for Split {
         arity(inputs, 1, 1)?;
         let axis = normalize_axis(self.axis, inputs[0].len())?;
         if self.lengths.is_empty() || self.lengths.iter().sum::<usize>() != inputs[0][axis] {
-            return Err(OpError::shape(format!("split lengths {:?} must add up to axis {axis}'s size", self.lengths), inputs));
+            return Err(OpError::shape(
+                format!("split lengths {:?} must add up to axis {axis}'s size", self.lengths),
+                inputs,
+            ));
         }
         Ok(self
             .lengths

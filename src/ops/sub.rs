@@ -44,7 +44,12 @@ mod tests {
     #[test]
     fn vjp_matches_finite_differences_with_broadcasting() {
         let mut rng = Rng::new(21);
-        for (a, b) in [(vec![2, 3, 4], vec![2, 3, 4]), (vec![2, 3, 4], vec![3, 1]), (vec![1, 4], vec![2, 3, 1]), (vec![], vec![2, 2])] {
+        for (a, b) in [
+            (vec![2, 3, 4], vec![2, 3, 4]),
+            (vec![2, 3, 4], vec![3, 1]),
+            (vec![1, 4], vec![2, 3, 1]),
+            (vec![], vec![2, 2]),
+        ] {
             let x = rng.tensor(&a, -1.0, 1.0);
             let y = rng.tensor(&b, -1.0, 1.0);
             check_vjp(&Sub, &[x, y], &[true, true], 5);

@@ -70,11 +70,15 @@ pub fn check_vjp(op: &dyn Op<f64>, inputs: &[Tensor<f64>], check: &[bool], seed:
         if !wanted {
             continue;
         }
-        let g = grads.get(i).and_then(|g| g.as_ref()).unwrap_or_else(|| panic!("{}: no gradient for input {i}", op.op_type()));
+        let g = grads
+            .get(i)
+            .and_then(|g| g.as_ref())
+            .unwrap_or_else(|| panic!("{}: no gradient for input {i}", op.op_type()));
         assert_eq!(g.shape(), inputs[i].shape(), "{}: gradient shape of input {i}", op.op_type());
         let g = g.as_standard_layout();
         let len = inputs[i].len();
-        let probes: Vec<usize> = if len <= 40 { (0..len).collect() } else { (0..40).map(|_| rng.int(0, len - 1)).collect() };
+        let probes: Vec<usize> =
+            if len <= 40 { (0..len).collect() } else { (0..40).map(|_| rng.int(0, len - 1)).collect() };
         for flat in probes {
             let mut plus = inputs.to_vec();
             let mut minus = inputs.to_vec();

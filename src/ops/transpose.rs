@@ -26,7 +26,9 @@ impl<T: Element> Op<T> for Transpose {
         arity(inputs, 1, 1)?;
         let perm = self.perm(inputs[0].len());
         let mut seen = vec![false; perm.len()];
-        if perm.len() != inputs[0].len() || perm.iter().any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != inputs[0].len()
+            || perm.iter().any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true))
+        {
             return Err(OpError::shape(format!("{perm:?} is not a permutation of the input's axes"), inputs));
         }
         Ok(vec![perm.iter().map(|&p| inputs[0][p]).collect()])

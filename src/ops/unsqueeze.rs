@@ -54,6 +54,9 @@ mod tests {
     fn vjp_matches_finite_differences() {
         let mut rng = Rng::new(23);
         check_vjp(&Unsqueeze { axes: vec![0, -1] }, &[rng.tensor(&[2, 3], -1.0, 1.0)], &[true], 1);
-        assert_eq!(Op::<f32>::output_shapes(&Unsqueeze { axes: vec![1, 3] }, &[&[2, 3]]).unwrap(), vec![vec![2, 1, 3, 1]]);
+        assert_eq!(
+            Op::<f32>::output_shapes(&Unsqueeze { axes: vec![1, 3] }, &[&[2, 3]]).unwrap(),
+            vec![vec![2, 1, 3, 1]]
+        );
     }
 }

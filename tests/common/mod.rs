@@ -28,10 +28,7 @@ pub fn cast<T: Element>(t: &ArrayD<f32>) -> Tensor<T> {
 /// Largest `|a − b| / (atol + rtol·|b|)`; ≤ 1 means "within tolerance".
 pub fn worst_ratio<T: Element>(a: &Tensor<T>, b: &ArrayD<f64>, rtol: f64, atol: f64) -> f64 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
-    a.iter()
-        .zip(b.iter())
-        .map(|(&x, &y)| (x.to_f64().unwrap() - y).abs() / (atol + rtol * y.abs()))
-        .fold(0.0, f64::max)
+    a.iter().zip(b.iter()).map(|(&x, &y)| (x.to_f64().unwrap() - y).abs() / (atol + rtol * y.abs())).fold(0.0, f64::max)
 }
 
 /// Deterministic pseudo-random tensor with entries in [-1, 1).
@@ -48,30 +45,38 @@ pub fn random<T: Element>(shape: &[usize], seed: u64) -> Tensor<T> {
 use gradcam::ops::{Add, BatchNormalization, Conv, Flatten, Gemm, GlobalAveragePool, MaxPool, PoolAttrs, Relu};
 use gradcam::{Graph, GraphBuilder, ValueId};
 
-/// Adds conv → batch-norm (→ relu) with random weights; returns the output value.
-fn conv_bn(b: &mut GraphBuilder<impl Element>, name: &str, x: ValueId, cout: usize, k: usize, stride: usize, relu: bool, seed: &mut u64) -> ValueId {
-    conv_bn_generic(b, name, x, cout, k, stride, relu, seed)
+/// Builds conv → batch-norm (→ relu) stacks with seeded random weights.
+struct Net<T: Element> {
+    b: GraphBuilder<T>,
+    seed: u64,
 }
 
-fn conv_bn_generic<T: Element>(b: &mut GraphBuilder<T>, name: &str, x: ValueId, cout: usize, k: usize, stride: usize, relu: bool, seed: &mut u64) -> ValueId {
-    let cin = b.shape(x)[1];
-    *seed += 1;
-    let scale = (2.0 / (cin * k * k) as f64).sqrt();
-    let w = random::<T>(&[cout, cin, k, k], *seed).mapv(|v| v * T::lit(scale));
-    let w = b.constant(&format!("{name}.weight"), w).unwrap();
-    let conv = b.node(&format!("{name}.conv"), Conv::new(stride, k / 2), &[x, w]).unwrap();
-    let mut bn_params = Vec::new();
-    for (p, lo) in [("gamma", 0.5), ("beta", 0.0), ("mean", 0.0), ("var", 0.8)] {
-        *seed += 1;
-        let v = random::<T>(&[cout], *seed).mapv(|v| T::lit(lo) + v.abs() * T::lit(0.3));
-        bn_params.push(b.constant(&format!("{name}.bn.{p}"), v).unwrap());
+impl<T: Element> Net<T> {
+    fn next_seed(&mut self) -> u64 {
+        self.seed += 1;
+        self.seed
     }
-    let inputs = [conv, bn_params[0], bn_params[1], bn_params[2], bn_params[3]];
-    let bn = b.node(&format!("{name}.bn"), BatchNormalization::default(), &inputs).unwrap();
-    if relu {
-        b.node(name, Relu, &[bn]).unwrap()
-    } else {
-        bn
+
+    /// `k × k` conv with stride `stride` and "same" padding, batch-norm, then ReLU if `relu`.
+    fn conv_bn(&mut self, name: &str, x: ValueId, (cout, k, stride): (usize, usize, usize), relu: bool) -> ValueId {
+        let cin = self.b.shape(x)[1];
+        let scale = (2.0 / (cin * k * k) as f64).sqrt();
+        let seed = self.next_seed();
+        let w = random::<T>(&[cout, cin, k, k], seed).mapv(|v| v * T::lit(scale));
+        let w = self.b.constant(&format!("{name}.weight"), w).unwrap();
+        let conv = self.b.node(&format!("{name}.conv"), Conv::new(stride, k / 2), &[x, w]).unwrap();
+        let mut inputs = vec![conv];
+        for (p, lo) in [("gamma", 0.5), ("beta", 0.0), ("mean", 0.0), ("var", 0.8)] {
+            let seed = self.next_seed();
+            let v = random::<T>(&[cout], seed).mapv(|v| T::lit(lo) + v.abs() * T::lit(0.3));
+            inputs.push(self.b.constant(&format!("{name}.bn.{p}"), v).unwrap());
+        }
+        let bn = self.b.node(&format!("{name}.bn"), BatchNormalization::default(), &inputs).unwrap();
+        if relu {
+            self.b.node(name, Relu, &[bn]).unwrap()
+        } else {
+            bn
+        }
     }
 }
 
@@ -83,26 +88,25 @@ pub fn tiny_resnet<T: Element>(blocks: usize, width: usize, classes: usize) -> G
 
 /// [`tiny_resnet`] for `size × size` inputs.
 pub fn tiny_resnet_sized<T: Element>(blocks: usize, width: usize, classes: usize, size: usize) -> Graph<T> {
-    let mut seed = 100;
-    let mut b = GraphBuilder::<T>::new();
-    let x = b.input("input", &[1, 3, size, size]).unwrap();
-    let mut h = conv_bn_generic(&mut b, "stem", x, width, 3, 2, true, &mut seed);
-    h = b.node("maxpool", MaxPool(PoolAttrs::square(3, 2, 1)), &[h]).unwrap();
+    let mut net = Net { b: GraphBuilder::<T>::new(), seed: 100 };
+    let x = net.b.input("input", &[1, 3, size, size]).unwrap();
+    let mut h = net.conv_bn("stem", x, (width, 3, 2), true);
+    h = net.b.node("maxpool", MaxPool(PoolAttrs::square(3, 2, 1)), &[h]).unwrap();
     for i in 0..blocks {
-        let a = conv_bn(&mut b, &format!("block{i}.a"), h, width, 3, 1, true, &mut seed);
-        let c = conv_bn(&mut b, &format!("block{i}.b"), a, width, 3, 1, false, &mut seed);
-        let s = b.node(&format!("block{i}.add"), Add, &[c, h]).unwrap();
+        let a = net.conv_bn(&format!("block{i}.a"), h, (width, 3, 1), true);
+        let c = net.conv_bn(&format!("block{i}.b"), a, (width, 3, 1), false);
+        let s = net.b.node(&format!("block{i}.add"), Add, &[c, h]).unwrap();
         let name = if i + 1 == blocks { "layer_last".to_string() } else { format!("block{i}") };
-        h = b.node(&name, Relu, &[s]).unwrap();
+        h = net.b.node(&name, Relu, &[s]).unwrap();
     }
-    let p = b.node("avgpool", GlobalAveragePool, &[h]).unwrap();
-    let f = b.node("flatten", Flatten::default(), &[p]).unwrap();
-    seed += 1;
-    let w = b.constant("fc.weight", random::<T>(&[classes, width], seed)).unwrap();
-    let bias = b.constant("fc.bias", random::<T>(&[classes], seed + 1)).unwrap();
-    let logits = b.node("logits", Gemm::linear(), &[f, w, bias]).unwrap();
-    b.output(logits);
-    b.build()
+    let p = net.b.node("avgpool", GlobalAveragePool, &[h]).unwrap();
+    let f = net.b.node("flatten", Flatten::default(), &[p]).unwrap();
+    let seed = net.next_seed();
+    let w = net.b.constant("fc.weight", random::<T>(&[classes, width], seed)).unwrap();
+    let bias = net.b.constant("fc.bias", random::<T>(&[classes], seed + 1)).unwrap();
+    let logits = net.b.node("logits", Gemm::linear(), &[f, w, bias]).unwrap();
+    net.b.output(logits);
+    net.b.build()
 }
 
 /// A one-hot seed on `class` for logits of shape `[1, classes]`.
