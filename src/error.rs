@@ -37,6 +37,33 @@ pub enum Error {
     /// A value was used in a way the plan did not prepare for.
     #[error("'{name}' is not {role} of this plan; make a plan that names it")]
     NotPlanned { name: String, role: &'static str },
+    /// A weight the architecture needs is absent.
+    #[error("weights from {origin}: missing tensor '{key}' (the architecture expects shape {expected:?})")]
+    MissingWeight { origin: String, key: String, expected: Vec<usize> },
+    /// A weight with the wrong shape.
+    #[error("weights from {origin}: tensor '{key}' has shape {got:?}, the architecture expects {expected:?}")]
+    WeightShape { origin: String, key: String, expected: Vec<usize>, got: Vec<usize> },
+    /// Weights that the architecture does not use (probably a different architecture).
+    #[error("weights from {origin}: {count} tensors are not used by {arch}, e.g. {examples}")]
+    UnexpectedWeights { origin: String, arch: String, count: usize, examples: String },
+    /// A weight stored in a type we do not read.
+    #[error("weights from {origin}: tensor '{key}' has dtype {dtype}; supported are F32, F16 and BF16")]
+    WeightDtype { origin: String, key: String, dtype: String },
+    /// A file that is not valid safetensors.
+    #[error("{origin}: not a valid safetensors file: {why}")]
+    Safetensors { origin: String, why: String },
+    /// A file that could not be read or written.
+    #[error("{path}: {why}")]
+    Io { path: String, why: String },
+    /// An image that could not be decoded or is unusable.
+    #[error("image {path}: {why}")]
+    Image { path: String, why: String },
+    /// A `.npy` input that is unusable.
+    #[error("tensor file {path}: {why}")]
+    Npy { path: String, why: String },
+    /// An architecture name we do not know.
+    #[error("unknown architecture '{name}' (known: {known})")]
+    UnknownArch { name: String, known: String },
     /// A plan made for a different graph.
     #[error("the plan was made for a different graph")]
     PlanMismatch,

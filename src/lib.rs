@@ -9,10 +9,13 @@
 
 pub mod error;
 pub mod graph;
+pub mod input;
+pub mod models;
 pub mod ops;
 pub mod tensor;
 
 pub use error::{Error, OpError, Result};
 pub use gradcam_kernels::Element;
 pub use graph::{Activations, BackwardOptions, ForwardOptions, Gradients, Graph, GraphBuilder, Plan, ValueId};
+pub use models::{Arch, Model};
 pub use tensor::Tensor;

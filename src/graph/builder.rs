@@ -41,6 +41,7 @@ impl<T: Element> GraphBuilder<T> {
                 inputs: Vec::new(),
                 outputs: Vec::new(),
                 by_name: HashMap::new(),
+                aliases: Vec::new(),
             },
         }
     }
@@ -65,7 +66,9 @@ impl<T: Element> GraphBuilder<T> {
     /// Adds a constant (a weight).
     pub fn constant(&mut self, name: &str, value: Tensor<T>) -> Result<ValueId> {
         let shape = value.shape().to_vec();
-        self.add_value(name, shape, Source::Constant(value.as_standard_layout().into_owned()))
+        // Keep the caller's buffer when it is already row-major: model weights are then held exactly once.
+        let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
+        self.add_value(name, shape, Source::Constant(value))
     }
 
     /// Adds a single-output node; its output value is named like the node.
@@ -106,6 +109,16 @@ impl<T: Element> GraphBuilder<T> {
         }
         self.graph.nodes.push(Node { name: name.to_string(), op, inputs: inputs.to_vec(), outputs: ids.clone() });
         Ok(ids)
+    }
+
+    /// Gives an existing value a second name (PyTorch module paths: `layer4` is the output of `layer4.1`).
+    pub fn alias(&mut self, name: &str, id: ValueId) -> Result<()> {
+        if self.graph.by_name.contains_key(name) {
+            return Err(Error::DuplicateName { name: name.to_string() });
+        }
+        self.graph.by_name.insert(name.to_string(), id);
+        self.graph.aliases.push((name.to_string(), id));
+        Ok(())
     }
 
     /// Marks a value as a graph output.

@@ -59,6 +59,7 @@ pub struct Graph<T: Element> {
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
     by_name: HashMap<String, ValueId>,
+    aliases: Vec<(String, ValueId)>,
 }
 
 impl<T: Element> Graph<T> {
@@ -100,10 +101,19 @@ impl<T: Element> Graph<T> {
         })
     }
 
+    /// Every name a value can be addressed by, in graph order, aliases right after the value they name.
+    pub fn names(&self) -> Vec<(&str, ValueId)> {
+        let mut out = Vec::with_capacity(self.values.len() + self.aliases.len());
+        for (i, v) in self.values.iter().enumerate() {
+            out.push((v.name.as_str(), ValueId(i)));
+            out.extend(self.aliases.iter().filter(|(_, id)| id.0 == i).map(|(n, id)| (n.as_str(), *id)));
+        }
+        out
+    }
+
     /// Up to `count` value names closest to `name` (edit distance), nearest first.
     pub fn closest_names(&self, name: &str, count: usize) -> Vec<String> {
-        let mut scored: Vec<(usize, &str)> =
-            self.values.iter().map(|v| (edit_distance(name, &v.name), v.name.as_str())).collect();
+        let mut scored: Vec<(usize, &str)> = self.by_name.keys().map(|n| (edit_distance(name, n), n.as_str())).collect();
         scored.sort();
         scored.into_iter().take(count).map(|(_, n)| n.to_string()).collect()
     }

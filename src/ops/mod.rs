@@ -13,6 +13,7 @@ use std::fmt::Debug;
 mod pointwise;
 pub use pointwise::Pointwise;
 
+pub mod adaptive_avg_pool;
 pub mod add;
 pub mod avg_pool;
 pub mod batch_norm;
@@ -56,6 +57,7 @@ mod pool_attrs;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use adaptive_avg_pool::AdaptiveAvgPool;
 pub use add::Add;
 pub use avg_pool::AveragePool;
 pub use batch_norm::BatchNormalization;

@@ -1,0 +1,180 @@
+//! Model inputs: images (any format the `image` crate decodes) resized and normalized like torchvision, or `.npy`
+//! tensors that are already preprocessed.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use ndarray::{Array3, Axis, IxDyn};
+use std::path::Path;
+
+/// Largest width or height accepted from an image header (a 100000×100000 claim is refused before decoding).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+/// Largest decoder allocation.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// Per-channel normalization `(x − mean) / std` of [0, 1] RGB pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    /// torchvision's ImageNet statistics.
+    pub fn imagenet() -> Self {
+        Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+    }
+
+    /// Normalizes a `[N, 3, H, W]` tensor of [0, 1] pixels.
+    pub fn apply(&self, pixels: &Tensor<f32>) -> Tensor<f32> {
+        let mut x = pixels.clone();
+        for (c, mut plane) in x.axis_iter_mut(Axis(1)).enumerate() {
+            let (m, s) = (self.mean[c % 3], self.std[c % 3]);
+            plane.mapv_inplace(|v| (v - m) / s);
+        }
+        x
+    }
+}
+
+/// A decoded image and the model input made from it.
+#[derive(Debug)]
+pub struct LoadedImage {
+    /// The original pixels, for overlays at full resolution.
+    pub original: image::RgbImage,
+    /// Resized RGB in [0, 1], `[1, 3, H, W]` (before normalization).
+    pub pixels: Tensor<f32>,
+}
+
+/// Decodes an image file (alpha dropped, grayscale expanded) with bounded memory.
+pub fn decode_image(path: &Path) -> Result<image::RgbImage> {
+    let shown = path.display().to_string();
+    let err = |why: String| Error::Image { path: shown.clone(), why };
+    let mut reader = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?;
+    reader = reader.with_guessed_format().map_err(|e| err(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(err("not an image file in a known format".into()));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(err(format!("empty image ({}×{})", img.width(), img.height())));
+    }
+    Ok(img.to_rgb8())
+}
+
+/// Loads an image and resizes it to `size = [H, W]` (antialiased bilinear).
+pub fn load_image(path: &Path, size: [usize; 2]) -> Result<LoadedImage> {
+    let original = decode_image(path)?;
+    let pixels = image_to_tensor(&original, size);
+    Ok(LoadedImage { original, pixels })
+}
+
+/// `[1, 3, H, W]` in [0, 1], resized from an RGB image.
+pub fn image_to_tensor(img: &image::RgbImage, size: [usize; 2]) -> Tensor<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut chw = Array3::<f32>::zeros((3, h, w));
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            chw[[c, y as usize, x as usize]] = p[c] as f32 / 255.0;
+        }
+    }
+    let resized = resize_antialias(&chw, size[0], size[1]);
+    resized.insert_axis(Axis(0)).into_dyn()
+}
+
+/// Interpolation weights of one axis: for each output index, the first input index and the weights that follow.
+/// PIL's / PyTorch's `antialias=True` bilinear filter: a triangle stretched by the downscaling factor, so every
+/// input pixel contributes when shrinking.
+fn axis_weights(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
+    let scale = input as f64 / output as f64;
+    let support = if scale >= 1.0 { scale } else { 1.0 };
+    let inv = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    (0..output)
+        .map(|i| {
+            let center = scale * (i as f64 + 0.5);
+            let lo = ((center - support + 0.5) as i64).max(0) as usize;
+            let hi = ((center + support + 0.5) as i64).min(input as i64).max(lo as i64) as usize;
+            let mut w: Vec<f64> = (lo..hi)
+                .map(|j| {
+                    let x = ((j as f64 - center + 0.5) * inv).abs();
+                    if x < 1.0 {
+                        1.0 - x
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f64 = w.iter().sum();
+            if total > 0.0 {
+                w.iter_mut().for_each(|v| *v /= total);
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// Antialiased bilinear resize of a `[C, H, W]` array (equals `F.interpolate(..., mode="bilinear",
+/// align_corners=False, antialias=True)`; without antialiasing when enlarging).
+pub fn resize_antialias(x: &Array3<f32>, out_h: usize, out_w: usize) -> Array3<f32> {
+    let (c, h, w) = x.dim();
+    let wx = axis_weights(w, out_w);
+    let wy = axis_weights(h, out_h);
+    let mut tmp = Array3::<f32>::zeros((c, h, out_w));
+    for ch in 0..c {
+        for y in 0..h {
+            for (ox, (lo, ws)) in wx.iter().enumerate() {
+                let s: f64 = ws.iter().enumerate().map(|(k, &wv)| wv * x[[ch, y, lo + k]] as f64).sum();
+                tmp[[ch, y, ox]] = s as f32;
+            }
+        }
+    }
+    let mut out = Array3::<f32>::zeros((c, out_h, out_w));
+    for ch in 0..c {
+        for (oy, (lo, ws)) in wy.iter().enumerate() {
+            for ox in 0..out_w {
+                let s: f64 = ws.iter().enumerate().map(|(k, &wv)| wv * tmp[[ch, lo + k, ox]] as f64).sum();
+                out[[ch, oy, ox]] = s as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Reads a `.npy` tensor (f32, NCHW, already preprocessed).
+pub fn load_npy(path: &Path) -> Result<Tensor<f32>> {
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let t: Tensor<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
+        .map_err(|e| Error::Npy { path: shown.clone(), why: format!("{e} (expected a little-endian f32 array)") })?;
+    if t.ndim() != 4 {
+        return Err(Error::Npy { path: shown, why: format!("expected an NCHW tensor, got shape {:?}", t.shape()) });
+    }
+    Ok(t.into_dimensionality::<IxDyn>().expect("dynamic"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_sum_to_one_and_identity_resize_is_exact() {
+        for (i, o) in [(451, 224), (300, 224), (7, 224), (224, 224)] {
+            for (_, w) in axis_weights(i, o) {
+                assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            }
+        }
+        let x = Array3::from_shape_fn((1, 5, 4), |(_, y, x)| (y * 4 + x) as f32);
+        assert_eq!(resize_antialias(&x, 5, 4), x);
+    }
+
+    #[test]
+    fn normalization_is_per_channel() {
+        let px = Tensor::from_elem(IxDyn(&[1, 3, 1, 1]), 0.5f32);
+        let x = Normalization::imagenet().apply(&px);
+        assert!((x[[0, 0, 0, 0]] - (0.5 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((x[[0, 2, 0, 0]] - (0.5 - 0.406) / 0.225).abs() < 1e-6);
+    }
+}

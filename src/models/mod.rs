@@ -1,0 +1,176 @@
+//! Ready-made architectures with torchvision / `efficientnet-lite-pytorch` parameter names, weight loading, and
+//! the bundled pretrained EfficientNet-Lite0.
+
+mod efficientnet_lite;
+mod mobilenet_v2;
+mod net;
+mod resnet;
+mod vgg;
+pub mod weights;
+
+pub use efficientnet_lite::same_pads;
+pub use weights::{Init, Weights};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, GraphBuilder};
+use crate::input::Normalization;
+use net::Net;
+
+/// The bundled model's weights (f16 safetensors, converted by `tools/convert_efficientnet_lite0.py`).
+static BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../fixtures/models/efficientnet_lite0.safetensors");
+/// ImageNet class names, one per line.
+static IMAGENET_CLASSES: &str = include_str!("../../fixtures/models/imagenet_classes.txt");
+
+/// Architectures that can be built by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Vgg11,
+    Vgg16,
+    Vgg16Bn,
+    MobilenetV2,
+    EfficientnetLite0,
+}
+
+impl Arch {
+    /// Every architecture, for listings and errors.
+    pub const ALL: [Arch; 8] = [
+        Arch::Resnet18,
+        Arch::Resnet34,
+        Arch::Resnet50,
+        Arch::Vgg11,
+        Arch::Vgg16,
+        Arch::Vgg16Bn,
+        Arch::MobilenetV2,
+        Arch::EfficientnetLite0,
+    ];
+
+    /// The name used on the command line (torchvision's function name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet34 => "resnet34",
+            Arch::Resnet50 => "resnet50",
+            Arch::Vgg11 => "vgg11",
+            Arch::Vgg16 => "vgg16",
+            Arch::Vgg16Bn => "vgg16_bn",
+            Arch::MobilenetV2 => "mobilenet_v2",
+            Arch::EfficientnetLite0 => "efficientnet_lite0",
+        }
+    }
+
+    /// Parses a name such as `resnet50` (also accepts `efficientnet-lite0`).
+    pub fn from_name(name: &str) -> Result<Arch> {
+        let norm = name.to_ascii_lowercase().replace('-', "_");
+        Arch::ALL.into_iter().find(|a| a.name() == norm).ok_or_else(|| Error::UnknownArch {
+            name: name.to_string(),
+            known: Arch::ALL.map(|a| a.name()).join(", "),
+        })
+    }
+
+    /// The value name of the logits.
+    pub fn logits(self) -> &'static str {
+        match self {
+            Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => "fc",
+            Arch::Vgg11 | Arch::Vgg16 | Arch::Vgg16Bn => "classifier.6",
+            Arch::MobilenetV2 => "classifier.1",
+            Arch::EfficientnetLite0 => "_fc",
+        }
+    }
+
+    /// The layer Grad-CAM users conventionally pick (pytorch-grad-cam's README).
+    pub fn conventional_layer(self) -> &'static str {
+        match self {
+            Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => "layer4",
+            Arch::Vgg11 | Arch::Vgg16 | Arch::Vgg16Bn => "features",
+            Arch::MobilenetV2 | Arch::EfficientnetLite0 => "features",
+        }
+    }
+}
+
+/// A classifier ready to explain: its graph and how to feed it.
+#[derive(Debug)]
+pub struct Model {
+    pub graph: Graph<f32>,
+    /// Human-readable name (architecture and weight origin).
+    pub name: String,
+    pub arch: Option<Arch>,
+    /// Name of the input value (NCHW).
+    pub input: String,
+    /// Name of the pre-softmax class scores `[N, classes]`.
+    pub logits: String,
+    /// Input height and width the graph was built for.
+    pub input_size: [usize; 2],
+    /// Class names, if known.
+    pub labels: Option<Vec<String>>,
+    /// Pixel normalization the weights expect.
+    pub normalization: Normalization,
+}
+
+impl Model {
+    /// Builds `arch` for `input_size` images from `weights`. Every tensor must be used, with the right shape.
+    pub fn build(arch: Arch, mut weights: Weights, input_size: [usize; 2], classes: usize) -> Result<Model> {
+        let origin = weights.origin().to_string();
+        let mut net = Net { b: GraphBuilder::new(), w: &mut weights };
+        let x = net.b.input("input", &[1, 3, input_size[0], input_size[1]])?;
+        let logits = match arch {
+            Arch::Resnet18 => resnet::build(&mut net, x, resnet::Depth::R18, classes)?,
+            Arch::Resnet34 => resnet::build(&mut net, x, resnet::Depth::R34, classes)?,
+            Arch::Resnet50 => resnet::build(&mut net, x, resnet::Depth::R50, classes)?,
+            Arch::Vgg11 => vgg::build(&mut net, x, vgg::Variant::Vgg11, classes)?,
+            Arch::Vgg16 => vgg::build(&mut net, x, vgg::Variant::Vgg16, classes)?,
+            Arch::Vgg16Bn => vgg::build(&mut net, x, vgg::Variant::Vgg16Bn, classes)?,
+            Arch::MobilenetV2 => mobilenet_v2::build(&mut net, x, classes)?,
+            Arch::EfficientnetLite0 => efficientnet_lite::build(&mut net, x, classes)?,
+        };
+        net.b.alias("logits", logits)?;
+        net.b.output(logits);
+        let graph = net.b.build();
+        weights.finish(arch.name())?;
+        let labels = (classes == 1000).then(imagenet_labels);
+        Ok(Model {
+            graph,
+            name: format!("{} ({origin})", arch.name()),
+            arch: Some(arch),
+            input: "input".into(),
+            logits: arch.logits().into(),
+            input_size,
+            labels,
+            normalization: Normalization::imagenet(),
+        })
+    }
+
+    /// The bundled ImageNet-pretrained EfficientNet-Lite0 at 224×224.
+    pub fn bundled() -> Result<Model> {
+        let weights = Weights::from_safetensors(BUNDLED_WEIGHTS, "bundled efficientnet_lite0.safetensors")?;
+        let mut m = Model::build(Arch::EfficientnetLite0, weights, [224, 224], 1000)?;
+        m.name = "efficientnet_lite0 (bundled, ImageNet-pretrained)".into();
+        Ok(m)
+    }
+
+    /// Loads a safetensors file for `arch`, for 224×224 inputs and as many classes as the file's classifier has.
+    pub fn from_safetensors(arch: Arch, path: &std::path::Path) -> Result<Model> {
+        let weights = Weights::from_file(path)?;
+        let classes = weights.classes(arch.logits()).unwrap_or(1000);
+        let mut m = Model::build(arch, weights, [224, 224], classes)?;
+        m.name = format!("{} ({})", arch.name(), path.display());
+        Ok(m)
+    }
+
+    /// The label of class `c` (or its number).
+    pub fn label(&self, c: usize) -> String {
+        self.labels.as_ref().and_then(|l| l.get(c)).cloned().unwrap_or_else(|| format!("class {c}"))
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.graph.find(&self.logits).map(|id| self.graph.value(id).shape[1]).unwrap_or(0)
+    }
+}
+
+/// The 1000 ImageNet class names in index order.
+pub fn imagenet_labels() -> Vec<String> {
+    IMAGENET_CLASSES.lines().map(str::to_string).collect()
+}

@@ -1,0 +1,194 @@
+//! Named weight tensors for building a model: from safetensors (f32 / f16 / bf16, converted to f32 once), or a
+//! deterministic synthetic formula that the PyTorch reference script reproduces bit for bit (for parity tests on
+//! architectures whose real weights are too large to commit).
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use half::{bf16, f16};
+use ndarray::IxDyn;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+
+/// How a parameter is initialised by the synthetic formula (ignored for real weights).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Conv / linear weight: uniform ±√(6 / fan_in) (Kaiming uniform for ReLU nets).
+    Weight { fan_in: usize },
+    /// Conv / linear bias: uniform ±1/√fan_in.
+    Bias { fan_in: usize },
+    /// Batch-norm scale: 0.75 + 0.5·u.
+    BnScale,
+    /// Batch-norm shift and running mean: ±0.2.
+    BnShift,
+    /// Batch-norm running variance: 0.5 + u.
+    BnVar,
+}
+
+enum Origin {
+    Tensors(HashMap<String, Tensor<f32>>),
+    Synthetic,
+}
+
+/// A source of named weights that records which ones an architecture used.
+pub struct Weights {
+    origin_name: String,
+    origin: Origin,
+    /// Keys that are bookkeeping, not weights (`num_batches_tracked`).
+    ignored: usize,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights").field("origin", &self.origin_name).finish()
+    }
+}
+
+/// The 64-bit FNV-1a hash of a key: seeds the synthetic formula per tensor.
+fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Uniform in [0, 1) with 24 bits: SplitMix64 of `(hash, index)`, exact in f32 and reproducible in numpy.
+fn unit(hash: u64, index: u64) -> f64 {
+    let mut z = hash.wrapping_add((index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f64 / (1u64 << 24) as f64
+}
+
+/// The synthetic value of element `i` of tensor `key` (see `tools/make_model_fixtures.py`).
+pub fn synthetic_value(key: &str, i: usize, init: Init) -> f32 {
+    let u = unit(fnv1a(key), i as u64);
+    let v = match init {
+        Init::Weight { fan_in } => (2.0 * u - 1.0) * (6.0 / fan_in as f64).sqrt(),
+        Init::Bias { fan_in } => (2.0 * u - 1.0) / (fan_in as f64).sqrt(),
+        Init::BnScale => 0.75 + 0.5 * u,
+        Init::BnShift => 0.2 * (2.0 * u - 1.0),
+        Init::BnVar => 0.5 + u,
+    };
+    v as f32
+}
+
+fn to_f32(origin: &str, key: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+    let chunks = |n: usize| data.chunks_exact(n);
+    Ok(match dtype {
+        Dtype::F32 => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => chunks(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => chunks(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => {
+            return Err(Error::WeightDtype { origin: origin.into(), key: key.into(), dtype: format!("{other:?}") });
+        }
+    })
+}
+
+impl Weights {
+    /// Parses safetensors bytes. `origin` names the file in errors. Every tensor is converted to f32 once; the
+    /// caller may drop `bytes` afterwards.
+    pub fn from_safetensors(bytes: &[u8], origin: &str) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::Safetensors { origin: origin.to_string(), why: e.to_string() })?;
+        let mut tensors = HashMap::new();
+        let mut ignored = 0;
+        for (key, view) in st.tensors() {
+            if key.ends_with("num_batches_tracked") {
+                ignored += 1;
+                continue;
+            }
+            let data = to_f32(origin, &key, view.dtype(), view.data())?;
+            let t = Tensor::from_shape_vec(IxDyn(view.shape()), data)
+                .map_err(|e| Error::Safetensors { origin: origin.to_string(), why: format!("tensor '{key}': {e}") })?;
+            tensors.insert(key, t);
+        }
+        Ok(Weights { origin_name: origin.to_string(), origin: Origin::Tensors(tensors), ignored })
+    }
+
+    /// Reads and parses a safetensors file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+        Self::from_safetensors(&bytes, &shown)
+    }
+
+    /// Deterministic synthetic weights (see [`synthetic_value`]).
+    pub fn synthetic() -> Self {
+        Weights { origin_name: "the synthetic formula".into(), origin: Origin::Synthetic, ignored: 0 }
+    }
+
+    /// Where these weights come from, for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin_name
+    }
+
+    /// Number of classes of the classifier `{logits}.weight` (`[classes, features]`), if present.
+    pub fn classes(&self, logits: &str) -> Option<usize> {
+        match &self.origin {
+            Origin::Tensors(map) => map.get(&format!("{logits}.weight")).filter(|t| t.ndim() == 2).map(|t| t.shape()[0]),
+            Origin::Synthetic => None,
+        }
+    }
+
+    /// Takes the tensor `key`, which must have `shape`.
+    pub fn take(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Tensor<f32>> {
+        match &mut self.origin {
+            Origin::Synthetic => {
+                let n: usize = shape.iter().product();
+                let data = (0..n).map(|i| synthetic_value(key, i, init)).collect();
+                Ok(Tensor::from_shape_vec(IxDyn(shape), data).expect("length matches shape"))
+            }
+            Origin::Tensors(map) => {
+                let t = map.remove(key).ok_or_else(|| Error::MissingWeight {
+                    origin: self.origin_name.clone(),
+                    key: key.to_string(),
+                    expected: shape.to_vec(),
+                })?;
+                if t.shape() != shape {
+                    return Err(Error::WeightShape {
+                        origin: self.origin_name.clone(),
+                        key: key.to_string(),
+                        expected: shape.to_vec(),
+                        got: t.shape().to_vec(),
+                    });
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    /// Fails if tensors were left unused: the file belongs to another architecture or variant.
+    pub fn finish(self, arch: &str) -> Result<()> {
+        if let Origin::Tensors(map) = self.origin {
+            if !map.is_empty() {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let examples = keys.iter().take(3).map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+                return Err(Error::UnexpectedWeights { origin: self.origin_name, arch: arch.to_string(), count: map.len(), examples });
+            }
+        }
+        let _ = self.ignored;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_formula_matches_reference_values() {
+        // Values computed independently in Python (arbitrary-precision integers, masked to 64 bits).
+        assert_eq!(fnv1a("conv1.weight"), 0x69a2_9a2c_ee47_d254);
+        assert_eq!(unit(fnv1a("conv1.weight"), 0), 0.5450749397277832);
+        assert_eq!(unit(fnv1a("conv1.weight"), 1), 0.7451617121696472);
+        assert_eq!(synthetic_value("bn1.running_var", 3, Init::BnVar), (0.5 + unit(fnv1a("bn1.running_var"), 3)) as f32);
+    }
+
+    #[test]
+    fn garbage_and_truncated_files_are_errors() {
+        assert!(matches!(Weights::from_safetensors(b"", "x"), Err(Error::Safetensors { .. })));
+        // A header length of 2^60 bytes must not allocate.
+        let mut absurd = (1u64 << 60).to_le_bytes().to_vec();
+        absurd.extend_from_slice(b"{}");
+        assert!(matches!(Weights::from_safetensors(&absurd, "x"), Err(Error::Safetensors { .. })));
+    }
+}
