@@ -26,19 +26,27 @@ pub struct VjpRecord {
 /// Gradients of the requested values, plus a trace of the backward rules that ran.
 #[derive(Debug)]
 pub struct Gradients<T> {
-    grads: HashMap<String, Tensor<T>>,
+    grads: HashMap<ValueId, Tensor<T>>,
+    /// Every name (aliases included) of every requested value.
+    names: HashMap<String, ValueId>,
     pub trace: Vec<VjpRecord>,
 }
 
 impl<T> Gradients<T> {
-    /// The gradient of a requested value.
+    fn id(&self, name: &str) -> Result<ValueId> {
+        self.names.get(name).copied().ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+    }
+
+    /// The gradient of a requested value (by any of its names).
     pub fn get(&self, name: &str) -> Result<&Tensor<T>> {
-        self.grads.get(name).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+        let id = self.id(name)?;
+        self.grads.get(&id).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
     }
 
     /// Takes the gradient of a requested value out.
     pub fn take(&mut self, name: &str) -> Result<Tensor<T>> {
-        self.grads.remove(name).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+        let id = self.id(name)?;
+        self.grads.remove(&id).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
     }
 }
 
@@ -130,8 +138,13 @@ impl<T: Element> Activations<'_, T> {
         }
 
         let mut out = HashMap::new();
+        let names = graph
+            .names()
+            .into_iter()
+            .filter(|(_, id)| plan.wrt.contains(id))
+            .map(|(n, id)| (n.to_string(), id))
+            .collect();
         for &w in &plan.wrt {
-            let name = graph.values[w.0].name.clone();
             let g = match grads[w.0].take() {
                 Some(g) => g,
                 None => {
@@ -144,8 +157,8 @@ impl<T: Element> Activations<'_, T> {
                     Tensor::zeros(shape)
                 }
             };
-            out.insert(name, g);
+            out.insert(w, g);
         }
-        Ok(Gradients { grads: out, trace })
+        Ok(Gradients { grads: out, names, trace })
     }
 }

@@ -113,7 +113,8 @@ impl<T: Element> Graph<T> {
 
     /// Up to `count` value names closest to `name` (edit distance), nearest first.
     pub fn closest_names(&self, name: &str, count: usize) -> Vec<String> {
-        let mut scored: Vec<(usize, &str)> = self.by_name.keys().map(|n| (edit_distance(name, n), n.as_str())).collect();
+        let mut scored: Vec<(usize, &str)> =
+            self.by_name.keys().map(|n| (edit_distance(name, n), n.as_str())).collect();
         scored.sort();
         scored.into_iter().take(count).map(|(_, n)| n.to_string()).collect()
     }

@@ -28,13 +28,29 @@ pub fn same_pads(h: usize, w: usize, kernel: usize, stride: usize) -> [usize; 4]
     [ph / 2, pw / 2, ph - ph / 2, pw - pw / 2]
 }
 
-fn same_conv(net: &mut Net, name: &str, x: ValueId, out: usize, kernel: usize, stride: usize, groups: usize) -> Result<ValueId> {
+fn same_conv(
+    net: &mut Net,
+    name: &str,
+    x: ValueId,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+) -> Result<ValueId> {
     let s = net.shape(x);
     let spec = ConvSpec::same(out, kernel, stride).groups(groups).pads(same_pads(s[2], s[3], kernel, stride));
     net.conv(name, x, spec)
 }
 
-fn mbconv(net: &mut Net, index: usize, x: ValueId, kernel: usize, stride: usize, expand: usize, out: usize) -> Result<ValueId> {
+fn mbconv(
+    net: &mut Net,
+    index: usize,
+    x: ValueId,
+    kernel: usize,
+    stride: usize,
+    expand: usize,
+    out: usize,
+) -> Result<ValueId> {
     let name = format!("_blocks.{index}");
     let cin = net.shape(x)[1];
     let hidden = cin * expand;

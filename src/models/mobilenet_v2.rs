@@ -17,7 +17,14 @@ fn conv_bn_relu6(net: &mut Net, name: &str, x: ValueId, spec: ConvSpec) -> Resul
     net.alias(name, h)
 }
 
-fn inverted_residual(net: &mut Net, name: &str, x: ValueId, expand: usize, out: usize, stride: usize) -> Result<ValueId> {
+fn inverted_residual(
+    net: &mut Net,
+    name: &str,
+    x: ValueId,
+    expand: usize,
+    out: usize,
+    stride: usize,
+) -> Result<ValueId> {
     let cin = net.shape(x)[1];
     let hidden = cin * expand;
     let mut h = x;

@@ -64,10 +64,10 @@ impl Arch {
     /// Parses a name such as `resnet50` (also accepts `efficientnet-lite0`).
     pub fn from_name(name: &str) -> Result<Arch> {
         let norm = name.to_ascii_lowercase().replace('-', "_");
-        Arch::ALL.into_iter().find(|a| a.name() == norm).ok_or_else(|| Error::UnknownArch {
-            name: name.to_string(),
-            known: Arch::ALL.map(|a| a.name()).join(", "),
-        })
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == norm)
+            .ok_or_else(|| Error::UnknownArch { name: name.to_string(), known: Arch::ALL.map(|a| a.name()).join(", ") })
     }
 
     /// The value name of the logits.

@@ -56,7 +56,11 @@ impl Net<'_> {
     pub fn conv(&mut self, name: &str, x: ValueId, s: ConvSpec) -> Result<ValueId> {
         let cin = self.shape(x)[1];
         let fan_in = cin / s.groups * s.kernel * s.kernel;
-        let wt = self.w.take(&format!("{name}.weight"), &[s.out, cin / s.groups, s.kernel, s.kernel], Init::Weight { fan_in })?;
+        let wt = self.w.take(
+            &format!("{name}.weight"),
+            &[s.out, cin / s.groups, s.kernel, s.kernel],
+            Init::Weight { fan_in },
+        )?;
         let w = self.b.constant(&format!("{name}.weight"), wt)?;
         let mut inputs = vec![x, w];
         if s.bias {
@@ -71,9 +75,12 @@ impl Net<'_> {
     pub fn bn(&mut self, name: &str, x: ValueId, epsilon: f64) -> Result<ValueId> {
         let c = self.shape(x)[1];
         let mut inputs = vec![x];
-        for (suffix, init) in
-            [("weight", Init::BnScale), ("bias", Init::BnShift), ("running_mean", Init::BnShift), ("running_var", Init::BnVar)]
-        {
+        for (suffix, init) in [
+            ("weight", Init::BnScale),
+            ("bias", Init::BnShift),
+            ("running_mean", Init::BnShift),
+            ("running_var", Init::BnVar),
+        ] {
             let key = format!("{name}.{suffix}");
             let t = self.w.take(&key, &[c], init)?;
             inputs.push(self.b.constant(&key, t)?);

@@ -123,7 +123,9 @@ impl Weights {
     /// Number of classes of the classifier `{logits}.weight` (`[classes, features]`), if present.
     pub fn classes(&self, logits: &str) -> Option<usize> {
         match &self.origin {
-            Origin::Tensors(map) => map.get(&format!("{logits}.weight")).filter(|t| t.ndim() == 2).map(|t| t.shape()[0]),
+            Origin::Tensors(map) => {
+                map.get(&format!("{logits}.weight")).filter(|t| t.ndim() == 2).map(|t| t.shape()[0])
+            }
             Origin::Synthetic => None,
         }
     }
@@ -162,7 +164,12 @@ impl Weights {
                 let mut keys: Vec<&String> = map.keys().collect();
                 keys.sort();
                 let examples = keys.iter().take(3).map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
-                return Err(Error::UnexpectedWeights { origin: self.origin_name, arch: arch.to_string(), count: map.len(), examples });
+                return Err(Error::UnexpectedWeights {
+                    origin: self.origin_name,
+                    arch: arch.to_string(),
+                    count: map.len(),
+                    examples,
+                });
             }
         }
         let _ = self.ignored;
@@ -180,7 +187,10 @@ mod tests {
         assert_eq!(fnv1a("conv1.weight"), 0x69a2_9a2c_ee47_d254);
         assert_eq!(unit(fnv1a("conv1.weight"), 0), 0.5450749397277832);
         assert_eq!(unit(fnv1a("conv1.weight"), 1), 0.7451617121696472);
-        assert_eq!(synthetic_value("bn1.running_var", 3, Init::BnVar), (0.5 + unit(fnv1a("bn1.running_var"), 3)) as f32);
+        assert_eq!(
+            synthetic_value("bn1.running_var", 3, Init::BnVar),
+            (0.5 + unit(fnv1a("bn1.running_var"), 3)) as f32
+        );
     }
 
     #[test]
