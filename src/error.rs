@@ -64,6 +64,18 @@ pub enum Error {
     /// An architecture name we do not know.
     #[error("unknown architecture '{name}' (known: {known})")]
     UnknownArch { name: String, known: String },
+    /// A class index beyond the model's classes.
+    #[error("class {class} is out of range: the model has {classes} classes (0..{classes})")]
+    ClassOutOfRange { class: usize, classes: usize },
+    /// A target layer whose activation is not `[N, C, H, W]`.
+    #[error("layer '{layer}' has shape {shape:?}; CAM methods need a 4-D [N, C, H, W] activation")]
+    NotSpatial { layer: String, shape: Vec<usize> },
+    /// A method name we do not know.
+    #[error("unknown method '{name}' (known: {known})")]
+    UnknownMethod { name: String, known: String },
+    /// A request that cannot be served as given.
+    #[error("{0}")]
+    BadRequest(String),
     /// A plan made for a different graph.
     #[error("the plan was made for a different graph")]
     PlanMismatch,

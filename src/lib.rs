@@ -7,11 +7,13 @@
 //! - [`ops`]: every operator as one file with its shape rule, forward, vector-Jacobian product and tests.
 //! - Compute kernels (GEMM, im2col convolution, depthwise, pooling) live in the `gradcam-kernels` crate.
 
+pub mod cam;
 pub mod error;
 pub mod graph;
 pub mod input;
 pub mod models;
 pub mod ops;
+pub mod render;
 pub mod tensor;
 
 pub use error::{Error, OpError, Result};

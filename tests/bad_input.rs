@@ -75,15 +75,17 @@ fn wrong_shape_missing_and_extra_tensors_name_the_key_and_shapes() {
     let good = w.take("conv1.weight", &[64, 3, 7, 7], gradcam::models::Init::Weight { fan_in: 147 }).unwrap();
     assert_eq!(good.shape(), &[64, 3, 7, 7]);
     let file = safetensors_file(&[("conv1.weight", Dtype::F32, vec![64, 3, 3, 3])]);
-    let err = Model::build(Arch::Resnet18, Weights::from_safetensors(&file, "r18.safetensors").unwrap(), [224, 224], 1000)
-        .unwrap_err();
+    let err =
+        Model::build(Arch::Resnet18, Weights::from_safetensors(&file, "r18.safetensors").unwrap(), [224, 224], 1000)
+            .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::WeightShape { .. }), "{msg}");
     assert!(msg.contains("conv1.weight") && msg.contains("[64, 3, 3, 3]") && msg.contains("[64, 3, 7, 7]"), "{msg}");
 
     let file = safetensors_file(&[("conv1.weight", Dtype::F16, vec![64, 3, 7, 7])]);
-    let err = Model::build(Arch::Resnet18, Weights::from_safetensors(&file, "r18.safetensors").unwrap(), [224, 224], 1000)
-        .unwrap_err();
+    let err =
+        Model::build(Arch::Resnet18, Weights::from_safetensors(&file, "r18.safetensors").unwrap(), [224, 224], 1000)
+            .unwrap_err();
     assert!(matches!(err, Error::MissingWeight { ref key, .. } if key == "bn1.weight"), "{err}");
 
     // The bundled EfficientNet weights plus one stray tensor are rejected as not belonging to the architecture.

@@ -159,6 +159,31 @@ impl Model {
         Ok(m)
     }
 
+    /// The model a command line asks for: the bundled one when `path` is `None`, else a safetensors file of `arch`.
+    pub fn load(path: Option<&std::path::Path>, arch: Option<&str>) -> Result<Model> {
+        let Some(path) = path else {
+            return match arch {
+                None => Model::bundled(),
+                Some(a) if Arch::from_name(a)? == Arch::EfficientnetLite0 => Model::bundled(),
+                Some(a) => Err(Error::BadRequest(format!("--arch {a} needs --model <weights.safetensors>"))),
+            };
+        };
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "onnx" => Err(Error::BadRequest(format!("{}: ONNX import is not available yet", path.display()))),
+            _ => {
+                let arch = arch.ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "{}: say which architecture these weights are for with --arch (one of: {})",
+                        path.display(),
+                        Arch::ALL.map(|a| a.name()).join(", ")
+                    ))
+                })?;
+                Model::from_safetensors(Arch::from_name(arch)?, path)
+            }
+        }
+    }
+
     /// The label of class `c` (or its number).
     pub fn label(&self, c: usize) -> String {
         self.labels.as_ref().and_then(|l| l.get(c)).cloned().unwrap_or_else(|| format!("class {c}"))

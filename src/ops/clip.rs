@@ -32,6 +32,11 @@ impl Pointwise for Clip {
         }
     }
 
+    /// A clip at zero from below (ReLU6) is a rectifier for guided backpropagation.
+    fn rectifies(&self) -> bool {
+        self.min == 0.0
+    }
+
     /// PyTorch convention: gradient flows strictly inside the interval.
     fn df<T: Element>(&self, x: T) -> T {
         if x > T::lit(self.min) && x < T::lit(self.max) {

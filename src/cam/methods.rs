@@ -1,0 +1,122 @@
+//! Class activation maps from an activation `A` (`[C, H, W]`) and its gradient `G = ∂y^c/∂A`, one formula per
+//! method, exactly as pytorch-grad-cam 1.5.7 computes them (`get_cam_image` of each class).
+
+use ndarray::{Array2, ArrayView3, Axis, Zip};
+
+/// The gradient-weighted CAM methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CamMethod {
+    /// Selvaraju et al.: `w_k = mean_ij G`, `raw = Σ_k w_k A_k`.
+    GradCam,
+    /// Chattopadhay et al., in pytorch-grad-cam's form (its eq. 19):
+    /// `α = G² / (2G² + (Σ_ab A_k)·G³ + 1e-6)` (0 where `G = 0`), `w_k = Σ_ij α·ReLU(G)`.
+    GradCamPlusPlus,
+    /// Fu et al.: `w_k = Σ_ij G·A / (Σ_ij A + 1e-7)`.
+    XGradCam,
+    /// Draelos & Carin: `raw = Σ_k G_k ⊙ A_k`.
+    HiResCam,
+    /// Jiang et al.: `raw = Σ_k ReLU(G_k) ⊙ A_k`.
+    LayerCam,
+}
+
+fn weighted_sum(a: ArrayView3<'_, f32>, weights: &[f32]) -> Array2<f32> {
+    let mut raw = Array2::<f32>::zeros((a.shape()[1], a.shape()[2]));
+    for (plane, &w) in a.axis_iter(Axis(0)).zip(weights) {
+        raw.scaled_add(w, &plane);
+    }
+    raw
+}
+
+fn per_channel(
+    a: ArrayView3<'_, f32>,
+    g: ArrayView3<'_, f32>,
+    f: impl Fn(ArrayView3<'_, f32>, ArrayView3<'_, f32>) -> f32,
+) -> Vec<f32> {
+    (0..a.shape()[0])
+        .map(|k| {
+            let s = ndarray::s![k..k + 1, .., ..];
+            f(a.slice(s), g.slice(s))
+        })
+        .collect()
+}
+
+impl CamMethod {
+    /// The raw map `[H, W]` (before ReLU) for one image.
+    pub fn raw_map(self, a: ArrayView3<'_, f32>, g: ArrayView3<'_, f32>) -> Array2<f32> {
+        match self {
+            CamMethod::GradCam => {
+                let w = per_channel(a, g, |_, g| g.mean().unwrap_or(0.0));
+                weighted_sum(a, &w)
+            }
+            CamMethod::GradCamPlusPlus => {
+                let w = per_channel(a, g, |a, g| {
+                    let sum_a = a.sum();
+                    g.iter()
+                        .map(|&g| {
+                            if g == 0.0 {
+                                return 0.0;
+                            }
+                            let (g2, g3) = (g * g, g * g * g);
+                            let alpha = g2 / (2.0 * g2 + sum_a * g3 + 1e-6);
+                            alpha * g.max(0.0)
+                        })
+                        .sum()
+                });
+                weighted_sum(a, &w)
+            }
+            CamMethod::XGradCam => {
+                let w = per_channel(a, g, |a, g| {
+                    let denom = a.sum() + 1e-7;
+                    Zip::from(&a).and(&g).fold(0.0, |acc, &a, &g| acc + g * a / denom)
+                });
+                weighted_sum(a, &w)
+            }
+            CamMethod::HiResCam => (&g * &a).sum_axis(Axis(0)),
+            CamMethod::LayerCam => (&g.mapv(|v| v.max(0.0)) * &a).sum_axis(Axis(0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    fn data() -> (Array3<f32>, Array3<f32>) {
+        let a = Array3::from_shape_fn((3, 2, 2), |(k, i, j)| ((k * 4 + i * 2 + j) as f32 * 0.37).sin().abs());
+        let g = Array3::from_shape_fn((3, 2, 2), |(k, i, j)| ((k * 4 + i * 2 + j) as f32 * 0.91).cos());
+        (a, g)
+    }
+
+    #[test]
+    fn gradcam_is_mean_gradient_weighted_sum() {
+        let (a, g) = data();
+        let raw = CamMethod::GradCam.raw_map(a.view(), g.view());
+        for i in 0..2 {
+            for j in 0..2 {
+                let want: f32 = (0..3).map(|k| g.index_axis(Axis(0), k).mean().unwrap() * a[[k, i, j]]).sum();
+                assert!((raw[[i, j]] - want).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn hirescam_and_layercam_are_elementwise() {
+        let (a, g) = data();
+        let h = CamMethod::HiResCam.raw_map(a.view(), g.view());
+        let l = CamMethod::LayerCam.raw_map(a.view(), g.view());
+        let want_h: f32 = (0..3).map(|k| g[[k, 1, 0]] * a[[k, 1, 0]]).sum();
+        let want_l: f32 = (0..3).map(|k| g[[k, 1, 0]].max(0.0) * a[[k, 1, 0]]).sum();
+        assert!((h[[1, 0]] - want_h).abs() < 1e-6 && (l[[1, 0]] - want_l).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gradcampp_ignores_zero_gradients() {
+        let a = Array3::from_elem((1, 1, 2), 1.0f32);
+        let g = ndarray::arr3(&[[[0.0f32, 2.0]]]);
+        let raw = CamMethod::GradCamPlusPlus.raw_map(a.view(), g.view());
+        // α = 4 / (8 + 2·8 + 1e-6) for the non-zero entry; w = α·2.
+        let w = 4.0 / (8.0 + 16.0 + 1e-6) * 2.0;
+        assert!((raw[[0, 0]] - w).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,73 @@
+//! Grad-CAM and its family, gradient maps (saliency, guided backpropagation, guided Grad-CAM), localization.
+
+mod explainer;
+mod layer;
+mod localize;
+mod methods;
+pub mod postprocess;
+
+pub use explainer::{explain, ClassChoice, Explanation, ImageResult, Prediction, Request};
+pub use layer::{default_layer, is_spatial};
+pub use localize::{localize, Localization, THRESHOLD};
+pub use methods::CamMethod;
+
+use crate::error::{Error, Result};
+
+/// Every explanation method the tool offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// A gradient-weighted class activation map at the target layer(s).
+    Cam(CamMethod),
+    /// Vanilla gradient `∂y^c/∂x` (Simonyan et al.).
+    Saliency,
+    /// The gradient through rectifiers that pass only positive gradients where the input was positive.
+    GuidedBackprop,
+    /// Guided backpropagation ⊙ the upsampled Grad-CAM: high-resolution and class-discriminative.
+    GuidedGradCam,
+}
+
+impl Method {
+    /// All methods in a stable order.
+    pub const ALL: [Method; 8] = [
+        Method::Cam(CamMethod::GradCam),
+        Method::Cam(CamMethod::GradCamPlusPlus),
+        Method::Cam(CamMethod::XGradCam),
+        Method::Cam(CamMethod::HiResCam),
+        Method::Cam(CamMethod::LayerCam),
+        Method::Saliency,
+        Method::GuidedBackprop,
+        Method::GuidedGradCam,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Cam(CamMethod::GradCam) => "gradcam",
+            Method::Cam(CamMethod::GradCamPlusPlus) => "gradcampp",
+            Method::Cam(CamMethod::XGradCam) => "xgradcam",
+            Method::Cam(CamMethod::HiResCam) => "hirescam",
+            Method::Cam(CamMethod::LayerCam) => "layercam",
+            Method::Saliency => "saliency",
+            Method::GuidedBackprop => "guided-backprop",
+            Method::GuidedGradCam => "guided-gradcam",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Result<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| Error::UnknownMethod {
+            name: name.to_string(),
+            known: Method::ALL.map(|m| m.name()).join(", "),
+        })
+    }
+
+    /// Whether the method reads the target layer (and so reports one).
+    pub fn uses_layer(self) -> bool {
+        matches!(self, Method::Cam(_) | Method::GuidedGradCam)
+    }
+
+    /// Whether the method needs the gradient with respect to the input.
+    pub fn needs_input_gradient(self) -> bool {
+        matches!(self, Method::Saliency | Method::GuidedBackprop | Method::GuidedGradCam)
+    }
+}

@@ -1,0 +1,105 @@
+//! From raw maps to displayable ones, as pytorch-grad-cam does: ReLU, min-max scaling, bilinear resizing with
+//! half-pixel centres (cv2.resize INTER_LINEAR / PyTorch `align_corners=False`), averaging over layers.
+
+use ndarray::{Array2, Array3, Axis};
+
+/// `(x − min) / (max − min + 1e-7)`: a flat map becomes zeros, never NaN.
+pub fn minmax(x: &Array2<f32>) -> Array2<f32> {
+    let min = x.iter().cloned().fold(f32::INFINITY, f32::min);
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    if !min.is_finite() || !max.is_finite() {
+        return Array2::zeros(x.raw_dim());
+    }
+    x.mapv(|v| (v - min) / (max - min + 1e-7))
+}
+
+/// Source index and weight pairs for resizing one axis with half-pixel centres, clamped at the borders.
+fn taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    let scale = input as f64 / output as f64;
+    (0..output)
+        .map(|o| {
+            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(input - 1);
+            let i1 = (i0 + 1).min(input - 1);
+            (i0, i1, (src - i0 as f64).min(1.0) as f32)
+        })
+        .collect()
+}
+
+/// Bilinear resize of a `[H, W]` map to `[out_h, out_w]`.
+pub fn resize_bilinear(x: &Array2<f32>, out_h: usize, out_w: usize) -> Array2<f32> {
+    let (h, w) = x.dim();
+    if h == 0 || w == 0 {
+        return Array2::zeros((out_h, out_w));
+    }
+    let (ty, tx) = (taps(h, out_h), taps(w, out_w));
+    Array2::from_shape_fn((out_h, out_w), |(oy, ox)| {
+        let (y0, y1, fy) = ty[oy];
+        let (x0, x1, fx) = tx[ox];
+        let top = x[[y0, x0]] * (1.0 - fx) + x[[y0, x1]] * fx;
+        let bottom = x[[y1, x0]] * (1.0 - fx) + x[[y1, x1]] * fx;
+        top * (1.0 - fy) + bottom * fy
+    })
+}
+
+/// Bilinear resize of every channel of a `[C, H, W]` array.
+pub fn resize_channels(x: &Array3<f32>, out_h: usize, out_w: usize) -> Array3<f32> {
+    let planes: Vec<Array2<f32>> = x.axis_iter(Axis(0)).map(|p| resize_bilinear(&p.to_owned(), out_h, out_w)).collect();
+    let views: Vec<_> = planes.iter().map(|p| p.view()).collect();
+    ndarray::stack(Axis(0), &views).expect("equal shapes")
+}
+
+/// One layer's contribution: `resize(minmax(ReLU(raw)))` (pytorch-grad-cam's `scale_cam_image`).
+pub fn scale_layer_map(raw: &Array2<f32>, out_h: usize, out_w: usize) -> Array2<f32> {
+    resize_bilinear(&minmax(&raw.mapv(|v| v.max(0.0))), out_h, out_w)
+}
+
+/// The final map: ReLU, mean over layers, min-max (pytorch-grad-cam's `aggregate_multi_layers`).
+pub fn aggregate(layer_maps: &[Array2<f32>]) -> Array2<f32> {
+    let mut sum = Array2::<f32>::zeros(layer_maps[0].raw_dim());
+    for m in layer_maps {
+        sum += &m.mapv(|v| v.max(0.0));
+    }
+    minmax(&(sum / layer_maps.len() as f32))
+}
+
+/// A gradient image `[C, H, W]` as RGB in [0, 1] for display (pytorch-grad-cam's `deprocess_image`: centre,
+/// divide by the standard deviation, ×0.1, +0.5, clip).
+pub fn deprocess(x: &Array3<f32>) -> Array3<f32> {
+    let n = x.len().max(1) as f32;
+    let mean = x.sum() / n;
+    let std = (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
+    x.mapv(|v| (((v - mean) / (std + 1e-5)) * 0.1 + 0.5).clamp(0.0, 1.0))
+}
+
+/// Saliency-style map of a gradient image: `max_c |x|`, min-max scaled (Simonyan et al.).
+pub fn magnitude_map(x: &Array3<f32>) -> Array2<f32> {
+    minmax(&x.map_axis(Axis(0), |px| px.iter().fold(0f32, |m, v| m.max(v.abs()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::arr2;
+
+    #[test]
+    fn flat_and_negative_maps_become_zeros() {
+        let flat = Array2::from_elem((3, 3), 5.0f32);
+        assert!(minmax(&flat).iter().all(|&v| v == 0.0));
+        let neg = Array2::from_elem((2, 2), -1.0f32);
+        let m = scale_layer_map(&neg, 4, 4);
+        assert!(m.iter().all(|&v| v == 0.0));
+        assert!(aggregate(&[m]).iter().all(|&v| v == 0.0 && !v.is_nan()));
+    }
+
+    #[test]
+    fn resize_uses_half_pixel_centres() {
+        // 2 → 4: output centres map to -0.25, 0.25, 0.75, 1.25 → clamped, 0.25, 0.75, clamped.
+        let x = arr2(&[[0.0f32, 1.0]]);
+        let r = resize_bilinear(&x, 1, 4);
+        assert_eq!(r, arr2(&[[0.0, 0.25, 0.75, 1.0]]));
+        // Identity when sizes agree.
+        let y = arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+        assert_eq!(resize_bilinear(&y, 2, 2), y);
+    }
+}

@@ -1,0 +1,239 @@
+//! `gradcam explain`: overlays, maps and a summary (or JSON lines) for each input.
+
+use super::ModelArgs;
+use anyhow::Context;
+use clap::Args;
+use gradcam::cam::postprocess::resize_bilinear;
+use gradcam::cam::{explain, localize, ClassChoice, Explanation, ImageResult, Method, Request};
+use gradcam::input::{load_image, load_npy};
+use gradcam::render::{draw_box, gradient_image, overlay, save_png, Colormap};
+use gradcam::{Model, Tensor};
+use image::RgbImage;
+use ndarray::{Array2, Axis};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Image files (PNG, JPEG, …) or .npy NCHW f32 tensors (already preprocessed).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Target layer (repeatable; several are averaged). Default: the last spatial activation before the classifier.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub layers: Vec<String>,
+    /// Class to explain (repeatable). Default: the top-1 prediction.
+    #[arg(long = "class", value_name = "ID")]
+    pub classes: Vec<usize>,
+    /// Explain the K highest-scoring classes.
+    #[arg(long, value_name = "K", conflicts_with = "classes")]
+    pub top: Option<usize>,
+    /// Method (repeatable): gradcam, gradcampp, xgradcam, hirescam, layercam, saliency, guided-backprop,
+    /// guided-gradcam.
+    #[arg(long = "method", value_name = "NAME", default_value = "gradcam")]
+    pub methods: Vec<String>,
+    /// Explain what speaks against the class (negated gradients).
+    #[arg(long)]
+    pub counterfactual: bool,
+    /// Heat-map colours: jet, turbo, viridis.
+    #[arg(long, default_value = "jet")]
+    pub colormap: String,
+    /// Weight of the heat map in the overlay, in [0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// Directory for the outputs (created if missing).
+    #[arg(long, default_value = "gradcam-out", value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Also write the map (`cam`, input resolution, [0, 1]) and the raw map (`raw`) as .npy files.
+    #[arg(long)]
+    pub npy: bool,
+    /// Print one JSON object per input on stdout instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the localization box (largest region above 15 % of the peak) on the overlay.
+    #[arg(long = "box")]
+    pub draw_box: bool,
+}
+
+/// One image to explain: the model input and what to draw on.
+struct Item {
+    /// Name used for output files.
+    stem: String,
+    /// Shown in messages and JSON.
+    input: String,
+    x: Tensor<f32>,
+    original: RgbImage,
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into())
+}
+
+/// Reads one INPUT into items (a .npy batch gives several).
+fn read_input(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !is_npy {
+        let img = load_image(path, model.input_size)?;
+        let x = model.normalization.apply(&img.pixels);
+        return Ok(vec![Item { stem: stem(path), input: path.display().to_string(), x, original: img.original }]);
+    }
+    let t = load_npy(path)?;
+    let [h, w] = model.input_size;
+    if t.shape()[1..] != [3, h, w] {
+        anyhow::bail!(
+            "{}: tensor shape {:?} does not fit the model's input [N, 3, {h}, {w}]",
+            path.display(),
+            t.shape()
+        );
+    }
+    let n = t.shape()[0];
+    Ok((0..n)
+        .map(|i| {
+            let x = t.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
+            let norm = model.normalization;
+            let original = RgbImage::from_fn(w as u32, h as u32, |px, py| {
+                image::Rgb(std::array::from_fn(|c| {
+                    let v = x[[0, c, py as usize, px as usize]] * norm.std[c] + norm.mean[c];
+                    (v * 255.0).round().clamp(0.0, 255.0) as u8
+                }))
+            });
+            let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };
+            Item { stem, input: path.display().to_string(), x, original }
+        })
+        .collect())
+}
+
+fn write_npy(path: &Path, a: &ndarray::ArrayD<f32>) -> anyhow::Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
+    ndarray_npy::WriteNpyExt::write_npy(a, std::io::BufWriter::new(f)).with_context(|| format!("{}", path.display()))
+}
+
+/// Files written for one explanation, and where it points.
+struct Written {
+    overlay: PathBuf,
+    cam_npy: Option<PathBuf>,
+    raw_npy: Vec<PathBuf>,
+    peak: [usize; 2],
+    bbox: [usize; 4],
+}
+
+fn write_explanation(args: &ExplainArgs, item: &Item, e: &Explanation, colormap: Colormap) -> anyhow::Result<Written> {
+    let (w, h) = item.original.dimensions();
+    let suffix = if args.counterfactual { "_cf" } else { "" };
+    let base = format!("{}_{}_{}{suffix}", item.stem, e.class, e.method.name());
+    let at_original: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
+    let loc = localize(&at_original);
+    let mut picture = match (&e.rgb, e.method) {
+        (Some(rgb), Method::GuidedBackprop | Method::GuidedGradCam) => gradient_image(rgb, w, h),
+        _ => overlay(&item.original, &at_original, colormap, args.alpha),
+    };
+    if args.draw_box {
+        let thickness = ((w.min(h) / 150) as usize).max(2);
+        draw_box(&mut picture, loc.bbox, [0, 255, 0], thickness);
+    }
+    let overlay_path = args.out_dir.join(format!("{base}.png"));
+    save_png(&picture, &overlay_path)?;
+    let (mut cam_npy, mut raw_npy) = (None, Vec::new());
+    if args.npy {
+        let p = args.out_dir.join(format!("{base}_cam.npy"));
+        write_npy(&p, &e.cam.clone().into_dyn())?;
+        cam_npy = Some(p);
+        for (k, raw) in e.raw.iter().enumerate() {
+            let name = if e.raw.len() == 1 { format!("{base}_raw.npy") } else { format!("{base}_raw{k}.npy") };
+            let p = args.out_dir.join(name);
+            write_npy(&p, raw)?;
+            raw_npy.push(p);
+        }
+    }
+    Ok(Written { overlay: overlay_path, cam_npy, raw_npy, peak: loc.peak, bbox: loc.bbox })
+}
+
+fn report(args: &ExplainArgs, model: &Model, item: &Item, result: &ImageResult, written: &[Written], auto_layer: bool) {
+    let layer = (!result.layers.is_empty()).then(|| result.layers.join("+"));
+    if args.json {
+        let predictions: Vec<_> = result
+            .predictions
+            .iter()
+            .map(|p| json!({"class": p.class, "label": p.label, "prob": p.prob, "logit": p.logit}))
+            .collect();
+        let explanations: Vec<_> = result
+            .explanations
+            .iter()
+            .zip(written)
+            .map(|(e, w)| {
+                json!({
+                    "class": e.class, "label": e.label, "method": e.method.name(),
+                    "layer": (!e.layers.is_empty()).then(|| e.layers.join("+")),
+                    "peak": w.peak, "bbox": w.bbox,
+                    "overlay": w.overlay.display().to_string(),
+                    "cam_npy": w.cam_npy.as_ref().map(|p| p.display().to_string()),
+                    "raw_npy": w.raw_npy.first().map(|p| p.display().to_string()),
+                    "counterfactual": args.counterfactual,
+                })
+            })
+            .collect();
+        let (w, h) = item.original.dimensions();
+        let obj = json!({
+            "input": item.input, "model": model.name, "layer": layer,
+            "input_size": [w, h], "cam_size": [model.input_size[1], model.input_size[0]],
+            "predictions": predictions, "explanations": explanations,
+        });
+        println!("{obj}");
+        return;
+    }
+    println!("{} — {}", item.input, model.name);
+    for p in &result.predictions {
+        println!("  {:>5.1}%  {:>4}  {}", 100.0 * p.prob, p.class, p.label);
+    }
+    if let Some(l) = layer {
+        let how = if auto_layer { " (chosen: last spatial activation before the classifier)" } else { "" };
+        println!("  layer: {l}{how}");
+    }
+    for (e, w) in result.explanations.iter().zip(written) {
+        let cf = if args.counterfactual { " counterfactual" } else { "" };
+        println!(
+            "  {}{cf} for {} ({}): peak ({}, {}), box [{}, {}, {}, {}] → {}",
+            e.method.name(),
+            e.class,
+            e.label,
+            w.peak[0],
+            w.peak[1],
+            w.bbox[0],
+            w.bbox[1],
+            w.bbox[2],
+            w.bbox[3],
+            w.overlay.display()
+        );
+    }
+}
+
+pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
+    let methods = args.methods.iter().map(|m| Method::parse(m)).collect::<Result<Vec<_>, _>>()?;
+    let colormap = Colormap::parse(&args.colormap)?;
+    if !(0.0..=1.0).contains(&args.alpha) {
+        anyhow::bail!("--alpha must be in [0, 1], got {}", args.alpha);
+    }
+    let model = args.model.load()?;
+    let classes = match (args.top, args.classes.is_empty()) {
+        (Some(k), _) => ClassChoice::Top(k),
+        (None, false) => ClassChoice::Classes(args.classes.clone()),
+        (None, true) => ClassChoice::Top(1),
+    };
+    let request = Request { layers: args.layers.clone(), classes, methods, counterfactual: args.counterfactual };
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
+    for path in &args.inputs {
+        for item in read_input(path, &model)? {
+            let mut results = explain(&model, item.x.clone(), &request)?;
+            let result = results.remove(0);
+            let written = result
+                .explanations
+                .iter()
+                .map(|e| write_explanation(&args, &item, e, colormap))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            report(&args, &model, &item, &result, &written, args.layers.is_empty());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Overlays at the original image's resolution, bounding boxes and gradient images.
+
+use super::Colormap;
+use crate::cam::postprocess::{resize_bilinear, resize_channels};
+use crate::error::{Error, Result};
+use image::{Rgb, RgbImage};
+use ndarray::{Array2, Array3};
+use std::path::Path;
+
+/// Blends `colormap(map)` over `img`: `(1 − alpha)·img + alpha·colour`. `map` is resized to the image.
+pub fn overlay(img: &RgbImage, map: &Array2<f32>, colormap: Colormap, alpha: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let map =
+        if map.dim() == (h as usize, w as usize) { map.clone() } else { resize_bilinear(map, h as usize, w as usize) };
+    let a = alpha.clamp(0.0, 1.0);
+    RgbImage::from_fn(w, h, |x, y| {
+        let c = colormap.rgb(map[[y as usize, x as usize]]);
+        let p = img.get_pixel(x, y);
+        Rgb(std::array::from_fn(|k| ((1.0 - a) * p[k] as f32 + a * 255.0 * c[k]).round().clamp(0.0, 255.0) as u8))
+    })
+}
+
+/// Draws the outline of `[x0, y0, x1, y1]` (inclusive) in `color`, `thickness` pixels wide, clipped to the image.
+pub fn draw_box(img: &mut RgbImage, bbox: [usize; 4], color: [u8; 3], thickness: usize) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let [x0, y0, x1, y1] = [bbox[0].min(w - 1), bbox[1].min(h - 1), bbox[2].min(w - 1), bbox[3].min(h - 1)];
+    for t in 0..thickness {
+        for x in x0..=x1 {
+            for y in [y0.saturating_add(t).min(h - 1), y1.saturating_sub(t)] {
+                img.put_pixel(x as u32, y as u32, Rgb(color));
+            }
+        }
+        for y in y0..=y1 {
+            for x in [x0.saturating_add(t).min(w - 1), x1.saturating_sub(t)] {
+                img.put_pixel(x as u32, y as u32, Rgb(color));
+            }
+        }
+    }
+}
+
+/// A `[3, H, W]` RGB array in [0, 1] as an image of `width × height`.
+pub fn gradient_image(rgb: &Array3<f32>, width: u32, height: u32) -> RgbImage {
+    let r = resize_channels(rgb, height as usize, width as usize);
+    RgbImage::from_fn(width, height, |x, y| {
+        Rgb(std::array::from_fn(|k| (r[[k, y as usize, x as usize]] * 255.0).round().clamp(0.0, 255.0) as u8))
+    })
+}
+
+/// Writes a PNG; the error names the path.
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::Io { path: path.display().to_string(), why: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_zero_keeps_the_image_and_one_shows_the_map() {
+        let img = RgbImage::from_pixel(4, 3, Rgb([10, 20, 30]));
+        let map = Array2::from_elem((2, 2), 1.0f32);
+        assert_eq!(overlay(&img, &map, Colormap::Jet, 0.0), img);
+        let full = overlay(&img, &map, Colormap::Jet, 1.0);
+        assert_eq!(full.dimensions(), (4, 3));
+        assert_eq!(full.get_pixel(1, 1)[2], 0, "jet(1) has no blue");
+    }
+
+    #[test]
+    fn box_is_drawn_inside_the_image() {
+        let mut img = RgbImage::new(10, 8);
+        draw_box(&mut img, [2, 1, 20, 6], [0, 255, 0], 1);
+        assert_eq!(img.get_pixel(2, 1)[1], 255);
+        assert_eq!(img.get_pixel(9, 6)[1], 255);
+        assert_eq!(img.get_pixel(5, 4)[1], 0);
+    }
+}
