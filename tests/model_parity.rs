@@ -19,7 +19,8 @@ fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
 
 fn check(model: &Model, case: &str, layer: Option<&str>) {
     let dir = format!("models/{case}");
-    let x = npy_f32(&format!("{dir}/x.npy"));
+    let image = if case.ends_with("coffee") { "coffee" } else { "chelsea" };
+    let x = npy_f32(&format!("models/inputs/{image}.npy"));
     let want_logits = npy_f32(&format!("{dir}/logits.npy"));
     let g = &model.graph;
     let Some(layer) = layer else {
@@ -104,7 +105,7 @@ fn image_preprocessing_and_probabilities_match_pytorch() {
     for (image, case) in [("chelsea.png", "efficientnet_lite0_chelsea"), ("coffee.png", "efficientnet_lite0_coffee")] {
         let img = load_image(&common::fixture(&format!("images/{image}")), [224, 224]).unwrap();
         let x = model.normalization.apply(&img.pixels);
-        let want_x = npy_f32(&format!("models/{case}/x.npy"));
+        let want_x = npy_f32(&format!("models/inputs/{}.npy", image.trim_end_matches(".png")));
         let dx = x.iter().zip(want_x.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(dx < 1e-4, "{image}: preprocessing differs by {dx}");
         let plan = model.graph.inference_plan(&[&model.logits]).unwrap();

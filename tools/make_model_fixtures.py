@@ -11,7 +11,8 @@ Models:
   deterministic function of its state-dict key and index (see `synthetic` below and `models/weights.rs`), so the
   Rust side rebuilds bit-identical weights without committing hundreds of MB.
 
-Per case, under fixtures/models/<case>/: x.npy (the preprocessed input, float32), logits.npy; for the cases with
+Inputs (the test photos preprocessed as the Rust side does) go to fixtures/models/inputs/{chelsea,coffee}.npy; the
+torchvision cases all use chelsea. Per case, under fixtures/models/<case>/: logits.npy; for the cases with
 a Grad-CAM layer also act.npy and act_grad.npy (the activation at that layer and d logit[class] / d activation),
 input_grad.npy (d logit[class] / d x, computed in float32) and input_grad_f64.npy (the same computed in float64,
 stored as float32), with class = the top-1 prediction.
@@ -90,6 +91,13 @@ def save(case, **arrays):
         np.save(os.path.join(d, k + ".npy"), np.ascontiguousarray(v.detach().numpy().astype(np.float32)))
 
 
+def save_input(name, x):
+    """Inputs are shared by several cases: fixtures/models/inputs/<name>.npy."""
+    d = os.path.join(ROOT, "models", "inputs")
+    os.makedirs(d, exist_ok=True)
+    np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(x.numpy().astype(np.float32)))
+
+
 def run(case, model, x, layer_module=None, pick_last=False):
     """Saves logits, and with a layer: its activation, d logit[top1] / d activation and d logit[top1] / d x."""
     captured = []
@@ -102,7 +110,7 @@ def run(case, model, x, layer_module=None, pick_last=False):
     x = x.clone().requires_grad_(True)
     logits = model(x)
     if handle is None:
-        save(case, x=x, logits=logits)
+        save(case, logits=logits)
         return
     handle.remove()
     act = captured[-1] if pick_last else captured[0]
@@ -112,7 +120,7 @@ def run(case, model, x, layer_module=None, pick_last=False):
     # gradient is the reference, and the float32 one shows how far PyTorch itself lands from it.
     x64 = x.detach().double().requires_grad_(True)
     copy.deepcopy(model).double()(x64)[0, cls].backward()
-    save(case, x=x, logits=logits, act=act, act_grad=act.grad, input_grad=x.grad, input_grad_f64=x64.grad)
+    save(case, logits=logits, act=act, act_grad=act.grad, input_grad=x.grad, input_grad_f64=x64.grad)
     print(case, "class", cls, "act", tuple(act.shape))
 
 
@@ -130,6 +138,7 @@ def main():
     torch.manual_seed(0)
     lite = efficientnet_lite0()
     for image in ["chelsea", "coffee"]:
+        save_input(image, photo(image + ".png"))
         # `_swish` (ReLU6) is shared by all layers; its last call is the head activation.
         run(f"efficientnet_lite0_{image}", lite, photo(image + ".png"), lite._swish, pick_last=True)
 
