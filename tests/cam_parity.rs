@@ -1,0 +1,86 @@
+//! Every CAM method against pytorch-grad-cam 1.5.7 (fixtures/cam, made by tools/make_cam_fixtures.py) on two
+//! architectures and two layers each: raw maps within 1e-4 relative, final maps within 1e-4 absolute; several
+//! layers averaged like pytorch-grad-cam; guided backpropagation against its GuidedBackpropReLUModel.
+
+mod common;
+
+use common::npy_f32;
+use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
+use gradcam::models::Weights;
+use gradcam::{Arch, Model, Tensor};
+
+const METHODS: [(&str, CamMethod); 5] = [
+    ("gradcam", CamMethod::GradCam),
+    ("gradcampp", CamMethod::GradCamPlusPlus),
+    ("xgradcam", CamMethod::XGradCam),
+    ("hirescam", CamMethod::HiResCam),
+    ("layercam", CamMethod::LayerCam),
+];
+
+fn request(layers: &[&str], methods: Vec<Method>) -> Request {
+    Request {
+        layers: layers.iter().map(|s| s.to_string()).collect(),
+        classes: ClassChoice::Top(1),
+        methods,
+        counterfactual: false,
+    }
+}
+
+fn max_abs_diff(a: impl Iterator<Item = f32>, b: impl Iterator<Item = f32>) -> f32 {
+    a.zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
+    let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
+    for layer in layers {
+        let methods = METHODS.iter().map(|&(_, m)| Method::Cam(m)).collect();
+        let result = explain(model, x.clone(), &request(&[layer], methods)).unwrap().remove(0);
+        for ((name, _), e) in METHODS.iter().zip(&result.explanations) {
+            let want_raw = npy_f32(&format!("cam/{dir}/{name}_{layer}_raw.npy"));
+            let scale = want_raw.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let raw_err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
+            assert!(raw_err < 1e-4, "{dir} {name} {layer}: raw map off by {raw_err:.2e} (relative)");
+            let want_cam = npy_f32(&format!("cam/{dir}/{name}_{layer}_cam.npy"));
+            assert_eq!(e.cam.shape(), want_cam.shape());
+            let cam_err = max_abs_diff(e.cam.iter().copied(), want_cam.iter().copied());
+            assert!(cam_err < 1e-4, "{dir} {name} {layer}: final map off by {cam_err:.2e}");
+        }
+    }
+    let both = explain(model, x, &request(&layers, vec![Method::Cam(CamMethod::GradCam)])).unwrap().remove(0);
+    let want = npy_f32(&format!("cam/{dir}/gradcam_{}+{}_cam.npy", layers[0], layers[1]));
+    let err = max_abs_diff(both.explanations[0].cam.iter().copied(), want.iter().copied());
+    assert!(err < 1e-4, "{dir}: two-layer Grad-CAM off by {err:.2e}");
+}
+
+#[test]
+fn efficientnet_lite0_matches_pytorch_grad_cam() {
+    check_model(&Model::bundled().unwrap(), "efficientnet_lite0", ["head_act", "_bn1"]);
+}
+
+#[test]
+fn resnet18_matches_pytorch_grad_cam() {
+    let model = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    check_model(&model, "resnet18", ["layer4", "layer3"]);
+}
+
+/// Guided backpropagation crosses every ReLU down to the input, where float32 rounding flips a few masks in any
+/// implementation: compare with the float64 reference and require no more than twice pytorch-grad-cam's own float32
+/// error.
+#[test]
+fn guided_backprop_matches_pytorch_grad_cam() {
+    let model = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
+    let result = explain(&model, x, &request(&[], vec![Method::GuidedBackprop])).unwrap().remove(0);
+    let ours = &result.explanations[0].raw[0];
+    let (f32_ref, f64_ref) = (npy_f32("cam/resnet18/guided_backprop_f32.npy"), npy_f32("cam/resnet18/guided_backprop_f64.npy"));
+    let rel_l2 = |a: &mut dyn Iterator<Item = f32>| {
+        let (mut d, mut n) = (0f64, 0f64);
+        for (x, y) in a.zip(f64_ref.iter()) {
+            d += ((x - y) as f64).powi(2);
+            n += (*y as f64).powi(2);
+        }
+        (d / n).sqrt()
+    };
+    let (e_ours, e_torch) = (rel_l2(&mut ours.iter().copied()), rel_l2(&mut f32_ref.iter().copied()));
+    assert!(e_ours <= 2.0 * e_torch + 1e-5, "guided backprop off by {e_ours:.2e} (pytorch-grad-cam f32: {e_torch:.2e})");
+}

@@ -1,0 +1,94 @@
+"""Writes pytorch-grad-cam 1.5.7 reference maps for tests/cam_parity.rs.
+
+Dev-only. Needs torch, torchvision, numpy, grad-cam==1.5.7 (and what make_model_fixtures.py needs).
+
+    python tools/make_cam_fixtures.py
+
+Cases: the bundled EfficientNet-Lite0 (layers `head_act` = the head's ReLU6 and `_bn1` = the batch-norm before it)
+and the synthetic-weight
+resnet18 (layers `layer4` and `layer3`), both on fixtures/models/inputs/chelsea.npy, class = top-1. For every
+method (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM) and layer: raw.npy (the map before ReLU, as
+`get_cam_image` returns it) and cam.npy (the final 224×224 map); plus both layers together for GradCAM. For resnet18
+also guided backpropagation (GuidedBackpropReLUModel) in float32 and float64.
+Output: fixtures/cam/<model>/<method>_<layer>_{raw,cam}.npy.
+"""
+
+import copy
+import os
+import sys
+
+import numpy as np
+import torch
+import torchvision
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, GuidedBackpropReLUModel, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_model_fixtures import ROOT, efficientnet_lite0, synthetic  # noqa: E402
+
+METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM, "layercam": LayerCAM}
+
+
+def save(model_name, name, array):
+    d = os.path.join(ROOT, "cam", model_name)
+    os.makedirs(d, exist_ok=True)
+    np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(np.asarray(array, dtype=np.float32)))
+
+
+def run(model_name, model, layers, x):
+    cls = int(model(x)[0].argmax())
+    print(model_name, "class", cls)
+    for method, cam_class in METHODS.items():
+        for layer_name, module in layers.items():
+            raws = []
+            cam = cam_class(model=model, target_layers=[module])
+            original = cam.get_cam_image
+
+            def recording(*args, **kwargs):
+                out = original(*args, **kwargs)
+                raws.append(out.copy())
+                return out
+
+            cam.get_cam_image = recording
+            final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
+            save(model_name, f"{method}_{layer_name}_raw", raws[0][0])
+            save(model_name, f"{method}_{layer_name}_cam", final[0])
+    both = GradCAM(model=model, target_layers=list(layers.values()))(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
+    save(model_name, "gradcam_" + "+".join(layers) + "_cam", both[0])
+    return cls
+
+
+class LiteWithHeadActivation(torch.nn.Module):
+    """EfficientNet-Lite whose head ReLU6 is a module of its own (`head_act`), so that hooks can target it: the
+    original shares one `_swish` module between all layers. Computes exactly the same function."""
+
+    def __init__(self, lite):
+        super().__init__()
+        self.lite = lite
+        self.head_act = torch.nn.ReLU6()
+
+    def forward(self, x):
+        m = self.lite
+        x = m._swish(m._bn0(m._conv_stem(x)))
+        for block in m._blocks:
+            x = block(x)
+        x = self.head_act(m._bn1(m._conv_head(x)))
+        return m._fc(m._dropout(m._avg_pooling(x).flatten(1)))
+
+
+def main():
+    x = torch.from_numpy(np.load(os.path.join(ROOT, "models", "inputs", "chelsea.npy")))
+    lite = LiteWithHeadActivation(efficientnet_lite0()).eval()
+    run("efficientnet_lite0", lite, {"head_act": lite.head_act, "_bn1": lite.lite._bn1}, x)
+
+    r18 = synthetic(torchvision.models.resnet18())
+    cls = run("resnet18", r18, {"layer4": r18.layer4, "layer3": r18.layer3}, x)
+    # GuidedBackpropReLUModel returns H×W×C.
+    gb32 = GuidedBackpropReLUModel(model=copy.deepcopy(r18), device="cpu")(x.clone(), target_category=cls)
+    gb64 = GuidedBackpropReLUModel(model=copy.deepcopy(r18).double(), device="cpu")(x.double().clone(), target_category=cls)
+    save("resnet18", "guided_backprop_f32", np.transpose(gb32, (2, 0, 1)))
+    save("resnet18", "guided_backprop_f64", np.transpose(gb64, (2, 0, 1)))
+
+
+if __name__ == "__main__":
+    main()
