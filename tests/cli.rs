@@ -1,0 +1,144 @@
+//! The command line: the `explain` contract (files, JSON fields), `layers`, and one-line errors with non-zero exit.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn gradcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradcam")).args(args).output().expect("run gradcam")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradcam-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn cat() -> String {
+    common::fixture("images/chelsea.png").display().to_string()
+}
+
+fn stderr_line(o: &Output) -> String {
+    let s = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert_eq!(s.lines().count(), 1, "expected one line on stderr, got: {s}");
+    s
+}
+
+#[test]
+fn explain_json_contract_and_files() {
+    let dir = out_dir("json");
+    let o = gradcam(&[
+        "explain", &cat(), "--json", "--npy", "--top", "2", "--method", "gradcam", "--method", "saliency", "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one JSON object per input");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["input"].as_str().unwrap().ends_with("chelsea.png"));
+    assert!(v["model"].as_str().unwrap().contains("efficientnet_lite0"));
+    assert_eq!(v["layer"], "head_act");
+    let preds = v["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 5);
+    for key in ["class", "label", "prob", "logit"] {
+        assert!(!preds[0][key].is_null(), "prediction field {key}");
+    }
+    assert_eq!(preds[0]["class"], 285);
+    let ex = v["explanations"].as_array().unwrap();
+    assert_eq!(ex.len(), 4, "2 classes × 2 methods");
+    for e in ex {
+        for key in ["class", "label", "method", "peak", "bbox", "overlay", "cam_npy", "raw_npy"] {
+            assert!(e.get(key).is_some(), "explanation field {key}");
+        }
+        assert!(PathBuf::from(e["overlay"].as_str().unwrap()).exists());
+        let cam: ndarray::ArrayD<f32> = ndarray_npy::read_npy(e["cam_npy"].as_str().unwrap()).unwrap();
+        assert_eq!(cam.shape(), &[224, 224]);
+        assert!(cam.iter().all(|v| (0.0..=1.0).contains(v)));
+        let raw: ndarray::ArrayD<f32> = ndarray_npy::read_npy(e["raw_npy"].as_str().unwrap()).unwrap();
+        let want: &[usize] = if e["method"] == "saliency" { &[3, 224, 224] } else { &[7, 7] };
+        assert_eq!(raw.shape(), want);
+        let bbox: Vec<u64> = e["bbox"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert!(bbox[0] <= bbox[2] && bbox[1] <= bbox[3] && bbox[2] < 451 && bbox[3] < 300, "{bbox:?} in 451×300 pixels");
+    }
+    assert_eq!(ex[0]["method"], "gradcam");
+    assert_eq!(ex[0]["layer"], "head_act");
+    assert!(ex[1]["layer"].is_null(), "saliency has no layer");
+    let png = image::open(ex[0]["overlay"].as_str().unwrap()).unwrap();
+    assert_eq!((png.width(), png.height()), (451, 300), "overlay at the original resolution");
+}
+
+#[test]
+fn explain_human_summary_and_all_methods() {
+    let dir = out_dir("summary");
+    let mut args = vec!["explain".to_string(), cat(), "--box".into(), "--out-dir".into(), dir.display().to_string()];
+    for m in ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "saliency", "guided-backprop", "guided-gradcam"] {
+        args.extend(["--method".to_string(), m.to_string()]);
+    }
+    args.extend(["--colormap".into(), "viridis".into(), "--class".into(), "281".into(), "--counterfactual".into()]);
+    let o = gradcam(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(s.contains("Egyptian cat") && s.contains("layer: head_act") && s.contains("guided-gradcam counterfactual"), "{s}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 8);
+    assert!(dir.join("chelsea_281_layercam_cf.png").exists());
+}
+
+#[test]
+fn layers_lists_shapes_and_the_default() {
+    let o = gradcam(&["layers"]);
+    assert!(o.status.success());
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(s.lines().any(|l| l.starts_with("head_act") && l.contains("[1, 1280, 7, 7]") && l.ends_with("default")), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("_blocks.15 ")), "{s}");
+    let o = gradcam(&["layers", "--json"]);
+    let first: serde_json::Value = serde_json::from_str(String::from_utf8(o.stdout).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["layer"], "input");
+    assert_eq!(first["shape"], serde_json::json!([1, 3, 224, 224]));
+}
+
+#[test]
+fn errors_are_one_line_and_non_zero() {
+    let dir = out_dir("errors");
+    let d = dir.to_str().unwrap();
+    let o = gradcam(&["explain", &cat(), "--layer", "_blocks.155", "--out-dir", d]);
+    assert!(!o.status.success());
+    let e = stderr_line(&o);
+    assert!(e.contains("_blocks.155") && e.contains("did you mean") && e.contains("'_blocks.15'"), "{e}");
+
+    let o = gradcam(&["explain", &cat(), "--class", "1000", "--out-dir", d]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("class 1000 is out of range"));
+
+    let o = gradcam(&["explain", "/nonexistent/cat.png", "--out-dir", d]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("/nonexistent/cat.png"));
+
+    let not_image = common::fixture("models/imagenet_classes.txt");
+    let o = gradcam(&["explain", not_image.to_str().unwrap(), "--out-dir", d]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("imagenet_classes.txt"));
+
+    // An output directory under a regular file cannot be created.
+    let o = gradcam(&["explain", &cat(), "--out-dir", &format!("{}/sub", not_image.display())]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("cannot create output directory"));
+
+    let o = gradcam(&["explain", &cat(), "--method", "scorecam", "--out-dir", d]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("unknown method 'scorecam'"));
+
+    let o = gradcam(&["explain", &cat(), "--layer", "flatten", "--out-dir", d]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("4-D"));
+}
+
+#[test]
+fn npy_input_is_accepted() {
+    let dir = out_dir("npy");
+    let x = common::fixture("models/inputs/coffee.npy");
+    let o = gradcam(&["explain", x.to_str().unwrap(), "--json", "--out-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["predictions"][0]["class"], 967);
+}
