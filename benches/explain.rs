@@ -18,10 +18,15 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
     group.bench_function("forward", |b| {
         let plan = model.graph.inference_plan(&[&model.logits]).unwrap();
-        b.iter(|| black_box(model.graph.forward(&plan, vec![(&model.input, x.clone())]).unwrap().get(&model.logits).unwrap().sum()))
+        b.iter(|| {
+            black_box(
+                model.graph.forward(&plan, vec![(&model.input, x.clone())]).unwrap().get(&model.logits).unwrap().sum(),
+            )
+        })
     });
     for (name, method) in [("gradcam", Method::Cam(CamMethod::GradCam)), ("saliency", Method::Saliency)] {
-        let req = Request { layers: vec![], classes: ClassChoice::Top(1), methods: vec![method], counterfactual: false };
+        let req =
+            Request { layers: vec![], classes: ClassChoice::Top(1), methods: vec![method], counterfactual: false };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }
     group.bench_function("load_bundled_model", |b| b.iter(|| black_box(Model::bundled().unwrap())));

@@ -72,7 +72,8 @@ fn guided_backprop_matches_pytorch_grad_cam() {
     let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
     let result = explain(&model, x, &request(&[], vec![Method::GuidedBackprop])).unwrap().remove(0);
     let ours = &result.explanations[0].raw[0];
-    let (f32_ref, f64_ref) = (npy_f32("cam/resnet18/guided_backprop_f32.npy"), npy_f32("cam/resnet18/guided_backprop_f64.npy"));
+    let (f32_ref, f64_ref) =
+        (npy_f32("cam/resnet18/guided_backprop_f32.npy"), npy_f32("cam/resnet18/guided_backprop_f64.npy"));
     let rel_l2 = |a: &mut dyn Iterator<Item = f32>| {
         let (mut d, mut n) = (0f64, 0f64);
         for (x, y) in a.zip(f64_ref.iter()) {
@@ -82,5 +83,8 @@ fn guided_backprop_matches_pytorch_grad_cam() {
         (d / n).sqrt()
     };
     let (e_ours, e_torch) = (rel_l2(&mut ours.iter().copied()), rel_l2(&mut f32_ref.iter().copied()));
-    assert!(e_ours <= 2.0 * e_torch + 1e-5, "guided backprop off by {e_ours:.2e} (pytorch-grad-cam f32: {e_torch:.2e})");
+    assert!(
+        e_ours <= 2.0 * e_torch + 1e-5,
+        "guided backprop off by {e_ours:.2e} (pytorch-grad-cam f32: {e_torch:.2e})"
+    );
 }

@@ -102,7 +102,12 @@ fn class_discrimination_on_a_cat_and_espresso_composite() {
     let peak_x = |m: &Array2<f32>| gradcam::cam::localize(m).peak[0];
     let (cl, cr) = mass(&cat_class.cam);
     let (el, er) = mass(&cup_class.cam);
-    assert!(peak_x(&cat_class.cam) < 112 && cl > cr, "{}: peak {} mass {cl}/{cr}", labels[cat_class.class], peak_x(&cat_class.cam));
+    assert!(
+        peak_x(&cat_class.cam) < 112 && cl > cr,
+        "{}: peak {} mass {cl}/{cr}",
+        labels[cat_class.class],
+        peak_x(&cat_class.cam)
+    );
     assert!(peak_x(&cup_class.cam) >= 112 && er > el, "espresso: peak {} mass {el}/{er}", peak_x(&cup_class.cam));
 }
 

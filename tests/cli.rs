@@ -29,7 +29,17 @@ fn stderr_line(o: &Output) -> String {
 fn explain_json_contract_and_files() {
     let dir = out_dir("json");
     let o = gradcam(&[
-        "explain", &cat(), "--json", "--npy", "--top", "2", "--method", "gradcam", "--method", "saliency", "--out-dir",
+        "explain",
+        &cat(),
+        "--json",
+        "--npy",
+        "--top",
+        "2",
+        "--method",
+        "gradcam",
+        "--method",
+        "saliency",
+        "--out-dir",
         dir.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -59,7 +69,10 @@ fn explain_json_contract_and_files() {
         let want: &[usize] = if e["method"] == "saliency" { &[3, 224, 224] } else { &[7, 7] };
         assert_eq!(raw.shape(), want);
         let bbox: Vec<u64> = e["bbox"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-        assert!(bbox[0] <= bbox[2] && bbox[1] <= bbox[3] && bbox[2] < 451 && bbox[3] < 300, "{bbox:?} in 451×300 pixels");
+        assert!(
+            bbox[0] <= bbox[2] && bbox[1] <= bbox[3] && bbox[2] < 451 && bbox[3] < 300,
+            "{bbox:?} in 451×300 pixels"
+        );
     }
     assert_eq!(ex[0]["method"], "gradcam");
     assert_eq!(ex[0]["layer"], "head_act");
@@ -72,14 +85,19 @@ fn explain_json_contract_and_files() {
 fn explain_human_summary_and_all_methods() {
     let dir = out_dir("summary");
     let mut args = vec!["explain".to_string(), cat(), "--box".into(), "--out-dir".into(), dir.display().to_string()];
-    for m in ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "saliency", "guided-backprop", "guided-gradcam"] {
+    for m in
+        ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "saliency", "guided-backprop", "guided-gradcam"]
+    {
         args.extend(["--method".to_string(), m.to_string()]);
     }
     args.extend(["--colormap".into(), "viridis".into(), "--class".into(), "281".into(), "--counterfactual".into()]);
     let o = gradcam(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = String::from_utf8(o.stdout).unwrap();
-    assert!(s.contains("Egyptian cat") && s.contains("layer: head_act") && s.contains("guided-gradcam counterfactual"), "{s}");
+    assert!(
+        s.contains("Egyptian cat") && s.contains("layer: head_act") && s.contains("guided-gradcam counterfactual"),
+        "{s}"
+    );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 8);
     assert!(dir.join("chelsea_281_layercam_cf.png").exists());
 }
@@ -89,10 +107,14 @@ fn layers_lists_shapes_and_the_default() {
     let o = gradcam(&["layers"]);
     assert!(o.status.success());
     let s = String::from_utf8(o.stdout).unwrap();
-    assert!(s.lines().any(|l| l.starts_with("head_act") && l.contains("[1, 1280, 7, 7]") && l.ends_with("default")), "{s}");
+    assert!(
+        s.lines().any(|l| l.starts_with("head_act") && l.contains("[1, 1280, 7, 7]") && l.ends_with("default")),
+        "{s}"
+    );
     assert!(s.lines().any(|l| l.starts_with("_blocks.15 ")), "{s}");
     let o = gradcam(&["layers", "--json"]);
-    let first: serde_json::Value = serde_json::from_str(String::from_utf8(o.stdout).unwrap().lines().next().unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8(o.stdout).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["layer"], "input");
     assert_eq!(first["shape"], serde_json::json!([1, 3, 224, 224]));
 }
