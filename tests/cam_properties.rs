@@ -127,3 +127,25 @@ fn counterfactual_and_gradcam_do_not_overlap() {
         assert!(p.iter().chain(n.iter()).any(|v| *v > 0.0), "class {class}: neither map has support");
     }
 }
+
+/// A batch explains each image as if it were alone.
+#[test]
+fn a_batch_gives_the_same_maps_as_single_images() {
+    let model = Model::bundled().unwrap();
+    let cat = common::npy_f32("models/inputs/chelsea.npy");
+    let cup = common::npy_f32("models/inputs/coffee.npy");
+    let batch = ndarray::concatenate(Axis(0), &[cat.view(), cup.view()]).unwrap();
+    let mut request = gradcam(&[], 0, false);
+    request.classes = ClassChoice::Top(1);
+    request.methods.push(Method::Saliency);
+    let together = explain(&model, batch, &request).unwrap();
+    for (i, x) in [cat, cup].into_iter().enumerate() {
+        let alone = explain(&model, x, &request).unwrap().remove(0);
+        assert_eq!(together[i].predictions[0].class, alone.predictions[0].class);
+        for (a, b) in together[i].explanations.iter().zip(&alone.explanations) {
+            let d = a.cam.iter().zip(b.cam.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(d < 1e-5, "image {i} {}: batch and single maps differ by {d}", a.method.name());
+        }
+    }
+    assert_eq!(together[1].predictions[0].class, 967);
+}

@@ -1,6 +1,6 @@
 //! The backward sweep: a plain loop over the planned nodes in reverse topological order.
 
-use super::{Activations, Source, ValueId};
+use super::{Activations, ValueId};
 use crate::error::{Error, Result};
 use crate::ops::{ReluRule, Vjp};
 use crate::tensor::Tensor;
@@ -98,14 +98,7 @@ impl<T: Element> Activations<'_, T> {
                 .zip(&plan.saves_inputs[n])
                 .map(|(&i, &keep)| if keep { self.by_id(i) } else { None })
                 .collect();
-            let input_shapes: Vec<&[usize]> = node
-                .inputs
-                .iter()
-                .map(|&i| match self.by_id(i) {
-                    Some(t) => t.shape(),
-                    None => graph.values[i.0].shape.as_slice(),
-                })
-                .collect();
+            let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
             let outputs: Vec<Option<&Tensor<T>>> =
                 node.outputs.iter().map(|&o| if plan.saves_outputs[n] { self.by_id(o) } else { None }).collect();
             let out_grads: Vec<Option<Tensor<T>>> =
@@ -149,12 +142,7 @@ impl<T: Element> Activations<'_, T> {
                 Some(g) => g,
                 None => {
                     // Not connected to any seed: the gradient is zero.
-                    let shape = match (&graph.values[w.0].source, self.by_id(w)) {
-                        (_, Some(t)) => t.shape().to_vec(),
-                        (Source::Constant(c), None) => c.shape().to_vec(),
-                        _ => graph.values[w.0].shape.clone(),
-                    };
-                    Tensor::zeros(shape)
+                    Tensor::zeros(self.shapes[w.0].clone())
                 }
             };
             out.insert(w, g);

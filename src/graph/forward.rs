@@ -20,6 +20,8 @@ pub struct Activations<'g, T: Element> {
     pub(crate) plan: super::Plan,
     pub(crate) values: Vec<Option<Tensor<T>>>,
     pub(crate) saved: Vec<Option<Saved>>,
+    /// Run-time shape of every value that was computed or bound (the batch may differ from the declared one).
+    pub(crate) shapes: Vec<Vec<usize>>,
 }
 
 impl<T: Element> std::fmt::Debug for Activations<'_, T> {
@@ -86,6 +88,7 @@ impl<T: Element> Graph<T> {
             return Err(Error::PlanMismatch);
         }
         let mut values: Vec<Option<Tensor<T>>> = (0..self.values.len()).map(|_| None).collect();
+        let mut run_shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
         for (name, tensor) in inputs {
             let id = self.find(name).ok().filter(|id| self.inputs.contains(id));
             let id = id.ok_or_else(|| Error::NotAnInput { name: name.to_string(), expected: self.input_names() })?;
@@ -101,6 +104,7 @@ impl<T: Element> Graph<T> {
             if options.check_finite && non_finite(&tensor) {
                 return Err(Error::NonFinite { origin: format!("graph input '{name}'"), shape: got.to_vec() });
             }
+            run_shapes[id.0] = got.to_vec();
             values[id.0] = Some(tensor.as_standard_layout().into_owned());
         }
         for &id in &self.inputs {
@@ -148,6 +152,7 @@ impl<T: Element> Graph<T> {
                 saved[n] = out.saved;
             }
             for (&id, value) in node.outputs.iter().zip(out.values) {
+                run_shapes[id.0] = value.shape().to_vec();
                 if plan.retain[id.0] || plan.last_use[id.0].is_some() {
                     values[id.0] = Some(value);
                 }
@@ -159,6 +164,6 @@ impl<T: Element> Graph<T> {
                 }
             }
         }
-        Ok(Activations { graph: self, plan: plan.clone(), values, saved })
+        Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes })
     }
 }
