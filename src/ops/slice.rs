@@ -1,0 +1,148 @@
+//! Slice: `x[starts:ends:steps]` along the given axes (ONNX semantics: negative indices count from the end, bounds
+//! are clamped, steps may be negative).
+
+use super::{arity, Op, Outputs, Saves, Vjp};
+use crate::error::OpError;
+use crate::tensor::{normalize_axis, Tensor};
+use crate::Element;
+use ndarray::{IxDyn, Slice as NdSlice};
+
+/// Strided slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Option<Vec<i64>>,
+    pub steps: Option<Vec<i64>>,
+}
+
+impl Slice {
+    /// Per axis: `(axis, start, end, step)` with start/end resolved for ndarray (end exclusive, step ≠ 0).
+    fn resolve(&self, shape: &[usize]) -> Result<Vec<(usize, isize, isize, isize)>, OpError> {
+        let n = self.starts.len();
+        if self.ends.len() != n {
+            return Err(OpError::attribute("ends", "must have as many entries as starts"));
+        }
+        let axes: Vec<i64> = self.axes.clone().unwrap_or_else(|| (0..n as i64).collect());
+        let steps: Vec<i64> = self.steps.clone().unwrap_or_else(|| vec![1; n]);
+        if axes.len() != n || steps.len() != n {
+            return Err(OpError::attribute("axes/steps", "must have as many entries as starts"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let axis = normalize_axis(axes[i], shape.len())?;
+            let dim = shape[axis] as i64;
+            let step = steps[i];
+            if step == 0 {
+                return Err(OpError::attribute("steps", "must not be 0"));
+            }
+            let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+            let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+            let (start, end) = if step > 0 {
+                (clamp(fix(starts_at(&self.starts, i)), 0, dim), clamp(fix(self.ends[i]), 0, dim))
+            } else {
+                (clamp(fix(starts_at(&self.starts, i)), -1, dim - 1), clamp(fix(self.ends[i]), -1, dim - 1))
+            };
+            out.push((axis, start as isize, end as isize, step as isize));
+        }
+        Ok(out)
+    }
+
+    fn output_shape(&self, shape: &[usize]) -> Result<Vec<usize>, OpError> {
+        let mut s = shape.to_vec();
+        for (axis, start, end, step) in self.resolve(shape)? {
+            let len = if step > 0 { (end - start).max(0) as usize } else { (start - end).max(0) as usize };
+            s[axis] = len.div_ceil(step.unsigned_abs());
+        }
+        Ok(s)
+    }
+
+    /// The ndarray slices selecting the output from the input.
+    fn nd_slices(&self, shape: &[usize]) -> Result<Vec<(usize, NdSlice)>, OpError> {
+        Ok(self
+            .resolve(shape)?
+            .into_iter()
+            .map(|(axis, start, end, step)| {
+                if step > 0 {
+                    (axis, NdSlice::new(start, Some(end.max(start)), step))
+                } else {
+                    // Walk backwards from `start` (inclusive) down to `end` (exclusive).
+                    let lo = end + 1;
+                    let hi = start + 1;
+                    (axis, NdSlice::new(lo.min(hi), Some(hi), step))
+                }
+            })
+            .collect())
+    }
+}
+
+fn starts_at(starts: &[i64], i: usize) -> i64 {
+    starts[i]
+}
+
+impl<T: Element> Op<T> for Slice {
+    fn op_type(&self) -> &'static str {
+        "Slice"
+    }
+
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
+        arity(inputs, 1, 1)?;
+        Ok(vec![self.output_shape(inputs[0])?])
+    }
+
+    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
+        let mut v = inputs[0].view();
+        for (axis, s) in self.nd_slices(inputs[0].shape())? {
+            v.slice_axis_inplace(ndarray::Axis(axis), s);
+        }
+        Ok(Outputs::one(v.to_owned()))
+    }
+
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        Saves { inputs: vec![false; wanted.len()], outputs: false }
+    }
+
+    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        let shape = cx.input_shapes[0];
+        let mut dx = Tensor::zeros(IxDyn(shape));
+        {
+            let mut v = dx.view_mut();
+            for (axis, s) in self.nd_slices(shape)? {
+                v.slice_axis_inplace(ndarray::Axis(axis), s);
+            }
+            v.assign(cx.grad()?);
+        }
+        Ok(vec![Some(dx)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{check_vjp, Rng};
+    use ndarray::arr1;
+
+    #[test]
+    fn matches_numpy_slicing() {
+        let x = arr1(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).into_dyn();
+        let run = |starts, ends, steps| {
+            let s = Slice { starts: vec![starts], ends: vec![ends], axes: None, steps: Some(vec![steps]) };
+            Op::<f64>::forward(&s, &[&x]).unwrap().values.remove(0).iter().copied().collect::<Vec<_>>()
+        };
+        assert_eq!(run(1, 4, 1), vec![1.0, 2.0, 3.0]);
+        assert_eq!(run(-2, i64::MAX, 1), vec![4.0, 5.0]);
+        assert_eq!(run(0, 6, 2), vec![0.0, 2.0, 4.0]);
+        assert_eq!(run(-1, i64::MIN, -1), vec![5.0, 4.0, 3.0, 2.0, 1.0, 0.0]);
+        assert_eq!(run(4, 1, -2), vec![4.0, 2.0]);
+        assert_eq!(run(3, 1, 1), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn vjp_matches_finite_differences() {
+        let mut rng = Rng::new(44);
+        let s = Slice { starts: vec![1, -3], ends: vec![3, i64::MAX], axes: Some(vec![1, 2]), steps: Some(vec![1, 2]) };
+        check_vjp(&s, &[rng.tensor(&[2, 4, 6], -1.0, 1.0)], &[true], 1);
+        let r = Slice { starts: vec![-1], ends: vec![i64::MIN], axes: Some(vec![-1]), steps: Some(vec![-1]) };
+        check_vjp(&r, &[rng.tensor(&[2, 5], -1.0, 1.0)], &[true], 2);
+    }
+}
