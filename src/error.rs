@@ -64,6 +64,12 @@ pub enum Error {
     /// An architecture name we do not know.
     #[error("unknown architecture '{name}' (known: {known})")]
     UnknownArch { name: String, known: String },
+    /// An ONNX file that cannot be imported.
+    #[error("{origin}: {why}")]
+    Onnx { origin: String, why: String },
+    /// An ONNX operator the importer does not map.
+    #[error("node '{node}': unsupported ONNX op {op} (opset {opset}); supported: {supported}")]
+    UnsupportedOp { op: String, node: String, opset: i64, supported: String },
     /// A class index beyond the model's classes.
     #[error("class {class} is out of range: the model has {classes} classes (0..{classes})")]
     ClassOutOfRange { class: usize, classes: usize },

@@ -12,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod input;
 pub mod models;
+pub mod onnx;
 pub mod ops;
 pub mod render;
 pub mod tensor;

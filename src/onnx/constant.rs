@@ -1,0 +1,151 @@
+//! Tensors known at import time: initializers, `Constant` nodes and everything folded from them.
+
+use super::proto::{dtype, TensorProto};
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+use ndarray::{ArrayD, IxDyn};
+use std::path::Path;
+
+/// Most elements a single tensor may claim (1 Gi elements, 4 GiB of f32): anything larger is a corrupt file.
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// A constant: floats (computed in f32) or integers (shapes, indices).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Const {
+    F(ArrayD<f32>),
+    I(ArrayD<i64>),
+}
+
+impl Const {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Const::F(a) => a.shape(),
+            Const::I(a) => a.shape(),
+        }
+    }
+
+    /// As floats (integers converted).
+    pub fn to_f32(&self) -> ArrayD<f32> {
+        match self {
+            Const::F(a) => a.clone(),
+            Const::I(a) => a.mapv(|v| v as f32),
+        }
+    }
+
+    /// As a flat list of integers (floats must be integral).
+    pub fn to_i64s(&self) -> std::result::Result<Vec<i64>, String> {
+        match self {
+            Const::I(a) => Ok(a.iter().copied().collect()),
+            Const::F(a) => a
+                .iter()
+                .map(|&v| {
+                    if v.fract() == 0.0 && v.is_finite() {
+                        Ok(v as i64)
+                    } else {
+                        Err(format!("{v} is not an integer"))
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Validated shape of a tensor: non-negative dims, element count within [`MAX_ELEMENTS`].
+pub fn checked_shape(dims: &[i64], what: &str) -> std::result::Result<Vec<usize>, String> {
+    let mut count: usize = 1;
+    let mut shape = Vec::with_capacity(dims.len());
+    for &d in dims {
+        if d < 0 {
+            return Err(format!("{what} has a negative dimension {d} in {dims:?}"));
+        }
+        count = count
+            .checked_mul(d as usize)
+            .filter(|&c| c <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("{what} claims shape {dims:?}, more than {MAX_ELEMENTS} elements"))?;
+        shape.push(d as usize);
+    }
+    Ok(shape)
+}
+
+fn le_chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    raw.chunks_exact(N).map(|c| std::array::from_fn(|i| c[i]))
+}
+
+/// Reads the bytes of an externally stored tensor, refusing paths outside the model's directory.
+fn external_bytes(t: &TensorProto, dir: Option<&Path>) -> std::result::Result<Vec<u8>, String> {
+    let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
+    let location = get("location").ok_or("external tensor without a location")?;
+    let rel = Path::new(location);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("external data location '{location}' leaves the model's directory"));
+    }
+    let dir = dir.ok_or("external data needs the model's directory")?;
+    let path = dir.join(rel);
+    let parse =
+        |k: &str| get(k).map(|v| v.parse::<u64>().map_err(|e| format!("external data {k} '{v}': {e}"))).transpose();
+    let offset = parse("offset")?.unwrap_or(0);
+    let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let length = parse("length")?.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(format!("{}: range {offset}+{length} exceeds the file's {size} bytes", path.display()));
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; length as usize];
+    f.read_exact(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(buf)
+}
+
+/// Decodes a `TensorProto` (raw, typed or external storage).
+pub fn decode(t: &TensorProto, dir: Option<&Path>, origin: &str) -> Result<Const> {
+    let err = |why: String| Error::Onnx { origin: origin.to_string(), why: format!("tensor '{}': {why}", t.name) };
+    let shape = checked_shape(&t.dims, "tensor").map_err(err)?;
+    let count: usize = shape.iter().product();
+    let external;
+    let raw: &[u8] = if t.data_location == 1 {
+        external = external_bytes(t, dir).map_err(err)?;
+        &external
+    } else {
+        &t.raw_data
+    };
+    let have_raw = t.data_location == 1 || !t.raw_data.is_empty();
+    let width = match t.data_type {
+        dtype::FLOAT | dtype::INT32 => 4,
+        dtype::INT64 | dtype::DOUBLE => 8,
+        dtype::FLOAT16 | dtype::BFLOAT16 => 2,
+        dtype::INT8 | dtype::UINT8 | dtype::BOOL => 1,
+        other => return Err(err(format!("data type {other} is not supported"))),
+    };
+    if have_raw && raw.len() != count * width {
+        return Err(err(format!("holds {} bytes, shape {shape:?} needs {}", raw.len(), count * width)));
+    }
+    let floats = |v: Vec<f32>| -> Result<Const> {
+        if v.len() != count {
+            return Err(err(format!("holds {} values, shape {shape:?} needs {count}", v.len())));
+        }
+        Ok(Const::F(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")))
+    };
+    let ints = |v: Vec<i64>| -> Result<Const> {
+        if v.len() != count {
+            return Err(err(format!("holds {} values, shape {shape:?} needs {count}", v.len())));
+        }
+        Ok(Const::I(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")))
+    };
+    match t.data_type {
+        dtype::FLOAT if have_raw => floats(le_chunks::<4>(raw).map(f32::from_le_bytes).collect()),
+        dtype::FLOAT => floats(t.float_data.clone()),
+        dtype::DOUBLE if have_raw => floats(le_chunks::<8>(raw).map(|b| f64::from_le_bytes(b) as f32).collect()),
+        dtype::DOUBLE => floats(t.double_data.iter().map(|&v| v as f32).collect()),
+        dtype::FLOAT16 if have_raw => floats(le_chunks::<2>(raw).map(|b| f16::from_le_bytes(b).to_f32()).collect()),
+        dtype::FLOAT16 => floats(t.int32_data.iter().map(|&v| f16::from_bits(v as u16).to_f32()).collect()),
+        dtype::BFLOAT16 if have_raw => floats(le_chunks::<2>(raw).map(|b| bf16::from_le_bytes(b).to_f32()).collect()),
+        dtype::BFLOAT16 => floats(t.int32_data.iter().map(|&v| bf16::from_bits(v as u16).to_f32()).collect()),
+        dtype::INT64 if have_raw => ints(le_chunks::<8>(raw).map(i64::from_le_bytes).collect()),
+        dtype::INT64 => ints(t.int64_data.clone()),
+        dtype::INT32 if have_raw => ints(le_chunks::<4>(raw).map(|b| i32::from_le_bytes(b) as i64).collect()),
+        dtype::INT8 if have_raw => ints(raw.iter().map(|&b| b as i8 as i64).collect()),
+        dtype::UINT8 | dtype::BOOL if have_raw => ints(raw.iter().map(|&b| b as i64).collect()),
+        _ => ints(t.int32_data.iter().map(|&v| v as i64).collect()),
+    }
+}

@@ -1,0 +1,649 @@
+//! One ONNX node → engine ops, or a folded constant when every input is known.
+
+use super::attrs::Attrs;
+use super::constant::{checked_shape, decode, Const, MAX_ELEMENTS};
+use super::import::{Importer, Val, SUPPORTED_OPS};
+use super::proto::NodeProto;
+use crate::error::{Error, Result};
+use crate::ops::*;
+use ndarray::{ArrayD, IxDyn};
+
+/// A lowered node: an engine op over the named data inputs, or a pass-through.
+enum Lowered {
+    Op(Box<dyn Op<f32>>, Vec<String>),
+    Alias(String),
+}
+
+fn op(o: impl Op<f32> + 'static, inputs: &[&str]) -> Lowered {
+    Lowered::Op(Box::new(o), inputs.iter().map(|s| s.to_string()).collect())
+}
+
+fn unsupported(im: &Importer, n: &NodeProto, why: &str) -> Error {
+    let op = if why.is_empty() { n.op_type.clone() } else { format!("{} ({why})", n.op_type) };
+    Error::UnsupportedOp { op, node: n.name.clone(), opset: im.opset, supported: SUPPORTED_OPS.join(", ") }
+}
+
+/// Input `i` of the node, if present and non-empty.
+fn input(n: &NodeProto, i: usize) -> Option<&str> {
+    n.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+}
+
+fn need_input<'n>(im: &Importer, n: &'n NodeProto, i: usize) -> Result<&'n str> {
+    input(n, i).ok_or_else(|| im.err(format!("node '{}' ({}) lacks input {i}", n.name, n.op_type)))
+}
+
+/// Integer values of a constant input (shapes, axes, pads…).
+fn const_ints(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<i64>>> {
+    let Some(name) = input(n, i) else { return Ok(None) };
+    let c = im.constant(name).ok_or_else(|| unsupported(im, n, &format!("input '{name}' must be a constant")))?;
+    c.to_i64s().map(Some).map_err(|e| im.err(format!("node '{}': input '{name}': {e}", n.name)))
+}
+
+fn const_floats(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<f32>>> {
+    let Some(name) = input(n, i) else { return Ok(None) };
+    let c = im.constant(name).ok_or_else(|| unsupported(im, n, &format!("input '{name}' must be a constant")))?;
+    Ok(Some(c.to_f32().iter().copied().collect()))
+}
+
+fn usize_list(im: &Importer, n: &NodeProto, v: &[i64], what: &str) -> Result<Vec<usize>> {
+    v.iter()
+        .map(|&x| {
+            usize::try_from(x).map_err(|_| im.err(format!("node '{}': {what} {v:?} has a negative entry", n.name)))
+        })
+        .collect()
+}
+
+/// 2-D window attributes shared by Conv, ConvTranspose and the pools, with `auto_pad` resolved.
+struct Window {
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 4],
+}
+
+fn window(im: &Importer, n: &NodeProto, x: &[usize], kernel: Option<[usize; 2]>) -> Result<Window> {
+    let a = Attrs::of(n);
+    let pair = |name: &str, default: usize| -> Result<[usize; 2]> {
+        match a.ints(name) {
+            None => Ok([default; 2]),
+            Some(v) if v.len() == 2 => {
+                let u = usize_list(im, n, &v, name)?;
+                Ok([u[0], u[1]])
+            }
+            Some(v) => Err(unsupported(im, n, &format!("{name} {v:?}: only 2-D windows are supported"))),
+        }
+    };
+    let kernel = match kernel {
+        Some(k) => k,
+        None => pair("kernel_shape", 0)?,
+    };
+    if x.len() != 4 {
+        return Err(unsupported(im, n, &format!("input shape {x:?}: only 2-D (NCHW) inputs are supported")));
+    }
+    let (strides, dilations) = (pair("strides", 1)?, pair("dilations", 1)?);
+    let pads = match a.ints("pads") {
+        None => [0; 4],
+        Some(v) if v.len() == 4 => {
+            let u = usize_list(im, n, &v, "pads")?;
+            [u[0], u[1], u[2], u[3]]
+        }
+        Some(v) => return Err(unsupported(im, n, &format!("pads {v:?}: only 2-D windows are supported"))),
+    };
+    let auto = a.string("auto_pad", "NOTSET");
+    let pads = match auto.as_str() {
+        "NOTSET" => pads,
+        "VALID" => [0; 4],
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let mut p = [0; 4];
+            for axis in 0..2 {
+                let (len, s) = (x[2 + axis], strides[axis].max(1));
+                let total = ((len.div_ceil(s)).saturating_sub(1) * s + dilations[axis] * (kernel[axis].max(1) - 1) + 1)
+                    .saturating_sub(len);
+                let small = total / 2;
+                let (begin, end) = if auto == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                p[axis] = begin;
+                p[axis + 2] = end;
+            }
+            p
+        }
+        other => return Err(im.err(format!("node '{}': unknown auto_pad '{other}'", n.name))),
+    };
+    Ok(Window { kernel, strides, dilations, pads })
+}
+
+fn pool_attrs(w: &Window, ceil_mode: bool) -> PoolAttrs {
+    PoolAttrs { kernel: w.kernel, strides: w.strides, pads: w.pads, dilations: w.dilations, ceil_mode }
+}
+
+/// Softmax / LogSoftmax before opset 13 normalise over all axes from `axis` on: flatten, apply, restore.
+fn coerced_softmax(im: &mut Importer, n: &NodeProto, log: bool) -> Result<Lowered> {
+    let x = need_input(im, n, 0)?;
+    let shape = im.shape(x, n)?;
+    let default = if im.opset < 13 { 1 } else { -1 };
+    let axis = Attrs::of(n).int("axis", default);
+    let rank = shape.len() as i64;
+    let axis_u = if axis < 0 { axis + rank } else { axis };
+    let make = |axis: i64| -> Box<dyn Op<f32>> {
+        if log {
+            Box::new(LogSoftmax { axis })
+        } else {
+            Box::new(Softmax { axis })
+        }
+    };
+    if im.opset >= 13 || axis_u == rank - 1 {
+        return Ok(Lowered::Op(make(axis), vec![x.to_string()]));
+    }
+    // Flatten to [outer, inner], normalise over inner, reshape back.
+    let out = &n.output[0];
+    let id = im.value(x, n)?;
+    let flat = im.b.node(&format!("{out}::flatten"), Flatten { axis: axis_u }, &[id])?;
+    let sm = im.b.node_with_outputs(&format!("{out}::softmax"), make(1), &[flat], &[&format!("{out}::softmax")])?[0];
+    im.vals.insert(format!("{out}::softmax"), Val::Dyn(sm));
+    let back = Reshape { shape: shape.iter().map(|&d| d as i64).collect() };
+    Ok(Lowered::Op(Box::new(back), vec![format!("{out}::softmax")]))
+}
+
+/// Builds the engine op for a node whose value inputs may be dynamic.
+fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
+    let a = Attrs::of(n);
+    let x = input(n, 0).unwrap_or("");
+    let opset = im.opset;
+    Ok(match n.op_type.as_str() {
+        "Identity" | "Dropout" => Lowered::Alias(x.to_string()),
+        "Relu" => op(Relu, &[x]),
+        "Sigmoid" => op(Sigmoid, &[x]),
+        "Tanh" => op(Tanh, &[x]),
+        "Exp" => op(Exp, &[x]),
+        "Sqrt" => op(Sqrt, &[x]),
+        "Softplus" => op(Softplus, &[x]),
+        "HardSwish" => op(HardSwish, &[x]),
+        "LeakyRelu" => op(LeakyRelu { alpha: a.float("alpha", 0.01) as f64 }, &[x]),
+        "Elu" => op(Elu { alpha: a.float("alpha", 1.0) as f64 }, &[x]),
+        "Selu" => {
+            let d = Selu::default();
+            op(
+                Selu { alpha: a.float("alpha", d.alpha as f32) as f64, gamma: a.float("gamma", d.gamma as f32) as f64 },
+                &[x],
+            )
+        }
+        "HardSigmoid" => {
+            op(HardSigmoid { alpha: a.float("alpha", 0.2) as f64, beta: a.float("beta", 0.5) as f64 }, &[x])
+        }
+        "Neg" => {
+            let minus = format!("{}::minus_one", n.output[0]);
+            im.vals.insert(minus.clone(), Val::Const(Const::F(ArrayD::from_elem(IxDyn(&[]), -1.0))));
+            op(Mul, &[x, &minus])
+        }
+        "Clip" => {
+            let (lo, hi) = if opset < 11 {
+                (a.float("min", f32::NEG_INFINITY), a.float("max", f32::INFINITY))
+            } else {
+                let scalar =
+                    |i| -> Result<Option<f32>> { Ok(const_floats(im, n, i)?.and_then(|v| v.first().copied())) };
+                (scalar(1)?.unwrap_or(f32::NEG_INFINITY), scalar(2)?.unwrap_or(f32::INFINITY))
+            };
+            op(Clip { min: lo as f64, max: hi as f64 }, &[x])
+        }
+        "PRelu" => {
+            let slope = need_input(im, n, 1)?;
+            let (xs, ss) = (im.shape(x, n)?, im.shape(slope, n)?);
+            if im.opset < 7 && ss.len() == 1 && xs.len() > 2 && ss[0] == xs[1] && ss[0] != xs[xs.len() - 1] {
+                // Before opset 7 a 1-D slope is per channel: make it [C, 1, …, 1].
+                let mut shape = vec![ss[0] as i64];
+                shape.resize(xs.len() - 1, 1);
+                let reshaped = format!("{}::per_channel", n.output[0]);
+                let step = NodeProto {
+                    input: vec![slope.to_string()],
+                    output: vec![reshaped.clone()],
+                    name: reshaped.clone(),
+                    op_type: "Reshape".into(),
+                    attribute: vec![super::proto::AttributeProto {
+                        name: "shape".into(),
+                        ints: shape,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                let saved = im.opset;
+                im.opset = 1;
+                let r = node(im, &step);
+                im.opset = saved;
+                r?;
+                return Ok(Lowered::Op(Box::new(PRelu), vec![x.to_string(), reshaped]));
+            }
+            op(PRelu, &[x, slope])
+        }
+        "Add" | "Sum" if n.input.len() == 2 => op(Add, &[x, need_input(im, n, 1)?]),
+        "Sum" | "Max" | "Min" | "Mean" if n.input.len() == 1 => Lowered::Alias(x.to_string()),
+        "Sub" => op(Sub, &[x, need_input(im, n, 1)?]),
+        "Mul" => op(Mul, &[x, need_input(im, n, 1)?]),
+        "Div" => op(Div, &[x, need_input(im, n, 1)?]),
+        "Pow" => op(Pow, &[x, need_input(im, n, 1)?]),
+        "Max" if n.input.len() == 2 => op(Max, &[x, need_input(im, n, 1)?]),
+        "Min" if n.input.len() == 2 => op(Min, &[x, need_input(im, n, 1)?]),
+        "MatMul" => op(MatMul, &[x, need_input(im, n, 1)?]),
+        "Gemm" => {
+            let g = Gemm {
+                alpha: a.float("alpha", 1.0) as f64,
+                beta: a.float("beta", 1.0) as f64,
+                trans_a: a.int("transA", 0) != 0,
+                trans_b: a.int("transB", 0) != 0,
+            };
+            let mut ins = vec![x, need_input(im, n, 1)?];
+            ins.extend(input(n, 2));
+            op(g, &ins)
+        }
+        "Conv" => {
+            let w = need_input(im, n, 1)?;
+            let ws = im.shape(w, n)?;
+            if ws.len() != 4 {
+                return Err(unsupported(im, n, &format!("weight shape {ws:?}: only 2-D convolutions are supported")));
+            }
+            let win = window(im, n, &im.shape(x, n)?, Some([ws[2], ws[3]]))?;
+            let conv = Conv {
+                strides: win.strides,
+                dilations: win.dilations,
+                pads: win.pads,
+                groups: a.int("group", 1).max(1) as usize,
+            };
+            let mut ins = vec![x, w];
+            ins.extend(input(n, 2));
+            op(conv, &ins)
+        }
+        "ConvTranspose" => {
+            let w = need_input(im, n, 1)?;
+            let ws = im.shape(w, n)?;
+            let xs = im.shape(x, n)?;
+            if ws.len() != 4 {
+                return Err(unsupported(im, n, &format!("weight shape {ws:?}: only 2-D convolutions are supported")));
+            }
+            let mut win = window(im, n, &xs, Some([ws[2], ws[3]]))?;
+            let out_pad = match a.ints("output_padding") {
+                Some(v) if v.len() == 2 => {
+                    let u = usize_list(im, n, &v, "output_padding")?;
+                    [u[0], u[1]]
+                }
+                _ => [0, 0],
+            };
+            if let Some(out) = a.ints("output_shape") {
+                // Pads that produce the requested size (SAME_UPPER-style split of the excess).
+                let out = usize_list(im, n, &out, "output_shape")?;
+                let out = &out[out.len().saturating_sub(2)..];
+                for axis in 0..2 {
+                    let full = (xs[2 + axis] - 1) * win.strides[axis]
+                        + win.dilations[axis] * (ws[2 + axis] - 1)
+                        + 1
+                        + out_pad[axis];
+                    let total = full
+                        .checked_sub(out[axis])
+                        .ok_or_else(|| im.err(format!("node '{}': output_shape too large", n.name)))?;
+                    win.pads[axis] = total / 2;
+                    win.pads[axis + 2] = total - total / 2;
+                }
+            }
+            let ct = ConvTranspose {
+                strides: win.strides,
+                dilations: win.dilations,
+                pads: win.pads,
+                output_padding: out_pad,
+                groups: a.int("group", 1).max(1) as usize,
+            };
+            let mut ins = vec![x, w];
+            ins.extend(input(n, 2));
+            op(ct, &ins)
+        }
+        "MaxPool" => {
+            if n.output.len() > 1 && !n.output[1].is_empty() {
+                return Err(unsupported(im, n, "the Indices output"));
+            }
+            let win = window(im, n, &im.shape(x, n)?, None)?;
+            op(MaxPool(pool_attrs(&win, a.int("ceil_mode", 0) != 0)), &[x])
+        }
+        "AveragePool" => {
+            let win = window(im, n, &im.shape(x, n)?, None)?;
+            let ap = AveragePool {
+                attrs: pool_attrs(&win, a.int("ceil_mode", 0) != 0),
+                count_include_pad: a.int("count_include_pad", 0) != 0,
+            };
+            op(ap, &[x])
+        }
+        "GlobalAveragePool" => op(GlobalAveragePool, &[x]),
+        "GlobalMaxPool" => op(GlobalMaxPool, &[x]),
+        "BatchNormalization" => {
+            let ins: Vec<&str> = (0..5).map(|i| need_input(im, n, i)).collect::<Result<_>>()?;
+            op(BatchNormalization { epsilon: a.float("epsilon", 1e-5) as f64 }, &ins)
+        }
+        "LRN" => {
+            let size = a.int("size", 1);
+            if size < 1 {
+                return Err(im.err(format!("node '{}': LRN size {size}", n.name)));
+            }
+            let lrn = Lrn {
+                size: size as usize,
+                alpha: a.float("alpha", 1e-4) as f64,
+                beta: a.float("beta", 0.75) as f64,
+                bias: a.float("bias", 1.0) as f64,
+            };
+            op(lrn, &[x])
+        }
+        "Softmax" => coerced_softmax(im, n, false)?,
+        "LogSoftmax" => coerced_softmax(im, n, true)?,
+        "Flatten" => op(Flatten { axis: a.int("axis", 1) }, &[x]),
+        "Reshape" => {
+            let shape = if opset < 5 { a.ints("shape") } else { const_ints(im, n, 1)? };
+            op(
+                Reshape { shape: shape.ok_or_else(|| im.err(format!("node '{}': Reshape without a shape", n.name)))? },
+                &[x],
+            )
+        }
+        "Transpose" => op(Transpose { perm: a.ints("perm").map(|p| usize_list(im, n, &p, "perm")).transpose()? }, &[x]),
+        "Squeeze" => {
+            let axes = if opset < 13 { a.ints("axes") } else { const_ints(im, n, 1)? };
+            op(Squeeze { axes }, &[x])
+        }
+        "Unsqueeze" => {
+            let axes = if opset < 13 { a.ints("axes") } else { const_ints(im, n, 1)? };
+            op(
+                Unsqueeze { axes: axes.ok_or_else(|| im.err(format!("node '{}': Unsqueeze without axes", n.name)))? },
+                &[x],
+            )
+        }
+        "Concat" => {
+            let ins: Vec<&str> = n.input.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+            op(Concat { axis: a.int("axis", 0) }, &ins)
+        }
+        "Split" => {
+            let shape = im.shape(x, n)?;
+            let axis = a.int("axis", 0);
+            let ax = crate::tensor::normalize_axis(axis, shape.len()).map_err(|e| im.err(e.to_string()))?;
+            let given = if opset < 13 { a.ints("split") } else { const_ints(im, n, 1)? };
+            let lengths = match given {
+                Some(v) => usize_list(im, n, &v, "split")?,
+                None => {
+                    let parts = n.output.len().max(1);
+                    let each = shape[ax].div_ceil(parts);
+                    (0..parts).map(|i| each.min(shape[ax].saturating_sub(i * each))).collect()
+                }
+            };
+            op(Split { axis, lengths }, &[x])
+        }
+        "Pad" => {
+            let (pads, value) = if opset < 11 {
+                (a.ints("pads").or_else(|| a.ints("paddings")), a.float("value", 0.0))
+            } else {
+                let v = const_floats(im, n, 2)?.and_then(|v| v.first().copied()).unwrap_or(0.0);
+                (const_ints(im, n, 1)?, v)
+            };
+            let pads = pads.ok_or_else(|| im.err(format!("node '{}': Pad without pads", n.name)))?;
+            let rank = im.shape(x, n)?.len();
+            let pads = if let Some(axes) = const_ints(im, n, 3)? {
+                // Opset 18: pads for the listed axes only.
+                let mut full = vec![0i64; 2 * rank];
+                for (k, &ax) in axes.iter().enumerate() {
+                    let ax = crate::tensor::normalize_axis(ax, rank).map_err(|e| im.err(e.to_string()))?;
+                    full[ax] = pads[k];
+                    full[ax + rank] = pads[k + axes.len()];
+                }
+                full
+            } else {
+                pads
+            };
+            if pads.iter().any(|&p| p < 0) {
+                return Err(unsupported(im, n, "negative pads (cropping)"));
+            }
+            let mode = match a.string("mode", "constant").as_str() {
+                "constant" => PadMode::Constant,
+                "reflect" => PadMode::Reflect,
+                "edge" => PadMode::Edge,
+                other => return Err(unsupported(im, n, &format!("mode '{other}'"))),
+            };
+            op(Pad { pads: pads.iter().map(|&p| p as usize).collect(), mode, value: value as f64 }, &[x])
+        }
+        "ReduceMean" | "ReduceSum" => {
+            let axes_from_input = (n.op_type == "ReduceSum" && opset >= 13) || opset >= 18;
+            let axes = if axes_from_input { const_ints(im, n, 1)? } else { a.ints("axes") };
+            let axes = match axes {
+                Some(v) if v.is_empty() && a.int("noop_with_empty_axes", 0) != 0 => {
+                    return Ok(Lowered::Alias(x.to_string()))
+                }
+                Some(v) if v.is_empty() => None,
+                other => other,
+            };
+            let r = ReduceAxes { axes, keepdims: a.int("keepdims", 1) != 0 };
+            if n.op_type == "ReduceMean" {
+                op(ReduceMean(r), &[x])
+            } else {
+                op(ReduceSum(r), &[x])
+            }
+        }
+        "Slice" => {
+            let (starts, ends, axes, steps) = if opset < 10 {
+                (a.ints("starts"), a.ints("ends"), a.ints("axes"), None)
+            } else {
+                (const_ints(im, n, 1)?, const_ints(im, n, 2)?, const_ints(im, n, 3)?, const_ints(im, n, 4)?)
+            };
+            let (starts, ends) =
+                starts.zip(ends).ok_or_else(|| im.err(format!("node '{}': Slice without starts/ends", n.name)))?;
+            op(Slice { starts, ends, axes, steps }, &[x])
+        }
+        "Gather" => {
+            let idx_name = need_input(im, n, 1)?;
+            let idx = im.constant(idx_name).ok_or_else(|| unsupported(im, n, "indices must be constant"))?;
+            let index_shape = idx.shape().to_vec();
+            let indices = idx.to_i64s().map_err(|e| im.err(e))?;
+            op(Gather { axis: a.int("axis", 0), indices, index_shape }, &[x])
+        }
+        "Expand" => {
+            let shape =
+                const_ints(im, n, 1)?.ok_or_else(|| im.err(format!("node '{}': Expand without a shape", n.name)))?;
+            op(Expand { shape: usize_list(im, n, &shape, "shape")? }, &[x])
+        }
+        "Resize" | "Upsample" => resize(im, n, x)?,
+        _ => return Err(unsupported(im, n, "")),
+    })
+}
+
+fn resize(im: &mut Importer, n: &NodeProto, x: &str) -> Result<Lowered> {
+    let a = Attrs::of(n);
+    let shape = im.shape(x, n)?;
+    if shape.len() != 4 {
+        return Err(unsupported(im, n, "only NCHW inputs"));
+    }
+    let legacy = n.op_type == "Upsample" || im.opset < 11;
+    let scales = if n.op_type == "Upsample" && im.opset < 9 {
+        a.floats("scales")
+    } else if legacy {
+        const_floats(im, n, 1)?
+    } else {
+        const_floats(im, n, 2)?.filter(|v| !v.is_empty())
+    };
+    let sizes = if legacy { None } else { const_ints(im, n, 3)?.filter(|v| !v.is_empty()) };
+    let (out_h, out_w, given) = match (sizes, scales) {
+        (Some(s), _) if s.len() == 4 => (s[2] as usize, s[3] as usize, None),
+        (_, Some(sc)) if sc.len() == 4 => {
+            if sc[0] != 1.0 || sc[1] != 1.0 {
+                return Err(unsupported(im, n, "scaling the batch or channel axes"));
+            }
+            let (h, w) = ((shape[2] as f32 * sc[2]).floor() as usize, (shape[3] as f32 * sc[3]).floor() as usize);
+            (h, w, Some([sc[2] as f64, sc[3] as f64]))
+        }
+        _ => return Err(im.err(format!("node '{}': Resize needs 4 scales or 4 sizes", n.name))),
+    };
+    if out_h.checked_mul(out_w).and_then(|hw| hw.checked_mul(shape[0] * shape[1])).is_none_or(|c| c > MAX_ELEMENTS) {
+        return Err(im.err(format!("node '{}': resize to {out_h}×{out_w} is too large", n.name)));
+    }
+    let mode = a.string("mode", "nearest");
+    let coordinates = match (legacy, a.string("coordinate_transformation_mode", "half_pixel").as_str()) {
+        (true, _) | (false, "asymmetric") => CoordinateMode::Asymmetric,
+        (false, "half_pixel") => CoordinateMode::HalfPixel,
+        (false, "pytorch_half_pixel") => CoordinateMode::PytorchHalfPixel,
+        (false, "align_corners") => CoordinateMode::AlignCorners,
+        (false, other) => return Err(unsupported(im, n, &format!("coordinate_transformation_mode '{other}'"))),
+    };
+    let mode = match mode.as_str() {
+        "nearest" => {
+            let rounding = match (legacy, a.string("nearest_mode", "round_prefer_floor").as_str()) {
+                (true, _) | (false, "floor") => NearestRounding::Floor,
+                (false, "ceil") => NearestRounding::Ceil,
+                (false, "round_prefer_ceil") => NearestRounding::RoundPreferCeil,
+                _ => NearestRounding::RoundPreferFloor,
+            };
+            ResizeMode::Nearest(rounding)
+        }
+        "linear" | "bilinear" => ResizeMode::Linear,
+        other => return Err(unsupported(im, n, &format!("mode '{other}'"))),
+    };
+    Ok(op(Resize { out_h, out_w, mode, coordinates, scales: given }, &[x]))
+}
+
+/// Shape-arithmetic nodes that only make sense on constants.
+fn fold_special(im: &mut Importer, n: &NodeProto) -> Result<Option<Const>> {
+    let a = Attrs::of(n);
+    Ok(Some(match n.op_type.as_str() {
+        "Constant" => {
+            if let Some(t) = a.tensor("value") {
+                decode(t, im.dir, im.origin)?
+            } else if a.has("value_float") {
+                Const::F(ArrayD::from_elem(IxDyn(&[]), a.float("value_float", 0.0)))
+            } else if let Some(v) = a.floats("value_floats") {
+                Const::F(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"))
+            } else if a.has("value_int") {
+                Const::I(ArrayD::from_elem(IxDyn(&[]), a.int("value_int", 0)))
+            } else if let Some(v) = a.ints("value_ints") {
+                Const::I(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"))
+            } else {
+                return Err(unsupported(im, n, "a value kind other than tensor, float(s) or int(s)"));
+            }
+        }
+        "Shape" => {
+            let s = im.shape(need_input(im, n, 0)?, n)?;
+            let rank = s.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+            let (start, end) = (clamp(a.int("start", 0)), clamp(a.int("end", rank)));
+            let dims: Vec<i64> = s[start..end.max(start)].iter().map(|&d| d as i64).collect();
+            Const::I(ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).expect("1-D"))
+        }
+        "ConstantOfShape" => {
+            let dims = const_ints(im, n, 0)?.unwrap_or_default();
+            let shape =
+                checked_shape(&dims, "ConstantOfShape").map_err(|e| im.err(format!("node '{}': {e}", n.name)))?;
+            match a.tensor("value").map(|t| decode(t, im.dir, im.origin)).transpose()? {
+                Some(Const::I(v)) => Const::I(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0))),
+                Some(Const::F(v)) => {
+                    Const::F(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0.0)))
+                }
+                None => Const::F(ArrayD::zeros(IxDyn(&shape))),
+            }
+        }
+        "Cast" => {
+            let Some(c) = im.constant(need_input(im, n, 0)?).cloned() else { return Ok(None) };
+            let to = a.int("to", 1) as i32;
+            use super::proto::dtype;
+            match to {
+                dtype::FLOAT | dtype::DOUBLE | dtype::FLOAT16 | dtype::BFLOAT16 => Const::F(c.to_f32()),
+                _ => match c {
+                    Const::I(v) => Const::I(v),
+                    Const::F(v) => Const::I(v.mapv(|x| x.trunc() as i64)),
+                },
+            }
+        }
+        "Range" => {
+            let vals: Vec<f64> = (0..3)
+                .map(|i| {
+                    let c = im
+                        .constant(need_input(im, n, i)?)
+                        .ok_or_else(|| unsupported(im, n, "inputs must be constant"))?;
+                    Ok(c.to_f32().iter().next().copied().unwrap_or(0.0) as f64)
+                })
+                .collect::<Result<_>>()?;
+            let (start, limit, delta) = (vals[0], vals[1], vals[2]);
+            if delta == 0.0 {
+                return Err(im.err(format!("node '{}': Range with delta 0", n.name)));
+            }
+            let count = ((limit - start) / delta).ceil().max(0.0);
+            if count > MAX_ELEMENTS as f64 {
+                return Err(im.err(format!("node '{}': Range of {count} elements", n.name)));
+            }
+            let all_int = im.constant(&n.input[0]).is_some_and(|c| matches!(c, Const::I(_)));
+            let v: Vec<f64> = (0..count as usize).map(|i| start + i as f64 * delta).collect();
+            if all_int {
+                Const::I(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.iter().map(|&x| x as i64).collect()).expect("1-D"))
+            } else {
+                Const::F(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.iter().map(|&x| x as f32).collect()).expect("1-D"))
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Integer constants folded through f32 ops must stay exact.
+const EXACT_INT: i64 = 1 << 24;
+
+/// Imports one node.
+pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
+    let out = n.output.first().cloned().unwrap_or_default();
+    if let Some(c) = fold_special(im, n)? {
+        im.vals.insert(out, Val::Const(c));
+        return Ok(());
+    }
+    // n-ary Sum / Max / Min / Mean: a chain of binary nodes.
+    if matches!(n.op_type.as_str(), "Sum" | "Max" | "Min") && n.input.len() > 2 {
+        let mut acc = n.input[0].clone();
+        for (k, next) in n.input[1..].iter().enumerate() {
+            let last = k + 2 == n.input.len();
+            let name = if last { out.clone() } else { format!("{out}::{}{k}", n.op_type) };
+            let step = NodeProto {
+                input: vec![acc.clone(), next.clone()],
+                output: vec![name.clone()],
+                name: if last { n.name.clone() } else { format!("{}::{k}", n.name) },
+                op_type: n.op_type.clone(),
+                ..Default::default()
+            };
+            node(im, &step)?;
+            acc = name;
+        }
+        return Ok(());
+    }
+    let lowered = lower(im, n)?;
+    let (op, inputs) = match lowered {
+        Lowered::Alias(src) => {
+            let v = im.val(&src, n)?.clone();
+            im.vals.insert(out, v);
+            return Ok(());
+        }
+        Lowered::Op(op, inputs) => (op, inputs),
+    };
+    let outputs: Vec<String> = n.output.iter().filter(|o| !o.is_empty()).cloned().collect();
+    let consts: Option<Vec<Const>> = inputs.iter().map(|i| im.constant(i).cloned()).collect();
+    if let Some(consts) = consts {
+        // Everything known: compute now.
+        let all_int = consts.iter().all(|c| matches!(c, Const::I(_)));
+        if all_int && consts.iter().any(|c| c.to_i64s().is_ok_and(|v| v.iter().any(|x| x.abs() >= EXACT_INT))) {
+            return Err(im.err(format!("node '{}': integer constants too large to fold exactly", n.name)));
+        }
+        let floats: Vec<ArrayD<f32>> = consts.iter().map(Const::to_f32).collect();
+        let refs: Vec<&ArrayD<f32>> = floats.iter().collect();
+        let shapes: Vec<&[usize]> = refs.iter().map(|t| t.shape()).collect();
+        let wrap = |source| Error::Op { node: n.name.clone(), op: op.op_type(), source };
+        op.output_shapes(&shapes).map_err(wrap)?;
+        let values = op.forward(&refs).map_err(wrap)?.values;
+        for (name, v) in outputs.iter().zip(values) {
+            let c = if all_int {
+                let trunc = n.op_type == "Div";
+                Const::I(v.mapv(|x| if trunc { x.trunc() as i64 } else { x.round() as i64 }))
+            } else {
+                Const::F(v)
+            };
+            im.vals.insert(name.clone(), Val::Const(c));
+        }
+        return Ok(());
+    }
+    let ids: Vec<_> = inputs.iter().map(|i| im.value(i, n)).collect::<Result<_>>()?;
+    let node_name = if n.name.is_empty() { out.clone() } else { n.name.clone() };
+    let names: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let made = im.b.node_with_outputs(&node_name, op, &ids, &names)?;
+    for (name, id) in outputs.iter().zip(made) {
+        im.vals.insert(name.clone(), Val::Dyn(id));
+    }
+    Ok(())
+}

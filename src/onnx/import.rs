@@ -1,0 +1,261 @@
+//! Reading an ONNX model into an engine graph.
+
+use super::constant::{checked_shape, decode, Const};
+use super::proto::{ModelProto, NodeProto};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, GraphBuilder, ValueId};
+use prost::Message;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+
+/// ONNX operators the importer maps (or folds).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LRN",
+    "LeakyRelu",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Min",
+    "Mul",
+    "Neg",
+    "PRelu",
+    "Pad",
+    "Pow",
+    "Range",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Selu",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
+];
+
+/// An imported model.
+#[derive(Debug)]
+pub struct OnnxGraph {
+    pub graph: Graph<f32>,
+    /// Non-initializer inputs, in graph order.
+    pub inputs: Vec<String>,
+    /// Graph outputs.
+    pub outputs: Vec<String>,
+    /// Default-domain opset.
+    pub opset: i64,
+}
+
+/// A value during import.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Const(Const),
+    Dyn(ValueId),
+}
+
+pub(crate) struct Importer<'a> {
+    pub b: GraphBuilder<f32>,
+    pub vals: HashMap<String, Val>,
+    /// Float constants already placed in the graph.
+    pub placed: HashMap<String, ValueId>,
+    pub opset: i64,
+    pub origin: &'a str,
+    pub dir: Option<&'a Path>,
+}
+
+impl Importer<'_> {
+    pub fn err(&self, why: impl Into<String>) -> Error {
+        Error::Onnx { origin: self.origin.to_string(), why: why.into() }
+    }
+
+    pub fn val(&self, name: &str, node: &NodeProto) -> Result<&Val> {
+        self.vals
+            .get(name)
+            .ok_or_else(|| self.err(format!("node '{}' reads '{name}', which nothing produces", node.name)))
+    }
+
+    /// The constant `name`, if it is one.
+    pub fn constant(&self, name: &str) -> Option<&Const> {
+        match self.vals.get(name) {
+            Some(Val::Const(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// `name` as a graph value (placing a constant in the graph if needed).
+    pub fn value(&mut self, name: &str, node: &NodeProto) -> Result<ValueId> {
+        match self.val(name, node)?.clone() {
+            Val::Dyn(id) => Ok(id),
+            Val::Const(c) => {
+                if let Some(&id) = self.placed.get(name) {
+                    return Ok(id);
+                }
+                let id = self.b.constant(name, c.to_f32())?;
+                self.placed.insert(name.to_string(), id);
+                Ok(id)
+            }
+        }
+    }
+
+    /// The shape of `name`, known statically.
+    pub fn shape(&self, name: &str, node: &NodeProto) -> Result<Vec<usize>> {
+        Ok(match self.val(name, node)? {
+            Val::Const(c) => c.shape().to_vec(),
+            Val::Dyn(id) => self.b.shape(*id).to_vec(),
+        })
+    }
+}
+
+/// Orders nodes so that every node comes after the producers of its inputs; a cycle is an error naming its nodes.
+fn topological(nodes: &[NodeProto], known: &HashSet<String>, origin: &str) -> Result<Vec<usize>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if producer.insert(o, i).is_some() || known.contains(o) {
+                return Err(Error::Onnx { origin: origin.into(), why: format!("value '{o}' is produced twice") });
+            }
+        }
+    }
+    let mut pending = vec![0usize; nodes.len()];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&p) = producer.get(inp.as_str()) {
+                pending[i] += 1;
+                consumers[p].push(i);
+            } else if !known.contains(inp) {
+                return Err(Error::Onnx {
+                    origin: origin.into(),
+                    why: format!("node '{}' ({}) reads '{inp}', which is neither an input, an initializer nor produced by a node", n.name, n.op_type),
+                });
+            }
+        }
+    }
+    let mut queue: VecDeque<usize> = (0..nodes.len()).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = queue.pop_front() {
+        order.push(i);
+        for &c in &consumers[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                queue.push_back(c);
+            }
+        }
+    }
+    if order.len() != nodes.len() {
+        let stuck: Vec<&str> =
+            (0..nodes.len()).filter(|&i| pending[i] > 0).take(5).map(|i| nodes[i].name.as_str()).collect();
+        return Err(Error::Onnx {
+            origin: origin.into(),
+            why: format!("the graph has a cycle through nodes {stuck:?}"),
+        });
+    }
+    Ok(order)
+}
+
+/// Parses an ONNX model from bytes. `dir` is where external data files live.
+pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| Error::Onnx { origin: origin.into(), why: format!("not a valid ONNX protobuf: {e}") })?;
+    let graph =
+        model.graph.ok_or_else(|| Error::Onnx { origin: origin.into(), why: "the model has no graph".into() })?;
+    let opset =
+        model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(1, |o| o.version);
+    if !(1..=23).contains(&opset) {
+        return Err(Error::Onnx {
+            origin: origin.into(),
+            why: format!("opset {opset} is not supported (7 to 21 are)"),
+        });
+    }
+    let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), placed: HashMap::new(), opset, origin, dir };
+    for t in &graph.initializer {
+        let c = decode(t, dir, origin)?;
+        im.vals.insert(t.name.clone(), Val::Const(c));
+    }
+    let mut inputs = Vec::new();
+    for vi in &graph.input {
+        if im.vals.contains_key(&vi.name) {
+            continue;
+        }
+        let dims = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
+        let dims = dims.ok_or_else(|| im.err(format!("input '{}' has no tensor shape", vi.name)))?;
+        // Symbolic dimensions (a batch named "N") are taken as 1.
+        let raw: Vec<i64> = dims.dim.iter().map(|d| d.dim_value.unwrap_or(1)).collect();
+        let shape = checked_shape(&raw, &format!("input '{}'", vi.name)).map_err(|e| im.err(e))?;
+        let id = im.b.input(&vi.name, &shape)?;
+        im.vals.insert(vi.name.clone(), Val::Dyn(id));
+        inputs.push(vi.name.clone());
+    }
+    let known: HashSet<String> = im.vals.keys().cloned().collect();
+    let order = topological(&graph.node, &known, origin)?;
+    for i in order {
+        let node = &graph.node[i];
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(Error::UnsupportedOp {
+                op: format!("{}::{}", node.domain, node.op_type),
+                node: node.name.clone(),
+                opset,
+                supported: SUPPORTED_OPS.join(", "),
+            });
+        }
+        super::convert::node(&mut im, node)?;
+    }
+    let mut outputs = Vec::new();
+    for vi in &graph.output {
+        let node = NodeProto { name: "graph output".into(), ..Default::default() };
+        let id = im.value(&vi.name, &node)?;
+        im.b.output(id);
+        outputs.push(vi.name.clone());
+    }
+    Ok(OnnxGraph { graph: im.b.build(), inputs, outputs, opset })
+}
+
+/// Loads an `.onnx` file (external data is read from beside it).
+pub fn load(path: &Path) -> Result<OnnxGraph> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    parse(&bytes, path.parent(), &shown)
+}
+
+/// Reads a serialized `TensorProto` (`input_0.pb`, `output_0.pb` of the ONNX test data).
+pub fn read_tensor(path: &Path) -> Result<Const> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let t = super::proto::TensorProto::decode(bytes.as_slice())
+        .map_err(|e| Error::Onnx { origin: shown.clone(), why: format!("not a TensorProto: {e}") })?;
+    decode(&t, path.parent(), &shown)
+}

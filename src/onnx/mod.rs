@@ -1,0 +1,15 @@
+//! ONNX import: any CNN exported from PyTorch, TensorFlow or a model zoo becomes an engine graph, so that every
+//! explanation method and gradients generally work on it.
+//!
+//! The protobuf messages are declared in [`proto`] with `prost` derive macros (no `protoc`, no copied `.proto`).
+//! Shape arithmetic (Shape / Gather / Concat / Slice / Cast / ConstantOfShape … chains) and any node whose inputs
+//! are all constant is folded at load time; ONNX value names stay the layer names.
+
+mod attrs;
+mod constant;
+mod convert;
+mod import;
+pub mod proto;
+
+pub use constant::{Const, MAX_ELEMENTS};
+pub use import::{load, parse, read_tensor, OnnxGraph, SUPPORTED_OPS};

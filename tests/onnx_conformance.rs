@@ -1,0 +1,113 @@
+//! Conformance with the ONNX project's own test data (the `onnx` 1.23.2 wheel, `onnx/backend/test/data/`, copied
+//! to fixtures/onnx): the 9 `light/` architectures, fed the runner's dummy input `arange(n)/n`, and the 2-D
+//! `pytorch-converted/` and `pytorch-operator/` cases. Tolerance as the ONNX runner: |a − b| ≤ 1e-4 + 1e-3·|b|.
+
+mod common;
+
+use gradcam::onnx::{load, read_tensor, Const};
+use gradcam::Tensor;
+use ndarray::IxDyn;
+use std::path::{Path, PathBuf};
+
+fn run(model: &Path, inputs: Vec<Tensor<f32>>, expected: Vec<Const>) -> Result<(), String> {
+    let m = load(model).map_err(|e| e.to_string())?;
+    let g = &m.graph;
+    let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
+    let plan = g.inference_plan(&outs).map_err(|e| e.to_string())?;
+    let bound: Vec<(&str, Tensor<f32>)> = m.inputs.iter().map(String::as_str).zip(inputs).collect();
+    let acts = g.forward(&plan, bound).map_err(|e| e.to_string())?;
+    for (name, want) in outs.iter().zip(expected) {
+        let got = acts.get(name).map_err(|e| e.to_string())?;
+        let want = want.to_f32();
+        if got.shape() != want.shape() {
+            return Err(format!("output '{name}': shape {:?}, expected {:?}", got.shape(), want.shape()));
+        }
+        let worst =
+            got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs() / (1e-4 + 1e-3 * b.abs())).fold(0f32, f32::max);
+        if worst > 1.0 {
+            return Err(format!("output '{name}': off by {worst:.2}× the tolerance"));
+        }
+    }
+    Ok(())
+}
+
+fn data_set(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = (0..).map(|i| dir.join(format!("{prefix}_{i}.pb"))).take_while(|p| p.exists()).collect();
+    v.sort();
+    v
+}
+
+fn check_all(cases: Vec<(String, Result<(), String>)>, label: &str) {
+    let failed: Vec<&(String, Result<(), String>)> = cases.iter().filter(|(_, r)| r.is_err()).collect();
+    eprintln!("{label}: {} of {} cases pass", cases.len() - failed.len(), cases.len());
+    for (name, r) in &failed {
+        eprintln!("  {name}: {}", r.as_ref().unwrap_err());
+    }
+    assert!(failed.is_empty(), "{label}: {} failures", failed.len());
+}
+
+#[test]
+fn light_architectures() {
+    let dir = common::fixture("onnx/light");
+    let mut cases = Vec::new();
+    for name in [
+        "bvlc_alexnet",
+        "densenet121",
+        "inception_v1",
+        "inception_v2",
+        "resnet50",
+        "shufflenet",
+        "squeezenet",
+        "vgg19",
+        "zfnet512",
+    ] {
+        let model = dir.join(format!("light_{name}.onnx"));
+        let result = (|| {
+            let m = load(&model).map_err(|e| e.to_string())?;
+            let inputs = m
+                .inputs
+                .iter()
+                .map(|i| {
+                    let shape = m.graph.value(m.graph.find(i).unwrap()).shape.clone();
+                    let n: usize = shape.iter().product();
+                    Tensor::from_shape_vec(IxDyn(&shape), (0..n).map(|k| k as f32 / n as f32).collect()).unwrap()
+                })
+                .collect();
+            let expected =
+                vec![read_tensor(&dir.join(format!("light_{name}_output_0.pb"))).map_err(|e| e.to_string())?];
+            run(&model, inputs, expected)
+        })();
+        cases.push((name.to_string(), result));
+    }
+    check_all(cases, "light");
+}
+
+fn op_cases(kind: &str) -> Vec<(String, Result<(), String>)> {
+    let root = common::fixture(&format!("onnx/{kind}"));
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|d| {
+            let set = d.join("test_data_set_0");
+            let result = (|| {
+                let inputs = data_set(&set, "input")
+                    .iter()
+                    .map(|p| read_tensor(p).map(|c| c.to_f32()))
+                    .collect::<Result<Vec<_>, _>>();
+                let outputs = data_set(&set, "output").iter().map(|p| read_tensor(p)).collect::<Result<Vec<_>, _>>();
+                run(&d.join("model.onnx"), inputs.map_err(|e| e.to_string())?, outputs.map_err(|e| e.to_string())?)
+            })();
+            (d.file_name().unwrap().to_string_lossy().into_owned(), result)
+        })
+        .collect()
+}
+
+#[test]
+fn pytorch_converted_cases() {
+    check_all(op_cases("pytorch-converted"), "pytorch-converted");
+}
+
+#[test]
+fn pytorch_operator_cases() {
+    check_all(op_cases("pytorch-operator"), "pytorch-operator");
+}
