@@ -7,6 +7,10 @@ use clap::Parser;
 fn main() {
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
+        // A closed pipe (`gradcam layers | head`) is not an error.
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            return;
+        }
         // One clear line, non-zero exit.
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -164,7 +164,14 @@ fn write_explanation(args: &ExplainArgs, item: &Item, e: &Explanation, colormap:
     Ok(Written { overlay: overlay_path, cam_npy, raw_npy, peak: loc.peak, bbox: loc.bbox })
 }
 
-fn report(args: &ExplainArgs, model: &Model, item: &Item, result: &ImageResult, written: &[Written], auto_layer: bool) {
+fn report(
+    args: &ExplainArgs,
+    model: &Model,
+    item: &Item,
+    result: &ImageResult,
+    written: &[Written],
+    auto_layer: bool,
+) -> anyhow::Result<()> {
     let layer = (!result.layers.is_empty()).then(|| result.layers.join("+"));
     if args.json {
         let predictions: Vec<_> = result
@@ -194,20 +201,20 @@ fn report(args: &ExplainArgs, model: &Model, item: &Item, result: &ImageResult, 
             "input_size": [w, h], "cam_size": [model.input_size[1], model.input_size[0]],
             "predictions": predictions, "explanations": explanations,
         });
-        println!("{obj}");
-        return;
+        say!("{obj}");
+        return Ok(());
     }
-    println!("{} — {}", item.input, model.name);
+    say!("{} — {}", item.input, model.name);
     for p in &result.predictions {
-        println!("  {:>5.1}%  {:>4}  {}", 100.0 * p.prob, p.class, p.label);
+        say!("  {:>5.1}%  {:>4}  {}", 100.0 * p.prob, p.class, p.label);
     }
     if let Some(l) = layer {
         let how = if auto_layer { " (chosen: last spatial activation before the classifier)" } else { "" };
-        println!("  layer: {l}{how}");
+        say!("  layer: {l}{how}");
     }
     for (e, w) in result.explanations.iter().zip(written) {
         let cf = if args.counterfactual { " counterfactual" } else { "" };
-        println!(
+        say!(
             "  {}{cf} for {} ({}): peak ({}, {}), box [{}, {}, {}, {}] → {}",
             e.method.name(),
             e.class,
@@ -221,6 +228,7 @@ fn report(args: &ExplainArgs, model: &Model, item: &Item, result: &ImageResult, 
             w.overlay.display()
         );
     }
+    Ok(())
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
@@ -256,7 +264,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|e| write_explanation(&args, &item, e, colormap))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            report(&args, &model, &item, &result, &written, args.layers.is_empty());
+            report(&args, &model, &item, &result, &written, args.layers.is_empty())?;
         }
     }
     Ok(())

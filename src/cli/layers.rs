@@ -22,8 +22,8 @@ pub fn run(args: LayersArgs) -> anyhow::Result<()> {
     let g = &model.graph;
     let default = default_layer(g, &model.logits).ok();
     if !args.json {
-        println!("{}", model.name);
-        println!("{:<48} {:<20} {:<20} cam", "layer", "op", "shape");
+        say!("{}", model.name);
+        say!("{:<48} {:<20} {:<20} cam", "layer", "op", "shape");
     }
     for (name, id) in g.names() {
         let v = g.value(id);
@@ -41,7 +41,7 @@ pub fn run(args: LayersArgs) -> anyhow::Result<()> {
                 "layer": name, "op": op, "shape": v.shape, "alias_of": alias_of,
                 "cam_candidate": spatial, "default": is_default,
             });
-            println!("{obj}");
+            say!("{obj}");
         } else {
             let shape = format!("{:?}", v.shape);
             let mark = match (spatial, is_default) {
@@ -53,7 +53,7 @@ pub fn run(args: LayersArgs) -> anyhow::Result<()> {
                 Some(of) => format!("{name} (= {of})"),
                 None => name.to_string(),
             };
-            println!("{name:<48} {op:<20} {shape:<20} {mark}");
+            say!("{name:<48} {op:<20} {shape:<20} {mark}");
         }
     }
     Ok(())

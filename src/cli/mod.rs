@@ -1,6 +1,15 @@
 //! Command-line arguments and dispatch.
 
+/// `println!` that returns the write error instead of panicking (e.g. when piped into `head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 mod explain;
+mod infer;
 mod layers;
 
 use clap::{Args, Parser, Subcommand};
@@ -20,12 +29,14 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// List a model's addressable layers with their output shapes.
     Layers(layers::LayersArgs),
+    /// Run an ONNX model on .npy inputs and write every output as .npy.
+    Infer(infer::InferArgs),
 }
 
 /// Which model to use.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Weights file (.safetensors with --arch). Default: the bundled ImageNet EfficientNet-Lite0.
+    /// Model file: .onnx, or .safetensors with --arch. Default: the bundled ImageNet EfficientNet-Lite0.
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Architecture of --model: resnet18, resnet34, resnet50, vgg11, vgg16, vgg16_bn, mobilenet_v2,
@@ -44,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Explain(a) => explain::run(a),
         Command::Layers(a) => layers::run(a),
+        Command::Infer(a) => infer::run(a),
     }
 }

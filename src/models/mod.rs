@@ -170,7 +170,7 @@ impl Model {
         };
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
-            "onnx" => Err(Error::BadRequest(format!("{}: ONNX import is not available yet", path.display()))),
+            "onnx" => Model::from_onnx(path),
             _ => {
                 let arch = arch.ok_or_else(|| {
                     Error::BadRequest(format!(
@@ -182,6 +182,47 @@ impl Model {
                 Model::from_safetensors(Arch::from_name(arch)?, path)
             }
         }
+    }
+
+    /// Imports an ONNX classifier: one `[N, 3, H, W]` input, class scores `[N, classes]` as first output. When that
+    /// output is a Softmax, explanations use its input, the pre-softmax scores.
+    pub fn from_onnx(path: &std::path::Path) -> Result<Model> {
+        let m = crate::onnx::load(path)?;
+        let shown = path.display().to_string();
+        let [input] = m.inputs.as_slice() else {
+            return Err(Error::BadRequest(format!(
+                "{shown}: explaining needs a model with exactly one input, this one has {:?} (use `gradcam infer`)",
+                m.inputs
+            )));
+        };
+        let g = &m.graph;
+        let in_shape = g.value(g.find(input)?).shape.clone();
+        if in_shape.len() != 4 || in_shape[1] != 3 {
+            return Err(Error::BadRequest(format!("{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W]")));
+        }
+        let first = m.outputs.first().ok_or_else(|| Error::BadRequest(format!("{shown}: the model has no output")))?;
+        let mut logits = first.clone();
+        if let Some(node) = g.producer(g.find(first)?) {
+            if matches!(node.op.op_type(), "Softmax" | "LogSoftmax") {
+                logits = g.value(node.inputs[0]).name.clone();
+            }
+        }
+        let shape = &g.value(g.find(&logits)?).shape;
+        if shape.len() != 2 {
+            return Err(Error::BadRequest(format!("{shown}: class scores '{logits}' have shape {shape:?}, not [N, classes]")));
+        }
+        let classes = shape[1];
+        let graph = m.graph;
+        Ok(Model {
+            graph,
+            name: shown,
+            arch: None,
+            input: input.clone(),
+            logits,
+            input_size: [in_shape[2], in_shape[3]],
+            labels: (classes == 1000).then(imagenet_labels),
+            normalization: Normalization::imagenet(),
+        })
     }
 
     /// The label of class `c` (or its number).

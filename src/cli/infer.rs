@@ -1,0 +1,97 @@
+//! `gradcam infer`: run an ONNX model on `.npy` inputs, write every output as `.npy`.
+
+use anyhow::Context;
+use clap::Args;
+use gradcam::models::imagenet_labels;
+use gradcam::onnx;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// The ONNX model.
+    #[arg(long, value_name = "M.onnx")]
+    pub model: PathBuf,
+    /// Input tensors (.npy, f32), bound to the graph's non-initializer inputs in order (repeatable).
+    #[arg(long = "input", value_name = "X.npy", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Directory for the outputs (created if missing).
+    #[arg(long, default_value = "gradcam-out", value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A file name for a value name (ONNX names may contain `/` and `:`).
+fn file_name(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    format!("{}.npy", s.trim_start_matches('.'))
+}
+
+pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    let m = onnx::load(&args.model)?;
+    if args.inputs.len() != m.inputs.len() {
+        anyhow::bail!("{} takes {} inputs ({:?}), {} given", args.model.display(), m.inputs.len(), m.inputs, args.inputs.len());
+    }
+    let mut bound = Vec::new();
+    for (name, path) in m.inputs.iter().zip(&args.inputs) {
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        let t: ndarray::ArrayD<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
+            .with_context(|| format!("{}: expected a little-endian f32 .npy array", path.display()))?;
+        bound.push((name.as_str(), t));
+    }
+    let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
+    let plan = m.graph.inference_plan(&outs)?;
+    let acts = m.graph.forward(&plan, bound)?;
+    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
+    let mut listed = Vec::new();
+    let mut top5 = None;
+    for name in &outs {
+        let t = acts.get(name)?;
+        let path = args.out_dir.join(file_name(name));
+        let f = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
+        ndarray_npy::WriteNpyExt::write_npy(t, std::io::BufWriter::new(f)).with_context(|| format!("{}", path.display()))?;
+        listed.push(json!({"name": name, "shape": t.shape(), "npy": path.display().to_string()}));
+        // Class scores: [1, C] (or [1, C, 1, 1]) with at least 5 classes.
+        let squeezed: Vec<usize> = t.shape().iter().copied().filter(|&d| d != 1).collect();
+        if top5.is_none() && t.shape().first() == Some(&1) && squeezed.len() == 1 && squeezed[0] >= 5 {
+            let scores: Vec<f32> = t.iter().copied().collect();
+            let is_prob = scores.iter().all(|&v| (0.0..=1.0).contains(&v)) && (scores.iter().sum::<f32>() - 1.0).abs() < 1e-3;
+            let probs: Vec<f32> = if is_prob {
+                scores.clone()
+            } else {
+                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = scores.iter().map(|v| (v - max).exp()).collect();
+                let s: f32 = e.iter().sum();
+                e.iter().map(|v| v / s).collect()
+            };
+            let labels = (scores.len() == 1000).then(imagenet_labels);
+            let mut idx: Vec<usize> = (0..scores.len()).collect();
+            idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+            top5 = Some(
+                idx.iter()
+                    .take(5)
+                    .map(|&c| json!({"class": c, "label": labels.as_ref().map(|l| l[c].clone()), "score": scores[c], "prob": probs[c]}))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    if args.json {
+        let mut obj = json!({"outputs": listed});
+        if let Some(t) = top5 {
+            obj["top5"] = json!(t);
+        }
+        say!("{obj}");
+    } else {
+        for o in &listed {
+            say!("{} {} → {}", o["name"].as_str().unwrap_or(""), o["shape"], o["npy"].as_str().unwrap_or(""));
+        }
+        if let Some(t) = top5 {
+            for e in t {
+                say!("  {:>4}  {:.4}  {}", e["class"], e["prob"].as_f64().unwrap_or(0.0), e["label"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}
