@@ -25,14 +25,21 @@ pub struct InferArgs {
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
 fn file_name(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     format!("{}.npy", s.trim_start_matches('.'))
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let m = onnx::load(&args.model)?;
     if args.inputs.len() != m.inputs.len() {
-        anyhow::bail!("{} takes {} inputs ({:?}), {} given", args.model.display(), m.inputs.len(), m.inputs, args.inputs.len());
+        anyhow::bail!(
+            "{} takes {} inputs ({:?}), {} given",
+            args.model.display(),
+            m.inputs.len(),
+            m.inputs,
+            args.inputs.len()
+        );
     }
     let mut bound = Vec::new();
     for (name, path) in m.inputs.iter().zip(&args.inputs) {
@@ -44,20 +51,23 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
     let plan = m.graph.inference_plan(&outs)?;
     let acts = m.graph.forward(&plan, bound)?;
-    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut listed = Vec::new();
     let mut top5 = None;
     for name in &outs {
         let t = acts.get(name)?;
         let path = args.out_dir.join(file_name(name));
         let f = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
-        ndarray_npy::WriteNpyExt::write_npy(t, std::io::BufWriter::new(f)).with_context(|| format!("{}", path.display()))?;
+        ndarray_npy::WriteNpyExt::write_npy(t, std::io::BufWriter::new(f))
+            .with_context(|| format!("{}", path.display()))?;
         listed.push(json!({"name": name, "shape": t.shape(), "npy": path.display().to_string()}));
         // Class scores: [1, C] (or [1, C, 1, 1]) with at least 5 classes.
         let squeezed: Vec<usize> = t.shape().iter().copied().filter(|&d| d != 1).collect();
         if top5.is_none() && t.shape().first() == Some(&1) && squeezed.len() == 1 && squeezed[0] >= 5 {
             let scores: Vec<f32> = t.iter().copied().collect();
-            let is_prob = scores.iter().all(|&v| (0.0..=1.0).contains(&v)) && (scores.iter().sum::<f32>() - 1.0).abs() < 1e-3;
+            let is_prob =
+                scores.iter().all(|&v| (0.0..=1.0).contains(&v)) && (scores.iter().sum::<f32>() - 1.0).abs() < 1e-3;
             let probs: Vec<f32> = if is_prob {
                 scores.clone()
             } else {
@@ -89,7 +99,12 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         }
         if let Some(t) = top5 {
             for e in t {
-                say!("  {:>4}  {:.4}  {}", e["class"], e["prob"].as_f64().unwrap_or(0.0), e["label"].as_str().unwrap_or(""));
+                say!(
+                    "  {:>4}  {:.4}  {}",
+                    e["class"],
+                    e["prob"].as_f64().unwrap_or(0.0),
+                    e["label"].as_str().unwrap_or("")
+                );
             }
         }
     }

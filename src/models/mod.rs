@@ -198,7 +198,9 @@ impl Model {
         let g = &m.graph;
         let in_shape = g.value(g.find(input)?).shape.clone();
         if in_shape.len() != 4 || in_shape[1] != 3 {
-            return Err(Error::BadRequest(format!("{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W]")));
+            return Err(Error::BadRequest(format!(
+                "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W]"
+            )));
         }
         let first = m.outputs.first().ok_or_else(|| Error::BadRequest(format!("{shown}: the model has no output")))?;
         let mut logits = first.clone();
@@ -209,7 +211,9 @@ impl Model {
         }
         let shape = &g.value(g.find(&logits)?).shape;
         if shape.len() != 2 {
-            return Err(Error::BadRequest(format!("{shown}: class scores '{logits}' have shape {shape:?}, not [N, classes]")));
+            return Err(Error::BadRequest(format!(
+                "{shown}: class scores '{logits}' have shape {shape:?}, not [N, classes]"
+            )));
         }
         let classes = shape[1];
         let graph = m.graph;

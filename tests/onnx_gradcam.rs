@@ -1,0 +1,100 @@
+//! Grad-CAM through ONNX equals Grad-CAM through the safetensors path for the same model (resnet18, mobilenet_v2,
+//! EfficientNet-Lite0 exported by `torch.onnx.export(..., opset_version=17)`, tools/export_onnx_models.py), within
+//! 1e-5. The exported files keep their weights as external data, which this test rebuilds from the same source as
+//! the safetensors-path model (the synthetic formula, or the bundled weights): initializer names are state-dict keys.
+
+mod common;
+
+use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
+use gradcam::graph::Source;
+use gradcam::models::Weights;
+use gradcam::onnx::proto::ModelProto;
+use gradcam::{Arch, Model};
+use prost::Message;
+use std::path::PathBuf;
+
+/// Copies `fixtures/onnx/exported/<name>.onnx` to a temporary directory and writes its external weights file from
+/// the constants of `reference`.
+fn materialize(name: &str, reference: &Model) -> PathBuf {
+    let src = common::fixture(&format!("onnx/exported/{name}.onnx"));
+    let bytes = std::fs::read(&src).unwrap();
+    let proto = ModelProto::decode(bytes.as_slice()).unwrap();
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("gradcam-onnx-{}-{name}-{k}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut weights = Vec::<u8>::new();
+    let mut location = String::new();
+    for t in proto.graph.as_ref().unwrap().initializer.iter().filter(|t| t.data_location == 1) {
+        let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone()).unwrap();
+        location = get("location");
+        let (offset, length): (usize, usize) = (get("offset").parse().unwrap(), get("length").parse().unwrap());
+        let id = reference.graph.find(&t.name).unwrap_or_else(|_| panic!("{name}: no weight '{}'", t.name));
+        let Source::Constant(c) = &reference.graph.value(id).source else { panic!("{} is not a constant", t.name) };
+        let data: Vec<u8> = c.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(data.len(), length, "{}", t.name);
+        if weights.len() < offset + length {
+            weights.resize(offset + length, 0);
+        }
+        weights[offset..offset + length].copy_from_slice(&data);
+    }
+    std::fs::write(dir.join(&location), weights).unwrap();
+    let path = dir.join(format!("{name}.onnx"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn gradcam(layer: &str) -> Request {
+    Request {
+        layers: vec![layer.to_string()],
+        classes: ClassChoice::Classes(vec![285, 967]),
+        methods: vec![Method::Cam(CamMethod::GradCam), Method::Saliency],
+        counterfactual: false,
+    }
+}
+
+fn compare(name: &str, reference: Model, reference_layer: &str, onnx_layer: &str) {
+    let path = materialize(name, &reference);
+    let onnx = Model::from_onnx(&path).unwrap();
+    let x = common::npy_f32("models/inputs/chelsea.npy");
+    let a = explain(&reference, x.clone(), &gradcam(reference_layer)).unwrap().remove(0);
+    let b = explain(&onnx, x, &gradcam(onnx_layer)).unwrap().remove(0);
+    for (p, q) in a.predictions.iter().zip(&b.predictions) {
+        assert_eq!(p.class, q.class, "{name}: predictions differ");
+        assert!((p.logit - q.logit).abs() <= 1e-5 * p.logit.abs().max(1.0), "{name}: logit {} vs {}", p.logit, q.logit);
+    }
+    for (e, f) in a.explanations.iter().zip(&b.explanations) {
+        let d = e.cam.iter().zip(f.cam.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d <= 1e-5, "{name} {} class {}: maps differ by {d:.2e}", e.method.name(), e.class);
+        let scale = e.raw[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let r = e.raw[0].iter().zip(f.raw[0].iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        assert!(r <= 1e-5, "{name} {} class {}: raw maps differ by {r:.2e} (relative)", e.method.name(), e.class);
+    }
+}
+
+#[test]
+fn resnet18_onnx_equals_safetensors() {
+    let m = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    compare("resnet18", m, "layer4", "/layer4/layer4.1/relu_1/Relu_output_0");
+}
+
+#[test]
+fn mobilenet_v2_onnx_equals_safetensors() {
+    let m = Model::build(Arch::MobilenetV2, Weights::synthetic(), [224, 224], 1000).unwrap();
+    compare("mobilenet_v2", m, "features.18", "/features/features.18/features.18.2/Clip_output_0");
+}
+
+#[test]
+fn efficientnet_lite0_onnx_equals_bundled() {
+    compare("efficientnet_lite0", Model::bundled().unwrap(), "head_act", "/_swish_1/Clip_output_0");
+}
+
+#[test]
+fn default_layer_of_an_onnx_export_is_the_last_spatial_activation() {
+    let m = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    let onnx = Model::from_onnx(&materialize("resnet18", &m)).unwrap();
+    assert_eq!(
+        gradcam::cam::default_layer(&onnx.graph, &onnx.logits).unwrap(),
+        "/layer4/layer4.1/relu_1/Relu_output_0"
+    );
+}
