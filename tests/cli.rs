@@ -164,3 +164,63 @@ fn npy_input_is_accepted() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["predictions"][0]["class"], 967);
 }
+
+#[test]
+fn infer_runs_an_onnx_model_on_npy_inputs() {
+    let dir = out_dir("infer");
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = ndarray::Array4::<f32>::from_shape_fn((1, 3, 224, 224), |(_, c, y, x)| {
+        ((c * 7 + y * 3 + x) % 17) as f32 / 17.0
+    });
+    let input = dir.join("x.npy");
+    ndarray_npy::write_npy(&input, &x).unwrap();
+    let model = common::fixture("onnx/light/light_squeezenet.onnx");
+    let o = gradcam(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = &v["outputs"][0];
+    assert_eq!(out["shape"], serde_json::json!([1, 1000, 1, 1]));
+    let saved: ndarray::ArrayD<f32> = ndarray_npy::read_npy(out["npy"].as_str().unwrap()).unwrap();
+    assert_eq!(saved.shape(), &[1, 1000, 1, 1]);
+    let top5 = v["top5"].as_array().unwrap();
+    assert_eq!(top5.len(), 5);
+    assert!(top5[0]["prob"].as_f64().unwrap() >= top5[4]["prob"].as_f64().unwrap());
+
+    // Wrong number of inputs is one clear line.
+    let o = gradcam(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("takes 1 inputs"));
+}
+
+#[test]
+fn explain_and_layers_accept_onnx_models() {
+    let dir = out_dir("onnx");
+    let model = common::fixture("onnx/light/light_resnet50.onnx");
+    let o = gradcam(&["layers", "--model", model.to_str().unwrap()]);
+    assert!(o.status.success());
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(s.lines().any(|l| l.contains("[1, 2048, 7, 7]") && l.ends_with("default")), "{s}");
+    let o =
+        gradcam(&["explain", &cat(), "--model", model.to_str().unwrap(), "--json", "--out-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["layer"].as_str().is_some());
+    assert!(PathBuf::from(v["explanations"][0]["overlay"].as_str().unwrap()).exists());
+}

@@ -6,8 +6,9 @@ use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 
-/// Most elements a single tensor may claim (1 Gi elements, 4 GiB of f32): anything larger is a corrupt file.
-pub const MAX_ELEMENTS: usize = 1 << 30;
+/// Most elements a single tensor may claim (256 Mi elements, 1 GiB of f32; the largest layer of VGG-16 has 103 M):
+/// anything larger is taken for a corrupt file.
+pub const MAX_ELEMENTS: usize = 1 << 28;
 
 /// A constant: floats (computed in f32) or integers (shapes, indices).
 #[derive(Clone, Debug, PartialEq)]
@@ -147,5 +148,57 @@ pub fn decode(t: &TensorProto, dir: Option<&Path>, origin: &str) -> Result<Const
         dtype::INT8 if have_raw => ints(raw.iter().map(|&b| b as i8 as i64).collect()),
         dtype::UINT8 | dtype::BOOL if have_raw => ints(raw.iter().map(|&b| b as i64).collect()),
         _ => ints(t.int32_data.iter().map(|&v| v as i64).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_storage_form_decodes() {
+        let typed =
+            TensorProto { dims: vec![2], data_type: dtype::FLOAT, float_data: vec![1.5, -2.0], ..Default::default() };
+        assert_eq!(
+            decode(&typed, None, "t").unwrap(),
+            Const::F(ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.5, -2.0]).unwrap())
+        );
+        let raw = TensorProto {
+            dims: vec![2],
+            data_type: dtype::FLOAT16,
+            raw_data: [f16::from_f32(0.5).to_le_bytes(), f16::from_f32(-3.0).to_le_bytes()].concat(),
+            ..Default::default()
+        };
+        assert_eq!(decode(&raw, None, "t").unwrap().to_f32().iter().copied().collect::<Vec<_>>(), vec![0.5, -3.0]);
+        let ints =
+            TensorProto { dims: vec![3], data_type: dtype::INT64, int64_data: vec![1, -1, 7], ..Default::default() };
+        assert_eq!(decode(&ints, None, "t").unwrap().to_i64s().unwrap(), vec![1, -1, 7]);
+        let doubles =
+            TensorProto { dims: vec![], data_type: dtype::DOUBLE, double_data: vec![0.25], ..Default::default() };
+        assert_eq!(decode(&doubles, None, "t").unwrap().to_f32()[[]], 0.25);
+        let strings = TensorProto { dims: vec![1], data_type: 8, ..Default::default() };
+        assert!(decode(&strings, None, "t").is_err());
+    }
+
+    #[test]
+    fn external_data_reads_the_given_range() {
+        let dir = std::env::temp_dir().join(format!("gradcam-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes: Vec<u8> = [9.0f32, 1.0, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join("w.bin"), &bytes).unwrap();
+        let entry = |k: &str, v: &str| super::super::proto::StringStringEntryProto { key: k.into(), value: v.into() };
+        let t = TensorProto {
+            dims: vec![2],
+            data_type: dtype::FLOAT,
+            data_location: 1,
+            external_data: vec![entry("location", "w.bin"), entry("offset", "4"), entry("length", "8")],
+            ..Default::default()
+        };
+        assert_eq!(decode(&t, Some(&dir), "t").unwrap().to_f32().iter().copied().collect::<Vec<_>>(), vec![1.0, 2.0]);
+        let beyond = TensorProto {
+            external_data: vec![entry("location", "w.bin"), entry("offset", "8"), entry("length", "8")],
+            ..t
+        };
+        assert!(decode(&beyond, Some(&dir), "t").unwrap_err().to_string().contains("exceeds"));
     }
 }

@@ -270,7 +270,7 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
                 let out = usize_list(im, n, &out, "output_shape")?;
                 let out = &out[out.len().saturating_sub(2)..];
                 for axis in 0..2 {
-                    let full = (xs[2 + axis] - 1) * win.strides[axis]
+                    let full = xs[2 + axis].saturating_sub(1) * win.strides[axis]
                         + win.dilations[axis] * (ws[2 + axis] - 1)
                         + 1
                         + out_pad[axis];
@@ -581,7 +581,10 @@ const EXACT_INT: i64 = 1 << 24;
 
 /// Imports one node.
 pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
-    let out = n.output.first().cloned().unwrap_or_default();
+    let out = match n.output.first() {
+        Some(o) if !o.is_empty() => o.clone(),
+        _ => return Err(im.err(format!("node '{}' ({}) has no output", n.name, n.op_type))),
+    };
     if let Some(c) = fold_special(im, n)? {
         im.vals.insert(out, Val::Const(c));
         return Ok(());

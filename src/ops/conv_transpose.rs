@@ -39,6 +39,9 @@ impl ConvTranspose {
                 shapes,
             ));
         }
+        if x[2] == 0 || x[3] == 0 || w[2] == 0 || w[3] == 0 {
+            return Err(OpError::shape("empty input or kernel", shapes));
+        }
         let out = |len: usize, axis: usize| -> Option<usize> {
             let full = (len - 1) * self.strides[axis]
                 + self.dilations[axis] * (w[2 + axis] - 1)

@@ -43,9 +43,12 @@ pub struct Resize {
     pub scales: Option<[f64; 2]>,
 }
 
+/// For every output index along one axis, the input indices it reads and their weights.
+type Taps = Vec<Vec<(usize, f64)>>;
+
 impl Resize {
     /// Source taps `(index, weight)` of every output index along one axis.
-    fn taps(&self, input: usize, output: usize, scale: f64) -> Vec<Vec<(usize, f64)>> {
+    fn taps(&self, input: usize, output: usize, scale: f64) -> Taps {
         (0..output)
             .map(|o| {
                 let x = o as f64;
@@ -96,7 +99,7 @@ impl Resize {
             .collect()
     }
 
-    fn tables(&self, h: usize, w: usize) -> (Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, f64)>>) {
+    fn tables(&self, h: usize, w: usize) -> (Taps, Taps) {
         let [sh, sw] = self.scales.unwrap_or([self.out_h as f64 / h as f64, self.out_w as f64 / w as f64]);
         (self.taps(h, self.out_h, sh), self.taps(w, self.out_w, sw))
     }
