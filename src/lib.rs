@@ -7,6 +7,7 @@
 //! - [`ops`]: every operator as one file with its shape rule, forward, vector-Jacobian product and tests.
 //! - Compute kernels (GEMM, im2col convolution, depthwise, pooling) live in the `gradcam-kernels` crate.
 
+pub mod attack;
 pub mod cam;
 pub mod error;
 pub mod graph;

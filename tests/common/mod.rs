@@ -115,3 +115,16 @@ pub fn one_hot<T: Element>(classes: usize, class: usize) -> Tensor<T> {
     t[[0, class]] = T::one();
     t
 }
+
+/// The test photos side by side, cat left and espresso right, each squeezed to `side × side`.
+pub fn cat_and_espresso(side: u32) -> image::RgbImage {
+    use gradcam::input::decode_image;
+    let cat = decode_image(&fixture("images/chelsea.png")).unwrap();
+    let cup = decode_image(&fixture("images/coffee.png")).unwrap();
+    let cat = image::imageops::resize(&cat, side, side, image::imageops::FilterType::Triangle);
+    let cup = image::imageops::resize(&cup, side, side, image::imageops::FilterType::Triangle);
+    let mut composite = image::RgbImage::new(2 * side, side);
+    image::imageops::replace(&mut composite, &cat, 0, 0);
+    image::imageops::replace(&mut composite, &cup, side as i64, 0);
+    composite
+}
