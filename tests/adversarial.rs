@@ -45,7 +45,8 @@ fn explanations_survive_a_targeted_attack_to_airliner() {
     assert!(adv.success && last.top1 == AIRLINER, "attack failed after {} steps: {last:?}", adv.steps);
     assert!(last.target_prob.unwrap() > 0.99, "airliner only at {:?}", last.target_prob);
     assert!(adv.linf <= 8.0 / 255.0 + 1e-6);
-    let report = compare_cams(&model, &clean, &adv.pixels, &[EGYPTIAN_CAT, ESPRESSO], Method::Cam(CamMethod::GradCam)).unwrap();
+    let report =
+        compare_cams(&model, &clean, &adv.pixels, &[EGYPTIAN_CAT, ESPRESSO], Method::Cam(CamMethod::GradCam)).unwrap();
     let (cat, cup) = (&report[0], &report[1]);
     eprintln!(
         "airliner p = {:.4} after {} steps, L∞ = {:.4}, L2 = {:.3}; cat: pearson {:.3} spearman {:.3} IoU {:.3}; espresso: pearson {:.3} spearman {:.3} IoU {:.3}",
@@ -89,7 +90,11 @@ fn fgsm_direction_matches_pytorch() {
         }
         assert!(checked > 10_000, "only {checked} pixels compared");
         let rate = agree as f64 / checked as f64;
-        assert!(rate >= required, "threshold {threshold}: {} of {checked} FGSM steps disagree with PyTorch", checked - agree);
+        assert!(
+            rate >= required,
+            "threshold {threshold}: {} of {checked} FGSM steps disagree with PyTorch",
+            checked - agree
+        );
     }
 }
 
@@ -100,7 +105,8 @@ fn untargeted_pgd_stays_in_bounds_and_lowers_the_true_class() {
     let pixels = common::npy_f32("attack/chelsea_pixels.npy");
     for norm in [Norm::Linf, Norm::L2] {
         let eps = if norm == Norm::Linf { 2.0 / 255.0 } else { 0.5 };
-        let cfg = AttackConfig { eps, norm, steps: 6, step_size: eps / 8.0, early_stop: false, ..AttackConfig::pgd(eps, 6) };
+        let cfg =
+            AttackConfig { eps, norm, steps: 6, step_size: eps / 8.0, early_stop: false, ..AttackConfig::pgd(eps, 6) };
         let r = pgd(&model, &pixels, EGYPTIAN_CAT, &cfg).unwrap();
         assert!(r.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
         match norm {
@@ -129,10 +135,17 @@ fn minimal_epsilon_is_found_by_bisection() {
     let model = Model::bundled().unwrap();
     let pixels = common::npy_f32("attack/chelsea_pixels.npy");
     let cfg = AttackConfig { early_stop: true, ..AttackConfig::pgd(4.0 / 255.0, 5) };
-    let (eps, adv) = min_epsilon(&model, &pixels, EGYPTIAN_CAT, &cfg, 4.0 / 255.0, 0.1 / 255.0).unwrap().expect("succeeds at 4/255");
+    let (eps, adv) =
+        min_epsilon(&model, &pixels, EGYPTIAN_CAT, &cfg, 4.0 / 255.0, 0.1 / 255.0).unwrap().expect("succeeds at 4/255");
     assert!(adv.success && adv.linf <= eps + 1e-6);
     // Just below the minimum the attack fails.
-    let below = pgd(&model, &pixels, EGYPTIAN_CAT, &AttackConfig { eps: eps - 0.1 / 255.0, step_size: (eps - 0.1 / 255.0) * 0.5, ..cfg }).unwrap();
+    let below = pgd(
+        &model,
+        &pixels,
+        EGYPTIAN_CAT,
+        &AttackConfig { eps: eps - 0.1 / 255.0, step_size: (eps - 0.1 / 255.0) * 0.5, ..cfg },
+    )
+    .unwrap();
     assert!(!below.success, "succeeded below the minimal ε {eps}");
 }
 

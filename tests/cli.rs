@@ -224,3 +224,49 @@ fn explain_and_layers_accept_onnx_models() {
     assert!(v["layer"].as_str().is_some());
     assert!(PathBuf::from(v["explanations"][0]["overlay"].as_str().unwrap()).exists());
 }
+
+#[test]
+fn attack_json_contract_and_files() {
+    let dir = out_dir("attack");
+    let o = gradcam(&[
+        "attack",
+        &cat(),
+        "--attack",
+        "pgd",
+        "--eps",
+        "4/255",
+        "--steps",
+        "3",
+        "--seed",
+        "1",
+        "--random-start",
+        "--json",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["top1", "label", "prob"] {
+        assert!(!v["clean"][key].is_null() && !v["adversarial"][key].is_null(), "{key}");
+    }
+    assert_eq!(v["clean"]["top1"], 285);
+    assert!(PathBuf::from(v["adversarial"]["png"].as_str().unwrap()).exists());
+    let npy: ndarray::ArrayD<f32> = ndarray_npy::read_npy(v["adversarial"]["npy"].as_str().unwrap()).unwrap();
+    assert_eq!(npy.shape(), &[1, 3, 224, 224]);
+    assert!(v["linf"].as_f64().unwrap() <= 4.0 / 255.0 + 1e-6);
+    assert!(v["l2"].as_f64().unwrap() > 0.0);
+    let cams = v["cam"].as_array().unwrap();
+    assert!(!cams.is_empty());
+    for key in ["class", "clean_peak", "adv_peak", "pearson", "spearman", "iou_top15"] {
+        assert!(!cams[0][key].is_null(), "cam field {key}");
+    }
+    // The adversarial image explains like any other input.
+    let o =
+        gradcam(&["explain", v["adversarial"]["npy"].as_str().unwrap(), "--json", "--out-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["predictions"][0]["class"], v["adversarial"]["top1"]);
+
+    let o = gradcam(&["attack", &cat(), "--eps", "-1", "--out-dir", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+}

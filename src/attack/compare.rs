@@ -87,15 +87,27 @@ pub fn iou_top(a: &[f32], b: &[f32], fraction: f32) -> f32 {
 }
 
 /// Explains `classes` on both images with `method` (default layer) and compares the maps.
-pub fn compare_cams(model: &Model, clean: &Tensor<f32>, adv: &Tensor<f32>, classes: &[usize], method: Method) -> Result<Vec<CamComparison>> {
-    let request = Request { layers: Vec::new(), classes: ClassChoice::Classes(classes.to_vec()), methods: vec![method], counterfactual: false };
+pub fn compare_cams(
+    model: &Model,
+    clean: &Tensor<f32>,
+    adv: &Tensor<f32>,
+    classes: &[usize],
+    method: Method,
+) -> Result<Vec<CamComparison>> {
+    let request = Request {
+        layers: Vec::new(),
+        classes: ClassChoice::Classes(classes.to_vec()),
+        methods: vec![method],
+        counterfactual: false,
+    };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);
     Ok(a.explanations
         .into_iter()
         .zip(b.explanations)
         .map(|(e, f)| {
-            let (x, y) = (e.cam.as_slice().expect("contiguous").to_vec(), f.cam.as_slice().expect("contiguous").to_vec());
+            let (x, y) =
+                (e.cam.as_slice().expect("contiguous").to_vec(), f.cam.as_slice().expect("contiguous").to_vec());
             CamComparison {
                 class: e.class,
                 label: e.label.clone(),

@@ -95,7 +95,12 @@ fn softmax(row: &[f32]) -> Vec<f32> {
 
 /// Probabilities and the gradient, w.r.t. the pixels, of the attack objective: `CE(true)` (untargeted, to ascend)
 /// or `−CE(target)` (targeted).
-fn objective_gradient(model: &Model, pixels: &Tensor<f32>, true_class: usize, target: Option<usize>) -> Result<(Vec<f32>, Tensor<f32>)> {
+fn objective_gradient(
+    model: &Model,
+    pixels: &Tensor<f32>,
+    true_class: usize,
+    target: Option<usize>,
+) -> Result<(Vec<f32>, Tensor<f32>)> {
     let g = &model.graph;
     let plan = g.plan(&[&model.logits], &[&model.input], &[])?;
     let x = model.normalization.apply(pixels);
@@ -136,12 +141,36 @@ fn goal_met(r: &StepRecord, cfg: &AttackConfig, true_class: usize) -> bool {
 /// The sign of the pixel gradient of `CE(class)`: FGSM's (untargeted) direction.
 pub fn fgsm_direction(model: &Model, pixels: &Tensor<f32>, class: usize) -> Result<Tensor<f32>> {
     let (_, g) = objective_gradient(model, pixels, class, None)?;
-    Ok(g.mapv(|v| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { 0.0 }))
+    Ok(g.mapv(|v| {
+        if v > 0.0 {
+            1.0
+        } else if v < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    }))
 }
 
 /// Fast gradient sign method: one L∞ step of size ε (towards `target` when given, else away from `true_class`).
-pub fn fgsm(model: &Model, pixels: &Tensor<f32>, true_class: usize, target: Option<usize>, eps: f32) -> Result<AttackResult> {
-    let cfg = AttackConfig { eps, norm: Norm::Linf, steps: 1, step_size: eps, target, random_start: false, seed: 0, early_stop: false, min_confidence: 0.0 };
+pub fn fgsm(
+    model: &Model,
+    pixels: &Tensor<f32>,
+    true_class: usize,
+    target: Option<usize>,
+    eps: f32,
+) -> Result<AttackResult> {
+    let cfg = AttackConfig {
+        eps,
+        norm: Norm::Linf,
+        steps: 1,
+        step_size: eps,
+        target,
+        random_start: false,
+        seed: 0,
+        early_stop: false,
+        min_confidence: 0.0,
+    };
     pgd(model, pixels, true_class, &cfg)
 }
 
@@ -153,7 +182,10 @@ fn validate(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &Attack
         }
     }
     if !(cfg.eps.is_finite() && cfg.eps >= 0.0 && cfg.step_size.is_finite() && cfg.step_size >= 0.0) {
-        return Err(Error::BadRequest(format!("eps ({}) and step size ({}) must be finite and ≥ 0", cfg.eps, cfg.step_size)));
+        return Err(Error::BadRequest(format!(
+            "eps ({}) and step size ({}) must be finite and ≥ 0",
+            cfg.eps, cfg.step_size
+        )));
     }
     if pixels.ndim() != 4 || pixels.shape()[0] != 1 {
         return Err(Error::BadRequest(format!("attacks take one image [1, 3, H, W], got {:?}", pixels.shape())));
@@ -210,7 +242,14 @@ pub fn pgd(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &AttackC
         }
         match cfg.norm {
             Norm::Linf => Zip::from(&mut delta).and(&g).for_each(|d, &gv| {
-                *d += cfg.step_size * if gv > 0.0 { 1.0 } else if gv < 0.0 { -1.0 } else { 0.0 }
+                *d += cfg.step_size
+                    * if gv > 0.0 {
+                        1.0
+                    } else if gv < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    }
             }),
             Norm::L2 => {
                 let n = l2(&g);

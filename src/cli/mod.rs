@@ -8,6 +8,7 @@ macro_rules! say {
     }};
 }
 
+mod attack;
 mod explain;
 mod infer;
 mod layers;
@@ -31,6 +32,8 @@ pub enum Command {
     Layers(layers::LayersArgs),
     /// Run an ONNX model on .npy inputs and write every output as .npy.
     Infer(infer::InferArgs),
+    /// Attack an input (FGSM / PGD) and compare its explanations before and after.
+    Attack(attack::AttackArgs),
 }
 
 /// Which model to use.
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(a) => explain::run(a),
         Command::Layers(a) => layers::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Attack(a) => attack::run(a),
     }
 }
