@@ -60,6 +60,19 @@ pub fn expect_rank(shape: &[usize], rank: usize, what: &str, all: &[&[usize]]) -
     Ok(())
 }
 
+/// `t`'s elements in row-major order under a new shape (the forward and backward of every view-like op).
+pub fn reshaped<T: Element>(t: &Tensor<T>, shape: &[usize]) -> Result<Tensor<T>, OpError> {
+    t.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).map_err(|e| OpError::Invalid(e.to_string()))
+}
+
+/// Softmax of one row of scores, accumulated in f64 (probabilities for reports and attack objectives).
+pub fn softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| (v / s) as f32).collect()
+}
+
 /// A contiguous, row-major view of `t`'s data (copies only if `t` is not already standard layout).
 pub fn contiguous<T: Element>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
     match t.as_slice() {

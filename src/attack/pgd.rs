@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::tensor::Tensor;
+use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Axis, IxDyn, Zip};
 
 /// The norm bounding the perturbation.
@@ -86,13 +86,6 @@ impl Rng {
     }
 }
 
-fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| (v / s) as f32).collect()
-}
-
 /// Probabilities and the gradient, w.r.t. the pixels, of the attack objective: `CE(true)` (untargeted, to ascend)
 /// or `−CE(target)` (targeted).
 fn objective_gradient(
@@ -107,7 +100,7 @@ fn objective_gradient(
     let acts = g.forward(&plan, vec![(&model.input, x)])?;
     let logits = acts.get(&model.logits)?;
     let row: Vec<f32> = logits.iter().copied().collect();
-    let p = softmax(&row);
+    let p = softmax_row(&row);
     // ∂CE(c)/∂logits = softmax − onehot(c).
     let (class, sign) = match target {
         Some(t) => (t, -1.0),

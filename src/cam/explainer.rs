@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::graph::BackwardOptions;
 use crate::models::Model;
 use crate::ops::ReluRule;
-use crate::tensor::Tensor;
+use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix3, IxDyn};
 
 /// Which classes to explain.
@@ -75,13 +75,6 @@ pub struct ImageResult {
     pub explanations: Vec<Explanation>,
 }
 
-fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| (v / s) as f32).collect()
-}
-
 fn ranking(row: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
@@ -134,7 +127,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     let mut results: Vec<ImageResult> = rows
         .iter()
         .map(|row| {
-            let p = softmax(row);
+            let p = softmax_row(row);
             let predictions = ranking(row)
                 .into_iter()
                 .take(5)

@@ -110,11 +110,9 @@ fn top1(model: &gradcam::Model, pixels: &Tensor<f32>) -> anyhow::Result<(usize, 
     let plan = model.graph.inference_plan(&[&model.logits])?;
     let acts = model.graph.forward(&plan, vec![(&model.input, model.normalization.apply(pixels))])?;
     let row: Vec<f32> = acts.get(&model.logits)?.iter().copied().collect();
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-    let s: f32 = e.iter().sum();
+    let p = gradcam::tensor::softmax_row(&row);
     let c = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
-    Ok((c, e[c] / s))
+    Ok((c, p[c]))
 }
 
 pub fn run(args: AttackArgs) -> anyhow::Result<()> {

@@ -68,14 +68,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             let scores: Vec<f32> = t.iter().copied().collect();
             let is_prob =
                 scores.iter().all(|&v| (0.0..=1.0).contains(&v)) && (scores.iter().sum::<f32>() - 1.0).abs() < 1e-3;
-            let probs: Vec<f32> = if is_prob {
-                scores.clone()
-            } else {
-                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = scores.iter().map(|v| (v - max).exp()).collect();
-                let s: f32 = e.iter().sum();
-                e.iter().map(|v| v / s).collect()
-            };
+            let probs: Vec<f32> = if is_prob { scores.clone() } else { gradcam::tensor::softmax_row(&scores) };
             let labels = (scores.len() == 1000).then(imagenet_labels);
             let mut idx: Vec<usize> = (0..scores.len()).collect();
             idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));

@@ -91,6 +91,19 @@ impl Conv {
     }
 }
 
+/// What a convolution-like op's backward reads: the data gradient reads the weight, the weight gradient reads the
+/// input, the bias gradient neither.
+pub(crate) fn conv_saves(wanted: &[bool]) -> Saves {
+    let mut inputs = vec![wanted.get(1).copied().unwrap_or(false), wanted.first().copied().unwrap_or(false)];
+    inputs.resize(wanted.len(), false);
+    Saves { inputs, outputs: false }
+}
+
+/// The gradient of a per-channel bias of an NCHW output.
+pub(crate) fn bias_gradient<T: Element>(grad: &Tensor<T>) -> Tensor<T> {
+    grad.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0))
+}
+
 impl<T: Element> Op<T> for Conv {
     fn op_type(&self) -> &'static str {
         "Conv"
@@ -118,10 +131,7 @@ impl<T: Element> Op<T> for Conv {
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
-        // Data gradient reads the weight; weight gradient reads the input; bias gradient reads neither.
-        let mut inputs = vec![wanted.get(1).copied().unwrap_or(false), wanted.first().copied().unwrap_or(false)];
-        inputs.resize(wanted.len(), false);
-        Saves { inputs, outputs: false }
+        conv_saves(wanted)
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
@@ -139,8 +149,7 @@ impl<T: Element> Op<T> for Conv {
             grads[1] = Some(dw);
         }
         if cx.wants(2) {
-            let gy = cx.grad()?;
-            grads[2] = Some(gy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
+            grads[2] = Some(bias_gradient(cx.grad()?));
         }
         Ok(grads)
     }

@@ -112,9 +112,7 @@ impl<T: Element> Op<T> for ConvTranspose {
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
-        let mut inputs = vec![wanted.get(1).copied().unwrap_or(false), wanted.first().copied().unwrap_or(false)];
-        inputs.resize(wanted.len(), false);
-        Saves { inputs, outputs: false }
+        super::conv::conv_saves(wanted)
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
@@ -133,7 +131,7 @@ impl<T: Element> Op<T> for ConvTranspose {
             grads[1] = Some(dw);
         }
         if cx.wants(2) {
-            grads[2] = Some(cx.grad()?.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
+            grads[2] = Some(super::conv::bias_gradient(cx.grad()?));
         }
         Ok(grads)
     }

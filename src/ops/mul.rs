@@ -39,26 +39,10 @@ impl<T: Element> Op<T> for Mul {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{check_vjp, Rng};
+    use crate::ops::testing::check_broadcasting_binary;
 
     #[test]
-    fn vjp_matches_finite_differences_with_broadcasting() {
-        let mut rng = Rng::new(21);
-        for (a, b) in [
-            (vec![2, 3, 4], vec![2, 3, 4]),
-            (vec![2, 3, 4], vec![3, 1]),
-            (vec![1, 4], vec![2, 3, 1]),
-            (vec![], vec![2, 2]),
-        ] {
-            let x = rng.tensor(&a, -1.0, 1.0);
-            let y = rng.tensor(&b, -1.0, 1.0);
-            check_vjp(&Mul, &[x, y], &[true, true], 5);
-        }
-    }
-
-    #[test]
-    fn incompatible_shapes_are_an_error_naming_them() {
-        let err = Op::<f32>::output_shapes(&Mul, &[&[2, 3], &[4, 3]]).unwrap_err().to_string();
-        assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{err}");
+    fn vjp_and_shape_errors() {
+        check_broadcasting_binary(&Mul, -1.0, 1.0, 5);
     }
 }

@@ -94,3 +94,18 @@ pub fn check_vjp(op: &dyn Op<f64>, inputs: &[Tensor<f64>], check: &[bool], seed:
         }
     }
 }
+
+/// The checks every numpy-broadcasting binary op gets: VJP against finite differences on equal, broadcast and scalar
+/// shapes, and a typed error naming both shapes when they cannot be broadcast.
+pub fn check_broadcasting_binary(op: &dyn Op<f64>, lo: f64, hi: f64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (a, b) in
+        [(vec![2, 3, 4], vec![2, 3, 4]), (vec![2, 3, 4], vec![3, 1]), (vec![1, 4], vec![2, 3, 1]), (vec![], vec![2, 2])]
+    {
+        let x = rng.tensor(&a, lo, hi);
+        let y = rng.tensor(&b, lo, hi);
+        check_vjp(op, &[x, y], &[true, true], seed);
+    }
+    let err = op.output_shapes(&[&[2, 3], &[4, 3]]).unwrap_err().to_string();
+    assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{}: {err}", op.op_type());
+}

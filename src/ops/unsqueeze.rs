@@ -2,9 +2,8 @@
 
 use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
-use crate::tensor::{normalize_axis, Tensor};
+use crate::tensor::{normalize_axis, reshaped, Tensor};
 use crate::Element;
-use ndarray::IxDyn;
 
 /// Inserts size-1 axes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,8 +30,7 @@ impl<T: Element> Op<T> for Unsqueeze {
 
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         let shape = Op::<T>::output_shapes(self, &[inputs[0].shape()])?.remove(0);
-        let y = inputs[0].as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape));
-        Ok(Outputs::one(y.map_err(|e| OpError::Invalid(e.to_string()))?))
+        Ok(Outputs::one(reshaped(inputs[0], &shape)?))
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
@@ -40,8 +38,7 @@ impl<T: Element> Op<T> for Unsqueeze {
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
-        let g = cx.grad()?.as_standard_layout().into_owned();
-        Ok(vec![Some(g.into_shape_with_order(IxDyn(cx.input_shapes[0])).map_err(|e| OpError::Invalid(e.to_string()))?)])
+        Ok(vec![Some(reshaped(cx.grad()?, cx.input_shapes[0])?)])
     }
 }
 
