@@ -7,6 +7,10 @@ use crate::tensor::Tensor;
 use crate::Element;
 use std::collections::HashMap;
 
+/// Largest number of elements a value may have (8 GiB of f32): a bound that turns absurd shapes from corrupt
+/// files into errors instead of allocations or overflows.
+pub const MAX_VALUE_ELEMENTS: usize = 1 << 31;
+
 /// Builds a [`Graph`] node by node, inferring shapes as it goes so that a wrong shape is reported at the node that
 /// introduces it.
 ///
@@ -91,6 +95,12 @@ impl<T: Element> GraphBuilder<T> {
             op: op.op_type(),
             source,
         })?;
+        for shape in &out_shapes {
+            if shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > MAX_VALUE_ELEMENTS) {
+                let why = format!("output shape {shape:?} exceeds {MAX_VALUE_ELEMENTS} elements");
+                return Err(Error::Op { node: name.to_string(), op: op.op_type(), source: crate::OpError::Invalid(why) });
+            }
+        }
         if out_shapes.len() != outputs.len() {
             return Err(Error::Op {
                 node: name.to_string(),

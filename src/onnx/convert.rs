@@ -628,7 +628,11 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         let refs: Vec<&ArrayD<f32>> = floats.iter().collect();
         let shapes: Vec<&[usize]> = refs.iter().map(|t| t.shape()).collect();
         let wrap = |source| Error::Op { node: n.name.clone(), op: op.op_type(), source };
-        op.output_shapes(&shapes).map_err(wrap)?;
+        for s in op.output_shapes(&shapes).map_err(wrap)? {
+            if s.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|c| c > MAX_ELEMENTS) {
+                return Err(im.err(format!("node '{}': folding would make a constant of shape {s:?}", n.name)));
+            }
+        }
         let values = op.forward(&refs).map_err(wrap)?.values;
         for (name, v) in outputs.iter().zip(values) {
             let c = if all_int {

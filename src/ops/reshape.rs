@@ -33,14 +33,17 @@ impl Reshape {
                 _ => return Err(OpError::attribute("shape", format!("{:?} has an invalid entry {d}", self.shape))),
             }
         }
-        let known: usize = out.iter().product();
+        let known = out
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| OpError::attribute("shape", format!("{:?} overflows", self.shape)))?;
         if let Some(i) = infer {
             if known == 0 || !total.is_multiple_of(known) {
                 return Err(OpError::shape(format!("cannot infer -1 in {:?}", self.shape), inputs));
             }
             out[i] = total / known;
         }
-        if out.iter().product::<usize>() != total {
+        if out.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) != Some(total) {
             return Err(OpError::shape(format!("cannot reshape {total} elements to {:?}", self.shape), inputs));
         }
         Ok(out)
@@ -86,5 +89,7 @@ mod tests {
         assert_eq!(Op::<f32>::output_shapes(&r, &[&[3, 4, 5]]).unwrap(), vec![vec![3, 2, 10]]);
         assert!(Op::<f32>::output_shapes(&Reshape { shape: vec![7, -1] }, &[&[3, 4]]).is_err());
         assert!(Op::<f32>::output_shapes(&Reshape { shape: vec![-1, -1] }, &[&[3, 4]]).is_err());
+        // Found by fuzzing: a product that overflows is an error, not a panic.
+        assert!(Op::<f32>::output_shapes(&Reshape { shape: vec![1 << 40, 1 << 40, 0] }, &[&[3, 4]]).is_err());
     }
 }
