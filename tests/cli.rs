@@ -270,3 +270,16 @@ fn attack_json_contract_and_files() {
     let o = gradcam(&["attack", &cat(), "--eps", "-1", "--out-dir", dir.to_str().unwrap()]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn nan_input_is_a_clear_error() {
+    let dir = out_dir("nan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x = ndarray::Array4::<f32>::zeros((1, 3, 224, 224));
+    x[[0, 1, 10, 10]] = f32::NAN;
+    let input = dir.join("nan.npy");
+    ndarray_npy::write_npy(&input, &x).unwrap();
+    let o = gradcam(&["explain", input.to_str().unwrap(), "--out-dir", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr_line(&o).contains("non-finite"));
+}

@@ -180,6 +180,9 @@ fn validate(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &Attack
             cfg.eps, cfg.step_size
         )));
     }
+    if pixels.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { origin: "the image to attack".into(), shape: pixels.shape().to_vec() });
+    }
     if pixels.ndim() != 4 || pixels.shape()[0] != 1 {
         return Err(Error::BadRequest(format!("attacks take one image [1, 3, H, W], got {:?}", pixels.shape())));
     }

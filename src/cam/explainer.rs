@@ -89,6 +89,9 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 /// requested class (two when guided methods are asked for).
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
     let g = &model.graph;
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
+    }
     if req.methods.is_empty() {
         return Err(Error::BadRequest("no method requested".into()));
     }
