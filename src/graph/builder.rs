@@ -96,9 +96,14 @@ impl<T: Element> GraphBuilder<T> {
             source,
         })?;
         for shape in &out_shapes {
-            if shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > MAX_VALUE_ELEMENTS) {
+            if shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1))).is_none_or(|n| n > MAX_VALUE_ELEMENTS)
+            {
                 let why = format!("output shape {shape:?} exceeds {MAX_VALUE_ELEMENTS} elements");
-                return Err(Error::Op { node: name.to_string(), op: op.op_type(), source: crate::OpError::Invalid(why) });
+                return Err(Error::Op {
+                    node: name.to_string(),
+                    op: op.op_type(),
+                    source: crate::OpError::Invalid(why),
+                });
             }
         }
         if out_shapes.len() != outputs.len() {

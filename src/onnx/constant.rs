@@ -59,8 +59,9 @@ pub fn checked_shape(dims: &[i64], what: &str) -> std::result::Result<Vec<usize>
         if d < 0 {
             return Err(format!("{what} has a negative dimension {d} in {dims:?}"));
         }
+        // Zero-sized dimensions count as 1 here: the other dimensions must stay addressable all the same.
         count = count
-            .checked_mul(d as usize)
+            .checked_mul((d as usize).max(1))
             .filter(|&c| c <= MAX_ELEMENTS)
             .ok_or_else(|| format!("{what} claims shape {dims:?}, more than {MAX_ELEMENTS} elements"))?;
         shape.push(d as usize);
@@ -176,6 +177,8 @@ mod tests {
         let doubles =
             TensorProto { dims: vec![], data_type: dtype::DOUBLE, double_data: vec![0.25], ..Default::default() };
         assert_eq!(decode(&doubles, None, "t").unwrap().to_f32()[[]], 0.25);
+        // Found by fuzzing: a zero dimension beside absurd ones is still refused.
+        assert!(checked_shape(&[0, 1 << 40, 1 << 40], "t").is_err());
         let strings = TensorProto { dims: vec![1], data_type: 8, ..Default::default() };
         assert!(decode(&strings, None, "t").is_err());
     }

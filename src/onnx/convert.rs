@@ -629,7 +629,7 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         let shapes: Vec<&[usize]> = refs.iter().map(|t| t.shape()).collect();
         let wrap = |source| Error::Op { node: n.name.clone(), op: op.op_type(), source };
         for s in op.output_shapes(&shapes).map_err(wrap)? {
-            if s.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|c| c > MAX_ELEMENTS) {
+            if s.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1))).is_none_or(|c| c > MAX_ELEMENTS) {
                 return Err(im.err(format!("node '{}': folding would make a constant of shape {s:?}", n.name)));
             }
         }

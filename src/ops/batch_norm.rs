@@ -5,7 +5,8 @@ use super::{arity, Op, Outputs, Vjp};
 use crate::error::OpError;
 use crate::tensor::Tensor;
 use crate::Element;
-use ndarray::{Axis, IxDyn, Zip};
+use ndarray::{Axis, IxDyn};
+use rayon::prelude::*;
 
 /// Inference-mode batch normalization.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,12 +61,24 @@ impl<T: Element> Op<T> for BatchNormalization {
 
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         let x = inputs[0];
-        let r = x.ndim();
-        let a = self.inv_std(inputs[4], r) * &per_channel(inputs[1], r);
-        let shift = per_channel(inputs[2], r) - &(per_channel(inputs[3], r) * &a);
-        let (a, shift) =
-            (a.broadcast(x.raw_dim()).expect("per channel"), shift.broadcast(x.raw_dim()).expect("per channel"));
-        Ok(Outputs::one(Zip::from(x).and(&a).and(&shift).par_map_collect(|&x, &a, &b| x * a + b)))
+        let c = x.shape()[1];
+        let eps = T::lit(self.epsilon);
+        // y = x·a + b per channel with a = scale·(1/√(var + ε)), b = bias − mean·a (PyTorch's order of operations, so
+        // that rounding matches); one pass over contiguous planes.
+        let a: Vec<T> = (0..c).map(|k| (T::one() / (inputs[4][k] + eps).sqrt()) * inputs[1][k]).collect();
+        let b: Vec<T> = (0..c).map(|k| inputs[2][k] - inputs[3][k] * a[k]).collect();
+        let plane: usize = x.shape()[2..].iter().product();
+        let mut y = x.as_standard_layout().into_owned();
+        if plane > 0 {
+            let data = y.as_slice_mut().expect("standard layout");
+            data.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+                let (ak, bk) = (a[i % c], b[i % c]);
+                for v in p {
+                    *v = *v * ak + bk;
+                }
+            });
+        }
+        Ok(Outputs::one(y))
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
