@@ -46,7 +46,7 @@ pub fn sum_to_shape<T: Element>(grad: Tensor<T>, shape: &[usize]) -> Tensor<T> {
 /// Resolves a possibly negative axis against `rank`.
 pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
     let r = rank as i64;
-    if axis < -r || axis >= r.max(1) {
+    if axis < -r || axis >= r {
         return Err(OpError::attribute("axis", format!("{axis} is out of range for rank {rank}")));
     }
     Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
@@ -91,6 +91,14 @@ mod tests {
         assert_eq!(broadcast_shapes(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
         assert_eq!(broadcast_shapes(&[], &[5]), Some(vec![5]));
         assert_eq!(broadcast_shapes(&[2, 3], &[4, 3]), None);
+    }
+
+    #[test]
+    fn axes_must_exist() {
+        assert_eq!(normalize_axis(-1, 3).unwrap(), 2);
+        // Found by fuzzing: a rank-0 tensor has no axis 0.
+        assert!(normalize_axis(0, 0).is_err());
+        assert!(normalize_axis(3, 3).is_err() && normalize_axis(-4, 3).is_err());
     }
 
     #[test]
