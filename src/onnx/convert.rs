@@ -378,6 +378,9 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             let rank = im.shape(x, n)?.len();
             let pads = if let Some(axes) = const_ints(im, n, 3)? {
                 // Opset 18: pads for the listed axes only.
+                if pads.len() != 2 * axes.len() {
+                    return Err(im.err(format!("node '{}': {} pads for {} axes", n.name, pads.len(), axes.len())));
+                }
                 let mut full = vec![0i64; 2 * rank];
                 for (k, &ax) in axes.iter().enumerate() {
                     let ax = crate::tensor::normalize_axis(ax, rank).map_err(|e| im.err(e.to_string()))?;
