@@ -1,7 +1,7 @@
 //! One ONNX node → engine ops, or a folded constant when every input is known.
 
 use super::attrs::Attrs;
-use super::constant::{checked_shape, decode, Const, MAX_ELEMENTS};
+use super::constant::{Const, MAX_ELEMENTS};
 use super::import::{Importer, Val, SUPPORTED_OPS};
 use super::proto::NodeProto;
 use crate::error::{Error, Result};
@@ -18,28 +18,28 @@ fn op(o: impl Op<f32> + 'static, inputs: &[&str]) -> Lowered {
     Lowered::Op(Box::new(o), inputs.iter().map(|s| s.to_string()).collect())
 }
 
-fn unsupported(im: &Importer, n: &NodeProto, why: &str) -> Error {
+pub(crate) fn unsupported(im: &Importer, n: &NodeProto, why: &str) -> Error {
     let op = if why.is_empty() { n.op_type.clone() } else { format!("{} ({why})", n.op_type) };
     Error::UnsupportedOp { op, node: n.name.clone(), opset: im.opset, supported: SUPPORTED_OPS.join(", ") }
 }
 
 /// Input `i` of the node, if present and non-empty.
-fn input(n: &NodeProto, i: usize) -> Option<&str> {
+pub(crate) fn input(n: &NodeProto, i: usize) -> Option<&str> {
     n.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
 }
 
-fn need_input<'n>(im: &Importer, n: &'n NodeProto, i: usize) -> Result<&'n str> {
+pub(crate) fn need_input<'n>(im: &Importer, n: &'n NodeProto, i: usize) -> Result<&'n str> {
     input(n, i).ok_or_else(|| im.err(format!("node '{}' ({}) lacks input {i}", n.name, n.op_type)))
 }
 
 /// Integer values of a constant input (shapes, axes, pads…).
-fn const_ints(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<i64>>> {
+pub(crate) fn const_ints(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<i64>>> {
     let Some(name) = input(n, i) else { return Ok(None) };
     let c = im.constant(name).ok_or_else(|| unsupported(im, n, &format!("input '{name}' must be a constant")))?;
     c.to_i64s().map(Some).map_err(|e| im.err(format!("node '{}': input '{name}': {e}", n.name)))
 }
 
-fn const_floats(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<f32>>> {
+pub(crate) fn const_floats(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<f32>>> {
     let Some(name) = input(n, i) else { return Ok(None) };
     let c = im.constant(name).ok_or_else(|| unsupported(im, n, &format!("input '{name}' must be a constant")))?;
     Ok(Some(c.to_f32().iter().copied().collect()))
@@ -441,142 +441,12 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
                 const_ints(im, n, 1)?.ok_or_else(|| im.err(format!("node '{}': Expand without a shape", n.name)))?;
             op(Expand { shape: usize_list(im, n, &shape, "shape")? }, &[x])
         }
-        "Resize" | "Upsample" => resize(im, n, x)?,
+        "Resize" | "Upsample" => {
+            let r = super::resize::lower(im, n, x)?;
+            op(r, &[x])
+        }
         _ => return Err(unsupported(im, n, "")),
     })
-}
-
-fn resize(im: &mut Importer, n: &NodeProto, x: &str) -> Result<Lowered> {
-    let a = Attrs::of(n);
-    let shape = im.shape(x, n)?;
-    if shape.len() != 4 {
-        return Err(unsupported(im, n, "only NCHW inputs"));
-    }
-    let legacy = n.op_type == "Upsample" || im.opset < 11;
-    let scales = if n.op_type == "Upsample" && im.opset < 9 {
-        a.floats("scales")
-    } else if legacy {
-        const_floats(im, n, 1)?
-    } else {
-        const_floats(im, n, 2)?.filter(|v| !v.is_empty())
-    };
-    let sizes = if legacy { None } else { const_ints(im, n, 3)?.filter(|v| !v.is_empty()) };
-    let (out_h, out_w, given) = match (sizes, scales) {
-        (Some(s), _) if s.len() == 4 => (s[2] as usize, s[3] as usize, None),
-        (_, Some(sc)) if sc.len() == 4 => {
-            if sc[0] != 1.0 || sc[1] != 1.0 {
-                return Err(unsupported(im, n, "scaling the batch or channel axes"));
-            }
-            let (h, w) = ((shape[2] as f32 * sc[2]).floor() as usize, (shape[3] as f32 * sc[3]).floor() as usize);
-            (h, w, Some([sc[2] as f64, sc[3] as f64]))
-        }
-        _ => return Err(im.err(format!("node '{}': Resize needs 4 scales or 4 sizes", n.name))),
-    };
-    if out_h.checked_mul(out_w).and_then(|hw| hw.checked_mul(shape[0] * shape[1])).is_none_or(|c| c > MAX_ELEMENTS) {
-        return Err(im.err(format!("node '{}': resize to {out_h}×{out_w} is too large", n.name)));
-    }
-    let mode = a.string("mode", "nearest");
-    let coordinates = match (legacy, a.string("coordinate_transformation_mode", "half_pixel").as_str()) {
-        (true, _) | (false, "asymmetric") => CoordinateMode::Asymmetric,
-        (false, "half_pixel") => CoordinateMode::HalfPixel,
-        (false, "pytorch_half_pixel") => CoordinateMode::PytorchHalfPixel,
-        (false, "align_corners") => CoordinateMode::AlignCorners,
-        (false, other) => return Err(unsupported(im, n, &format!("coordinate_transformation_mode '{other}'"))),
-    };
-    let mode = match mode.as_str() {
-        "nearest" => {
-            let rounding = match (legacy, a.string("nearest_mode", "round_prefer_floor").as_str()) {
-                (true, _) | (false, "floor") => NearestRounding::Floor,
-                (false, "ceil") => NearestRounding::Ceil,
-                (false, "round_prefer_ceil") => NearestRounding::RoundPreferCeil,
-                _ => NearestRounding::RoundPreferFloor,
-            };
-            ResizeMode::Nearest(rounding)
-        }
-        "linear" | "bilinear" => ResizeMode::Linear,
-        other => return Err(unsupported(im, n, &format!("mode '{other}'"))),
-    };
-    Ok(op(Resize { out_h, out_w, mode, coordinates, scales: given }, &[x]))
-}
-
-/// Shape-arithmetic nodes that only make sense on constants.
-fn fold_special(im: &mut Importer, n: &NodeProto) -> Result<Option<Const>> {
-    let a = Attrs::of(n);
-    Ok(Some(match n.op_type.as_str() {
-        "Constant" => {
-            if let Some(t) = a.tensor("value") {
-                decode(t, im.dir, im.origin)?
-            } else if a.has("value_float") {
-                Const::F(ArrayD::from_elem(IxDyn(&[]), a.float("value_float", 0.0)))
-            } else if let Some(v) = a.floats("value_floats") {
-                Const::F(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"))
-            } else if a.has("value_int") {
-                Const::I(ArrayD::from_elem(IxDyn(&[]), a.int("value_int", 0)))
-            } else if let Some(v) = a.ints("value_ints") {
-                Const::I(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"))
-            } else {
-                return Err(unsupported(im, n, "a value kind other than tensor, float(s) or int(s)"));
-            }
-        }
-        "Shape" => {
-            let s = im.shape(need_input(im, n, 0)?, n)?;
-            let rank = s.len() as i64;
-            let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-            let (start, end) = (clamp(a.int("start", 0)), clamp(a.int("end", rank)));
-            let dims: Vec<i64> = s[start..end.max(start)].iter().map(|&d| d as i64).collect();
-            Const::I(ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).expect("1-D"))
-        }
-        "ConstantOfShape" => {
-            let dims = const_ints(im, n, 0)?.unwrap_or_default();
-            let shape =
-                checked_shape(&dims, "ConstantOfShape").map_err(|e| im.err(format!("node '{}': {e}", n.name)))?;
-            match a.tensor("value").map(|t| decode(t, im.dir, im.origin)).transpose()? {
-                Some(Const::I(v)) => Const::I(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0))),
-                Some(Const::F(v)) => {
-                    Const::F(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0.0)))
-                }
-                None => Const::F(ArrayD::zeros(IxDyn(&shape))),
-            }
-        }
-        "Cast" => {
-            let Some(c) = im.constant(need_input(im, n, 0)?).cloned() else { return Ok(None) };
-            let to = a.int("to", 1) as i32;
-            use super::proto::dtype;
-            match to {
-                dtype::FLOAT | dtype::DOUBLE | dtype::FLOAT16 | dtype::BFLOAT16 => Const::F(c.to_f32()),
-                _ => match c {
-                    Const::I(v) => Const::I(v),
-                    Const::F(v) => Const::I(v.mapv(|x| x.trunc() as i64)),
-                },
-            }
-        }
-        "Range" => {
-            let vals: Vec<f64> = (0..3)
-                .map(|i| {
-                    let c = im
-                        .constant(need_input(im, n, i)?)
-                        .ok_or_else(|| unsupported(im, n, "inputs must be constant"))?;
-                    Ok(c.to_f32().iter().next().copied().unwrap_or(0.0) as f64)
-                })
-                .collect::<Result<_>>()?;
-            let (start, limit, delta) = (vals[0], vals[1], vals[2]);
-            if delta == 0.0 {
-                return Err(im.err(format!("node '{}': Range with delta 0", n.name)));
-            }
-            let count = ((limit - start) / delta).ceil().max(0.0);
-            if count > MAX_ELEMENTS as f64 {
-                return Err(im.err(format!("node '{}': Range of {count} elements", n.name)));
-            }
-            let all_int = im.constant(&n.input[0]).is_some_and(|c| matches!(c, Const::I(_)));
-            let v: Vec<f64> = (0..count as usize).map(|i| start + i as f64 * delta).collect();
-            if all_int {
-                Const::I(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.iter().map(|&x| x as i64).collect()).expect("1-D"))
-            } else {
-                Const::F(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.iter().map(|&x| x as f32).collect()).expect("1-D"))
-            }
-        }
-        _ => return Ok(None),
-    }))
 }
 
 /// Integer constants folded through f32 ops must stay exact.
@@ -588,7 +458,7 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         Some(o) if !o.is_empty() => o.clone(),
         _ => return Err(im.err(format!("node '{}' ({}) has no output", n.name, n.op_type))),
     };
-    if let Some(c) = fold_special(im, n)? {
+    if let Some(c) = super::fold::shape_arithmetic(im, n)? {
         im.vals.insert(out, Val::Const(c));
         return Ok(());
     }

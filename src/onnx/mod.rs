@@ -8,8 +8,10 @@
 mod attrs;
 mod constant;
 mod convert;
+mod fold;
 mod import;
 pub mod proto;
+mod resize;
 
 pub use constant::{Const, MAX_ELEMENTS};
 pub use import::{load, parse, read_tensor, OnnxGraph, SUPPORTED_OPS};
