@@ -60,21 +60,36 @@ pub(crate) fn forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T],
         let (n, co) = (plane_index / geo.out_channels, plane_index % geo.out_channels);
         let c = co / d.mult;
         let x = &input[(n * geo.in_channels + c) * in_plane..(n * geo.in_channels + c + 1) * in_plane];
+        // With a column stride s, every tap reads columns ix, ix + s, ix + 2s …: regroup each input row by column
+        // phase (ix mod s) once, so that those reads become contiguous and the inner loop vectorizes.
+        let s = geo.stride_w;
+        let starts: Vec<usize> = (0..s)
+            .scan(0, |acc, p| {
+                let start = *acc;
+                *acc += (d.w + s - 1 - p) / s;
+                Some(start)
+            })
+            .collect();
+        let phased: Vec<T> = if s == 1 {
+            Vec::new()
+        } else {
+            let mut buf = vec![T::zero(); in_plane];
+            for (row_in, row_out) in x.chunks_exact(d.w).zip(buf.chunks_exact_mut(d.w)) {
+                for (ix, &v) in row_in.iter().enumerate() {
+                    row_out[starts[ix % s] + ix / s] = v;
+                }
+            }
+            buf
+        };
         out.fill(bias.map_or(T::zero(), |b| b[co]));
         for ky in 0..geo.kernel_h {
             for kx in 0..geo.kernel_w {
                 let wv = weight[co * taps + ky * geo.kernel_w + kx];
                 for_each_tap_row(geo, &d, ky, kx, |oy, iy, lo, hi, ix| {
                     let dst = &mut out[oy * d.ow + lo..oy * d.ow + hi];
-                    let src = &x[iy * d.w + ix..];
-                    if geo.stride_w == 1 {
-                        for (o, &v) in dst.iter_mut().zip(src) {
-                            *o += wv * v;
-                        }
-                    } else {
-                        for (i, o) in dst.iter_mut().enumerate() {
-                            *o += wv * src[i * geo.stride_w];
-                        }
+                    let src = if s == 1 { &x[iy * d.w + ix..] } else { &phased[iy * d.w + starts[ix % s] + ix / s..] };
+                    for (o, &v) in dst.iter_mut().zip(src) {
+                        *o += wv * v;
                     }
                 });
             }
