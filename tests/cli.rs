@@ -269,6 +269,23 @@ fn attack_json_contract_and_files() {
 
     let o = gradcam(&["attack", &cat(), "--eps", "-1", "--out-dir", dir.to_str().unwrap()]);
     assert!(!o.status.success());
+
+    let o = gradcam(&[
+        "attack",
+        &cat(),
+        "--eps",
+        "2/255",
+        "--steps",
+        "3",
+        "--min-eps",
+        "--json",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let min = v["min_eps"].as_f64().expect("the cat falls within 2/255");
+    assert!(min <= 2.0 / 255.0 && v["linf"].as_f64().unwrap() <= min + 1e-6);
 }
 
 #[test]

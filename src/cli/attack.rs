@@ -3,7 +3,7 @@
 use super::ModelArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use gradcam::attack::{compare_cams, pgd, AttackConfig, Norm};
+use gradcam::attack::{compare_cams, min_epsilon, pgd, AttackConfig, Norm};
 use gradcam::cam::Method;
 use gradcam::input::{image_to_tensor, load_image, load_npy};
 use gradcam::render::{overlay, save_png, Colormap};
@@ -65,6 +65,9 @@ pub struct AttackArgs {
     pub method: String,
     #[arg(long, default_value = "gradcam-out", value_name = "DIR")]
     pub out_dir: PathBuf,
+    /// Search the smallest ε ≤ --eps at which the attack succeeds (bisection to 0.1/255) and report that attack.
+    #[arg(long)]
+    pub min_eps: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -157,7 +160,14 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
         early_stop: matches!(args.attack, AttackKind::Pgd),
         min_confidence: args.confidence,
     };
-    let adv = pgd(&model, &pixels, clean_class, &cfg)?;
+    let (adv, min_eps) = if args.min_eps {
+        match min_epsilon(&model, &pixels, clean_class, &cfg, args.eps, 0.1 / 255.0)? {
+            Some((eps, adv)) => (adv, Some(eps)),
+            None => (pgd(&model, &pixels, clean_class, &cfg)?, None),
+        }
+    } else {
+        (pgd(&model, &pixels, clean_class, &cfg)?, None)
+    };
     let (adv_class, adv_prob) = top1(&model, &adv.pixels)?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
@@ -195,7 +205,7 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
                             "png": png.display().to_string(), "npy": npy.display().to_string()},
             "linf": adv.linf, "l2": adv.l2, "cam": cams,
             "attack": format!("{:?}", args.attack).to_lowercase(), "eps": args.eps, "steps": adv.steps,
-            "success": adv.success, "target": args.target,
+            "success": adv.success, "target": args.target, "min_eps": min_eps,
         });
         say!("{obj}");
         return Ok(());
@@ -211,6 +221,12 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
         png.display()
     );
     say!("  perturbation: L∞ {:.4} ({:.2}/255), L2 {:.3}", adv.linf, adv.linf * 255.0, adv.l2);
+    if args.min_eps {
+        match min_eps {
+            Some(e) => say!("  smallest successful ε: {:.4} ({:.2}/255)", e, e * 255.0),
+            None => say!("  the attack fails even at ε = {:.4}", args.eps),
+        }
+    }
     for c in &report {
         say!(
             "  {} for {} ({}): pearson {:.3}, spearman {:.3}, IoU(top 15%) {:.3}, peak {:?} → {:?}",
