@@ -3,7 +3,7 @@
 
 use super::{arity, Op, Outputs, Vjp};
 use crate::error::OpError;
-use crate::tensor::Tensor;
+use crate::tensor::{contiguous, Tensor};
 use crate::Element;
 use ndarray::{Axis, IxDyn};
 use rayon::prelude::*;
@@ -68,17 +68,17 @@ impl<T: Element> Op<T> for BatchNormalization {
         let a: Vec<T> = (0..c).map(|k| (T::one() / (inputs[4][k] + eps).sqrt()) * inputs[1][k]).collect();
         let b: Vec<T> = (0..c).map(|k| inputs[2][k] - inputs[3][k] * a[k]).collect();
         let plane: usize = x.shape()[2..].iter().product();
-        let mut y = x.as_standard_layout().into_owned();
+        let src = contiguous(x);
+        let mut y = vec![T::zero(); src.len()];
         if plane > 0 {
-            let data = y.as_slice_mut().expect("standard layout");
-            data.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+            y.par_chunks_mut(plane).zip(src.par_chunks(plane)).enumerate().for_each(|(i, (out, inp))| {
                 let (ak, bk) = (a[i % c], b[i % c]);
-                for v in p {
-                    *v = *v * ak + bk;
+                for (o, &v) in out.iter_mut().zip(inp) {
+                    *o = v * ak + bk;
                 }
             });
         }
-        Ok(Outputs::one(y))
+        Ok(Outputs::one(Tensor::from_shape_vec(x.raw_dim(), y).map_err(|e| OpError::Invalid(e.to_string()))?))
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
