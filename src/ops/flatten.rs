@@ -1,9 +1,7 @@
 //! Flatten: `[d0, …, dn] → [d0·…·d(axis−1), d(axis)·…·dn]` (the bridge from conv features to a classifier).
 
-use super::{arity, Op, Outputs, Saves, Vjp};
+use super::view::{view_op, View};
 use crate::error::OpError;
-use crate::tensor::{reshaped, Tensor};
-use crate::Element;
 
 /// Flatten to a matrix at `axis`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,39 +15,26 @@ impl Default for Flatten {
     }
 }
 
-impl<T: Element> Op<T> for Flatten {
-    fn op_type(&self) -> &'static str {
-        "Flatten"
-    }
+impl View for Flatten {
+    const OP: &'static str = "Flatten";
 
-    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
-        arity(inputs, 1, 1)?;
-        let r = inputs[0].len() as i64;
+    fn view_shape(&self, x: &[usize]) -> Result<Vec<usize>, OpError> {
+        let r = x.len() as i64;
         if self.axis < -r || self.axis > r {
             return Err(OpError::attribute("axis", format!("{} is out of range for rank {r}", self.axis)));
         }
         let axis = if self.axis < 0 { self.axis + r } else { self.axis } as usize;
-        Ok(vec![vec![inputs[0][..axis].iter().product(), inputs[0][axis..].iter().product()]])
-    }
-
-    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
-        let shape = Op::<T>::output_shapes(self, &[inputs[0].shape()])?.remove(0);
-        Ok(Outputs::one(reshaped(inputs[0], &shape)?))
-    }
-
-    fn saves(&self, wanted: &[bool]) -> Saves {
-        Saves { inputs: vec![false; wanted.len()], outputs: false }
-    }
-
-    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
-        Ok(vec![Some(reshaped(cx.grad()?, cx.input_shapes[0])?)])
+        Ok(vec![x[..axis].iter().product(), x[axis..].iter().product()])
     }
 }
+
+view_op!(Flatten);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
+    use crate::ops::Op;
 
     #[test]
     fn vjp_matches_finite_differences() {

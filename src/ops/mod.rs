@@ -12,6 +12,7 @@ use std::fmt::Debug;
 
 mod pointwise;
 pub use pointwise::Pointwise;
+pub mod view;
 
 pub mod adaptive_avg_pool;
 pub mod add;

@@ -1,9 +1,8 @@
 //! Reshape to a target shape where `0` copies the input dimension and one `-1` is inferred (ONNX semantics).
 
-use super::{arity, Op, Outputs, Saves, Vjp};
+use super::arity;
+use super::view::{view_op, View};
 use crate::error::OpError;
-use crate::tensor::{reshaped, Tensor};
-use crate::Element;
 
 /// Reshape to `shape`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,32 +49,21 @@ impl Reshape {
     }
 }
 
-impl<T: Element> Op<T> for Reshape {
-    fn op_type(&self) -> &'static str {
-        "Reshape"
-    }
+impl View for Reshape {
+    const OP: &'static str = "Reshape";
 
-    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
-        Ok(vec![self.resolve(inputs)?])
-    }
-
-    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
-        Ok(Outputs::one(reshaped(inputs[0], &self.resolve(&[inputs[0].shape()])?)?))
-    }
-
-    fn saves(&self, wanted: &[bool]) -> Saves {
-        Saves { inputs: vec![false; wanted.len()], outputs: false }
-    }
-
-    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
-        Ok(vec![Some(reshaped(cx.grad()?, cx.input_shapes[0])?)])
+    fn view_shape(&self, x: &[usize]) -> Result<Vec<usize>, OpError> {
+        self.resolve(&[x])
     }
 }
+
+view_op!(Reshape);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
+    use crate::ops::Op;
 
     #[test]
     fn vjp_matches_finite_differences() {

@@ -1,9 +1,8 @@
 //! Squeeze: removes size-1 axes (the listed ones, or all).
 
-use super::{arity, Op, Outputs, Saves, Vjp};
+use super::view::{view_op, View};
 use crate::error::OpError;
-use crate::tensor::{normalize_axis, reshaped, Tensor};
-use crate::Element;
+use crate::tensor::normalize_axis;
 
 /// Removes size-1 axes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -11,42 +10,28 @@ pub struct Squeeze {
     pub axes: Option<Vec<i64>>,
 }
 
-impl<T: Element> Op<T> for Squeeze {
-    fn op_type(&self) -> &'static str {
-        "Squeeze"
-    }
+impl View for Squeeze {
+    const OP: &'static str = "Squeeze";
 
-    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>, OpError> {
-        arity(inputs, 1, 1)?;
-        let x = inputs[0];
+    fn view_shape(&self, x: &[usize]) -> Result<Vec<usize>, OpError> {
         let drop: Vec<usize> = match &self.axes {
             None => (0..x.len()).filter(|&i| x[i] == 1).collect(),
             Some(axes) => axes.iter().map(|&a| normalize_axis(a, x.len())).collect::<Result<_, _>>()?,
         };
         if let Some(&a) = drop.iter().find(|&&a| x[a] != 1) {
-            return Err(OpError::shape(format!("axis {a} has size {}, not 1", x[a]), inputs));
+            return Err(OpError::shape(format!("axis {a} has size {}, not 1", x[a]), &[x]));
         }
-        Ok(vec![x.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect()])
-    }
-
-    fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
-        let shape = Op::<T>::output_shapes(self, &[inputs[0].shape()])?.remove(0);
-        Ok(Outputs::one(reshaped(inputs[0], &shape)?))
-    }
-
-    fn saves(&self, wanted: &[bool]) -> Saves {
-        Saves { inputs: vec![false; wanted.len()], outputs: false }
-    }
-
-    fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
-        Ok(vec![Some(reshaped(cx.grad()?, cx.input_shapes[0])?)])
+        Ok(x.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect())
     }
 }
+
+view_op!(Squeeze);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
+    use crate::ops::Op;
 
     #[test]
     fn vjp_matches_finite_differences() {
