@@ -6,7 +6,7 @@
 //! [`crate::depthwise`], and 1×1 stride-1 unpadded ones read the input directly as the `col` matrix.
 
 use crate::depthwise;
-use crate::gemm::{gemm, MatMut, MatRef};
+use crate::gemm::{gemm, gemm_to_ptr, MatMut, MatRef};
 use crate::im2col::{col2im_channel_tile, im2col_tile, Window};
 use crate::Element;
 use rayon::prelude::*;
@@ -176,33 +176,13 @@ impl<T: Element> DisjointOutput<T> {
     /// No other thread may read or write these elements during the call.
     unsafe fn gemm_into(&self, a: MatRef<'_, T>, b: MatRef<'_, T>, offset: usize, row_stride: usize) {
         let (m, n) = (a.rows, b.cols);
-        assert!(a.cols == b.rows, "gemm_into: inner dimensions");
         assert!(m == 0 || n == 0 || offset + (m - 1) * row_stride + n <= self.len, "gemm_into: block outside output");
-        assert!(a.rows == 0 || a.cols == 0 || (a.rows - 1) * a.row_stride + (a.cols - 1) * a.col_stride < a.data.len());
-        assert!(b.rows == 0 || b.cols == 0 || (b.rows - 1) * b.row_stride + (b.cols - 1) * b.col_stride < b.data.len());
         if m == 0 || n == 0 {
             return;
         }
-        // SAFETY: operands were bounds-checked above; the output block lies inside the buffer (checked above) and
-        // the caller guarantees exclusive access to it.
-        unsafe {
-            T::gemm_raw(
-                m,
-                a.cols,
-                n,
-                T::one(),
-                a.data.as_ptr(),
-                a.row_stride as isize,
-                a.col_stride as isize,
-                b.data.as_ptr(),
-                b.row_stride as isize,
-                b.col_stride as isize,
-                T::one(),
-                self.ptr.add(offset),
-                row_stride as isize,
-                1,
-            )
-        }
+        // SAFETY: the output block lies inside the buffer (checked above) and the caller guarantees exclusive
+        // access to it; `gemm_to_ptr` checks the operands.
+        unsafe { gemm_to_ptr(T::one(), a, b, T::one(), self.ptr.add(offset), row_stride, 1) }
     }
 }
 

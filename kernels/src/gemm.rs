@@ -68,19 +68,40 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 /// If the dimensions disagree or a view does not fit its slice: both are programming errors inside this crate's
 /// callers (the graph layer validates user shapes before any kernel runs).
 pub fn gemm<T: Element>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
-    assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm: dimension mismatch");
-    assert!(a.fits() && b.fits(), "gemm: operand view exceeds its slice");
+    assert!(a.rows == c.rows && b.cols == c.cols, "gemm: dimension mismatch");
     assert!(fits(c.data.len(), c.rows, c.cols, c.row_stride, c.col_stride), "gemm: output view exceeds its slice");
-    if c.rows == 0 || c.cols == 0 {
+    // SAFETY: the output view was just checked to lie inside its slice, which is borrowed mutably, so no other
+    // reference aliases it during the call.
+    unsafe { gemm_to_ptr(alpha, a, b, beta, c.data.as_mut_ptr(), c.row_stride, c.col_stride) }
+}
+
+/// `C ← alpha·A·B + beta·C` with `C` given as a raw `a.rows × b.cols` block: the one place that calls into
+/// `matrixmultiply`. Operand views are bounds-checked here.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of an `a.rows × b.cols` matrix with strides `(rsc, csc)`, and no other
+/// thread may access those elements during the call.
+pub(crate) unsafe fn gemm_to_ptr<T: Element>(
+    alpha: T,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    c: *mut T,
+    rsc: usize,
+    csc: usize,
+) {
+    assert!(a.cols == b.rows, "gemm: dimension mismatch");
+    assert!(a.fits() && b.fits(), "gemm: operand view exceeds its slice");
+    if a.rows == 0 || b.cols == 0 {
         return;
     }
-    // SAFETY: all three views were just checked to lie inside their slices; `c` is borrowed mutably, so no other
-    // reference aliases it during the call.
+    // SAFETY: both operand views were just checked to lie inside their slices; the caller upholds the contract
+    // on `c` (see above).
     unsafe {
         T::gemm_raw(
-            c.rows,
+            a.rows,
             a.cols,
-            c.cols,
+            b.cols,
             alpha,
             a.data.as_ptr(),
             a.row_stride as isize,
@@ -89,9 +110,9 @@ pub fn gemm<T: Element>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c
             b.row_stride as isize,
             b.col_stride as isize,
             beta,
-            c.data.as_mut_ptr(),
-            c.row_stride as isize,
-            c.col_stride as isize,
+            c,
+            rsc as isize,
+            csc as isize,
         )
     }
 }
