@@ -57,11 +57,11 @@ impl ConvGeometry {
         out_len(self.in_w + self.pad_left + self.pad_right, self.kernel_w, self.stride_w, self.dilation_w)
     }
 
-    fn in_per_group(&self) -> usize {
+    pub(crate) fn in_per_group(&self) -> usize {
         self.in_channels / self.groups
     }
 
-    fn out_per_group(&self) -> usize {
+    pub(crate) fn out_per_group(&self) -> usize {
         self.out_channels / self.groups
     }
 
@@ -70,7 +70,7 @@ impl ConvGeometry {
         self.in_per_group() * self.kernel_h * self.kernel_w
     }
 
-    fn window(&self) -> Window {
+    pub(crate) fn window(&self) -> Window {
         Window {
             in_h: self.in_h,
             in_w: self.in_w,
@@ -101,11 +101,11 @@ impl ConvGeometry {
         self.groups > 1 && self.groups == self.in_channels
     }
 
-    fn out_plane(&self) -> usize {
+    pub(crate) fn out_plane(&self) -> usize {
         self.out_h().unwrap_or(0) * self.out_w().unwrap_or(0)
     }
 
-    fn in_plane(&self) -> usize {
+    pub(crate) fn in_plane(&self) -> usize {
         self.in_h * self.in_w
     }
 
@@ -114,7 +114,7 @@ impl ConvGeometry {
         2.0 * (self.batch * self.out_channels * self.out_plane() * self.k()) as f64
     }
 
-    fn check(&self, input: usize, weight: usize, output: usize) {
+    pub(crate) fn check(&self, input: usize, weight: usize, output: usize) {
         assert!(
             self.groups > 0
                 && self.in_channels.is_multiple_of(self.groups)
@@ -137,14 +137,14 @@ pub fn out_len(padded: usize, kernel: usize, stride: usize, dilation: usize) -> 
 }
 
 /// Column tiles `(p0, p1)` covering `0..columns`.
-fn tiles(columns: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn tiles(columns: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..columns.div_ceil(COL_TILE)).map(move |t| (t * COL_TILE, ((t + 1) * COL_TILE).min(columns)))
 }
 
 /// GEMM rows per task for an image/group with `rows` output rows and `tiles` column tiles: whole matrices when the
 /// column tiles alone give [`TARGET_TASKS`] tasks, otherwise rows are split (never below [`MIN_TASK_ROWS`]) until
 /// they do. Depends only on the problem shape, never on the thread count.
-fn rows_per_task(rows: usize, tiles: usize) -> usize {
+pub(crate) fn rows_per_task(rows: usize, tiles: usize) -> usize {
     let splits = TARGET_TASKS.div_ceil(tiles.max(1));
     rows.div_ceil(splits).max(MIN_TASK_ROWS).min(rows.max(1))
 }
@@ -154,7 +154,7 @@ pub const TARGET_TASKS: usize = 8;
 
 /// A raw view of the output that lets tasks write disjoint sub-matrices concurrently.
 #[derive(Clone, Copy)]
-struct DisjointOutput<T> {
+pub(crate) struct DisjointOutput<T> {
     ptr: *mut T,
     len: usize,
 }
@@ -166,8 +166,20 @@ unsafe impl<T: Element> Send for DisjointOutput<T> {}
 unsafe impl<T: Element> Sync for DisjointOutput<T> {}
 
 impl<T: Element> DisjointOutput<T> {
-    fn new(out: &mut [T]) -> Self {
+    pub(crate) fn new(out: &mut [T]) -> Self {
         DisjointOutput { ptr: out.as_mut_ptr(), len: out.len() }
+    }
+
+    /// Pointer to the block of `rows × cols` elements at `offset` with row stride `row_stride`.
+    ///
+    /// # Panics
+    /// If the block does not lie inside the output.
+    pub(crate) fn block(&self, offset: usize, rows: usize, cols: usize, row_stride: usize) -> *mut T {
+        assert!(
+            rows == 0 || cols == 0 || offset + (rows - 1) * row_stride + cols <= self.len,
+            "block outside the output"
+        );
+        self.ptr.wrapping_add(offset)
     }
 
     /// `out[offset + i·row_stride + j] += a · b` for the `a.rows × b.cols` block.

@@ -50,6 +50,18 @@ fn for_each_tap_row(
 }
 
 pub(crate) fn forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, output: &mut [T]) {
+    forward_with_epilogue(geo, input, weight, bias, output, &|_| {})
+}
+
+/// [`forward`], then `epilogue` on each output plane while it is still in cache (a fused activation).
+pub(crate) fn forward_with_epilogue<T: Element>(
+    geo: &ConvGeometry,
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    output: &mut [T],
+    epilogue: &(dyn Fn(&mut [T]) + Sync),
+) {
     let d = dims(geo);
     let taps = geo.kernel_h * geo.kernel_w;
     let (in_plane, out_plane) = (d.h * d.w, d.oh * d.ow);
@@ -88,12 +100,11 @@ pub(crate) fn forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T],
                 for_each_tap_row(geo, &d, ky, kx, |oy, iy, lo, hi, ix| {
                     let dst = &mut out[oy * d.ow + lo..oy * d.ow + hi];
                     let src = if s == 1 { &x[iy * d.w + ix..] } else { &phased[iy * d.w + starts[ix % s] + ix / s..] };
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        *o += wv * v;
-                    }
+                    T::axpy(wv, &src[..dst.len()], dst);
                 });
             }
         }
+        epilogue(out);
     });
 }
 
@@ -115,9 +126,8 @@ pub(crate) fn backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_o
                         let src = &dy[oy * d.ow + lo..oy * d.ow + hi];
                         let dst = &mut dx[iy * d.w + ix..];
                         if geo.stride_w == 1 {
-                            for (o, &g) in dst.iter_mut().zip(src) {
-                                *o += wv * g;
-                            }
+                            let len = src.len();
+                            T::axpy(wv, src, &mut dst[..len]);
                         } else {
                             for (i, &g) in src.iter().enumerate() {
                                 dst[i * geo.stride_w] += wv * g;

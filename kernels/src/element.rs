@@ -49,6 +49,13 @@ pub trait Element:
         csc: isize,
     );
 
+    /// `y += a·x` element-wise over the shorter of the two (the depthwise kernels' inner loop).
+    fn axpy(a: Self, x: &[Self], y: &mut [Self]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o += a * v;
+        }
+    }
+
     /// Converts an `f64` literal (constants in formulas) to this type.
     fn lit(v: f64) -> Self {
         <Self as num_traits::NumCast>::from(v).unwrap_or_else(Self::nan)
@@ -57,6 +64,10 @@ pub trait Element:
 
 impl Element for f32 {
     const NAME: &'static str = "f32";
+
+    fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        crate::vector::axpy(a, x, y)
+    }
 
     unsafe fn gemm_raw(
         m: usize,

@@ -10,12 +10,20 @@
 //! whatever the thread count: results are bit-identical on 1, 2 or 64 threads.
 
 pub mod conv;
+pub mod conv_packed;
 pub mod depthwise;
 pub mod element;
 pub mod gemm;
 pub mod im2col;
+mod microkernel;
+pub mod packed_gemm;
 pub mod pool;
+pub mod simd;
+pub mod vector;
 
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, ConvGeometry};
+pub use conv_packed::PackedConv;
 pub use element::Element;
+pub use packed_gemm::{Clamp, PackedA};
 pub use pool::{avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, PoolGeometry};
+pub use simd::SimdLevel;

@@ -9,4 +9,6 @@ mod compare;
 mod pgd;
 
 pub use compare::{compare_cams, iou_top, pearson, spearman, CamComparison};
-pub use pgd::{fgsm, fgsm_direction, min_epsilon, pgd, AttackConfig, AttackResult, Norm, StepRecord};
+pub use pgd::{
+    fgsm, fgsm_direction, min_epsilon, objective_gradient, pgd, AttackConfig, AttackResult, Norm, StepRecord,
+};

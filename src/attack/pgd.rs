@@ -87,8 +87,8 @@ impl Rng {
 }
 
 /// Probabilities and the gradient, w.r.t. the pixels, of the attack objective: `CE(true)` (untargeted, to ascend)
-/// or `−CE(target)` (targeted).
-fn objective_gradient(
+/// or `−CE(target)` (targeted). One PGD step is this plus a projection; `gradcam bench --method pgd-step` times it.
+pub fn objective_gradient(
     model: &Model,
     pixels: &Tensor<f32>,
     true_class: usize,

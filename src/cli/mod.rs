@@ -9,6 +9,7 @@ macro_rules! say {
 }
 
 mod attack;
+mod bench;
 mod explain;
 mod infer;
 mod layers;
@@ -34,6 +35,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Attack an input (FGSM / PGD) and compare its explanations before and after.
     Attack(attack::AttackArgs),
+    /// Time forward passes, explanations or attack steps after the model is loaded (median/min/max, images/s).
+    Bench(bench::BenchArgs),
 }
 
 /// Which model to use.
@@ -60,5 +63,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Layers(a) => layers::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Attack(a) => attack::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,253 @@
+//! Convolution forward with weights prepared once: packed for the GEMM microkernels (or kept flat for the depthwise
+//! kernel), bias (or a folded batch-norm shift) and a clamp applied in the epilogue, so a `Conv → BatchNorm →
+//! ReLU/ReLU6` chain is one pass that writes only its final output.
+//!
+//! Tiling is the one of [`crate::conv`] (column tiles of [`COL_TILE`], row blocks aligned to the microkernel's
+//! panels); the summation order depends only on the layer's shape, so results are bit-identical on any number of
+//! threads for a given SIMD level.
+
+use crate::conv::{rows_per_task, tiles, ConvGeometry, DisjointOutput};
+use crate::depthwise;
+use crate::gemm::MatRef;
+use crate::im2col::im2col_tile;
+use crate::packed_gemm::{Clamp, PackedA};
+use crate::simd::SimdLevel;
+use rayon::prelude::*;
+
+#[cfg(doc)]
+use crate::conv::COL_TILE;
+
+/// How the weights are held.
+#[derive(Clone, Debug)]
+enum Layout {
+    /// One packed `C_out/groups × C_in/groups·KH·KW` matrix (with its bias) per group.
+    Gemm(Vec<PackedA>),
+    /// Depthwise: OIHW weights and a bias as they are; the direct kernel reads them tap by tap.
+    Depthwise { weight: Vec<f32>, bias: Vec<f32> },
+}
+
+/// A convolution's constant weights and bias, ready for [`conv2d_forward_packed`].
+#[derive(Clone, Debug)]
+pub struct PackedConv {
+    level: SimdLevel,
+    out_channels: usize,
+    in_per_group: usize,
+    kernel: [usize; 2],
+    groups: usize,
+    layout: Layout,
+}
+
+impl PackedConv {
+    /// Prepares OIHW `weight` (`[out_channels, in_per_group, kernel[0], kernel[1]]`) and `bias` for `level`.
+    ///
+    /// # Panics
+    /// If the lengths disagree with the dimensions (the graph layer validated them).
+    pub fn new(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_per_group: usize,
+        kernel: [usize; 2],
+        groups: usize,
+    ) -> PackedConv {
+        let k = in_per_group * kernel[0] * kernel[1];
+        assert!(groups > 0 && out_channels.is_multiple_of(groups), "packed conv: groups");
+        assert_eq!(weight.len(), out_channels * k, "packed conv: weight length");
+        if let Some(b) = bias {
+            assert_eq!(b.len(), out_channels, "packed conv: bias length");
+        }
+        let layout = if groups > 1 && in_per_group == 1 {
+            Layout::Depthwise {
+                weight: weight.to_vec(),
+                bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
+            }
+        } else {
+            let cog = out_channels / groups;
+            Layout::Gemm(
+                (0..groups)
+                    .map(|g| {
+                        let w = MatRef::row_major(&weight[g * cog * k..(g + 1) * cog * k], cog, k);
+                        PackedA::pack(level, w, bias.map(|b| &b[g * cog..(g + 1) * cog]))
+                    })
+                    .collect(),
+            )
+        };
+        PackedConv { level, out_channels, in_per_group, kernel, groups, layout }
+    }
+
+    /// The SIMD level the weights were packed for.
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match &self.layout {
+            Layout::Gemm(p) => p.iter().map(PackedA::bytes).sum(),
+            Layout::Depthwise { weight, bias } => (weight.len() + bias.len()) * 4,
+        }
+    }
+
+    /// Whether these weights belong to a convolution of geometry `geo`.
+    pub fn fits(&self, geo: &ConvGeometry) -> bool {
+        geo.out_channels == self.out_channels
+            && geo.groups == self.groups
+            && geo.in_channels == self.in_per_group * self.groups
+            && [geo.kernel_h, geo.kernel_w] == self.kernel
+    }
+}
+
+/// `output ← clamp(conv(input, packed weights) + bias)`.
+///
+/// # Panics
+/// If `packed` does not fit `geo` or a buffer length disagrees with it (programming errors of the caller).
+pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedConv, clamp: Clamp, output: &mut [f32]) {
+    assert!(packed.fits(geo), "packed conv: weights do not fit {geo:?}");
+    geo.check(input.len(), packed.out_channels * geo.k(), output.len());
+    let out_plane = geo.out_plane();
+    if out_plane == 0 {
+        return;
+    }
+    let groups = match &packed.layout {
+        Layout::Depthwise { weight, bias } => {
+            let epilogue = |plane: &mut [f32]| {
+                if !clamp.is_none() {
+                    crate::vector::clamp(clamp.lo, clamp.hi, plane)
+                }
+            };
+            return depthwise::forward_with_epilogue(geo, input, weight, Some(bias), output, &epilogue);
+        }
+        Layout::Gemm(groups) => groups,
+    };
+    let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());
+    let in_plane = geo.in_plane();
+    let win = geo.window();
+    let col_tiles: Vec<(usize, usize)> = tiles(out_plane).collect();
+    let mr = groups[0].panel_rows();
+    let rows = rows_per_task(cog, col_tiles.len()).div_ceil(mr) * mr;
+    let row_blocks: Vec<usize> = (0..cog).step_by(rows.max(1)).collect();
+    output.par_chunks_mut(geo.out_channels * out_plane).enumerate().for_each(|(n, out_n)| {
+        let out = DisjointOutput::new(out_n);
+        for (g, weights) in groups.iter().enumerate() {
+            let x =
+                &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
+            col_tiles.par_iter().for_each(|&(p0, p1)| {
+                let tw = p1 - p0;
+                let col_buf;
+                let col = if geo.is_pointwise() {
+                    MatRef { data: &x[p0..], rows: k, cols: tw, row_stride: in_plane, col_stride: 1 }
+                } else {
+                    let mut buf = vec![0.0f32; k * tw];
+                    im2col_tile(x, cig, &win, p0, p1, &mut buf);
+                    col_buf = buf;
+                    MatRef::row_major(&col_buf, k, tw)
+                };
+                row_blocks.par_iter().for_each(|&r0| {
+                    let r1 = (r0 + rows).min(cog);
+                    let offset = (g * cog + r0) * out_plane + p0;
+                    let block = out.block(offset, r1 - r0, tw, out_plane);
+                    // SAFETY: task (tile p0..p1, rows r0..r1) of group g is the only one writing output rows
+                    // g·cog + r0 .. g·cog + r1, columns p0..p1 of this image (tiles and row blocks partition them),
+                    // and `block` checked that this block lies inside the image's output.
+                    unsafe { weights.gemm_rows(r0, r1, col, block, out_plane, false, clamp) };
+                });
+            });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::conv2d_forward;
+    use crate::simd::supported_levels;
+
+    fn data(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
+    }
+
+    /// Random-ish geometries: odd sizes, strides, asymmetric pads, dilations, groups, depthwise with a multiplier,
+    /// pointwise, batch > 1, more channels than one panel.
+    fn geometries() -> Vec<ConvGeometry> {
+        let base = ConvGeometry {
+            batch: 2,
+            in_channels: 6,
+            in_h: 11,
+            in_w: 9,
+            out_channels: 14,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+            groups: 1,
+        };
+        vec![
+            base,
+            ConvGeometry { stride_h: 2, stride_w: 3, pad_top: 0, pad_left: 2, pad_bottom: 1, pad_right: 0, ..base },
+            ConvGeometry { dilation_h: 2, dilation_w: 3, kernel_w: 2, ..base },
+            ConvGeometry { groups: 2, ..base },
+            ConvGeometry { kernel_h: 1, kernel_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..base },
+            ConvGeometry { groups: 6, out_channels: 12, ..base },
+            ConvGeometry { groups: 6, out_channels: 6, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base },
+            ConvGeometry { batch: 1, in_channels: 40, out_channels: 37, in_h: 23, in_w: 25, ..base },
+        ]
+    }
+
+    #[test]
+    fn every_level_matches_the_unpacked_convolution_with_bias_and_clamp() {
+        for level in supported_levels() {
+            for geo in geometries() {
+                let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 1);
+                let w = data(geo.out_channels * geo.k(), 2);
+                let b = data(geo.out_channels, 3);
+                let mut want = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
+                conv2d_forward(&geo, &x, &w, Some(&b), &mut want);
+                let clamp = Clamp { lo: 0.0, hi: 6.0 };
+                let packed = PackedConv::new(
+                    level,
+                    &w,
+                    Some(&b),
+                    geo.out_channels,
+                    geo.in_channels / geo.groups,
+                    [geo.kernel_h, geo.kernel_w],
+                    geo.groups,
+                );
+                let mut got = vec![f32::NAN; want.len()];
+                conv2d_forward_packed(&geo, &x, &packed, clamp, &mut got);
+                for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                    let e = clamp.apply(e);
+                    assert!(
+                        (g - e).abs() <= 1e-5 * (1.0 + e.abs()) * (geo.k() as f32).sqrt(),
+                        "{level} {geo:?} at {i}: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bit_identical_on_one_two_and_four_threads() {
+        let geo = geometries()[7];
+        let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 4);
+        let w = data(geo.out_channels * geo.k(), 5);
+        for level in supported_levels() {
+            let packed = PackedConv::new(level, &w, None, geo.out_channels, geo.in_channels, [3, 3], 1);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
+                pool.install(|| conv2d_forward_packed(&geo, &x, &packed, Clamp::RELU, &mut y));
+                y
+            };
+            let one = run(1);
+            assert_eq!(one, run(2), "{level}");
+            assert_eq!(one, run(4), "{level}");
+        }
+    }
+}

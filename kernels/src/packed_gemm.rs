@@ -1,0 +1,408 @@
+//! GEMM with a constant left operand packed once: `C = clamp(A·B + bias [+ C])` in f32.
+//!
+//! Model weights never change, so each weight matrix is laid out once ([`PackedA::pack`]) in the exact order the
+//! microkernel of the chosen SIMD level reads: row panels of `MR` rows, each stored `K`-major (`MR` consecutive
+//! values per `k`), zero-padded to a whole panel. The right operand (an im2col tile or the input itself) is packed per
+//! call into column panels of `NR` (zero-padded) in a per-thread scratch buffer that is reused across calls.
+//!
+//! The epilogue — per-row bias (a convolution's bias, or a folded batch-norm's shift) and a clamp (ReLU, ReLU6) — is
+//! applied while the output tile is still in registers, so fused layers never write an intermediate tensor.
+//!
+//! Summation order depends only on the shapes (`K` is cut into fixed blocks of [`KC`]), never on threads: the same
+//! inputs give bit-identical outputs on any thread count for a given SIMD level. The portable level calls
+//! `matrixmultiply` and applies the epilogue after; it is the reference the SIMD levels are tested against.
+
+use crate::gemm::{gemm_to_ptr, MatRef};
+use crate::microkernel;
+use crate::simd::SimdLevel;
+use std::cell::RefCell;
+
+/// Depth of one pass of the microkernel over `K`: a `KC × NR` panel of `B` (16 KiB at NR = 32) stays in L1 while
+/// every row panel of `A` streams past it from L2.
+pub const KC: usize = 128;
+
+/// A clamp applied to every output element, e.g. `[0, ∞)` for ReLU or `[0, 6]` for ReLU6.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clamp {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Clamp {
+    /// No clamp.
+    pub const NONE: Clamp = Clamp { lo: f32::NEG_INFINITY, hi: f32::INFINITY };
+    /// `max(x, 0)`.
+    pub const RELU: Clamp = Clamp { lo: 0.0, hi: f32::INFINITY };
+
+    /// Whether the clamp changes anything.
+    pub fn is_none(&self) -> bool {
+        *self == Clamp::NONE
+    }
+
+    /// `min(max(v, lo), hi)`, NaN kept as NaN (as PyTorch's clamp and the SIMD kernels do).
+    pub fn apply(&self, v: f32) -> f32 {
+        if v.is_nan() {
+            v
+        } else {
+            v.max(self.lo).min(self.hi)
+        }
+    }
+}
+
+/// A constant `M × K` matrix (and optional per-row bias) laid out for one SIMD level's microkernel.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    level: SimdLevel,
+    m: usize,
+    k: usize,
+    /// Rows per panel (1 for the portable layout, which is plain row-major).
+    mr: usize,
+    data: Vec<f32>,
+    /// Per-row bias, zero-padded to whole panels; empty when there is none.
+    bias: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs `a` (any strides) and `bias` (length `a.rows`) for `level`.
+    ///
+    /// # Panics
+    /// If `bias` has the wrong length or `a` does not fit its slice (programming errors of the caller).
+    pub fn pack(level: SimdLevel, a: MatRef<'_, f32>, bias: Option<&[f32]>) -> PackedA {
+        let (m, k) = (a.rows, a.cols);
+        if let Some(b) = bias {
+            assert_eq!(b.len(), m, "packed gemm: bias length");
+        }
+        let at = |i: usize, p: usize| a.data[i * a.row_stride + p * a.col_stride];
+        let mr = microkernel::mr(level);
+        let panels = m.div_ceil(mr);
+        let mut data = Vec::with_capacity(panels * mr * k);
+        if level == SimdLevel::Portable {
+            for i in 0..m {
+                data.extend((0..k).map(|p| at(i, p)));
+            }
+        } else {
+            for ip in 0..panels {
+                for p in 0..k {
+                    data.extend((0..mr).map(|r| if ip * mr + r < m { at(ip * mr + r, p) } else { 0.0 }));
+                }
+            }
+        }
+        let bias = bias.map_or(Vec::new(), |b| {
+            let mut v = b.to_vec();
+            v.resize(panels * mr, 0.0);
+            v
+        });
+        PackedA { level, m, k, mr, data, bias }
+    }
+
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Rows per panel: row ranges given to [`PackedA::gemm_rows`] must start on a multiple of it.
+    pub fn panel_rows(&self) -> usize {
+        self.mr
+    }
+
+    /// Bytes held (weights and bias).
+    pub fn bytes(&self) -> usize {
+        (self.data.len() + self.bias.len()) * 4
+    }
+
+    /// `C[rows] = clamp(A[rows]·B + bias [+ C])` for output rows `r0..r1` of A, all columns of `b`. `C` is the
+    /// `(r1 − r0) × b.cols` block at `c` with row stride `rsc` (column stride 1).
+    ///
+    /// # Safety
+    /// `c` must be valid for reads and writes of that block, and no other thread may access it during the call.
+    ///
+    /// # Panics
+    /// If `b.rows != self.cols()`, `r0` is not a multiple of [`PackedA::panel_rows`], `r1 > rows`, or `b` does not
+    /// fit its slice.
+    pub unsafe fn gemm_rows(
+        &self,
+        r0: usize,
+        r1: usize,
+        b: MatRef<'_, f32>,
+        c: *mut f32,
+        rsc: usize,
+        accumulate: bool,
+        clamp: Clamp,
+    ) {
+        assert!(b.rows == self.k, "packed gemm: inner dimensions {} and {} differ", self.k, b.rows);
+        assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
+        let n = b.cols;
+        if r0 == r1 || n == 0 {
+            return;
+        }
+        if self.level == SimdLevel::Portable {
+            // SAFETY: forwarded contract on `c`.
+            return unsafe { self.portable(r0, r1, b, c, rsc, accumulate, clamp) };
+        }
+        let tile = microkernel::tile(self.level);
+        let (mr, nr) = (tile.mr, tile.nr);
+        debug_assert_eq!(mr, self.mr);
+        PACKED_B.with(|cell| {
+            let mut packed_b = cell.borrow_mut();
+            pack_b(b, nr, &mut packed_b);
+            let k = self.k;
+            let col_panels = n.div_ceil(nr);
+            let mut edge = vec![0.0f32; mr * nr];
+            let mut kb = 0;
+            while kb < k.max(1) {
+                let kc = KC.min(k - kb);
+                let first = kb == 0;
+                let last = kb + kc >= k;
+                for jp in 0..col_panels {
+                    let cols = nr.min(n - jp * nr);
+                    let bp = &packed_b[(jp * k + kb) * nr..];
+                    for ip in (r0 / mr)..r1.div_ceil(mr) {
+                        let rows = mr.min(r1 - ip * mr);
+                        let ap = &self.data[(ip * k + kb) * mr..];
+                        let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
+                        let load = accumulate || !first;
+                        // SAFETY: the tile lies inside the caller's block (rows ≤ r1 − r0, columns < n).
+                        let out = unsafe { c.add((ip * mr - r0) * rsc + jp * nr) };
+                        let call = |dst: *mut f32, stride: usize| {
+                            // SAFETY: `ap` holds kc·mr and `bp` kc·nr values from these offsets (whole panels are
+                            // packed, zero-padded); `dst` is an mr × nr block with row stride `stride` (a full tile
+                            // inside C, or the edge buffer). The level is supported: PackedA was built for it, which
+                            // microkernel::tile checked.
+                            unsafe {
+                                tile.run(kc, ap.as_ptr(), bp.as_ptr(), dst, stride, load, bias, last.then_some(clamp))
+                            }
+                        };
+                        if rows == mr && cols == nr {
+                            call(out, rsc);
+                        } else {
+                            // Partial tile: run the same kernel on a padded copy, then write back the valid part.
+                            for r in 0..rows {
+                                for j in 0..cols {
+                                    // SAFETY: (r, j) is inside the caller's block.
+                                    edge[r * nr + j] = if load { unsafe { *out.add(r * rsc + j) } } else { 0.0 };
+                                }
+                            }
+                            call(edge.as_mut_ptr(), nr);
+                            for r in 0..rows {
+                                for j in 0..cols {
+                                    // SAFETY: as above.
+                                    unsafe { *out.add(r * rsc + j) = edge[r * nr + j] };
+                                }
+                            }
+                        }
+                    }
+                }
+                kb += kc;
+            }
+        });
+    }
+
+    /// The reference path: matrixmultiply, then bias and clamp.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn portable(
+        &self,
+        r0: usize,
+        r1: usize,
+        b: MatRef<'_, f32>,
+        c: *mut f32,
+        rsc: usize,
+        accumulate: bool,
+        clamp: Clamp,
+    ) {
+        let k = self.k;
+        let a = MatRef::row_major(&self.data[r0 * k..r1 * k], r1 - r0, k);
+        let n = b.cols;
+        if !accumulate {
+            for r in 0..r1 - r0 {
+                let fill = self.bias.get(r0 + r).copied().unwrap_or(0.0);
+                // SAFETY: row r of the caller's block.
+                unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) }.fill(fill);
+            }
+        } else if !self.bias.is_empty() {
+            for r in 0..r1 - r0 {
+                let add = self.bias[r0 + r];
+                // SAFETY: row r of the caller's block.
+                unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) }.iter_mut().for_each(|v| *v += add);
+            }
+        }
+        // SAFETY: the caller's contract on `c`; operands are checked by gemm_to_ptr.
+        unsafe { gemm_to_ptr(1.0, a, b, 1.0, c, rsc, 1) };
+        if !clamp.is_none() {
+            for r in 0..r1 - r0 {
+                // SAFETY: row r of the caller's block.
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) };
+                row.iter_mut().for_each(|v| *v = clamp.apply(*v));
+            }
+        }
+    }
+
+    /// Safe wrapper: `c` (row-major `rows × b.cols`) `= clamp(A·B + bias [+ c])`.
+    pub fn gemm(&self, b: MatRef<'_, f32>, c: &mut [f32], accumulate: bool, clamp: Clamp) {
+        assert_eq!(c.len(), self.m * b.cols, "packed gemm: output length");
+        // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
+        unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
+    }
+}
+
+thread_local! {
+    /// Packed right-hand panels, reused by every call on this thread.
+    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Packs `b` (`K × N`) into column panels of `nr`: panel `j` holds `b[p][j·nr .. j·nr + nr]` for each `p` in turn,
+/// zero-padded past the last column.
+fn pack_b(b: MatRef<'_, f32>, nr: usize, out: &mut Vec<f32>) {
+    assert!(
+        b.rows == 0 || b.cols == 0 || {
+            let last = (b.rows - 1) * b.row_stride + (b.cols - 1) * b.col_stride;
+            last < b.data.len()
+        }
+    );
+    let (k, n) = (b.rows, b.cols);
+    let panels = n.div_ceil(nr);
+    out.clear();
+    out.resize(panels * k * nr, 0.0);
+    for jp in 0..panels {
+        let (j0, cols) = (jp * nr, nr.min(n - jp * nr));
+        let panel = &mut out[jp * k * nr..(jp + 1) * k * nr];
+        for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let row = p * b.row_stride + j0 * b.col_stride;
+            if b.col_stride == 1 {
+                dst[..cols].copy_from_slice(&b.data[row..row + cols]);
+            } else {
+                for (j, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = b.data[row + j * b.col_stride];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::supported_levels;
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn reference(a: &[f32], b: &[f32], bias: &[f32], c0: &[f32], m: usize, k: usize, n: usize, acc: bool) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                c[i * n + j] = dot + bias[i] as f64 + if acc { c0[i * n + j] as f64 } else { 0.0 };
+            }
+        }
+        c
+    }
+
+    /// Every level against an f64 reference, on odd shapes: partial panels in both directions, K not a multiple of
+    /// KC, K smaller than one block, accumulate and bias, clamp.
+    #[test]
+    fn every_level_matches_reference_on_odd_shapes() {
+        let shapes = [(1, 1, 1), (5, 3, 7), (13, 129, 33), (24, 300, 64), (37, 257, 49), (64, 27, 200), (7, 1, 17)];
+        for level in supported_levels() {
+            for (case, &(m, k, n)) in shapes.iter().enumerate() {
+                for &(acc, clamp) in &[(false, Clamp::NONE), (true, Clamp::NONE), (false, Clamp { lo: -0.5, hi: 0.7 })]
+                {
+                    let a = data(m * k, case as u64 + 1);
+                    let b = data(k * n, case as u64 + 100);
+                    let bias = data(m, case as u64 + 200);
+                    let c0 = data(m * n, case as u64 + 300);
+                    let packed = PackedA::pack(level, MatRef::row_major(&a, m, k), Some(&bias));
+                    let mut c = c0.clone();
+                    packed.gemm(MatRef::row_major(&b, k, n), &mut c, acc, clamp);
+                    let want = reference(&a, &b, &bias, &c0, m, k, n, acc);
+                    for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                        let w = clamp.apply(w as f32);
+                        let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
+                        assert!((got - w).abs() <= tol, "{level} {m}x{k}x{n} acc={acc} at {i}: {got} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_ranges_partition_the_product_exactly() {
+        // Computing rows in panel-aligned blocks gives bit-identical results to one call: tasks may split rows.
+        let (m, k, n) = (50, 70, 45);
+        let a = data(m * k, 1);
+        let b = data(k * n, 2);
+        for level in supported_levels() {
+            let packed = PackedA::pack(level, MatRef::row_major(&a, m, k), None);
+            let mut whole = vec![0.0; m * n];
+            packed.gemm(MatRef::row_major(&b, k, n), &mut whole, false, Clamp::RELU);
+            let mut parts = vec![0.0; m * n];
+            let step = packed.panel_rows() * 2;
+            for r0 in (0..m).step_by(step) {
+                let r1 = (r0 + step).min(m);
+                // SAFETY: rows r0..r1 of `parts`, exclusively borrowed.
+                unsafe {
+                    packed.gemm_rows(
+                        r0,
+                        r1,
+                        MatRef::row_major(&b, k, n),
+                        parts.as_mut_ptr().add(r0 * n),
+                        n,
+                        false,
+                        Clamp::RELU,
+                    )
+                };
+            }
+            assert_eq!(whole, parts, "{level}");
+            assert!(whole.iter().all(|&v| v >= 0.0));
+        }
+    }
+
+    #[test]
+    fn strided_right_operand_is_read_through_its_strides() {
+        let (m, k, n) = (9, 11, 20);
+        let a = data(m * k, 5);
+        let big = data(k * 32, 6);
+        let b_dense: Vec<f32> = (0..k).flat_map(|p| big[p * 32..p * 32 + n].to_vec()).collect();
+        for level in supported_levels() {
+            let packed = PackedA::pack(level, MatRef::row_major(&a, m, k), None);
+            let mut c1 = vec![0.0; m * n];
+            let mut c2 = vec![0.0; m * n];
+            packed.gemm(
+                MatRef { data: &big, rows: k, cols: n, row_stride: 32, col_stride: 1 },
+                &mut c1,
+                false,
+                Clamp::NONE,
+            );
+            packed.gemm(MatRef::row_major(&b_dense, k, n), &mut c2, false, Clamp::NONE);
+            assert_eq!(c1, c2, "{level}");
+        }
+    }
+
+    #[test]
+    fn nan_survives_the_clamp() {
+        let a = [f32::NAN, 1.0];
+        let b = [1.0, 1.0];
+        for level in supported_levels() {
+            let packed = PackedA::pack(level, MatRef::row_major(&a, 2, 1), None);
+            let mut c = [0.0; 4];
+            packed.gemm(MatRef::row_major(&b, 1, 2), &mut c, false, Clamp::RELU);
+            assert!(c[0].is_nan() && c[1].is_nan(), "{level}: NaN was clamped away");
+            assert_eq!(&c[2..], &[1.0, 1.0]);
+        }
+    }
+}

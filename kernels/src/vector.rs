@@ -1,0 +1,105 @@
+//! Element-wise f32 loops compiled once per SIMD level.
+//!
+//! The loop bodies are plain Rust that LLVM vectorizes; what changes per level is the instruction set it may use
+//! (`#[target_feature]`): 512- or 256-bit vectors and fused multiply-add instead of the SSE2 baseline. The level
+//! is read once per call from [`crate::simd::level`].
+
+use crate::simd::{level, SimdLevel};
+
+#[inline(always)]
+fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v.mul_add(a, *o);
+    }
+}
+
+#[inline(always)]
+fn axpy_body_unfused(a: f32, x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn axpy_avx512(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_body(a, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_body(a, x, y)
+}
+
+/// `y += a·x` over `min(len)` elements (fused multiply-add on the SIMD levels, `a·x` then `+` on the portable one).
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() only returns levels this CPU supports.
+        SimdLevel::Avx512 => unsafe { axpy_avx512(a, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe { axpy_avx2(a, x, y) },
+        _ => axpy_body_unfused(a, x, y),
+    }
+}
+
+#[inline(always)]
+fn clamp_body(lo: f32, hi: f32, x: &mut [f32]) {
+    // `v < lo` and `v > hi` are false for NaN, which passes through (PyTorch's clamp).
+    for v in x.iter_mut() {
+        let c = if *v < lo { lo } else { *v };
+        *v = if c > hi { hi } else { c };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn clamp_avx512(lo: f32, hi: f32, x: &mut [f32]) {
+    clamp_body(lo, hi, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn clamp_avx2(lo: f32, hi: f32, x: &mut [f32]) {
+    clamp_body(lo, hi, x)
+}
+
+/// `x ← min(max(x, lo), hi)` in place, NaN kept.
+pub fn clamp(lo: f32, hi: f32, x: &mut [f32]) {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() only returns levels this CPU supports.
+        SimdLevel::Avx512 => unsafe { clamp_avx512(lo, hi, x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe { clamp_avx2(lo, hi, x) },
+        _ => clamp_body(lo, hi, x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamp_keeps_nan_and_clamps_both_sides() {
+        let mut x = [f32::NAN, -1.0, 0.5, 7.0];
+        clamp(0.0, 6.0, &mut x);
+        assert!(x[0].is_nan());
+        assert_eq!(&x[1..], &[0.0, 0.5, 6.0]);
+    }
+
+    #[test]
+    fn axpy_on_every_length_up_to_two_vectors() {
+        for len in 0..40 {
+            let x: Vec<f32> = (0..len).map(|i| i as f32 * 0.5).collect();
+            let mut y: Vec<f32> = (0..len).map(|i| 1.0 - i as f32).collect();
+            axpy(2.0, &x, &mut y);
+            for (i, v) in y.iter().enumerate() {
+                assert_eq!(*v, 1.0 - i as f32 + i as f32, "len {len} at {i}");
+            }
+        }
+    }
+}

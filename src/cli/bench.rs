@@ -1,0 +1,212 @@
+//! `gradcam bench`: how long the work takes after the model is loaded, so every speed change is measured the way a
+//! user would run it.
+
+use super::ModelArgs;
+use anyhow::Context;
+use clap::Args;
+use gradcam::attack::objective_gradient;
+use gradcam::cam::{explain, ClassChoice, Method, Request};
+use gradcam::input::load_image;
+use gradcam::{Model, Tensor};
+use gradcam_kernels::simd;
+use ndarray::{Array4, Axis, IxDyn};
+use serde_json::json;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// What to time: forward, gradcam, saliency, pgd-step, or any explain method (gradcampp, guided-gradcam, …).
+    #[arg(long, default_value = "gradcam")]
+    pub method: String,
+    /// Target layer (repeatable) for CAM methods. Default: the last spatial activation before the classifier.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub layers: Vec<String>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed repetitions.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Untimed repetitions first (caches, page faults, lazily packed weights).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// An image to run on (default: a fixed synthetic image; the work does not depend on the pixels).
+    #[arg(long, value_name = "IMAGE")]
+    pub input: Option<PathBuf>,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The work of one timed repetition.
+enum Work {
+    Forward(gradcam::Plan),
+    Explain(Request),
+    PgdStep,
+}
+
+/// A smooth, deterministic image in [0, 1]: gradients through ReLUs are not all zero, unlike a constant image.
+fn synthetic_pixels(h: usize, w: usize) -> Tensor<f32> {
+    Array4::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
+        let (u, v) = (x as f32 / w.max(1) as f32, y as f32 / h.max(1) as f32);
+        0.5 + 0.4 * ((6.0 * u + 2.0 * c as f32).sin() * (5.0 * v - c as f32).cos())
+    })
+    .into_dyn()
+}
+
+/// Peak resident set size of this process in MB (Linux; `None` elsewhere).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The CPU's marketing name (Linux), else the architecture.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn run_once(model: &Model, work: &Work, x: &Tensor<f32>, pixels: &Tensor<f32>) -> anyhow::Result<f32> {
+    Ok(match work {
+        Work::Forward(plan) => {
+            let acts = model.graph.forward(plan, vec![(&model.input, x.clone())])?;
+            acts.get(&model.logits)?.sum()
+        }
+        Work::Explain(req) => {
+            let results = explain(model, x.clone(), req)?;
+            results.iter().flat_map(|r| &r.explanations).map(|e| e.cam.sum()).sum()
+        }
+        Work::PgdStep => {
+            // One gradient per image (the attack works image by image), then the signed step.
+            let mut total = 0.0;
+            for img in pixels.axis_iter(Axis(0)) {
+                let img = img.insert_axis(Axis(0)).to_owned();
+                let (_, g) = objective_gradient(model, &img, 0, None)?;
+                let stepped = &img + &g.mapv(|v| v.signum() * (1.0 / 255.0));
+                total += stepped.sum();
+            }
+            total
+        }
+    })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    if args.iters == 0 {
+        anyhow::bail!("--iters must be at least 1");
+    }
+    if let Some(Err(msg)) = simd::env_override() {
+        anyhow::bail!("{msg}");
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = args.threads {
+        if t == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        pool = pool.num_threads(t);
+    }
+    let pool = pool.build().context("starting the thread pool")?;
+    let threads = pool.current_num_threads();
+    let model = args.model.load()?;
+    let [h, w] = model.input_size;
+    let one = match &args.input {
+        Some(path) => load_image(path, model.input_size)?.pixels,
+        None => synthetic_pixels(h, w),
+    };
+    let views: Vec<_> = (0..args.batch).map(|_| one.view()).collect();
+    let pixels = ndarray::concatenate(Axis(0), &views).context("stacking the batch")?.into_dimensionality::<IxDyn>()?;
+    let x = model.normalization.apply(&pixels);
+    let work = match args.method.as_str() {
+        "forward" => Work::Forward(model.graph.inference_plan(&[&model.logits])?),
+        "pgd-step" => Work::PgdStep,
+        name => Work::Explain(Request {
+            layers: args.layers.clone(),
+            classes: ClassChoice::Top(1),
+            methods: vec![
+                Method::parse(name).map_err(|e| anyhow::anyhow!("{e} (bench also takes 'forward' and 'pgd-step')"))?
+            ],
+            counterfactual: false,
+        }),
+    };
+    let simd_level = simd::level();
+    let times = pool.install(|| -> anyhow::Result<Vec<f64>> {
+        for _ in 0..args.warmup {
+            black_box(run_once(&model, &work, &x, &pixels)?);
+        }
+        let mut times = Vec::with_capacity(args.iters);
+        for _ in 0..args.iters {
+            let t = Instant::now();
+            black_box(run_once(&model, &work, &x, &pixels)?);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(times)
+    })?;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (med, min, max) = (median(&sorted), sorted[0], sorted[sorted.len() - 1]);
+    let images_per_s = args.batch as f64 / (med / 1e3);
+    let rss = peak_rss_mb();
+    let cpu = cpu_name();
+    if args.json {
+        say!(
+            "{}",
+            json!({
+                "model": model.name,
+                "method": args.method,
+                "batch": args.batch,
+                "threads": threads,
+                "simd": simd_level.name(),
+                "cpu": cpu,
+                "median_ms": med,
+                "min_ms": min,
+                "max_ms": max,
+                "images_per_s": images_per_s,
+                "peak_rss_mb": rss,
+            })
+        );
+    } else {
+        say!("model    {}", model.name);
+        say!(
+            "method   {} (batch {}, {} threads, {} iterations after {} warm-up)",
+            args.method,
+            args.batch,
+            threads,
+            args.iters,
+            args.warmup
+        );
+        say!("cpu      {cpu} (kernels: {simd_level})");
+        say!("time     median {med:.2} ms, min {min:.2} ms, max {max:.2} ms per batch");
+        say!("rate     {images_per_s:.1} images/s");
+        if let Some(r) = rss {
+            say!("peak rss {r:.1} MB");
+        }
+    }
+    Ok(())
+}
