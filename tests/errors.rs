@@ -87,7 +87,7 @@ fn nan_input_propagates_as_nan_or_is_reported_on_request() {
     // Backward runs too (ReLU masks NaN activations out, as PyTorch's threshold_backward does).
     assert_eq!(grads.get("input").unwrap().shape(), &[1, 3, 32, 32]);
 
-    let checked = ForwardOptions { check_finite: true };
+    let checked = ForwardOptions { check_finite: true, ..Default::default() };
     let err = g.forward_with(&plan, vec![("input", x)], checked).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }) && err.to_string().contains("graph input 'input'"), "{err}");
 

@@ -18,19 +18,20 @@ fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
 }
 
 fn check(model: &Model, case: &str, layer: Option<&str>) {
+    check_fused(model, case, layer);
     let dir = format!("models/{case}");
     let image = if case.ends_with("coffee") { "coffee" } else { "chelsea" };
     let x = npy_f32(&format!("models/inputs/{image}.npy"));
     let want_logits = npy_f32(&format!("{dir}/logits.npy"));
     let g = &model.graph;
     let Some(layer) = layer else {
-        let plan = g.inference_plan(&[&model.logits]).unwrap();
+        let plan = g.inference_plan(&[&model.logits]).unwrap().unfused();
         let acts = g.forward(&plan, vec![(&model.input, x)]).unwrap();
         let e = rel_err(acts.get(&model.logits).unwrap(), &want_logits);
         assert!(e < 1e-4, "{case}: logits off by {e:.2e}");
         return;
     };
-    let plan = g.plan(&[&model.logits], &[layer, &model.input], &[layer]).unwrap();
+    let plan = g.plan(&[&model.logits], &[layer, &model.input], &[layer]).unwrap().unfused();
     let acts = g.forward(&plan, vec![(&model.input, x)]).unwrap();
     let logits = acts.get(&model.logits).unwrap();
     let e = rel_err(logits, &want_logits);
@@ -50,6 +51,47 @@ fn check(model: &Model, case: &str, layer: Option<&str>) {
     let ours = rel_l2(grads.get(&model.input).unwrap(), &reference);
     let torch = rel_l2(&npy_f32(&format!("{dir}/input_grad.npy")), &reference);
     assert!(ours <= 2.0 * torch + 1e-5, "{case}: input gradient off by {ours:.2e} (PyTorch f32: {torch:.2e})");
+}
+
+/// The fused path (batch-norm folded into the weights, clamps in the GEMM epilogue, FMA kernels) against PyTorch,
+/// with every fused chain's output compared to the unfused path. Folding and FMA round differently from PyTorch's
+/// op-by-op f32, which moves values by a few ulps per layer and can flip the odd ReLU/ReLU6 mask in the input
+/// gradient; the bounds below are set from the errors measured on every SIMD level (README of BENCHMARKS.md: fused
+/// path accuracy) with a margin, and stay orders of magnitude below what a wrong fold or a wrong mask would give.
+fn check_fused(model: &Model, case: &str, layer: Option<&str>) {
+    let dir = format!("models/{case}");
+    let image = if case.ends_with("coffee") { "coffee" } else { "chelsea" };
+    let x = npy_f32(&format!("models/inputs/{image}.npy"));
+    let g = &model.graph;
+    let layers: Vec<&str> = layer.into_iter().collect();
+    let wrt: Vec<&str> = layers.iter().copied().chain([model.input.as_str()]).collect();
+    let plan = g.plan(&[&model.logits], &wrt, &layers).unwrap();
+    assert!(plan.fused_chains().0 > 0, "{case}: nothing was fused");
+    let acts = g.forward(&plan, vec![(&model.input, x.clone())]).unwrap();
+    let logits = acts.get(&model.logits).unwrap();
+    let e = rel_err(logits, &npy_f32(&format!("{dir}/logits.npy")));
+    eprintln!("{case}: fused logits {e:.2e}");
+    assert!(e < 5e-4, "{case}: fused logits off by {e:.2e}");
+    let class = (0..logits.shape()[1]).max_by(|&a, &b| logits[[0, a]].total_cmp(&logits[[0, b]])).unwrap();
+    let grads = acts.backward(vec![(&model.logits, one_hot(logits.shape()[1], class))]).unwrap();
+    if let Some(layer) = layer {
+        for (name, got, want) in [
+            ("activation", acts.get(layer).unwrap(), "act"),
+            ("activation gradient", grads.get(layer).unwrap(), "act_grad"),
+        ] {
+            let e = rel_err(got, &npy_f32(&format!("{dir}/{want}.npy")));
+            eprintln!("{case}: fused {name} {e:.2e}");
+            assert!(e < 5e-4, "{case}: fused {name} at '{layer}' off by {e:.2e}");
+        }
+        let reference = npy_f32(&format!("{dir}/input_grad_f64.npy"));
+        let ours = rel_l2(grads.get(&model.input).unwrap(), &reference);
+        let torch = rel_l2(&npy_f32(&format!("{dir}/input_grad.npy")), &reference);
+        eprintln!("{case}: fused input gradient {ours:.2e} (PyTorch f32 {torch:.2e})");
+        assert!(
+            ours <= (2.0 * torch).max(5e-3),
+            "{case}: fused input gradient off by {ours:.2e} (PyTorch f32: {torch:.2e})"
+        );
+    }
 }
 
 /// ‖a − b‖ / ‖b‖.

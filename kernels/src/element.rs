@@ -56,6 +56,11 @@ pub trait Element:
         }
     }
 
+    /// `Σ x_i·y_i` over the shorter of the two, in a fixed order that depends only on the length.
+    fn dot(x: &[Self], y: &[Self]) -> Self {
+        x.iter().zip(y).fold(Self::zero(), |acc, (&a, &b)| acc + a * b)
+    }
+
     /// Converts an `f64` literal (constants in formulas) to this type.
     fn lit(v: f64) -> Self {
         <Self as num_traits::NumCast>::from(v).unwrap_or_else(Self::nan)
@@ -67,6 +72,10 @@ impl Element for f32 {
 
     fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         crate::vector::axpy(a, x, y)
+    }
+
+    fn dot(x: &[f32], y: &[f32]) -> f32 {
+        crate::vector::dot(x, y)
     }
 
     unsafe fn gemm_raw(

@@ -45,6 +45,60 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Independent partial sums: enough for LLVM to keep one vector register per 16 lanes busy.
+const DOT_LANES: usize = 32;
+
+#[inline(always)]
+fn dot_body(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut acc = [0.0f32; DOT_LANES];
+    let (xc, yc) = (x.chunks_exact(DOT_LANES), y.chunks_exact(DOT_LANES));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..DOT_LANES {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    for (l, (a, b)) in xr.iter().zip(yr).enumerate() {
+        acc[l] += a * b;
+    }
+    // Pairwise tree over the lanes: a fixed order.
+    let mut width = DOT_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_avx512(x: &[f32], y: &[f32]) -> f32 {
+    dot_body(x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
+    dot_body(x, y)
+}
+
+/// `Σ x_i·y_i` in a fixed order (32 interleaved partial sums, then a pairwise tree).
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() only returns levels this CPU supports.
+        SimdLevel::Avx512 => unsafe { dot_avx512(x, y) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe { dot_avx2(x, y) },
+        _ => dot_body(x, y),
+    }
+}
+
 #[inline(always)]
 fn clamp_body(lo: f32, hi: f32, x: &mut [f32]) {
     // `v < lo` and `v > hi` are false for NaN, which passes through (PyTorch's clamp).
@@ -82,6 +136,16 @@ pub fn clamp(lo: f32, hi: f32, x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_matches_f64_on_every_length() {
+        for len in [0, 1, 5, 31, 32, 33, 100, 1000] {
+            let x: Vec<f32> = (0..len).map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0).collect();
+            let y: Vec<f32> = (0..len).map(|i| ((i * 11) % 13) as f32 / 4.0 - 1.5).collect();
+            let want: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!((dot(&x, &y) as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "len {len}");
+        }
+    }
 
     #[test]
     fn clamp_keeps_nan_and_clamps_both_sides() {

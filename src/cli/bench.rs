@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Also time every node of one forward pass and print the time per operator type (to stderr with --json).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// The work of one timed repetition.
@@ -168,6 +171,40 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Ok(times)
     })?;
+    if args.profile {
+        let plan = model.graph.inference_plan(&[&model.logits])?;
+        let options = gradcam::ForwardOptions { profile: true, ..Default::default() };
+        let mut per_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+        let rounds = 5;
+        pool.install(|| -> anyhow::Result<()> {
+            for _ in 0..rounds {
+                let acts = model.graph.forward_with(&plan, vec![(&model.input, x.clone())], options)?;
+                for t in acts.profile() {
+                    let e = per_op.entry(t.op.clone()).or_default();
+                    e.0 += t.seconds / rounds as f64;
+                    e.1 += 1;
+                }
+            }
+            Ok(())
+        })?;
+        let total: f64 = per_op.values().map(|v| v.0).sum();
+        let mut rows: Vec<_> = per_op.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let mut report = format!("forward profile (mean of {rounds} passes, {:.2} ms in nodes):\n", total * 1e3);
+        for (op, (secs, count)) in rows {
+            report += &format!(
+                "  {:>8.3} ms {:>5.1} %  {:>4} × {op}\n",
+                secs * 1e3,
+                100.0 * secs / total.max(1e-12),
+                count / rounds
+            );
+        }
+        if args.json {
+            eprint!("{report}");
+        } else {
+            say!("{}", report.trim_end());
+        }
+    }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let (med, min, max) = (median(&sorted), sorted[0], sorted[sorted.len() - 1]);

@@ -46,6 +46,8 @@ impl<T: Element> GraphBuilder<T> {
                 outputs: Vec::new(),
                 by_name: HashMap::new(),
                 aliases: Vec::new(),
+                fusion: true,
+                packed: Default::default(),
             },
         }
     }

@@ -12,6 +12,17 @@ pub struct ForwardOptions {
     /// Fail with [`Error::NonFinite`] naming the first input or node that yields NaN or ±inf. Off by default: NaN
     /// then simply propagates, as in PyTorch.
     pub check_finite: bool,
+    /// Record how long each node (or fused chain) took, in [`Activations::profile`].
+    pub profile: bool,
+}
+
+/// Time spent in one node of a forward pass.
+#[derive(Clone, Debug)]
+pub struct NodeTime {
+    pub node: String,
+    /// Operator type; a fused chain reads like `Conv+BatchNormalization+Relu`.
+    pub op: String,
+    pub seconds: f64,
 }
 
 /// The values a forward pass kept, ready for any number of backward sweeps.
@@ -22,6 +33,7 @@ pub struct Activations<'g, T: Element> {
     pub(crate) saved: Vec<Option<Saved>>,
     /// Run-time shape of every value that was computed or bound (the batch may differ from the declared one).
     pub(crate) shapes: Vec<Vec<usize>>,
+    pub(crate) profile: Vec<NodeTime>,
 }
 
 impl<T: Element> std::fmt::Debug for Activations<'_, T> {
@@ -59,6 +71,11 @@ impl<'g, T: Element> Activations<'g, T> {
             .filter(|(_, v)| v.is_some())
             .map(|(i, _)| self.graph.values[i].name.as_str())
             .collect()
+    }
+
+    /// Per-node forward times, when [`ForwardOptions::profile`] asked for them.
+    pub fn profile(&self) -> &[NodeTime] {
+        &self.profile
     }
 
     /// The plan this pass ran.
@@ -115,8 +132,58 @@ impl<T: Element> Graph<T> {
         }
 
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
+        // Nodes replaced by a fused chain that already ran.
+        let mut absorbed = vec![false; self.nodes.len()];
+        let mut profile = Vec::new();
         for (n, node) in self.nodes.iter().enumerate() {
+            let started = options.profile.then(std::time::Instant::now);
             if !plan.run_forward[n] {
+                continue;
+            }
+            let free_inputs = |values: &mut Vec<Option<Tensor<T>>>| {
+                for &i in &node.inputs {
+                    if plan.last_use[i.0] == Some(n) && !plan.retain[i.0] {
+                        values[i.0] = None;
+                    }
+                }
+            };
+            if absorbed[n] {
+                free_inputs(&mut values);
+                continue;
+            }
+            if let Some(chain) = plan.fusion.get(n).and_then(Option::as_ref) {
+                let x = values[node.inputs[0].0]
+                    .as_ref()
+                    .expect("plan keeps every input of a running node until its last use");
+                let y = self.run_fused(chain, x)?;
+                if let Some(t) = started {
+                    let ops: Vec<&str> = std::iter::once(node.op.op_type())
+                        .chain(chain.skipped_nodes.iter().map(|&m| self.nodes[m].op.op_type()))
+                        .collect();
+                    profile.push(NodeTime {
+                        node: node.name.clone(),
+                        op: ops.join("+"),
+                        seconds: t.elapsed().as_secs_f64(),
+                    });
+                }
+                if options.check_finite && non_finite(&y) {
+                    let last = chain.skipped_nodes.last().map_or(node, |&m| &self.nodes[m]);
+                    return Err(Error::NonFinite {
+                        origin: format!("node '{}' ({}, fused)", last.name, last.op.op_type()),
+                        shape: y.shape().to_vec(),
+                    });
+                }
+                for &v in &chain.skipped_values {
+                    run_shapes[v.0] = y.shape().to_vec();
+                }
+                for &m in &chain.skipped_nodes {
+                    absorbed[m] = true;
+                }
+                run_shapes[chain.output.0] = y.shape().to_vec();
+                if plan.retain[chain.output.0] || plan.last_use[chain.output.0].is_some() {
+                    values[chain.output.0] = Some(y);
+                }
+                free_inputs(&mut values);
                 continue;
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
@@ -131,6 +198,13 @@ impl<T: Element> Graph<T> {
             let shapes: Vec<&[usize]> = args.iter().map(|a| a.shape()).collect();
             let expected = node.op.output_shapes(&shapes).map_err(wrap)?;
             let out = node.op.forward(&args).map_err(wrap)?;
+            if let Some(t) = started {
+                profile.push(NodeTime {
+                    node: node.name.clone(),
+                    op: node.op.op_type().to_string(),
+                    seconds: t.elapsed().as_secs_f64(),
+                });
+            }
             for (value, shape) in out.values.iter().zip(&expected) {
                 if value.shape() != shape.as_slice() {
                     let what = format!(
@@ -158,12 +232,8 @@ impl<T: Element> Graph<T> {
                 }
             }
             // Free what no later node and no backward rule reads.
-            for &i in &node.inputs {
-                if plan.last_use[i.0] == Some(n) && !plan.retain[i.0] {
-                    values[i.0] = None;
-                }
-            }
+            free_inputs(&mut values);
         }
-        Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes })
+        Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes, profile })
     }
 }

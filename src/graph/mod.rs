@@ -6,11 +6,12 @@
 mod backward;
 mod builder;
 mod forward;
+mod fuse;
 mod plan;
 
 pub use backward::{BackwardOptions, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
-pub use forward::{Activations, ForwardOptions};
+pub use forward::{Activations, ForwardOptions, NodeTime};
 pub use plan::Plan;
 
 use crate::error::{Error, Result};
@@ -60,6 +61,10 @@ pub struct Graph<T: Element> {
     outputs: Vec<ValueId>,
     by_name: HashMap<String, ValueId>,
     aliases: Vec<(String, ValueId)>,
+    /// Plans fuse convolution chains (f32 graphs only); off makes every op run on its own, as a reference.
+    fusion: bool,
+    /// Folded and packed convolution weights, made on first use.
+    packed: fuse::PackCache,
 }
 
 impl<T: Element> Graph<T> {
@@ -81,6 +86,17 @@ impl<T: Element> Graph<T> {
     /// The graph's declared outputs.
     pub fn outputs(&self) -> &[ValueId] {
         &self.outputs
+    }
+
+    /// Turns the fusion of `Conv → BatchNorm → ReLU/Clip` chains on (the default) or off for plans made later.
+    /// Off, every op runs on its own: the reference the fused path is tested against.
+    pub fn set_fusion(&mut self, enabled: bool) {
+        self.fusion = enabled;
+    }
+
+    /// Bytes of folded and packed weights made so far (they are made on first use, per SIMD level).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.bytes()
     }
 
     /// The value with this id.

@@ -30,6 +30,8 @@ pub struct Plan {
     pub(crate) retain: Vec<bool>,
     /// Per value: index of the last forward node that reads it (`None`: no reader runs).
     pub(crate) last_use: Vec<Option<usize>>,
+    /// Per node: the fused chain that starts at this convolution.
+    pub(crate) fusion: Vec<Option<super::fuse::FusedConv>>,
 }
 
 impl Plan {
@@ -46,6 +48,18 @@ impl Plan {
     /// Number of nodes whose backward will run.
     pub fn backward_nodes(&self) -> usize {
         self.run_backward.iter().filter(|&&b| b).count()
+    }
+
+    /// The same plan with every op run on its own (no fused chains): the reference for the fused path.
+    pub fn unfused(mut self) -> Plan {
+        self.fusion.iter_mut().for_each(|f| *f = None);
+        self
+    }
+
+    /// Number of fused convolution chains, and how many ops they absorb besides the convolutions.
+    pub fn fused_chains(&self) -> (usize, usize) {
+        let chains = self.fusion.iter().flatten();
+        (chains.clone().count(), chains.map(|c| c.skipped_nodes.len()).sum())
     }
 }
 
@@ -143,6 +157,19 @@ impl<T: Element> Graph<T> {
                 }
             }
         }
-        Ok(Plan { seeds, wrt, keep, run_forward, run_backward, wanted, saves_inputs, saves_outputs, retain, last_use })
+        let fusion = if self.fusion { self.plan_fusion(&run_forward, &retain) } else { vec![None; nn] };
+        Ok(Plan {
+            seeds,
+            wrt,
+            keep,
+            run_forward,
+            run_backward,
+            wanted,
+            saves_inputs,
+            saves_outputs,
+            retain,
+            last_use,
+            fusion,
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! BatchNormalization (inference): `y = (x − mean) / √(var + ε) · scale + bias` per channel (axis 1).
 //! Inputs: `x [N, C, …]`, `scale`, `bias`, `mean`, `var` (each `[C]`).
 
-use super::{arity, Op, Outputs, Vjp};
+use super::{arity, Fusable, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
@@ -79,6 +79,18 @@ impl<T: Element> Op<T> for BatchNormalization {
             });
         }
         Ok(Outputs::one(Tensor::from_shape_vec(x.raw_dim(), y).map_err(|e| OpError::Invalid(e.to_string()))?))
+    }
+
+    /// The input gradient reads only scale and variance; `x` and the mean are kept only when the scale or the
+    /// variance need a gradient. Without this, a saliency pass would keep every convolution output alive.
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        let w = |i: usize| wanted.get(i).copied().unwrap_or(false);
+        let needs_xhat = w(1) || w(4);
+        Saves { inputs: vec![needs_xhat, true, false, needs_xhat, true], outputs: false }
+    }
+
+    fn fusion(&self) -> Option<Fusable> {
+        Some(Fusable::BatchNorm { epsilon: self.epsilon })
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {

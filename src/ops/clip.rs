@@ -37,6 +37,14 @@ impl Pointwise for Clip {
         self.min == 0.0
     }
 
+    /// `lo < x < hi ⇔ lo < clip(x) < hi`, so the mask can come from the output (ReLU6's backward after a fused
+    /// convolution reads the fused output).
+    const DERIVATIVE_FROM_OUTPUT: bool = true;
+
+    fn fusion(&self) -> Option<super::Fusable> {
+        (self.min <= self.max).then_some(super::Fusable::Clamp { lo: self.min, hi: self.max })
+    }
+
     /// PyTorch convention: gradient flows strictly inside the interval.
     fn df<T: Element>(&self, x: T) -> T {
         if x > T::lit(self.min) && x < T::lit(self.max) {

@@ -134,6 +134,10 @@ impl<T: Element> Op<T> for Conv {
         conv_saves(wanted)
     }
 
+    fn fusion(&self) -> Option<super::Fusable> {
+        Some(super::Fusable::Conv(self.clone()))
+    }
+
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let geo = self.geometry(&cx.input_shapes)?;
         let g = contiguous(cx.grad()?);

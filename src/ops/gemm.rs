@@ -65,7 +65,10 @@ impl<T: Element> Op<T> for Gemm {
         let a = if self.trans_a { a.t() } else { a };
         let b = if self.trans_b { b.t() } else { b };
         let alpha = T::lit(self.alpha);
-        let mut y = a.dot(&b).mapv(|v| v * alpha);
+        let mut y = super::thin_matmul::thin_matmul(&a, &b).unwrap_or_else(|| a.dot(&b));
+        if alpha != T::one() {
+            y.mapv_inplace(|v| v * alpha);
+        }
         if let Some(c) = inputs.get(2) {
             let c = c.broadcast(IxDyn(y.shape())).ok_or_else(|| OpError::Invalid("C does not broadcast".into()))?;
             y.zip_mut_with(&c.into_dimensionality::<Ix2>().map_err(|e| OpError::Invalid(e.to_string()))?, |y, &c| {
@@ -89,7 +92,11 @@ impl<T: Element> Op<T> for Gemm {
             // dA' = α·G·B'ᵀ
             let b = as2(cx.input(1)?)?;
             let bp = if self.trans_b { b.t() } else { b };
-            let da = g.dot(&bp.t()).mapv(|v| v * alpha);
+            let bpt = bp.t();
+            let mut da = super::thin_matmul::thin_matmul(&g, &bpt).unwrap_or_else(|| g.dot(&bpt));
+            if alpha != T::one() {
+                da.mapv_inplace(|v| v * alpha);
+            }
             grads[0] = Some(if self.trans_a { da.t().to_owned() } else { da }.into_dyn());
         }
         if cx.wants(1) {

@@ -69,6 +69,7 @@ mod binary;
 mod pool_attrs;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod thin_matmul;
 
 pub use adaptive_avg_pool::AdaptiveAvgPool;
 pub use add::Add;
@@ -237,6 +238,25 @@ pub trait Op<T: Element>: Debug + Send + Sync {
     fn is_rectifier(&self) -> bool {
         false
     }
+
+    /// The part this op can play in a fused convolution (see `graph::fuse`); `None` for most ops.
+    fn fusion(&self) -> Option<Fusable> {
+        None
+    }
+}
+
+/// Ops that a `Conv → BatchNormalization → clamp` chain is made of, as the fusion planner sees them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fusable {
+    Conv(Conv),
+    BatchNorm {
+        epsilon: f64,
+    },
+    /// `min(max(x, lo), hi)`: ReLU (`[0, ∞)`), ReLU6 and other constant clips.
+    Clamp {
+        lo: f64,
+        hi: f64,
+    },
 }
 
 /// Checks the number of inputs.

@@ -19,6 +19,15 @@ pub trait Pointwise: std::fmt::Debug + Send + Sync + 'static {
     fn rectifies(&self) -> bool {
         false
     }
+
+    /// Whether `df` gives the same value from the output `f(x)` as from `x` (true for clips), so the backward can
+    /// keep the output instead of the input, which then need not exist (a fused convolution never writes it).
+    const DERIVATIVE_FROM_OUTPUT: bool = false;
+
+    /// The role in a fused convolution, if any.
+    fn fusion(&self) -> Option<super::Fusable> {
+        None
+    }
 }
 
 pub(crate) fn forward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>) -> Tensor<T> {
@@ -51,11 +60,22 @@ macro_rules! pointwise_op {
                 Ok($crate::ops::Outputs::one($crate::ops::pointwise::forward(self, inputs[0])))
             }
 
+            fn saves(&self, wanted: &[bool]) -> $crate::ops::Saves {
+                let from_output = <$ty as $crate::ops::Pointwise>::DERIVATIVE_FROM_OUTPUT;
+                $crate::ops::Saves { inputs: vec![!from_output; wanted.len()], outputs: from_output }
+            }
+
             fn backward(
                 &self,
                 cx: &$crate::ops::Vjp<'_, T>,
             ) -> Result<Vec<Option<$crate::Tensor<T>>>, $crate::OpError> {
-                Ok(vec![Some($crate::ops::pointwise::backward(self, cx.input(0)?, cx.grad()?, cx.relu_rule))])
+                let at =
+                    if <$ty as $crate::ops::Pointwise>::DERIVATIVE_FROM_OUTPUT { cx.output(0)? } else { cx.input(0)? };
+                Ok(vec![Some($crate::ops::pointwise::backward(self, at, cx.grad()?, cx.relu_rule))])
+            }
+
+            fn fusion(&self) -> Option<$crate::ops::Fusable> {
+                <$ty as $crate::ops::Pointwise>::fusion(self)
             }
         }
     };

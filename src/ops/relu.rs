@@ -45,6 +45,10 @@ impl<T: Element> Op<T> for Relu {
     fn is_rectifier(&self) -> bool {
         true
     }
+
+    fn fusion(&self) -> Option<super::Fusable> {
+        Some(super::Fusable::Clamp { lo: 0.0, hi: f64::INFINITY })
+    }
 }
 
 #[cfg(test)]

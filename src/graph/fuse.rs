@@ -1,0 +1,218 @@
+//! Fused convolutions: `Conv [→ BatchNormalization] [→ Relu | Clip]` run as one kernel call, planned per request.
+//!
+//! A chain is fused only where nothing needs the values inside it: an intermediate value may not be a requested
+//! layer, a seed, a `wrt` value, or read by a backward rule that the plan runs (the plan's `retain`), and must have
+//! no other reader. So `gradcam layers` names, Grad-CAM targets and every backward rule keep working: where a value
+//! is needed, the chain is simply cut there. The backward pass still runs the original ops' rules — a ReLU's mask
+//! comes from the fused output, batch-norm's input gradient reads only its constants.
+//!
+//! The batch-norm is folded into the convolution's weights and bias (`W' = W·a`, `b' = (b − mean)·a + β` with
+//! `a = γ/√(var + ε)`, computed in f64), and the clamp runs in the GEMM epilogue. Folded and packed weights are made
+//! on first use and cached in the graph for its lifetime, per SIMD level. Fusion applies to f32 graphs; f64 graphs
+//! (gradient checks) always run op by op.
+
+use super::{Graph, Source, ValueId};
+use crate::error::{Error, OpError, Result};
+use crate::ops::{Conv, Fusable};
+use crate::tensor::{contiguous, Tensor};
+use crate::Element;
+use gradcam_kernels::conv_packed::conv2d_forward_packed;
+use gradcam_kernels::{simd, Clamp, PackedConv, SimdLevel};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One fused chain, planned for one request.
+#[derive(Clone, Debug)]
+pub(crate) struct FusedConv {
+    /// The convolution node (where the chain runs).
+    pub conv: usize,
+    pub attrs: Conv,
+    /// The batch-norm node folded into the weights, with its ε.
+    pub batch_norm: Option<(usize, f64)>,
+    /// The clamp node and its bounds.
+    pub clamp: Option<(usize, f32, f32)>,
+    /// The value the chain writes.
+    pub output: ValueId,
+    /// Values inside the chain, never materialized (their run-time shape equals the output's).
+    pub skipped_values: Vec<ValueId>,
+    /// Nodes after the convolution that the chain replaces.
+    pub skipped_nodes: Vec<usize>,
+}
+
+/// Which packed weights: the convolution node, whether its batch-norm is folded in, the SIMD level.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct PackKey {
+    conv: usize,
+    batch_norm: Option<usize>,
+    level: SimdLevel,
+}
+
+/// Folded and packed weights of a graph's convolutions, made on first use.
+#[derive(Default)]
+pub(crate) struct PackCache(Mutex<HashMap<PackKey, Arc<PackedConv>>>);
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "PackCache({n} packed convolutions)")
+    }
+}
+
+impl PackCache {
+    /// Bytes held by packed weights.
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.lock().map(|m| m.values().map(|p| p.bytes()).sum()).unwrap_or(0)
+    }
+}
+
+fn is_f32<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+}
+
+impl<T: Element> Graph<T> {
+    fn constant(&self, id: ValueId) -> Option<&Tensor<T>> {
+        match &self.values[id.0].source {
+            Source::Constant(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn all_constant(&self, ids: &[ValueId]) -> bool {
+        ids.iter().all(|&i| self.constant(i).is_some())
+    }
+
+    /// The fused chains of a plan, indexed by convolution node.
+    pub(crate) fn plan_fusion(&self, run_forward: &[bool], retain: &[bool]) -> Vec<Option<FusedConv>> {
+        let mut fused = vec![None; self.nodes.len()];
+        if !is_f32::<T>() {
+            return fused;
+        }
+        // Readers of each value among the nodes that run.
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.values.len()];
+        for (n, node) in self.nodes.iter().enumerate() {
+            if run_forward[n] {
+                for i in &node.inputs {
+                    readers[i.0].push(n);
+                }
+            }
+        }
+        for (n, node) in self.nodes.iter().enumerate() {
+            let Some(Fusable::Conv(attrs)) = node.op.fusion() else { continue };
+            if !run_forward[n] || !self.all_constant(&node.inputs[1..]) || node.outputs.len() != 1 {
+                continue;
+            }
+            let mut chain = FusedConv {
+                conv: n,
+                attrs,
+                batch_norm: None,
+                clamp: None,
+                output: node.outputs[0],
+                skipped_values: Vec::new(),
+                skipped_nodes: Vec::new(),
+            };
+            loop {
+                let cur = chain.output;
+                let [next] = readers[cur.0].as_slice() else { break };
+                let next_node = &self.nodes[*next];
+                if retain[cur.0] || next_node.inputs.first() != Some(&cur) || next_node.outputs.len() != 1 {
+                    break;
+                }
+                match next_node.op.fusion() {
+                    Some(Fusable::BatchNorm { epsilon })
+                        if chain.batch_norm.is_none()
+                            && chain.clamp.is_none()
+                            && next_node.inputs.len() == 5
+                            && self.all_constant(&next_node.inputs[1..]) =>
+                    {
+                        chain.batch_norm = Some((*next, epsilon));
+                    }
+                    Some(Fusable::Clamp { lo, hi }) if chain.clamp.is_none() && next_node.inputs.len() == 1 => {
+                        chain.clamp = Some((*next, lo as f32, hi as f32));
+                    }
+                    _ => break,
+                }
+                chain.skipped_values.push(cur);
+                chain.skipped_nodes.push(*next);
+                chain.output = next_node.outputs[0];
+            }
+            fused[n] = Some(chain);
+        }
+        fused
+    }
+
+    /// Runs a fused chain on `x` (the convolution's data input); returns the chain's output.
+    pub(crate) fn run_fused(&self, chain: &FusedConv, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let node = &self.nodes[chain.conv];
+        let wrap = |source| Error::Op { node: node.name.clone(), op: "Conv", source };
+        let x32 = (x as &dyn Any)
+            .downcast_ref::<Tensor<f32>>()
+            .ok_or_else(|| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))?;
+        let mut shapes: Vec<&[usize]> = vec![x.shape()];
+        for &i in &node.inputs[1..] {
+            shapes.push(&self.values[i.0].shape);
+        }
+        let geo = chain.attrs.geometry(&shapes).map_err(wrap)?;
+        let level = simd::level();
+        let key = PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level };
+        let packed = {
+            let cached = self.packed.0.lock().ok().and_then(|m| m.get(&key).cloned());
+            match cached {
+                Some(p) => p,
+                None => {
+                    let p = Arc::new(self.pack_conv(chain, level)?);
+                    if let Ok(mut m) = self.packed.0.lock() {
+                        m.insert(key, p.clone());
+                    }
+                    p
+                }
+            }
+        };
+        let clamp = chain.clamp.map_or(Clamp::NONE, |(_, lo, hi)| Clamp { lo, hi });
+        let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
+        let mut y = vec![0.0f32; out_shape.iter().product()];
+        conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, &mut y);
+        let y =
+            Tensor::from_shape_vec(ndarray::IxDyn(&out_shape), y).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
+        let boxed: Box<dyn Any> = Box::new(y);
+        boxed
+            .downcast::<Tensor<T>>()
+            .map(|b| *b)
+            .map_err(|_| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))
+    }
+
+    /// Folds the chain's batch-norm (if any) into the convolution's weights and bias, and packs them for `level`.
+    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel) -> Result<PackedConv> {
+        let node = &self.nodes[chain.conv];
+        let f64s = |id: ValueId| -> Vec<f64> {
+            self.constant(id).map(|t| t.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
+        };
+        let w_shape = self.values[node.inputs[1].0].shape.clone();
+        let mut w = f64s(node.inputs[1]);
+        let out_channels = w_shape[0];
+        let mut b = node.inputs.get(2).map_or_else(|| vec![0.0; out_channels], |&id| f64s(id));
+        if let Some((bn, eps)) = chain.batch_norm {
+            let bn_inputs = &self.nodes[bn].inputs;
+            let (scale, shift, mean, var) =
+                (f64s(bn_inputs[1]), f64s(bn_inputs[2]), f64s(bn_inputs[3]), f64s(bn_inputs[4]));
+            let per_out = w.len() / out_channels.max(1);
+            for co in 0..out_channels {
+                let a = scale[co] / (var[co] + eps).sqrt();
+                w[co * per_out..(co + 1) * per_out].iter_mut().for_each(|v| *v *= a);
+                b[co] = (b[co] - mean[co]) * a + shift[co];
+            }
+        }
+        let w: Vec<f32> = w.into_iter().map(|v| v as f32).collect();
+        let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
+        let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
+        Ok(PackedConv::new(
+            level,
+            &w,
+            has_bias.then_some(&b[..]),
+            out_channels,
+            w_shape[1],
+            [w_shape[2], w_shape[3]],
+            chain.attrs.groups,
+        ))
+    }
+}
