@@ -126,6 +126,7 @@ impl PackedA {
     /// # Panics
     /// If `b.rows != self.cols()`, `r0` is not a multiple of [`PackedA::panel_rows`], `r1 > rows`, or `b` does not
     /// fit its slice.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm_rows(
         &self,
         r0: usize,
@@ -302,6 +303,7 @@ mod tests {
             .collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn reference(a: &[f32], b: &[f32], bias: &[f32], c0: &[f32], m: usize, k: usize, n: usize, acc: bool) -> Vec<f64> {
         let mut c = vec![0.0f64; m * n];
         for i in 0..m {
