@@ -1,0 +1,60 @@
+//! Fused convolution chains keep every layer addressable: requesting a value inside a chain (a convolution's or a
+//! batch-norm's output) cuts the chain there, and activations and gradients equal the op-by-op path.
+
+mod common;
+
+use common::{npy_f32, one_hot};
+use gradcam::{Model, Tensor};
+
+fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
+    a.iter().zip(b.iter()).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
+}
+
+fn rel_l2(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
+    let d: f64 = a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (d / n.max(1e-300)).sqrt()
+}
+
+#[test]
+fn values_inside_chains_stay_addressable_with_equal_gradients() {
+    let model = Model::bundled().unwrap();
+    let g = &model.graph;
+    let x = npy_f32("models/inputs/chelsea.npy");
+    // Outputs of convolutions and of the batch-norms that follow them: all inside fused chains by default.
+    let inside: Vec<String> = g
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op.op_type(), "Conv" | "BatchNormalization"))
+        .map(|n| g.value(n.outputs[0]).name.clone())
+        .collect();
+    assert!(inside.len() > 60, "{}", inside.len());
+    let full = g.plan(&[&model.logits], &[], &[]).unwrap();
+    let picks = [&inside[1], &inside[inside.len() / 2], &inside[inside.len() - 3]];
+    for name in picks {
+        let plan = g.plan(&[&model.logits], &[name, &model.input], &[name]).unwrap();
+        assert!(plan.fused_chains().0 > 0, "nothing fused around {name}");
+        let reference = plan.clone().unfused();
+        let fused = g.forward(&plan, vec![(&model.input, x.clone())]).unwrap();
+        let plain = g.forward(&reference, vec![(&model.input, x.clone())]).unwrap();
+        let logits = plain.get(&model.logits).unwrap();
+        let seed = one_hot(logits.shape()[1], 285);
+        let (gf, gp) = (
+            fused.backward(vec![(&model.logits, seed.clone())]).unwrap(),
+            plain.backward(vec![(&model.logits, seed)]).unwrap(),
+        );
+        let e = rel_err(fused.get(name).unwrap(), plain.get(name).unwrap());
+        assert!(e < 1e-4, "{name}: activation differs by {e:.2e}");
+        // Gradients this deep cross every ReLU6 of the network: the odd f32 mask flip between the two rounding
+        // orders moves single elements, so compare in the L2 sense (the bound of tests/model_parity.rs).
+        let e = rel_l2(gf.get(name).unwrap(), gp.get(name).unwrap());
+        assert!(e < 5e-3, "{name}: gradient differs by {e:.2e} (relative L2)");
+        let e = rel_err(fused.get(&model.logits).unwrap(), logits);
+        assert!(e < 1e-4, "{name}: logits differ by {e:.2e}");
+    }
+    // With nothing requested inside, every chain is fused: convolution, batch-norm and ReLU6 as one.
+    let (chains, absorbed) = full.fused_chains();
+    assert!(chains >= 49 && absorbed >= chains, "{chains} chains absorbing {absorbed} ops");
+}
