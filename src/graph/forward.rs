@@ -151,11 +151,16 @@ impl<T: Element> Graph<T> {
                 free_inputs(&mut values);
                 continue;
             }
+            let args: Vec<&Tensor<T>> = node
+                .inputs
+                .iter()
+                .map(|&i| match &self.values[i.0].source {
+                    Source::Constant(c) => c,
+                    _ => values[i.0].as_ref().expect("plan keeps every input of a running node until its last use"),
+                })
+                .collect();
             if let Some(chain) = plan.fusion.get(n).and_then(Option::as_ref) {
-                let x = values[node.inputs[0].0]
-                    .as_ref()
-                    .expect("plan keeps every input of a running node until its last use");
-                let y = self.run_fused(chain, x)?;
+                let y = self.run_fused(chain, args[0])?;
                 if let Some(t) = started {
                     let ops: Vec<&str> = std::iter::once(node.op.op_type())
                         .chain(chain.skipped_nodes.iter().map(|&m| self.nodes[m].op.op_type()))
@@ -187,14 +192,6 @@ impl<T: Element> Graph<T> {
                 continue;
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
-            let args: Vec<&Tensor<T>> = node
-                .inputs
-                .iter()
-                .map(|&i| match &self.values[i.0].source {
-                    Source::Constant(c) => c,
-                    _ => values[i.0].as_ref().expect("plan keeps every input of a running node until its last use"),
-                })
-                .collect();
             let shapes: Vec<&[usize]> = args.iter().map(|a| a.shape()).collect();
             let expected = node.op.output_shapes(&shapes).map_err(wrap)?;
             let out = node.op.forward(&args).map_err(wrap)?;

@@ -30,8 +30,8 @@ pub(crate) struct FusedConv {
     pub attrs: Conv,
     /// The batch-norm node folded into the weights, with its ε.
     pub batch_norm: Option<(usize, f64)>,
-    /// The clamp node and its bounds.
-    pub clamp: Option<(usize, f32, f32)>,
+    /// The clamp's bounds.
+    pub clamp: Option<Clamp>,
     /// The value the chain writes.
     pub output: ValueId,
     /// Values inside the chain, never materialized (their run-time shape equals the output's).
@@ -128,7 +128,7 @@ impl<T: Element> Graph<T> {
                         chain.batch_norm = Some((*next, epsilon));
                     }
                     Some(Fusable::Clamp { lo, hi }) if chain.clamp.is_none() && next_node.inputs.len() == 1 => {
-                        chain.clamp = Some((*next, lo as f32, hi as f32));
+                        chain.clamp = Some(Clamp { lo: lo as f32, hi: hi as f32 });
                     }
                     _ => break,
                 }
@@ -160,7 +160,7 @@ impl<T: Element> Graph<T> {
             match cached {
                 Some(p) => p,
                 None => {
-                    let p = Arc::new(self.pack_conv(chain, level)?);
+                    let p = Arc::new(self.pack_conv(chain, level));
                     if let Ok(mut m) = self.packed.0.lock() {
                         m.insert(key, p.clone());
                     }
@@ -168,7 +168,7 @@ impl<T: Element> Graph<T> {
                 }
             }
         };
-        let clamp = chain.clamp.map_or(Clamp::NONE, |(_, lo, hi)| Clamp { lo, hi });
+        let clamp = chain.clamp.unwrap_or(Clamp::NONE);
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let mut y = vec![0.0f32; out_shape.iter().product()];
         conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, &mut y);
@@ -182,7 +182,7 @@ impl<T: Element> Graph<T> {
     }
 
     /// Folds the chain's batch-norm (if any) into the convolution's weights and bias, and packs them for `level`.
-    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel) -> Result<PackedConv> {
+    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel) -> PackedConv {
         let node = &self.nodes[chain.conv];
         let f64s = |id: ValueId| -> Vec<f64> {
             self.constant(id).map(|t| t.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
@@ -205,7 +205,7 @@ impl<T: Element> Graph<T> {
         let w: Vec<f32> = w.into_iter().map(|v| v as f32).collect();
         let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
         let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
-        Ok(PackedConv::new(
+        PackedConv::new(
             level,
             &w,
             has_bias.then_some(&b[..]),
@@ -213,6 +213,6 @@ impl<T: Element> Graph<T> {
             w_shape[1],
             [w_shape[2], w_shape[3]],
             chain.attrs.groups,
-        ))
+        )
     }
 }

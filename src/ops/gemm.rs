@@ -1,6 +1,7 @@
 //! Gemm: `Y = alpha · A' · B' + beta · C` with `A' = transA ? Aᵀ : A` (likewise `B'`), `C` broadcast to `Y`.
 //! A PyTorch `Linear` layer is `Gemm { trans_b: true, .. }` with the weight `[out, in]` as `B`.
 
+use super::thin_matmul::matmul;
 use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::{broadcast_shapes, expect_rank, sum_to_shape, Tensor};
@@ -65,7 +66,7 @@ impl<T: Element> Op<T> for Gemm {
         let a = if self.trans_a { a.t() } else { a };
         let b = if self.trans_b { b.t() } else { b };
         let alpha = T::lit(self.alpha);
-        let mut y = super::thin_matmul::thin_matmul(&a, &b).unwrap_or_else(|| a.dot(&b));
+        let mut y = matmul(&a, &b);
         if alpha != T::one() {
             y.mapv_inplace(|v| v * alpha);
         }
@@ -92,8 +93,7 @@ impl<T: Element> Op<T> for Gemm {
             // dA' = α·G·B'ᵀ
             let b = as2(cx.input(1)?)?;
             let bp = if self.trans_b { b.t() } else { b };
-            let bpt = bp.t();
-            let mut da = super::thin_matmul::thin_matmul(&g, &bpt).unwrap_or_else(|| g.dot(&bpt));
+            let mut da = matmul(&g, &bp.t());
             if alpha != T::one() {
                 da.mapv_inplace(|v| v * alpha);
             }

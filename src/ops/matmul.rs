@@ -62,7 +62,7 @@ fn bmm<T: Element>(a: &ndarray::Array3<T>, b: &ndarray::Array3<T>, ta: bool, tb:
         .map(|(x, y)| {
             let x = if ta { x.t() } else { x };
             let y = if tb { y.t() } else { y };
-            x.dot(&y)
+            super::thin_matmul::matmul(&x, &y)
         })
         .collect();
     let views: Vec<_> = mats.iter().map(|m| m.view()).collect();

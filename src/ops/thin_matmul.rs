@@ -16,8 +16,13 @@ pub const MAX_THIN_ROWS: usize = 4;
 /// Output columns per parallel task.
 const CHUNK: usize = 64;
 
+/// `A·B`: the thin path when it applies, else ndarray's general product. Every 2-D product of the ops goes here.
+pub(crate) fn matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Array2<T> {
+    thin_matmul(a, b).unwrap_or_else(|| a.dot(b))
+}
+
 /// `A·B` when `A` has at most [`MAX_THIN_ROWS`] rows and `B` has contiguous rows or columns; `None` otherwise.
-pub(crate) fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Option<Array2<T>> {
+fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Option<Array2<T>> {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     if m == 0 || m > MAX_THIN_ROWS || b.nrows() != k || n == 0 {
         return None;
