@@ -355,7 +355,7 @@ pub fn conv2d_backward_weight<T: Element>(geo: &ConvGeometry, input: &[T], grad_
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct 7-loop convolution used as the reference.
@@ -393,7 +393,7 @@ mod tests {
     }
 
     fn geometries() -> Vec<ConvGeometry> {
-        let base = ConvGeometry {
+        variants(ConvGeometry {
             batch: 2,
             in_channels: 4,
             in_h: 9,
@@ -410,16 +410,22 @@ mod tests {
             pad_bottom: 1,
             pad_right: 1,
             groups: 1,
-        };
+        })
+    }
+
+    /// `base` (a 3×3 "same" convolution with an even channel count) and its variants: strides with asymmetric pads,
+    /// dilations, groups, pointwise, depthwise with and without a channel multiplier, and enough columns for several
+    /// tiles with a ragged last one. Shared by every convolution kernel's tests.
+    pub(crate) fn variants(base: ConvGeometry) -> Vec<ConvGeometry> {
+        let c = base.in_channels;
         vec![
             base,
             ConvGeometry { stride_h: 2, stride_w: 3, pad_top: 0, pad_left: 2, pad_bottom: 1, pad_right: 0, ..base },
             ConvGeometry { dilation_h: 2, dilation_w: 3, kernel_w: 2, ..base },
             ConvGeometry { groups: 2, ..base },
             ConvGeometry { kernel_h: 1, kernel_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..base },
-            ConvGeometry { groups: 4, out_channels: 8, ..base },
-            ConvGeometry { groups: 4, out_channels: 4, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base },
-            // Enough columns for several tiles, with a ragged last one.
+            ConvGeometry { groups: c, out_channels: 2 * c, ..base },
+            ConvGeometry { groups: c, out_channels: c, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base },
             ConvGeometry { batch: 1, in_h: 23, in_w: 25, ..base },
         ]
     }

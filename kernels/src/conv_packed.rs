@@ -161,14 +161,15 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
 mod tests {
     use super::*;
     use crate::conv::conv2d_forward;
+    use crate::conv::tests::variants;
     use crate::simd::supported_levels;
 
     fn data(len: usize, seed: usize) -> Vec<f32> {
         (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
     }
 
-    /// Random-ish geometries: odd sizes, strides, asymmetric pads, dilations, groups, depthwise with a multiplier,
-    /// pointwise, batch > 1, more channels than one panel.
+    /// The shared convolution test geometries around a base with more output channels than one AVX2 panel, plus
+    /// one with more than one AVX-512 panel.
     fn geometries() -> Vec<ConvGeometry> {
         let base = ConvGeometry {
             batch: 2,
@@ -188,16 +189,9 @@ mod tests {
             pad_right: 1,
             groups: 1,
         };
-        vec![
-            base,
-            ConvGeometry { stride_h: 2, stride_w: 3, pad_top: 0, pad_left: 2, pad_bottom: 1, pad_right: 0, ..base },
-            ConvGeometry { dilation_h: 2, dilation_w: 3, kernel_w: 2, ..base },
-            ConvGeometry { groups: 2, ..base },
-            ConvGeometry { kernel_h: 1, kernel_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..base },
-            ConvGeometry { groups: 6, out_channels: 12, ..base },
-            ConvGeometry { groups: 6, out_channels: 6, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base },
-            ConvGeometry { batch: 1, in_channels: 40, out_channels: 37, in_h: 23, in_w: 25, ..base },
-        ]
+        let mut all = variants(base);
+        all.push(ConvGeometry { batch: 1, in_channels: 40, out_channels: 37, in_h: 23, in_w: 25, ..base });
+        all
     }
 
     #[test]
@@ -234,7 +228,7 @@ mod tests {
 
     #[test]
     fn bit_identical_on_one_two_and_four_threads() {
-        let geo = geometries()[7];
+        let geo = *geometries().last().expect("geometries");
         let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 4);
         let w = data(geo.out_channels * geo.k(), 5);
         for level in supported_levels() {

@@ -155,7 +155,8 @@ impl PackedA {
             pack_b(b, nr, &mut packed_b);
             let k = self.k;
             let col_panels = n.div_ceil(nr);
-            let mut edge = vec![0.0f32; mr * nr];
+            // Partial tiles run in this buffer (row stride nr), on the stack: no allocation per call.
+            let mut edge = [0.0f32; microkernel::MAX_TILE];
             let mut kb = 0;
             while kb < k.max(1) {
                 let kc = KC.min(k - kb);
@@ -217,30 +218,23 @@ impl PackedA {
         accumulate: bool,
         clamp: Clamp,
     ) {
-        let k = self.k;
-        let a = MatRef::row_major(&self.data[r0 * k..r1 * k], r1 - r0, k);
-        let n = b.cols;
-        if !accumulate {
-            for r in 0..r1 - r0 {
-                let fill = self.bias.get(r0 + r).copied().unwrap_or(0.0);
-                // SAFETY: row r of the caller's block.
-                unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) }.fill(fill);
-            }
-        } else if !self.bias.is_empty() {
-            for r in 0..r1 - r0 {
-                let add = self.bias[r0 + r];
-                // SAFETY: row r of the caller's block.
-                unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) }.iter_mut().for_each(|v| *v += add);
+        let (k, n, rows) = (self.k, b.cols, r1 - r0);
+        let a = MatRef::row_major(&self.data[r0 * k..r1 * k], rows, k);
+        // SAFETY: for r < rows this is row r of the caller's block, which the caller gives us exclusively; each
+        // slice lives only for one statement below, so no two coexist and none spans the GEMM call.
+        let row = |r: usize| unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) };
+        for r in 0..rows {
+            let bias = self.bias.get(r0 + r).copied();
+            if !accumulate {
+                row(r).fill(bias.unwrap_or(0.0));
+            } else if let Some(bias) = bias {
+                row(r).iter_mut().for_each(|v| *v += bias);
             }
         }
         // SAFETY: the caller's contract on `c`; operands are checked by gemm_to_ptr.
         unsafe { gemm_to_ptr(1.0, a, b, 1.0, c, rsc, 1) };
         if !clamp.is_none() {
-            for r in 0..r1 - r0 {
-                // SAFETY: row r of the caller's block.
-                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) };
-                row.iter_mut().for_each(|v| *v = clamp.apply(*v));
-            }
+            (0..rows).for_each(|r| row(r).iter_mut().for_each(|v| *v = clamp.apply(*v)));
         }
     }
 

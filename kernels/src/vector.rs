@@ -6,43 +6,52 @@
 
 use crate::simd::{level, SimdLevel};
 
+/// Defines `pub fn $name` that runs `$simd` compiled for the active SIMD level, or `$portable` on the portable one.
+macro_rules! per_level {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?; simd: $simd:ident, portable: $portable:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                $simd($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                $simd($($arg),*)
+            }
+            match level() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: level() only returns levels this CPU supports.
+                SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $portable($($arg),*),
+            }
+        }
+    };
+}
+
 #[inline(always)]
-fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
+fn axpy_fused(a: f32, x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o = v.mul_add(a, *o);
     }
 }
 
 #[inline(always)]
-fn axpy_body_unfused(a: f32, x: &[f32], y: &mut [f32]) {
+fn axpy_unfused(a: f32, x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o += a * v;
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn axpy_avx512(a: f32, x: &[f32], y: &mut [f32]) {
-    axpy_body(a, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
-    axpy_body(a, x, y)
-}
-
-/// `y += a·x` over `min(len)` elements (fused multiply-add on the SIMD levels, `a·x` then `+` on the portable one).
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    match level() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: level() only returns levels this CPU supports.
-        SimdLevel::Avx512 => unsafe { axpy_avx512(a, x, y) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdLevel::Avx2 => unsafe { axpy_avx2(a, x, y) },
-        _ => axpy_body_unfused(a, x, y),
-    }
+per_level! {
+    /// `y += a·x` over `min(len)` elements (fused multiply-add on the SIMD levels, `a·x` then `+` on the portable
+    /// one).
+    pub fn axpy(a: f32, x: &[f32], y: &mut [f32]); simd: axpy_fused, portable: axpy_unfused
 }
 
 /// Independent partial sums: enough for LLVM to keep one vector register per 16 lanes busy.
@@ -74,29 +83,9 @@ fn dot_body(x: &[f32], y: &[f32]) -> f32 {
     acc[0]
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn dot_avx512(x: &[f32], y: &[f32]) -> f32 {
-    dot_body(x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
-    dot_body(x, y)
-}
-
-/// `Σ x_i·y_i` in a fixed order (32 interleaved partial sums, then a pairwise tree).
-pub fn dot(x: &[f32], y: &[f32]) -> f32 {
-    match level() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: level() only returns levels this CPU supports.
-        SimdLevel::Avx512 => unsafe { dot_avx512(x, y) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdLevel::Avx2 => unsafe { dot_avx2(x, y) },
-        _ => dot_body(x, y),
-    }
+per_level! {
+    /// `Σ x_i·y_i` in a fixed order (32 interleaved partial sums, then a pairwise tree).
+    pub fn dot(x: &[f32], y: &[f32]) -> f32; simd: dot_body, portable: dot_body
 }
 
 #[inline(always)]
@@ -108,29 +97,9 @@ fn clamp_body(lo: f32, hi: f32, x: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn clamp_avx512(lo: f32, hi: f32, x: &mut [f32]) {
-    clamp_body(lo, hi, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn clamp_avx2(lo: f32, hi: f32, x: &mut [f32]) {
-    clamp_body(lo, hi, x)
-}
-
-/// `x ← min(max(x, lo), hi)` in place, NaN kept.
-pub fn clamp(lo: f32, hi: f32, x: &mut [f32]) {
-    match level() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: level() only returns levels this CPU supports.
-        SimdLevel::Avx512 => unsafe { clamp_avx512(lo, hi, x) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdLevel::Avx2 => unsafe { clamp_avx2(lo, hi, x) },
-        _ => clamp_body(lo, hi, x),
-    }
+per_level! {
+    /// `x ← min(max(x, lo), hi)` in place, NaN kept.
+    pub fn clamp(lo: f32, hi: f32, x: &mut [f32]); simd: clamp_body, portable: clamp_body
 }
 
 #[cfg(test)]

@@ -1,66 +1,10 @@
 //! The AVX-512F microkernel: a 12 × 32 tile (24 accumulators in zmm registers).
 
-use crate::packed_gemm::Clamp;
 use std::arch::x86_64::*;
 
-const MR: usize = 12;
-const NR: usize = 32;
-
-/// See [`super::Tile::run`].
-///
-/// # Safety
-/// The CPU supports AVX-512F; `a` holds `kc·12` readable values, `b` `kc·32`; `c` is a writable 12 × 32 block with
-/// row stride `rsc` owned by this thread; `bias` (if any) has at least 12 values (checked by the caller).
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-pub(super) unsafe fn kernel_12x32(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    rsc: usize,
-    load: bool,
-    bias: Option<&[f32]>,
-    clamp: Option<Clamp>,
-) {
-    // SAFETY (whole body): every pointer offset stays inside the blocks described in the contract above.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        if load {
-            for r in 0..MR {
-                acc[r][0] = _mm512_loadu_ps(c.add(r * rsc));
-                acc[r][1] = _mm512_loadu_ps(c.add(r * rsc + 16));
-            }
-        }
-        if let Some(bias) = bias {
-            for r in 0..MR {
-                let v = _mm512_set1_ps(bias[r]);
-                acc[r][0] = _mm512_add_ps(acc[r][0], v);
-                acc[r][1] = _mm512_add_ps(acc[r][1], v);
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * NR));
-            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
-            let ap = a.add(p * MR);
-            for r in 0..MR {
-                let av = _mm512_set1_ps(*ap.add(r));
-                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-            }
-        }
-        if let Some(cl) = clamp {
-            // max(lo, x) and min(hi, x) return x when x is NaN (the second operand): NaN propagates like PyTorch.
-            let (lo, hi) = (_mm512_set1_ps(cl.lo), _mm512_set1_ps(cl.hi));
-            for r in 0..MR {
-                for h in 0..2 {
-                    acc[r][h] = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r][h]));
-                }
-            }
-        }
-        for r in 0..MR {
-            _mm512_storeu_ps(c.add(r * rsc), acc[r][0]);
-            _mm512_storeu_ps(c.add(r * rsc + 16), acc[r][1]);
-        }
-    }
+microkernel! {
+    /// See [`super::Tile::run`].
+    fn kernel_12x32, feature = "avx512f", mr = 12, lanes = 16,
+    zero = _mm512_setzero_ps, load = _mm512_loadu_ps, store = _mm512_storeu_ps, splat = _mm512_set1_ps,
+    add = _mm512_add_ps, fma = _mm512_fmadd_ps, min = _mm512_min_ps, max = _mm512_max_ps
 }

@@ -4,6 +4,85 @@
 //! `p` broadcasts `MR` weights and multiplies them into `NR / lanes` vectors of `B`: the accumulators fill most of
 //! the vector registers (24 of 32 on AVX-512, 12 of 16 on AVX2), so every loaded value feeds many FMAs.
 
+/// Defines the microkernel of one SIMD level from the one template: an `mr × 2·lanes` tile, two vectors per row.
+/// Only the tile height and the intrinsics differ between levels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! microkernel {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident, feature = $feature:literal, mr = $mr:literal, lanes = $lanes:literal,
+        zero = $zero:ident, load = $load:ident, store = $store:ident, splat = $splat:ident,
+        add = $add:ident, fma = $fma:ident, min = $min:ident, max = $max:ident
+    ) => {
+        /// Rows of the tile.
+        pub(super) const MR: usize = $mr;
+        /// Columns of the tile: two vectors.
+        pub(super) const NR: usize = 2 * $lanes;
+
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The CPU supports the target features; `a` holds `kc·mr` readable values, `b` `kc·2·lanes`; `c` is a
+        /// writable `mr × 2·lanes` block with row stride `rsc` owned by this thread; `bias` (if any) has at least
+        /// `mr` values (checked by the caller, [`super::Tile::run`]).
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+        pub(super) unsafe fn $name(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            rsc: usize,
+            load: bool,
+            bias: Option<&[f32]>,
+            clamp: Option<$crate::packed_gemm::Clamp>,
+        ) {
+            const L: usize = $lanes;
+            // SAFETY (whole body): every pointer offset stays inside the blocks described in the contract above.
+            unsafe {
+                let mut acc = [[$zero(); 2]; MR];
+                if load {
+                    for r in 0..MR {
+                        acc[r][0] = $load(c.add(r * rsc));
+                        acc[r][1] = $load(c.add(r * rsc + L));
+                    }
+                }
+                if let Some(bias) = bias {
+                    for r in 0..MR {
+                        let v = $splat(bias[r]);
+                        acc[r][0] = $add(acc[r][0], v);
+                        acc[r][1] = $add(acc[r][1], v);
+                    }
+                }
+                for p in 0..kc {
+                    let b0 = $load(b.add(p * 2 * L));
+                    let b1 = $load(b.add(p * 2 * L + L));
+                    let ap = a.add(p * MR);
+                    for r in 0..MR {
+                        let av = $splat(*ap.add(r));
+                        acc[r][0] = $fma(av, b0, acc[r][0]);
+                        acc[r][1] = $fma(av, b1, acc[r][1]);
+                    }
+                }
+                if let Some(cl) = clamp {
+                    // max(lo, x) and min(hi, x) return x when x is NaN (the second operand): NaN propagates like
+                    // PyTorch.
+                    let (lo, hi) = ($splat(cl.lo), $splat(cl.hi));
+                    for r in 0..MR {
+                        for h in 0..2 {
+                            acc[r][h] = $min(hi, $max(lo, acc[r][h]));
+                        }
+                    }
+                }
+                for r in 0..MR {
+                    $store(c.add(r * rsc), acc[r][0]);
+                    $store(c.add(r * rsc + L), acc[r][1]);
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -11,6 +90,19 @@ mod avx512;
 
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
+
+/// Elements of the largest tile: the size of the on-stack buffer that partial tiles run in.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MAX_TILE: usize = {
+    let (a, b) = (avx512::MR * avx512::NR, avx2::MR * avx2::NR);
+    if a > b {
+        a
+    } else {
+        b
+    }
+};
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const MAX_TILE: usize = 0;
 
 /// The register tile of one SIMD level.
 #[derive(Clone, Copy, Debug)]
@@ -35,8 +127,11 @@ pub(crate) fn mr(level: SimdLevel) -> usize {
 pub(crate) fn tile(level: SimdLevel) -> Tile {
     assert!(level != SimdLevel::Portable && level.supported(), "no {level} microkernel on this CPU");
     match level {
-        SimdLevel::Avx512 => Tile { level, mr: 12, nr: 32 },
-        _ => Tile { level, mr: 6, nr: 16 },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => Tile { level, mr: avx512::MR, nr: avx512::NR },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => Tile { level, mr: avx2::MR, nr: avx2::NR },
+        _ => unreachable!("only x86-64 levels have microkernels"),
     }
 }
 
