@@ -205,7 +205,10 @@ pub fn conv2d_forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T],
         assert_eq!(b.len(), geo.out_channels, "conv: bias length");
     }
     if geo.is_depthwise() {
-        return depthwise::forward(geo, input, weight, bias, output);
+        if !T::depthwise_forward(geo, input, weight, bias, output) {
+            depthwise::forward(geo, input, weight, bias, output);
+        }
+        return;
     }
     let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());
     let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
@@ -252,6 +255,9 @@ pub fn conv2d_forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T],
 /// `grad_input ← ∂⟨grad_output, conv(x, weight)⟩/∂x` (overwrites `grad_input`).
 pub fn conv2d_backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_output: &[T], grad_input: &mut [T]) {
     geo.check(grad_input.len(), weight.len(), grad_output.len());
+    if geo.is_depthwise() && T::depthwise_backward_data(geo, weight, grad_output, grad_input) {
+        return;
+    }
     grad_input.fill(T::zero());
     if geo.is_depthwise() {
         return depthwise::backward_data(geo, weight, grad_output, grad_input);

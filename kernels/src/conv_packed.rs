@@ -7,7 +7,7 @@
 //! threads for a given SIMD level.
 
 use crate::conv::{rows_per_task, tiles, ConvGeometry, DisjointOutput};
-use crate::depthwise;
+use crate::depthwise_flat;
 use crate::gemm::MatRef;
 use crate::im2col::im2col_tile;
 use crate::packed_gemm::{Clamp, PackedA};
@@ -111,12 +111,7 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
     }
     let groups = match &packed.layout {
         Layout::Depthwise { weight, bias } => {
-            let epilogue = |plane: &mut [f32]| {
-                if !clamp.is_none() {
-                    crate::vector::clamp(clamp.lo, clamp.hi, plane)
-                }
-            };
-            return depthwise::forward_with_epilogue(geo, input, weight, Some(bias), output, &epilogue);
+            return depthwise_flat::forward(geo, input, weight, bias, clamp, output, packed.level);
         }
         Layout::Gemm(groups) => groups,
     };

@@ -49,19 +49,8 @@ fn for_each_tap_row(
     }
 }
 
+/// The generic (any element type) forward: f64 gradient checks, and the reference of the f32 kernels.
 pub(crate) fn forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, output: &mut [T]) {
-    forward_with_epilogue(geo, input, weight, bias, output, &|_| {})
-}
-
-/// [`forward`], then `epilogue` on each output plane while it is still in cache (a fused activation).
-pub(crate) fn forward_with_epilogue<T: Element>(
-    geo: &ConvGeometry,
-    input: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    output: &mut [T],
-    epilogue: &(dyn Fn(&mut [T]) + Sync),
-) {
     let d = dims(geo);
     let taps = geo.kernel_h * geo.kernel_w;
     let (in_plane, out_plane) = (d.h * d.w, d.oh * d.ow);
@@ -104,7 +93,6 @@ pub(crate) fn forward_with_epilogue<T: Element>(
                 });
             }
         }
-        epilogue(out);
     });
 }
 

@@ -61,6 +61,29 @@ pub trait Element:
         x.iter().zip(y).fold(Self::zero(), |acc, (&a, &b)| acc + a * b)
     }
 
+    /// Depthwise forward by a type-specific fast kernel (`output ← conv + bias`), or `false` (nothing written) where
+    /// there is none: the generic loops then run.
+    fn depthwise_forward(
+        _geo: &crate::ConvGeometry,
+        _input: &[Self],
+        _weight: &[Self],
+        _bias: Option<&[Self]>,
+        _output: &mut [Self],
+    ) -> bool {
+        false
+    }
+
+    /// Depthwise input gradient by a type-specific fast kernel (overwrites `grad_input`), or `false` (nothing
+    /// written) where there is none.
+    fn depthwise_backward_data(
+        _geo: &crate::ConvGeometry,
+        _weight: &[Self],
+        _grad_output: &[Self],
+        _grad_input: &mut [Self],
+    ) -> bool {
+        false
+    }
+
     /// Converts an `f64` literal (constants in formulas) to this type.
     fn lit(v: f64) -> Self {
         <Self as num_traits::NumCast>::from(v).unwrap_or_else(Self::nan)
@@ -76,6 +99,35 @@ impl Element for f32 {
 
     fn dot(x: &[f32], y: &[f32]) -> f32 {
         crate::vector::dot(x, y)
+    }
+
+    fn depthwise_forward(
+        geo: &crate::ConvGeometry,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> bool {
+        let zeros;
+        let bias = match bias {
+            Some(b) => b,
+            None => {
+                zeros = vec![0.0; geo.out_channels];
+                &zeros
+            }
+        };
+        let clamp = crate::Clamp::NONE;
+        crate::depthwise_flat::forward(geo, input, weight, bias, clamp, output, crate::simd::level());
+        true
+    }
+
+    fn depthwise_backward_data(
+        geo: &crate::ConvGeometry,
+        weight: &[f32],
+        grad_output: &[f32],
+        grad_input: &mut [f32],
+    ) -> bool {
+        crate::depthwise_flat::backward_data(geo, weight, grad_output, grad_input, crate::simd::level())
     }
 
     unsafe fn gemm_raw(

@@ -12,6 +12,7 @@
 pub mod conv;
 pub mod conv_packed;
 pub mod depthwise;
+pub mod depthwise_flat;
 pub mod element;
 pub mod gemm;
 pub mod im2col;

@@ -109,6 +109,9 @@ fn run_once(model: &Model, work: &Work, x: &Tensor<f32>, pixels: &Tensor<f32>) -
     })
 }
 
+/// Nodes listed by `--profile` after the per-operator totals.
+const PROFILE_NODES: usize = 15;
+
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 {
@@ -175,6 +178,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let plan = model.graph.inference_plan(&[&model.logits])?;
         let options = gradcam::ForwardOptions { profile: true, ..Default::default() };
         let mut per_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+        let mut per_node: std::collections::BTreeMap<(String, String), f64> = Default::default();
         let rounds = 5;
         pool.install(|| -> anyhow::Result<()> {
             for _ in 0..rounds {
@@ -183,6 +187,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     let e = per_op.entry(t.op.clone()).or_default();
                     e.0 += t.seconds / rounds as f64;
                     e.1 += 1;
+                    *per_node.entry((t.node.clone(), t.op.clone())).or_default() += t.seconds / rounds as f64;
                 }
             }
             Ok(())
@@ -198,6 +203,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 100.0 * secs / total.max(1e-12),
                 count / rounds
             );
+        }
+        let mut nodes: Vec<_> = per_node.into_iter().collect();
+        nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
+        report += "slowest nodes:\n";
+        for ((node, op), secs) in nodes.into_iter().take(PROFILE_NODES) {
+            report += &format!("  {:>8.3} ms {:>5.1} %  {node} ({op})\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
         }
         if args.json {
             eprint!("{report}");

@@ -1,0 +1,513 @@
+//! f32 depthwise convolution as one long multi-tap filter per plane, vectorized per SIMD level.
+//!
+//! The generic kernel in [`crate::depthwise`] updates each output row once per tap: on the 7- and 14-pixel rows of
+//! MobileNet-style networks that is mostly loop overhead. Here each plane is first copied into a zero-padded
+//! scratch laid out by stride phase — `scratch[col phase][row phase][row][col]` with rows `L` wide — so that tap
+//! `(ky, kx)` of output `(oy, ox)` reads `scratch[base(ky, kx) + oy·L + ox]`. The whole plane then is a single
+//! 1-D filter over the flat index `j = oy·L + ox`: `flat[j] = bias + Σ_t w_t · scratch[base_t + j]`, computed in
+//! register blocks of [`BLOCK`] outputs with the taps innermost, and the `ow` valid columns of each row are copied
+//! out (with the fused clamp). `L` is `ow` plus the kernel's reach in phase columns, so the wasted columns are few.
+//!
+//! The same filter computes the input gradient: it is the convolution of the zero-upsampled output gradient with
+//! the flipped kernel, which the layout expresses by an upsampling factor on the source plane.
+//!
+//! Each output is a fixed sequence of operations (bias, then the taps in order), so results do not depend on the
+//! number of threads.
+
+use crate::conv::ConvGeometry;
+use crate::packed_gemm::Clamp;
+use crate::simd::SimdLevel;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Outputs computed per register block (4 AVX-512 or 8 AVX2 accumulators: enough independent FMA chains).
+const BLOCK: usize = 64;
+
+/// Outputs per parallel task (whole planes; the grouping depends only on the layer's shape).
+const TASK_OUTPUTS: usize = 16 * 1024;
+
+/// One plane's filter: where the source lands in the padded scratch and which scratch offset each tap reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PlaneFilter {
+    src_h: usize,
+    src_w: usize,
+    /// Source pixel `(iy, ix)` lands at padded `(pad_top + iy·up_h, pad_left + ix·up_w)`.
+    up_h: usize,
+    up_w: usize,
+    pad_top: usize,
+    pad_left: usize,
+    stride_h: usize,
+    stride_w: usize,
+    out_h: usize,
+    out_w: usize,
+    /// Rows per row phase and columns per row of the scratch.
+    rows: usize,
+    row_len: usize,
+    /// Scratch offset of each tap, row-major over `(ky, kx)`.
+    bases: Vec<usize>,
+}
+
+impl PlaneFilter {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        src: [usize; 2],
+        up: [usize; 2],
+        pad: [usize; 2],
+        kernel: [usize; 2],
+        dilation: [usize; 2],
+        stride: [usize; 2],
+        out: [usize; 2],
+    ) -> PlaneFilter {
+        let [sh, sw] = stride;
+        let reach_h = (kernel[0] - 1) * dilation[0];
+        let reach_w = (kernel[1] - 1) * dilation[1];
+        let rows = out[0] + reach_h / sh;
+        let row_len = out[1] + reach_w / sw;
+        let mut bases = Vec::with_capacity(kernel[0] * kernel[1]);
+        for ky in 0..kernel[0] {
+            for kx in 0..kernel[1] {
+                let (dy, dx) = (ky * dilation[0], kx * dilation[1]);
+                bases.push((((dx % sw) * sh + dy % sh) * rows + dy / sh) * row_len + dx / sw);
+            }
+        }
+        PlaneFilter {
+            src_h: src[0],
+            src_w: src[1],
+            up_h: up[0],
+            up_w: up[1],
+            pad_top: pad[0],
+            pad_left: pad[1],
+            stride_h: sh,
+            stride_w: sw,
+            out_h: out[0],
+            out_w: out[1],
+            rows,
+            row_len,
+            bases,
+        }
+    }
+
+    /// Length of the flat output: whole register blocks.
+    fn flat_len(&self) -> usize {
+        (self.out_h * self.row_len).div_ceil(BLOCK) * BLOCK
+    }
+
+    fn scratch_len(&self) -> usize {
+        let laid_out = self.stride_w * self.stride_h * self.rows * self.row_len;
+        let read = self.bases.iter().max().copied().unwrap_or(0) + self.flat_len();
+        laid_out.max(read)
+    }
+
+    /// Copies `src` (one `src_h × src_w` plane) into the zeroed, phase-split `scratch`.
+    ///
+    /// Only the cells a source pixel lands in are written: the rest (padding, slack) must already be zero.
+    fn lay_out(&self, src: &[f32], scratch: &mut [f32]) {
+        let (sh, sw, l) = (self.stride_h, self.stride_w, self.row_len);
+        for (iy, row) in src.chunks_exact(self.src_w).take(self.src_h).enumerate() {
+            let r = self.pad_top + iy * self.up_h;
+            if r / sh >= self.rows {
+                break;
+            }
+            let row_base = (r % sh) * self.rows + r / sh;
+            if sw == 1 && self.up_w == 1 {
+                if self.pad_left < l {
+                    let n = self.src_w.min(l - self.pad_left);
+                    let at = row_base * l + self.pad_left;
+                    scratch[at..at + n].copy_from_slice(&row[..n]);
+                }
+                continue;
+            }
+            if sw == 2 && self.up_w == 1 {
+                // Source columns 2k and 2k + 1 land in the two phases at floor(c / 2): one pass over pairs that
+                // LLVM vectorizes with shuffles.
+                let (p, phase_rows) = (self.pad_left, sh * self.rows);
+                let start = |q: usize| (q * phase_rows + row_base) * l;
+                let (first_at, second_at) = (start(p % 2) + p / 2, start((p + 1) % 2) + p.div_ceil(2));
+                let n = (self.src_w / 2).min(l.saturating_sub(p.div_ceil(2)));
+                let (first, second) = if first_at < second_at {
+                    let (lo, hi) = scratch.split_at_mut(second_at);
+                    (&mut lo[first_at..first_at + n], &mut hi[..n])
+                } else {
+                    let (lo, hi) = scratch.split_at_mut(first_at);
+                    let second = &mut lo[second_at..second_at + n];
+                    (&mut hi[..n], second)
+                };
+                for ((pair, a), b) in row.chunks_exact(2).zip(first.iter_mut()).zip(second.iter_mut()) {
+                    *a = pair[0];
+                    *b = pair[1];
+                }
+                // What the paired pass left: an odd-width row's last column, or a column the other phase had no
+                // room for.
+                for (ix, &v) in row.iter().enumerate().skip(2 * n) {
+                    let c = p + ix;
+                    if c / 2 < l {
+                        scratch[start(c % 2) + c / 2] = v;
+                    }
+                }
+                continue;
+            }
+            if self.up_w == 1 {
+                // Phase by phase: source columns pad_left + ix ≡ p (mod sw) land side by side.
+                for p in 0..sw {
+                    let first = (p + sw - self.pad_left % sw) % sw;
+                    let at = (p * sh * self.rows + row_base) * l + (self.pad_left + first) / sw;
+                    let room = (p * sh * self.rows + row_base + 1) * l - at;
+                    let n = room.min((self.src_w.saturating_sub(first)).div_ceil(sw));
+                    let (dst, src) = (&mut scratch[at..at + n], &row[first..]);
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        *d = src[k * sw];
+                    }
+                }
+                continue;
+            }
+            for (ix, &v) in row.iter().enumerate() {
+                let c = self.pad_left + ix * self.up_w;
+                if c / sw >= l {
+                    break;
+                }
+                scratch[((c % sw) * sh * self.rows + row_base) * l + c / sw] = v;
+            }
+        }
+    }
+
+    /// `out ← clamp(bias + Σ_t weights[t]·tap_t(src))` for one plane, using the thread's scratch buffers.
+    fn run(&self, src: &[f32], weights: &[f32], bias: f32, clamp: Clamp, out: &mut [f32], level: SimdLevel) {
+        thread_local! {
+            static BUFFERS: RefCell<Buffers> = const { RefCell::new(Buffers::new()) };
+        }
+        BUFFERS.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let Buffers { scratch, flat, laid_out_for } = &mut *guard;
+            // Every plane of one filter writes the same scratch cells, so the zeros around them survive from one
+            // plane to the next: clear only when the filter changes.
+            if laid_out_for.as_ref() != Some(self) {
+                scratch.clear();
+                scratch.resize(self.scratch_len(), 0.0);
+                flat.resize(self.flat_len(), 0.0);
+                *laid_out_for = Some(self.clone());
+            }
+            self.lay_out(src, scratch);
+            taps(level, scratch, &self.bases, weights, bias, clamp, flat);
+            for (dst, row) in out.chunks_exact_mut(self.out_w).zip(flat.chunks(self.row_len)) {
+                dst.copy_from_slice(&row[..self.out_w]);
+            }
+        });
+    }
+}
+
+/// A thread's scratch plane and flat output, and the filter whose layout the scratch holds.
+struct Buffers {
+    scratch: Vec<f32>,
+    flat: Vec<f32>,
+    laid_out_for: Option<PlaneFilter>,
+}
+
+impl Buffers {
+    const fn new() -> Buffers {
+        Buffers { scratch: Vec::new(), flat: Vec::new(), laid_out_for: None }
+    }
+}
+
+#[inline(always)]
+fn taps_body<const FUSED: bool>(
+    scratch: &[f32],
+    bases: &[usize],
+    weights: &[f32],
+    bias: f32,
+    clamp: Clamp,
+    flat: &mut [f32],
+) {
+    for (b, block) in flat.chunks_exact_mut(BLOCK).enumerate() {
+        let j = b * BLOCK;
+        let mut acc = [bias; BLOCK];
+        for (&base, &w) in bases.iter().zip(weights) {
+            let src = &scratch[base + j..base + j + BLOCK];
+            for l in 0..BLOCK {
+                acc[l] = if FUSED { src[l].mul_add(w, acc[l]) } else { acc[l] + w * src[l] };
+            }
+        }
+        // `v < lo` and `v > hi` are false for NaN, which passes through (PyTorch's clamp).
+        for (o, &v) in block.iter_mut().zip(&acc) {
+            let c = if v < clamp.lo { clamp.lo } else { v };
+            *o = if c > clamp.hi { clamp.hi } else { c };
+        }
+    }
+}
+
+/// The tap loop compiled for `level` (fused multiply-add on the SIMD levels, multiply then add on the portable one).
+fn taps(level: SimdLevel, s: &[f32], bases: &[usize], w: &[f32], bias: f32, clamp: Clamp, flat: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    fn avx512(s: &[f32], bases: &[usize], w: &[f32], bias: f32, clamp: Clamp, flat: &mut [f32]) {
+        taps_body::<true>(s, bases, w, bias, clamp, flat)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2(s: &[f32], bases: &[usize], w: &[f32], bias: f32, clamp: Clamp, flat: &mut [f32]) {
+        taps_body::<true>(s, bases, w, bias, clamp, flat)
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the guard checked that this CPU runs the level.
+        SimdLevel::Avx512 if level.supported() => unsafe { avx512(s, bases, w, bias, clamp, flat) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 if level.supported() => unsafe { avx2(s, bases, w, bias, clamp, flat) },
+        _ => taps_body::<false>(s, bases, w, bias, clamp, flat),
+    }
+}
+
+/// Planes per parallel task for planes of `plane` outputs.
+fn planes_per_task(plane: usize) -> usize {
+    (TASK_OUTPUTS / plane.max(1)).max(1)
+}
+
+/// `output ← clamp(depthwise_conv(input, weight) + bias)` (`groups == in_channels`, OIHW weights) at `level`.
+///
+/// # Panics
+/// If `geo` is not depthwise or a length disagrees with it (programming errors of the caller).
+pub fn forward(
+    geo: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    clamp: Clamp,
+    output: &mut [f32],
+    level: SimdLevel,
+) {
+    assert!(geo.is_depthwise(), "depthwise: not a depthwise geometry");
+    geo.check(input.len(), weight.len(), output.len());
+    assert_eq!(bias.len(), geo.out_channels, "depthwise: bias length");
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
+    if out_plane == 0 {
+        return;
+    }
+    let taps = geo.kernel_h * geo.kernel_w;
+    let mult = geo.out_channels / geo.in_channels;
+    let filter = PlaneFilter::new(
+        [geo.in_h, geo.in_w],
+        [1, 1],
+        [geo.pad_top, geo.pad_left],
+        [geo.kernel_h, geo.kernel_w],
+        [geo.dilation_h, geo.dilation_w],
+        [geo.stride_h, geo.stride_w],
+        [geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)],
+    );
+    let per_task = planes_per_task(out_plane);
+    output.par_chunks_mut(out_plane * per_task).enumerate().for_each(|(task, planes)| {
+        for (i, out) in planes.chunks_exact_mut(out_plane).enumerate() {
+            let plane = task * per_task + i;
+            let (n, co) = (plane / geo.out_channels, plane % geo.out_channels);
+            let c = n * geo.in_channels + co / mult;
+            let src = &input[c * in_plane..(c + 1) * in_plane];
+            filter.run(src, &weight[co * taps..(co + 1) * taps], bias[co], clamp, out, level);
+        }
+    });
+}
+
+/// `grad_input ← ∂⟨grad_output, depthwise_conv(x, weight)⟩/∂x` (overwrites it) at `level`, or `false` (nothing
+/// written) where this layout does not apply: a channel multiplier above 1, or padding wider than the kernel's
+/// reach (the caller then uses the generic kernel).
+///
+/// # Panics
+/// If `geo` is not depthwise or a length disagrees with it.
+pub fn backward_data(
+    geo: &ConvGeometry,
+    weight: &[f32],
+    grad_output: &[f32],
+    grad_input: &mut [f32],
+    level: SimdLevel,
+) -> bool {
+    assert!(geo.is_depthwise(), "depthwise: not a depthwise geometry");
+    geo.check(grad_input.len(), weight.len(), grad_output.len());
+    let reach_h = (geo.kernel_h - 1) * geo.dilation_h;
+    let reach_w = (geo.kernel_w - 1) * geo.dilation_w;
+    if geo.out_channels != geo.in_channels || geo.pad_top > reach_h || geo.pad_left > reach_w {
+        return false;
+    }
+    let (in_plane, out_plane) = (geo.in_plane(), geo.out_plane());
+    if in_plane == 0 {
+        return true;
+    }
+    if out_plane == 0 {
+        grad_input.fill(0.0);
+        return true;
+    }
+    let (kh, kw) = (geo.kernel_h, geo.kernel_w);
+    let taps = kh * kw;
+    // The flipped kernel over the output gradient upsampled by the stride and padded so that input pixel
+    // (iy, ix) sees exactly the outputs whose windows covered it.
+    let filter = PlaneFilter::new(
+        [geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)],
+        [geo.stride_h, geo.stride_w],
+        [reach_h - geo.pad_top, reach_w - geo.pad_left],
+        [kh, kw],
+        [geo.dilation_h, geo.dilation_w],
+        [1, 1],
+        [geo.in_h, geo.in_w],
+    );
+    let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| (0..taps).map(move |t| w[taps - 1 - t])).collect();
+    let per_task = planes_per_task(in_plane);
+    grad_input.par_chunks_mut(in_plane * per_task).enumerate().for_each(|(task, planes)| {
+        for (i, dx) in planes.chunks_exact_mut(in_plane).enumerate() {
+            let plane = task * per_task + i;
+            let c = plane % geo.in_channels;
+            let dy = &grad_output[plane * out_plane..(plane + 1) * out_plane];
+            filter.run(dy, &flipped[c * taps..(c + 1) * taps], 0.0, Clamp::NONE, dx, level);
+        }
+    });
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::tests::variants;
+    use crate::depthwise;
+    use crate::simd::supported_levels;
+
+    fn data(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
+    }
+
+    /// Depthwise geometries: the shared variants of a depthwise base (strides, pads, dilations, odd sizes, batch
+    /// 2), a channel multiplier, pads beyond the kernel's reach, and MobileNet's narrow planes.
+    fn geometries() -> Vec<ConvGeometry> {
+        let base = ConvGeometry {
+            batch: 2,
+            in_channels: 5,
+            in_h: 11,
+            in_w: 9,
+            out_channels: 5,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+            groups: 5,
+        };
+        let mut all: Vec<ConvGeometry> = variants(base)
+            .into_iter()
+            .map(|g| ConvGeometry { out_channels: g.in_channels, groups: g.in_channels, ..g })
+            .filter(|g| g.out_h().is_some_and(|h| h > 0) && g.out_w().is_some_and(|w| w > 0))
+            .collect();
+        all.push(ConvGeometry { out_channels: 10, ..base });
+        all.push(ConvGeometry { pad_top: 3, pad_left: 4, pad_bottom: 0, pad_right: 2, ..base });
+        all.push(ConvGeometry {
+            batch: 1,
+            in_h: 7,
+            in_w: 7,
+            kernel_h: 5,
+            kernel_w: 5,
+            pad_top: 2,
+            pad_left: 2,
+            pad_bottom: 2,
+            pad_right: 2,
+            ..base
+        });
+        all.push(ConvGeometry { in_h: 14, in_w: 14, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base });
+        for (pad, w) in [(0, 13), (1, 13), (2, 12), (3, 15)] {
+            all.push(ConvGeometry { in_w: w, stride_h: 2, stride_w: 2, pad_left: pad, pad_right: pad, ..base });
+        }
+        all.push(ConvGeometry { in_h: 30, in_w: 1, kernel_w: 1, pad_left: 0, pad_right: 0, ..base });
+        all
+    }
+
+    fn close(got: &[f32], want: &[f32], taps: usize, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (&g, &e)) in got.iter().zip(want).enumerate() {
+            assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()) * (taps as f32).sqrt(), "{what} at {i}: {g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn forward_matches_the_generic_kernel_on_every_level() {
+        for level in supported_levels() {
+            for geo in geometries() {
+                let x = data(geo.batch * geo.in_channels * geo.in_plane(), 1);
+                let w = data(geo.out_channels * geo.k(), 2);
+                let b = data(geo.out_channels, 3);
+                let mut want = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
+                depthwise::forward(&geo, &x, &w, Some(&b), &mut want);
+                let clamp = Clamp { lo: -0.5, hi: 6.0 };
+                let mut got = vec![f32::NAN; want.len()];
+                forward(&geo, &x, &w, &b, clamp, &mut got, level);
+                let want: Vec<f32> = want.iter().map(|&v| clamp.apply(v)).collect();
+                close(&got, &want, geo.k(), &format!("{level} {geo:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn backward_data_matches_the_generic_kernel_on_every_level() {
+        let (mut ran, mut declined) = (0, 0);
+        for level in supported_levels() {
+            for geo in geometries() {
+                let fits = geo.out_channels == geo.in_channels
+                    && geo.pad_top <= (geo.kernel_h - 1) * geo.dilation_h
+                    && geo.pad_left <= (geo.kernel_w - 1) * geo.dilation_w;
+                let w = data(geo.out_channels * geo.k(), 4);
+                let dy = data(geo.batch * geo.out_channels * geo.out_plane(), 5);
+                let mut want = vec![0.0f32; geo.batch * geo.in_channels * geo.in_plane()];
+                depthwise::backward_data(&geo, &w, &dy, &mut want);
+                let mut got = vec![f32::NAN; want.len()];
+                let took = backward_data(&geo, &w, &dy, &mut got, level);
+                assert_eq!(took, fits, "{geo:?}");
+                if took {
+                    close(&got, &want, geo.k(), &format!("{level} {geo:?}"));
+                    ran += 1;
+                } else {
+                    assert!(got.iter().all(|v| v.is_nan()), "declined but wrote");
+                    declined += 1;
+                }
+            }
+        }
+        // The multiplier and the wide pads are declined; everything else ran.
+        assert!(ran > 2 * declined && declined >= 2, "{ran} ran, {declined} declined");
+    }
+
+    #[test]
+    fn bit_identical_on_one_two_and_four_threads() {
+        let geo = ConvGeometry {
+            batch: 1,
+            in_channels: 24,
+            in_h: 56,
+            in_w: 56,
+            out_channels: 24,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+            groups: 24,
+        };
+        let x = data(geo.in_channels * geo.in_plane(), 6);
+        let w = data(geo.out_channels * geo.k(), 7);
+        let b = vec![0.25; geo.out_channels];
+        for level in supported_levels() {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
+                let mut dx = vec![0.0f32; x.len()];
+                pool.install(|| {
+                    forward(&geo, &x, &w, &b, Clamp::RELU, &mut y, level);
+                    backward_data(&geo, &w, &y, &mut dx, level);
+                });
+                (y, dx)
+            };
+            let one = run(1);
+            assert_eq!(one, run(2), "{level}");
+            assert_eq!(one, run(4), "{level}");
+        }
+    }
+}
