@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{npy_f32, one_hot};
-use gradcam::{Model, Tensor};
+use common::{npy_f32, one_hot, random};
+use gradcam::ops::{Clip, Conv, Pad, PadMode};
+use gradcam::{GraphBuilder, Model, Tensor};
 
 fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
@@ -57,4 +58,48 @@ fn values_inside_chains_stay_addressable_with_equal_gradients() {
     // With nothing requested inside, every chain is fused: convolution, batch-norm and ReLU6 as one.
     let (chains, absorbed) = full.fused_chains();
     assert!(chains >= 49 && absorbed >= chains, "{chains} chains absorbing {absorbed} ops");
+}
+
+/// TF-style "SAME" padding exported as a zero `Pad` node in front of a convolution (EfficientNet-Lite's ONNX export):
+/// folded into the convolution's own padding, for a regular and a depthwise convolution with stride 2 and
+/// asymmetric pads, with the same output and input gradient as running the `Pad` on its own — and kept as a node
+/// when its output is requested, or when it does not pad with zeros.
+#[test]
+fn zero_pads_fold_into_the_following_convolution() {
+    for (groups, in_per_group) in [(1, 6), (6, 1)] {
+        for (mode, value) in [(PadMode::Constant, 0.0), (PadMode::Constant, 0.5), (PadMode::Edge, 0.0)] {
+            let mut b = GraphBuilder::<f32>::new();
+            let x = b.input("x", &[2, 6, 9, 10]).unwrap();
+            let pad = Pad { pads: vec![0, 0, 0, 1, 0, 0, 2, 1], mode, value };
+            let padded = b.node("pad", pad, &[x]).unwrap();
+            let out_channels = if groups == 1 { 5 } else { 6 };
+            let w = b.constant("w", random(&[out_channels, in_per_group, 3, 3], 3)).unwrap();
+            let bias = b.constant("b", random(&[out_channels], 4)).unwrap();
+            let conv = Conv { strides: [2, 2], groups, ..Conv::default() };
+            let y = b.node("conv", conv, &[padded, w, bias]).unwrap();
+            let out = b.node("relu6", Clip { min: 0.0, max: 6.0 }, &[y]).unwrap();
+            b.output(out);
+            let g = b.build();
+            let input = random::<f32>(&[2, 6, 9, 10], 5);
+            let zero_pad = mode == PadMode::Constant && value == 0.0;
+            for keep_pad in [false, true] {
+                let keep: &[&str] = if keep_pad { &["pad"] } else { &[] };
+                let plan = g.plan(&["relu6"], &["x"], keep).unwrap();
+                let (chains, absorbed) = plan.fused_chains();
+                let folded = zero_pad && !keep_pad;
+                assert_eq!((chains, absorbed), (1, if folded { 2 } else { 1 }), "{mode:?} {value} keep {keep_pad}");
+                let fused = g.forward(&plan, vec![("x", input.clone())]).unwrap();
+                let plain = g.forward(&plan.clone().unfused(), vec![("x", input.clone())]).unwrap();
+                let e = rel_err(fused.get("relu6").unwrap(), plain.get("relu6").unwrap());
+                assert!(e < 1e-5, "groups {groups} {mode:?}: output differs by {e:.2e}");
+                let seed = random::<f32>(plain.get("relu6").unwrap().shape(), 6);
+                let (gf, gp) = (
+                    fused.backward(vec![("relu6", seed.clone())]).unwrap(),
+                    plain.backward(vec![("relu6", seed)]).unwrap(),
+                );
+                let e = rel_err(gf.get("x").unwrap(), gp.get("x").unwrap());
+                assert!(e < 1e-5, "groups {groups} {mode:?}: input gradient differs by {e:.2e}");
+            }
+        }
+    }
 }

@@ -1,10 +1,15 @@
-//! Fused convolutions: `Conv [→ BatchNormalization] [→ Relu | Clip]` run as one kernel call, planned per request.
+//! Fused convolutions: `[Pad →] Conv [→ BatchNormalization] [→ Relu | Clip]` run as one kernel call, planned per
+//! request.
 //!
 //! A chain is fused only where nothing needs the values inside it: an intermediate value may not be a requested
 //! layer, a seed, a `wrt` value, or read by a backward rule that the plan runs (the plan's `retain`), and must have
 //! no other reader. So `gradcam layers` names, Grad-CAM targets and every backward rule keep working: where a value
 //! is needed, the chain is simply cut there. The backward pass still runs the original ops' rules — a ReLU's mask
 //! comes from the fused output, batch-norm's input gradient reads only its constants.
+//!
+//! A zero `Pad` of the spatial axes in front (TF-style "SAME" padding exported as its own node) becomes the
+//! convolution's own padding; the chain then runs where the `Pad` ran, since the convolution's other inputs are
+//! constants.
 //!
 //! The batch-norm is folded into the convolution's weights and bias (`W' = W·a`, `b' = (b − mean)·a + β` with
 //! `a = γ/√(var + ε)`, computed in f64), and the clamp runs in the GEMM epilogue. Folded and packed weights are made
@@ -25,8 +30,11 @@ use std::sync::{Arc, Mutex};
 /// One fused chain, planned for one request.
 #[derive(Clone, Debug)]
 pub(crate) struct FusedConv {
-    /// The convolution node (where the chain runs).
+    /// The convolution node (where the chain runs unless a `Pad` leads it).
     pub conv: usize,
+    /// A leading zero `Pad` folded into the convolution's padding: its output value (never materialized) and the
+    /// extra `[top, left, bottom, right]` padding.
+    pub pad: Option<(ValueId, [usize; 4])>,
     pub attrs: Conv,
     /// The batch-norm node folded into the weights, with its ε.
     pub batch_norm: Option<(usize, f64)>,
@@ -34,9 +42,9 @@ pub(crate) struct FusedConv {
     pub clamp: Option<Clamp>,
     /// The value the chain writes.
     pub output: ValueId,
-    /// Values inside the chain, never materialized (their run-time shape equals the output's).
+    /// Values after the convolution, never materialized (their run-time shape equals the output's).
     pub skipped_values: Vec<ValueId>,
-    /// Nodes after the convolution that the chain replaces.
+    /// Nodes after the one the chain runs at that it replaces (the convolution too where a `Pad` leads).
     pub skipped_nodes: Vec<usize>,
 }
 
@@ -82,18 +90,22 @@ impl<T: Element> Graph<T> {
         ids.iter().all(|&i| self.constant(i).is_some())
     }
 
-    /// The fused chains of a plan, indexed by convolution node.
+    /// The fused chains of a plan, indexed by the node they run at (the convolution, or the `Pad` leading it).
     pub(crate) fn plan_fusion(&self, run_forward: &[bool], retain: &[bool]) -> Vec<Option<FusedConv>> {
         let mut fused = vec![None; self.nodes.len()];
         if !is_f32::<T>() {
             return fused;
         }
-        // Readers of each value among the nodes that run.
+        // Readers of each value among the nodes that run, and the node that makes it.
         let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.values.len()];
+        let mut producer: Vec<Option<usize>> = vec![None; self.values.len()];
         for (n, node) in self.nodes.iter().enumerate() {
             if run_forward[n] {
                 for i in &node.inputs {
                     readers[i.0].push(n);
+                }
+                for o in &node.outputs {
+                    producer[o.0] = Some(n);
                 }
             }
         }
@@ -104,6 +116,7 @@ impl<T: Element> Graph<T> {
             }
             let mut chain = FusedConv {
                 conv: n,
+                pad: None,
                 attrs,
                 batch_norm: None,
                 clamp: None,
@@ -136,7 +149,19 @@ impl<T: Element> Graph<T> {
                 chain.skipped_nodes.push(*next);
                 chain.output = next_node.outputs[0];
             }
-            fused[n] = Some(chain);
+            // A leading zero Pad read only by this convolution, whose output nothing needs.
+            let data = node.inputs[0];
+            let leading_pad = producer[data.0]
+                .filter(|&p| readers[data.0].as_slice() == [n] && !retain[data.0] && self.nodes[p].inputs.len() == 1);
+            let anchor = match leading_pad.map(|p| (p, self.nodes[p].op.fusion())) {
+                Some((p, Some(Fusable::ZeroPad2d(pads)))) => {
+                    chain.pad = Some((data, pads));
+                    chain.skipped_nodes.insert(0, n);
+                    p
+                }
+                _ => n,
+            };
+            fused[anchor] = Some(chain);
         }
         fused
     }
@@ -148,11 +173,25 @@ impl<T: Element> Graph<T> {
         let x32 = (x as &dyn Any)
             .downcast_ref::<Tensor<f32>>()
             .ok_or_else(|| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))?;
-        let mut shapes: Vec<&[usize]> = vec![x.shape()];
+        // The geometry of the convolution as the graph has it (on the padded input where a Pad leads), then the
+        // folded padding moved into the convolution.
+        let mut padded = x.shape().to_vec();
+        if let (Some((_, [top, left, bottom, right])), 4) = (chain.pad, padded.len()) {
+            padded[2] += top + bottom;
+            padded[3] += left + right;
+        }
+        let mut shapes: Vec<&[usize]> = vec![&padded];
         for &i in &node.inputs[1..] {
             shapes.push(&self.values[i.0].shape);
         }
-        let geo = chain.attrs.geometry(&shapes).map_err(wrap)?;
+        let mut geo = chain.attrs.geometry(&shapes).map_err(wrap)?;
+        if let Some((_, [top, left, bottom, right])) = chain.pad {
+            (geo.in_h, geo.in_w) = (geo.in_h - top - bottom, geo.in_w - left - right);
+            geo.pad_top += top;
+            geo.pad_left += left;
+            geo.pad_bottom += bottom;
+            geo.pad_right += right;
+        }
         let level = simd::level();
         let key = PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level };
         let packed = {

@@ -257,6 +257,9 @@ pub enum Fusable {
         lo: f64,
         hi: f64,
     },
+    /// Zero padding of the two spatial axes of an NCHW tensor, `[top, left, bottom, right]`: folds into a following
+    /// convolution's own padding.
+    ZeroPad2d([usize; 4]),
 }
 
 /// Checks the number of inputs.

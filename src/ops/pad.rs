@@ -52,6 +52,17 @@ impl Pad {
 }
 
 impl<T: Element> Op<T> for Pad {
+    fn fusion(&self) -> Option<super::Fusable> {
+        // ONNX order: all begins, then all ends. Only N and C unpadded, constant zero.
+        let zero_fill = self.mode == PadMode::Constant && self.value == 0.0;
+        match self.pads.as_slice() {
+            &[0, 0, top, left, 0, 0, bottom, right] if zero_fill => {
+                Some(super::Fusable::ZeroPad2d([top, left, bottom, right]))
+            }
+            _ => None,
+        }
+    }
+
     fn op_type(&self) -> &'static str {
         "Pad"
     }
