@@ -12,6 +12,7 @@ use crate::gemm::MatRef;
 use crate::im2col::im2col_tile;
 use crate::packed_gemm::{Clamp, PackedA};
 use crate::simd::SimdLevel;
+use crate::winograd::{self, WinogradWeights};
 use rayon::prelude::*;
 
 #[cfg(doc)]
@@ -24,6 +25,8 @@ enum Layout {
     Gemm(Vec<PackedA>),
     /// Depthwise: OIHW weights and a bias as they are; the direct kernel reads them tap by tap.
     Depthwise { weight: Vec<f32>, bias: Vec<f32> },
+    /// 3×3 stride-1 filters transformed for Winograd F(2×2, 3×3).
+    Winograd(WinogradWeights),
 }
 
 /// A convolution's constant weights and bias, ready for [`conv2d_forward_packed`].
@@ -76,6 +79,27 @@ impl PackedConv {
         PackedConv { level, out_channels, in_per_group, kernel, groups, layout }
     }
 
+    /// Like [`PackedConv::new`] for an ungrouped 3×3 convolution that will run with stride 1 and no dilation: the
+    /// weights are transformed for Winograd F(2×2, 3×3) (2.25× fewer multiplications).
+    ///
+    /// # Panics
+    /// If the lengths disagree with the dimensions.
+    pub fn winograd(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_channels: usize,
+    ) -> PackedConv {
+        let layout = Layout::Winograd(WinogradWeights::new(level, weight, bias, out_channels, in_channels));
+        PackedConv { level, out_channels, in_per_group: in_channels, kernel: [3, 3], groups: 1, layout }
+    }
+
+    /// Whether this is the Winograd layout.
+    pub fn is_winograd(&self) -> bool {
+        matches!(self.layout, Layout::Winograd(_))
+    }
+
     /// The SIMD level the weights were packed for.
     pub fn level(&self) -> SimdLevel {
         self.level
@@ -86,6 +110,7 @@ impl PackedConv {
         match &self.layout {
             Layout::Gemm(p) => p.iter().map(PackedA::bytes).sum(),
             Layout::Depthwise { weight, bias } => (weight.len() + bias.len()) * 4,
+            Layout::Winograd(w) => w.bytes(),
         }
     }
 
@@ -95,6 +120,7 @@ impl PackedConv {
             && geo.groups == self.groups
             && geo.in_channels == self.in_per_group * self.groups
             && [geo.kernel_h, geo.kernel_w] == self.kernel
+            && (!self.is_winograd() || winograd::applies(geo))
     }
 }
 
@@ -113,6 +139,7 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
         Layout::Depthwise { weight, bias } => {
             return depthwise_flat::forward(geo, input, weight, bias, clamp, output, packed.level);
         }
+        Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, output),
         Layout::Gemm(groups) => groups,
     };
     let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());

@@ -21,6 +21,7 @@ pub mod packed_gemm;
 pub mod pool;
 pub mod simd;
 pub mod vector;
+pub mod winograd;
 
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, ConvGeometry};
 pub use conv_packed::PackedConv;

@@ -74,6 +74,15 @@ impl PackCache {
     }
 }
 
+/// Whether Winograd F(2×2, 3×3) beats im2col + GEMM for a 3×3 stride-1 convolution with these channel counts
+/// (measured: see BENCHMARKS.md; with few channels the transforms cost more than the multiplications saved).
+/// `GRADCAM_WINOGRAD=0` turns it off, to compare.
+fn winograd_wins(out_channels: usize, in_channels: usize) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("GRADCAM_WINOGRAD").map_or(true, |v| v.trim() != "0"));
+    enabled && out_channels >= 16 && in_channels >= 16
+}
+
 fn is_f32<T: 'static>() -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
 }
@@ -244,6 +253,11 @@ impl<T: Element> Graph<T> {
         let w: Vec<f32> = w.into_iter().map(|v| v as f32).collect();
         let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
         let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
+        let a = &chain.attrs;
+        let ungrouped_3x3 = a.groups == 1 && w_shape[2..] == [3, 3] && a.strides == [1, 1] && a.dilations == [1, 1];
+        if ungrouped_3x3 && winograd_wins(out_channels, w_shape[1]) {
+            return PackedConv::winograd(level, &w, has_bias.then_some(&b[..]), out_channels, w_shape[1]);
+        }
         PackedConv::new(
             level,
             &w,
