@@ -2,10 +2,15 @@
 //! same M×K×N (the im2col GEMM the convolution performs). Throughput is reported in FLOP/s ("elem/s" =
 //! floating-point operations per second). Conv runs on 1 thread (same as the bare sgemm) and on all threads.
 //!
+//! The packed-weight paths the fused graph uses run beside it on all threads: im2col + packed GEMM against Winograd
+//! F(2×2, 3×3) on the 3×3 layers (`packed_*` / `winograd_*`), and on MobileNet depthwise layers the generic
+//! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 flat multi-tap kernel (`depthwise_flat_*`).
+//!
 //! Run: `cargo bench --bench conv`. Numbers go into BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gradcam_kernels::{conv2d_backward_data, conv2d_forward, ConvGeometry};
+use gradcam_kernels::conv_packed::conv2d_forward_packed;
+use gradcam_kernels::{conv2d_backward_data, conv2d_forward, depthwise_flat, simd, Clamp, ConvGeometry, PackedConv};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -97,12 +102,57 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(format!("forward_{threads}t"), l.name), |bch| {
             all.install(|| bch.iter(|| conv2d_forward(&geo, black_box(&x), &w, None, &mut y)))
         });
+        if l.k == 3 {
+            let level = simd::level();
+            let packed = PackedConv::new(level, &w, None, m, l.cin, [3, 3], 1);
+            let winograd = PackedConv::winograd(level, &w, None, m, l.cin);
+            for (name, weights) in [("packed", &packed), ("winograd", &winograd)] {
+                group.bench_function(BenchmarkId::new(format!("{name}_{threads}t"), l.name), |bch| {
+                    all.install(|| {
+                        bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), weights, Clamp::RELU, &mut y))
+                    })
+                });
+            }
+        }
         let mut dx = vec![0f32; x.len()];
         group.bench_function(BenchmarkId::new("backward_data_1t", l.name), |bch| {
             one.install(|| bch.iter(|| conv2d_backward_data(&geo, &w, black_box(&y), &mut dx)))
         });
         group.bench_function(BenchmarkId::new(format!("backward_data_{threads}t"), l.name), |bch| {
             all.install(|| bch.iter(|| conv2d_backward_data(&geo, &w, black_box(&y), &mut dx)))
+        });
+    }
+    // MobileNetV2's depthwise layers: (channels, input size, stride).
+    for (channels, hw, stride) in [(96, 112, 2), (144, 56, 1), (192, 28, 1), (960, 7, 1)] {
+        let geo = ConvGeometry {
+            in_channels: channels,
+            out_channels: channels,
+            groups: channels,
+            in_h: hw,
+            in_w: hw,
+            stride_h: stride,
+            stride_w: stride,
+            ..geometry(&Layer { name: "", cin: channels, cout: channels, k: 3, hw })
+        };
+        let name = format!("dw3x3_{channels}_{hw}_s{stride}");
+        group.throughput(Throughput::Elements(geo.flops() as u64));
+        let (x, w, b) = (data(channels * hw * hw), data(channels * 9), data(channels));
+        let mut y = vec![0f32; channels * geo.out_h().unwrap() * geo.out_w().unwrap()];
+        group.bench_function(BenchmarkId::new(format!("depthwise_generic_{threads}t"), &name), |bch| {
+            // The generic kernel as f64 gradient checks use it (f64 data: no f32 fast path).
+            let (x, w, b): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+                x.iter().map(|&v| v as f64).collect(),
+                w.iter().map(|&v| v as f64).collect(),
+                b.iter().map(|&v| v as f64).collect(),
+            );
+            let mut y = vec![0f64; y.len()];
+            all.install(|| bch.iter(|| conv2d_forward(&geo, black_box(&x), &w, Some(&b), &mut y)))
+        });
+        group.bench_function(BenchmarkId::new(format!("depthwise_flat_{threads}t"), &name), |bch| {
+            let level = simd::level();
+            all.install(|| {
+                bch.iter(|| depthwise_flat::forward(&geo, black_box(&x), &w, &b, Clamp::RELU, &mut y, level))
+            })
         });
     }
     group.finish();

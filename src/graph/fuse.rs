@@ -22,7 +22,7 @@ use crate::ops::{Conv, Fusable};
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
 use gradcam_kernels::conv_packed::conv2d_forward_packed;
-use gradcam_kernels::{simd, Clamp, PackedConv, SimdLevel};
+use gradcam_kernels::{simd, winograd, Clamp, ConvGeometry, PackedConv, SimdLevel};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,12 +48,14 @@ pub(crate) struct FusedConv {
     pub skipped_nodes: Vec<usize>,
 }
 
-/// Which packed weights: the convolution node, whether its batch-norm is folded in, the SIMD level.
+/// Which packed weights: the convolution node, whether its batch-norm is folded in, the SIMD level, and whether they
+/// are transformed for Winograd.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct PackKey {
     conv: usize,
     batch_norm: Option<usize>,
     level: SimdLevel,
+    winograd: bool,
 }
 
 /// Folded and packed weights of a graph's convolutions, made on first use.
@@ -74,13 +76,15 @@ impl PackCache {
     }
 }
 
-/// Whether Winograd F(2×2, 3×3) beats im2col + GEMM for a 3×3 stride-1 convolution with these channel counts
-/// (measured: see BENCHMARKS.md; with few channels the transforms cost more than the multiplications saved).
-/// `GRADCAM_WINOGRAD=0` turns it off, to compare.
-fn winograd_wins(out_channels: usize, in_channels: usize) -> bool {
+/// Whether Winograd F(2×2, 3×3) beats im2col + GEMM for convolution `geo` (measured with `cargo bench --bench
+/// conv`, see BENCHMARKS.md): it must apply (3×3, stride 1, no dilation or groups), with enough channels that the
+/// transforms cost less than the multiplications saved, and enough 2×2 tiles to fill the GEMM's column panels (at
+/// 7×7, 16 tiles, im2col wins). `GRADCAM_WINOGRAD=0` turns it off, to compare.
+fn winograd_wins(geo: &ConvGeometry) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("GRADCAM_WINOGRAD").map_or(true, |v| v.trim() != "0"));
-    enabled && out_channels >= 16 && in_channels >= 16
+    let tiles = geo.out_h().unwrap_or(0).div_ceil(2) * geo.out_w().unwrap_or(0).div_ceil(2);
+    enabled && winograd::applies(geo) && geo.out_channels >= 16 && geo.in_channels >= 16 && tiles >= 32
 }
 
 fn is_f32<T: 'static>() -> bool {
@@ -202,13 +206,14 @@ impl<T: Element> Graph<T> {
             geo.pad_right += right;
         }
         let level = simd::level();
-        let key = PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level };
+        let winograd = winograd_wins(&geo);
+        let key = PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level, winograd };
         let packed = {
             let cached = self.packed.0.lock().ok().and_then(|m| m.get(&key).cloned());
             match cached {
                 Some(p) => p,
                 None => {
-                    let p = Arc::new(self.pack_conv(chain, level));
+                    let p = Arc::new(self.pack_conv(chain, level, winograd));
                     if let Ok(mut m) = self.packed.0.lock() {
                         m.insert(key, p.clone());
                     }
@@ -229,8 +234,9 @@ impl<T: Element> Graph<T> {
             .map_err(|_| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))
     }
 
-    /// Folds the chain's batch-norm (if any) into the convolution's weights and bias, and packs them for `level`.
-    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel) -> PackedConv {
+    /// Folds the chain's batch-norm (if any) into the convolution's weights and bias, and packs them for `level`
+    /// (transformed for Winograd F(2×2, 3×3) if `winograd`).
+    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel, winograd: bool) -> PackedConv {
         let node = &self.nodes[chain.conv];
         let f64s = |id: ValueId| -> Vec<f64> {
             self.constant(id).map(|t| t.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
@@ -253,9 +259,7 @@ impl<T: Element> Graph<T> {
         let w: Vec<f32> = w.into_iter().map(|v| v as f32).collect();
         let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
         let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
-        let a = &chain.attrs;
-        let ungrouped_3x3 = a.groups == 1 && w_shape[2..] == [3, 3] && a.strides == [1, 1] && a.dilations == [1, 1];
-        if ungrouped_3x3 && winograd_wins(out_channels, w_shape[1]) {
+        if winograd {
             return PackedConv::winograd(level, &w, has_bias.then_some(&b[..]), out_channels, w_shape[1]);
         }
         PackedConv::new(
