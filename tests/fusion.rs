@@ -103,3 +103,37 @@ fn zero_pads_fold_into_the_following_convolution() {
         }
     }
 }
+
+/// The input gradient of stride-1 convolutions runs as a convolution with transposed, flipped weights on the packed
+/// kernels (Winograd where the forward would use it): the same gradient as each op's own backward rule, for 1×1,
+/// 3×3 (Winograd-sized and not), dilated 3×3 and asymmetric-padded 5×5 layers, and strided ones that keep the rule.
+#[test]
+fn packed_input_gradients_equal_the_ops_own_rule() {
+    // (in, out, kernel, pads [t, l, b, r], dilation, stride, size)
+    let cases = [
+        (24, 20, 1, [0, 0, 0, 0], 1, 1, 17),
+        (32, 24, 3, [1, 1, 1, 1], 1, 1, 20),
+        (8, 6, 3, [1, 1, 1, 1], 1, 1, 9),
+        (16, 18, 3, [2, 2, 2, 2], 2, 1, 15),
+        (12, 10, 5, [1, 2, 3, 0], 1, 1, 13),
+        (16, 16, 3, [1, 1, 1, 1], 1, 2, 16),
+    ];
+    for (i, &(cin, cout, k, pads, d, s, size)) in cases.iter().enumerate() {
+        let mut b = GraphBuilder::<f32>::new();
+        let x = b.input("x", &[2, cin, size, size]).unwrap();
+        let w = b.constant("w", random(&[cout, cin, k, k], 10 + i as u64)).unwrap();
+        let conv = Conv { strides: [s, s], dilations: [d, d], pads, ..Conv::default() };
+        let y = b.node("conv", conv, &[x, w]).unwrap();
+        b.output(y);
+        let g = b.build();
+        let plan = g.plan(&["conv"], &["x"], &[]).unwrap();
+        let input = random::<f32>(&[2, cin, size, size], 20 + i as u64);
+        let packed = g.forward(&plan, vec![("x", input.clone())]).unwrap();
+        let plain = g.forward(&plan.clone().unfused(), vec![("x", input)]).unwrap();
+        let seed = random::<f32>(plain.get("conv").unwrap().shape(), 30 + i as u64);
+        let (gp, gr) =
+            (packed.backward(vec![("conv", seed.clone())]).unwrap(), plain.backward(vec![("conv", seed)]).unwrap());
+        let e = rel_err(gp.get("x").unwrap(), gr.get("x").unwrap());
+        assert!(e < 1e-5, "case {i}: input gradient differs by {e:.2e}");
+    }
+}

@@ -112,7 +112,21 @@ impl<T: Element> Activations<'_, T> {
                 wanted: &plan.wanted[n],
                 relu_rule: options.relu_rule,
             };
-            let input_grads = node.op.backward(&cx).map_err(wrap)?;
+            // A convolution asked only for its input gradient runs it on the packed kernels where it can.
+            let packed = match (plan.wanted[n].as_slice(), &out_grads[..]) {
+                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => {
+                    graph.packed_conv_input_gradient(n, &input_shapes, dy)
+                }
+                _ => None,
+            };
+            let input_grads = match packed {
+                Some(dx) => {
+                    let mut grads = vec![None; node.inputs.len()];
+                    grads[0] = Some(dx?);
+                    grads
+                }
+                None => node.op.backward(&cx).map_err(wrap)?,
+            };
             let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };
             for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let Some(g) = g.filter(|_| plan.wanted[n][k]) else { continue };

@@ -48,14 +48,15 @@ pub(crate) struct FusedConv {
     pub skipped_nodes: Vec<usize>,
 }
 
-/// Which packed weights: the convolution node, whether its batch-norm is folded in, the SIMD level, and whether they
-/// are transformed for Winograd.
+/// Which packed weights: the convolution node, whether its batch-norm is folded in, the SIMD level, whether they
+/// are transformed for Winograd, and whether they are the flipped, transposed weights of the input gradient.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct PackKey {
-    conv: usize,
-    batch_norm: Option<usize>,
-    level: SimdLevel,
-    winograd: bool,
+pub(super) struct PackKey {
+    pub conv: usize,
+    pub batch_norm: Option<usize>,
+    pub level: SimdLevel,
+    pub winograd: bool,
+    pub transposed: bool,
 }
 
 /// Folded and packed weights of a graph's convolutions, made on first use.
@@ -70,6 +71,18 @@ impl std::fmt::Debug for PackCache {
 }
 
 impl PackCache {
+    /// The weights under `key`, made by `make` on first use.
+    pub(super) fn get_or_make(&self, key: PackKey, make: impl FnOnce() -> PackedConv) -> Arc<PackedConv> {
+        if let Some(p) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return p;
+        }
+        let p = Arc::new(make());
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, p.clone());
+        }
+        p
+    }
+
     /// Bytes held by packed weights.
     pub(crate) fn bytes(&self) -> usize {
         self.0.lock().map(|m| m.values().map(|p| p.bytes()).sum()).unwrap_or(0)
@@ -80,19 +93,19 @@ impl PackCache {
 /// conv`, see BENCHMARKS.md): it must apply (3×3, stride 1, no dilation or groups), with enough channels that the
 /// transforms cost less than the multiplications saved, and enough 2×2 tiles to fill the GEMM's column panels (at
 /// 7×7, 16 tiles, im2col wins). `GRADCAM_WINOGRAD=0` turns it off, to compare.
-fn winograd_wins(geo: &ConvGeometry) -> bool {
+pub(super) fn winograd_wins(geo: &ConvGeometry) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("GRADCAM_WINOGRAD").map_or(true, |v| v.trim() != "0"));
     let tiles = geo.out_h().unwrap_or(0).div_ceil(2) * geo.out_w().unwrap_or(0).div_ceil(2);
     enabled && winograd::applies(geo) && geo.out_channels >= 16 && geo.in_channels >= 16 && tiles >= 32
 }
 
-fn is_f32<T: 'static>() -> bool {
+pub(super) fn is_f32<T: 'static>() -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
 }
 
 impl<T: Element> Graph<T> {
-    fn constant(&self, id: ValueId) -> Option<&Tensor<T>> {
+    pub(super) fn constant(&self, id: ValueId) -> Option<&Tensor<T>> {
         match &self.values[id.0].source {
             Source::Constant(c) => Some(c),
             _ => None,
@@ -207,20 +220,9 @@ impl<T: Element> Graph<T> {
         }
         let level = simd::level();
         let winograd = winograd_wins(&geo);
-        let key = PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level, winograd };
-        let packed = {
-            let cached = self.packed.0.lock().ok().and_then(|m| m.get(&key).cloned());
-            match cached {
-                Some(p) => p,
-                None => {
-                    let p = Arc::new(self.pack_conv(chain, level, winograd));
-                    if let Ok(mut m) = self.packed.0.lock() {
-                        m.insert(key, p.clone());
-                    }
-                    p
-                }
-            }
-        };
+        let key =
+            PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level, winograd, transposed: false };
+        let packed = self.packed.get_or_make(key, || self.pack_conv(chain, level, winograd));
         let clamp = chain.clamp.unwrap_or(Clamp::NONE);
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let mut y = vec![0.0f32; out_shape.iter().product()];

@@ -5,6 +5,7 @@
 
 mod backward;
 mod builder;
+mod conv_backward;
 mod forward;
 mod fuse;
 mod plan;
@@ -88,7 +89,8 @@ impl<T: Element> Graph<T> {
         &self.outputs
     }
 
-    /// Turns the fusion of `Conv → BatchNorm → ReLU/Clip` chains on (the default) or off for plans made later.
+    /// Turns the fusion of `Conv → BatchNorm → ReLU/Clip` chains, and the packed convolution input gradients, on
+    /// (the default) or off for plans made later.
     /// Off, every op runs on its own: the reference the fused path is tested against.
     pub fn set_fusion(&mut self, enabled: bool) {
         self.fusion = enabled;

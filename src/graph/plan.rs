@@ -32,6 +32,8 @@ pub struct Plan {
     pub(crate) last_use: Vec<Option<usize>>,
     /// Per node: the fused chain that starts at this convolution.
     pub(crate) fusion: Vec<Option<super::fuse::FusedConv>>,
+    /// Input gradients of convolutions on the packed kernels (see `conv_backward`) where they apply.
+    pub(crate) packed_backward: bool,
 }
 
 impl Plan {
@@ -50,9 +52,11 @@ impl Plan {
         self.run_backward.iter().filter(|&&b| b).count()
     }
 
-    /// The same plan with every op run on its own (no fused chains): the reference for the fused path.
+    /// The same plan with every op run on its own (no fused chains, every backward rule the op's own): the
+    /// reference for the fused and packed paths.
     pub fn unfused(mut self) -> Plan {
         self.fusion.iter_mut().for_each(|f| *f = None);
+        self.packed_backward = false;
         self
     }
 
@@ -170,6 +174,7 @@ impl<T: Element> Graph<T> {
             retain,
             last_use,
             fusion,
+            packed_backward: self.fusion,
         })
     }
 }

@@ -1,0 +1,98 @@
+//! The input gradient of a convolution with constant weights on the packed kernels.
+//!
+//! For stride 1 and no groups, `∂L/∂x` is itself a convolution: of `∂L/∂y` with the weights transposed (input and
+//! output channels swapped) and flipped in space, padded by `dilation·(k − 1) − pad` on each side. So saliency,
+//! guided backpropagation and PGD, which take the input gradient through every layer, run it on the same packed
+//! GEMM and Winograd kernels as the forward pass, with the transposed weights packed once per graph. Other
+//! geometries (strides, groups; depthwise has its own fast kernel) keep the op's own rule.
+
+use super::fuse::{is_f32, winograd_wins, PackKey};
+use super::Graph;
+use crate::error::{Error, OpError, Result};
+use crate::ops::Fusable;
+use crate::tensor::{contiguous, Tensor};
+use crate::Element;
+use gradcam_kernels::conv_packed::conv2d_forward_packed;
+use gradcam_kernels::{simd, Clamp, ConvGeometry, PackedConv};
+use std::any::Any;
+
+impl<T: Element> Graph<T> {
+    /// `∂L/∂x` of convolution node `n` given `∂L/∂y`, or `None` where the packed path does not apply (the caller
+    /// then runs the op's own backward): f32 graphs, constant weights, stride 1, no groups, pads within the kernel's
+    /// reach.
+    pub(super) fn packed_conv_input_gradient(
+        &self,
+        n: usize,
+        input_shapes: &[&[usize]],
+        grad_output: &Tensor<T>,
+    ) -> Option<Result<Tensor<T>>> {
+        let node = &self.nodes[n];
+        let Some(Fusable::Conv(attrs)) = node.op.fusion() else { return None };
+        if !is_f32::<T>() || self.constant(node.inputs[1]).is_none() {
+            return None;
+        }
+        let geo = attrs.geometry(input_shapes).ok()?;
+        let reach_h = geo.dilation_h * (geo.kernel_h - 1);
+        let reach_w = geo.dilation_w * (geo.kernel_w - 1);
+        let pads_fit = geo.pad_top.max(geo.pad_bottom) <= reach_h && geo.pad_left.max(geo.pad_right) <= reach_w;
+        if geo.groups != 1 || [geo.stride_h, geo.stride_w] != [1, 1] || !pads_fit {
+            return None;
+        }
+        let (oh, ow) = (geo.out_h()?, geo.out_w()?);
+        let transposed = ConvGeometry {
+            in_channels: geo.out_channels,
+            out_channels: geo.in_channels,
+            in_h: oh,
+            in_w: ow,
+            pad_top: reach_h - geo.pad_top,
+            pad_bottom: reach_h - geo.pad_bottom,
+            pad_left: reach_w - geo.pad_left,
+            pad_right: reach_w - geo.pad_right,
+            ..geo
+        };
+        Some(self.run_transposed(n, &transposed, grad_output))
+    }
+
+    fn run_transposed(&self, n: usize, geo: &ConvGeometry, grad_output: &Tensor<T>) -> Result<Tensor<T>> {
+        let node = &self.nodes[n];
+        let wrap = |source| Error::Op { node: node.name.clone(), op: "Conv", source };
+        let not_f32 = || wrap(OpError::Invalid("packed convolution gradient on a non-f32 graph".into()));
+        let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
+        let level = simd::level();
+        let winograd = winograd_wins(geo);
+        let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true };
+        let packed = self.packed.get_or_make(key, || {
+            let w = self.constant(node.inputs[1]).map(contiguous).unwrap_or_default();
+            let w: Vec<f32> = w.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+            let flipped = flip_transpose(&w, geo.in_channels, geo.out_channels, geo.kernel_h, geo.kernel_w);
+            if winograd {
+                PackedConv::winograd(level, &flipped, None, geo.out_channels, geo.in_channels)
+            } else {
+                let kernel = [geo.kernel_h, geo.kernel_w];
+                PackedConv::new(level, &flipped, None, geo.out_channels, geo.in_channels, kernel, 1)
+            }
+        });
+        let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
+        let mut dx = vec![0.0f32; shape.iter().product()];
+        conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, &mut dx);
+        let dx =
+            Tensor::from_shape_vec(ndarray::IxDyn(&shape), dx).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
+        let boxed: Box<dyn Any> = Box::new(dx);
+        boxed.downcast::<Tensor<T>>().map(|b| *b).map_err(|_| not_f32())
+    }
+}
+
+/// `[C_out, C_in, KH, KW]` weights (with `C_out = out_channels` of the forward convolution, here `c_in` of the
+/// transposed one) → `[C_in, C_out, KH, KW]`, flipped in both spatial axes.
+fn flip_transpose(w: &[f32], fwd_out: usize, fwd_in: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let taps = kh * kw;
+    let mut out = vec![0.0f32; w.len()];
+    for co in 0..fwd_out {
+        for ci in 0..fwd_in {
+            for t in 0..taps {
+                out[(ci * fwd_out + co) * taps + (taps - 1 - t)] = w[(co * fwd_in + ci) * taps + t];
+            }
+        }
+    }
+    out
+}
