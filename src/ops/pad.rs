@@ -5,7 +5,7 @@ use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::Tensor;
 use crate::Element;
-use ndarray::{IxDyn, Slice};
+use ndarray::{Axis, IxDyn, Slice};
 
 /// Padding mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,19 +123,32 @@ impl<T: Element> Op<T> for Pad {
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let shape = cx.input_shapes[0];
         let g = cx.grad()?;
+        let r = shape.len();
+        if self.mode == PadMode::Constant {
+            // The gradient of the input is the interior of the output gradient: one block copy.
+            let interior = g.slice_each_axis(|ax| {
+                let (a, before) = (ax.axis.index(), self.pads[ax.axis.index()]);
+                Slice::from(before..before + shape[a])
+            });
+            return Ok(vec![Some(interior.to_owned())]);
+        }
+        // Reflect/edge: undo the padding one axis at a time, adding each output slice into the input slice it was
+        // copied from (whole sub-arrays at a time).
         let maps = self.index_maps(shape);
-        let mut dx = Tensor::zeros(IxDyn(shape));
-        let mut src = vec![0; shape.len()];
-        'outer: for (idx, &gv) in g.indexed_iter() {
-            for (a, s) in src.iter_mut().enumerate() {
-                match maps[a][idx[a]] {
-                    Some(i) => *s = i,
-                    None => continue 'outer,
+        let mut cur = g.to_owned();
+        for a in (0..r).filter(|&a| self.pads[a] + self.pads[a + r] > 0) {
+            let mut reduced_shape = cur.shape().to_vec();
+            reduced_shape[a] = shape[a];
+            let mut reduced = Tensor::zeros(IxDyn(&reduced_shape));
+            for (o, src) in maps[a].iter().enumerate() {
+                if let Some(i) = *src {
+                    let mut dst = reduced.index_axis_mut(Axis(a), i);
+                    dst += &cur.index_axis(Axis(a), o);
                 }
             }
-            dx[IxDyn(&src)] += gv;
+            cur = reduced;
         }
-        Ok(vec![Some(dx)])
+        Ok(vec![Some(cur)])
     }
 }
 
