@@ -5,6 +5,7 @@ use super::ReluRule;
 use crate::tensor::Tensor;
 use crate::Element;
 use ndarray::Zip;
+use rayon::prelude::*;
 
 /// An element-wise function with its derivative.
 pub trait Pointwise: std::fmt::Debug + Send + Sync + 'static {
@@ -30,17 +31,40 @@ pub trait Pointwise: std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// Elements per parallel task of the element-wise loops (fixed, so the split never depends on the thread count —
+/// not that it matters for element-wise results).
+const MIN_TASK: usize = 16 * 1024;
+
 pub(crate) fn forward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>) -> Tensor<T> {
-    Zip::from(x).par_map_collect(|&v| p.f(v))
+    match x.as_slice() {
+        // Contiguous: plain slices, which the compiler vectorizes (an n-D `Zip` indexes dynamic dimensions).
+        Some(xs) => {
+            let out: Vec<T> = xs.par_iter().with_min_len(MIN_TASK).map(|&v| p.f(v)).collect();
+            Tensor::from_shape_vec(x.raw_dim(), out).expect("same length as the input")
+        }
+        None => Zip::from(x).par_map_collect(|&v| p.f(v)),
+    }
+}
+
+/// `f(x_i, g_i)` over two tensors of one shape.
+fn map2<T: Element>(x: &Tensor<T>, g: &Tensor<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Tensor<T> {
+    match (x.as_slice(), g.as_slice()) {
+        (Some(xs), Some(gs)) if x.shape() == g.shape() => {
+            let out: Vec<T> =
+                xs.par_iter().zip(gs.par_iter()).with_min_len(MIN_TASK).map(|(&v, &gv)| f(v, gv)).collect();
+            Tensor::from_shape_vec(x.raw_dim(), out).expect("same length as the input")
+        }
+        _ => Zip::from(x).and(g).par_map_collect(|&v, &gv| f(v, gv)),
+    }
 }
 
 pub(crate) fn backward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>, g: &Tensor<T>, rule: ReluRule) -> Tensor<T> {
     if rule == ReluRule::Guided && p.rectifies() {
         // Guided backpropagation: also drop negative incoming gradients.
         let zero = T::zero();
-        return Zip::from(x).and(g).par_map_collect(|&v, &gv| if gv > zero { gv * p.df(v) } else { zero });
+        return map2(x, g, |v, gv| if gv > zero { gv * p.df(v) } else { zero });
     }
-    Zip::from(x).and(g).par_map_collect(|&v, &gv| gv * p.df(v))
+    map2(x, g, |v, gv| gv * p.df(v))
 }
 
 /// Implements [`Op`](super::Op) for a [`Pointwise`] type.
