@@ -61,6 +61,13 @@ pub trait Element:
         x.iter().zip(y).fold(Self::zero(), |acc, (&a, &b)| acc + a * b)
     }
 
+    /// Four [`Element::axpy`]s in order, in one pass over `y`.
+    fn axpy4(a: [Self; 4], x: [&[Self]; 4], y: &mut [Self]) {
+        for (ar, r) in a.iter().zip(x) {
+            Self::axpy(*ar, r, y);
+        }
+    }
+
     /// Depthwise forward by a type-specific fast kernel (`output ← conv + bias`), or `false` (nothing written) where
     /// there is none: the generic loops then run.
     fn depthwise_forward(
@@ -99,6 +106,10 @@ impl Element for f32 {
 
     fn dot(x: &[f32], y: &[f32]) -> f32 {
         crate::vector::dot(x, y)
+    }
+
+    fn axpy4(a: [f32; 4], x: [&[f32]; 4], y: &mut [f32]) {
+        crate::vector::axpy4(a, x, y)
     }
 
     fn depthwise_forward(

@@ -13,8 +13,12 @@ use rayon::prelude::*;
 /// Rows of `A` up to which the thin path is used.
 pub const MAX_THIN_ROWS: usize = 4;
 
-/// Output columns per parallel task.
+/// Output columns per parallel task of the dot-product layout (each reads whole columns of `B`).
 const CHUNK: usize = 64;
+
+/// Output columns per parallel task of the row layout: each task reads this many contiguous values from every row
+/// of `B` (4 KB runs stream well; 64 values — 256 bytes — strided across hundreds of MB did not).
+const ROW_CHUNK: usize = 1024;
 
 /// `A·B`: the thin path when it applies, else ndarray's general product. Every 2-D product of the ops goes here.
 pub(crate) fn matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Array2<T> {
@@ -49,10 +53,17 @@ fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Opti
     for (row, out) in a_rows.iter().zip(y.axis_iter_mut(Axis(0))) {
         let mut out = out;
         let out = out.as_slice_mut()?;
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-            let j0 = c * CHUNK;
-            for (p, &ap) in row.iter().enumerate() {
-                T::axpy(ap, &rows[p * n + j0..p * n + j0 + chunk.len()], chunk);
+        out.par_chunks_mut(ROW_CHUNK).enumerate().for_each(|(c, chunk)| {
+            let j0 = c * ROW_CHUNK;
+            let len = chunk.len();
+            let b_row = |p: usize| &rows[p * n + j0..p * n + j0 + len];
+            let quads = row.len() / 4 * 4;
+            for p in (0..quads).step_by(4) {
+                let a = [row[p], row[p + 1], row[p + 2], row[p + 3]];
+                T::axpy4(a, [b_row(p), b_row(p + 1), b_row(p + 2), b_row(p + 3)], chunk);
+            }
+            for (p, &ap) in row.iter().enumerate().skip(quads) {
+                T::axpy(ap, b_row(p), chunk);
             }
         });
     }
