@@ -1,5 +1,6 @@
 //! The forward executor.
 
+use super::pool::BufferPool;
 use super::{Graph, Source, ValueId};
 use crate::error::{Error, Result};
 use crate::ops::Saved;
@@ -122,7 +123,9 @@ impl<T: Element> Graph<T> {
                 return Err(Error::NonFinite { origin: format!("graph input '{name}'"), shape: got.to_vec() });
             }
             run_shapes[id.0] = got.to_vec();
-            values[id.0] = Some(tensor.as_standard_layout().into_owned());
+            // Moved in as it is when already in standard order (no copy of the input).
+            let tensor = if tensor.is_standard_layout() { tensor } else { tensor.as_standard_layout().into_owned() };
+            values[id.0] = Some(tensor);
         }
         for &id in &self.inputs {
             let used = plan.last_use[id.0].is_some() || plan.retain[id.0];
@@ -132,6 +135,7 @@ impl<T: Element> Graph<T> {
         }
 
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
+        let mut pool = BufferPool::new();
         // Nodes replaced by a fused chain that already ran.
         let mut absorbed = vec![false; self.nodes.len()];
         let mut profile = Vec::new();
@@ -140,15 +144,17 @@ impl<T: Element> Graph<T> {
             if !plan.run_forward[n] {
                 continue;
             }
-            let free_inputs = |values: &mut Vec<Option<Tensor<T>>>| {
+            let free_inputs = |values: &mut Vec<Option<Tensor<T>>>, pool: &mut BufferPool<T>| {
                 for &i in &node.inputs {
                     if plan.last_use[i.0] == Some(n) && !plan.retain[i.0] {
-                        values[i.0] = None;
+                        if let Some(t) = values[i.0].take() {
+                            pool.recycle(t);
+                        }
                     }
                 }
             };
             if absorbed[n] {
-                free_inputs(&mut values);
+                free_inputs(&mut values, &mut pool);
                 continue;
             }
             let args: Vec<&Tensor<T>> = node
@@ -160,7 +166,7 @@ impl<T: Element> Graph<T> {
                 })
                 .collect();
             if let Some(chain) = plan.fusion.get(n).and_then(Option::as_ref) {
-                let y = self.run_fused(chain, args[0])?;
+                let y = self.run_fused(chain, args[0], &mut pool)?;
                 if let Some(t) = started {
                     let ops: Vec<&str> = std::iter::once(node.op.op_type())
                         .chain(chain.skipped_nodes.iter().map(|&m| self.nodes[m].op.op_type()))
@@ -194,7 +200,7 @@ impl<T: Element> Graph<T> {
                 if plan.retain[chain.output.0] || plan.last_use[chain.output.0].is_some() {
                     values[chain.output.0] = Some(y);
                 }
-                free_inputs(&mut values);
+                free_inputs(&mut values, &mut pool);
                 continue;
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
@@ -235,7 +241,7 @@ impl<T: Element> Graph<T> {
                 }
             }
             // Free what no later node and no backward rule reads.
-            free_inputs(&mut values);
+            free_inputs(&mut values, &mut pool);
         }
         Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes, profile })
     }

@@ -16,6 +16,7 @@
 //! on first use and cached in the graph for its lifetime, per SIMD level. Fusion applies to f32 graphs; f64 graphs
 //! (gradient checks) always run op by op.
 
+use super::pool::BufferPool;
 use super::{Graph, Source, ValueId};
 use crate::error::{Error, OpError, Result};
 use crate::ops::{Conv, Fusable};
@@ -192,8 +193,9 @@ impl<T: Element> Graph<T> {
         fused
     }
 
-    /// Runs a fused chain on `x` (the convolution's data input); returns the chain's output.
-    pub(crate) fn run_fused(&self, chain: &FusedConv, x: &Tensor<T>) -> Result<Tensor<T>> {
+    /// Runs a fused chain on `x` (the convolution's data input) into a buffer from `pool` where one fits; returns
+    /// the chain's output.
+    pub(super) fn run_fused(&self, chain: &FusedConv, x: &Tensor<T>, pool: &mut BufferPool<T>) -> Result<Tensor<T>> {
         let node = &self.nodes[chain.conv];
         let wrap = |source| Error::Op { node: node.name.clone(), op: "Conv", source };
         let x32 = (x as &dyn Any)
@@ -225,7 +227,10 @@ impl<T: Element> Graph<T> {
         let packed = self.packed.get_or_make(key, || self.pack_conv(chain, level, winograd));
         let clamp = chain.clamp.unwrap_or(Clamp::NONE);
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
-        let mut y = vec![0.0f32; out_shape.iter().product()];
+        let len = out_shape.iter().product();
+        // Every kernel behind conv2d_forward_packed writes every output element: a recycled buffer needs no zeroing.
+        let recycled = pool.take(len).and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Vec<f32>>().ok());
+        let mut y = recycled.map_or_else(|| vec![0.0f32; len], |b| *b);
         conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, &mut y);
         let y =
             Tensor::from_shape_vec(ndarray::IxDyn(&out_shape), y).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;

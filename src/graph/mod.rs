@@ -9,6 +9,7 @@ mod conv_backward;
 mod forward;
 mod fuse;
 mod plan;
+mod pool;
 
 pub use backward::{BackwardOptions, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
