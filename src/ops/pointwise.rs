@@ -31,37 +31,87 @@ pub trait Pointwise: std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// Elements per parallel task of the element-wise loops (fixed, so the split never depends on the thread count —
-/// not that it matters for element-wise results).
+/// Elements per parallel task of the element-wise loops.
 const MIN_TASK: usize = 16 * 1024;
 
-pub(crate) fn forward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>) -> Tensor<T> {
+/// `f(x_i)` over a tensor.
+pub(crate) fn map1<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync + Send) -> Tensor<T> {
     match x.as_slice() {
         // Contiguous: plain slices, which the compiler vectorizes (an n-D `Zip` indexes dynamic dimensions).
         Some(xs) => {
-            let out: Vec<T> = xs.par_iter().with_min_len(MIN_TASK).map(|&v| p.f(v)).collect();
+            // Chunks with a plain inner loop: rayon's per-item collect would not vectorize.
+            let mut out = vec![T::zero(); xs.len()];
+            out.par_chunks_mut(MIN_TASK).zip(xs.par_chunks(MIN_TASK)).for_each(|(o, x)| {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = f(v);
+                }
+            });
             Tensor::from_shape_vec(x.raw_dim(), out).expect("same length as the input")
         }
-        None => Zip::from(x).par_map_collect(|&v| p.f(v)),
+        None => Zip::from(x).par_map_collect(|&v| f(v)),
     }
 }
 
 /// `f(x_i, g_i)` over two tensors of one shape.
-fn map2<T: Element>(x: &Tensor<T>, g: &Tensor<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Tensor<T> {
+pub(crate) fn map2<T: Element>(x: &Tensor<T>, g: &Tensor<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Tensor<T> {
     match (x.as_slice(), g.as_slice()) {
         (Some(xs), Some(gs)) if x.shape() == g.shape() => {
-            let out: Vec<T> =
-                xs.par_iter().zip(gs.par_iter()).with_min_len(MIN_TASK).map(|(&v, &gv)| f(v, gv)).collect();
+            let mut out = vec![T::zero(); xs.len()];
+            out.par_chunks_mut(MIN_TASK).zip(xs.par_chunks(MIN_TASK).zip(gs.par_chunks(MIN_TASK))).for_each(
+                |(o, (x, g))| {
+                    for ((o, &v), &gv) in o.iter_mut().zip(x).zip(g) {
+                        *o = f(v, gv);
+                    }
+                },
+            );
             Tensor::from_shape_vec(x.raw_dim(), out).expect("same length as the input")
         }
         _ => Zip::from(x).and(g).par_map_collect(|&v, &gv| f(v, gv)),
     }
 }
 
+/// The bounds of a clamp-like activation (ReLU, Clip) in the element type, converted once rather than per element.
+fn clamp_bounds<T: Element, P: Pointwise>(p: &P) -> Option<(T, T)> {
+    match p.fusion() {
+        Some(super::Fusable::Clamp { lo, hi }) => Some((T::lit(lo), T::lit(hi))),
+        _ => None,
+    }
+}
+
+pub(crate) fn forward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>) -> Tensor<T> {
+    if let Some((lo, hi)) = clamp_bounds::<T, P>(p) {
+        // NaN fails both comparisons and passes through, as in `f`.
+        return map1(x, move |v| {
+            if v < lo {
+                lo
+            } else if v > hi {
+                hi
+            } else {
+                v
+            }
+        });
+    }
+    map1(x, |v| p.f(v))
+}
+
 pub(crate) fn backward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>, g: &Tensor<T>, rule: ReluRule) -> Tensor<T> {
-    if rule == ReluRule::Guided && p.rectifies() {
+    let zero = T::zero();
+    let guided = rule == ReluRule::Guided && p.rectifies();
+    if let Some((lo, hi)) = clamp_bounds::<T, P>(p) {
+        // The gradient flows strictly inside (lo, hi), as in `df`. (`move`: bounds held by value, in registers —
+        // by reference they would be reloaded after every store.)
+        return map2(x, g, move |v, gv| {
+            // `&` and `|`, not `&&`/`||`: no branches, so the loop vectorizes to compares and a blend.
+            let inside = (v > lo) & (v < hi) & (!guided | (gv > zero));
+            if inside {
+                gv
+            } else {
+                zero
+            }
+        });
+    }
+    if guided {
         // Guided backpropagation: also drop negative incoming gradients.
-        let zero = T::zero();
         return map2(x, g, |v, gv| if gv > zero { gv * p.df(v) } else { zero });
     }
     map2(x, g, |v, gv| gv * p.df(v))

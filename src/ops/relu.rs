@@ -1,10 +1,10 @@
 //! Relu: `max(x, 0)`, with NaN propagated. Its backward honours [`ReluRule::Guided`] for guided backpropagation.
 
+use super::pointwise::{map1, map2};
 use super::{arity, Op, Outputs, ReluRule, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::Tensor;
 use crate::Element;
-use ndarray::Zip;
 
 /// Rectified linear unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,7 +22,7 @@ impl<T: Element> Op<T> for Relu {
 
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         // `x < 0` is false for NaN, so NaN passes through.
-        Ok(Outputs::one(Zip::from(inputs[0]).par_map_collect(|&x| if x < T::zero() { T::zero() } else { x })))
+        Ok(Outputs::one(map1(inputs[0], move |x| if x < T::zero() { T::zero() } else { x })))
     }
 
     /// The output suffices: `y > 0 ⇔ x > 0`.
@@ -34,10 +34,8 @@ impl<T: Element> Op<T> for Relu {
         let (y, g) = (cx.output(0)?, cx.grad()?);
         let zero = T::zero();
         let dx = match cx.relu_rule {
-            ReluRule::Exact => Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero { g } else { zero }),
-            ReluRule::Guided => {
-                Zip::from(y).and(g).par_map_collect(|&y, &g| if y > zero && g > zero { g } else { zero })
-            }
+            ReluRule::Exact => map2(y, g, move |y, g| if y > zero { g } else { zero }),
+            ReluRule::Guided => map2(y, g, move |y, g| if (y > zero) & (g > zero) { g } else { zero }),
         };
         Ok(vec![Some(dx)])
     }
