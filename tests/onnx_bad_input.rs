@@ -92,7 +92,7 @@ fn dims_claiming_terabytes_or_negative_sizes_are_errors() {
         name: "w".into(),
         dims: vec![1 << 20, 1 << 20, 1 << 10],
         data_type: dtype::FLOAT,
-        raw_data: vec![0; 16],
+        raw_data: vec![0; 16].into(),
         ..Default::default()
     };
     let e = err(&model(vec![node("Add", "add", &["x", "w"], &["y"])], vec![huge], "y"));
@@ -105,7 +105,7 @@ fn dims_claiming_terabytes_or_negative_sizes_are_errors() {
         name: "w".into(),
         dims: vec![4],
         data_type: dtype::FLOAT,
-        raw_data: vec![0; 8],
+        raw_data: vec![0; 8].into(),
         ..Default::default()
     };
     assert!(err(&model(vec![node("Add", "add", &["x", "w"], &["y"])], vec![short], "y")).contains("needs 16"));

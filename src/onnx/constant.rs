@@ -167,7 +167,7 @@ mod tests {
         let raw = TensorProto {
             dims: vec![2],
             data_type: dtype::FLOAT16,
-            raw_data: [f16::from_f32(0.5).to_le_bytes(), f16::from_f32(-3.0).to_le_bytes()].concat(),
+            raw_data: [f16::from_f32(0.5).to_le_bytes(), f16::from_f32(-3.0).to_le_bytes()].concat().into(),
             ..Default::default()
         };
         assert_eq!(decode(&raw, None, "t").unwrap().to_f32().iter().copied().collect::<Vec<_>>(), vec![0.5, -3.0]);

@@ -90,8 +90,6 @@ pub(crate) enum Val {
 pub(crate) struct Importer<'a> {
     pub b: GraphBuilder<f32>,
     pub vals: HashMap<String, Val>,
-    /// Float constants already placed in the graph.
-    pub placed: HashMap<String, ValueId>,
     pub opset: i64,
     pub origin: &'a str,
     pub dir: Option<&'a Path>,
@@ -117,18 +115,25 @@ impl Importer<'_> {
     }
 
     /// `name` as a graph value (placing a constant in the graph if needed).
+    ///
+    /// A placed constant moves into the graph — the importer keeps no copy and from then on treats it as a graph
+    /// value — so each weight exists once.
     pub fn value(&mut self, name: &str, node: &NodeProto) -> Result<ValueId> {
-        match self.val(name, node)?.clone() {
-            Val::Dyn(id) => Ok(id),
-            Val::Const(c) => {
-                if let Some(&id) = self.placed.get(name) {
-                    return Ok(id);
-                }
-                let id = self.b.constant(name, c.to_f32())?;
-                self.placed.insert(name.to_string(), id);
-                Ok(id)
-            }
-        }
+        let slot = match self.vals.get_mut(name) {
+            Some(slot) => slot,
+            None => return Err(self.err(format!("node '{}' reads '{name}', which nothing produces", node.name))),
+        };
+        let c = match slot {
+            Val::Dyn(id) => return Ok(*id),
+            Val::Const(c) => std::mem::replace(c, Const::I(ndarray::ArrayD::zeros(ndarray::IxDyn(&[0])))),
+        };
+        let tensor = match c {
+            Const::F(a) => a,
+            Const::I(a) => a.mapv(|v| v as f32),
+        };
+        let id = self.b.constant(name, tensor)?;
+        self.vals.insert(name.to_string(), Val::Dyn(id));
+        Ok(id)
     }
 
     /// The shape of `name`, known statically.
@@ -189,6 +194,12 @@ fn topological(nodes: &[NodeProto], known: &HashSet<String>, origin: &str) -> Re
 
 /// Parses an ONNX model from bytes. `dir` is where external data files live.
 pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
+    parse_bytes(prost::bytes::Bytes::copy_from_slice(bytes), dir, origin)
+}
+
+/// [`parse`] from an owned buffer: the tensors' raw data stay slices of it (decoding copies no weights), and each
+/// weight exists as f32 once, moved into the graph.
+pub fn parse_bytes(bytes: prost::bytes::Bytes, dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
     let model = ModelProto::decode(bytes)
         .map_err(|e| Error::Onnx { origin: origin.into(), why: format!("not a valid ONNX protobuf: {e}") })?;
     let graph =
@@ -201,7 +212,7 @@ pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph
             why: format!("opset {opset} is not supported (7 to 21 are)"),
         });
     }
-    let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), placed: HashMap::new(), opset, origin, dir };
+    let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), opset, origin, dir };
     for t in &graph.initializer {
         let c = decode(t, dir, origin)?;
         im.vals.insert(t.name.clone(), Val::Const(c));
@@ -248,7 +259,7 @@ pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph
 pub fn load(path: &Path) -> Result<OnnxGraph> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
-    parse(&bytes, path.parent(), &shown)
+    parse_bytes(bytes.into(), path.parent(), &shown)
 }
 
 /// Reads a serialized `TensorProto` (`input_0.pb`, `output_0.pb` of the ONNX test data).
