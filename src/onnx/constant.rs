@@ -4,7 +4,7 @@ use super::proto::{dtype, TensorProto};
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Most elements a single tensor may claim (256 Mi elements, 1 GiB of f32; the largest layer of VGG-16 has 103 M):
 /// anything larger is taken for a corrupt file.
@@ -69,12 +69,20 @@ pub fn checked_shape(dims: &[i64], what: &str) -> std::result::Result<Vec<usize>
     Ok(shape)
 }
 
-fn le_chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-    raw.chunks_exact(N).map(|c| std::array::from_fn(|i| c[i]))
+/// A tensor's raw bytes in a file (external data, or the model file itself when its weights are left on disk).
+#[derive(Clone, Debug)]
+pub(crate) struct FileRange {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub length: u64,
 }
 
-/// Reads the bytes of an externally stored tensor, refusing paths outside the model's directory.
-fn external_bytes(t: &TensorProto, dir: Option<&Path>) -> std::result::Result<Vec<u8>, String> {
+/// Bytes read and converted at a time from a file: the raw bytes never exist whole.
+const PIECE: usize = 4 << 20;
+
+/// Where an externally stored tensor's bytes are, refusing paths outside the model's directory and ranges past the
+/// end of the file.
+fn external_range(t: &TensorProto, dir: Option<&Path>) -> std::result::Result<FileRange, String> {
     let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
     let location = get("location").ok_or("external tensor without a location")?;
     let rel = Path::new(location);
@@ -88,30 +96,74 @@ fn external_bytes(t: &TensorProto, dir: Option<&Path>) -> std::result::Result<Ve
     let offset = parse("offset")?.unwrap_or(0);
     let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
     let length = parse("length")?.unwrap_or(size.saturating_sub(offset));
-    if offset.checked_add(length).is_none_or(|end| end > size) {
-        return Err(format!("{}: range {offset}+{length} exceeds the file's {size} bytes", path.display()));
+    Ok(FileRange { path, offset, length })
+}
+
+/// Decoded values, before they get their shape.
+enum Values {
+    F(Vec<f32>),
+    I(Vec<i64>),
+}
+
+fn le<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    raw.chunks_exact(N).map(|c| std::array::from_fn(|i| c[i]))
+}
+
+/// Appends the elements of little-endian `raw` (whole elements) of ONNX type `data_type` to `out`.
+fn convert(data_type: i32, raw: &[u8], out: &mut Values) {
+    match out {
+        Values::F(v) => match data_type {
+            dtype::FLOAT => v.extend(le::<4>(raw).map(f32::from_le_bytes)),
+            dtype::DOUBLE => v.extend(le::<8>(raw).map(|b| f64::from_le_bytes(b) as f32)),
+            dtype::FLOAT16 => v.extend(le::<2>(raw).map(|b| f16::from_le_bytes(b).to_f32())),
+            _ => v.extend(le::<2>(raw).map(|b| bf16::from_le_bytes(b).to_f32())),
+        },
+        Values::I(v) => match data_type {
+            dtype::INT64 => v.extend(le::<8>(raw).map(i64::from_le_bytes)),
+            dtype::INT32 => v.extend(le::<4>(raw).map(|b| i32::from_le_bytes(b) as i64)),
+            dtype::INT8 => v.extend(raw.iter().map(|&b| b as i8 as i64)),
+            _ => v.extend(raw.iter().map(|&b| b as i64)),
+        },
     }
+}
+
+/// Reads `range` (whose length the caller checked) piece by piece, converting as it goes.
+fn convert_file(range: &FileRange, data_type: i32, width: usize, out: &mut Values) -> std::result::Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; length as usize];
-    f.read_exact(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(buf)
+    let shown = range.path.display();
+    let mut f = std::fs::File::open(&range.path).map_err(|e| format!("{shown}: {e}"))?;
+    if !f.metadata().map_err(|e| format!("{shown}: {e}"))?.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    f.seek(SeekFrom::Start(range.offset)).map_err(|e| format!("{shown}: {e}"))?;
+    let mut buf = vec![0u8; PIECE / width * width];
+    let mut left = range.length as usize;
+    while left > 0 {
+        let n = left.min(buf.len());
+        f.read_exact(&mut buf[..n]).map_err(|e| format!("{shown}: {e}"))?;
+        convert(data_type, &buf[..n], out);
+        left -= n;
+    }
+    Ok(())
 }
 
 /// Decodes a `TensorProto` (raw, typed or external storage).
 pub fn decode(t: &TensorProto, dir: Option<&Path>, origin: &str) -> Result<Const> {
+    decode_with(t, None, dir, origin)
+}
+
+/// [`decode`], with the raw data at `in_file` when the message's own was left on disk.
+pub(crate) fn decode_with(
+    t: &TensorProto,
+    in_file: Option<FileRange>,
+    dir: Option<&Path>,
+    origin: &str,
+) -> Result<Const> {
     let err = |why: String| Error::Onnx { origin: origin.to_string(), why: format!("tensor '{}': {why}", t.name) };
     let shape = checked_shape(&t.dims, "tensor").map_err(err)?;
     let count: usize = shape.iter().product();
-    let external;
-    let raw: &[u8] = if t.data_location == 1 {
-        external = external_bytes(t, dir).map_err(err)?;
-        &external
-    } else {
-        &t.raw_data
-    };
-    let have_raw = t.data_location == 1 || !t.raw_data.is_empty();
+    let file = if t.data_location == 1 { Some(external_range(t, dir).map_err(err)?) } else { in_file };
+    let have_raw = file.is_some() || !t.raw_data.is_empty();
     let width = match t.data_type {
         dtype::FLOAT | dtype::INT32 => 4,
         dtype::INT64 | dtype::DOUBLE => 8,
@@ -119,37 +171,49 @@ pub fn decode(t: &TensorProto, dir: Option<&Path>, origin: &str) -> Result<Const
         dtype::INT8 | dtype::UINT8 | dtype::BOOL => 1,
         other => return Err(err(format!("data type {other} is not supported"))),
     };
-    if have_raw && raw.len() != count * width {
-        return Err(err(format!("holds {} bytes, shape {shape:?} needs {}", raw.len(), count * width)));
-    }
-    let floats = |v: Vec<f32>| -> Result<Const> {
-        if v.len() != count {
-            return Err(err(format!("holds {} values, shape {shape:?} needs {count}", v.len())));
+    let is_float = matches!(t.data_type, dtype::FLOAT | dtype::DOUBLE | dtype::FLOAT16 | dtype::BFLOAT16);
+    let values = if have_raw {
+        let raw_len = file.as_ref().map_or(t.raw_data.len() as u64, |f| f.length);
+        // Checked before anything is read or allocated.
+        if raw_len != (count * width) as u64 {
+            return Err(err(format!("holds {raw_len} bytes, shape {shape:?} needs {}", count * width)));
         }
-        Ok(Const::F(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")))
-    };
-    let ints = |v: Vec<i64>| -> Result<Const> {
-        if v.len() != count {
-            return Err(err(format!("holds {} values, shape {shape:?} needs {count}", v.len())));
+        if let Some(f) = &file {
+            let size = std::fs::metadata(&f.path).map_err(|e| err(format!("{}: {e}", f.path.display())))?.len();
+            if f.offset.checked_add(f.length).is_none_or(|end| end > size) {
+                let why =
+                    format!("{}: range {}+{} exceeds the file's {size} bytes", f.path.display(), f.offset, f.length);
+                return Err(err(why));
+            }
         }
-        Ok(Const::I(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")))
+        let mut out =
+            if is_float { Values::F(Vec::with_capacity(count)) } else { Values::I(Vec::with_capacity(count)) };
+        match &file {
+            Some(f) => convert_file(f, t.data_type, width, &mut out).map_err(err)?,
+            None => convert(t.data_type, &t.raw_data, &mut out),
+        }
+        out
+    } else {
+        match t.data_type {
+            dtype::FLOAT => Values::F(t.float_data.clone()),
+            dtype::DOUBLE => Values::F(t.double_data.iter().map(|&v| v as f32).collect()),
+            dtype::FLOAT16 => Values::F(t.int32_data.iter().map(|&v| f16::from_bits(v as u16).to_f32()).collect()),
+            dtype::BFLOAT16 => Values::F(t.int32_data.iter().map(|&v| bf16::from_bits(v as u16).to_f32()).collect()),
+            dtype::INT64 => Values::I(t.int64_data.clone()),
+            _ => Values::I(t.int32_data.iter().map(|&v| v as i64).collect()),
+        }
     };
-    match t.data_type {
-        dtype::FLOAT if have_raw => floats(le_chunks::<4>(raw).map(f32::from_le_bytes).collect()),
-        dtype::FLOAT => floats(t.float_data.clone()),
-        dtype::DOUBLE if have_raw => floats(le_chunks::<8>(raw).map(|b| f64::from_le_bytes(b) as f32).collect()),
-        dtype::DOUBLE => floats(t.double_data.iter().map(|&v| v as f32).collect()),
-        dtype::FLOAT16 if have_raw => floats(le_chunks::<2>(raw).map(|b| f16::from_le_bytes(b).to_f32()).collect()),
-        dtype::FLOAT16 => floats(t.int32_data.iter().map(|&v| f16::from_bits(v as u16).to_f32()).collect()),
-        dtype::BFLOAT16 if have_raw => floats(le_chunks::<2>(raw).map(|b| bf16::from_le_bytes(b).to_f32()).collect()),
-        dtype::BFLOAT16 => floats(t.int32_data.iter().map(|&v| bf16::from_bits(v as u16).to_f32()).collect()),
-        dtype::INT64 if have_raw => ints(le_chunks::<8>(raw).map(i64::from_le_bytes).collect()),
-        dtype::INT64 => ints(t.int64_data.clone()),
-        dtype::INT32 if have_raw => ints(le_chunks::<4>(raw).map(|b| i32::from_le_bytes(b) as i64).collect()),
-        dtype::INT8 if have_raw => ints(raw.iter().map(|&b| b as i8 as i64).collect()),
-        dtype::UINT8 | dtype::BOOL if have_raw => ints(raw.iter().map(|&b| b as i64).collect()),
-        _ => ints(t.int32_data.iter().map(|&v| v as i64).collect()),
+    let len = match &values {
+        Values::F(v) => v.len(),
+        Values::I(v) => v.len(),
+    };
+    if len != count {
+        return Err(err(format!("holds {len} values, shape {shape:?} needs {count}")));
     }
+    Ok(match values {
+        Values::F(v) => Const::F(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")),
+        Values::I(v) => Const::I(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")),
+    })
 }
 
 #[cfg(test)]

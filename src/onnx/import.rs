@@ -1,7 +1,8 @@
 //! Reading an ONNX model into an engine graph.
 
-use super::constant::{checked_shape, decode, Const};
+use super::constant::{checked_shape, decode, decode_with, Const, FileRange};
 use super::proto::{ModelProto, NodeProto};
+use super::stream::{self, RawRange};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, ValueId};
 use prost::Message;
@@ -194,12 +195,18 @@ fn topological(nodes: &[NodeProto], known: &HashSet<String>, origin: &str) -> Re
 
 /// Parses an ONNX model from bytes. `dir` is where external data files live.
 pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
-    parse_bytes(prost::bytes::Bytes::copy_from_slice(bytes), dir, origin)
+    parse_with(bytes, None, dir, origin)
 }
 
-/// [`parse`] from an owned buffer: the tensors' raw data stay slices of it (decoding copies no weights), and each
-/// weight exists as f32 once, moved into the graph.
-pub fn parse_bytes(bytes: prost::bytes::Bytes, dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
+/// [`parse`] of a message whose initializers' raw data were left in a file (`raw.1[i]`: where initializer `i`'s
+/// bytes are in file `raw.0`); each weight is read from there straight into its tensor, which then moves into the
+/// graph, so every weight exists once.
+fn parse_with(
+    bytes: &[u8],
+    raw: Option<(&Path, &[Option<RawRange>])>,
+    dir: Option<&Path>,
+    origin: &str,
+) -> Result<OnnxGraph> {
     let model = ModelProto::decode(bytes)
         .map_err(|e| Error::Onnx { origin: origin.into(), why: format!("not a valid ONNX protobuf: {e}") })?;
     let graph =
@@ -213,8 +220,12 @@ pub fn parse_bytes(bytes: prost::bytes::Bytes, dir: Option<&Path>, origin: &str)
         });
     }
     let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), opset, origin, dir };
-    for t in &graph.initializer {
-        let c = decode(t, dir, origin)?;
+    for (i, t) in graph.initializer.iter().enumerate() {
+        let in_file = raw.and_then(|(path, ranges)| {
+            let (offset, length) = ranges.get(i).copied().flatten()?;
+            Some(FileRange { path: path.to_path_buf(), offset, length })
+        });
+        let c = decode_with(t, in_file, dir, origin)?;
         im.vals.insert(t.name.clone(), Val::Const(c));
     }
     let mut inputs = Vec::new();
@@ -258,8 +269,10 @@ pub fn parse_bytes(bytes: prost::bytes::Bytes, dir: Option<&Path>, origin: &str)
 /// Loads an `.onnx` file (external data is read from beside it).
 pub fn load(path: &Path) -> Result<OnnxGraph> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
-    parse_bytes(bytes.into(), path.parent(), &shown)
+    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let pruned = stream::prune(file)
+        .map_err(|why| Error::Onnx { origin: shown.clone(), why: format!("not a valid ONNX protobuf: {why}") })?;
+    parse_with(&pruned.message, Some((path, &pruned.raw)), path.parent(), &shown)
 }
 
 /// Reads a serialized `TensorProto` (`input_0.pb`, `output_0.pb` of the ONNX test data).

@@ -12,6 +12,7 @@ mod fold;
 mod import;
 pub mod proto;
 mod resize;
+mod stream;
 
 pub use constant::{Const, MAX_ELEMENTS};
 pub use import::{load, parse, read_tensor, OnnxGraph, SUPPORTED_OPS};
