@@ -74,6 +74,13 @@ impl<'g, T: Element> Activations<'g, T> {
             .collect()
     }
 
+    /// Bytes kept for the backward sweeps and the caller: the values still held (constants excluded) and the
+    /// ops' saved states (one-bit activation masks, max-pooling indices).
+    pub fn kept_bytes(&self) -> usize {
+        let values: usize = self.values.iter().flatten().map(|t| t.len() * std::mem::size_of::<T>()).sum();
+        values + self.saved.iter().flatten().map(|s| saved_bytes(s.as_ref())).sum::<usize>()
+    }
+
     /// Per-node forward times, when [`ForwardOptions::profile`] asked for them.
     pub fn profile(&self) -> &[NodeTime] {
         &self.profile
@@ -83,6 +90,25 @@ impl<'g, T: Element> Activations<'g, T> {
     pub fn plan(&self) -> &super::Plan {
         &self.plan
     }
+}
+
+/// Bytes of an op's saved state, for the types ops save.
+fn saved_bytes(s: &(dyn std::any::Any + Send + Sync)) -> usize {
+    if let Some(m) = s.downcast_ref::<crate::ops::Mask>() {
+        m.bytes()
+    } else if let Some(v) = s.downcast_ref::<Vec<u32>>() {
+        v.len() * 4
+    } else if let Some(v) = s.downcast_ref::<Vec<usize>>() {
+        v.len() * std::mem::size_of::<usize>()
+    } else {
+        0
+    }
+}
+
+/// The one-bit mask an activation's backward reads (see `Op::mask_interval`), from its output.
+fn mask_of<T: Element>(interval: Option<(f64, f64)>, y: &Tensor<T>) -> Option<Saved> {
+    let (lo, hi) = interval?;
+    Some(Box::new(crate::ops::Mask::open_interval(y, T::lit(lo), T::lit(hi))))
 }
 
 fn non_finite<T: Element>(t: &Tensor<T>) -> bool {
@@ -195,6 +221,10 @@ impl<T: Element> Graph<T> {
                 }
                 for &m in &chain.skipped_nodes {
                     absorbed[m] = true;
+                    // A fused clamp's backward reads its mask, made from the chain's output (the clamp is last).
+                    if plan.run_backward[m] {
+                        saved[m] = mask_of(self.nodes[m].op.mask_interval(), &y);
+                    }
                 }
                 run_shapes[chain.output.0] = y.shape().to_vec();
                 if plan.retain[chain.output.0] || plan.last_use[chain.output.0].is_some() {
@@ -232,7 +262,7 @@ impl<T: Element> Graph<T> {
                 }
             }
             if plan.run_backward[n] {
-                saved[n] = out.saved;
+                saved[n] = out.saved.or_else(|| mask_of(node.op.mask_interval(), &out.values[0]));
             }
             for (&id, value) in node.outputs.iter().zip(out.values) {
                 run_shapes[id.0] = value.shape().to_vec();

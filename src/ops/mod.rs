@@ -10,7 +10,9 @@ use crate::Element;
 use std::any::Any;
 use std::fmt::Debug;
 
+mod mask;
 mod pointwise;
+pub use mask::Mask;
 pub use pointwise::Pointwise;
 pub mod view;
 
@@ -237,6 +239,13 @@ pub trait Op<T: Element>: Debug + Send + Sync {
     /// Whether this op is a rectifier affected by [`ReluRule`].
     fn is_rectifier(&self) -> bool {
         false
+    }
+
+    /// For clamp-like activations: the open interval `(lo, hi)` of outputs where the gradient passes (an infinite
+    /// `hi` is no upper bound). The executor then keeps a one-bit [`Mask`] of the output as the op's saved state
+    /// — which its backward reads instead of the output — whether the op ran alone or fused into a convolution.
+    fn mask_interval(&self) -> Option<(f64, f64)> {
+        None
     }
 
     /// The part this op can play in a fused convolution (see `graph::fuse`); `None` for most ops.

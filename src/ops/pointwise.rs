@@ -135,14 +135,30 @@ macro_rules! pointwise_op {
             }
 
             fn saves(&self, wanted: &[bool]) -> $crate::ops::Saves {
+                if $crate::ops::Op::<T>::mask_interval(self).is_some() {
+                    // The executor keeps a one-bit mask instead.
+                    return $crate::ops::Saves { inputs: vec![false; wanted.len()], outputs: false };
+                }
                 let from_output = <$ty as $crate::ops::Pointwise>::DERIVATIVE_FROM_OUTPUT;
                 $crate::ops::Saves { inputs: vec![!from_output; wanted.len()], outputs: from_output }
+            }
+
+            fn mask_interval(&self) -> Option<(f64, f64)> {
+                match <$ty as $crate::ops::Pointwise>::fusion(self) {
+                    Some($crate::ops::Fusable::Clamp { lo, hi }) => Some((lo, hi)),
+                    _ => None,
+                }
             }
 
             fn backward(
                 &self,
                 cx: &$crate::ops::Vjp<'_, T>,
             ) -> Result<Vec<Option<$crate::Tensor<T>>>, $crate::OpError> {
+                if $crate::ops::Op::<T>::mask_interval(self).is_some() {
+                    let guided = cx.relu_rule == $crate::ops::ReluRule::Guided
+                        && <$ty as $crate::ops::Pointwise>::rectifies(self);
+                    return Ok(vec![Some(cx.saved::<$crate::ops::Mask>()?.apply(cx.grad()?, guided))]);
+                }
                 let at =
                     if <$ty as $crate::ops::Pointwise>::DERIVATIVE_FROM_OUTPUT { cx.output(0)? } else { cx.input(0)? };
                 Ok(vec![Some($crate::ops::pointwise::backward(self, at, cx.grad()?, cx.relu_rule))])

@@ -1,6 +1,7 @@
 //! Relu: `max(x, 0)`, with NaN propagated. Its backward honours [`ReluRule::Guided`] for guided backpropagation.
 
-use super::pointwise::{map1, map2};
+use super::pointwise::map1;
+use super::Mask;
 use super::{arity, Op, Outputs, ReluRule, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::Tensor;
@@ -25,19 +26,18 @@ impl<T: Element> Op<T> for Relu {
         Ok(Outputs::one(map1(inputs[0], move |x| if x < T::zero() { T::zero() } else { x })))
     }
 
-    /// The output suffices: `y > 0 ⇔ x > 0`.
+    /// Nothing: the executor keeps a one-bit mask of `y > 0` (⇔ `x > 0`).
     fn saves(&self, wanted: &[bool]) -> Saves {
-        Saves { inputs: vec![false; wanted.len()], outputs: true }
+        Saves { inputs: vec![false; wanted.len()], outputs: false }
+    }
+
+    fn mask_interval(&self) -> Option<(f64, f64)> {
+        Some((0.0, f64::INFINITY))
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
-        let (y, g) = (cx.output(0)?, cx.grad()?);
-        let zero = T::zero();
-        let dx = match cx.relu_rule {
-            ReluRule::Exact => map2(y, g, move |y, g| if y > zero { g } else { zero }),
-            ReluRule::Guided => map2(y, g, move |y, g| if (y > zero) & (g > zero) { g } else { zero }),
-        };
-        Ok(vec![Some(dx)])
+        let mask = cx.saved::<Mask>()?;
+        Ok(vec![Some(mask.apply(cx.grad()?, cx.relu_rule == ReluRule::Guided))])
     }
 
     fn is_rectifier(&self) -> bool {
@@ -66,11 +66,13 @@ mod tests {
         let y = arr1(&[0.0, 2.0, 3.0]).into_dyn();
         let g = arr1(&[1.0, -1.0, 4.0]).into_dyn();
         let shape = [3usize];
+        let (lo, hi) = <Relu as Op<f64>>::mask_interval(&Relu).unwrap();
+        let mask = Mask::open_interval(&y, lo, hi);
         let cx = Vjp {
             inputs: vec![None],
             input_shapes: vec![&shape[..]],
-            outputs: vec![Some(&y)],
-            saved: None,
+            outputs: vec![None],
+            saved: Some(&mask),
             output_grads: vec![Some(&g)],
             wanted: &[true],
             relu_rule: ReluRule::Guided,

@@ -55,11 +55,18 @@ pub fn check_vjp(op: &dyn Op<f64>, inputs: &[Tensor<f64>], check: &[bool], seed:
     }
     let cotangents: Vec<Tensor<f64>> = out.values.iter().map(|y| rng.tensor(y.shape(), -1.0, 1.0)).collect();
     let saves = op.saves(check);
+    // What the executor keeps for the backward: the op's own saved state, or the one-bit mask it asks for.
+    let mask = op.mask_interval().map(|(lo, hi)| crate::ops::Mask::open_interval(&out.values[0], lo, hi));
+    let saved: Option<&(dyn std::any::Any + Send + Sync)> = match (&out.saved, &mask) {
+        (Some(s), _) => Some(s.as_ref()),
+        (None, Some(m)) => Some(m),
+        (None, None) => None,
+    };
     let cx = Vjp {
         inputs: inputs.iter().zip(&saves.inputs).map(|(t, &keep)| keep.then_some(t)).collect(),
         input_shapes: shapes.clone(),
         outputs: out.values.iter().map(|y| saves.outputs.then_some(y)).collect(),
-        saved: out.saved.as_deref(),
+        saved,
         output_grads: cotangents.iter().map(Some).collect(),
         wanted: check,
         relu_rule: ReluRule::Exact,

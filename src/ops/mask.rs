@@ -1,0 +1,142 @@
+//! One bit per element: what the backward of a clamp-like activation (ReLU, ReLU6, Clip) needs of its forward.
+//!
+//! Their gradient passes exactly where the output lies strictly inside the clamp's interval, so instead of keeping
+//! the whole output (32 bits per element) until the backward pass, the executor keeps this mask (1 bit) — for a
+//! saliency or PGD pass that is most of the activation memory of a CNN. The mask is made from the output, which the
+//! fused convolution chains also produce, so it does not matter whether the activation ran alone or fused.
+
+use crate::tensor::Tensor;
+use crate::Element;
+use rayon::prelude::*;
+
+/// Elements per parallel task (whole 64-bit words).
+const TASK: usize = 64 * 1024;
+
+/// Where the gradient passes, bit-packed in element order.
+#[derive(Clone, Debug)]
+pub struct Mask {
+    bits: Vec<u64>,
+    len: usize,
+}
+
+impl Mask {
+    /// Bit `i` set where `lo < y_i < hi` (an infinite `hi` is no upper bound).
+    pub fn open_interval<T: Element>(y: &Tensor<T>, lo: T, hi: T) -> Mask {
+        let unbounded = hi == T::infinity();
+        let pass = move |v: T| (v > lo) & (unbounded | (v < hi));
+        let len = y.len();
+        let mut bits = vec![0u64; len.div_ceil(64)];
+        match y.as_slice() {
+            Some(ys) => bits.par_chunks_mut(TASK / 64).zip(ys.par_chunks(TASK)).for_each(|(words, ys)| {
+                for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
+                    *word = pack(ys, pass);
+                }
+            }),
+            None => {
+                for (i, &v) in y.iter().enumerate() {
+                    bits[i / 64] |= u64::from(pass(v)) << (i % 64);
+                }
+            }
+        }
+        Mask { bits, len }
+    }
+
+    /// Elements covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it covers no element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bits.len() * 8
+    }
+
+    /// `g` where the mask is set, else 0 — and with `positive_only` (guided backpropagation) also 0 where `g ≤ 0`.
+    pub fn apply<T: Element>(&self, g: &Tensor<T>, positive_only: bool) -> Tensor<T> {
+        assert_eq!(g.len(), self.len, "mask: gradient of another size");
+        let zero = T::zero();
+        let keep = move |set: bool, gv: T| if set & (!positive_only | (gv > zero)) { gv } else { zero };
+        let g = g.as_standard_layout();
+        let gs = g.as_slice().expect("standard layout is contiguous");
+        let mut out = vec![zero; self.len];
+        out.par_chunks_mut(TASK).zip(gs.par_chunks(TASK)).zip(self.bits.par_chunks(TASK / 64)).for_each(
+            |((out, gs), words)| {
+                for ((out, gs), &word) in out.chunks_mut(64).zip(gs.chunks(64)).zip(words) {
+                    if let (Ok(out), Ok(gs)) = (<&mut [T; 64]>::try_from(&mut *out), <&[T; 64]>::try_from(gs)) {
+                        // A whole word: a fixed trip count the compiler unrolls and vectorizes.
+                        for b in 0..64 {
+                            out[b] = keep((word >> b) & 1 == 1, gs[b]);
+                        }
+                    } else {
+                        for (b, (o, &gv)) in out.iter_mut().zip(gs).enumerate() {
+                            *o = keep((word >> b) & 1 == 1, gv);
+                        }
+                    }
+                }
+            },
+        );
+        Tensor::from_shape_vec(g.raw_dim(), out).expect("same length as the gradient")
+    }
+}
+
+/// The bits of up to 64 values: bit `b` is `pass(ys[b])`.
+#[inline(always)]
+fn pack<T: Element>(ys: &[T], pass: impl Fn(T) -> bool) -> u64 {
+    match <&[T; 64]>::try_from(ys) {
+        // A whole word: 64 compares into a byte array, then 8 bytes at a time into the word (both vectorize).
+        Ok(ys) => {
+            let mut flags = [0u8; 64];
+            for b in 0..64 {
+                flags[b] = u8::from(pass(ys[b]));
+            }
+            let mut word = 0u64;
+            for (k, byte) in flags.chunks_exact(8).enumerate() {
+                let lanes = u64::from_le_bytes(byte.try_into().expect("8 bytes"));
+                // Each byte is 0 or 1: gather bit 0 of each into 8 consecutive bits.
+                let gathered = (lanes.wrapping_mul(0x0102_0408_1020_4080) >> 56) & 0xff;
+                word |= gathered << (8 * k);
+            }
+            word
+        }
+        Err(_) => ys.iter().enumerate().fold(0u64, |w, (b, &v)| w | (u64::from(pass(v)) << b)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::IxDyn;
+
+    #[test]
+    fn passes_the_gradient_strictly_inside_the_interval() {
+        let n = 3 * TASK + 77;
+        let y = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| (i[0] % 9) as f32 - 1.0);
+        let g = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| if i[0] % 4 == 0 { -1.5 } else { 2.0 });
+        for (lo, hi) in [(0.0, 6.0), (0.0, f32::INFINITY), (-0.5, 3.0)] {
+            let m = Mask::open_interval(&y, lo, hi);
+            assert_eq!(m.len(), n);
+            assert!(m.bytes() * 32 <= n * 4 + 32 * 8, "one bit per element");
+            for guided in [false, true] {
+                let got = m.apply(&g, guided);
+                for i in 0..n {
+                    let inside = y[i] > lo && y[i] < hi;
+                    let want = if inside && (!guided || g[i] > 0.0) { g[i] } else { 0.0 };
+                    assert_eq!(got[i], want, "{lo}..{hi} guided {guided} at {i}");
+                }
+            }
+        }
+        // NaN never passes; +∞ passes an unbounded interval only.
+        let y = Tensor::<f32>::from_shape_vec(IxDyn(&[3]), vec![f32::NAN, f32::INFINITY, 1.0]).unwrap();
+        let g = Tensor::<f32>::from_elem(IxDyn(&[3]), 1.0);
+        assert_eq!(
+            Mask::open_interval(&y, 0.0, f32::INFINITY).apply(&g, false).into_raw_vec_and_offset().0,
+            vec![0.0, 1.0, 1.0]
+        );
+        assert_eq!(Mask::open_interval(&y, 0.0, 6.0).apply(&g, false).into_raw_vec_and_offset().0, vec![0.0, 0.0, 1.0]);
+    }
+}
