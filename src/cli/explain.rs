@@ -51,6 +51,10 @@ pub struct ExplainArgs {
     /// Print one JSON object per input on stdout instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Images explained together in one batch (default: as many as fit in 1 GiB of activations, at most 16).
+    /// Inputs and .npy batches of any size are processed in batches of this many.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Draw the localization box (largest region above 15 % of the peak) on the overlay.
     #[arg(long = "box")]
     pub draw_box: bool,
@@ -255,17 +259,41 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let request = Request { layers: args.layers.clone(), classes, methods, counterfactual: args.counterfactual };
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
+    let batch = super::batch_size(args.batch_size, &model.graph)?;
+    let mut pending: Vec<Item> = Vec::with_capacity(batch);
     for path in &args.inputs {
         for item in read_input(path, &model)? {
-            let mut results = explain(&model, item.x.clone(), &request)?;
-            let result = results.remove(0);
-            let written = result
-                .explanations
-                .iter()
-                .map(|e| write_explanation(&args, &item, e, colormap))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            report(&args, &model, &item, &result, &written, args.layers.is_empty())?;
+            pending.push(item);
+            if pending.len() == batch {
+                explain_batch(&args, &model, &request, colormap, &mut pending)?;
+            }
         }
     }
+    explain_batch(&args, &model, &request, colormap, &mut pending)
+}
+
+/// Explains `items` (emptied) as one batch and writes each item's files and report.
+fn explain_batch(
+    args: &ExplainArgs,
+    model: &Model,
+    request: &Request,
+    colormap: Colormap,
+    items: &mut Vec<Item>,
+) -> anyhow::Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let views: Vec<_> = items.iter().map(|i| i.x.view()).collect();
+    let x = ndarray::concatenate(Axis(0), &views).context("stacking the batch")?;
+    let results = explain(model, x, request)?;
+    for (item, result) in items.iter().zip(&results) {
+        let written = result
+            .explanations
+            .iter()
+            .map(|e| write_explanation(args, item, e, colormap))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        report(args, model, item, result, &written, args.layers.is_empty())?;
+    }
+    items.clear();
     Ok(())
 }

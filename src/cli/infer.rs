@@ -21,6 +21,10 @@ pub struct InferArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Items (along axis 0 of the inputs) run per forward pass (default: as many as fit in 1 GiB of activations, at
+    /// most 16); the outputs are joined back along axis 0.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
 }
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
@@ -28,6 +32,53 @@ fn file_name(name: &str) -> String {
     let s: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     format!("{}.npy", s.trim_start_matches('.'))
+}
+
+/// Runs `plan` on `inputs` split along axis 0 into batches of at most `batch` items, joining each output back along
+/// axis 0. Inputs that fit one batch (or do not share a leading size) run whole.
+fn run_in_batches(
+    graph: &gradcam::Graph<f32>,
+    plan: &gradcam::Plan,
+    inputs: Vec<(&str, ndarray::ArrayD<f32>)>,
+    outputs: &[&str],
+    batch: usize,
+) -> anyhow::Result<Vec<ndarray::ArrayD<f32>>> {
+    let leading: Vec<Option<usize>> = inputs.iter().map(|(_, t)| t.shape().first().copied()).collect();
+    let n = match leading.first() {
+        Some(&Some(n)) if n > batch && leading.iter().all(|&l| l == Some(n)) => n,
+        _ => {
+            let acts = graph.forward(plan, inputs)?;
+            return outputs.iter().map(|name| Ok(acts.get(name)?.clone())).collect();
+        }
+    };
+    let mut parts: Vec<Vec<ndarray::ArrayD<f32>>> = vec![Vec::new(); outputs.len()];
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let chunk: Vec<(&str, ndarray::ArrayD<f32>)> = inputs
+            .iter()
+            .map(|(name, t)| (*name, t.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned()))
+            .collect();
+        let acts = graph.forward(plan, chunk).with_context(|| {
+            format!("items {start}..{end} of {n} (a model exported for one fixed batch size needs --batch-size 1)")
+        })?;
+        for (part, name) in parts.iter_mut().zip(outputs) {
+            let t = acts.get(name)?;
+            if t.shape().first() != Some(&(end - start)) {
+                anyhow::bail!(
+                    "output '{name}' (shape {:?}) does not keep the batch axis of the inputs: run with --batch-size {n}",
+                    t.shape()
+                );
+            }
+            part.push(t.clone());
+        }
+    }
+    parts
+        .into_iter()
+        .map(|p| {
+            let views: Vec<_> = p.iter().map(|t| t.view()).collect();
+            Ok(ndarray::concatenate(ndarray::Axis(0), &views)?)
+        })
+        .collect()
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
@@ -50,13 +101,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     }
     let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
     let plan = m.graph.inference_plan(&outs)?;
-    let acts = m.graph.forward(&plan, bound)?;
+    let batch = super::batch_size(args.batch_size, &m.graph)?;
+    let results = run_in_batches(&m.graph, &plan, bound, &outs, batch)?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut listed = Vec::new();
     let mut top5 = None;
-    for name in &outs {
-        let t = acts.get(name)?;
+    for (name, t) in outs.iter().zip(&results) {
         let path = args.out_dir.join(file_name(name));
         let f = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
         ndarray_npy::WriteNpyExt::write_npy(t, std::io::BufWriter::new(f))

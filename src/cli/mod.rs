@@ -57,6 +57,22 @@ impl ModelArgs {
     }
 }
 
+/// Activation memory the default `--batch-size` aims to stay within.
+const BATCH_ACTIVATION_BUDGET: usize = 1 << 30;
+
+/// Largest default batch: beyond it a CPU gains nothing from batching.
+const MAX_DEFAULT_BATCH: usize = 16;
+
+/// `--batch-size`, or by default as many items as fit [`BATCH_ACTIVATION_BUDGET`] of activations (at least 1, at most
+/// [`MAX_DEFAULT_BATCH`]), from the graph's per-item value bytes.
+fn batch_size(given: Option<usize>, graph: &gradcam::Graph<f32>) -> anyhow::Result<usize> {
+    match given {
+        Some(0) => anyhow::bail!("--batch-size must be at least 1"),
+        Some(b) => Ok(b),
+        None => Ok((BATCH_ACTIVATION_BUDGET / graph.value_bytes_per_item().max(1)).clamp(1, MAX_DEFAULT_BATCH)),
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Explain(a) => explain::run(a),

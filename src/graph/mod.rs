@@ -97,6 +97,16 @@ impl<T: Element> Graph<T> {
         self.fusion = enabled;
     }
 
+    /// Bytes of all computed values for one item of a batch (axis 0 taken as the batch axis): an upper bound of the
+    /// activations a forward pass holds per image (the executor frees each value after its last reader).
+    pub fn value_bytes_per_item(&self) -> usize {
+        self.values
+            .iter()
+            .filter(|v| !matches!(v.source, Source::Constant(_)))
+            .map(|v| v.shape.iter().skip(1).product::<usize>() * std::mem::size_of::<T>())
+            .sum()
+    }
+
     /// Bytes of folded and packed weights made so far (they are made on first use, per SIMD level).
     pub fn packed_bytes(&self) -> usize {
         self.packed.bytes()
