@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use ndarray::{Array3, Axis, IxDyn};
+use ndarray::{Array3, Axis};
 use std::path::Path;
 
 /// Largest width or height accepted from an image header (a 100000×100000 claim is refused before decoding).
@@ -145,19 +145,84 @@ pub fn resize_antialias(x: &Array3<f32>, out_h: usize, out_w: usize) -> Array3<f
 
 /// Reads a `.npy` tensor (f32, NCHW, already preprocessed).
 pub fn load_npy(path: &Path) -> Result<Tensor<f32>> {
-    let shown = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
-    let t: Tensor<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
-        .map_err(|e| Error::Npy { path: shown.clone(), why: format!("{e} (expected a little-endian f32 array)") })?;
+    let t = read_npy_f32(path)?;
     if t.ndim() != 4 {
-        return Err(Error::Npy { path: shown, why: format!("expected an NCHW tensor, got shape {:?}", t.shape()) });
+        let why = format!("expected an NCHW tensor, got shape {:?}", t.shape());
+        return Err(Error::Npy { path: path.display().to_string(), why });
     }
-    Ok(t.into_dimensionality::<IxDyn>().expect("dynamic"))
+    Ok(t)
+}
+
+/// Reads an f32 `.npy` array of any rank — after checking that the file holds exactly the bytes its header claims,
+/// so a small file claiming a huge shape is an error rather than a huge allocation.
+pub fn read_npy_f32(path: &Path) -> Result<Tensor<f32>> {
+    let shown = path.display().to_string();
+    let npy_err = |why: String| Error::Npy { path: shown.clone(), why };
+    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let meta = file.metadata().map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    if !meta.is_file() {
+        return Err(npy_err("not a regular file".into()));
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let (header_len, shape) = npy_header(&mut reader).map_err(npy_err)?;
+    let data = shape
+        .iter()
+        .try_fold(4u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| npy_err(format!("header claims shape {shape:?}, beyond any file")))?;
+    if header_len.checked_add(data) != Some(meta.len()) {
+        let why = format!("header claims shape {shape:?} ({data} bytes of f32), the file holds {} bytes", meta.len());
+        return Err(npy_err(why));
+    }
+    use std::io::Seek;
+    reader.rewind().map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let t: Tensor<f32> = ndarray_npy::ReadNpyExt::read_npy(reader)
+        .map_err(|e| npy_err(format!("{e} (expected a little-endian f32 array)")))?;
+    Ok(t)
+}
+
+/// Length of a `.npy` preamble and header, and the shape the header declares (format versions 1–3).
+fn npy_header(r: &mut impl std::io::Read) -> std::result::Result<(u64, Vec<u64>), String> {
+    let mut pre = [0u8; 8];
+    r.read_exact(&mut pre).map_err(|_| "not a .npy file (too short)".to_string())?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (no NUMPY magic)".into());
+    }
+    let (len_bytes, len) = match pre[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).map_err(|_| "truncated .npy header".to_string())?;
+            (2u64, u64::from(u16::from_le_bytes(b)))
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b).map_err(|_| "truncated .npy header".to_string())?;
+            (4u64, u64::from(u32::from_le_bytes(b)))
+        }
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    // Real headers are a few hundred bytes; anything far larger is not one.
+    if len > 1 << 20 {
+        return Err(format!(".npy header of {len} bytes"));
+    }
+    let mut header = vec![0u8; len as usize];
+    r.read_exact(&mut header).map_err(|_| "truncated .npy header".to_string())?;
+    let header = String::from_utf8_lossy(&header);
+    let after = header.split("'shape'").nth(1).ok_or("the .npy header has no shape")?;
+    let open = after.find('(').ok_or("the .npy header has no shape tuple")?;
+    let close = after[open..].find(')').ok_or("the .npy header has no shape tuple")? + open;
+    let shape = after[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<u64>().map_err(|_| format!("shape entry '{d}' in the .npy header")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((8 + len_bytes + len, shape))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::IxDyn;
 
     #[test]
     fn weights_sum_to_one_and_identity_resize_is_exact() {

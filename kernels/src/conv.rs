@@ -47,14 +47,16 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
-    /// Output height, or `None` when the (padded) input is smaller than the dilated kernel.
+    /// Output height, or `None` when the (padded) input is smaller than the dilated kernel (or the sizes overflow).
     pub fn out_h(&self) -> Option<usize> {
-        out_len(self.in_h + self.pad_top + self.pad_bottom, self.kernel_h, self.stride_h, self.dilation_h)
+        let padded = self.in_h.checked_add(self.pad_top)?.checked_add(self.pad_bottom)?;
+        out_len(padded, self.kernel_h, self.stride_h, self.dilation_h)
     }
 
-    /// Output width, or `None` when the (padded) input is smaller than the dilated kernel.
+    /// Output width, or `None` when the (padded) input is smaller than the dilated kernel (or the sizes overflow).
     pub fn out_w(&self) -> Option<usize> {
-        out_len(self.in_w + self.pad_left + self.pad_right, self.kernel_w, self.stride_w, self.dilation_w)
+        let padded = self.in_w.checked_add(self.pad_left)?.checked_add(self.pad_right)?;
+        out_len(padded, self.kernel_w, self.stride_w, self.dilation_w)
     }
 
     pub(crate) fn in_per_group(&self) -> usize {

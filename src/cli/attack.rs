@@ -39,7 +39,7 @@ pub struct AttackArgs {
     pub eps: f32,
     #[arg(long, value_enum, default_value = "linf")]
     pub norm: NormArg,
-    /// PGD iterations.
+    /// PGD iterations (at most 10000).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     /// PGD step size (default 2.5·eps/steps); fractions accepted.
@@ -54,7 +54,7 @@ pub struct AttackArgs {
     /// Start PGD from a random point of the ε-ball.
     #[arg(long)]
     pub random_start: bool,
-    /// For targeted attacks, keep going until the target has this probability.
+    /// For targeted attacks, keep going until the target has this probability (in [0, 1]; 0: no requirement).
     #[arg(long, default_value_t = 0.0)]
     pub confidence: f32,
     /// Class whose explanation to compare (repeatable; default: the clean top-1). The adversarial top-1 is added.
@@ -109,10 +109,16 @@ fn side_by_side(a: &RgbImage, b: &RgbImage) -> RgbImage {
     out
 }
 
+/// Most PGD iterations `--steps` accepts (a documented cap, so that a typo cannot run for days).
+const MAX_STEPS: usize = 10_000;
+
 fn top1(model: &gradcam::Model, pixels: &Tensor<f32>) -> anyhow::Result<(usize, f32)> {
     let plan = model.graph.inference_plan(&[&model.logits])?;
     let acts = model.graph.forward(&plan, vec![(&model.input, model.normalization.apply(pixels))])?;
     let row: Vec<f32> = acts.get(&model.logits)?.iter().copied().collect();
+    if row.is_empty() {
+        anyhow::bail!("the model's output '{}' has no classes", model.logits);
+    }
     let p = gradcam::tensor::softmax_row(&row);
     let c = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
     Ok((c, p[c]))
@@ -123,10 +129,26 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
     if !matches!(method, Method::Cam(_)) {
         anyhow::bail!("--method must be a CAM method (gradcam, gradcampp, xgradcam, hirescam, layercam)");
     }
+    if !(0.0..=1.0).contains(&args.confidence) {
+        anyhow::bail!("--confidence must be a probability in [0, 1] (0: no requirement), got {}", args.confidence);
+    }
+    if args.steps > MAX_STEPS {
+        anyhow::bail!("--steps {} is above the limit of {MAX_STEPS}", args.steps);
+    }
     let model = args.model.load()?;
+    let classes_n = model.classes();
+    if classes_n == 0 {
+        anyhow::bail!("the model's output '{}' has no classes", model.logits);
+    }
+    if let Some(&c) = args.explain.iter().chain(&args.target).find(|&&c| c >= classes_n) {
+        anyhow::bail!("class {c} is out of range: the model has {classes_n} classes");
+    }
     let is_npy = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let pixels = if is_npy {
         let x = load_npy(&args.input)?;
+        if x.shape()[0] != 1 {
+            anyhow::bail!("{}: attack takes one image, the .npy holds {}", args.input.display(), x.shape()[0]);
+        }
         let n = model.normalization;
         let mut p = x.index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
         for (c, mut plane) in p.axis_iter_mut(Axis(1)).enumerate() {

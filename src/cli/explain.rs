@@ -107,6 +107,9 @@ fn read_input(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
         );
     }
     let n = t.shape()[0];
+    if n == 0 {
+        anyhow::bail!("{}: the tensor holds no image (shape {:?})", path.display(), t.shape());
+    }
     Ok((0..n)
         .map(|i| {
             let x = t.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
@@ -251,15 +254,18 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         }
         model.normalization.std = std;
     }
+    if args.top == Some(0) {
+        anyhow::bail!("--top must be at least 1");
+    }
     let classes = match (args.top, args.classes.is_empty()) {
         (Some(k), _) => ClassChoice::Top(k),
         (None, false) => ClassChoice::Classes(args.classes.clone()),
         (None, true) => ClassChoice::Top(1),
     };
     let request = Request { layers: args.layers.clone(), classes, methods, counterfactual: args.counterfactual };
+    let batch = super::batch_size(args.batch_size, &model.graph)?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
-    let batch = super::batch_size(args.batch_size, &model.graph)?;
     let mut pending: Vec<Item> = Vec::with_capacity(batch);
     for path in &args.inputs {
         for item in read_input(path, &model)? {

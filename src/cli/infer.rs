@@ -94,9 +94,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     }
     let mut bound = Vec::new();
     for (name, path) in m.inputs.iter().zip(&args.inputs) {
-        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-        let t: ndarray::ArrayD<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file))
-            .with_context(|| format!("{}: expected a little-endian f32 .npy array", path.display()))?;
+        let t = gradcam::input::read_npy_f32(path)?;
         bound.push((name.as_str(), t));
     }
     let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();

@@ -90,7 +90,16 @@ fn external_range(t: &TensorProto, dir: Option<&Path>) -> std::result::Result<Fi
         return Err(format!("external data location '{location}' leaves the model's directory"));
     }
     let dir = dir.ok_or("external data needs the model's directory")?;
-    let path = dir.join(rel);
+    // Resolved for real: a symbolic link inside the model's folder may not lead out of it.
+    let real_dir = std::fs::canonicalize(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = std::fs::canonicalize(dir.join(rel)).map_err(|e| format!("{}: {e}", dir.join(rel).display()))?;
+    if !path.starts_with(&real_dir) {
+        return Err(format!("external data location '{location}' resolves outside the model's directory"));
+    }
+    if !std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.is_file() {
+        return Err(format!("external data location '{location}' is not a regular file"));
+    }
     let parse =
         |k: &str| get(k).map(|v| v.parse::<u64>().map_err(|e| format!("external data {k} '{v}': {e}"))).transpose();
     let offset = parse("offset")?.unwrap_or(0);

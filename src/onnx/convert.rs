@@ -45,10 +45,19 @@ pub(crate) fn const_floats(im: &Importer, n: &NodeProto, i: usize) -> Result<Opt
     Ok(Some(c.to_f32().iter().copied().collect()))
 }
 
+/// Largest window size, stride, dilation or pad accepted (16 Mi): no real model comes near it, and every sum or
+/// product of a few of them stays far from overflow.
+const MAX_WINDOW_ATTR: usize = 1 << 24;
+
 fn usize_list(im: &Importer, n: &NodeProto, v: &[i64], what: &str) -> Result<Vec<usize>> {
     v.iter()
         .map(|&x| {
-            usize::try_from(x).map_err(|_| im.err(format!("node '{}': {what} {v:?} has a negative entry", n.name)))
+            let u = usize::try_from(x)
+                .map_err(|_| im.err(format!("node '{}': {what} {v:?} has a negative entry", n.name)))?;
+            if u > MAX_WINDOW_ATTR {
+                return Err(im.err(format!("node '{}': {what} {v:?} has an entry above {MAX_WINDOW_ATTR}", n.name)));
+            }
+            Ok(u)
         })
         .collect()
 }
@@ -394,13 +403,14 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             if pads.iter().any(|&p| p < 0) {
                 return Err(unsupported(im, n, "negative pads (cropping)"));
             }
+            let pads = usize_list(im, n, &pads, "pads")?;
             let mode = match a.string("mode", "constant").as_str() {
                 "constant" => PadMode::Constant,
                 "reflect" => PadMode::Reflect,
                 "edge" => PadMode::Edge,
                 other => return Err(unsupported(im, n, &format!("mode '{other}'"))),
             };
-            op(Pad { pads: pads.iter().map(|&p| p as usize).collect(), mode, value: value as f64 }, &[x])
+            op(Pad { pads, mode, value: value as f64 }, &[x])
         }
         "ReduceMean" | "ReduceSum" => {
             let axes_from_input = (n.op_type == "ReduceSum" && opset >= 13) || opset >= 18;

@@ -89,7 +89,10 @@ impl<T: Element> Op<T> for Pad {
                 ));
             }
         }
-        Ok(vec![(0..r).map(|a| x[a] + self.pads[a] + self.pads[a + r]).collect()])
+        let out: Option<Vec<usize>> =
+            (0..r).map(|a| x[a].checked_add(self.pads[a])?.checked_add(self.pads[a + r])).collect();
+        let out = out.ok_or_else(|| OpError::shape(format!("pads {:?} overflow the shape", self.pads), inputs))?;
+        Ok(vec![out])
     }
 
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {

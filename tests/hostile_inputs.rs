@@ -1,0 +1,241 @@
+//! Hostile inputs (issue #11): each case is generated here, at test time, and must give one clear error line and a
+//! non-zero exit — never an abort, a panic, a hang, a read outside the model's folder, or a huge allocation.
+
+mod common;
+
+use gradcam::onnx::proto::*;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gradcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradcam")).args(args).output().expect("run gradcam")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradcam-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The one stderr line of a failed run (asserting that it failed cleanly: exit code 1, not a signal or a panic).
+fn error_line(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert_eq!(o.status.code(), Some(1), "expected a clean failure, got {:?}: {err}", o.status);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got: {err}");
+    err
+}
+
+/// A `.npy` whose header claims `shape` but which holds only `data_bytes` bytes of data.
+fn npy_claiming(path: &Path, shape: &[usize], data_bytes: usize) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let trailing = if shape.len() == 1 { "," } else { "" };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}{trailing}), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_bytes));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn npy_headers_claiming_more_than_the_file_holds_are_errors_not_aborts() {
+    let dir = scratch("npy");
+    let huge = dir.join("huge.npy");
+    npy_claiming(&huge, &[100_000, 3, 224, 224], 1000);
+    let model = common::fixture("onnx/light/light_squeezenet.onnx");
+    let out = dir.join("out");
+    for args in [
+        vec!["explain", huge.to_str().unwrap(), "--out-dir", out.to_str().unwrap()],
+        vec!["attack", huge.to_str().unwrap(), "--out-dir", out.to_str().unwrap()],
+        vec!["infer", "--model", model.to_str().unwrap(), "--input", huge.to_str().unwrap()],
+    ] {
+        let e = error_line(&gradcam(&args));
+        assert!(e.contains("header claims shape [100000, 3, 224, 224]") && e.contains("holds"), "{args:?}: {e}");
+    }
+    // A shape whose byte count overflows, and a file longer than its header says.
+    let overflow = dir.join("overflow.npy");
+    npy_claiming(&overflow, &[1 << 40, 1 << 40, 3, 3], 16);
+    assert!(error_line(&gradcam(&["explain", overflow.to_str().unwrap()])).contains("beyond any file"));
+    let long = dir.join("long.npy");
+    npy_claiming(&long, &[1, 3, 2, 2], 48 + 4);
+    assert!(error_line(&gradcam(&["explain", long.to_str().unwrap()])).contains("holds"));
+}
+
+#[test]
+fn empty_batches_are_errors() {
+    let dir = scratch("empty");
+    let empty = dir.join("empty.npy");
+    npy_claiming(&empty, &[0, 3, 224, 224], 0);
+    let out = dir.join("out");
+    let e = error_line(&gradcam(&["explain", empty.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]));
+    assert!(e.contains("no image"), "{e}");
+    let e = error_line(&gradcam(&["attack", empty.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]));
+    assert!(e.contains("one image") && e.contains("holds 0"), "{e}");
+}
+
+#[test]
+fn flags_out_of_range_are_errors_before_anything_is_written() {
+    let dir = scratch("flags");
+    let out = dir.join("out");
+    let cat = common::fixture("images/chelsea.png");
+    let cat = cat.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["explain", cat, "--top", "0", "--out-dir", o], "--top"),
+        (vec!["attack", cat, "--confidence", "2", "--out-dir", o], "--confidence"),
+        (vec!["attack", cat, "--confidence=-0.5", "--out-dir", o], "--confidence"),
+        (vec!["attack", cat, "--steps", "1000000", "--out-dir", o], "--steps"),
+        (vec!["attack", cat, "--explain", "5000", "--out-dir", o], "out of range"),
+        (vec!["attack", cat, "--target", "1000", "--out-dir", o], "out of range"),
+        (vec!["explain", cat, "--batch-size", "0", "--out-dir", o], "--batch-size"),
+    ] {
+        let e = error_line(&gradcam(&args));
+        assert!(e.contains(needle), "{args:?}: {e}");
+        assert!(!out.exists(), "{args:?} wrote {} before failing", out.display());
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: dtype::FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims.iter().map(|&d| Dimension { dim_value: Some(d), dim_param: None }).collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
+}
+
+/// A one-node model on `x: [1, 3, 4, 4]`, written to `path`.
+fn one_node_model(path: &Path, node: NodeProto, initializers: Vec<TensorProto>) {
+    let out = node.output[0].clone();
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "hostile".into(),
+        graph: Some(GraphProto {
+            node: vec![node],
+            name: "g".into(),
+            initializer: initializers,
+            input: vec![value_info("x", &[1, 3, 4, 4])],
+            output: vec![value_info(&out, &[])],
+        }),
+    }
+    .encode_to_vec();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn int_tensor(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: dtype::INT64,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pads_near_the_limits_of_i64_are_errors_not_panics_or_zeros() {
+    let dir = scratch("pads");
+    let huge = i64::MAX - 3;
+    // Pad (opset 17: pads as an input).
+    let pad = dir.join("pad.onnx");
+    let node = NodeProto {
+        op_type: "Pad".into(),
+        name: "pad".into(),
+        input: vec!["x".into(), "pads".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    one_node_model(&pad, node, vec![int_tensor("pads", &[0, 0, 0, huge, 0, 0, 0, 1])]);
+    let e = error_line(&gradcam(&["layers", "--model", pad.to_str().unwrap()]));
+    assert!(e.contains("pads") && e.contains("above"), "{e}");
+    // Conv with huge pads: used to wrap around and return zeros with exit 0.
+    let conv = dir.join("conv.onnx");
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![1, 3, 3, 3],
+        data_type: dtype::FLOAT,
+        float_data: vec![0.5; 27],
+        ..Default::default()
+    };
+    let node = NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["y".into()],
+        attribute: vec![ints("pads", &[huge, 0, huge, 0])],
+        ..Default::default()
+    };
+    one_node_model(&conv, node, vec![w]);
+    let e = error_line(&gradcam(&["layers", "--model", conv.to_str().unwrap()]));
+    assert!(e.contains("pads") && e.contains("above"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_may_not_follow_links_out_of_the_models_folder() {
+    let dir = scratch("links");
+    let secret_dir = dir.join("elsewhere");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let secret: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(secret_dir.join("secret.bin"), &secret).unwrap();
+    let model_dir = dir.join("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::os::unix::fs::symlink(secret_dir.join("secret.bin"), model_dir.join("weights.bin")).unwrap();
+    std::os::unix::fs::symlink(&secret_dir, model_dir.join("data")).unwrap();
+    std::fs::write(model_dir.join("inside.bin"), &secret).unwrap();
+    let entry = |k: &str, v: &str| StringStringEntryProto { key: k.into(), value: v.into() };
+    for (location, allowed) in [("inside.bin", true), ("weights.bin", false), ("data/secret.bin", false)] {
+        let w = TensorProto {
+            name: "w".into(),
+            dims: vec![4],
+            data_type: dtype::FLOAT,
+            data_location: 1,
+            external_data: vec![entry("location", location), entry("length", "16")],
+            ..Default::default()
+        };
+        let path = model_dir.join("m.onnx");
+        let node = NodeProto {
+            op_type: "Add".into(),
+            name: "add".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        };
+        one_node_model(&path, node, vec![w]);
+        let x = model_dir.join("x.npy");
+        ndarray_npy::write_npy(&x, &ndarray::Array4::<f32>::zeros((1, 3, 4, 4))).unwrap();
+        let out = dir.join("out");
+        let o = gradcam(&[
+            "infer",
+            "--model",
+            path.to_str().unwrap(),
+            "--input",
+            x.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]);
+        if allowed {
+            assert!(o.status.success(), "{location}: {}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            let e = error_line(&o);
+            assert!(e.contains("outside the model's directory"), "{location}: {e}");
+        }
+    }
+}
