@@ -15,6 +15,7 @@ pub mod input;
 pub mod models;
 pub mod onnx;
 pub mod ops;
+pub mod output;
 pub mod render;
 pub mod tensor;
 

@@ -239,3 +239,165 @@ fn external_data_may_not_follow_links_out_of_the_models_folder() {
         }
     }
 }
+
+#[test]
+fn inputs_with_the_same_stem_get_distinct_outputs() {
+    let dir = scratch("stems");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::copy(common::fixture("images/chelsea.png"), dir.join(sub).join("img.png")).unwrap();
+    }
+    let out = dir.join("out");
+    let (a, b) = (dir.join("a/img.png"), dir.join("b/img.png"));
+    let o =
+        gradcam(&["explain", a.to_str().unwrap(), b.to_str().unwrap(), "--json", "--out-dir", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let overlays: Vec<String> = o
+        .stdout
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            v["explanations"][0]["overlay"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(overlays.len(), 2);
+    assert_ne!(overlays[0], overlays[1], "both inputs point at one file");
+    assert!(overlays.iter().all(|p| Path::new(p).exists()));
+    assert!(overlays[1].contains("img_2_"), "{overlays:?}");
+}
+
+/// A model with outputs named `a/b`, `a:b` and `x`, each a ReLU of the input.
+fn three_output_model(path: &Path) {
+    let relu = |name: &str, out: &str| NodeProto {
+        op_type: "Relu".into(),
+        name: name.into(),
+        input: vec!["x_in".into()],
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "hostile".into(),
+        graph: Some(GraphProto {
+            node: vec![relu("r1", "a/b"), relu("r2", "a:b"), relu("r3", "x")],
+            name: "g".into(),
+            initializer: vec![],
+            input: vec![value_info("x_in", &[1, 3, 4, 4])],
+            output: vec![value_info("a/b", &[]), value_info("a:b", &[]), value_info("x", &[])],
+        }),
+    }
+    .encode_to_vec();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn infer_never_maps_two_outputs_to_one_file_nor_overwrites_its_input() {
+    let dir = scratch("infer-names");
+    let model = dir.join("m.onnx");
+    three_output_model(&model);
+    // The input lives where the output named `x` would go.
+    let input = dir.join("x.npy");
+    let x = ndarray::Array4::<f32>::from_elem((1, 3, 4, 4), -1.0);
+    ndarray_npy::write_npy(&input, &x).unwrap();
+    let o = gradcam(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files: Vec<&str> = v["outputs"].as_array().unwrap().iter().map(|o| o["npy"].as_str().unwrap()).collect();
+    assert_eq!(files.len(), 3);
+    let unique: std::collections::HashSet<&&str> = files.iter().collect();
+    assert_eq!(unique.len(), 3, "{files:?}");
+    assert!(!files.contains(&input.to_str().unwrap()), "{files:?}");
+    let kept: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&input).unwrap();
+    assert!(kept.iter().all(|&v| v == -1.0), "the input was overwritten");
+}
+
+#[test]
+fn nan_weights_nan_inputs_and_symbolic_sizes_are_errors() {
+    let dir = scratch("nan");
+    // An initializer holding NaN: named in the error.
+    let w = TensorProto {
+        name: "bad_weight".into(),
+        dims: vec![4],
+        data_type: dtype::FLOAT,
+        float_data: vec![1.0, f32::NAN, 0.0, 2.0],
+        ..Default::default()
+    };
+    let node = NodeProto {
+        op_type: "Add".into(),
+        name: "add".into(),
+        input: vec!["x".into(), "bad_weight".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    let model = dir.join("nan.onnx");
+    one_node_model(&model, node, vec![w]);
+    let e = error_line(&gradcam(&["layers", "--model", model.to_str().unwrap()]));
+    assert!(e.contains("bad_weight") && e.contains("NaN"), "{e}");
+
+    // A NaN in the input of `infer`.
+    let relu = dir.join("relu.onnx");
+    let node = NodeProto {
+        op_type: "Relu".into(),
+        name: "r".into(),
+        input: vec!["x".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    one_node_model(&relu, node, vec![]);
+    let input = dir.join("x.npy");
+    let mut x = ndarray::Array4::<f32>::zeros((1, 3, 4, 4));
+    x[[0, 1, 2, 3]] = f32::NAN;
+    ndarray_npy::write_npy(&input, &x).unwrap();
+    let e = error_line(&gradcam(&["infer", "--model", relu.to_str().unwrap(), "--input", input.to_str().unwrap()]));
+    assert!(e.contains("NaN"), "{e}");
+
+    // A symbolic height: it used to run at 1 × 1.
+    let symbolic = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "hostile".into(),
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                op_type: "Relu".into(),
+                name: "r".into(),
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            name: "g".into(),
+            initializer: vec![],
+            input: vec![ValueInfoProto {
+                name: "x".into(),
+                r#type: Some(TypeProto {
+                    tensor_type: Some(TensorTypeProto {
+                        elem_type: dtype::FLOAT,
+                        shape: Some(TensorShapeProto {
+                            dim: vec![
+                                Dimension { dim_value: None, dim_param: Some("N".into()) },
+                                Dimension { dim_value: Some(3), dim_param: None },
+                                Dimension { dim_value: None, dim_param: Some("height".into()) },
+                                Dimension { dim_value: Some(4), dim_param: None },
+                            ],
+                        }),
+                    }),
+                }),
+            }],
+            output: vec![value_info("y", &[])],
+        }),
+    };
+    let path = dir.join("symbolic.onnx");
+    std::fs::write(&path, symbolic.encode_to_vec()).unwrap();
+    let e = error_line(&gradcam(&["layers", "--model", path.to_str().unwrap()]));
+    assert!(e.contains("symbolic size 'height' on axis 2"), "{e}");
+}

@@ -197,9 +197,7 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
     let png = args.out_dir.join(format!("{stem}_adv.png"));
     save_png(&to_image(&adv.pixels), &png)?;
     let npy = args.out_dir.join(format!("{stem}_adv.npy"));
-    let f = std::fs::File::create(&npy).with_context(|| format!("{}", npy.display()))?;
-    ndarray_npy::WriteNpyExt::write_npy(&model.normalization.apply(&adv.pixels), std::io::BufWriter::new(f))
-        .with_context(|| format!("{}", npy.display()))?;
+    gradcam::output::write_npy(&npy, &model.normalization.apply(&adv.pixels))?;
 
     let mut classes = if args.explain.is_empty() { vec![clean_class] } else { args.explain.clone() };
     if !classes.contains(&adv_class) {

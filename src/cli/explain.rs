@@ -127,8 +127,7 @@ fn read_input(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
 }
 
 fn write_npy(path: &Path, a: &ndarray::ArrayD<f32>) -> anyhow::Result<()> {
-    let f = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
-    ndarray_npy::WriteNpyExt::write_npy(a, std::io::BufWriter::new(f)).with_context(|| format!("{}", path.display()))
+    Ok(gradcam::output::write_npy(path, a)?)
 }
 
 /// Files written for one explanation, and where it points.
@@ -267,8 +266,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut pending: Vec<Item> = Vec::with_capacity(batch);
+    // Inputs with the same file stem (a/img.png, b/img.png) get distinct output names.
+    let mut stems = std::collections::HashMap::new();
     for path in &args.inputs {
-        for item in read_input(path, &model)? {
+        for mut item in read_input(path, &model)? {
+            item.stem = gradcam::output::unique_stem(&mut stems, &item.stem);
             pending.push(item);
             if pending.len() == batch {
                 explain_batch(&args, &model, &request, colormap, &mut pending)?;

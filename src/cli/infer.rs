@@ -28,10 +28,21 @@ pub struct InferArgs {
 }
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
-fn file_name(name: &str) -> String {
+/// An output name as a file stem: letters, digits, `-`, `_` and `.` kept, anything else `_`, no leading dots.
+fn file_stem(name: &str) -> String {
     let s: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    format!("{}.npy", s.trim_start_matches('.'))
+    let s = s.trim_start_matches('.');
+    if s.is_empty() {
+        "output".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Forward options that make a non-finite value an error naming the first node that produced it.
+fn finite() -> gradcam::ForwardOptions {
+    gradcam::ForwardOptions { check_finite: true, ..Default::default() }
 }
 
 /// Runs `plan` on `inputs` split along axis 0 into batches of at most `batch` items, joining each output back along
@@ -47,7 +58,7 @@ fn run_in_batches(
     let n = match leading.first() {
         Some(&Some(n)) if n > batch && leading.iter().all(|&l| l == Some(n)) => n,
         _ => {
-            let acts = graph.forward(plan, inputs)?;
+            let acts = graph.forward_with(plan, inputs, finite())?;
             return outputs.iter().map(|name| Ok(acts.get(name)?.clone())).collect();
         }
     };
@@ -58,7 +69,7 @@ fn run_in_batches(
             .iter()
             .map(|(name, t)| (*name, t.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned()))
             .collect();
-        let acts = graph.forward(plan, chunk).with_context(|| {
+        let acts = graph.forward_with(plan, chunk, finite()).with_context(|| {
             format!("items {start}..{end} of {n} (a model exported for one fixed batch size needs --batch-size 1)")
         })?;
         for (part, name) in parts.iter_mut().zip(outputs) {
@@ -95,6 +106,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let mut bound = Vec::new();
     for (name, path) in m.inputs.iter().zip(&args.inputs) {
         let t = gradcam::input::read_npy_f32(path)?;
+        if t.iter().any(|v| !v.is_finite()) {
+            anyhow::bail!("{}: the input holds NaN or infinite values", path.display());
+        }
         bound.push((name.as_str(), t));
     }
     let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
@@ -105,11 +119,17 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut listed = Vec::new();
     let mut top5 = None;
+    // Sanitized names made unique ('a/b' and 'a:b' both become a_b), and never one of the inputs.
+    let inputs: Vec<PathBuf> = args.inputs.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+    let mut stems = std::collections::HashMap::new();
     for (name, t) in outs.iter().zip(&results) {
-        let path = args.out_dir.join(file_name(name));
-        let f = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
-        ndarray_npy::WriteNpyExt::write_npy(t, std::io::BufWriter::new(f))
-            .with_context(|| format!("{}", path.display()))?;
+        let mut stem = gradcam::output::unique_stem(&mut stems, &file_stem(name));
+        let mut path = args.out_dir.join(format!("{stem}.npy"));
+        while std::fs::canonicalize(&path).is_ok_and(|p| inputs.contains(&p)) {
+            stem = gradcam::output::unique_stem(&mut stems, &stem);
+            path = args.out_dir.join(format!("{stem}.npy"));
+        }
+        gradcam::output::write_npy(&path, t)?;
         listed.push(json!({"name": name, "shape": t.shape(), "npy": path.display().to_string()}));
         // Class scores: [1, C] (or [1, C, 1, 1]) with at least 5 classes.
         let squeezed: Vec<usize> = t.shape().iter().copied().filter(|&d| d != 1).collect();

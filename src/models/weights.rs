@@ -96,6 +96,10 @@ impl Weights {
                 continue;
             }
             let data = to_f32(origin, &key, view.dtype(), view.data())?;
+            if data.iter().any(|v| v.is_nan()) {
+                let why = format!("tensor '{key}' holds NaN values");
+                return Err(Error::Safetensors { origin: origin.to_string(), why });
+            }
             let t = Tensor::from_shape_vec(IxDyn(view.shape()), data)
                 .map_err(|e| Error::Safetensors { origin: origin.to_string(), why: format!("tensor '{key}': {e}") })?;
             tensors.insert(key, t);

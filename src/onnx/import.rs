@@ -226,6 +226,12 @@ fn parse_with(
             Some(FileRange { path: path.to_path_buf(), offset, length })
         });
         let c = decode_with(t, in_file, dir, origin)?;
+        if let Const::F(a) = &c {
+            // NaN weights would make every output NaN (±∞ is kept: attention masks use it).
+            if a.iter().any(|v| v.is_nan()) {
+                return Err(im.err(format!("initializer '{}' holds NaN values", t.name)));
+            }
+        }
         im.vals.insert(t.name.clone(), Val::Const(c));
     }
     let mut inputs = Vec::new();
@@ -235,7 +241,16 @@ fn parse_with(
         }
         let dims = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
         let dims = dims.ok_or_else(|| im.err(format!("input '{}' has no tensor shape", vi.name)))?;
-        // Symbolic dimensions (a batch named "N") are taken as 1.
+        // A symbolic batch (axis 0, "N") is taken as 1 — any batch runs. A symbolic size elsewhere would silently
+        // become 1 (an image of 1 × 1 pixels): that is an error.
+        if let Some((axis, d)) = dims.dim.iter().enumerate().skip(1).find(|(_, d)| d.dim_value.is_none()) {
+            let name = d.dim_param.as_deref().unwrap_or("?");
+            return Err(im.err(format!(
+                "input '{}' has a symbolic size '{name}' on axis {axis}: only the batch axis may be symbolic \
+                 (export the model with fixed input sizes)",
+                vi.name
+            )));
+        }
         let raw: Vec<i64> = dims.dim.iter().map(|d| d.dim_value.unwrap_or(1)).collect();
         let shape = checked_shape(&raw, &format!("input '{}'", vi.name)).map_err(|e| im.err(e))?;
         let id = im.b.input(&vi.name, &shape)?;

@@ -2,7 +2,7 @@
 
 use super::Colormap;
 use crate::cam::postprocess::{resize_bilinear, resize_channels};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, Array3};
 use std::path::Path;
@@ -51,8 +51,9 @@ pub fn gradient_image(rgb: &Array3<f32>, width: u32, height: u32) -> RgbImage {
 
 /// Writes a PNG; the error names the path.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| Error::Io { path: path.display().to_string(), why: e.to_string() })
+    crate::output::write_atomic(path, |w| {
+        img.write_to(w, image::ImageFormat::Png).map_err(|e| std::io::Error::other(e.to_string()))
+    })
 }
 
 #[cfg(test)]
