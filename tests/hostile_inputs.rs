@@ -401,3 +401,70 @@ fn nan_weights_nan_inputs_and_symbolic_sizes_are_errors() {
     let e = error_line(&gradcam(&["layers", "--model", path.to_str().unwrap()]));
     assert!(e.contains("symbolic size 'height' on axis 2"), "{e}");
 }
+
+/// A bad input among good ones: every input is tried, the failure is reported as a JSON line with an `error` field,
+/// the good inputs still get their files, and the exit status is non-zero at the end; `--fail-fast` stops at it.
+#[test]
+fn one_bad_input_does_not_stop_the_others() {
+    let dir = scratch("batch-errors");
+    let bad = dir.join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not really").unwrap();
+    let cat = common::fixture("images/chelsea.png");
+    let coffee = common::fixture("images/coffee.png");
+    let out = dir.join("out");
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["explain", cat.to_str().unwrap(), bad.to_str().unwrap(), coffee.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(["--json", "--batch-size", "2", "--out-dir", out.to_str().unwrap()].iter().map(|s| s.to_string()));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |a: Vec<String>| Command::new(env!("CARGO_BIN_EXE_gradcam")).args(a).output().unwrap();
+    let o = run(args(&[]));
+    assert_eq!(o.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> =
+        o.stdout.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "one JSON line per input");
+    // Lines come as inputs finish (a failure to read is reported before the batch it would have joined).
+    let of = |p: &Path| lines.iter().find(|l| l["input"] == p.to_str().unwrap()).unwrap_or_else(|| panic!("{p:?}"));
+    assert_eq!(of(&cat)["predictions"][0]["class"], 285);
+    assert_eq!(of(&coffee)["predictions"][0]["class"], 967);
+    assert!(of(&bad)["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", of(&bad));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 of 3 inputs failed"));
+    for l in [of(&cat), of(&coffee)] {
+        assert!(Path::new(l["explanations"][0]["overlay"].as_str().unwrap()).exists());
+    }
+    // --fail-fast: the first failure ends the run, with one line.
+    let _ = std::fs::remove_dir_all(&out);
+    let o = run(args(&["--fail-fast"]));
+    let e = error_line(&o);
+    assert!(e.contains("broken.png"), "{e}");
+    let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    assert!(written <= 1, "nothing after the failure: {written} files");
+}
+
+/// Closing stdout (`| head -1`) does not end the run: every input still gets its files.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_still_writes_every_input() {
+    use std::process::Stdio;
+    let dir = scratch("closed-stdout");
+    let out = dir.join("out");
+    let cat = common::fixture("images/chelsea.png");
+    let coffee = common::fixture("images/coffee.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["explain", cat.to_str().unwrap(), coffee.to_str().unwrap(), "--batch-size", "1", "--out-dir"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is printed
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
+    let pngs =
+        std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"));
+    assert_eq!(pngs.count(), 2, "an overlay for each input");
+}

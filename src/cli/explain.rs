@@ -55,6 +55,10 @@ pub struct ExplainArgs {
     /// Inputs and .npy batches of any size are processed in batches of this many.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Stop at the first input that fails (by default every input is tried, each failure reported, and the exit
+    /// status is non-zero at the end).
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Draw the localization box (largest region above 15 % of the peak) on the overlay.
     #[arg(long = "box")]
     pub draw_box: bool,
@@ -268,39 +272,110 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut pending: Vec<Item> = Vec::with_capacity(batch);
     // Inputs with the same file stem (a/img.png, b/img.png) get distinct output names.
     let mut stems = std::collections::HashMap::new();
+    // One input alone fails as before: one line, non-zero exit. Several are each tried, unless --fail-fast.
+    let mut run = Run { fail_fast: args.fail_fast || args.inputs.len() == 1, failed: 0, stdout_closed: false };
     for path in &args.inputs {
-        for mut item in read_input(path, &model)? {
+        let items = match read_input(path, &model) {
+            Ok(items) => items,
+            Err(e) => {
+                run.failure(args.json, &path.display().to_string(), e)?;
+                continue;
+            }
+        };
+        for mut item in items {
             item.stem = gradcam::output::unique_stem(&mut stems, &item.stem);
             pending.push(item);
             if pending.len() == batch {
-                explain_batch(&args, &model, &request, colormap, &mut pending)?;
+                explain_batch(&args, &model, &request, colormap, &mut pending, &mut run)?;
             }
         }
     }
-    explain_batch(&args, &model, &request, colormap, &mut pending)
+    explain_batch(&args, &model, &request, colormap, &mut pending, &mut run)?;
+    if run.failed > 0 {
+        anyhow::bail!("{} of {} inputs failed", run.failed, args.inputs.len());
+    }
+    Ok(())
 }
 
-/// Explains `items` (emptied) as one batch and writes each item's files and report.
+/// How a run with several inputs is going.
+struct Run {
+    fail_fast: bool,
+    /// Inputs (or items of a .npy batch) that failed.
+    failed: usize,
+    /// Stdout was closed (`| head -1`): the files are still written for every input.
+    stdout_closed: bool,
+}
+
+impl Run {
+    /// Records a failed input: an error line (a JSON line with `--json`) and the run goes on — or, fail-fast, the
+    /// error ends the run.
+    fn failure(&mut self, json: bool, input: &str, e: anyhow::Error) -> anyhow::Result<()> {
+        if self.fail_fast {
+            return Err(e.context(input.to_string()));
+        }
+        self.failed += 1;
+        if json && !self.stdout_closed {
+            let line = json!({"input": input, "error": format!("{e:#}")});
+            self.print(|| {
+                say!("{line}");
+                Ok(())
+            });
+        } else {
+            eprintln!("error: {input}: {e:#}");
+        }
+        Ok(())
+    }
+
+    /// Runs `print` (stdout output) unless stdout was closed; a closed pipe is remembered, not an error.
+    fn print(&mut self, print: impl FnOnce() -> anyhow::Result<()>) {
+        if self.stdout_closed {
+            return;
+        }
+        if let Err(e) = print() {
+            if e.downcast_ref::<std::io::Error>().is_none_or(|io| io.kind() != std::io::ErrorKind::BrokenPipe) {
+                eprintln!("error: writing to stdout: {e:#}");
+            }
+            self.stdout_closed = true;
+        }
+    }
+}
+
+/// Explains `items` (emptied) as one batch and writes each item's files and report. If the batch fails, each
+/// item is tried alone, so that one bad input does not take the others down.
 fn explain_batch(
     args: &ExplainArgs,
     model: &Model,
     request: &Request,
     colormap: Colormap,
     items: &mut Vec<Item>,
+    run: &mut Run,
 ) -> anyhow::Result<()> {
     if items.is_empty() {
         return Ok(());
     }
     let views: Vec<_> = items.iter().map(|i| i.x.view()).collect();
     let x = ndarray::concatenate(Axis(0), &views).context("stacking the batch")?;
-    let results = explain(model, x, request)?;
-    for (item, result) in items.iter().zip(&results) {
-        let written = result
-            .explanations
-            .iter()
-            .map(|e| write_explanation(args, item, e, colormap))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        report(args, model, item, result, &written, args.layers.is_empty())?;
+    let batch = explain(model, x, request);
+    let results: Vec<anyhow::Result<ImageResult>> = match batch {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 || run.fail_fast => vec![Err(e.into())],
+        Err(_) => items.iter().map(|i| Ok(explain(model, i.x.clone(), request)?.remove(0))).collect(),
+    };
+    for (item, result) in items.iter().zip(results) {
+        let done = result.and_then(|result| {
+            let written = result
+                .explanations
+                .iter()
+                .map(|e| write_explanation(args, item, e, colormap))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok((result, written))
+        });
+        match done {
+            Ok((result, written)) => {
+                run.print(|| report(args, model, item, &result, &written, args.layers.is_empty()));
+            }
+            Err(e) => run.failure(args.json, &item.input, e)?,
+        }
     }
     items.clear();
     Ok(())
