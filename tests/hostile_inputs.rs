@@ -468,3 +468,61 @@ fn a_closed_stdout_still_writes_every_input() {
         std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"));
     assert_eq!(pngs.count(), 2, "an overlay for each input");
 }
+
+/// A 2^28-element `ConstantOfShape` that feeds nothing the outputs need used to take 22 s and 11.5 GB: unused
+/// nodes and initializers are now never materialized. The child runs under a 1.5 GB address-space limit
+/// (`ulimit -v`), which the constant alone (2 GB of int64) would exceed.
+#[cfg(unix)]
+#[test]
+fn unused_huge_constants_are_never_materialized() {
+    let dir = scratch("unused");
+    let node = |op: &str, name: &str, inputs: &[&str], out: &str| NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let shape = int_tensor("shape", &[1 << 28]);
+    let unused_weight = TensorProto {
+        name: "unused_weight".into(),
+        dims: vec![4],
+        data_type: dtype::FLOAT,
+        float_data: vec![f32::NAN; 4],
+        ..Default::default()
+    };
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "hostile".into(),
+        graph: Some(GraphProto {
+            node: vec![
+                node("Relu", "r", &["x"], "y"),
+                node("ConstantOfShape", "big", &["shape"], "c"),
+                node("Add", "twice", &["c", "c"], "unused"),
+            ],
+            name: "g".into(),
+            initializer: vec![shape, unused_weight],
+            input: vec![value_info("x", &[1, 3, 4, 4])],
+            output: vec![value_info("y", &[])],
+        }),
+    }
+    .encode_to_vec();
+    let model = dir.join("unused.onnx");
+    std::fs::write(&model, bytes).unwrap();
+    let input = dir.join("x.npy");
+    ndarray_npy::write_npy(&input, &ndarray::Array4::<f32>::from_elem((1, 3, 4, 4), -2.0)).unwrap();
+    let started = std::time::Instant::now();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1500000 && exec \"$0\" infer --model \"$1\" --input \"$2\" --out-dir \"$3\"")
+        .arg(env!("CARGO_BIN_EXE_gradcam"))
+        .args([&model, &input, &dir.join("out")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let secs = started.elapsed().as_secs_f64();
+    assert!(secs < 10.0, "{secs:.1} s");
+    let y: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("out").join("y.npy")).unwrap();
+    assert!(y.iter().all(|&v| v == 0.0), "ReLU of −2");
+}

@@ -147,6 +147,30 @@ impl Importer<'_> {
 }
 
 /// Orders nodes so that every node comes after the producers of its inputs; a cycle is an error naming its nodes.
+/// Names of the values that `outputs` depend on (themselves included), walking back through `nodes`.
+fn needed_values<'a>(nodes: &'a [NodeProto], outputs: impl Iterator<Item = &'a str>) -> HashSet<&'a str> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in &n.output {
+            producer.entry(o.as_str()).or_insert(i);
+        }
+    }
+    let mut needed: HashSet<&str> = HashSet::new();
+    let mut stack: Vec<&str> = outputs.collect();
+    let mut visited = vec![false; nodes.len()];
+    while let Some(v) = stack.pop() {
+        if !needed.insert(v) {
+            continue;
+        }
+        if let Some(&i) = producer.get(v) {
+            if !std::mem::replace(&mut visited[i], true) {
+                stack.extend(nodes[i].input.iter().map(String::as_str).filter(|s| !s.is_empty()));
+            }
+        }
+    }
+    needed
+}
+
 fn topological(nodes: &[NodeProto], known: &HashSet<String>, origin: &str) -> Result<Vec<usize>> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -220,7 +244,13 @@ fn parse_with(
         });
     }
     let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), opset, origin, dir };
+    // Only what the graph outputs depend on is decoded or converted: an unused initializer or node (a huge
+    // ConstantOfShape feeding nothing) costs nothing.
+    let needed = needed_values(&graph.node, graph.output.iter().map(|o| o.name.as_str()));
     for (i, t) in graph.initializer.iter().enumerate() {
+        if !needed.contains(t.name.as_str()) {
+            continue;
+        }
         let in_file = raw.and_then(|(path, ranges)| {
             let (offset, length) = ranges.get(i).copied().flatten()?;
             Some(FileRange { path: path.to_path_buf(), offset, length })
@@ -236,7 +266,8 @@ fn parse_with(
     }
     let mut inputs = Vec::new();
     for vi in &graph.input {
-        if im.vals.contains_key(&vi.name) {
+        // Old exporters list initializers among the inputs too (used or not): they are not inputs.
+        if im.vals.contains_key(&vi.name) || graph.initializer.iter().any(|t| t.name == vi.name) {
             continue;
         }
         let dims = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
@@ -257,10 +288,15 @@ fn parse_with(
         im.vals.insert(vi.name.clone(), Val::Dyn(id));
         inputs.push(vi.name.clone());
     }
-    let known: HashSet<String> = im.vals.keys().cloned().collect();
+    // Initializers left undecoded still count as known values (the nodes reading them are skipped too).
+    let known: HashSet<String> =
+        im.vals.keys().cloned().chain(graph.initializer.iter().map(|t| t.name.clone())).collect();
     let order = topological(&graph.node, &known, origin)?;
     for i in order {
         let node = &graph.node[i];
+        if !node.output.iter().any(|o| needed.contains(o.as_str())) {
+            continue;
+        }
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(Error::UnsupportedOp {
                 op: format!("{}::{}", node.domain, node.op_type),
