@@ -44,30 +44,73 @@ pub struct LoadedImage {
     pub pixels: Tensor<f32>,
 }
 
-/// Decodes an image file (alpha dropped, grayscale expanded) with bounded memory.
+/// Images larger than this many pixels are refused unless the caller allows more (64 Mpx: a decoded RGB image of
+/// 192 MB; phone and DSLR photos are 12–50 Mpx).
+pub const DEFAULT_MAX_PIXELS: u64 = 64 << 20;
+
+/// Decodes an image file (alpha dropped, grayscale expanded) with bounded memory, at most
+/// [`DEFAULT_MAX_PIXELS`].
 pub fn decode_image(path: &Path) -> Result<image::RgbImage> {
+    decode_image_limited(path, DEFAULT_MAX_PIXELS)
+}
+
+/// [`decode_image`] with a pixel limit, checked from the header before anything is decoded. A JPEG whose scan
+/// data does not end with an end-of-image marker (a truncated file, which decoders fill with grey) is an error.
+pub fn decode_image_limited(path: &Path, max_pixels: u64) -> Result<image::RgbImage> {
     let shown = path.display().to_string();
     let err = |why: String| Error::Image { path: shown.clone(), why };
-    let mut reader = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?;
-    reader = reader.with_guessed_format().map_err(|e| err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(err("not an image file in a known format".into()));
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
     }
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(err(format!("a file of {} bytes is larger than any image accepted", meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let reader = || -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+        let r = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
+        r.with_guessed_format().map_err(|e| err(e.to_string()))
+    };
+    let format = reader()?.format().ok_or_else(|| err("not an image file in a known format".into()))?;
+    let (w, h) = reader()?.into_dimensions().map_err(|e| err(e.to_string()))?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(err(format!(
+            "image of {w}×{h} = {:.1} Mpx is above the limit of {:.1} Mpx (--max-pixels)",
+            pixels as f64 / (1u64 << 20) as f64,
+            max_pixels as f64 / (1u64 << 20) as f64
+        )));
+    }
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
+        return Err(err("truncated JPEG: no end-of-image marker after the scan data".into()));
+    }
+    let mut decoder = reader()?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_BYTES);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    decoder.limits(limits);
+    let img = decoder.decode().map_err(|e| err(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(err(format!("empty image ({}×{})", img.width(), img.height())));
     }
     Ok(img.to_rgb8())
 }
 
+/// Whether a JPEG stream has an end-of-image marker (FF D9) after its last start-of-scan (FF DA).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|m| m == [0xFF, 0xDA]);
+    last_scan.is_some_and(|at| bytes[at..].windows(2).any(|m| m == [0xFF, 0xD9]))
+}
+
 /// Loads an image and resizes it to `size = [H, W]` (antialiased bilinear).
 pub fn load_image(path: &Path, size: [usize; 2]) -> Result<LoadedImage> {
-    let original = decode_image(path)?;
+    load_image_limited(path, size, DEFAULT_MAX_PIXELS)
+}
+
+/// [`load_image`] with a pixel limit (see [`decode_image_limited`]).
+pub fn load_image_limited(path: &Path, size: [usize; 2], max_pixels: u64) -> Result<LoadedImage> {
+    let original = decode_image_limited(path, max_pixels)?;
     let pixels = image_to_tensor(&original, size);
     Ok(LoadedImage { original, pixels })
 }

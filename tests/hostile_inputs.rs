@@ -526,3 +526,37 @@ fn unused_huge_constants_are_never_materialized() {
     let y: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("out").join("y.npy")).unwrap();
     assert!(y.iter().all(|&v| v == 0.0), "ReLU of −2");
 }
+
+/// A 29-byte GIF whose canvas claims 16000² pixels (it used to take 15–40 s and up to 7.8 GB) is refused from its
+/// header; a truncated JPEG (decoders fill the missing part with grey) is an error, the complete one is not.
+#[test]
+fn images_claiming_huge_canvases_or_cut_short_are_errors() {
+    let dir = scratch("images");
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&16000u16.to_le_bytes());
+    gif.extend_from_slice(&16000u16.to_le_bytes());
+    gif.extend_from_slice(&[0, 0, 0, b',', 0, 0, 0, 0]);
+    gif.extend_from_slice(&16000u16.to_le_bytes());
+    gif.extend_from_slice(&16000u16.to_le_bytes());
+    gif.extend_from_slice(&[0, 2, 2, 0x4c, 1, 0, b';']);
+    let big = dir.join("big.gif");
+    std::fs::write(&big, &gif).unwrap();
+    let started = std::time::Instant::now();
+    let e = error_line(&gradcam(&["explain", big.to_str().unwrap(), "--out-dir", dir.join("out").to_str().unwrap()]));
+    assert!(e.contains("16000×16000") && e.contains("--max-pixels"), "{e}");
+    assert!(started.elapsed().as_secs_f64() < 5.0);
+
+    let cat = image::open(common::fixture("images/chelsea.png")).unwrap().to_rgb8();
+    let jpeg = dir.join("cat.jpg");
+    cat.save_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
+    let bytes = std::fs::read(&jpeg).unwrap();
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = error_line(&gradcam(&["explain", cut.to_str().unwrap(), "--out-dir", dir.join("out").to_str().unwrap()]));
+    assert!(e.contains("truncated JPEG"), "{e}");
+    let o = gradcam(&["explain", jpeg.to_str().unwrap(), "--json", "--out-dir", dir.join("out").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A smaller --max-pixels refuses the cat photo itself (451 × 300).
+    let e = error_line(&gradcam(&["explain", jpeg.to_str().unwrap(), "--max-pixels", "100000"]));
+    assert!(e.contains("above the limit"), "{e}");
+}

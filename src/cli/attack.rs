@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use gradcam::attack::{compare_cams, min_epsilon, pgd, AttackConfig, Norm};
 use gradcam::cam::Method;
-use gradcam::input::{image_to_tensor, load_image, load_npy};
+use gradcam::input::{image_to_tensor, load_image_limited, load_npy};
 use gradcam::render::{overlay, save_png, Colormap};
 use gradcam::Tensor;
 use image::RgbImage;
@@ -51,6 +51,9 @@ pub struct AttackArgs {
     /// Seed of the random start.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Largest image accepted, in pixels (checked from the file's header before decoding; default 64 Mpx).
+    #[arg(long, value_name = "PIXELS", default_value_t = gradcam::input::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
     /// Start PGD from a random point of the ε-ball.
     #[arg(long)]
     pub random_start: bool,
@@ -156,7 +159,7 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
         }
         p
     } else {
-        let img = load_image(&args.input, model.input_size)?;
+        let img = load_image_limited(&args.input, model.input_size, args.max_pixels)?;
         image_to_tensor(&img.original, model.input_size)
     };
     let (clean_class, clean_prob) = top1(&model, &pixels)?;

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use gradcam::cam::postprocess::resize_bilinear;
 use gradcam::cam::{explain, localize, ClassChoice, Explanation, ImageResult, Method, Request};
-use gradcam::input::{load_image, load_npy};
+use gradcam::input::{load_image_limited, load_npy};
 use gradcam::render::{draw_box, gradient_image, overlay, save_png, Colormap};
 use gradcam::{Model, Tensor};
 use image::RgbImage;
@@ -59,6 +59,9 @@ pub struct ExplainArgs {
     /// status is non-zero at the end).
     #[arg(long)]
     pub fail_fast: bool,
+    /// Largest image accepted, in pixels (checked from the file's header before decoding; default 64 Mpx).
+    #[arg(long, value_name = "PIXELS", default_value_t = gradcam::input::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
     /// Draw the localization box (largest region above 15 % of the peak) on the overlay.
     #[arg(long = "box")]
     pub draw_box: bool,
@@ -94,10 +97,10 @@ fn stem(path: &Path) -> String {
 }
 
 /// Reads one INPUT into items (a .npy batch gives several).
-fn read_input(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
+fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec<Item>> {
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
-        let img = load_image(path, model.input_size)?;
+        let img = load_image_limited(path, model.input_size, max_pixels)?;
         let x = model.normalization.apply(&img.pixels);
         return Ok(vec![Item { stem: stem(path), input: path.display().to_string(), x, original: img.original }]);
     }
@@ -275,7 +278,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     // One input alone fails as before: one line, non-zero exit. Several are each tried, unless --fail-fast.
     let mut run = Run { fail_fast: args.fail_fast || args.inputs.len() == 1, failed: 0, stdout_closed: false };
     for path in &args.inputs {
-        let items = match read_input(path, &model) {
+        let items = match read_input(path, &model, args.max_pixels) {
             Ok(items) => items,
             Err(e) => {
                 run.failure(args.json, &path.display().to_string(), e)?;
@@ -311,7 +314,9 @@ impl Run {
     /// error ends the run.
     fn failure(&mut self, json: bool, input: &str, e: anyhow::Error) -> anyhow::Result<()> {
         if self.fail_fast {
-            return Err(e.context(input.to_string()));
+            // Named once: most errors already name their file.
+            let named = format!("{e:#}").contains(input);
+            return Err(if named { e } else { e.context(input.to_string()) });
         }
         self.failed += 1;
         if json && !self.stdout_closed {
