@@ -560,3 +560,32 @@ fn images_claiming_huge_canvases_or_cut_short_are_errors() {
     let e = error_line(&gradcam(&["explain", jpeg.to_str().unwrap(), "--max-pixels", "100000"]));
     assert!(e.contains("above the limit"), "{e}");
 }
+
+/// A 139-byte MaxPool with end pads of 20000 would make a 4.8 GB activation: the run is refused from the shapes
+/// before anything is allocated (the default budget is the weights + 1 GiB); `--max-memory` can lower it too.
+#[test]
+fn runs_over_the_memory_budget_are_refused_before_they_start() {
+    let dir = scratch("budget");
+    let node = NodeProto {
+        op_type: "MaxPool".into(),
+        name: "pool".into(),
+        input: vec!["x".into()],
+        output: vec!["y".into()],
+        attribute: vec![ints("kernel_shape", &[1, 1]), ints("pads", &[0, 0, 20000, 20000])],
+        ..Default::default()
+    };
+    let model = dir.join("pool.onnx");
+    one_node_model(&model, node, vec![]);
+    let input = dir.join("x.npy");
+    ndarray_npy::write_npy(&input, &ndarray::Array4::<f32>::zeros((1, 3, 4, 4))).unwrap();
+    let started = std::time::Instant::now();
+    let e = error_line(&gradcam(&["infer", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()]));
+    assert!(e.contains("memory budget") && e.contains("--max-memory"), "{e}");
+    assert!(started.elapsed().as_secs_f64() < 5.0);
+    // The bundled model under a budget too small for one image; and a malformed size.
+    let cat = common::fixture("images/chelsea.png");
+    let e = error_line(&gradcam(&["explain", cat.to_str().unwrap(), "--max-memory", "10M"]));
+    assert!(e.contains("memory budget of 10 MB"), "{e}");
+    let o = gradcam(&["explain", cat.to_str().unwrap(), "--max-memory", "lots"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--max-memory"));
+}

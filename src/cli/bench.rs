@@ -141,6 +141,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let pool = pool.build().context("starting the thread pool")?;
     let threads = pool.current_num_threads();
     let model = args.model.load()?;
+    super::check_budget(&model.graph, args.batch, args.model.max_memory)?;
     let [h, w] = model.input_size;
     let one = match &args.input {
         Some(path) => load_image(path, model.input_size)?.pixels,

@@ -269,7 +269,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         (None, true) => ClassChoice::Top(1),
     };
     let request = Request { layers: args.layers.clone(), classes, methods, counterfactual: args.counterfactual };
-    let batch = super::batch_size(args.batch_size, &model.graph)?;
+    let batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut pending: Vec<Item> = Vec::with_capacity(batch);

@@ -25,6 +25,10 @@ pub struct InferArgs {
     /// most 16); the outputs are joined back along axis 0.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Memory budget of the run (e.g. 2G, 512M; default: the model's weights + 1 GiB): a model whose weights and
+    /// activations would not fit is refused before it runs.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
@@ -113,7 +117,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     }
     let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
     let plan = m.graph.inference_plan(&outs)?;
-    let batch = super::batch_size(args.batch_size, &m.graph)?;
+    let batch = super::batch_size(args.batch_size, &m.graph, args.max_memory)?;
     let results = run_in_batches(&m.graph, &plan, bound, &outs, batch)?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;

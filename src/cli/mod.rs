@@ -49,28 +49,89 @@ pub struct ModelArgs {
     /// efficientnet_lite0.
     #[arg(long, value_name = "NAME")]
     pub arch: Option<String>,
+    /// Memory budget of the run (e.g. 2G, 512M; default: the model's weights + 1 GiB): a model whose weights and
+    /// activations would not fit is refused before it runs, and the default --batch-size fits within it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 impl ModelArgs {
+    /// Loads the model and checks that one image fits the memory budget.
     pub fn load(&self) -> anyhow::Result<gradcam::Model> {
-        Ok(gradcam::Model::load(self.model.as_deref(), self.arch.as_deref())?)
+        let model = gradcam::Model::load(self.model.as_deref(), self.arch.as_deref())?;
+        check_budget(&model.graph, 1, self.max_memory)?;
+        Ok(model)
     }
 }
 
-/// Activation memory the default `--batch-size` aims to stay within.
-const BATCH_ACTIVATION_BUDGET: usize = 1 << 30;
+/// Memory a run may use beyond its weights when `--max-memory` is not given.
+const DEFAULT_HEADROOM: u64 = 1 << 30;
 
 /// Largest default batch: beyond it a CPU gains nothing from batching.
 const MAX_DEFAULT_BATCH: usize = 16;
 
-/// `--batch-size`, or by default as many items as fit [`BATCH_ACTIVATION_BUDGET`] of activations (at least 1, at most
-/// [`MAX_DEFAULT_BATCH`]), from the graph's per-item value bytes.
-fn batch_size(given: Option<usize>, graph: &gradcam::Graph<f32>) -> anyhow::Result<usize> {
-    match given {
-        Some(0) => anyhow::bail!("--batch-size must be at least 1"),
-        Some(b) => Ok(b),
-        None => Ok((BATCH_ACTIVATION_BUDGET / graph.value_bytes_per_item().max(1)).clamp(1, MAX_DEFAULT_BATCH)),
+const MB: f64 = (1u64 << 20) as f64;
+
+/// The memory budget of a run: `--max-memory`, or the model's weights + 1 GiB.
+fn budget(graph: &gradcam::Graph<f32>, max_memory: Option<u64>) -> u64 {
+    max_memory.unwrap_or(graph.constant_bytes() as u64 + DEFAULT_HEADROOM)
+}
+
+/// Refuses a run whose weights and activations for `batch` items (an upper bound: every value of the graph, as if
+/// none were freed) exceed the budget — before anything runs.
+fn check_budget(graph: &gradcam::Graph<f32>, batch: usize, max_memory: Option<u64>) -> anyhow::Result<()> {
+    let weights = graph.constant_bytes() as u64;
+    let activations = (graph.value_bytes_per_item() as u64).saturating_mul(batch as u64);
+    let limit = budget(graph, max_memory);
+    if weights.saturating_add(activations) > limit {
+        anyhow::bail!(
+            "the model needs up to {:.0} MB ({:.0} MB of weights, {:.0} MB of activations for {batch} image(s)), above \
+             the memory budget of {:.0} MB (--max-memory)",
+            (weights.saturating_add(activations)) as f64 / MB,
+            weights as f64 / MB,
+            activations as f64 / MB,
+            limit as f64 / MB
+        );
     }
+    Ok(())
+}
+
+/// `--batch-size` (checked against the budget), or by default as many items as the budget leaves room for beside
+/// the weights (at least 1, at most [`MAX_DEFAULT_BATCH`]).
+fn batch_size(given: Option<usize>, graph: &gradcam::Graph<f32>, max_memory: Option<u64>) -> anyhow::Result<usize> {
+    let batch = match given {
+        Some(0) => anyhow::bail!("--batch-size must be at least 1"),
+        Some(b) => b,
+        None => {
+            let room = budget(graph, max_memory).saturating_sub(graph.constant_bytes() as u64);
+            let fit = room / (graph.value_bytes_per_item() as u64).max(1);
+            (fit as usize).clamp(1, MAX_DEFAULT_BATCH)
+        }
+    };
+    check_budget(graph, batch, max_memory)?;
+    Ok(batch)
+}
+
+/// A size in bytes: a number with an optional binary unit, `K`, `M`, `G` or `T` (`512M`, `1.5G`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], s[i..].trim_end_matches(['B', 'b', 'i']).to_ascii_uppercase()),
+        None => (s, String::new()),
+    };
+    let scale: u64 = match unit.as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        other => return Err(format!("unknown unit '{other}' (use K, M, G or T)")),
+    };
+    let v: f64 = number.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 2G, 512M)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("'{s}' is not a positive size"));
+    }
+    Ok((v * scale as f64) as u64)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -80,5 +141,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(a) => infer::run(a),
         Command::Attack(a) => attack::run(a),
         Command::Bench(a) => bench::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("0").is_err() && parse_size("-1G").is_err() && parse_size("3X").is_err());
+        assert!(parse_size("lots").is_err());
     }
 }

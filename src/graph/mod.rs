@@ -107,6 +107,17 @@ impl<T: Element> Graph<T> {
             .sum()
     }
 
+    /// Bytes of the graph's constants (the weights).
+    pub fn constant_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .filter_map(|v| match &v.source {
+                Source::Constant(c) => Some(c.len() * std::mem::size_of::<T>()),
+                _ => None,
+            })
+            .sum()
+    }
+
     /// Bytes of folded and packed weights made so far (they are made on first use, per SIMD level).
     pub fn packed_bytes(&self) -> usize {
         self.packed.bytes()
