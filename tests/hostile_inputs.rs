@@ -102,19 +102,7 @@ fn flags_out_of_range_are_errors_before_anything_is_written() {
     }
 }
 
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: dtype::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(|&d| Dimension { dim_value: Some(d), dim_param: None }).collect(),
-                }),
-            }),
-        }),
-    }
-}
+use common::onnx_value_info as value_info;
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }

@@ -7,19 +7,7 @@ use gradcam::onnx::{load, parse};
 use gradcam::Error;
 use prost::Message;
 
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type: dtype::FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(|&d| Dimension { dim_value: Some(d), dim_param: None }).collect(),
-                }),
-            }),
-        }),
-    }
-}
+use common::onnx_value_info as value_info;
 
 fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {

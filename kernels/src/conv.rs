@@ -401,24 +401,7 @@ pub(crate) mod tests {
     }
 
     fn geometries() -> Vec<ConvGeometry> {
-        variants(ConvGeometry {
-            batch: 2,
-            in_channels: 4,
-            in_h: 9,
-            in_w: 7,
-            out_channels: 6,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-            groups: 1,
-        })
+        variants(ConvGeometry { in_h: 9, in_w: 7, ..base_3x3(4, 6, 1) })
     }
 
     /// `base` (a 3×3 "same" convolution with an even channel count) and its variants: strides with asymmetric pads,
@@ -440,6 +423,38 @@ pub(crate) mod tests {
 
     fn data(len: usize, seed: usize) -> Vec<f64> {
         (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f64 / 500.0) - 1.0).collect()
+    }
+
+    /// Deterministic f32 test data in [−1, 1), shared by the kernels' tests.
+    pub(crate) fn data_f32(len: usize, seed: usize) -> Vec<f32> {
+        data(len, seed).into_iter().map(|v| v as f32).collect()
+    }
+
+    /// A 3×3, stride-1, padding-1 geometry of 11 × 9 images, batch 2: the base of the kernels' test geometries.
+    pub(crate) fn base_3x3(in_channels: usize, out_channels: usize, groups: usize) -> ConvGeometry {
+        ConvGeometry {
+            batch: 2,
+            in_channels,
+            in_h: 11,
+            in_w: 9,
+            out_channels,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+            groups,
+        }
+    }
+
+    /// `f` run on a pool of `threads` threads (for the thread-count bit-identity tests).
+    pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(f)
     }
 
     #[test]

@@ -184,33 +184,13 @@ mod tests {
     use super::*;
     use crate::conv::conv2d_forward;
     use crate::conv::tests::variants;
+    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
     use crate::simd::supported_levels;
-
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
-    }
 
     /// The shared convolution test geometries around a base with more output channels than one AVX2 panel, plus
     /// one with more than one AVX-512 panel.
     fn geometries() -> Vec<ConvGeometry> {
-        let base = ConvGeometry {
-            batch: 2,
-            in_channels: 6,
-            in_h: 11,
-            in_w: 9,
-            out_channels: 14,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-            groups: 1,
-        };
+        let base = base_3x3(6, 14, 1);
         let mut all = variants(base);
         all.push(ConvGeometry { batch: 1, in_channels: 40, out_channels: 37, in_h: 23, in_w: 25, ..base });
         all
@@ -256,9 +236,8 @@ mod tests {
         for level in supported_levels() {
             let packed = PackedConv::new(level, &w, None, geo.out_channels, geo.in_channels, [3, 3], 1);
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
-                pool.install(|| conv2d_forward_packed(&geo, &x, &packed, Clamp::RELU, &mut y));
+                on_threads(threads, || conv2d_forward_packed(&geo, &x, &packed, Clamp::RELU, &mut y));
                 y
             };
             let one = run(1);

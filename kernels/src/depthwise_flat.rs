@@ -363,34 +363,14 @@ pub fn backward_data(
 mod tests {
     use super::*;
     use crate::conv::tests::variants;
+    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
     use crate::depthwise;
     use crate::simd::supported_levels;
-
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
-    }
 
     /// Depthwise geometries: the shared variants of a depthwise base (strides, pads, dilations, odd sizes, batch
     /// 2), a channel multiplier, pads beyond the kernel's reach, and MobileNet's narrow planes.
     fn geometries() -> Vec<ConvGeometry> {
-        let base = ConvGeometry {
-            batch: 2,
-            in_channels: 5,
-            in_h: 11,
-            in_w: 9,
-            out_channels: 5,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-            groups: 5,
-        };
+        let base = base_3x3(5, 5, 5);
         let mut all: Vec<ConvGeometry> = variants(base)
             .into_iter()
             .map(|g| ConvGeometry { out_channels: g.in_channels, groups: g.in_channels, ..g })
@@ -473,33 +453,15 @@ mod tests {
 
     #[test]
     fn bit_identical_on_one_two_and_four_threads() {
-        let geo = ConvGeometry {
-            batch: 1,
-            in_channels: 24,
-            in_h: 56,
-            in_w: 56,
-            out_channels: 24,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 2,
-            stride_w: 2,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-            groups: 24,
-        };
+        let geo = ConvGeometry { batch: 1, in_h: 56, in_w: 56, stride_h: 2, stride_w: 2, ..base_3x3(24, 24, 24) };
         let x = data(geo.in_channels * geo.in_plane(), 6);
         let w = data(geo.out_channels * geo.k(), 7);
         let b = vec![0.25; geo.out_channels];
         for level in supported_levels() {
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
                 let mut dx = vec![0.0f32; x.len()];
-                pool.install(|| {
+                on_threads(threads, || {
                     forward(&geo, &x, &w, &b, Clamp::RELU, &mut y, level);
                     backward_data(&geo, &w, &y, &mut dx, level);
                 });

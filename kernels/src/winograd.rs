@@ -278,31 +278,11 @@ fn transform_output_row(
 mod tests {
     use super::*;
     use crate::conv::conv2d_forward;
+    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
     use crate::simd::supported_levels;
 
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
-    }
-
     fn geometries() -> Vec<ConvGeometry> {
-        let base = ConvGeometry {
-            batch: 2,
-            in_channels: 7,
-            in_h: 11,
-            in_w: 9,
-            out_channels: 13,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-            groups: 1,
-        };
+        let base = base_3x3(7, 13, 1);
         vec![
             base,
             ConvGeometry { pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..base },
@@ -347,9 +327,8 @@ mod tests {
         for level in supported_levels() {
             let weights = WinogradWeights::new(level, &w, None, geo.out_channels, geo.in_channels);
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
-                pool.install(|| forward(&geo, &x, &weights, Clamp::RELU, &mut y));
+                on_threads(threads, || forward(&geo, &x, &weights, Clamp::RELU, &mut y));
                 y
             };
             let one = run(1);

@@ -128,3 +128,19 @@ pub fn cat_and_espresso(side: u32) -> image::RgbImage {
     image::imageops::replace(&mut composite, &cup, side as i64, 0);
     composite
 }
+
+/// An ONNX `ValueInfoProto` of f32 tensors with fixed `dims` (empty: shape left to inference).
+pub fn onnx_value_info(name: &str, dims: &[i64]) -> gradcam::onnx::proto::ValueInfoProto {
+    use gradcam::onnx::proto::{dtype, Dimension, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto};
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: dtype::FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims.iter().map(|&d| Dimension { dim_value: Some(d), dim_param: None }).collect(),
+                }),
+            }),
+        }),
+    }
+}
