@@ -70,6 +70,12 @@ pub fn synthetic_value(key: &str, i: usize, init: Init) -> f32 {
     v as f32
 }
 
+/// Largest safetensors header accepted (the format's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Bytes read and converted at a time (a multiple of every element width).
+const READ_PIECE: usize = 4 << 20;
+
 fn to_f32(origin: &str, key: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
     let chunks = |n: usize| data.chunks_exact(n);
     Ok(match dtype {
@@ -107,11 +113,74 @@ impl Weights {
         Ok(Weights { origin_name: origin.to_string(), origin: Origin::Tensors(tensors), ignored })
     }
 
-    /// Reads and parses a safetensors file.
+    /// Reads a safetensors file: its header, then each tensor's bytes piecewise straight into its f32 tensor — the
+    /// file is never held whole, so loading needs little more memory than the weights themselves.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
-        Self::from_safetensors(&bytes, &shown)
+        use std::io::{Read, Seek, SeekFrom};
+        let origin = path.display().to_string();
+        let io = |e: std::io::Error| Error::Io { path: origin.clone(), why: e.to_string() };
+        let bad = |why: String| Error::Safetensors { origin: origin.clone(), why };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+        let mut len_bytes = [0u8; 8];
+        file.read_exact(&mut len_bytes).map_err(|_| bad("too short for a safetensors header".into()))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > meta.len() {
+            return Err(bad(format!("header of {header_len} bytes in a file of {} bytes", meta.len())));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        let header = std::str::from_utf8(&header).map_err(|e| bad(format!("header: {e}")))?;
+        let metadata: safetensors::tensor::Metadata =
+            serde_json::from_str(header).map_err(|e| bad(format!("header: {e}")))?;
+        let data_start = 8 + header_len;
+        let data_len = meta.len() - data_start;
+        let mut tensors = HashMap::new();
+        let mut ignored = 0;
+        let mut entries: Vec<_> = metadata.tensors().into_iter().collect();
+        entries.sort_by_key(|(_, info)| info.data_offsets.0);
+        for (key, info) in entries {
+            if key.ends_with("num_batches_tracked") {
+                ignored += 1;
+                continue;
+            }
+            let width = match info.dtype {
+                Dtype::F32 => 4,
+                Dtype::F16 | Dtype::BF16 => 2,
+                other => {
+                    return Err(Error::WeightDtype { origin: origin.clone(), key, dtype: format!("{other:?}") });
+                }
+            };
+            let count = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            let (begin, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+            if count.and_then(|c| c.checked_mul(width)) != Some((end.saturating_sub(begin)) as usize)
+                || begin > end
+                || end > data_len
+            {
+                let why = format!("tensor '{key}': shape {:?} and bytes {begin}..{end} disagree", info.shape);
+                return Err(bad(why));
+            }
+            file.seek(SeekFrom::Start(data_start + begin)).map_err(io)?;
+            let mut data = Vec::with_capacity((end - begin) as usize / width);
+            let mut piece = vec![0u8; READ_PIECE];
+            let mut left = (end - begin) as usize;
+            while left > 0 {
+                let n = left.min(READ_PIECE);
+                file.read_exact(&mut piece[..n]).map_err(io)?;
+                data.extend(to_f32(&origin, &key, info.dtype, &piece[..n])?);
+                left -= n;
+            }
+            if data.iter().any(|v| v.is_nan()) {
+                return Err(bad(format!("tensor '{key}' holds NaN values")));
+            }
+            let t =
+                Tensor::from_shape_vec(IxDyn(&info.shape), data).map_err(|e| bad(format!("tensor '{key}': {e}")))?;
+            tensors.insert(key, t);
+        }
+        Ok(Weights { origin_name: origin, origin: Origin::Tensors(tensors), ignored })
     }
 
     /// Deterministic synthetic weights (see [`synthetic_value`]).
@@ -204,5 +273,30 @@ mod tests {
         let mut absurd = (1u64 << 60).to_le_bytes().to_vec();
         absurd.extend_from_slice(b"{}");
         assert!(matches!(Weights::from_safetensors(&absurd, "x"), Err(Error::Safetensors { .. })));
+    }
+
+    #[test]
+    fn a_file_read_piecewise_equals_the_same_bytes_in_memory() {
+        let bytes = super::super::BUNDLED_WEIGHTS;
+        let path = std::env::temp_dir().join(format!("gradcam-weights-{}.safetensors", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let from_file = Weights::from_file(&path);
+        // Truncated: the last tensor's bytes are missing.
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        let truncated = Weights::from_file(&path);
+        std::fs::remove_file(&path).ok();
+        let (a, b) = (from_file.unwrap(), Weights::from_safetensors(bytes, "memory").unwrap());
+        match (&a.origin, &b.origin) {
+            (Origin::Tensors(x), Origin::Tensors(y)) => {
+                assert_eq!(x.len(), y.len());
+                assert!(x.len() > 100);
+                for (k, t) in x {
+                    assert_eq!(Some(t), y.get(k), "{k}");
+                }
+            }
+            _ => panic!("tensors expected"),
+        }
+        assert_eq!(a.ignored, b.ignored);
+        assert!(matches!(truncated, Err(Error::Safetensors { .. })), "{truncated:?}");
     }
 }
