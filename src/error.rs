@@ -74,7 +74,10 @@ pub enum Error {
     #[error("class {class} is out of range: the model has {classes} classes (0..{classes})")]
     ClassOutOfRange { class: usize, classes: usize },
     /// A target layer whose activation is not `[N, C, H, W]`.
-    #[error("layer '{layer}' has shape {shape:?}; CAM methods need a 4-D [N, C, H, W] activation")]
+    #[error(
+        "layer '{layer}' has shape {shape:?}; CAM methods need a 4-D [N, C, H, W] activation with more than one \
+         spatial position (H × W > 1)"
+    )]
     NotSpatial { layer: String, shape: Vec<usize> },
     /// A method name we do not know.
     #[error("unknown method '{name}' (known: {known})")]

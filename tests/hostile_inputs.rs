@@ -577,3 +577,21 @@ fn runs_over_the_memory_budget_are_refused_before_they_start() {
     let o = gradcam(&["explain", cat.to_str().unwrap(), "--max-memory", "lots"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--max-memory"));
 }
+
+/// A pooled [1, 1280, 1, 1] layer is 4-D: the error says what is really missing (a spatial extent).
+#[test]
+fn a_layer_without_spatial_extent_is_named_as_such() {
+    let cat = common::fixture("images/chelsea.png");
+    let dir = scratch("pooled-layer");
+    let layers = gradcam(&["layers", "--json"]);
+    assert!(layers.status.success());
+    let pooled = String::from_utf8_lossy(&layers.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["shape"].as_array().is_some_and(|s| s.len() == 4 && s[2] == 1 && s[3] == 1))
+        .and_then(|v| v["layer"].as_str().map(str::to_string))
+        .expect("the bundled model has a pooled [N, C, 1, 1] value");
+    let o = gradcam(&["explain", cat.to_str().unwrap(), "--layer", &pooled, "--out-dir", dir.to_str().unwrap()]);
+    let e = error_line(&o);
+    assert!(e.contains("H × W > 1") && e.contains(&pooled), "{e}");
+}
