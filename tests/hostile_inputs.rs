@@ -595,3 +595,30 @@ fn a_layer_without_spatial_extent_is_named_as_such() {
     let e = error_line(&o);
     assert!(e.contains("H × W > 1") && e.contains(&pooled), "{e}");
 }
+
+/// An engine error that quotes its cause is not followed by the cause again ("must be positive: … must be
+/// positive" before).
+#[test]
+fn error_lines_say_each_cause_once() {
+    let dir = scratch("once");
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![1, 3, 3, 3],
+        data_type: dtype::FLOAT,
+        float_data: vec![0.5; 27],
+        ..Default::default()
+    };
+    let node = NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["y".into()],
+        attribute: vec![ints("strides", &[0, 1])],
+        ..Default::default()
+    };
+    let model = dir.join("stride0.onnx");
+    one_node_model(&model, node, vec![w]);
+    let e = error_line(&gradcam(&["layers", "--model", model.to_str().unwrap()]));
+    assert_eq!(e.matches("must be positive").count(), 1, "{e}");
+    assert!(e.contains("node 'conv' (Conv)"), "{e}");
+}
