@@ -127,6 +127,26 @@ fn one_node_model(path: &Path, node: NodeProto, initializers: Vec<TensorProto>) 
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A 3×3 convolution `conv` (one output channel) on `x` with one extra attribute, written to `path`.
+fn conv_model(path: &Path, attribute: AttributeProto) {
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![1, 3, 3, 3],
+        data_type: dtype::FLOAT,
+        float_data: vec![0.5; 27],
+        ..Default::default()
+    };
+    let node = NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["y".into()],
+        attribute: vec![attribute],
+        ..Default::default()
+    };
+    one_node_model(path, node, vec![w]);
+}
+
 fn int_tensor(name: &str, v: &[i64]) -> TensorProto {
     TensorProto {
         name: name.into(),
@@ -155,22 +175,7 @@ fn pads_near_the_limits_of_i64_are_errors_not_panics_or_zeros() {
     assert!(e.contains("pads") && e.contains("above"), "{e}");
     // Conv with huge pads: used to wrap around and return zeros with exit 0.
     let conv = dir.join("conv.onnx");
-    let w = TensorProto {
-        name: "w".into(),
-        dims: vec![1, 3, 3, 3],
-        data_type: dtype::FLOAT,
-        float_data: vec![0.5; 27],
-        ..Default::default()
-    };
-    let node = NodeProto {
-        op_type: "Conv".into(),
-        name: "conv".into(),
-        input: vec!["x".into(), "w".into()],
-        output: vec!["y".into()],
-        attribute: vec![ints("pads", &[huge, 0, huge, 0])],
-        ..Default::default()
-    };
-    one_node_model(&conv, node, vec![w]);
+    conv_model(&conv, ints("pads", &[huge, 0, huge, 0]));
     let e = error_line(&gradcam(&["layers", "--model", conv.to_str().unwrap()]));
     assert!(e.contains("pads") && e.contains("above"), "{e}");
 }
@@ -601,23 +606,8 @@ fn a_layer_without_spatial_extent_is_named_as_such() {
 #[test]
 fn error_lines_say_each_cause_once() {
     let dir = scratch("once");
-    let w = TensorProto {
-        name: "w".into(),
-        dims: vec![1, 3, 3, 3],
-        data_type: dtype::FLOAT,
-        float_data: vec![0.5; 27],
-        ..Default::default()
-    };
-    let node = NodeProto {
-        op_type: "Conv".into(),
-        name: "conv".into(),
-        input: vec!["x".into(), "w".into()],
-        output: vec!["y".into()],
-        attribute: vec![ints("strides", &[0, 1])],
-        ..Default::default()
-    };
     let model = dir.join("stride0.onnx");
-    one_node_model(&model, node, vec![w]);
+    conv_model(&model, ints("strides", &[0, 1]));
     let e = error_line(&gradcam(&["layers", "--model", model.to_str().unwrap()]));
     assert_eq!(e.matches("must be positive").count(), 1, "{e}");
     assert!(e.contains("node 'conv' (Conv)"), "{e}");
