@@ -71,8 +71,9 @@ pub fn decode_image_limited(path: &Path, max_pixels: u64) -> Result<image::RgbIm
         let r = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
         r.with_guessed_format().map_err(|e| err(e.to_string()))
     };
-    let format = reader()?.format().ok_or_else(|| err("not an image file in a known format".into()))?;
-    let (w, h) = reader()?.into_dimensions().map_err(|e| err(e.to_string()))?;
+    let header = reader()?;
+    let format = header.format().ok_or_else(|| err("not an image file in a known format".into()))?;
+    let (w, h) = header.into_dimensions().map_err(|e| err(e.to_string()))?;
     let pixels = u64::from(w) * u64::from(h);
     if pixels > max_pixels {
         return Err(err(format!(

@@ -200,6 +200,25 @@ impl<T: Element> DisjointOutput<T> {
     }
 }
 
+/// The GEMM's `K × (p1 − p0)` right operand for output columns `p0..p1` of one group's input `x`: a strided view of
+/// `x` itself for a pointwise convolution (no copy), else the im2col tile written into `buf`.
+pub(crate) fn column_tile<'a, T: Element>(
+    geo: &ConvGeometry,
+    win: &Window,
+    x: &'a [T],
+    (p0, p1): (usize, usize),
+    buf: &'a mut Vec<T>,
+) -> MatRef<'a, T> {
+    let (k, tw) = (geo.k(), p1 - p0);
+    if geo.is_pointwise() {
+        return MatRef { data: &x[p0..], rows: k, cols: tw, row_stride: geo.in_plane(), col_stride: 1 };
+    }
+    buf.clear();
+    buf.resize(k * tw, T::zero());
+    im2col_tile(x, geo.in_per_group(), win, p0, p1, buf);
+    MatRef::row_major(buf, k, tw)
+}
+
 /// `output ← conv(input, weight) + bias`.
 pub fn conv2d_forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, output: &mut [T]) {
     geo.check(input.len(), weight.len(), output.len());
@@ -232,16 +251,8 @@ pub fn conv2d_forward<T: Element>(geo: &ConvGeometry, input: &[T], weight: &[T],
                 &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
             let w = &weight[g * cog * k..(g + 1) * cog * k];
             col_tiles.par_iter().for_each(|&(p0, p1)| {
-                let tw = p1 - p0;
-                let col_buf;
-                let col = if geo.is_pointwise() {
-                    MatRef { data: &x[p0..], rows: k, cols: tw, row_stride: in_plane, col_stride: 1 }
-                } else {
-                    let mut buf = vec![T::zero(); k * tw];
-                    im2col_tile(x, cig, &win, p0, p1, &mut buf);
-                    col_buf = buf;
-                    MatRef::row_major(&col_buf, k, tw)
-                };
+                let mut buf = Vec::new();
+                let col = column_tile(geo, &win, x, (p0, p1), &mut buf);
                 row_blocks.par_iter().for_each(|&r0| {
                     let r1 = (r0 + rows).min(cog);
                     let a = MatRef::row_major(&w[r0 * k..r1 * k], r1 - r0, k);

@@ -6,10 +6,9 @@
 //! panels); the summation order depends only on the layer's shape, so results are bit-identical on any number of
 //! threads for a given SIMD level.
 
-use crate::conv::{rows_per_task, tiles, ConvGeometry, DisjointOutput};
+use crate::conv::{column_tile, rows_per_task, tiles, ConvGeometry, DisjointOutput};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
-use crate::im2col::im2col_tile;
 use crate::packed_gemm::{Clamp, PackedA};
 use crate::simd::SimdLevel;
 use crate::winograd::{self, WinogradWeights};
@@ -142,7 +141,7 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
         Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, output),
         Layout::Gemm(groups) => groups,
     };
-    let (cig, cog, k) = (geo.in_per_group(), geo.out_per_group(), geo.k());
+    let (cig, cog) = (geo.in_per_group(), geo.out_per_group());
     let in_plane = geo.in_plane();
     let win = geo.window();
     let col_tiles: Vec<(usize, usize)> = tiles(out_plane).collect();
@@ -156,15 +155,8 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
                 &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
             col_tiles.par_iter().for_each(|&(p0, p1)| {
                 let tw = p1 - p0;
-                let col_buf;
-                let col = if geo.is_pointwise() {
-                    MatRef { data: &x[p0..], rows: k, cols: tw, row_stride: in_plane, col_stride: 1 }
-                } else {
-                    let mut buf = vec![0.0f32; k * tw];
-                    im2col_tile(x, cig, &win, p0, p1, &mut buf);
-                    col_buf = buf;
-                    MatRef::row_major(&col_buf, k, tw)
-                };
+                let mut buf = Vec::new();
+                let col = column_tile(geo, &win, x, (p0, p1), &mut buf);
                 row_blocks.par_iter().for_each(|&r0| {
                     let r1 = (r0 + rows).min(cog);
                     let offset = (g * cog + r0) * out_plane + p0;

@@ -213,11 +213,8 @@ impl<T: Element> Graph<T> {
                 for &v in &chain.skipped_values {
                     run_shapes[v.0] = y.shape().to_vec();
                 }
-                if let Some((padded, [top, left, bottom, right])) = chain.pad {
-                    let mut shape = args[0].shape().to_vec();
-                    shape[2] += top + bottom;
-                    shape[3] += left + right;
-                    run_shapes[padded.0] = shape;
+                if let Some((padded, _)) = chain.pad {
+                    run_shapes[padded.0] = chain.padded_input_shape(args[0].shape());
                 }
                 for &m in &chain.skipped_nodes {
                     absorbed[m] = true;

@@ -49,6 +49,18 @@ pub(crate) struct FusedConv {
     pub skipped_nodes: Vec<usize>,
 }
 
+impl FusedConv {
+    /// The shape of the convolution's data input as the graph has it: `x` with the folded `Pad` applied.
+    pub(crate) fn padded_input_shape(&self, x: &[usize]) -> Vec<usize> {
+        let mut shape = x.to_vec();
+        if let (Some((_, [top, left, bottom, right])), 4) = (self.pad, shape.len()) {
+            shape[2] += top + bottom;
+            shape[3] += left + right;
+        }
+        shape
+    }
+}
+
 /// Which packed weights: the convolution node, whether its batch-norm is folded in, the SIMD level, whether they
 /// are transformed for Winograd, and whether they are the flipped, transposed weights of the input gradient.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -203,11 +215,7 @@ impl<T: Element> Graph<T> {
             .ok_or_else(|| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))?;
         // The geometry of the convolution as the graph has it (on the padded input where a Pad leads), then the
         // folded padding moved into the convolution.
-        let mut padded = x.shape().to_vec();
-        if let (Some((_, [top, left, bottom, right])), 4) = (chain.pad, padded.len()) {
-            padded[2] += top + bottom;
-            padded[3] += left + right;
-        }
+        let padded = chain.padded_input_shape(x.shape());
         let mut shapes: Vec<&[usize]> = vec![&padded];
         for &i in &node.inputs[1..] {
             shapes.push(&self.values[i.0].shape);
