@@ -2,6 +2,7 @@
 
 use crate::error::OpError;
 use crate::Element;
+use gradcam_kernels::{HalfVec, Precision};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 /// An n-dimensional array; image tensors are NCHW.
@@ -81,10 +82,76 @@ pub fn contiguous<T: Element>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
     }
 }
 
+/// A constant held in 16 bits (`--weights f16|bf16`): its shape and values. Kernels that know the format read it
+/// as it is; anything else gets a widened f32 copy for the duration of one op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HalfTensor {
+    shape: Vec<usize>,
+    values: HalfVec,
+}
+
+impl HalfTensor {
+    /// `values` with `shape`; `None` if the lengths disagree.
+    pub fn new(shape: Vec<usize>, values: HalfVec) -> Option<HalfTensor> {
+        (shape.iter().product::<usize>() == values.len()).then_some(HalfTensor { shape, values })
+    }
+
+    /// `t` rounded to `precision` (`None` for f32), or the index of the first finite value beyond the format's
+    /// range (f16 overflows past 65504).
+    pub fn from_f32(t: &Tensor<f32>, precision: Precision) -> Option<Result<HalfTensor, usize>> {
+        let flat = contiguous(t);
+        let values = HalfVec::from_f32(precision, &flat)?;
+        Some(match values.first_overflow(&flat) {
+            Some(i) => Err(i),
+            None => Ok(HalfTensor { shape: t.shape().to_vec(), values }),
+        })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn values(&self) -> &HalfVec {
+        &self.values
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.values.precision()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.values.bytes()
+    }
+
+    /// The values widened to `T` (exact).
+    pub fn widen<T: Element>(&self) -> Tensor<T> {
+        let wide = self.values.to_f32_vec();
+        let v: Vec<T> = wide.into_iter().map(|x| T::lit(x as f64)).collect();
+        Tensor::from_shape_vec(IxDyn(&self.shape), v).expect("length checked at construction")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::ArrayD;
+
+    #[test]
+    fn half_tensors_round_widen_and_refuse_overflow() {
+        let t = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0f32, 0.1, -3.0, 1e-3]).unwrap();
+        let h = HalfTensor::from_f32(&t, Precision::F16).unwrap().unwrap();
+        assert_eq!((h.shape(), h.bytes(), h.precision()), (&[2, 2][..], 8, Precision::F16));
+        let back: Tensor<f32> = h.widen();
+        for (a, b) in back.iter().zip(t.iter()) {
+            assert!((a - b).abs() <= b.abs() / 2048.0, "{a} vs {b}");
+        }
+        assert!(HalfTensor::from_f32(&t, Precision::F32).is_none());
+        let big = ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0f32, 1e5]).unwrap();
+        assert_eq!(HalfTensor::from_f32(&big, Precision::F16), Some(Err(1)));
+        assert!(HalfTensor::from_f32(&big, Precision::Bf16).unwrap().is_ok());
+        assert!(HalfTensor::new(vec![3], h.values().clone()).is_none());
+    }
 
     #[test]
     fn broadcasting_follows_numpy() {

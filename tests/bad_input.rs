@@ -101,11 +101,21 @@ fn wrong_shape_missing_and_extra_tensors_name_the_key_and_shapes() {
 }
 
 #[test]
-fn bf16_and_f32_weights_load() {
-    let file = safetensors_file(&[("a", Dtype::BF16, vec![3]), ("b", Dtype::F32, vec![2, 2])]);
+fn bf16_and_f32_weights_load_with_their_values() {
+    // bf16 1.0, -2.5, 0.15625 (exact in bf16) and f32 values with more bits than bf16 keeps.
+    let a: Vec<u8> = [0x3F80u16, 0xC020, 0x3E20].iter().flat_map(|b| b.to_le_bytes()).collect();
+    let b: Vec<u8> = [1.0f32, -0.1, 3.25, 1e-3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![
+        ("a".to_string(), safetensors::tensor::TensorView::new(Dtype::BF16, vec![3], &a).unwrap()),
+        ("b".to_string(), safetensors::tensor::TensorView::new(Dtype::F32, vec![2, 2], &b).unwrap()),
+    ];
+    let file = serialize(views, None).unwrap();
     let mut w = Weights::from_safetensors(&file, "x").unwrap();
-    assert_eq!(w.take("a", &[3], gradcam::models::Init::BnVar).unwrap().sum(), 0.0);
-    assert_eq!(w.take("b", &[2, 2], gradcam::models::Init::BnVar).unwrap().shape(), &[2, 2]);
+    let a = w.take("a", &[3], gradcam::models::Init::BnVar).unwrap().to_f32();
+    assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![1.0, -2.5, 0.15625]);
+    let b = w.take("b", &[2, 2], gradcam::models::Init::BnVar).unwrap().to_f32();
+    assert_eq!(b.shape(), &[2, 2]);
+    assert_eq!(b.iter().copied().collect::<Vec<_>>(), vec![1.0, -0.1, 3.25, 1e-3]);
     w.finish("test").unwrap();
 }
 

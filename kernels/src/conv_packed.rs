@@ -10,6 +10,7 @@ use crate::conv::{column_tile, rows_per_task, tiles, ConvGeometry, DisjointOutpu
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
 use crate::packed_gemm::{Clamp, PackedA};
+use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
 use crate::winograd::{self, WinogradWeights};
 use rayon::prelude::*;
@@ -22,8 +23,9 @@ use crate::conv::COL_TILE;
 enum Layout {
     /// One packed `C_out/groups × C_in/groups·KH·KW` matrix (with its bias) per group.
     Gemm(Vec<PackedA>),
-    /// Depthwise: OIHW weights and a bias as they are; the direct kernel reads them tap by tap.
-    Depthwise { weight: Vec<f32>, bias: Vec<f32> },
+    /// Depthwise: OIHW weights and a bias as they are; the direct kernel reads them tap by tap (16-bit weights
+    /// are widened per call: a few taps per channel).
+    Depthwise { weight: Stored, bias: Vec<f32> },
     /// 3×3 stride-1 filters transformed for Winograd F(2×2, 3×3).
     Winograd(WinogradWeights),
 }
@@ -53,6 +55,24 @@ impl PackedConv {
         kernel: [usize; 2],
         groups: usize,
     ) -> PackedConv {
+        PackedConv::new_as(level, weight, bias, out_channels, in_per_group, kernel, groups, Precision::F32)
+    }
+
+    /// [`PackedConv::new`] with the weights held in `precision` (biases stay f32).
+    ///
+    /// # Panics
+    /// As [`PackedConv::new`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_as(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_per_group: usize,
+        kernel: [usize; 2],
+        groups: usize,
+        precision: Precision,
+    ) -> PackedConv {
         let k = in_per_group * kernel[0] * kernel[1];
         assert!(groups > 0 && out_channels.is_multiple_of(groups), "packed conv: groups");
         assert_eq!(weight.len(), out_channels * k, "packed conv: weight length");
@@ -61,7 +81,7 @@ impl PackedConv {
         }
         let layout = if groups > 1 && in_per_group == 1 {
             Layout::Depthwise {
-                weight: weight.to_vec(),
+                weight: Stored::new(precision, weight.to_vec()),
                 bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
             }
         } else {
@@ -70,7 +90,7 @@ impl PackedConv {
                 (0..groups)
                     .map(|g| {
                         let w = MatRef::row_major(&weight[g * cog * k..(g + 1) * cog * k], cog, k);
-                        PackedA::pack(level, w, bias.map(|b| &b[g * cog..(g + 1) * cog]))
+                        PackedA::pack_as(level, w, bias.map(|b| &b[g * cog..(g + 1) * cog]), precision)
                     })
                     .collect(),
             )
@@ -90,7 +110,23 @@ impl PackedConv {
         out_channels: usize,
         in_channels: usize,
     ) -> PackedConv {
-        let layout = Layout::Winograd(WinogradWeights::new(level, weight, bias, out_channels, in_channels));
+        PackedConv::winograd_as(level, weight, bias, out_channels, in_channels, Precision::F32)
+    }
+
+    /// [`PackedConv::winograd`] with the transformed weights held in `precision`.
+    ///
+    /// # Panics
+    /// As [`PackedConv::winograd`].
+    pub fn winograd_as(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_channels: usize,
+        precision: Precision,
+    ) -> PackedConv {
+        let layout =
+            Layout::Winograd(WinogradWeights::new_as(level, weight, bias, out_channels, in_channels, precision));
         PackedConv { level, out_channels, in_per_group: in_channels, kernel: [3, 3], groups: 1, layout }
     }
 
@@ -108,7 +144,7 @@ impl PackedConv {
     pub fn bytes(&self) -> usize {
         match &self.layout {
             Layout::Gemm(p) => p.iter().map(PackedA::bytes).sum(),
-            Layout::Depthwise { weight, bias } => (weight.len() + bias.len()) * 4,
+            Layout::Depthwise { weight, bias } => weight.bytes() + bias.len() * 4,
             Layout::Winograd(w) => w.bytes(),
         }
     }
@@ -136,7 +172,8 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
     }
     let groups = match &packed.layout {
         Layout::Depthwise { weight, bias } => {
-            return depthwise_flat::forward(geo, input, weight, bias, clamp, output, packed.level);
+            let weight = weight.widened(packed.level);
+            return depthwise_flat::forward(geo, input, &weight, bias, clamp, output, packed.level);
         }
         Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, output),
         Layout::Gemm(groups) => groups,
@@ -235,6 +272,57 @@ mod tests {
             let one = run(1);
             assert_eq!(one, run(2), "{level}");
             assert_eq!(one, run(4), "{level}");
+        }
+    }
+
+    /// Every layout (GEMM, grouped, depthwise, Winograd) with 16-bit weights is bit-identical to the same layout
+    /// built from the weights rounded beforehand: widening is exact and the kernels are the same.
+    #[test]
+    fn sixteen_bit_weights_equal_f32_weights_rounded_first() {
+        use crate::precision::HalfVec;
+        let mut cases: Vec<(ConvGeometry, bool)> = geometries().into_iter().map(|g| (g, false)).collect();
+        let wino =
+            ConvGeometry { batch: 1, in_channels: 16, out_channels: 20, in_h: 12, in_w: 13, ..base_3x3(1, 1, 1) };
+        cases.push((wino, true));
+        for precision in [Precision::F16, Precision::Bf16] {
+            for level in supported_levels() {
+                for &(geo, winograd) in &cases {
+                    let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 6);
+                    let w = data(geo.out_channels * geo.k(), 7);
+                    let b = data(geo.out_channels, 8);
+                    let (co, cig, kernel) =
+                        (geo.out_channels, geo.in_channels / geo.groups, [geo.kernel_h, geo.kernel_w]);
+                    let (half, full) = if winograd {
+                        // The transform runs on f32 weights, then rounds: compare against the f32 layout, within
+                        // the format's precision.
+                        (
+                            PackedConv::winograd_as(level, &w, Some(&b), co, geo.in_channels, precision),
+                            PackedConv::winograd(level, &w, Some(&b), co, geo.in_channels),
+                        )
+                    } else {
+                        let rounded = HalfVec::from_f32(precision, &w).unwrap().to_f32_vec();
+                        (
+                            PackedConv::new_as(level, &w, Some(&b), co, cig, kernel, geo.groups, precision),
+                            PackedConv::new(level, &rounded, Some(&b), co, cig, kernel, geo.groups),
+                        )
+                    };
+                    assert!(half.bytes() < full.bytes(), "{precision} {level} {geo:?}");
+                    let mut want = vec![0.0f32; geo.batch * co * geo.out_plane()];
+                    conv2d_forward_packed(&geo, &x, &full, Clamp::NONE, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv2d_forward_packed(&geo, &x, &half, Clamp::NONE, &mut got);
+                    if winograd {
+                        // |x| ≤ 1, |w| ≤ 1: each of the k products errs by at most |x·w|·u (about 4u after the
+                        // transform's sums); a sum of k of them by ≤ 4·k·u.
+                        let tol = 4.0 * geo.k() as f64 * precision.unit_roundoff();
+                        for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                            assert!(((g - e).abs() as f64) <= tol, "{precision} {level} winograd at {i}: {g} vs {e}");
+                        }
+                    } else {
+                        assert_eq!(got, want, "{precision} {level} {geo:?}");
+                    }
+                }
+            }
         }
     }
 }

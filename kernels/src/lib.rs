@@ -19,7 +19,9 @@ pub mod im2col;
 mod microkernel;
 pub mod packed_gemm;
 pub mod pool;
+pub mod precision;
 pub mod simd;
+pub mod stored_matmul;
 pub mod vector;
 pub mod winograd;
 
@@ -28,4 +30,5 @@ pub use conv_packed::PackedConv;
 pub use element::Element;
 pub use packed_gemm::{Clamp, PackedA};
 pub use pool::{avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward, PoolGeometry};
+pub use precision::{HalfVec, Precision, Stored, Widen};
 pub use simd::SimdLevel;

@@ -14,6 +14,7 @@
 
 use crate::gemm::{gemm_to_ptr, MatRef};
 use crate::microkernel;
+use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
 use std::cell::RefCell;
 
@@ -57,7 +58,8 @@ pub struct PackedA {
     k: usize,
     /// Rows per panel (1 for the portable layout, which is plain row-major).
     mr: usize,
-    data: Vec<f32>,
+    /// The panels: f32, or 16-bit weights widened block by block as the microkernel needs them.
+    data: Stored,
     /// Per-row bias, zero-padded to whole panels; empty when there is none.
     bias: Vec<f32>,
 }
@@ -68,6 +70,15 @@ impl PackedA {
     /// # Panics
     /// If `bias` has the wrong length or `a` does not fit its slice (programming errors of the caller).
     pub fn pack(level: SimdLevel, a: MatRef<'_, f32>, bias: Option<&[f32]>) -> PackedA {
+        PackedA::pack_as(level, a, bias, Precision::F32)
+    }
+
+    /// [`PackedA::pack`] with the matrix held in `precision` (the bias stays f32): 16-bit weights take half the
+    /// memory and are widened to f32 one `K` block at a time inside [`PackedA::gemm_rows`].
+    ///
+    /// # Panics
+    /// As [`PackedA::pack`].
+    pub fn pack_as(level: SimdLevel, a: MatRef<'_, f32>, bias: Option<&[f32]>, precision: Precision) -> PackedA {
         let (m, k) = (a.rows, a.cols);
         if let Some(b) = bias {
             assert_eq!(b.len(), m, "packed gemm: bias length");
@@ -75,17 +86,19 @@ impl PackedA {
         let at = |i: usize, p: usize| a.data[i * a.row_stride + p * a.col_stride];
         let mr = microkernel::mr(level);
         let panels = m.div_ceil(mr);
-        let mut data = Vec::with_capacity(panels * mr * k);
-        if level == SimdLevel::Portable {
-            for i in 0..m {
-                data.extend((0..k).map(|p| at(i, p)));
-            }
-        } else {
-            for ip in 0..panels {
+        // One panel (or row) at a time, so 16-bit weights never exist whole in f32.
+        let mut data = Stored::with_capacity(precision, panels * mr * k);
+        let mut panel = Vec::with_capacity(mr * k);
+        for ip in 0..if level == SimdLevel::Portable { m } else { panels } {
+            panel.clear();
+            if level == SimdLevel::Portable {
+                panel.extend((0..k).map(|p| at(ip, p)));
+            } else {
                 for p in 0..k {
-                    data.extend((0..mr).map(|r| if ip * mr + r < m { at(ip * mr + r, p) } else { 0.0 }));
+                    panel.extend((0..mr).map(|r| if ip * mr + r < m { at(ip * mr + r, p) } else { 0.0 }));
                 }
             }
+            data.extend_from_f32(&panel);
         }
         let bias = bias.map_or(Vec::new(), |b| {
             let mut v = b.to_vec();
@@ -112,9 +125,14 @@ impl PackedA {
         self.mr
     }
 
+    /// How the matrix is held.
+    pub fn precision(&self) -> Precision {
+        self.data.precision()
+    }
+
     /// Bytes held (weights and bias).
     pub fn bytes(&self) -> usize {
-        (self.data.len() + self.bias.len()) * 4
+        self.data.bytes() + self.bias.len() * 4
     }
 
     /// `C[rows] = clamp(A[rows]·B + bias [+ C])` for output rows `r0..r1` of A, all columns of `b`. `C` is the
@@ -153,8 +171,10 @@ impl PackedA {
         PACKED_B.with(|cell| {
             let mut packed_b = cell.borrow_mut();
             pack_b(b, nr, &mut packed_b);
+            let mut wide = WIDE_A.with(|w| std::mem::take(&mut *w.borrow_mut()));
             let k = self.k;
             let col_panels = n.div_ceil(nr);
+            let first_panel = r0 / mr;
             // Partial tiles run in this buffer (row stride nr), on the stack: no allocation per call.
             let mut edge = [0.0f32; microkernel::MAX_TILE];
             let mut kb = 0;
@@ -162,12 +182,23 @@ impl PackedA {
                 let kc = KC.min(k - kb);
                 let first = kb == 0;
                 let last = kb + kc >= k;
+                // 16-bit weights: this K block of every row panel in range, widened once for all column panels.
+                if let Stored::Half(h) = &self.data {
+                    let panels = r1.div_ceil(mr) - first_panel;
+                    wide.resize(panels * kc * mr, 0.0);
+                    for (i, dst) in wide.chunks_exact_mut(kc * mr).enumerate() {
+                        h.widen(((first_panel + i) * k + kb) * mr, dst, self.level);
+                    }
+                }
                 for jp in 0..col_panels {
                     let cols = nr.min(n - jp * nr);
                     let bp = &packed_b[(jp * k + kb) * nr..];
                     for ip in (r0 / mr)..r1.div_ceil(mr) {
                         let rows = mr.min(r1 - ip * mr);
-                        let ap = &self.data[(ip * k + kb) * mr..];
+                        let ap = match &self.data {
+                            Stored::F32(v) => &v[(ip * k + kb) * mr..],
+                            Stored::Half(_) => &wide[(ip - first_panel) * kc * mr..],
+                        };
                         let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
                         let load = accumulate || !first;
                         // SAFETY: the tile lies inside the caller's block (rows ≤ r1 − r0, columns < n).
@@ -203,6 +234,7 @@ impl PackedA {
                 }
                 kb += kc;
             }
+            WIDE_A.with(|w| *w.borrow_mut() = wide);
         });
     }
 
@@ -219,7 +251,16 @@ impl PackedA {
         clamp: Clamp,
     ) {
         let (k, n, rows) = (self.k, b.cols, r1 - r0);
-        let a = MatRef::row_major(&self.data[r0 * k..r1 * k], rows, k);
+        let widened;
+        let a = match &self.data {
+            Stored::F32(v) => MatRef::row_major(&v[r0 * k..r1 * k], rows, k),
+            Stored::Half(h) => {
+                let mut w = vec![0.0; rows * k];
+                h.widen(r0 * k, &mut w, self.level);
+                widened = w;
+                MatRef::row_major(&widened, rows, k)
+            }
+        };
         // SAFETY: for r < rows this is row r of the caller's block, which the caller gives us exclusively; each
         // slice lives only for one statement below, so no two coexist and none spans the GEMM call.
         let row = |r: usize| unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) };
@@ -249,6 +290,8 @@ impl PackedA {
 thread_local! {
     /// Packed right-hand panels, reused by every call on this thread.
     static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One K block of 16-bit row panels widened to f32, reused by every call on this thread.
+    static WIDE_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Packs `b` (`K × N`) into column panels of `nr`: panel `j` holds `b[p][j·nr .. j·nr + nr]` for each `p` in turn,
@@ -386,6 +429,42 @@ mod tests {
             );
             packed.gemm(MatRef::row_major(&b_dense, k, n), &mut c2, false, Clamp::NONE);
             assert_eq!(c1, c2, "{level}");
+        }
+    }
+
+    /// 16-bit panels are widened exactly, so a product with them is bit-identical to the f32 product with the
+    /// weights rounded beforehand — on every level, with partial panels, several K blocks and row ranges.
+    #[test]
+    fn sixteen_bit_panels_equal_f32_panels_of_the_rounded_weights() {
+        use crate::precision::{HalfVec, Precision};
+        let (m, k, n) = (29, 300, 45);
+        let a = data(m * k, 11);
+        let b = data(k * n, 12);
+        let bias = data(m, 13);
+        for precision in [Precision::F16, Precision::Bf16] {
+            let rounded = HalfVec::from_f32(precision, &a).unwrap().to_f32_vec();
+            for level in supported_levels() {
+                let half = PackedA::pack_as(level, MatRef::row_major(&a, m, k), Some(&bias), precision);
+                let full = PackedA::pack(level, MatRef::row_major(&rounded, m, k), Some(&bias));
+                assert_eq!(half.precision(), precision);
+                assert!(
+                    half.bytes() < full.bytes() * 6 / 10,
+                    "{precision} {level}: {} vs {}",
+                    half.bytes(),
+                    full.bytes()
+                );
+                let mut want = vec![0.0; m * n];
+                full.gemm(MatRef::row_major(&b, k, n), &mut want, false, Clamp::RELU);
+                let mut got = vec![0.0; m * n];
+                half.gemm(MatRef::row_major(&b, k, n), &mut got, false, Clamp::RELU);
+                assert_eq!(got, want, "{precision} {level}");
+                // A row range starting past the first panel widens the right panels.
+                let r0 = half.panel_rows() * 2;
+                let mut part = vec![0.0; (m - r0) * n];
+                // SAFETY: `part` holds rows r0..m, exclusively borrowed.
+                unsafe { half.gemm_rows(r0, m, MatRef::row_major(&b, k, n), part.as_mut_ptr(), n, false, Clamp::RELU) };
+                assert_eq!(part, want[r0 * n..].to_vec(), "{precision} {level} rows {r0}..");
+            }
         }
     }
 

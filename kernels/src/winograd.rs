@@ -14,6 +14,7 @@
 use crate::conv::ConvGeometry;
 use crate::gemm::MatRef;
 use crate::packed_gemm::{Clamp, PackedA};
+use crate::precision::Precision;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
 
@@ -44,6 +45,21 @@ impl WinogradWeights {
         out_channels: usize,
         in_channels: usize,
     ) -> WinogradWeights {
+        WinogradWeights::new_as(level, weight, bias, out_channels, in_channels, Precision::F32)
+    }
+
+    /// [`WinogradWeights::new`] with the transformed weights held in `precision` (rounded after the transform).
+    ///
+    /// # Panics
+    /// As [`WinogradWeights::new`].
+    pub fn new_as(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_channels: usize,
+        precision: Precision,
+    ) -> WinogradWeights {
         assert_eq!(weight.len(), out_channels * in_channels * 9, "winograd: weight length");
         const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
         // u[ξ][co · C_in + ci]
@@ -62,7 +78,10 @@ impl WinogradWeights {
                 }
             }
         }
-        let u = u.iter().map(|m| PackedA::pack(level, MatRef::row_major(m, out_channels, in_channels), None)).collect();
+        let u = u
+            .iter()
+            .map(|m| PackedA::pack_as(level, MatRef::row_major(m, out_channels, in_channels), None, precision))
+            .collect();
         let bias = bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec);
         assert_eq!(bias.len(), out_channels, "winograd: bias length");
         WinogradWeights { out_channels, in_channels, u, bias }

@@ -29,6 +29,9 @@ pub struct InferArgs {
     /// activations would not fit is refused before it runs.
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     pub max_memory: Option<u64>,
+    /// How weights are held in memory: f32, f16 or bf16 (see `gradcam explain --help`).
+    #[arg(long, value_name = "PRECISION", default_value = "f32", value_parser = super::parse_precision)]
+    pub weights: gradcam::Precision,
 }
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
@@ -97,7 +100,7 @@ fn run_in_batches(
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let m = onnx::load(&args.model)?;
+    let m = onnx::load_with(&args.model, args.weights)?;
     if args.inputs.len() != m.inputs.len() {
         anyhow::bail!(
             "{} takes {} inputs ({:?}), {} given",

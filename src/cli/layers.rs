@@ -29,8 +29,8 @@ pub fn run(args: LayersArgs) -> anyhow::Result<()> {
         let v = g.value(id);
         let op = match &v.source {
             Source::Input => "input",
-            Source::Constant(_) if !args.all => continue,
-            Source::Constant(_) => "constant",
+            Source::Constant(_) | Source::HalfConstant(_) if !args.all => continue,
+            Source::Constant(_) | Source::HalfConstant(_) => "constant",
             Source::Node { .. } => g.producer(id).map(|n| n.op.op_type()).unwrap_or("?"),
         };
         let alias_of = (name != v.name).then_some(v.name.as_str());

@@ -53,12 +53,22 @@ pub struct ModelArgs {
     /// activations would not fit is refused before it runs, and the default --batch-size fits within it.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+    /// How weights are held in memory: f32, or f16 / bf16 (half the memory; products still accumulate in f32,
+    /// activations stay f32). The bundled model ships in f16: with f16 it is used as it is.
+    #[arg(long, value_name = "PRECISION", default_value = "f32", value_parser = parse_precision)]
+    pub weights: gradcam::Precision,
+}
+
+/// `f32`, `f16` or `bf16`.
+fn parse_precision(s: &str) -> Result<gradcam::Precision, String> {
+    s.parse()
 }
 
 impl ModelArgs {
     /// Loads the model and checks that one image fits the memory budget.
     pub fn load(&self) -> anyhow::Result<gradcam::Model> {
-        let model = gradcam::Model::load(self.model.as_deref(), self.arch.as_deref())?;
+        let options = gradcam::LoadOptions::weights(self.weights);
+        let model = gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), options)?;
         check_budget(&model.graph, 1, self.max_memory)?;
         Ok(model)
     }

@@ -92,40 +92,54 @@ impl<T: Element> Activations<'_, T> {
                 continue;
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
-            let inputs: Vec<Option<&Tensor<T>>> = node
-                .inputs
-                .iter()
-                .zip(&plan.saves_inputs[n])
-                .map(|(&i, &keep)| if keep { self.by_id(i) } else { None })
-                .collect();
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
-            let outputs: Vec<Option<&Tensor<T>>> =
-                node.outputs.iter().map(|&o| if plan.saves_outputs[n] { self.by_id(o) } else { None }).collect();
             let out_grads: Vec<Option<Tensor<T>>> =
                 node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();
-            let cx = Vjp {
-                inputs,
-                input_shapes: input_shapes.clone(),
-                outputs,
-                saved: self.saved[n].as_deref(),
-                output_grads: out_grads.iter().map(|g| g.as_ref()).collect(),
-                wanted: &plan.wanted[n],
-                relu_rule: options.relu_rule,
-            };
-            // A convolution asked only for its input gradient runs it on the packed kernels where it can.
-            let packed = match (plan.wanted[n].as_slice(), &out_grads[..]) {
-                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => {
-                    graph.packed_conv_input_gradient(n, &input_shapes, dy)
-                }
+            // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
+            // packed / stored kernels where it can.
+            let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
+                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
+                    .packed_conv_input_gradient(n, &input_shapes, dy)
+                    .or_else(|| graph.stored_linear_input_gradient(node, dy)),
                 _ => None,
             };
-            let input_grads = match packed {
+            let input_grads = match direct {
                 Some(dx) => {
                     let mut grads = vec![None; node.inputs.len()];
                     grads[0] = Some(dx?);
                     grads
                 }
-                None => node.op.backward(&cx).map_err(wrap)?,
+                None => {
+                    // Saved 16-bit weights are widened for this rule only.
+                    let widened: Vec<Option<Tensor<T>>> = node
+                        .inputs
+                        .iter()
+                        .zip(&plan.saves_inputs[n])
+                        .map(|(&i, &keep)| graph.half_constant(i).filter(|_| keep).map(|h| h.widen()))
+                        .collect();
+                    let inputs: Vec<Option<&Tensor<T>>> = node
+                        .inputs
+                        .iter()
+                        .zip(&plan.saves_inputs[n])
+                        .zip(&widened)
+                        .map(|((&i, &keep), w)| if keep { w.as_ref().or_else(|| self.by_id(i)) } else { None })
+                        .collect();
+                    let outputs: Vec<Option<&Tensor<T>>> = node
+                        .outputs
+                        .iter()
+                        .map(|&o| if plan.saves_outputs[n] { self.by_id(o) } else { None })
+                        .collect();
+                    let cx = Vjp {
+                        inputs,
+                        input_shapes: input_shapes.clone(),
+                        outputs,
+                        saved: self.saved[n].as_deref(),
+                        output_grads: out_grads.iter().map(|g| g.as_ref()).collect(),
+                        wanted: &plan.wanted[n],
+                        relu_rule: options.relu_rule,
+                    };
+                    node.op.backward(&cx).map_err(wrap)?
+                }
             };
             let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };
             for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {

@@ -3,7 +3,7 @@
 use super::{Graph, Node, Source, Value, ValueId};
 use crate::error::{Error, Result};
 use crate::ops::Op;
-use crate::tensor::Tensor;
+use crate::tensor::{HalfTensor, Tensor};
 use crate::Element;
 use std::collections::HashMap;
 
@@ -75,6 +75,12 @@ impl<T: Element> GraphBuilder<T> {
         // Keep the caller's buffer when it is already row-major: model weights are then held exactly once.
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
         self.add_value(name, shape, Source::Constant(value))
+    }
+
+    /// Adds a constant held in 16 bits (a weight loaded with `--weights f16|bf16`).
+    pub fn constant_half(&mut self, name: &str, value: HalfTensor) -> Result<ValueId> {
+        let shape = value.shape().to_vec();
+        self.add_value(name, shape, Source::HalfConstant(value))
     }
 
     /// Adds a single-output node; its output value is named like the node.

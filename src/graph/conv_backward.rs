@@ -13,7 +13,7 @@ use crate::ops::Fusable;
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
 use gradcam_kernels::conv_packed::conv2d_forward_packed;
-use gradcam_kernels::{simd, Clamp, ConvGeometry, PackedConv};
+use gradcam_kernels::{simd, Clamp, ConvGeometry, PackedConv, Precision};
 use std::any::Any;
 
 impl<T: Element> Graph<T> {
@@ -28,7 +28,7 @@ impl<T: Element> Graph<T> {
     ) -> Option<Result<Tensor<T>>> {
         let node = &self.nodes[n];
         let Some(Fusable::Conv(attrs)) = node.op.fusion() else { return None };
-        if !is_f32::<T>() || self.constant(node.inputs[1]).is_none() {
+        if !is_f32::<T>() || !self.is_constant(node.inputs[1]) {
             return None;
         }
         let geo = attrs.geometry(input_shapes).ok()?;
@@ -62,14 +62,18 @@ impl<T: Element> Graph<T> {
         let winograd = winograd_wins(geo);
         let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true };
         let packed = self.packed.get_or_make(key, || {
-            let w = self.constant(node.inputs[1]).map(contiguous).unwrap_or_default();
-            let w: Vec<f32> = w.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+            let w: Vec<f32> = self
+                .constant_value(node.inputs[1])
+                .map(|t| t.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect())
+                .unwrap_or_default();
             let flipped = flip_transpose(&w, geo.in_channels, geo.out_channels, geo.kernel_h, geo.kernel_w);
+            // Held like the forward weights: 16-bit weights stay 16-bit (flipping moves values, no rounding).
+            let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
             if winograd {
-                PackedConv::winograd(level, &flipped, None, geo.out_channels, geo.in_channels)
+                PackedConv::winograd_as(level, &flipped, None, geo.out_channels, geo.in_channels, precision)
             } else {
                 let kernel = [geo.kernel_h, geo.kernel_w];
-                PackedConv::new(level, &flipped, None, geo.out_channels, geo.in_channels, kernel, 1)
+                PackedConv::new_as(level, &flipped, None, geo.out_channels, geo.in_channels, kernel, 1, precision)
             }
         });
         let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];

@@ -165,6 +165,8 @@ impl<T: Element> Graph<T> {
         // Nodes replaced by a fused chain that already ran.
         let mut absorbed = vec![false; self.nodes.len()];
         let mut profile = Vec::new();
+        // Stands in for a 16-bit weight that the kernel reads in place.
+        let placeholder = Tensor::<T>::zeros(ndarray::IxDyn(&[0]));
         for (n, node) in self.nodes.iter().enumerate() {
             let started = options.profile.then(std::time::Instant::now);
             if !plan.run_forward[n] {
@@ -183,15 +185,31 @@ impl<T: Element> Graph<T> {
                 free_inputs(&mut values, &mut pool);
                 continue;
             }
+            let fused = plan.fusion.get(n).and_then(Option::as_ref);
+            // 16-bit weights are read in place by fused convolutions (packed from the graph) and by products on
+            // the stored path; any other op gets a widened copy for this call only.
+            let stored = plan.packed_backward && fused.is_none() && self.stored_linear(node).is_some();
+            let widened: Vec<Option<Tensor<T>>> = node
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let h = self.half_constant(i)?;
+                    let in_place = (fused.is_some() && k > 0) || (stored && k == 1);
+                    (!in_place).then(|| h.widen())
+                })
+                .collect();
             let args: Vec<&Tensor<T>> = node
                 .inputs
                 .iter()
-                .map(|&i| match &self.values[i.0].source {
-                    Source::Constant(c) => c,
+                .zip(&widened)
+                .map(|(&i, w)| match (&self.values[i.0].source, w) {
+                    (Source::Constant(c), _) | (_, Some(c)) => c,
+                    (Source::HalfConstant(_), None) => &placeholder,
                     _ => values[i.0].as_ref().expect("plan keeps every input of a running node until its last use"),
                 })
                 .collect();
-            if let Some(chain) = plan.fusion.get(n).and_then(Option::as_ref) {
+            if let Some(chain) = fused {
                 let y = self.run_fused(chain, args[0], &mut pool)?;
                 if let Some(t) = started {
                     let ops: Vec<&str> = std::iter::once(node.op.op_type())
@@ -231,9 +249,17 @@ impl<T: Element> Graph<T> {
                 continue;
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
-            let shapes: Vec<&[usize]> = args.iter().map(|a| a.shape()).collect();
+            let shapes: Vec<&[usize]> = node
+                .inputs
+                .iter()
+                .zip(&args)
+                .map(|(&i, a)| self.half_constant(i).map_or(a.shape(), |h| h.shape()))
+                .collect();
             let expected = node.op.output_shapes(&shapes).map_err(wrap)?;
-            let out = node.op.forward(&args).map_err(wrap)?;
+            let out = match stored.then(|| self.stored_linear_forward(node, args[0], args.get(2).copied())).flatten() {
+                Some(y) => crate::ops::Outputs::one(y?),
+                None => node.op.forward(&args).map_err(wrap)?,
+            };
             if let Some(t) = started {
                 profile.push(NodeTime {
                     node: node.name.clone(),

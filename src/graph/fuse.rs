@@ -17,13 +17,13 @@
 //! (gradient checks) always run op by op.
 
 use super::pool::BufferPool;
-use super::{Graph, Source, ValueId};
+use super::{Graph, ValueId};
 use crate::error::{Error, OpError, Result};
 use crate::ops::{Conv, Fusable};
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
 use gradcam_kernels::conv_packed::conv2d_forward_packed;
-use gradcam_kernels::{simd, winograd, Clamp, ConvGeometry, PackedConv, SimdLevel};
+use gradcam_kernels::{simd, winograd, Clamp, ConvGeometry, PackedConv, Precision, SimdLevel};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -118,15 +118,8 @@ pub(super) fn is_f32<T: 'static>() -> bool {
 }
 
 impl<T: Element> Graph<T> {
-    pub(super) fn constant(&self, id: ValueId) -> Option<&Tensor<T>> {
-        match &self.values[id.0].source {
-            Source::Constant(c) => Some(c),
-            _ => None,
-        }
-    }
-
     fn all_constant(&self, ids: &[ValueId]) -> bool {
-        ids.iter().all(|&i| self.constant(i).is_some())
+        ids.iter().all(|&i| self.is_constant(i))
     }
 
     /// The fused chains of a plan, indexed by the node they run at (the convolution, or the `Pad` leading it).
@@ -254,8 +247,12 @@ impl<T: Element> Graph<T> {
     fn pack_conv(&self, chain: &FusedConv, level: SimdLevel, winograd: bool) -> PackedConv {
         let node = &self.nodes[chain.conv];
         let f64s = |id: ValueId| -> Vec<f64> {
-            self.constant(id).map(|t| t.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
+            self.constant_value(id)
+                .map(|t| t.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect())
+                .unwrap_or_default()
         };
+        // Weights held in 16 bits stay so once packed (rounded again after a batch-norm is folded in).
+        let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
         let w_shape = self.values[node.inputs[1].0].shape.clone();
         let mut w = f64s(node.inputs[1]);
         let out_channels = w_shape[0];
@@ -275,9 +272,9 @@ impl<T: Element> Graph<T> {
         let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
         let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
         if winograd {
-            return PackedConv::winograd(level, &w, has_bias.then_some(&b[..]), out_channels, w_shape[1]);
+            return PackedConv::winograd_as(level, &w, has_bias.then_some(&b[..]), out_channels, w_shape[1], precision);
         }
-        PackedConv::new(
+        PackedConv::new_as(
             level,
             &w,
             has_bias.then_some(&b[..]),
@@ -285,6 +282,7 @@ impl<T: Element> Graph<T> {
             w_shape[1],
             [w_shape[2], w_shape[3]],
             chain.attrs.groups,
+            precision,
         )
     }
 }

@@ -10,6 +10,7 @@ mod forward;
 mod fuse;
 mod plan;
 mod pool;
+mod stored_linear;
 
 pub use backward::{BackwardOptions, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
@@ -18,8 +19,9 @@ pub use plan::Plan;
 
 use crate::error::{Error, Result};
 use crate::ops::Op;
-use crate::tensor::Tensor;
+use crate::tensor::{HalfTensor, Tensor};
 use crate::Element;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Index of a value in its graph.
@@ -33,6 +35,8 @@ pub enum Source<T> {
     Input,
     /// Stored in the graph (weights, constant tensors).
     Constant(Tensor<T>),
+    /// A weight stored in 16 bits (`--weights f16|bf16`).
+    HalfConstant(HalfTensor),
     /// Output `output` of node `node`.
     Node { node: usize, output: usize },
 }
@@ -102,7 +106,7 @@ impl<T: Element> Graph<T> {
     pub fn value_bytes_per_item(&self) -> usize {
         self.values
             .iter()
-            .filter(|v| !matches!(v.source, Source::Constant(_)))
+            .filter(|v| !matches!(v.source, Source::Constant(_) | Source::HalfConstant(_)))
             .map(|v| v.shape.iter().skip(1).product::<usize>() * std::mem::size_of::<T>())
             .sum()
     }
@@ -113,6 +117,7 @@ impl<T: Element> Graph<T> {
             .iter()
             .filter_map(|v| match &v.source {
                 Source::Constant(c) => Some(c.len() * std::mem::size_of::<T>()),
+                Source::HalfConstant(h) => Some(h.bytes()),
                 _ => None,
             })
             .sum()
@@ -121,6 +126,29 @@ impl<T: Element> Graph<T> {
     /// Bytes of folded and packed weights made so far (they are made on first use, per SIMD level).
     pub fn packed_bytes(&self) -> usize {
         self.packed.bytes()
+    }
+
+    /// Whether `id` is a constant (in any precision).
+    pub fn is_constant(&self, id: ValueId) -> bool {
+        matches!(self.values[id.0].source, Source::Constant(_) | Source::HalfConstant(_))
+    }
+
+    /// The constant `id` in `T`: borrowed, or widened from 16 bits (a copy that lives as long as the caller keeps
+    /// it); `None` if `id` is not a constant.
+    pub fn constant_value(&self, id: ValueId) -> Option<Cow<'_, Tensor<T>>> {
+        match &self.values[id.0].source {
+            Source::Constant(c) => Some(Cow::Borrowed(c)),
+            Source::HalfConstant(h) => Some(Cow::Owned(h.widen())),
+            _ => None,
+        }
+    }
+
+    /// The constant `id` if it is held in 16 bits.
+    pub fn half_constant(&self, id: ValueId) -> Option<&HalfTensor> {
+        match &self.values[id.0].source {
+            Source::HalfConstant(h) => Some(h),
+            _ => None,
+        }
     }
 
     /// The value with this id.

@@ -9,11 +9,12 @@ mod vgg;
 pub mod weights;
 
 pub use efficientnet_lite::same_pads;
-pub use weights::{Init, Weights};
+pub use weights::{Init, Param, Weights};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder};
 use crate::input::Normalization;
+pub use gradcam_kernels::Precision;
 use net::Net;
 
 /// The bundled model's weights (f16 safetensors, converted by `tools/convert_efficientnet_lite0.py`).
@@ -90,6 +91,22 @@ impl Arch {
     }
 }
 
+/// How a model is loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// How weights (tensors of rank ≥ 2: convolution and classifier weights) are held in memory. f16/bf16 halve
+    /// them; products still accumulate in f32 and activations stay f32. Biases and batch-norm statistics (1-D,
+    /// well under 1 % of the bytes) stay f32.
+    pub weights: Precision,
+}
+
+impl LoadOptions {
+    /// Weights held in `precision`.
+    pub fn weights(precision: Precision) -> Self {
+        LoadOptions { weights: precision }
+    }
+}
+
 /// A classifier ready to explain: its graph and how to feed it.
 #[derive(Debug)]
 pub struct Model {
@@ -144,7 +161,14 @@ impl Model {
 
     /// The bundled ImageNet-pretrained EfficientNet-Lite0 at 224×224.
     pub fn bundled() -> Result<Model> {
-        let weights = Weights::from_safetensors(BUNDLED_WEIGHTS, "bundled efficientnet_lite0.safetensors")?;
+        Model::bundled_with(LoadOptions::default())
+    }
+
+    /// [`Model::bundled`] with load options. The file holds f16 weights: with `--weights f16` they are used as
+    /// they are, never widened whole.
+    pub fn bundled_with(options: LoadOptions) -> Result<Model> {
+        let weights =
+            Weights::from_safetensors_as(BUNDLED_WEIGHTS, "bundled efficientnet_lite0.safetensors", options.weights)?;
         let mut m = Model::build(Arch::EfficientnetLite0, weights, [224, 224], 1000)?;
         m.name = "efficientnet_lite0 (bundled, ImageNet-pretrained)".into();
         Ok(m)
@@ -152,7 +176,12 @@ impl Model {
 
     /// Loads a safetensors file for `arch`, for 224×224 inputs and as many classes as the file's classifier has.
     pub fn from_safetensors(arch: Arch, path: &std::path::Path) -> Result<Model> {
-        let weights = Weights::from_file(path)?;
+        Model::from_safetensors_with(arch, path, LoadOptions::default())
+    }
+
+    /// [`Model::from_safetensors`] with load options.
+    pub fn from_safetensors_with(arch: Arch, path: &std::path::Path, options: LoadOptions) -> Result<Model> {
+        let weights = Weights::from_file_as(path, options.weights)?;
         let classes = weights.classes(arch.logits()).unwrap_or(1000);
         let mut m = Model::build(arch, weights, [224, 224], classes)?;
         m.name = format!("{} ({})", arch.name(), path.display());
@@ -161,16 +190,21 @@ impl Model {
 
     /// The model a command line asks for: the bundled one when `path` is `None`, else a safetensors file of `arch`.
     pub fn load(path: Option<&std::path::Path>, arch: Option<&str>) -> Result<Model> {
+        Model::load_with(path, arch, LoadOptions::default())
+    }
+
+    /// [`Model::load`] with load options.
+    pub fn load_with(path: Option<&std::path::Path>, arch: Option<&str>, options: LoadOptions) -> Result<Model> {
         let Some(path) = path else {
             return match arch {
-                None => Model::bundled(),
-                Some(a) if Arch::from_name(a)? == Arch::EfficientnetLite0 => Model::bundled(),
+                None => Model::bundled_with(options),
+                Some(a) if Arch::from_name(a)? == Arch::EfficientnetLite0 => Model::bundled_with(options),
                 Some(a) => Err(Error::BadRequest(format!("--arch {a} needs --model <weights.safetensors>"))),
             };
         };
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
-            "onnx" => Model::from_onnx(path),
+            "onnx" => Model::from_onnx_with(path, options),
             _ => {
                 let arch = arch.ok_or_else(|| {
                     Error::BadRequest(format!(
@@ -179,7 +213,7 @@ impl Model {
                         Arch::ALL.map(|a| a.name()).join(", ")
                     ))
                 })?;
-                Model::from_safetensors(Arch::from_name(arch)?, path)
+                Model::from_safetensors_with(Arch::from_name(arch)?, path, options)
             }
         }
     }
@@ -187,7 +221,12 @@ impl Model {
     /// Imports an ONNX classifier: one `[N, 3, H, W]` input, class scores `[N, classes]` as first output. When that
     /// output is a Softmax, explanations use its input, the pre-softmax scores.
     pub fn from_onnx(path: &std::path::Path) -> Result<Model> {
-        let m = crate::onnx::load(path)?;
+        Model::from_onnx_with(path, LoadOptions::default())
+    }
+
+    /// [`Model::from_onnx`] with load options.
+    pub fn from_onnx_with(path: &std::path::Path, options: LoadOptions) -> Result<Model> {
+        let m = crate::onnx::load_with(path, options.weights)?;
         let shown = path.display().to_string();
         let [input] = m.inputs.as_slice() else {
             return Err(Error::BadRequest(format!(

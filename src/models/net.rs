@@ -1,7 +1,7 @@
 //! Layer helpers shared by the architectures: each reads its parameters by PyTorch `state_dict` key and names its
 //! output value by the module path, so that `target_layers` names from PyTorch address the same activations.
 
-use super::weights::{Init, Weights};
+use super::weights::{Init, Param, Weights};
 use crate::error::Result;
 use crate::graph::{GraphBuilder, ValueId};
 use crate::ops::{self, Clip, Conv, Gemm, Op, Relu};
@@ -48,6 +48,14 @@ impl Net<'_> {
         self.b.shape(x).to_vec()
     }
 
+    /// Places the parameter `key` (of `shape`) in the graph, in the precision the weights hold it.
+    fn param(&mut self, key: &str, shape: &[usize], init: Init) -> Result<ValueId> {
+        match self.w.take(key, shape, init)? {
+            Param::F32(t) => self.b.constant(key, t),
+            Param::Half(h) => self.b.constant_half(key, h),
+        }
+    }
+
     pub fn node(&mut self, name: &str, op: impl Op<f32> + 'static, inputs: &[ValueId]) -> Result<ValueId> {
         self.b.node(name, op, inputs)
     }
@@ -56,16 +64,14 @@ impl Net<'_> {
     pub fn conv(&mut self, name: &str, x: ValueId, s: ConvSpec) -> Result<ValueId> {
         let cin = self.shape(x)[1];
         let fan_in = cin / s.groups * s.kernel * s.kernel;
-        let wt = self.w.take(
+        let w = self.param(
             &format!("{name}.weight"),
             &[s.out, cin / s.groups, s.kernel, s.kernel],
             Init::Weight { fan_in },
         )?;
-        let w = self.b.constant(&format!("{name}.weight"), wt)?;
         let mut inputs = vec![x, w];
         if s.bias {
-            let bt = self.w.take(&format!("{name}.bias"), &[s.out], Init::Bias { fan_in })?;
-            inputs.push(self.b.constant(&format!("{name}.bias"), bt)?);
+            inputs.push(self.param(&format!("{name}.bias"), &[s.out], Init::Bias { fan_in })?);
         }
         let op = Conv { strides: [s.stride; 2], dilations: [1, 1], pads: s.pads, groups: s.groups };
         self.b.node(name, op, &inputs)
@@ -81,9 +87,7 @@ impl Net<'_> {
             ("running_mean", Init::BnShift),
             ("running_var", Init::BnVar),
         ] {
-            let key = format!("{name}.{suffix}");
-            let t = self.w.take(&key, &[c], init)?;
-            inputs.push(self.b.constant(&key, t)?);
+            inputs.push(self.param(&format!("{name}.{suffix}"), &[c], init)?);
         }
         self.b.node(name, ops::BatchNormalization { epsilon }, &inputs)
     }
@@ -91,10 +95,8 @@ impl Net<'_> {
     /// `nn.Linear` with `name.weight` `[out, in]` and `name.bias`.
     pub fn linear(&mut self, name: &str, x: ValueId, out: usize) -> Result<ValueId> {
         let fan_in = self.shape(x)[1];
-        let wt = self.w.take(&format!("{name}.weight"), &[out, fan_in], Init::Weight { fan_in })?;
-        let bt = self.w.take(&format!("{name}.bias"), &[out], Init::Bias { fan_in })?;
-        let w = self.b.constant(&format!("{name}.weight"), wt)?;
-        let bias = self.b.constant(&format!("{name}.bias"), bt)?;
+        let w = self.param(&format!("{name}.weight"), &[out, fan_in], Init::Weight { fan_in })?;
+        let bias = self.param(&format!("{name}.bias"), &[out], Init::Bias { fan_in })?;
         self.b.node(name, Gemm::linear(), &[x, w, bias])
     }
 

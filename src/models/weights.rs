@@ -1,9 +1,10 @@
-//! Named weight tensors for building a model: from safetensors (f32 / f16 / bf16, converted to f32 once), or a
-//! deterministic synthetic formula that the PyTorch reference script reproduces bit for bit (for parity tests on
+//! Named weight tensors for building a model: from safetensors (f32 / f16 / bf16, held in f32 or — with
+//! `--weights f16|bf16` — in 16 bits), or a deterministic synthetic formula that the PyTorch reference script reproduces bit for bit (for parity tests on
 //! architectures whose real weights are too large to commit).
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{HalfTensor, Tensor};
+use gradcam_kernels::{HalfVec, Precision};
 use half::{bf16, f16};
 use ndarray::IxDyn;
 use safetensors::{Dtype, SafeTensors};
@@ -24,8 +25,33 @@ pub enum Init {
     BnVar,
 }
 
+/// One parameter, as a model holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    F32(Tensor<f32>),
+    /// A weight (rank ≥ 2) held in 16 bits.
+    Half(HalfTensor),
+}
+
+impl Param {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Param::F32(t) => t.shape(),
+            Param::Half(h) => h.shape(),
+        }
+    }
+
+    /// The values as f32 (widened if held in 16 bits).
+    pub fn to_f32(&self) -> Tensor<f32> {
+        match self {
+            Param::F32(t) => t.clone(),
+            Param::Half(h) => h.widen(),
+        }
+    }
+}
+
 enum Origin {
-    Tensors(HashMap<String, Tensor<f32>>),
+    Tensors(HashMap<String, Param>),
     Synthetic,
 }
 
@@ -33,6 +59,8 @@ enum Origin {
 pub struct Weights {
     origin_name: String,
     origin: Origin,
+    /// How weights of rank ≥ 2 are held.
+    precision: Precision,
     /// Keys that are bookkeeping, not weights (`num_batches_tracked`).
     ignored: usize,
 }
@@ -76,22 +104,116 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// Bytes read and converted at a time (a multiple of every element width).
 const READ_PIECE: usize = 4 << 20;
 
-fn to_f32(origin: &str, key: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+/// Reads one tensor's bytes, piece by piece, into the parameter a model holds: f32, or 16 bits for weights (rank
+/// ≥ 2) when asked — copied as they are when the file has that format, else rounded a piece at a time, so a weight
+/// never exists whole in f32. NaN is refused, and so is a finite value that overflows f16.
+struct ParamReader<'a> {
+    origin: &'a str,
+    key: &'a str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    f32s: Vec<f32>,
+    half: Option<HalfVec>,
+    /// Index of the first NaN, or of the first finite value rounded to ±∞.
+    nan: Option<usize>,
+    overflow: Option<usize>,
+}
+
+impl<'a> ParamReader<'a> {
+    fn new(origin: &'a str, key: &'a str, dtype: Dtype, shape: &[usize], precision: Precision) -> Result<Self> {
+        if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::WeightDtype { origin: origin.into(), key: key.into(), dtype: format!("{dtype:?}") });
+        }
+        let count = shape.iter().product::<usize>();
+        let half = if shape.len() >= 2 { HalfVec::with_capacity(precision, count) } else { None };
+        let f32s = if half.is_some() { Vec::new() } else { Vec::with_capacity(count) };
+        Ok(ParamReader { origin, key, dtype, shape: shape.to_vec(), f32s, half, nan: None, overflow: None })
+    }
+
+    /// Bytes per element in the file.
+    fn width(dtype: Dtype) -> usize {
+        if dtype == Dtype::F32 {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// Appends whole little-endian elements.
+    fn push(&mut self, data: &[u8]) {
+        let done = self.half.as_ref().map_or(self.f32s.len(), HalfVec::len);
+        match (&mut self.half, self.dtype) {
+            (Some(HalfVec::F16(v)), Dtype::F16) => {
+                v.extend(data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])))
+            }
+            (Some(HalfVec::Bf16(v)), Dtype::BF16) => {
+                v.extend(data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])))
+            }
+            (half, dtype) => {
+                let wide = widen_bytes(dtype, data);
+                match half {
+                    Some(h) => {
+                        h.extend_from_f32(&wide);
+                        if self.overflow.is_none() {
+                            let over = (0..wide.len()).find(|&i| wide[i].is_finite() && !h.get(done + i).is_finite());
+                            self.overflow = over.map(|i| done + i);
+                        }
+                    }
+                    None => self.f32s.extend_from_slice(&wide),
+                }
+            }
+        }
+        if self.nan.is_none() {
+            let n = self.half.as_ref().map_or(self.f32s.len(), HalfVec::len);
+            self.nan = (done..n).find(|&i| match &self.half {
+                Some(h) => h.get(i).is_nan(),
+                None => self.f32s[i].is_nan(),
+            });
+        }
+    }
+
+    fn finish(self) -> Result<Param> {
+        let bad = |why: String| Error::Safetensors { origin: self.origin.to_string(), why };
+        if self.nan.is_some() {
+            return Err(bad(format!("tensor '{}' holds NaN values", self.key)));
+        }
+        if let (Some(i), Some(h)) = (self.overflow, &self.half) {
+            let why = format!(
+                "tensor '{}': value {i} is beyond the range of {} (largest finite: 65504)",
+                self.key,
+                h.precision()
+            );
+            return Err(bad(format!("{why}; load it with --weights bf16 or f32")));
+        }
+        let shape_err = |e: String| bad(format!("tensor '{}': {e}", self.key));
+        Ok(match self.half {
+            Some(h) => Param::Half(HalfTensor::new(self.shape.clone(), h).ok_or_else(|| shape_err("length".into()))?),
+            None => {
+                Param::F32(Tensor::from_shape_vec(IxDyn(&self.shape), self.f32s).map_err(|e| shape_err(e.to_string()))?)
+            }
+        })
+    }
+}
+
+/// Little-endian elements of `dtype` (F32, F16 or BF16) as f32.
+fn widen_bytes(dtype: Dtype, data: &[u8]) -> Vec<f32> {
     let chunks = |n: usize| data.chunks_exact(n);
-    Ok(match dtype {
+    match dtype {
         Dtype::F32 => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => chunks(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => chunks(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => {
-            return Err(Error::WeightDtype { origin: origin.into(), key: key.into(), dtype: format!("{other:?}") });
-        }
-    })
+        _ => chunks(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+    }
 }
 
 impl Weights {
-    /// Parses safetensors bytes. `origin` names the file in errors. Every tensor is converted to f32 once; the
-    /// caller may drop `bytes` afterwards.
+    /// Parses safetensors bytes into f32 parameters. `origin` names the file in errors; the caller may drop
+    /// `bytes` afterwards.
     pub fn from_safetensors(bytes: &[u8], origin: &str) -> Result<Self> {
+        Weights::from_safetensors_as(bytes, origin, Precision::F32)
+    }
+
+    /// [`Weights::from_safetensors`] with weights (rank ≥ 2) held in `precision`.
+    pub fn from_safetensors_as(bytes: &[u8], origin: &str, precision: Precision) -> Result<Self> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::Safetensors { origin: origin.to_string(), why: e.to_string() })?;
         let mut tensors = HashMap::new();
@@ -101,21 +223,23 @@ impl Weights {
                 ignored += 1;
                 continue;
             }
-            let data = to_f32(origin, &key, view.dtype(), view.data())?;
-            if data.iter().any(|v| v.is_nan()) {
-                let why = format!("tensor '{key}' holds NaN values");
-                return Err(Error::Safetensors { origin: origin.to_string(), why });
-            }
-            let t = Tensor::from_shape_vec(IxDyn(view.shape()), data)
-                .map_err(|e| Error::Safetensors { origin: origin.to_string(), why: format!("tensor '{key}': {e}") })?;
-            tensors.insert(key, t);
+            let mut reader = ParamReader::new(origin, &key, view.dtype(), view.shape(), precision)?;
+            reader.push(view.data());
+            let param = reader.finish()?;
+            tensors.insert(key, param);
         }
-        Ok(Weights { origin_name: origin.to_string(), origin: Origin::Tensors(tensors), ignored })
+        Ok(Weights { origin_name: origin.to_string(), origin: Origin::Tensors(tensors), precision, ignored })
     }
 
-    /// Reads a safetensors file: its header, then each tensor's bytes piecewise straight into its f32 tensor — the
-    /// file is never held whole, so loading needs little more memory than the weights themselves.
+    /// Reads a safetensors file into f32 parameters (see [`Weights::from_file_as`]).
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        Weights::from_file_as(path, Precision::F32)
+    }
+
+    /// Reads a safetensors file: its header, then each tensor's bytes piecewise straight into the parameter it
+    /// becomes (weights of rank ≥ 2 held in `precision`) — the file is never held whole, so loading needs little
+    /// more memory than the parameters themselves.
+    pub fn from_file_as(path: &std::path::Path, precision: Precision) -> Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
         let origin = path.display().to_string();
         let io = |e: std::io::Error| Error::Io { path: origin.clone(), why: e.to_string() };
@@ -142,18 +266,14 @@ impl Weights {
         let mut ignored = 0;
         let mut entries: Vec<_> = metadata.tensors().into_iter().collect();
         entries.sort_by_key(|(_, info)| info.data_offsets.0);
+        let mut piece = vec![0u8; READ_PIECE];
         for (key, info) in entries {
             if key.ends_with("num_batches_tracked") {
                 ignored += 1;
                 continue;
             }
-            let width = match info.dtype {
-                Dtype::F32 => 4,
-                Dtype::F16 | Dtype::BF16 => 2,
-                other => {
-                    return Err(Error::WeightDtype { origin: origin.clone(), key, dtype: format!("{other:?}") });
-                }
-            };
+            let mut reader = ParamReader::new(&origin, &key, info.dtype, &info.shape, precision)?;
+            let width = ParamReader::width(info.dtype);
             let count = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let (begin, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
             if count.and_then(|c| c.checked_mul(width)) != Some((end.saturating_sub(begin)) as usize)
@@ -164,28 +284,27 @@ impl Weights {
                 return Err(bad(why));
             }
             file.seek(SeekFrom::Start(data_start + begin)).map_err(io)?;
-            let mut data = Vec::with_capacity((end - begin) as usize / width);
-            let mut piece = vec![0u8; READ_PIECE];
             let mut left = (end - begin) as usize;
             while left > 0 {
                 let n = left.min(READ_PIECE);
                 file.read_exact(&mut piece[..n]).map_err(io)?;
-                data.extend(to_f32(&origin, &key, info.dtype, &piece[..n])?);
+                reader.push(&piece[..n]);
                 left -= n;
             }
-            if data.iter().any(|v| v.is_nan()) {
-                return Err(bad(format!("tensor '{key}' holds NaN values")));
-            }
-            let t =
-                Tensor::from_shape_vec(IxDyn(&info.shape), data).map_err(|e| bad(format!("tensor '{key}': {e}")))?;
-            tensors.insert(key, t);
+            let param = reader.finish()?;
+            tensors.insert(key, param);
         }
-        Ok(Weights { origin_name: origin, origin: Origin::Tensors(tensors), ignored })
+        Ok(Weights { origin_name: origin, origin: Origin::Tensors(tensors), precision, ignored })
     }
 
     /// Deterministic synthetic weights (see [`synthetic_value`]).
     pub fn synthetic() -> Self {
-        Weights { origin_name: "the synthetic formula".into(), origin: Origin::Synthetic, ignored: 0 }
+        Weights::synthetic_as(Precision::F32)
+    }
+
+    /// [`Weights::synthetic`] with weights (rank ≥ 2) held in `precision`.
+    pub fn synthetic_as(precision: Precision) -> Self {
+        Weights { origin_name: "the synthetic formula".into(), origin: Origin::Synthetic, precision, ignored: 0 }
     }
 
     /// Where these weights come from, for messages.
@@ -197,19 +316,24 @@ impl Weights {
     pub fn classes(&self, logits: &str) -> Option<usize> {
         match &self.origin {
             Origin::Tensors(map) => {
-                map.get(&format!("{logits}.weight")).filter(|t| t.ndim() == 2).map(|t| t.shape()[0])
+                map.get(&format!("{logits}.weight")).filter(|t| t.shape().len() == 2).map(|t| t.shape()[0])
             }
             Origin::Synthetic => None,
         }
     }
 
     /// Takes the tensor `key`, which must have `shape`.
-    pub fn take(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Tensor<f32>> {
+    pub fn take(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Param> {
         match &mut self.origin {
             Origin::Synthetic => {
                 let n: usize = shape.iter().product();
                 let data = (0..n).map(|i| synthetic_value(key, i, init)).collect();
-                Ok(Tensor::from_shape_vec(IxDyn(shape), data).expect("length matches shape"))
+                let t = Tensor::from_shape_vec(IxDyn(shape), data).expect("length matches shape");
+                // Synthetic weights are within ±√6, far inside f16's range.
+                Ok(match HalfTensor::from_f32(&t, self.precision).filter(|_| shape.len() >= 2) {
+                    Some(Ok(h)) => Param::Half(h),
+                    _ => Param::F32(t),
+                })
             }
             Origin::Tensors(map) => {
                 let t = map.remove(key).ok_or_else(|| Error::MissingWeight {

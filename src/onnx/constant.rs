@@ -2,6 +2,8 @@
 
 use super::proto::{dtype, TensorProto};
 use crate::error::{Error, Result};
+use crate::tensor::HalfTensor;
+use gradcam_kernels::{HalfVec, Precision};
 use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
@@ -10,10 +12,12 @@ use std::path::{Path, PathBuf};
 /// anything larger is taken for a corrupt file.
 pub const MAX_ELEMENTS: usize = 1 << 28;
 
-/// A constant: floats (computed in f32) or integers (shapes, indices).
+/// A constant: floats (computed in f32), a weight held in 16 bits (`--weights f16|bf16`), or integers (shapes,
+/// indices).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Const {
     F(ArrayD<f32>),
+    H(HalfTensor),
     I(ArrayD<i64>),
 }
 
@@ -21,14 +25,16 @@ impl Const {
     pub fn shape(&self) -> &[usize] {
         match self {
             Const::F(a) => a.shape(),
+            Const::H(h) => h.shape(),
             Const::I(a) => a.shape(),
         }
     }
 
-    /// As floats (integers converted).
+    /// As floats (integers converted, 16-bit values widened).
     pub fn to_f32(&self) -> ArrayD<f32> {
         match self {
             Const::F(a) => a.clone(),
+            Const::H(h) => h.widen(),
             Const::I(a) => a.mapv(|v| v as f32),
         }
     }
@@ -37,6 +43,7 @@ impl Const {
     pub fn to_i64s(&self) -> std::result::Result<Vec<i64>, String> {
         match self {
             Const::I(a) => Ok(a.iter().copied().collect()),
+            Const::H(h) => Const::F(h.widen()).to_i64s(),
             Const::F(a) => a
                 .iter()
                 .map(|&v| {
@@ -108,6 +115,9 @@ fn external_range(t: &TensorProto, dir: Option<&Path>) -> std::result::Result<Fi
 /// Decoded values, before they get their shape.
 enum Values {
     F(Vec<f32>),
+    /// Floats rounded to 16 bits as they are read (never held whole in f32), and the index of the first finite
+    /// value that overflowed the format.
+    H(HalfVec, Option<usize>),
     I(Vec<i64>),
 }
 
@@ -124,6 +134,23 @@ fn convert(data_type: i32, raw: &[u8], out: &mut Values) {
             dtype::FLOAT16 => v.extend(le::<2>(raw).map(|b| f16::from_le_bytes(b).to_f32())),
             _ => v.extend(le::<2>(raw).map(|b| bf16::from_le_bytes(b).to_f32())),
         },
+        // Stored as the file has them when the formats agree; otherwise through f32, a piece at a time.
+        Values::H(HalfVec::F16(v), _) if data_type == dtype::FLOAT16 => v.extend(le::<2>(raw).map(f16::from_le_bytes)),
+        Values::H(HalfVec::Bf16(v), _) if data_type == dtype::BFLOAT16 => {
+            v.extend(le::<2>(raw).map(bf16::from_le_bytes))
+        }
+        Values::H(h, overflow) => {
+            let mut wide = Values::F(Vec::with_capacity(raw.len() / 2));
+            convert(data_type, raw, &mut wide);
+            if let Values::F(w) = wide {
+                let start = h.len();
+                h.extend_from_f32(&w);
+                if overflow.is_none() {
+                    *overflow =
+                        (0..w.len()).find(|&i| w[i].is_finite() && !h.get(start + i).is_finite()).map(|i| start + i);
+                }
+            }
+        }
         Values::I(v) => match data_type {
             dtype::INT64 => v.extend(le::<8>(raw).map(i64::from_le_bytes)),
             dtype::INT32 => v.extend(le::<4>(raw).map(|b| i32::from_le_bytes(b) as i64)),
@@ -155,7 +182,7 @@ fn convert_file(range: &FileRange, data_type: i32, width: usize, out: &mut Value
 
 /// Decodes a `TensorProto` (raw, typed or external storage).
 pub fn decode(t: &TensorProto, dir: Option<&Path>, origin: &str) -> Result<Const> {
-    decode_with(t, None, dir, origin)
+    decode_with(t, None, dir, origin, Precision::F32)
 }
 
 /// [`decode`], with the raw data at `in_file` when the message's own was left on disk.
@@ -164,6 +191,7 @@ pub(crate) fn decode_with(
     in_file: Option<FileRange>,
     dir: Option<&Path>,
     origin: &str,
+    weights: Precision,
 ) -> Result<Const> {
     let err = |why: String| Error::Onnx { origin: origin.to_string(), why: format!("tensor '{}': {why}", t.name) };
     let shape = checked_shape(&t.dims, "tensor").map_err(err)?;
@@ -192,8 +220,13 @@ pub(crate) fn decode_with(
                 return Err(err(why));
             }
         }
-        let mut out =
-            if is_float { Values::F(Vec::with_capacity(count)) } else { Values::I(Vec::with_capacity(count)) };
+        // Float weights (rank ≥ 2) are read straight into 16 bits when asked to.
+        let half = (is_float && shape.len() >= 2).then(|| HalfVec::with_capacity(weights, count)).flatten();
+        let mut out = match half {
+            Some(h) => Values::H(h, None),
+            None if is_float => Values::F(Vec::with_capacity(count)),
+            None => Values::I(Vec::with_capacity(count)),
+        };
         match &file {
             Some(f) => convert_file(f, t.data_type, width, &mut out).map_err(err)?,
             None => convert(t.data_type, &t.raw_data, &mut out),
@@ -211,6 +244,7 @@ pub(crate) fn decode_with(
     };
     let len = match &values {
         Values::F(v) => v.len(),
+        Values::H(h, _) => h.len(),
         Values::I(v) => v.len(),
     };
     if len != count {
@@ -218,6 +252,11 @@ pub(crate) fn decode_with(
     }
     Ok(match values {
         Values::F(v) => Const::F(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")),
+        Values::H(h, Some(i)) => {
+            let why = format!("value {i} is beyond the range of {} (largest finite: 65504)", h.precision());
+            return Err(err(format!("{why}; load it with --weights bf16 or f32")));
+        }
+        Values::H(h, None) => Const::H(HalfTensor::new(shape, h).expect("count checked")),
         Values::I(v) => Const::I(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")),
     })
 }

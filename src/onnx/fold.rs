@@ -42,9 +42,7 @@ pub(crate) fn shape_arithmetic(im: &mut Importer, n: &NodeProto) -> Result<Optio
                 checked_shape(&dims, "ConstantOfShape").map_err(|e| im.err(format!("node '{}': {e}", n.name)))?;
             match a.tensor("value").map(|t| decode(t, im.dir, im.origin)).transpose()? {
                 Some(Const::I(v)) => Const::I(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0))),
-                Some(Const::F(v)) => {
-                    Const::F(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0.0)))
-                }
+                Some(c) => Const::F(ArrayD::from_elem(IxDyn(&shape), c.to_f32().iter().next().copied().unwrap_or(0.0))),
                 None => Const::F(ArrayD::zeros(IxDyn(&shape))),
             }
         }
@@ -56,7 +54,7 @@ pub(crate) fn shape_arithmetic(im: &mut Importer, n: &NodeProto) -> Result<Optio
                 dtype::FLOAT | dtype::DOUBLE | dtype::FLOAT16 | dtype::BFLOAT16 => Const::F(c.to_f32()),
                 _ => match c {
                     Const::I(v) => Const::I(v),
-                    Const::F(v) => Const::I(v.mapv(|x| x.trunc() as i64)),
+                    other => Const::I(other.to_f32().mapv(|x| x.trunc() as i64)),
                 },
             }
         }

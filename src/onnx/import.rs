@@ -5,6 +5,8 @@ use super::proto::{ModelProto, NodeProto};
 use super::stream::{self, RawRange};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, ValueId};
+use crate::tensor::HalfTensor;
+use gradcam_kernels::Precision;
 use prost::Message;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -94,6 +96,8 @@ pub(crate) struct Importer<'a> {
     pub opset: i64,
     pub origin: &'a str,
     pub dir: Option<&'a Path>,
+    /// How weights (float constants of rank ≥ 2) are held in the graph.
+    pub weights: Precision,
 }
 
 impl Importer<'_> {
@@ -128,11 +132,20 @@ impl Importer<'_> {
             Val::Dyn(id) => return Ok(*id),
             Val::Const(c) => std::mem::replace(c, Const::I(ndarray::ArrayD::zeros(ndarray::IxDyn(&[0])))),
         };
-        let tensor = match c {
-            Const::F(a) => a,
-            Const::I(a) => a.mapv(|v| v as f32),
+        let id = match c {
+            Const::H(h) => self.b.constant_half(name, h)?,
+            // A weight folded at import time (a transposed or reshaped initializer) is held like the others.
+            Const::F(a) if a.ndim() >= 2 => match HalfTensor::from_f32(&a, self.weights) {
+                None => self.b.constant(name, a)?,
+                Some(Ok(h)) => self.b.constant_half(name, h)?,
+                Some(Err(i)) => {
+                    let why = format!("value {i} of '{name}' is beyond the range of {}", self.weights);
+                    return Err(self.err(format!("{why} (largest finite: 65504); load it with --weights bf16 or f32")));
+                }
+            },
+            Const::F(a) => self.b.constant(name, a)?,
+            Const::I(a) => self.b.constant(name, a.mapv(|v| v as f32))?,
         };
-        let id = self.b.constant(name, tensor)?;
         self.vals.insert(name.to_string(), Val::Dyn(id));
         Ok(id)
     }
@@ -219,7 +232,7 @@ fn topological(nodes: &[NodeProto], known: &HashSet<String>, origin: &str) -> Re
 
 /// Parses an ONNX model from bytes. `dir` is where external data files live.
 pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
-    parse_with(bytes, None, dir, origin)
+    parse_with(bytes, None, dir, origin, Precision::F32)
 }
 
 /// [`parse`] of a message whose initializers' raw data were left in a file (`raw.1[i]`: where initializer `i`'s
@@ -230,6 +243,7 @@ fn parse_with(
     raw: Option<(&Path, &[Option<RawRange>])>,
     dir: Option<&Path>,
     origin: &str,
+    weights: Precision,
 ) -> Result<OnnxGraph> {
     let model = ModelProto::decode(bytes)
         .map_err(|e| Error::Onnx { origin: origin.into(), why: format!("not a valid ONNX protobuf: {e}") })?;
@@ -243,7 +257,7 @@ fn parse_with(
             why: format!("opset {opset} is not supported (7 to 21 are)"),
         });
     }
-    let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), opset, origin, dir };
+    let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), opset, origin, dir, weights };
     // Only what the graph outputs depend on is decoded or converted: an unused initializer or node (a huge
     // ConstantOfShape feeding nothing) costs nothing.
     let needed = needed_values(&graph.node, graph.output.iter().map(|o| o.name.as_str()));
@@ -255,12 +269,15 @@ fn parse_with(
             let (offset, length) = ranges.get(i).copied().flatten()?;
             Some(FileRange { path: path.to_path_buf(), offset, length })
         });
-        let c = decode_with(t, in_file, dir, origin)?;
-        if let Const::F(a) = &c {
-            // NaN weights would make every output NaN (±∞ is kept: attention masks use it).
-            if a.iter().any(|v| v.is_nan()) {
-                return Err(im.err(format!("initializer '{}' holds NaN values", t.name)));
-            }
+        let c = decode_with(t, in_file, dir, origin, weights)?;
+        // NaN weights would make every output NaN (±∞ is kept: attention masks use it).
+        let has_nan = match &c {
+            Const::F(a) => a.iter().any(|v| v.is_nan()),
+            Const::H(h) => (0..h.values().len()).any(|i| h.values().get(i).is_nan()),
+            Const::I(_) => false,
+        };
+        if has_nan {
+            return Err(im.err(format!("initializer '{}' holds NaN values", t.name)));
         }
         im.vals.insert(t.name.clone(), Val::Const(c));
     }
@@ -319,11 +336,17 @@ fn parse_with(
 
 /// Loads an `.onnx` file (external data is read from beside it).
 pub fn load(path: &Path) -> Result<OnnxGraph> {
+    load_with(path, Precision::F32)
+}
+
+/// [`load`], with weights (float initializers and folded constants of rank ≥ 2) held in `weights`: read from the
+/// file straight into 16 bits when asked to, so the model never exists whole in f32.
+pub fn load_with(path: &Path, weights: Precision) -> Result<OnnxGraph> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
     let pruned = stream::prune(file)
         .map_err(|why| Error::Onnx { origin: shown.clone(), why: format!("not a valid ONNX protobuf: {why}") })?;
-    parse_with(&pruned.message, Some((path, &pruned.raw)), path.parent(), &shown)
+    parse_with(&pruned.message, Some((path, &pruned.raw)), path.parent(), &shown, weights)
 }
 
 /// Reads a serialized `TensorProto` (`input_0.pb`, `output_0.pb` of the ONNX test data).

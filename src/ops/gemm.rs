@@ -79,6 +79,10 @@ impl<T: Element> Op<T> for Gemm {
         Ok(Outputs::one(y.into_dyn()))
     }
 
+    fn fusion(&self) -> Option<super::Fusable> {
+        Some(super::Fusable::Linear(*self))
+    }
+
     fn saves(&self, wanted: &[bool]) -> Saves {
         let mut inputs = vec![wanted[1], wanted[0]];
         inputs.resize(wanted.len(), false);

@@ -78,6 +78,10 @@ impl<T: Element> Op<T> for MatMul {
         Ok(vec![layout(inputs)?.out])
     }
 
+    fn fusion(&self) -> Option<super::Fusable> {
+        Some(super::Fusable::Linear(super::Gemm { alpha: 1.0, beta: 0.0, trans_a: false, trans_b: false }))
+    }
+
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         let l = layout(&[inputs[0].shape(), inputs[1].shape()])?;
         let y = bmm(&batched(inputs[0], &l.a, &l.batch)?, &batched(inputs[1], &l.b, &l.batch)?, false, false);

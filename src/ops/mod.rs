@@ -269,6 +269,9 @@ pub enum Fusable {
     /// Zero padding of the two spatial axes of an NCHW tensor, `[top, left, bottom, right]`: folds into a following
     /// convolution's own padding.
     ZeroPad2d([usize; 4]),
+    /// A matrix product `alpha·A·B' (+ beta·C)` that can read a constant `B` held in 16 bits directly (`MatMul`
+    /// is `Gemm` with `alpha = 1` and no `C`, when both operands are matrices).
+    Linear(Gemm),
 }
 
 /// Checks the number of inputs.
