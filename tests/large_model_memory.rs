@@ -3,14 +3,15 @@
 //!
 //! The test writes a 302 MB model (one `Gemm` with a 18432 × 4096 weight) to a temporary directory — streamed, so
 //! that writing it does not raise this process's peak — resets the process's peak-RSS counter, loads the model,
-//! and compares the new peak with the budget `1.15 × weight bytes + 64 MB`. It is alone in its test binary so that
+//! and compares the new peak with the budget `1.15 × weight bytes + 64 MB` — once with the weights in f32, once
+//! read straight into f16 (`--weights f16`), where they take half the bytes. It is alone in its test binary so that
 //! no other test's memory counts.
 
 use gradcam::onnx::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
     TensorTypeProto, TypeProto, ValueInfoProto,
 };
-use gradcam::Tensor;
+use gradcam::{Precision, Tensor};
 use prost::Message;
 use std::io::Write;
 
@@ -105,39 +106,21 @@ fn status_kb(key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[test]
-fn a_300_mb_model_loads_within_its_weights_plus_a_small_margin() {
-    let dir = std::env::temp_dir().join(format!("gradcam-large-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("large.onnx");
-    write_model(&path);
-    let weight_bytes = (OUT * IN * 4) as f64;
-    assert!(weight_bytes >= 300e6);
-
+/// Loads `path` with weights held in `precision` and returns the graph and the process's peak RSS (bytes) while
+/// loading, or `None` where the kernel does not let a process reset or read its peak.
+fn load_measured(path: &std::path::Path, precision: Precision) -> Option<(gradcam::onnx::OnnxGraph, f64, f64)> {
     // Reset the peak ("5" → clear_refs resets VmHWM to the current RSS), then load.
     if std::fs::write("/proc/self/clear_refs", "5").is_err() || status_kb("VmHWM:").is_none() {
-        std::fs::remove_dir_all(&dir).ok();
-        eprintln!("SKIPPED: this kernel does not let a process reset or read its peak RSS (/proc/self)");
-        return;
+        return None;
     }
-    let before = status_kb("VmRSS:").unwrap();
-    let loaded = gradcam::onnx::load(&path);
-    let peak = status_kb("VmHWM:").unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    let onnx = loaded.unwrap();
+    let before = status_kb("VmRSS:")?;
+    let loaded = gradcam::onnx::load_with(path, precision).unwrap();
+    let peak = status_kb("VmHWM:")?;
+    Some((loaded, before as f64 * 1024.0, peak as f64 * 1024.0))
+}
 
-    let budget = 1.15 * weight_bytes + 64.0 * 1024.0 * 1024.0;
-    let peak_bytes = peak as f64 * 1024.0;
-    eprintln!(
-        "weights {:.0} MB, RSS before {:.0} MB, peak while loading {:.0} MB, budget {:.0} MB",
-        weight_bytes / 1e6,
-        before as f64 * 1024.0 / 1e6,
-        peak_bytes / 1e6,
-        budget / 1e6
-    );
-    assert!(peak_bytes <= budget, "peak {:.0} MB over the budget {:.0} MB", peak_bytes / 1e6, budget / 1e6);
-
-    // The weights arrived intact: x = one-hot(i) picks column i of W.
+/// The weights arrived intact: x = one-hot(i) picks column i of W (small integers: exact in f16 and bf16 too).
+fn check_columns(onnx: &gradcam::onnx::OnnxGraph) {
     let g = &onnx.graph;
     let plan = g.inference_plan(&["y"]).unwrap();
     for i in [0, 1, IN - 1] {
@@ -149,4 +132,36 @@ fn a_300_mb_model_loads_within_its_weights_plus_a_small_margin() {
             assert_eq!(y[[0, o]], weight(o, i), "y[{o}] for x = e{i}");
         }
     }
+}
+
+#[test]
+fn a_300_mb_model_loads_within_its_weights_plus_a_small_margin_in_f32_and_in_f16() {
+    let dir = std::env::temp_dir().join(format!("gradcam-large-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("large.onnx");
+    write_model(&path);
+    let file_weight_bytes = (OUT * IN * 4) as f64;
+    assert!(file_weight_bytes >= 300e6);
+
+    // Budget: 1.15 × the bytes the weights take in memory + 64 MB (f16: half the file's f32 bytes — the weights are
+    // read straight into 16 bits, never whole in f32).
+    for (precision, weight_bytes) in [(Precision::F32, file_weight_bytes), (Precision::F16, file_weight_bytes / 2.0)] {
+        let Some((onnx, before, peak)) = load_measured(&path, precision) else {
+            std::fs::remove_dir_all(&dir).ok();
+            eprintln!("SKIPPED: this kernel does not let a process reset or read its peak RSS (/proc/self)");
+            return;
+        };
+        let budget = 1.15 * weight_bytes + 64.0 * 1024.0 * 1024.0;
+        eprintln!(
+            "{precision}: weights {:.0} MB in memory, RSS before {:.0} MB, peak while loading {:.0} MB, budget {:.0} MB",
+            weight_bytes / 1e6,
+            before / 1e6,
+            peak / 1e6,
+            budget / 1e6
+        );
+        assert!(peak <= budget, "{precision}: peak {:.0} MB over the budget {:.0} MB", peak / 1e6, budget / 1e6);
+        assert_eq!(onnx.graph.constant_bytes() as f64, weight_bytes, "{precision}");
+        check_columns(&onnx);
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -72,6 +72,34 @@ fn compare(name: &str, reference: Model, reference_layer: &str, onnx_layer: &str
     }
 }
 
+/// An f32 ONNX file loaded with `--weights f16|bf16` (weights read straight into 16 bits): the same prediction, and
+/// a Grad-CAM map correlated with the f32 one at r ≥ 0.999 (tolerances as in tests/half_weights.rs).
+#[test]
+fn resnet18_onnx_in_16_bits_explains_like_f32() {
+    use gradcam::{LoadOptions, Precision};
+    let reference = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    let path = materialize("resnet18", &reference);
+    let full = Model::from_onnx(&path).unwrap();
+    let x = common::npy_f32("models/inputs/chelsea.npy");
+    let req = gradcam("/layer4/layer4.1/relu_1/Relu_output_0");
+    let a = explain(&full, x.clone(), &req).unwrap().remove(0);
+    for precision in [Precision::F16, Precision::Bf16] {
+        let half = Model::from_onnx_with(&path, LoadOptions::weights(precision)).unwrap();
+        let ratio = half.graph.constant_bytes() as f64 / full.graph.constant_bytes() as f64;
+        assert!(ratio < 0.51, "{precision}: weights take {ratio:.3} of f32's bytes");
+        let b = explain(&half, x.clone(), &req).unwrap().remove(0);
+        assert_eq!(a.predictions[0].class, b.predictions[0].class, "{precision}: top-1 differs");
+        let rel = (a.predictions[0].logit - b.predictions[0].logit).abs() / a.predictions[0].logit.abs();
+        assert!(rel as f64 <= 25.0 * precision.unit_roundoff(), "{precision}: top logit off by {rel:.2e}");
+        let e = &a.explanations[0];
+        let f = &b.explanations[0];
+        assert_eq!(e.cam.len(), f.cam.len());
+        let r = common::pearson(e.cam.as_slice().unwrap(), f.cam.as_slice().unwrap());
+        eprintln!("resnet18 ONNX {precision}: top logit off by {rel:.2e}, Grad-CAM r = {r:.5}");
+        assert!(r >= 0.999, "{precision}: Grad-CAM r = {r}");
+    }
+}
+
 #[test]
 fn resnet18_onnx_equals_safetensors() {
     let m = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();

@@ -25,7 +25,7 @@ enum Layout {
     Gemm(Vec<PackedA>),
     /// Depthwise: OIHW weights and a bias as they are; the direct kernel reads them tap by tap (16-bit weights
     /// are widened per call: a few taps per channel).
-    Depthwise { weight: Stored, bias: Vec<f32> },
+    Depthwise { weight: Stored, scale: Vec<f32>, bias: Vec<f32> },
     /// 3×3 stride-1 filters transformed for Winograd F(2×2, 3×3).
     Winograd(WinogradWeights),
 }
@@ -55,18 +55,21 @@ impl PackedConv {
         kernel: [usize; 2],
         groups: usize,
     ) -> PackedConv {
-        PackedConv::new_as(level, weight, bias, out_channels, in_per_group, kernel, groups, Precision::F32)
+        PackedConv::new_as(level, weight, bias, None, out_channels, in_per_group, kernel, groups, Precision::F32)
     }
 
-    /// [`PackedConv::new`] with the weights held in `precision` (biases stay f32).
+    /// [`PackedConv::new`] with the weights held in `precision` (biases stay f32) and an optional per-output-channel
+    /// `scale` of the product: `y = clamp(scale·conv(x, w) + bias)`. A batch-norm folds into 16-bit weights through
+    /// it, so the weights keep the exact values they were loaded with.
     ///
     /// # Panics
-    /// As [`PackedConv::new`].
+    /// As [`PackedConv::new`], or if `scale` has the wrong length.
     #[allow(clippy::too_many_arguments)]
     pub fn new_as(
         level: SimdLevel,
         weight: &[f32],
         bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
         out_channels: usize,
         in_per_group: usize,
         kernel: [usize; 2],
@@ -82,6 +85,7 @@ impl PackedConv {
         let layout = if groups > 1 && in_per_group == 1 {
             Layout::Depthwise {
                 weight: Stored::new(precision, weight.to_vec()),
+                scale: scale.map_or_else(Vec::new, <[f32]>::to_vec),
                 bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
             }
         } else {
@@ -90,7 +94,9 @@ impl PackedConv {
                 (0..groups)
                     .map(|g| {
                         let w = MatRef::row_major(&weight[g * cog * k..(g + 1) * cog * k], cog, k);
-                        PackedA::pack_as(level, w, bias.map(|b| &b[g * cog..(g + 1) * cog]), precision)
+                        let rows = g * cog..(g + 1) * cog;
+                        let (b, s) = (bias.map(|b| &b[rows.clone()]), scale.map(|s| &s[rows]));
+                        PackedA::pack_scaled(level, w, b, s, precision)
                     })
                     .collect(),
             )
@@ -110,10 +116,11 @@ impl PackedConv {
         out_channels: usize,
         in_channels: usize,
     ) -> PackedConv {
-        PackedConv::winograd_as(level, weight, bias, out_channels, in_channels, Precision::F32)
+        PackedConv::winograd_as(level, weight, bias, None, out_channels, in_channels, Precision::F32)
     }
 
-    /// [`PackedConv::winograd`] with the transformed weights held in `precision`.
+    /// [`PackedConv::winograd`] with the transformed weights held in `precision` and an optional per-output-channel
+    /// scale of the product (see [`PackedConv::new_as`]).
     ///
     /// # Panics
     /// As [`PackedConv::winograd`].
@@ -121,12 +128,13 @@ impl PackedConv {
         level: SimdLevel,
         weight: &[f32],
         bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
         out_channels: usize,
         in_channels: usize,
         precision: Precision,
     ) -> PackedConv {
-        let layout =
-            Layout::Winograd(WinogradWeights::new_as(level, weight, bias, out_channels, in_channels, precision));
+        let weights = WinogradWeights::new_as(level, weight, bias, scale, out_channels, in_channels, precision);
+        let layout = Layout::Winograd(weights);
         PackedConv { level, out_channels, in_per_group: in_channels, kernel: [3, 3], groups: 1, layout }
     }
 
@@ -144,7 +152,7 @@ impl PackedConv {
     pub fn bytes(&self) -> usize {
         match &self.layout {
             Layout::Gemm(p) => p.iter().map(PackedA::bytes).sum(),
-            Layout::Depthwise { weight, bias } => weight.bytes() + bias.len() * 4,
+            Layout::Depthwise { weight, scale, bias } => weight.bytes() + (scale.len() + bias.len()) * 4,
             Layout::Winograd(w) => w.bytes(),
         }
     }
@@ -171,8 +179,15 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
         return;
     }
     let groups = match &packed.layout {
-        Layout::Depthwise { weight, bias } => {
-            let weight = weight.widened(packed.level);
+        Layout::Depthwise { weight, scale, bias } => {
+            // Widened (16-bit weights) and scaled (a folded batch-norm) per call: a few taps per channel.
+            let mut weight = weight.widened(packed.level);
+            if !scale.is_empty() {
+                let taps = weight.len() / scale.len().max(1);
+                for (w, &s) in weight.to_mut().chunks_mut(taps.max(1)).zip(scale) {
+                    w.iter_mut().for_each(|v| *v *= s);
+                }
+            }
             return depthwise_flat::forward(geo, input, &weight, bias, clamp, output, packed.level);
         }
         Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, output),
@@ -296,13 +311,13 @@ mod tests {
                         // The transform runs on f32 weights, then rounds: compare against the f32 layout, within
                         // the format's precision.
                         (
-                            PackedConv::winograd_as(level, &w, Some(&b), co, geo.in_channels, precision),
+                            PackedConv::winograd_as(level, &w, Some(&b), None, co, geo.in_channels, precision),
                             PackedConv::winograd(level, &w, Some(&b), co, geo.in_channels),
                         )
                     } else {
                         let rounded = HalfVec::from_f32(precision, &w).unwrap().to_f32_vec();
                         (
-                            PackedConv::new_as(level, &w, Some(&b), co, cig, kernel, geo.groups, precision),
+                            PackedConv::new_as(level, &w, Some(&b), None, co, cig, kernel, geo.groups, precision),
                             PackedConv::new(level, &rounded, Some(&b), co, cig, kernel, geo.groups),
                         )
                     };
@@ -320,6 +335,71 @@ mod tests {
                         }
                     } else {
                         assert_eq!(got, want, "{precision} {level} {geo:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A per-output-channel scale of the product (a batch-norm folded into 16-bit weights) equals scaling the
+    /// weights beforehand, in every layout, with bias and clamp.
+    #[test]
+    fn a_scaled_product_equals_prescaled_weights() {
+        let mut cases: Vec<(ConvGeometry, bool)> = geometries().into_iter().map(|g| (g, false)).collect();
+        let wino =
+            ConvGeometry { batch: 1, in_channels: 16, out_channels: 20, in_h: 12, in_w: 13, ..base_3x3(1, 1, 1) };
+        cases.push((wino, true));
+        let clamp = Clamp { lo: -0.3, hi: 0.8 };
+        for precision in [Precision::F32, Precision::F16] {
+            for level in supported_levels() {
+                for &(geo, winograd) in &cases {
+                    let (co, cig, kernel) =
+                        (geo.out_channels, geo.in_channels / geo.groups, [geo.kernel_h, geo.kernel_w]);
+                    let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 9);
+                    let w = data(co * geo.k(), 10);
+                    let b = data(co, 11);
+                    let scale: Vec<f32> = data(co, 12).iter().map(|v| 0.5 + v.abs()).collect();
+                    // The stored weights (rounded when 16-bit), scaled beforehand in f32.
+                    let stored = match crate::precision::HalfVec::from_f32(precision, &w) {
+                        Some(h) => h.to_f32_vec(),
+                        None => w.clone(),
+                    };
+                    let per = stored.len() / co;
+                    let pre: Vec<f32> = stored.iter().enumerate().map(|(i, v)| v * scale[i / per]).collect();
+                    let (scaled, reference) = if winograd {
+                        (
+                            PackedConv::winograd_as(level, &w, Some(&b), Some(&scale), co, geo.in_channels, precision),
+                            PackedConv::winograd(level, &pre, Some(&b), co, geo.in_channels),
+                        )
+                    } else {
+                        (
+                            PackedConv::new_as(
+                                level,
+                                &w,
+                                Some(&b),
+                                Some(&scale),
+                                co,
+                                cig,
+                                kernel,
+                                geo.groups,
+                                precision,
+                            ),
+                            PackedConv::new(level, &pre, Some(&b), co, cig, kernel, geo.groups),
+                        )
+                    };
+                    let mut want = vec![0.0f32; geo.batch * co * geo.out_plane()];
+                    conv2d_forward_packed(&geo, &x, &reference, clamp, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv2d_forward_packed(&geo, &x, &scaled, clamp, &mut got);
+                    // Winograd rounds its transformed weights (not the scaled ones) to 16 bits: within the format.
+                    let rel =
+                        if winograd && precision != Precision::F32 { 8.0 * precision.unit_roundoff() } else { 2e-6 };
+                    for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                        let tol = rel as f32 * (geo.k() as f32).sqrt() * 4.0 * (1.0 + e.abs());
+                        assert!(
+                            (g - e).abs() <= tol,
+                            "{precision} {level} {geo:?} winograd={winograd} at {i}: {g} vs {e}"
+                        );
                     }
                 }
             }

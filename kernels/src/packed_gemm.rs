@@ -62,6 +62,9 @@ pub struct PackedA {
     data: Stored,
     /// Per-row bias, zero-padded to whole panels; empty when there is none.
     bias: Vec<f32>,
+    /// Per-row scale of the product (`C = clamp(s·(A·B) + bias)`), zero-padded; empty when there is none. It lets a
+    /// batch-norm fold into 16-bit weights without rounding them a second time.
+    scale: Vec<f32>,
 }
 
 impl PackedA {
@@ -79,7 +82,25 @@ impl PackedA {
     /// # Panics
     /// As [`PackedA::pack`].
     pub fn pack_as(level: SimdLevel, a: MatRef<'_, f32>, bias: Option<&[f32]>, precision: Precision) -> PackedA {
+        PackedA::pack_scaled(level, a, bias, None, precision)
+    }
+
+    /// [`PackedA::pack_as`] with a per-row `scale` of the product: `C = clamp(scale·(A·B) + bias)`, applied to
+    /// each output tile while it is hot. Products with a scale cannot accumulate into `C`.
+    ///
+    /// # Panics
+    /// As [`PackedA::pack`], or if `scale` has the wrong length.
+    pub fn pack_scaled(
+        level: SimdLevel,
+        a: MatRef<'_, f32>,
+        bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
+        precision: Precision,
+    ) -> PackedA {
         let (m, k) = (a.rows, a.cols);
+        if let Some(s) = scale {
+            assert_eq!(s.len(), m, "packed gemm: scale length");
+        }
         if let Some(b) = bias {
             assert_eq!(b.len(), m, "packed gemm: bias length");
         }
@@ -100,12 +121,14 @@ impl PackedA {
             }
             data.extend_from_f32(&panel);
         }
-        let bias = bias.map_or(Vec::new(), |b| {
-            let mut v = b.to_vec();
-            v.resize(panels * mr, 0.0);
-            v
-        });
-        PackedA { level, m, k, mr, data, bias }
+        let padded = |v: Option<&[f32]>| {
+            v.map_or(Vec::new(), |b| {
+                let mut v = b.to_vec();
+                v.resize(panels * mr, 0.0);
+                v
+            })
+        };
+        PackedA { level, m, k, mr, data, bias: padded(bias), scale: padded(scale) }
     }
 
     pub fn level(&self) -> SimdLevel {
@@ -132,7 +155,7 @@ impl PackedA {
 
     /// Bytes held (weights and bias).
     pub fn bytes(&self) -> usize {
-        self.data.bytes() + self.bias.len() * 4
+        self.data.bytes() + (self.bias.len() + self.scale.len()) * 4
     }
 
     /// `C[rows] = clamp(A[rows]·B + bias [+ C])` for output rows `r0..r1` of A, all columns of `b`. `C` is the
@@ -161,6 +184,7 @@ impl PackedA {
         if r0 == r1 || n == 0 {
             return;
         }
+        assert!(self.scale.is_empty() || !accumulate, "packed gemm: a scaled product cannot accumulate");
         if self.level == SimdLevel::Portable {
             // SAFETY: forwarded contract on `c`.
             return unsafe { self.portable(r0, r1, b, c, rsc, accumulate, clamp) };
@@ -199,7 +223,11 @@ impl PackedA {
                             Stored::F32(v) => &v[(ip * k + kb) * mr..],
                             Stored::Half(_) => &wide[(ip - first_panel) * kc * mr..],
                         };
-                        let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
+                        // With a scale, bias and clamp wait for the scaled sum (see `finish_tile`).
+                        let scaled = !self.scale.is_empty();
+                        let bias =
+                            (first && !scaled && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
+                        let epilogue = (last && !scaled).then_some(clamp);
                         let load = accumulate || !first;
                         // SAFETY: the tile lies inside the caller's block (rows ≤ r1 − r0, columns < n).
                         let out = unsafe { c.add((ip * mr - r0) * rsc + jp * nr) };
@@ -208,8 +236,10 @@ impl PackedA {
                             // packed, zero-padded); `dst` is an mr × nr block with row stride `stride` (a full tile
                             // inside C, or the edge buffer). The level is supported: PackedA was built for it, which
                             // microkernel::tile checked.
-                            unsafe {
-                                tile.run(kc, ap.as_ptr(), bp.as_ptr(), dst, stride, load, bias, last.then_some(clamp))
+                            unsafe { tile.run(kc, ap.as_ptr(), bp.as_ptr(), dst, stride, load, bias, epilogue) };
+                            if last && scaled {
+                                // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
+                                unsafe { self.finish_tile(ip * mr, dst, stride, nr, clamp) };
                             }
                         };
                         if rows == mr && cols == nr {
@@ -238,6 +268,19 @@ impl PackedA {
         });
     }
 
+    /// `y = clamp(scale·y + bias)` over the `mr × nr` tile at `dst` (row stride `stride`) of rows `row0..`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for reads and writes of that tile, owned by this thread.
+    unsafe fn finish_tile(&self, row0: usize, dst: *mut f32, stride: usize, nr: usize, clamp: Clamp) {
+        for r in 0..self.mr {
+            let (s, b) = (self.scale[row0 + r], self.bias.get(row0 + r).copied().unwrap_or(0.0));
+            // SAFETY: row r of the tile, per the contract.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), nr) };
+            row.iter_mut().for_each(|v| *v = clamp.apply(*v * s + b));
+        }
+    }
+
     /// The reference path: matrixmultiply, then bias and clamp.
     #[allow(clippy::too_many_arguments)]
     unsafe fn portable(
@@ -264,8 +307,9 @@ impl PackedA {
         // SAFETY: for r < rows this is row r of the caller's block, which the caller gives us exclusively; each
         // slice lives only for one statement below, so no two coexist and none spans the GEMM call.
         let row = |r: usize| unsafe { std::slice::from_raw_parts_mut(c.add(r * rsc), n) };
+        let scaled = !self.scale.is_empty();
         for r in 0..rows {
-            let bias = self.bias.get(r0 + r).copied();
+            let bias = self.bias.get(r0 + r).copied().filter(|_| !scaled);
             if !accumulate {
                 row(r).fill(bias.unwrap_or(0.0));
             } else if let Some(bias) = bias {
@@ -274,7 +318,12 @@ impl PackedA {
         }
         // SAFETY: the caller's contract on `c`; operands are checked by gemm_to_ptr.
         unsafe { gemm_to_ptr(1.0, a, b, 1.0, c, rsc, 1) };
-        if !clamp.is_none() {
+        if scaled {
+            for r in 0..rows {
+                let (s, b) = (self.scale[r0 + r], self.bias.get(r0 + r).copied().unwrap_or(0.0));
+                row(r).iter_mut().for_each(|v| *v = clamp.apply(*v * s + b));
+            }
+        } else if !clamp.is_none() {
             (0..rows).for_each(|r| row(r).iter_mut().for_each(|v| *v = clamp.apply(*v)));
         }
     }

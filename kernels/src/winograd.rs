@@ -45,10 +45,12 @@ impl WinogradWeights {
         out_channels: usize,
         in_channels: usize,
     ) -> WinogradWeights {
-        WinogradWeights::new_as(level, weight, bias, out_channels, in_channels, Precision::F32)
+        WinogradWeights::new_as(level, weight, bias, None, out_channels, in_channels, Precision::F32)
     }
 
-    /// [`WinogradWeights::new`] with the transformed weights held in `precision` (rounded after the transform).
+    /// [`WinogradWeights::new`] with the transformed weights held in `precision` (rounded after the transform) and
+    /// an optional per-output-channel `scale` of the product (the transforms are linear: scaling each of the 16
+    /// products scales the output).
     ///
     /// # Panics
     /// As [`WinogradWeights::new`].
@@ -56,6 +58,7 @@ impl WinogradWeights {
         level: SimdLevel,
         weight: &[f32],
         bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
         out_channels: usize,
         in_channels: usize,
         precision: Precision,
@@ -80,7 +83,9 @@ impl WinogradWeights {
         }
         let u = u
             .iter()
-            .map(|m| PackedA::pack_as(level, MatRef::row_major(m, out_channels, in_channels), None, precision))
+            .map(|m| {
+                PackedA::pack_scaled(level, MatRef::row_major(m, out_channels, in_channels), None, scale, precision)
+            })
             .collect();
         let bias = bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec);
         assert_eq!(bias.len(), out_channels, "winograd: bias length");

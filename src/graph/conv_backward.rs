@@ -70,10 +70,11 @@ impl<T: Element> Graph<T> {
             // Held like the forward weights: 16-bit weights stay 16-bit (flipping moves values, no rounding).
             let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
             if winograd {
-                PackedConv::winograd_as(level, &flipped, None, geo.out_channels, geo.in_channels, precision)
+                PackedConv::winograd_as(level, &flipped, None, None, geo.out_channels, geo.in_channels, precision)
             } else {
                 let kernel = [geo.kernel_h, geo.kernel_w];
-                PackedConv::new_as(level, &flipped, None, geo.out_channels, geo.in_channels, kernel, 1, precision)
+                let (co, ci) = (geo.out_channels, geo.in_channels);
+                PackedConv::new_as(level, &flipped, None, None, co, ci, kernel, 1, precision)
             }
         });
         let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];

@@ -257,27 +257,37 @@ impl<T: Element> Graph<T> {
         let mut w = f64s(node.inputs[1]);
         let out_channels = w_shape[0];
         let mut b = node.inputs.get(2).map_or_else(|| vec![0.0; out_channels], |&id| f64s(id));
+        // 16-bit weights keep their values: the batch-norm's scale is applied to the product instead (see
+        // `PackedA::pack_scaled`), so nothing is rounded twice.
+        let mut scale = None;
         if let Some((bn, eps)) = chain.batch_norm {
             let bn_inputs = &self.nodes[bn].inputs;
-            let (scale, shift, mean, var) =
+            let (gamma, shift, mean, var) =
                 (f64s(bn_inputs[1]), f64s(bn_inputs[2]), f64s(bn_inputs[3]), f64s(bn_inputs[4]));
             let per_out = w.len() / out_channels.max(1);
+            let a: Vec<f64> = (0..out_channels).map(|co| gamma[co] / (var[co] + eps).sqrt()).collect();
             for co in 0..out_channels {
-                let a = scale[co] / (var[co] + eps).sqrt();
-                w[co * per_out..(co + 1) * per_out].iter_mut().for_each(|v| *v *= a);
-                b[co] = (b[co] - mean[co]) * a + shift[co];
+                if precision == Precision::F32 {
+                    w[co * per_out..(co + 1) * per_out].iter_mut().for_each(|v| *v *= a[co]);
+                }
+                b[co] = (b[co] - mean[co]) * a[co] + shift[co];
+            }
+            if precision != Precision::F32 {
+                scale = Some(a.into_iter().map(|v| v as f32).collect::<Vec<f32>>());
             }
         }
         let w: Vec<f32> = w.into_iter().map(|v| v as f32).collect();
         let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
         let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
+        let (bias, scale) = (has_bias.then_some(&b[..]), scale.as_deref());
         if winograd {
-            return PackedConv::winograd_as(level, &w, has_bias.then_some(&b[..]), out_channels, w_shape[1], precision);
+            return PackedConv::winograd_as(level, &w, bias, scale, out_channels, w_shape[1], precision);
         }
         PackedConv::new_as(
             level,
             &w,
-            has_bias.then_some(&b[..]),
+            bias,
+            scale,
             out_channels,
             w_shape[1],
             [w_shape[2], w_shape[3]],
