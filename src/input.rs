@@ -116,17 +116,26 @@ pub fn load_image_limited(path: &Path, size: [usize; 2], max_pixels: u64) -> Res
     Ok(LoadedImage { original, pixels })
 }
 
-/// `[1, 3, H, W]` in [0, 1], resized from an RGB image.
+/// `[1, 3, H, W]` in [0, 1], resized from an RGB image (as [`resize_antialias`] of the image in [0, 1]).
+///
+/// The horizontal pass reads the 8-bit pixels directly, so a large photo never exists as a full-resolution f32
+/// copy (a 64 Mpx image would take 768 MB): only `H × out_W` values are held between the passes.
 pub fn image_to_tensor(img: &image::RgbImage, size: [usize; 2]) -> Tensor<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut chw = Array3::<f32>::zeros((3, h, w));
-    for (x, y, p) in img.enumerate_pixels() {
-        for c in 0..3 {
-            chw[[c, y as usize, x as usize]] = p[c] as f32 / 255.0;
+    let wx = axis_weights(w, size[1]);
+    let raw = img.as_raw();
+    let mut tmp = Array3::<f32>::zeros((3, h, size[1]));
+    for y in 0..h {
+        let row = &raw[y * w * 3..(y + 1) * w * 3];
+        for (ox, (lo, ws)) in wx.iter().enumerate() {
+            for c in 0..3 {
+                let s: f64 =
+                    ws.iter().enumerate().map(|(k, &wv)| wv * (row[(lo + k) * 3 + c] as f32 / 255.0) as f64).sum();
+                tmp[[c, y, ox]] = s as f32;
+            }
         }
     }
-    let resized = resize_antialias(&chw, size[0], size[1]);
-    resized.insert_axis(Axis(0)).into_dyn()
+    vertical_pass(&tmp, size[0]).insert_axis(Axis(0)).into_dyn()
 }
 
 /// Interpolation weights of one axis: for each output index, the first input index and the weights that follow.
@@ -165,7 +174,6 @@ fn axis_weights(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
 pub fn resize_antialias(x: &Array3<f32>, out_h: usize, out_w: usize) -> Array3<f32> {
     let (c, h, w) = x.dim();
     let wx = axis_weights(w, out_w);
-    let wy = axis_weights(h, out_h);
     let mut tmp = Array3::<f32>::zeros((c, h, out_w));
     for ch in 0..c {
         for y in 0..h {
@@ -175,6 +183,13 @@ pub fn resize_antialias(x: &Array3<f32>, out_h: usize, out_w: usize) -> Array3<f
             }
         }
     }
+    vertical_pass(&tmp, out_h)
+}
+
+/// The vertical half of [`resize_antialias`]: `[C, H, W]` → `[C, out_h, W]`.
+fn vertical_pass(tmp: &Array3<f32>, out_h: usize) -> Array3<f32> {
+    let (c, h, out_w) = tmp.dim();
+    let wy = axis_weights(h, out_h);
     let mut out = Array3::<f32>::zeros((c, out_h, out_w));
     for ch in 0..c {
         for (oy, (lo, ws)) in wy.iter().enumerate() {
@@ -267,6 +282,23 @@ fn npy_header(r: &mut impl std::io::Read) -> std::result::Result<(u64, Vec<u64>)
 mod tests {
     use super::*;
     use ndarray::IxDyn;
+
+    #[test]
+    fn image_to_tensor_equals_resizing_the_image_in_f32() {
+        // Shrinking, enlarging and a mix, on odd sizes: the direct 8-bit pass gives the same bits.
+        for (w, h, size) in [(37u32, 23u32, [7, 5]), (5, 9, [11, 13]), (40, 3, [6, 8])] {
+            let img =
+                image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 + y) as u8, (y * 11) as u8, (x ^ y) as u8]));
+            let mut chw = Array3::<f32>::zeros((3, h as usize, w as usize));
+            for (x, y, p) in img.enumerate_pixels() {
+                for c in 0..3 {
+                    chw[[c, y as usize, x as usize]] = p[c] as f32 / 255.0;
+                }
+            }
+            let want = resize_antialias(&chw, size[0], size[1]).insert_axis(Axis(0)).into_dyn();
+            assert_eq!(image_to_tensor(&img, size), want, "{w}x{h} → {size:?}");
+        }
+    }
 
     #[test]
     fn weights_sum_to_one_and_identity_resize_is_exact() {

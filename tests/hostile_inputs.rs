@@ -612,3 +612,42 @@ fn error_lines_say_each_cause_once() {
     assert_eq!(e.matches("must be positive").count(), 1, "{e}");
     assert!(e.contains("node 'conv' (Conv)"), "{e}");
 }
+
+#[test]
+fn overlays_of_large_images_are_drawn_smaller_when_the_budget_is_tight() {
+    let dir = scratch("overlay-budget");
+    let big = dir.join("big.png");
+    image::RgbImage::from_fn(3000, 2000, |x, _| image::Rgb([(x / 12) as u8, 90, 30])).save(&big).unwrap();
+    let out = dir.join("out");
+    let run = |budget: &str| {
+        let o = gradcam(&[
+            "explain",
+            big.to_str().unwrap(),
+            "--max-memory",
+            budget,
+            "--json",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let e = v["explanations"][0].clone();
+        let png = image::image_dimensions(e["overlay"].as_str().unwrap()).unwrap();
+        (e, png)
+    };
+    // A generous budget: the overlay has the photo's size.
+    let (e, png) = run("2G");
+    assert_eq!(png, (3000, 2000));
+    assert!(e["overlay_downscaled_to"].is_null(), "{e}");
+    // 100 MB: weights (19 MB) and a batch's activations leave room for a smaller overlay only; it keeps the aspect
+    // ratio, says so, and the peak and box are still in the photo's pixels.
+    let (small, png) = run("100M");
+    let [w, h] = [0, 1].map(|i| small["overlay_downscaled_to"][i].as_u64().unwrap() as u32);
+    assert_eq!(png, (w, h));
+    assert!(w < 3000 && h < 2000 && (w as f64 / h as f64 - 1.5).abs() < 0.01, "{w}x{h}");
+    let (px, py) = (small["peak"][0].as_u64().unwrap() as f64, small["peak"][1].as_u64().unwrap() as f64);
+    let (qx, qy) = (e["peak"][0].as_u64().unwrap() as f64, e["peak"][1].as_u64().unwrap() as f64);
+    let cell = 3000.0 / w as f64;
+    assert!((px - qx).abs() <= 2.0 * cell && (py - qy).abs() <= 2.0 * cell, "peak ({px}, {py}) vs ({qx}, {qy})");
+    std::fs::remove_dir_all(&dir).ok();
+}

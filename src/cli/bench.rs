@@ -140,7 +140,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let pool = pool.build().context("starting the thread pool")?;
     let threads = pool.current_num_threads();
+    let loading = Instant::now();
     let model = args.model.load()?;
+    let load_ms = loading.elapsed().as_secs_f64() * 1e3;
     super::check_budget(&model.graph, args.batch, args.model.max_memory)?;
     let [h, w] = model.input_size;
     let one = match &args.input {
@@ -163,9 +165,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }),
     };
     let simd_level = simd::level();
+    // The first run also packs the weights (made on first use): reported apart, as onnxruntime's session creation
+    // does that work before its first run.
+    let mut first_ms = None;
     let times = pool.install(|| -> anyhow::Result<Vec<f64>> {
         for _ in 0..args.warmup {
+            let t = Instant::now();
             black_box(run_once(&model, &work, &x, &pixels)?);
+            first_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
         }
         let mut times = Vec::with_capacity(args.iters);
         for _ in 0..args.iters {
@@ -238,6 +245,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "max_ms": max,
                 "images_per_s": images_per_s,
                 "peak_rss_mb": rss,
+                "load_ms": load_ms,
+                "first_run_ms": first_ms,
+                "weights": args.model.weights.name(),
+                "weight_bytes": model.graph.constant_bytes(),
             })
         );
     } else {
@@ -251,6 +262,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.warmup
         );
         say!("cpu      {cpu} (kernels: {simd_level})");
+        say!(
+            "weights  {:.1} MB in {} (loaded in {load_ms:.1} ms{})",
+            model.graph.constant_bytes() as f64 / 1e6,
+            args.model.weights,
+            first_ms.map_or(String::new(), |f| format!(", first run with packing {f:.1} ms"))
+        );
         say!("time     median {med:.2} ms, min {min:.2} ms, max {max:.2} ms per batch");
         say!("rate     {images_per_s:.1} images/s");
         if let Some(r) = rss {

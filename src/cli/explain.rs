@@ -137,24 +137,57 @@ fn write_npy(path: &Path, a: &ndarray::ArrayD<f32>) -> anyhow::Result<()> {
     Ok(gradcam::output::write_npy(path, a)?)
 }
 
+/// Bytes per pixel an overlay takes while it is made: the map at its size (f32), the picture (RGB) and the encoded
+/// file (at most about as large).
+const OVERLAY_BYTES_PER_PIXEL: u64 = 12;
+
+/// The size an overlay of a `w × h` image is drawn at: the image's own, or scaled down (aspect kept) so that it
+/// takes at most `room` bytes.
+fn overlay_size(w: u32, h: u32, room: u64) -> (u32, u32) {
+    let need = u64::from(w) * u64::from(h) * OVERLAY_BYTES_PER_PIXEL;
+    if need <= room {
+        return (w, h);
+    }
+    let f = (room as f64 / need as f64).sqrt();
+    (((w as f64 * f) as u32).max(1), ((h as f64 * f) as u32).max(1))
+}
+
 /// Files written for one explanation, and where it points.
 struct Written {
     overlay: PathBuf,
+    /// Size of the overlay when it was scaled down to fit the memory budget.
+    downscaled: Option<[u32; 2]>,
     cam_npy: Option<PathBuf>,
     raw_npy: Vec<PathBuf>,
     peak: [usize; 2],
     bbox: [usize; 4],
 }
 
-fn write_explanation(args: &ExplainArgs, item: &Item, e: &Explanation, colormap: Colormap) -> anyhow::Result<Written> {
-    let (w, h) = item.original.dimensions();
+/// Draws and writes one explanation. The overlay is drawn at the image's size while it fits in `room` bytes of the
+/// memory budget, else scaled down (peak and box are still given in the image's pixels).
+fn write_explanation(
+    args: &ExplainArgs,
+    item: &Item,
+    e: &Explanation,
+    colormap: Colormap,
+    room: u64,
+) -> anyhow::Result<Written> {
+    let (iw, ih) = item.original.dimensions();
+    let (w, h) = overlay_size(iw, ih, room);
+    let scaled;
+    let background = if (w, h) == (iw, ih) {
+        &item.original
+    } else {
+        scaled = image::imageops::resize(&item.original, w, h, image::imageops::FilterType::Triangle);
+        &scaled
+    };
     let suffix = if args.counterfactual { "_cf" } else { "" };
     let base = format!("{}_{}_{}{suffix}", item.stem, e.class, e.method.name());
-    let at_original: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
-    let loc = localize(&at_original);
+    let at_size: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
+    let mut loc = localize(&at_size);
     let mut picture = match (&e.rgb, e.method) {
         (Some(rgb), Method::GuidedBackprop | Method::GuidedGradCam) => gradient_image(rgb, w, h),
-        _ => overlay(&item.original, &at_original, colormap, args.alpha),
+        _ => overlay(background, &at_size, colormap, args.alpha),
     };
     if args.draw_box {
         let thickness = ((w.min(h) / 150) as usize).max(2);
@@ -174,7 +207,17 @@ fn write_explanation(args: &ExplainArgs, item: &Item, e: &Explanation, colormap:
             raw_npy.push(p);
         }
     }
-    Ok(Written { overlay: overlay_path, cam_npy, raw_npy, peak: loc.peak, bbox: loc.bbox })
+    let downscaled = ((w, h) != (iw, ih)).then_some([w, h]);
+    if downscaled.is_some() {
+        // Back to the image's pixels: x by iw/w, y by ih/h (peak is (x, y); box is [x0, y0, x1, y1]); a pixel maps
+        // to the centre of the block it stands for.
+        let (sx, sy) = (iw as f64 / w as f64, ih as f64 / h as f64);
+        let fx = |v: usize| (((v as f64 + 0.5) * sx) as usize).min(iw as usize - 1);
+        let fy = |v: usize| (((v as f64 + 0.5) * sy) as usize).min(ih as usize - 1);
+        loc.peak = [fx(loc.peak[0]), fy(loc.peak[1])];
+        loc.bbox = [fx(loc.bbox[0]), fy(loc.bbox[1]), fx(loc.bbox[2]), fy(loc.bbox[3])];
+    }
+    Ok(Written { overlay: overlay_path, downscaled, cam_npy, raw_npy, peak: loc.peak, bbox: loc.bbox })
 }
 
 fn report(
@@ -202,6 +245,7 @@ fn report(
                     "layer": (!e.layers.is_empty()).then(|| e.layers.join("+")),
                     "peak": w.peak, "bbox": w.bbox,
                     "overlay": w.overlay.display().to_string(),
+                    "overlay_downscaled_to": w.downscaled,
                     "cam_npy": w.cam_npy.as_ref().map(|p| p.display().to_string()),
                     "raw_npy": w.raw_npy.first().map(|p| p.display().to_string()),
                     "counterfactual": args.counterfactual,
@@ -240,6 +284,9 @@ fn report(
             w.bbox[3],
             w.overlay.display()
         );
+        if let Some([dw, dh]) = w.downscaled {
+            say!("    (overlay drawn at {dw}×{dh} to stay within the memory budget, --max-memory)");
+        }
     }
     Ok(())
 }
@@ -270,6 +317,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
     let request = Request { layers: args.layers.clone(), classes, methods, counterfactual: args.counterfactual };
     let batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
+    // What the budget leaves for drawing once the weights and a batch's activations are counted.
+    let room = super::budget(&model.graph, args.model.max_memory)
+        .saturating_sub(model.graph.constant_bytes() as u64)
+        .saturating_sub((model.graph.value_bytes_per_item() as u64).saturating_mul(batch as u64));
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut pending: Vec<Item> = Vec::with_capacity(batch);
@@ -289,11 +340,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             item.stem = gradcam::output::unique_stem(&mut stems, &item.stem);
             pending.push(item);
             if pending.len() == batch {
-                explain_batch(&args, &model, &request, colormap, &mut pending, &mut run)?;
+                explain_batch(&args, &model, &request, colormap, room, &mut pending, &mut run)?;
             }
         }
     }
-    explain_batch(&args, &model, &request, colormap, &mut pending, &mut run)?;
+    explain_batch(&args, &model, &request, colormap, room, &mut pending, &mut run)?;
     if run.failed > 0 {
         anyhow::bail!("{} of {} inputs failed", run.failed, args.inputs.len());
     }
@@ -347,11 +398,13 @@ impl Run {
 
 /// Explains `items` (emptied) as one batch and writes each item's files and report. If the batch fails, each
 /// item is tried alone, so that one bad input does not take the others down.
+#[allow(clippy::too_many_arguments)]
 fn explain_batch(
     args: &ExplainArgs,
     model: &Model,
     request: &Request,
     colormap: Colormap,
+    room: u64,
     items: &mut Vec<Item>,
     run: &mut Run,
 ) -> anyhow::Result<()> {
@@ -371,7 +424,7 @@ fn explain_batch(
             let written = result
                 .explanations
                 .iter()
-                .map(|e| write_explanation(args, item, e, colormap))
+                .map(|e| write_explanation(args, item, e, colormap, room))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok((result, written))
         });
