@@ -520,6 +520,64 @@ fn unused_huge_constants_are_never_materialized() {
     assert!(y.iter().all(|&v| v == 0.0), "ReLU of −2");
 }
 
+/// A tiny file whose *used* constants fold into gigabytes (a `Range` of 2^27 elements — 2.6 GB before — or a
+/// `ConstantOfShape` of 2^27) is refused at import from the folding budget (the file's own weights + 1 GiB, or
+/// `--max-memory`), before anything is allocated: the child runs under a 1.5 GB address-space limit.
+#[cfg(unix)]
+#[test]
+fn used_constants_that_fold_into_gigabytes_are_refused_before_allocating() {
+    let dir = scratch("fold-budget");
+    let node = |op: &str, inputs: &[&str], out: &str| NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "range",
+            vec![node("Range", &["start", "limit", "delta"], "r"), node("Add", &["x", "r"], "y")],
+            vec![int_tensor("start", &[0]), int_tensor("limit", &[1 << 27]), int_tensor("delta", &[1])],
+        ),
+        (
+            "fill",
+            vec![node("ConstantOfShape", &["shape"], "r"), node("Add", &["x", "r"], "y")],
+            vec![int_tensor("shape", &[1 << 27, 2])],
+        ),
+    ];
+    for (name, nodes, initializer) in cases {
+        let bytes = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            producer_name: "hostile".into(),
+            graph: Some(GraphProto {
+                node: nodes,
+                name: "g".into(),
+                initializer,
+                input: vec![value_info("x", &[1])],
+                output: vec![value_info("y", &[])],
+            }),
+        }
+        .encode_to_vec();
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, bytes).unwrap();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 1500000 && exec \"$0\" layers --model \"$1\"")
+            .arg(env!("CARGO_BIN_EXE_gradcam"))
+            .arg(&model)
+            .output()
+            .unwrap();
+        let e = error_line(&o);
+        assert!(e.contains("folding") && e.contains("budget"), "{name}: {e}");
+        // A budget given on the command line is the limit.
+        let o = gradcam(&["layers", "--model", model.to_str().unwrap(), "--max-memory", "16M"]);
+        let e = error_line(&o);
+        assert!(e.contains("folding") && e.contains("--max-memory"), "{name}: {e}");
+    }
+}
+
 /// A 29-byte GIF whose canvas claims 16000² pixels (it used to take 15–40 s and up to 7.8 GB) is refused from its
 /// header; a truncated JPEG (decoders fill the missing part with grey) is an error, the complete one is not.
 #[test]

@@ -100,7 +100,11 @@ fn run_in_batches(
 }
 
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let m = onnx::load_with(&args.model, args.weights)?;
+    let mut import = onnx::ImportOptions { weights: args.weights, ..Default::default() };
+    if let Some(max) = args.max_memory {
+        import.fold_budget = max;
+    }
+    let m = onnx::load_with_options(&args.model, &import)?;
     if args.inputs.len() != m.inputs.len() {
         anyhow::bail!(
             "{} takes {} inputs ({:?}), {} given",

@@ -67,7 +67,7 @@ fn parse_precision(s: &str) -> Result<gradcam::Precision, String> {
 impl ModelArgs {
     /// Loads the model and checks that one image fits the memory budget.
     pub fn load(&self) -> anyhow::Result<gradcam::Model> {
-        let options = gradcam::LoadOptions::weights(self.weights);
+        let options = gradcam::LoadOptions { weights: self.weights, max_memory: self.max_memory };
         let model = gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), options)?;
         check_budget(&model.graph, 1, self.max_memory)?;
         Ok(model)

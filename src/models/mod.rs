@@ -98,12 +98,15 @@ pub struct LoadOptions {
     /// them; products still accumulate in f32 and activations stay f32. Biases and batch-norm statistics (1-D,
     /// well under 1 % of the bytes) stay f32.
     pub weights: Precision,
+    /// Memory budget of the run (`--max-memory`): bounds what ONNX constant folding may allocate beyond the file's
+    /// own weights (default 1 GiB).
+    pub max_memory: Option<u64>,
 }
 
 impl LoadOptions {
     /// Weights held in `precision`.
     pub fn weights(precision: Precision) -> Self {
-        LoadOptions { weights: precision }
+        LoadOptions { weights: precision, ..LoadOptions::default() }
     }
 }
 
@@ -226,7 +229,11 @@ impl Model {
 
     /// [`Model::from_onnx`] with load options.
     pub fn from_onnx_with(path: &std::path::Path, options: LoadOptions) -> Result<Model> {
-        let m = crate::onnx::load_with(path, options.weights)?;
+        let mut import = crate::onnx::ImportOptions { weights: options.weights, ..Default::default() };
+        if let Some(max) = options.max_memory {
+            import.fold_budget = max;
+        }
+        let m = crate::onnx::load_with_options(path, &import)?;
         let shown = path.display().to_string();
         let [input] = m.inputs.as_slice() else {
             return Err(Error::BadRequest(format!(

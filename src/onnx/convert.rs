@@ -511,11 +511,16 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         let refs: Vec<&ArrayD<f32>> = floats.iter().collect();
         let shapes: Vec<&[usize]> = refs.iter().map(|t| t.shape()).collect();
         let wrap = |source| Error::Op { node: n.name.clone(), op: op.op_type(), source };
+        let mut elements = 0u64;
         for s in op.output_shapes(&shapes).map_err(wrap)? {
-            if s.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1))).is_none_or(|c| c > MAX_ELEMENTS) {
-                return Err(im.err(format!("node '{}': folding would make a constant of shape {s:?}", n.name)));
+            let count = s.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)));
+            match count {
+                Some(c) if c <= MAX_ELEMENTS => elements += c as u64,
+                _ => return Err(im.err(format!("node '{}': folding would make a constant of shape {s:?}", n.name))),
             }
         }
+        // f32 results, and their integer form (8 bytes) when the inputs were integers.
+        im.reserve_folded(n, elements * if all_int { 12 } else { 4 })?;
         let values = op.forward(&refs).map_err(wrap)?.values;
         for (name, v) in outputs.iter().zip(values) {
             let c = if all_int {

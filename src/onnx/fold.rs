@@ -40,6 +40,7 @@ pub(crate) fn shape_arithmetic(im: &mut Importer, n: &NodeProto) -> Result<Optio
             let dims = const_ints(im, n, 0)?.unwrap_or_default();
             let shape =
                 checked_shape(&dims, "ConstantOfShape").map_err(|e| im.err(format!("node '{}': {e}", n.name)))?;
+            im.reserve_folded(n, shape.iter().product::<usize>() as u64 * 8)?;
             match a.tensor("value").map(|t| decode(t, im.dir, im.origin)).transpose()? {
                 Some(Const::I(v)) => Const::I(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0))),
                 Some(c) => Const::F(ArrayD::from_elem(IxDyn(&shape), c.to_f32().iter().next().copied().unwrap_or(0.0))),
@@ -75,6 +76,8 @@ pub(crate) fn shape_arithmetic(im: &mut Importer, n: &NodeProto) -> Result<Optio
             if count > MAX_ELEMENTS as f64 {
                 return Err(im.err(format!("node '{}': Range of {count} elements", n.name)));
             }
+            // The f64 values, then the constant (8 bytes per element each).
+            im.reserve_folded(n, count as u64 * 16)?;
             let all_int = im.constant(&n.input[0]).is_some_and(|c| matches!(c, Const::I(_)));
             let v: Vec<f64> = (0..count as usize).map(|i| start + i as f64 * delta).collect();
             if all_int {

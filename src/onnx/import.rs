@@ -98,11 +98,29 @@ pub(crate) struct Importer<'a> {
     pub dir: Option<&'a Path>,
     /// How weights (float constants of rank ≥ 2) are held in the graph.
     pub weights: Precision,
+    /// Bytes that constant folding may still allocate: a tiny file must not compute gigabytes at import time
+    /// (a `Range` or `ConstantOfShape` of 2^27 elements feeding the graph).
+    pub fold_budget: u64,
 }
 
 impl Importer<'_> {
     pub fn err(&self, why: impl Into<String>) -> Error {
         Error::Onnx { origin: self.origin.to_string(), why: why.into() }
+    }
+
+    /// Takes `bytes` from the folding budget before node `node` allocates them, or refuses.
+    pub fn reserve_folded(&mut self, node: &NodeProto, bytes: u64) -> Result<()> {
+        if bytes > self.fold_budget {
+            return Err(self.err(format!(
+                "node '{}' ({}): folding it would take {:.0} MB, beyond what is left of the import budget ({:.0} MB; --max-memory)",
+                node.name,
+                node.op_type,
+                bytes as f64 / 1e6,
+                self.fold_budget as f64 / 1e6
+            )));
+        }
+        self.fold_budget -= bytes;
+        Ok(())
     }
 
     pub fn val(&self, name: &str, node: &NodeProto) -> Result<&Val> {
@@ -232,7 +250,24 @@ fn topological(nodes: &[NodeProto], known: &HashSet<String>, origin: &str) -> Re
 
 /// Parses an ONNX model from bytes. `dir` is where external data files live.
 pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph> {
-    parse_with(bytes, None, dir, origin, Precision::F32)
+    parse_with(bytes, None, dir, origin, &ImportOptions::default())
+}
+
+/// How an ONNX file is imported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// How weights (float initializers and folded constants of rank ≥ 2) are held.
+    pub weights: Precision,
+    /// Most bytes constant folding may allocate beyond the size of the file's own weights (default 1 GiB, the
+    /// default headroom of `--max-memory`): folding a weight (a transposed initializer) is always allowed, a tiny
+    /// file computing gigabytes is not.
+    pub fold_budget: u64,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions { weights: Precision::F32, fold_budget: 1 << 30 }
+    }
 }
 
 /// [`parse`] of a message whose initializers' raw data were left in a file (`raw.1[i]`: where initializer `i`'s
@@ -243,8 +278,9 @@ fn parse_with(
     raw: Option<(&Path, &[Option<RawRange>])>,
     dir: Option<&Path>,
     origin: &str,
-    weights: Precision,
+    options: &ImportOptions,
 ) -> Result<OnnxGraph> {
+    let weights = options.weights;
     let model = ModelProto::decode(bytes)
         .map_err(|e| Error::Onnx { origin: origin.into(), why: format!("not a valid ONNX protobuf: {e}") })?;
     let graph =
@@ -257,7 +293,15 @@ fn parse_with(
             why: format!("opset {opset} is not supported (7 to 21 are)"),
         });
     }
-    let mut im = Importer { b: GraphBuilder::new(), vals: HashMap::new(), opset, origin, dir, weights };
+    let mut im = Importer {
+        b: GraphBuilder::new(),
+        vals: HashMap::new(),
+        opset,
+        origin,
+        dir,
+        weights,
+        fold_budget: options.fold_budget,
+    };
     // Only what the graph outputs depend on is decoded or converted: an unused initializer or node (a huge
     // ConstantOfShape feeding nothing) costs nothing.
     let needed = needed_values(&graph.node, graph.output.iter().map(|o| o.name.as_str()));
@@ -279,6 +323,8 @@ fn parse_with(
         if has_nan {
             return Err(im.err(format!("initializer '{}' holds NaN values", t.name)));
         }
+        let element_bytes = if matches!(c, Const::I(_)) { 8 } else { 4 };
+        im.fold_budget = im.fold_budget.saturating_add(c.shape().iter().product::<usize>() as u64 * element_bytes);
         im.vals.insert(t.name.clone(), Val::Const(c));
     }
     let mut inputs = Vec::new();
@@ -342,11 +388,16 @@ pub fn load(path: &Path) -> Result<OnnxGraph> {
 /// [`load`], with weights (float initializers and folded constants of rank ≥ 2) held in `weights`: read from the
 /// file straight into 16 bits when asked to, so the model never exists whole in f32.
 pub fn load_with(path: &Path, weights: Precision) -> Result<OnnxGraph> {
+    load_with_options(path, &ImportOptions { weights, ..ImportOptions::default() })
+}
+
+/// [`load`] with all import options.
+pub fn load_with_options(path: &Path, options: &ImportOptions) -> Result<OnnxGraph> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
     let pruned = stream::prune(file)
         .map_err(|why| Error::Onnx { origin: shown.clone(), why: format!("not a valid ONNX protobuf: {why}") })?;
-    parse_with(&pruned.message, Some((path, &pruned.raw)), path.parent(), &shown, weights)
+    parse_with(&pruned.message, Some((path, &pruned.raw)), path.parent(), &shown, options)
 }
 
 /// Reads a serialized `TensorProto` (`input_0.pb`, `output_0.pb` of the ONNX test data).

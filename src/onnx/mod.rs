@@ -15,4 +15,4 @@ mod resize;
 mod stream;
 
 pub use constant::{Const, MAX_ELEMENTS};
-pub use import::{load, load_with, parse, read_tensor, OnnxGraph, SUPPORTED_OPS};
+pub use import::{load, load_with, load_with_options, parse, read_tensor, ImportOptions, OnnxGraph, SUPPORTED_OPS};
