@@ -542,7 +542,19 @@ fn used_constants_that_fold_into_gigabytes_are_refused_before_allocating() {
         ),
         (
             "fill",
-            vec![node("ConstantOfShape", &["shape"], "r"), node("Add", &["x", "r"], "y")],
+            vec![
+                NodeProto {
+                    // Filled with int64 ones: 2 GiB.
+                    attribute: vec![AttributeProto {
+                        name: "value".into(),
+                        r#type: 4,
+                        t: Some(int_tensor("one", &[1])),
+                        ..Default::default()
+                    }],
+                    ..node("ConstantOfShape", &["shape"], "r")
+                },
+                node("Add", &["x", "r"], "y"),
+            ],
             vec![int_tensor("shape", &[1 << 27, 2])],
         ),
     ];

@@ -40,8 +40,10 @@ pub(crate) fn shape_arithmetic(im: &mut Importer, n: &NodeProto) -> Result<Optio
             let dims = const_ints(im, n, 0)?.unwrap_or_default();
             let shape =
                 checked_shape(&dims, "ConstantOfShape").map_err(|e| im.err(format!("node '{}': {e}", n.name)))?;
-            im.reserve_folded(n, shape.iter().product::<usize>() as u64 * 8)?;
-            match a.tensor("value").map(|t| decode(t, im.dir, im.origin)).transpose()? {
+            let value = a.tensor("value").map(|t| decode(t, im.dir, im.origin)).transpose()?;
+            let width = if matches!(value, Some(Const::I(_))) { 8 } else { 4 };
+            im.reserve_folded(n, shape.iter().product::<usize>() as u64 * width)?;
+            match value {
                 Some(Const::I(v)) => Const::I(ArrayD::from_elem(IxDyn(&shape), v.iter().next().copied().unwrap_or(0))),
                 Some(c) => Const::F(ArrayD::from_elem(IxDyn(&shape), c.to_f32().iter().next().copied().unwrap_or(0.0))),
                 None => Const::F(ArrayD::zeros(IxDyn(&shape))),

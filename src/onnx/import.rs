@@ -112,8 +112,9 @@ impl Importer<'_> {
     pub fn reserve_folded(&mut self, node: &NodeProto, bytes: u64) -> Result<()> {
         if bytes > self.fold_budget {
             return Err(self.err(format!(
-                "node '{}' ({}): folding it would take {:.0} MB, beyond what is left of the import budget ({:.0} MB; --max-memory)",
-                node.name,
+                "node '{}' ({}): folding it would take {:.0} MB, beyond what is left of the import budget ({:.0} MB; \
+                 --max-memory)",
+                if node.name.is_empty() { node.output.first().map_or("", String::as_str) } else { &node.name },
                 node.op_type,
                 bytes as f64 / 1e6,
                 self.fold_budget as f64 / 1e6
