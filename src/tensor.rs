@@ -87,13 +87,15 @@ pub fn contiguous<T: Element>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HalfTensor {
     shape: Vec<usize>,
-    values: HalfVec,
+    /// Shared with the kernels that read the weights in place.
+    values: std::sync::Arc<HalfVec>,
 }
 
 impl HalfTensor {
     /// `values` with `shape`; `None` if the lengths disagree.
     pub fn new(shape: Vec<usize>, values: HalfVec) -> Option<HalfTensor> {
-        (shape.iter().product::<usize>() == values.len()).then_some(HalfTensor { shape, values })
+        (shape.iter().product::<usize>() == values.len())
+            .then(|| HalfTensor { shape, values: std::sync::Arc::new(values) })
     }
 
     /// `t` rounded to `precision` (`None` for f32), or the index of the first finite value beyond the format's
@@ -103,7 +105,7 @@ impl HalfTensor {
         let values = HalfVec::from_f32(precision, &flat)?;
         Some(match values.first_overflow(&flat) {
             Some(i) => Err(i),
-            None => Ok(HalfTensor { shape: t.shape().to_vec(), values }),
+            None => Ok(HalfTensor { shape: t.shape().to_vec(), values: std::sync::Arc::new(values) }),
         })
     }
 
@@ -113,6 +115,11 @@ impl HalfTensor {
 
     pub fn values(&self) -> &HalfVec {
         &self.values
+    }
+
+    /// The values, shared (no copy): for kernels that keep reading them.
+    pub fn shared(&self) -> std::sync::Arc<HalfVec> {
+        self.values.clone()
     }
 
     pub fn precision(&self) -> Precision {

@@ -25,7 +25,7 @@ enum Layout {
     Gemm(Vec<PackedA>),
     /// Depthwise: OIHW weights and a bias as they are; the direct kernel reads them tap by tap (16-bit weights
     /// are widened per call: a few taps per channel).
-    Depthwise { weight: Stored, scale: Vec<f32>, bias: Vec<f32> },
+    Depthwise { weight: Stored, shared: bool, scale: Vec<f32>, bias: Vec<f32> },
     /// 3×3 stride-1 filters transformed for Winograd F(2×2, 3×3).
     Winograd(WinogradWeights),
 }
@@ -85,6 +85,7 @@ impl PackedConv {
         let layout = if groups > 1 && in_per_group == 1 {
             Layout::Depthwise {
                 weight: Stored::new(precision, weight.to_vec()),
+                shared: false,
                 scale: scale.map_or_else(Vec::new, <[f32]>::to_vec),
                 bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
             }
@@ -97,6 +98,48 @@ impl PackedConv {
                         let rows = g * cog..(g + 1) * cog;
                         let (b, s) = (bias.map(|b| &b[rows.clone()]), scale.map(|s| &s[rows]));
                         PackedA::pack_scaled(level, w, b, s, precision)
+                    })
+                    .collect(),
+            )
+        };
+        PackedConv { level, out_channels, in_per_group, kernel, groups, layout }
+    }
+
+    /// A convolution whose OIHW weights are a model's 16-bit tensor, read in place: the GEMM layouts gather and
+    /// widen row panels block by block from it (see [`PackedA::from_rows`]) and depthwise widens it per call, so the
+    /// weights exist once in memory. Bias and per-output-channel scale as in [`PackedConv::new_as`].
+    ///
+    /// # Panics
+    /// As [`PackedConv::new`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn shared(
+        level: SimdLevel,
+        weight: std::sync::Arc<crate::precision::HalfVec>,
+        bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
+        out_channels: usize,
+        in_per_group: usize,
+        kernel: [usize; 2],
+        groups: usize,
+    ) -> PackedConv {
+        let k = in_per_group * kernel[0] * kernel[1];
+        assert!(groups > 0 && out_channels.is_multiple_of(groups), "packed conv: groups");
+        assert_eq!(weight.len(), out_channels * k, "packed conv: weight length");
+        let layout = if groups > 1 && in_per_group == 1 {
+            Layout::Depthwise {
+                weight: Stored::Half(weight),
+                shared: true,
+                scale: scale.map_or_else(Vec::new, <[f32]>::to_vec),
+                bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
+            }
+        } else {
+            let cog = out_channels / groups;
+            Layout::Gemm(
+                (0..groups)
+                    .map(|g| {
+                        let rows = g * cog..(g + 1) * cog;
+                        let (b, s) = (bias.map(|b| &b[rows.clone()]), scale.map(|s| &s[rows]));
+                        PackedA::from_rows(level, weight.clone(), g * cog * k, cog, k, b, s)
                     })
                     .collect(),
             )
@@ -152,7 +195,11 @@ impl PackedConv {
     pub fn bytes(&self) -> usize {
         match &self.layout {
             Layout::Gemm(p) => p.iter().map(PackedA::bytes).sum(),
-            Layout::Depthwise { weight, scale, bias } => weight.bytes() + (scale.len() + bias.len()) * 4,
+            // Shared 16-bit weights are the model's own: not counted here.
+            Layout::Depthwise { weight, shared, scale, bias } => {
+                let own = if *shared { 0 } else { weight.bytes() };
+                own + (scale.len() + bias.len()) * 4
+            }
             Layout::Winograd(w) => w.bytes(),
         }
     }
@@ -179,7 +226,7 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
         return;
     }
     let groups = match &packed.layout {
-        Layout::Depthwise { weight, scale, bias } => {
+        Layout::Depthwise { weight, scale, bias, .. } => {
             // Widened (16-bit weights) and scaled (a folded batch-norm) per call: a few taps per channel.
             let mut weight = weight.widened(packed.level);
             if !scale.is_empty() {
@@ -322,6 +369,11 @@ mod tests {
                         )
                     };
                     assert!(half.bytes() < full.bytes(), "{precision} {level} {geo:?}");
+                    // Read in place from a shared 16-bit tensor: the same layouts, the same bits.
+                    let shared = (!winograd).then(|| {
+                        let h = std::sync::Arc::new(HalfVec::from_f32(precision, &w).unwrap());
+                        PackedConv::shared(level, h, Some(&b), None, co, cig, kernel, geo.groups)
+                    });
                     let mut want = vec![0.0f32; geo.batch * co * geo.out_plane()];
                     conv2d_forward_packed(&geo, &x, &full, Clamp::NONE, &mut want);
                     let mut got = vec![f32::NAN; want.len()];
@@ -335,6 +387,9 @@ mod tests {
                         }
                     } else {
                         assert_eq!(got, want, "{precision} {level} {geo:?}");
+                        let mut in_place = vec![f32::NAN; want.len()];
+                        conv2d_forward_packed(&geo, &x, shared.as_ref().unwrap(), Clamp::NONE, &mut in_place);
+                        assert_eq!(in_place, want, "{precision} {level} {geo:?} in place");
                     }
                 }
             }

@@ -60,6 +60,9 @@ pub struct PackedA {
     mr: usize,
     /// The panels: f32, or 16-bit weights widened block by block as the microkernel needs them.
     data: Stored,
+    /// `Some(offset)`: `data` is not packed but the caller's row-major 16-bit matrix, shared, starting `offset`
+    /// values in — a model's weights read in place, never copied (see [`PackedA::from_rows`]).
+    rows_at: Option<usize>,
     /// Per-row bias, zero-padded to whole panels; empty when there is none.
     bias: Vec<f32>,
     /// Per-row scale of the product (`C = clamp(s·(A·B) + bias)`), zero-padded; empty when there is none. It lets a
@@ -128,7 +131,39 @@ impl PackedA {
                 v
             })
         };
-        PackedA { level, m, k, mr, data, bias: padded(bias), scale: padded(scale) }
+        PackedA { level, m, k, mr, data, rows_at: None, bias: padded(bias), scale: padded(scale) }
+    }
+
+    /// The row-major `m × k` matrix at `source[offset ..]`, used where it is — no packed copy: each K block of the
+    /// row panels a call needs is gathered and widened into a per-thread buffer (the same work 16-bit packed
+    /// panels need, plus a transposition of `MR × KC` values, amortized over all the columns of the call). Bias and
+    /// scale as in [`PackedA::pack_scaled`].
+    ///
+    /// # Panics
+    /// If the matrix does not fit `source`, or `bias` / `scale` have the wrong length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_rows(
+        level: SimdLevel,
+        source: std::sync::Arc<crate::precision::HalfVec>,
+        offset: usize,
+        m: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
+    ) -> PackedA {
+        assert!(offset + m * k <= source.len(), "packed gemm: rows outside their source");
+        let mr = microkernel::mr(level);
+        let panels = m.div_ceil(mr);
+        let padded = |v: Option<&[f32]>, what: &str| {
+            v.map_or(Vec::new(), |b| {
+                assert_eq!(b.len(), m, "packed gemm: {what} length");
+                let mut v = b.to_vec();
+                v.resize(panels * mr, 0.0);
+                v
+            })
+        };
+        let (bias, scale) = (padded(bias, "bias"), padded(scale, "scale"));
+        PackedA { level, m, k, mr, data: Stored::Half(source), rows_at: Some(offset), bias, scale }
     }
 
     pub fn level(&self) -> SimdLevel {
@@ -153,9 +188,10 @@ impl PackedA {
         self.data.precision()
     }
 
-    /// Bytes held (weights and bias).
+    /// Bytes held (weights, unless read in place from the caller's matrix, and bias).
     pub fn bytes(&self) -> usize {
-        self.data.bytes() + (self.bias.len() + self.scale.len()) * 4
+        let own = if self.rows_at.is_some() { 0 } else { self.data.bytes() };
+        own + (self.bias.len() + self.scale.len()) * 4
     }
 
     /// `C[rows] = clamp(A[rows]·B + bias [+ C])` for output rows `r0..r1` of A, all columns of `b`. `C` is the
@@ -196,6 +232,7 @@ impl PackedA {
             let mut packed_b = cell.borrow_mut();
             pack_b(b, nr, &mut packed_b);
             let mut wide = WIDE_A.with(|w| std::mem::take(&mut *w.borrow_mut()));
+            let mut run = Vec::new();
             let k = self.k;
             let col_panels = n.div_ceil(nr);
             let first_panel = r0 / mr;
@@ -211,7 +248,21 @@ impl PackedA {
                     let panels = r1.div_ceil(mr) - first_panel;
                     wide.resize(panels * kc * mr, 0.0);
                     for (i, dst) in wide.chunks_exact_mut(kc * mr).enumerate() {
-                        h.widen(((first_panel + i) * k + kb) * mr, dst, self.level);
+                        match self.rows_at {
+                            None => h.widen(((first_panel + i) * k + kb) * mr, dst, self.level),
+                            Some(offset) => gather_panel(
+                                h,
+                                offset,
+                                k,
+                                self.m,
+                                (first_panel + i) * mr,
+                                kb,
+                                kc,
+                                &mut run,
+                                dst,
+                                self.level,
+                            ),
+                        }
                     }
                 }
                 for jp in 0..col_panels {
@@ -298,8 +349,9 @@ impl PackedA {
         let a = match &self.data {
             Stored::F32(v) => MatRef::row_major(&v[r0 * k..r1 * k], rows, k),
             Stored::Half(h) => {
+                // The portable layout is row-major, packed or not.
                 let mut w = vec![0.0; rows * k];
-                h.widen(r0 * k, &mut w, self.level);
+                h.widen(self.rows_at.unwrap_or(0) + r0 * k, &mut w, self.level);
                 widened = w;
                 MatRef::row_major(&widened, rows, k)
             }
@@ -333,6 +385,35 @@ impl PackedA {
         assert_eq!(c.len(), self.m * b.cols, "packed gemm: output length");
         // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
         unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
+    }
+}
+
+/// Widens the K block `kb .. kb + kc` of the row panel starting at row `row0` of the row-major `m × k` matrix at
+/// `h[offset ..]` into `dst` in panel order (`mr` consecutive rows per `k`), rows past `m` as zeros. `run` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn gather_panel(
+    h: &crate::precision::HalfVec,
+    offset: usize,
+    k: usize,
+    m: usize,
+    row0: usize,
+    kb: usize,
+    kc: usize,
+    run: &mut Vec<f32>,
+    dst: &mut [f32],
+    level: SimdLevel,
+) {
+    let mr = dst.len() / kc;
+    run.resize(kc, 0.0);
+    for r in 0..mr {
+        if row0 + r < m {
+            h.widen(offset + (row0 + r) * k + kb, run, level);
+            for (p, &v) in run.iter().enumerate() {
+                dst[p * mr + r] = v;
+            }
+        } else {
+            (0..kc).for_each(|p| dst[p * mr + r] = 0.0);
+        }
     }
 }
 
@@ -513,6 +594,22 @@ mod tests {
                 // SAFETY: `part` holds rows r0..m, exclusively borrowed.
                 unsafe { half.gemm_rows(r0, m, MatRef::row_major(&b, k, n), part.as_mut_ptr(), n, false, Clamp::RELU) };
                 assert_eq!(part, want[r0 * n..].to_vec(), "{precision} {level} rows {r0}..");
+                // The same matrix read in place (row-major, at an offset inside a larger tensor): the same bits, and
+                // no weight bytes of its own.
+                let mut source = HalfVec::from_f32(precision, &[0.5; 7]).unwrap();
+                source.extend_from_f32(&a);
+                let shared = std::sync::Arc::new(source);
+                let in_place = PackedA::from_rows(level, shared, 7, m, k, Some(&bias), None);
+                assert_eq!(in_place.bytes(), in_place.panel_rows() * m.div_ceil(in_place.panel_rows()) * 4);
+                let mut got = vec![0.0; m * n];
+                in_place.gemm(MatRef::row_major(&b, k, n), &mut got, false, Clamp::RELU);
+                assert_eq!(got, want, "{precision} {level} in place");
+                let mut part = vec![0.0; (m - r0) * n];
+                // SAFETY: as above.
+                unsafe {
+                    in_place.gemm_rows(r0, m, MatRef::row_major(&b, k, n), part.as_mut_ptr(), n, false, Clamp::RELU)
+                };
+                assert_eq!(part, want[r0 * n..].to_vec(), "{precision} {level} in place, rows {r0}..");
             }
         }
     }

@@ -221,18 +221,18 @@ impl Widen for Stored {
     }
 }
 
-/// Values held in f32 or in 16 bits.
+/// Values held in f32 or in 16 bits (shared: a model's 16-bit weights can be read by kernels in place).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stored {
     F32(Vec<f32>),
-    Half(HalfVec),
+    Half(std::sync::Arc<HalfVec>),
 }
 
 impl Stored {
     /// `values` held in `precision`.
     pub fn new(precision: Precision, values: Vec<f32>) -> Stored {
         match HalfVec::from_f32(precision, &values) {
-            Some(h) => Stored::Half(h),
+            Some(h) => Stored::Half(std::sync::Arc::new(h)),
             None => Stored::F32(values),
         }
     }
@@ -240,7 +240,7 @@ impl Stored {
     /// An empty store of `precision` with room for `capacity` values.
     pub fn with_capacity(precision: Precision, capacity: usize) -> Stored {
         match HalfVec::with_capacity(precision, capacity) {
-            Some(h) => Stored::Half(h),
+            Some(h) => Stored::Half(std::sync::Arc::new(h)),
             None => Stored::F32(Vec::with_capacity(capacity)),
         }
     }
@@ -249,7 +249,7 @@ impl Stored {
     pub fn extend_from_f32(&mut self, values: &[f32]) {
         match self {
             Stored::F32(v) => v.extend_from_slice(values),
-            Stored::Half(h) => h.extend_from_f32(values),
+            Stored::Half(h) => std::sync::Arc::make_mut(h).extend_from_f32(values),
         }
     }
 

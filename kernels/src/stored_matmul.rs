@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn bit_identical_on_one_and_three_threads() {
         let (m, r, c) = (2, 300, 2500);
-        let w = Stored::Half(HalfVec::from_f32(Precision::F16, &data(r * c, 5)).unwrap());
+        let w = Stored::Half(std::sync::Arc::new(HalfVec::from_f32(Precision::F16, &data(r * c, 5)).unwrap()));
         let x = data(m * r, 6);
         let xt = data(m * c, 7);
         let run = |threads: usize| {

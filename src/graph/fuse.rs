@@ -254,7 +254,10 @@ impl<T: Element> Graph<T> {
         // Weights held in 16 bits stay so once packed (rounded again after a batch-norm is folded in).
         let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
         let w_shape = self.values[node.inputs[1].0].shape.clone();
-        let mut w = f64s(node.inputs[1]);
+        let half = self.half_constant(node.inputs[1]);
+        // 16-bit weights outside Winograd are read in place: only bias and scale are made here.
+        let in_place = half.is_some() && !winograd;
+        let mut w = if in_place { Vec::new() } else { f64s(node.inputs[1]) };
         let out_channels = w_shape[0];
         let mut b = node.inputs.get(2).map_or_else(|| vec![0.0; out_channels], |&id| f64s(id));
         // 16-bit weights keep their values: the batch-norm's scale is applied to the product instead (see
@@ -264,7 +267,7 @@ impl<T: Element> Graph<T> {
             let bn_inputs = &self.nodes[bn].inputs;
             let (gamma, shift, mean, var) =
                 (f64s(bn_inputs[1]), f64s(bn_inputs[2]), f64s(bn_inputs[3]), f64s(bn_inputs[4]));
-            let per_out = w.len() / out_channels.max(1);
+            let per_out = w_shape[1..].iter().product::<usize>();
             let a: Vec<f64> = (0..out_channels).map(|co| gamma[co] / (var[co] + eps).sqrt()).collect();
             for co in 0..out_channels {
                 if precision == Precision::F32 {
@@ -280,6 +283,19 @@ impl<T: Element> Graph<T> {
         let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
         let has_bias = node.inputs.len() > 2 || chain.batch_norm.is_some();
         let (bias, scale) = (has_bias.then_some(&b[..]), scale.as_deref());
+        if let (Some(h), true) = (half, in_place) {
+            let kernel = [w_shape[2], w_shape[3]];
+            return PackedConv::shared(
+                level,
+                h.shared(),
+                bias,
+                scale,
+                out_channels,
+                w_shape[1],
+                kernel,
+                chain.attrs.groups,
+            );
+        }
         if winograd {
             return PackedConv::winograd_as(level, &w, bias, scale, out_channels, w_shape[1], precision);
         }

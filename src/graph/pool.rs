@@ -4,6 +4,9 @@
 //! the same size. Reusing those buffers saves the allocator's work and — for the multi-megabyte ones, which the
 //! allocator maps fresh from the kernel — the page faults and the kernel's zeroing of every page. Only the fused
 //! convolution kernels take buffers from the pool (they overwrite every element); nothing is pooled across passes.
+//!
+//! The pool holds at most [`MAX_POOLED_BYTES`]: past that, the oldest buffers go back to the allocator. Unbounded,
+//! it kept every value no later layer reused — most of a network's activations (ResNet-50: ≈ 100 MB).
 
 use crate::tensor::Tensor;
 use crate::Element;
@@ -12,14 +15,26 @@ use std::collections::HashMap;
 /// Values smaller than this are left to the allocator (its own free lists serve them well).
 const MIN_POOLED: usize = 16 * 1024;
 
-/// Freed buffers by length.
+/// Most bytes the pool keeps: a few of the largest activations of a 224² CNN (VGG-16's are 12.8 MB).
+pub(super) const MAX_POOLED_BYTES: usize = 32 << 20;
+
+/// Freed buffers by length, and the order they came in (to drop the oldest first).
 pub(super) struct BufferPool<T> {
     free: HashMap<usize, Vec<Vec<T>>>,
+    /// Lengths of the pooled buffers, oldest first.
+    order: std::collections::VecDeque<usize>,
+    bytes: usize,
 }
 
 impl<T: Element> BufferPool<T> {
     pub(super) fn new() -> Self {
-        BufferPool { free: HashMap::new() }
+        BufferPool { free: HashMap::new(), order: Default::default(), bytes: 0 }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.free.values().flatten().map(|b| b.len() * std::mem::size_of::<T>()).sum()
     }
 
     /// Keeps the buffer of a value nothing reads any more.
@@ -29,14 +44,33 @@ impl<T: Element> BufferPool<T> {
         }
         let len = t.len();
         let (data, offset) = t.into_raw_vec_and_offset();
-        if offset == Some(0) && data.len() == len {
-            self.free.entry(len).or_default().push(data);
+        let size = len * std::mem::size_of::<T>();
+        if offset != Some(0) || data.len() != len || size > MAX_POOLED_BYTES {
+            return;
+        }
+        self.free.entry(len).or_default().push(data);
+        self.order.push_back(len);
+        self.bytes += size;
+        // Oldest first: the buffers of layers long past are the least likely to be reused.
+        while self.bytes > MAX_POOLED_BYTES {
+            let Some(old) = self.order.pop_front() else { break };
+            // Within one length, the oldest buffer is at the bottom of its stack.
+            if let Some(stack) = self.free.get_mut(&old).filter(|s| !s.is_empty()) {
+                stack.remove(0);
+                self.bytes -= old * std::mem::size_of::<T>();
+            }
         }
     }
 
     /// A buffer of exactly `len` elements with unspecified contents, if one was freed; the caller overwrites it.
     pub(super) fn take(&mut self, len: usize) -> Option<Vec<T>> {
-        self.free.get_mut(&len).and_then(Vec::pop)
+        let b = self.free.get_mut(&len).and_then(Vec::pop)?;
+        self.bytes -= len * std::mem::size_of::<T>();
+        // The newest buffer of that length left: so does the newest entry of its length.
+        if let Some(i) = self.order.iter().rposition(|&l| l == len) {
+            self.order.remove(i);
+        }
+        Some(b)
     }
 }
 
@@ -57,5 +91,22 @@ mod tests {
         // A transposed view's buffer is not in standard order: not pooled.
         pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[MIN_POOLED, 2]), 0.0).reversed_axes());
         assert!(pool.take(2 * MIN_POOLED).is_none());
+    }
+
+    #[test]
+    fn holds_at_most_its_cap_dropping_the_oldest_first() {
+        let mut pool = BufferPool::<f32>::new();
+        let quarter = MAX_POOLED_BYTES / 4 / 4;
+        // Five buffers of a quarter of the cap each, of two lengths: the first one (a `quarter`) is dropped.
+        for (i, len) in [quarter, quarter - 8, quarter, quarter - 8, quarter].into_iter().enumerate() {
+            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
+        }
+        assert!(pool.held() <= MAX_POOLED_BYTES, "{} bytes held", pool.held());
+        assert_eq!(pool.held(), pool.bytes);
+        let newest = pool.take(quarter).unwrap();
+        assert_eq!(newest[0], 4.0);
+        assert_eq!(pool.take(quarter).unwrap()[0], 2.0);
+        assert!(pool.take(quarter).is_none(), "the oldest was dropped");
+        assert_eq!(pool.held(), pool.bytes);
     }
 }
