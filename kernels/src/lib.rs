@@ -15,6 +15,7 @@ pub mod depthwise;
 pub mod depthwise_flat;
 pub mod element;
 pub mod gemm;
+pub mod half_vector;
 pub mod im2col;
 mod microkernel;
 pub mod packed_gemm;

@@ -189,6 +189,10 @@ pub trait Widen: Sync {
     fn count(&self) -> usize;
     /// Writes values `start .. start + dst.len()` as f32 into `dst` (with `level`'s conversion).
     fn widen_range(&self, start: usize, dst: &mut [f32], level: SimdLevel);
+    /// `Σ x_i · self[start + i]` (16-bit values widened in registers).
+    fn dot_range(&self, start: usize, x: &[f32]) -> f32;
+    /// `y_i += a · self[start + i]`.
+    fn axpy_range(&self, a: f32, start: usize, y: &mut [f32]);
 }
 
 impl Widen for [f32] {
@@ -198,6 +202,12 @@ impl Widen for [f32] {
     fn widen_range(&self, start: usize, dst: &mut [f32], _: SimdLevel) {
         dst.copy_from_slice(&self[start..start + dst.len()]);
     }
+    fn dot_range(&self, start: usize, x: &[f32]) -> f32 {
+        crate::vector::dot(&self[start..start + x.len()], x)
+    }
+    fn axpy_range(&self, a: f32, start: usize, y: &mut [f32]) {
+        crate::vector::axpy(a, &self[start..start + y.len()], y);
+    }
 }
 
 impl Widen for HalfVec {
@@ -206,6 +216,12 @@ impl Widen for HalfVec {
     }
     fn widen_range(&self, start: usize, dst: &mut [f32], level: SimdLevel) {
         self.widen(start, dst, level);
+    }
+    fn dot_range(&self, start: usize, x: &[f32]) -> f32 {
+        crate::half_vector::dot(self, start, x)
+    }
+    fn axpy_range(&self, a: f32, start: usize, y: &mut [f32]) {
+        crate::half_vector::axpy(a, self, start, y);
     }
 }
 
@@ -217,6 +233,18 @@ impl Widen for Stored {
         match self {
             Stored::F32(v) => v.widen_range(start, dst, level),
             Stored::Half(h) => h.widen(start, dst, level),
+        }
+    }
+    fn dot_range(&self, start: usize, x: &[f32]) -> f32 {
+        match self {
+            Stored::F32(v) => v.dot_range(start, x),
+            Stored::Half(h) => h.dot_range(start, x),
+        }
+    }
+    fn axpy_range(&self, a: f32, start: usize, y: &mut [f32]) {
+        match self {
+            Stored::F32(v) => v.axpy_range(a, start, y),
+            Stored::Half(h) => h.axpy_range(a, start, y),
         }
     }
 }

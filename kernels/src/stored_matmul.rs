@@ -1,8 +1,8 @@
 //! Products of activations with a constant weight matrix held in 16 bits (or f32): a classifier's `Linear` layer and
 //! its input gradient with `--weights f16|bf16`.
 //!
-//! The weight matrix is read once per call, a row at a time, widened into a small per-task buffer — never as a whole
-//! f32 copy (VGG-16's first classifier layer is 411 MB in f32). Two shapes, one per way the matrix is read:
+//! The weight matrix is read once per call, a row (or a run of a row) at a time, widened in registers
+//! (`half_vector`) — never as a whole f32 copy (VGG-16's first classifier layer is 411 MB in f32). Two shapes, one per way the matrix is read:
 //! - [`matmul_transposed`]: `y = x·Wᵀ` with `W` `[n, k]` (a `Linear` forward): each output is a dot product of an
 //!   input row with a weight row.
 //! - [`matmul`]: `y = x·W` with `W` `[r, c]` (the `Linear` input gradient, or a `MatMul` forward): each input row
@@ -12,19 +12,12 @@
 //! results are bit-identical on any number of threads for a given SIMD level.
 
 use crate::precision::Widen;
-use crate::simd::{self, SimdLevel};
-use crate::vector;
 use rayon::prelude::*;
 
 /// Output columns per task of [`matmul_transposed`].
 const DOT_CHUNK: usize = 16;
 /// Output columns per task of [`matmul`] (4 KB runs of each weight row).
 const ROW_CHUNK: usize = 1024;
-
-/// Widens `w[start .. start + dst.len()]` into `dst`.
-fn widen<W: Widen + ?Sized>(w: &W, start: usize, dst: &mut [f32], level: SimdLevel) {
-    w.widen_range(start, dst, level);
-}
 
 /// `y = x·Wᵀ`: `x` is `[m, k]` row-major, `w` is `[n, k]` row-major; returns `[m, n]`.
 ///
@@ -33,19 +26,17 @@ fn widen<W: Widen + ?Sized>(w: &W, start: usize, dst: &mut [f32], level: SimdLev
 pub fn matmul_transposed<W: Widen + ?Sized>(x: &[f32], m: usize, w: &W, n: usize, k: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "stored matmul: input length");
     assert_eq!(w.count(), n * k, "stored matmul: weight length");
-    let level = simd::level();
     // Column-major while computing ([n, m]: each task owns whole output columns), transposed at the end.
     let mut yt = vec![0.0f32; n * m];
     if m == 0 {
         return yt;
     }
     yt.par_chunks_mut(DOT_CHUNK * m).enumerate().for_each(|(c, cols)| {
-        let mut row = vec![0.0f32; k];
         for (jj, col) in cols.chunks_exact_mut(m).enumerate() {
             let j = c * DOT_CHUNK + jj;
-            widen(w, j * k, &mut row, level);
+            // Weight row j streams from memory once; the m input rows after the first read it from cache.
             for (i, out) in col.iter_mut().enumerate() {
-                *out = vector::dot(&x[i * k..(i + 1) * k], &row);
+                *out = w.dot_range(j * k, &x[i * k..(i + 1) * k]);
             }
         }
     });
@@ -65,7 +56,6 @@ pub fn matmul_transposed<W: Widen + ?Sized>(x: &[f32], m: usize, w: &W, n: usize
 pub fn matmul<W: Widen + ?Sized>(x: &[f32], m: usize, w: &W, r: usize, c: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * r, "stored matmul: input length");
     assert_eq!(w.count(), r * c, "stored matmul: weight length");
-    let level = simd::level();
     let mut y = vec![0.0f32; m * c];
     if m == 0 || c == 0 {
         return y;
@@ -77,24 +67,10 @@ pub fn matmul<W: Widen + ?Sized>(x: &[f32], m: usize, w: &W, r: usize, c: usize)
         .map(|ch| {
             let (j0, len) = (ch * ROW_CHUNK, ROW_CHUNK.min(c - ch * ROW_CHUNK));
             let mut out = vec![0.0f32; m * len];
-            let mut rows = vec![0.0f32; 4 * len];
-            let quads = r / 4 * 4;
-            for p in (0..quads).step_by(4) {
-                for q in 0..4 {
-                    widen(w, (p + q) * c + j0, &mut rows[q * len..(q + 1) * len], level);
-                }
-                let (r0, rest) = rows.split_at(len);
-                let (r1, rest) = rest.split_at(len);
-                let (r2, r3) = rest.split_at(len);
+            // y_i += x_ip · W_p, in order of p: each run of a weight row is read once from memory.
+            for p in 0..r {
                 for (i, o) in out.chunks_exact_mut(len).enumerate() {
-                    let a = [x[i * r + p], x[i * r + p + 1], x[i * r + p + 2], x[i * r + p + 3]];
-                    vector::axpy4(a, [r0, r1, r2, r3], o);
-                }
-            }
-            for p in quads..r {
-                widen(w, p * c + j0, &mut rows[..len], level);
-                for (i, o) in out.chunks_exact_mut(len).enumerate() {
-                    vector::axpy(x[i * r + p], &rows[..len], o);
+                    w.axpy_range(x[i * r + p], p * c + j0, o);
                 }
             }
             out
@@ -155,7 +131,7 @@ mod tests {
                 };
                 // The active SIMD level (CI runs the kernel tests once per level, GRADCAM_SIMD).
                 {
-                    let level = simd::level();
+                    let level = crate::simd::level();
                     for transposed in [true, false] {
                         let inner = if transposed { cols } else { rows };
                         let x = data(m * inner, 4);
