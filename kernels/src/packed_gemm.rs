@@ -232,7 +232,6 @@ impl PackedA {
             let mut packed_b = cell.borrow_mut();
             pack_b(b, nr, &mut packed_b);
             let mut wide = WIDE_A.with(|w| std::mem::take(&mut *w.borrow_mut()));
-            let mut run = Vec::new();
             let k = self.k;
             let col_panels = n.div_ceil(nr);
             let first_panel = r0 / mr;
@@ -250,18 +249,17 @@ impl PackedA {
                     for (i, dst) in wide.chunks_exact_mut(kc * mr).enumerate() {
                         match self.rows_at {
                             None => h.widen(((first_panel + i) * k + kb) * mr, dst, self.level),
-                            Some(offset) => gather_panel(
-                                h,
-                                offset,
-                                k,
-                                self.m,
-                                (first_panel + i) * mr,
-                                kb,
-                                kc,
-                                &mut run,
-                                dst,
-                                self.level,
-                            ),
+                            // Row-major: each row's run widened contiguously (the microkernel reads rows).
+                            Some(offset) => {
+                                for (r, row) in dst.chunks_exact_mut(kc).enumerate() {
+                                    let i_row = (first_panel + i) * mr + r;
+                                    if i_row < self.m {
+                                        h.widen(offset + i_row * k + kb, row, self.level);
+                                    } else {
+                                        row.fill(0.0);
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -270,6 +268,8 @@ impl PackedA {
                     let bp = &packed_b[(jp * k + kb) * nr..];
                     for ip in (r0 / mr)..r1.div_ceil(mr) {
                         let rows = mr.min(r1 - ip * mr);
+                        // In-place 16-bit rows were widened row-major (row stride kc).
+                        let lda = self.rows_at.map(|_| kc);
                         let ap = match &self.data {
                             Stored::F32(v) => &v[(ip * k + kb) * mr..],
                             Stored::Half(_) => &wide[(ip - first_panel) * kc * mr..],
@@ -287,7 +287,7 @@ impl PackedA {
                             // packed, zero-padded); `dst` is an mr × nr block with row stride `stride` (a full tile
                             // inside C, or the edge buffer). The level is supported: PackedA was built for it, which
                             // microkernel::tile checked.
-                            unsafe { tile.run(kc, ap.as_ptr(), bp.as_ptr(), dst, stride, load, bias, epilogue) };
+                            unsafe { tile.run(kc, ap.as_ptr(), lda, bp.as_ptr(), dst, stride, load, bias, epilogue) };
                             if last && scaled {
                                 // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
                                 unsafe { self.finish_tile(ip * mr, dst, stride, nr, clamp) };
@@ -385,35 +385,6 @@ impl PackedA {
         assert_eq!(c.len(), self.m * b.cols, "packed gemm: output length");
         // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
         unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
-    }
-}
-
-/// Widens the K block `kb .. kb + kc` of the row panel starting at row `row0` of the row-major `m × k` matrix at
-/// `h[offset ..]` into `dst` in panel order (`mr` consecutive rows per `k`), rows past `m` as zeros. `run` is scratch.
-#[allow(clippy::too_many_arguments)]
-fn gather_panel(
-    h: &crate::precision::HalfVec,
-    offset: usize,
-    k: usize,
-    m: usize,
-    row0: usize,
-    kb: usize,
-    kc: usize,
-    run: &mut Vec<f32>,
-    dst: &mut [f32],
-    level: SimdLevel,
-) {
-    let mr = dst.len() / kc;
-    run.resize(kc, 0.0);
-    for r in 0..mr {
-        if row0 + r < m {
-            h.widen(offset + (row0 + r) * k + kb, run, level);
-            for (p, &v) in run.iter().enumerate() {
-                dst[p * mr + r] = v;
-            }
-        } else {
-            (0..kc).for_each(|p| dst[p * mr + r] = 0.0);
-        }
     }
 }
 

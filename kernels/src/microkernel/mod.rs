@@ -27,9 +27,10 @@ macro_rules! microkernel {
         /// `mr` values (checked by the caller, [`super::Tile::run`]).
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-        pub(super) unsafe fn $name(
+        pub(super) unsafe fn $name<const ROW_MAJOR: bool>(
             kc: usize,
             a: *const f32,
+            lda: usize,
             b: *const f32,
             c: *mut f32,
             rsc: usize,
@@ -57,9 +58,9 @@ macro_rules! microkernel {
                 for p in 0..kc {
                     let b0 = $load(b.add(p * 2 * L));
                     let b1 = $load(b.add(p * 2 * L + L));
-                    let ap = a.add(p * MR);
                     for r in 0..MR {
-                        let av = $splat(*ap.add(r));
+                        // Packed: MR values per p. Row-major: row r at a + r·lda (a monomorphized variant).
+                        let av = $splat(if ROW_MAJOR { *a.add(r * lda + p) } else { *a.add(p * MR + r) });
                         acc[r][0] = $fma(av, b0, acc[r][0]);
                         acc[r][1] = $fma(av, b1, acc[r][1]);
                     }
@@ -139,15 +140,19 @@ impl Tile {
     /// Runs the microkernel over `kc` steps. Accumulators start from `C` when `load`, plus `bias` when given, else
     /// from zero; `clamp` is applied before the store.
     ///
+    /// `A` is a packed panel (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`.
+    ///
     /// # Safety
-    /// `a` must be valid for `kc·mr` reads, `b` for `kc·nr`, `c` for reads and writes of an `mr × nr` block with row
-    /// stride `rsc` that no other thread touches; `bias`, when given, holds at least `mr` values. The tile must come
-    /// from [`tile`] (which checked that the CPU supports its level).
+    /// `a` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of `a + r·lda`, `r < mr` (row-major),
+    /// `b` for `kc·nr`, `c` for reads and writes of an `mr × nr` block with row stride `rsc` that no other thread
+    /// touches; `bias`, when given, holds at least `mr` values. The tile must come from [`tile`] (which checked that
+    /// the CPU supports its level).
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
         &self,
         kc: usize,
         a: *const f32,
+        lda: Option<usize>,
         b: *const f32,
         c: *mut f32,
         rsc: usize,
@@ -161,10 +166,20 @@ impl Tile {
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX-512F support.
-            SimdLevel::Avx512 => unsafe { avx512::kernel_12x32(kc, a, b, c, rsc, load, bias, clamp) },
+            SimdLevel::Avx512 => unsafe {
+                match lda {
+                    None => avx512::kernel_12x32::<false>(kc, a, 0, b, c, rsc, load, bias, clamp),
+                    Some(lda) => avx512::kernel_12x32::<true>(kc, a, lda, b, c, rsc, load, bias, clamp),
+                }
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX2 and FMA support.
-            SimdLevel::Avx2 => unsafe { avx2::kernel_6x16(kc, a, b, c, rsc, load, bias, clamp) },
+            SimdLevel::Avx2 => unsafe {
+                match lda {
+                    None => avx2::kernel_6x16::<false>(kc, a, 0, b, c, rsc, load, bias, clamp),
+                    Some(lda) => avx2::kernel_6x16::<true>(kc, a, lda, b, c, rsc, load, bias, clamp),
+                }
+            },
             _ => unreachable!("tile() has no portable tile"),
         }
     }
