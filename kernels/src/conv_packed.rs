@@ -30,6 +30,15 @@ enum Layout {
     Winograd(WinogradWeights),
 }
 
+/// The dimensions a convolution's weights are laid out for.
+#[derive(Clone, Copy)]
+struct Dims {
+    out_channels: usize,
+    in_per_group: usize,
+    kernel: [usize; 2],
+    groups: usize,
+}
+
 /// A convolution's constant weights and bias, ready for [`conv2d_forward_packed`].
 #[derive(Clone, Debug)]
 pub struct PackedConv {
@@ -77,32 +86,19 @@ impl PackedConv {
         precision: Precision,
     ) -> PackedConv {
         let k = in_per_group * kernel[0] * kernel[1];
-        assert!(groups > 0 && out_channels.is_multiple_of(groups), "packed conv: groups");
         assert_eq!(weight.len(), out_channels * k, "packed conv: weight length");
-        if let Some(b) = bias {
-            assert_eq!(b.len(), out_channels, "packed conv: bias length");
-        }
-        let layout = if groups > 1 && in_per_group == 1 {
-            Layout::Depthwise {
-                weight: Stored::new(precision, weight.to_vec()),
-                shared: false,
-                scale: scale.map_or_else(Vec::new, <[f32]>::to_vec),
-                bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
-            }
-        } else {
-            let cog = out_channels / groups;
-            Layout::Gemm(
-                (0..groups)
-                    .map(|g| {
-                        let w = MatRef::row_major(&weight[g * cog * k..(g + 1) * cog * k], cog, k);
-                        let rows = g * cog..(g + 1) * cog;
-                        let (b, s) = (bias.map(|b| &b[rows.clone()]), scale.map(|s| &s[rows]));
-                        PackedA::pack_scaled(level, w, b, s, precision)
-                    })
-                    .collect(),
-            )
-        };
-        PackedConv { level, out_channels, in_per_group, kernel, groups, layout }
+        let dims = Dims { out_channels, in_per_group, kernel, groups };
+        PackedConv::build(
+            level,
+            dims,
+            bias,
+            scale,
+            || (Stored::new(precision, weight.to_vec()), false),
+            |rows, b, s| {
+                let w = MatRef::row_major(&weight[rows.start * k..rows.end * k], rows.len(), k);
+                PackedA::pack_scaled(level, w, b, s, precision)
+            },
+        )
     }
 
     /// A convolution whose OIHW weights are a model's 16-bit tensor, read in place: the GEMM layouts gather and
@@ -123,12 +119,42 @@ impl PackedConv {
         groups: usize,
     ) -> PackedConv {
         let k = in_per_group * kernel[0] * kernel[1];
-        assert!(groups > 0 && out_channels.is_multiple_of(groups), "packed conv: groups");
         assert_eq!(weight.len(), out_channels * k, "packed conv: weight length");
+        let dims = Dims { out_channels, in_per_group, kernel, groups };
+        let depthwise = weight.clone();
+        PackedConv::build(
+            level,
+            dims,
+            bias,
+            scale,
+            || (Stored::Half(depthwise), true),
+            |rows, b, s| PackedA::from_rows(level, weight.clone(), rows.start * k, rows.len(), k, b, s),
+        )
+    }
+
+    /// The layout for `dims`: depthwise from `depthwise()` (the weights, and whether they are shared), else one
+    /// GEMM matrix per group from `group(output rows, bias, scale)`.
+    ///
+    /// # Panics
+    /// If the groups do not divide the output channels, or bias / scale have the wrong length.
+    fn build(
+        level: SimdLevel,
+        dims: Dims,
+        bias: Option<&[f32]>,
+        scale: Option<&[f32]>,
+        depthwise: impl FnOnce() -> (Stored, bool),
+        group: impl Fn(std::ops::Range<usize>, Option<&[f32]>, Option<&[f32]>) -> PackedA,
+    ) -> PackedConv {
+        let Dims { out_channels, in_per_group, kernel, groups } = dims;
+        assert!(groups > 0 && out_channels.is_multiple_of(groups), "packed conv: groups");
+        for v in [bias, scale].into_iter().flatten() {
+            assert_eq!(v.len(), out_channels, "packed conv: bias or scale length");
+        }
         let layout = if groups > 1 && in_per_group == 1 {
+            let (weight, shared) = depthwise();
             Layout::Depthwise {
-                weight: Stored::Half(weight),
-                shared: true,
+                weight,
+                shared,
                 scale: scale.map_or_else(Vec::new, <[f32]>::to_vec),
                 bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
             }
@@ -138,8 +164,8 @@ impl PackedConv {
                 (0..groups)
                     .map(|g| {
                         let rows = g * cog..(g + 1) * cog;
-                        let (b, s) = (bias.map(|b| &b[rows.clone()]), scale.map(|s| &s[rows]));
-                        PackedA::from_rows(level, weight.clone(), g * cog * k, cog, k, b, s)
+                        let (b, s) = (bias.map(|b| &b[rows.clone()]), scale.map(|s| &s[rows.clone()]));
+                        group(rows, b, s)
                     })
                     .collect(),
             )

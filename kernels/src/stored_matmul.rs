@@ -88,19 +88,8 @@ pub fn matmul<W: Widen + ?Sized>(x: &[f32], m: usize, w: &W, r: usize, c: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::tests::data_f32 as data;
     use crate::precision::{HalfVec, Precision, Stored};
-
-    fn data(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     /// `x·Wᵀ` and `x·W` in f64 with the rounded weights.
     fn reference(x: &[f32], w: &[f32], m: usize, rows: usize, cols: usize, transposed: bool) -> Vec<f64> {

@@ -145,18 +145,9 @@ pub fn onnx_value_info(name: &str, dims: &[i64]) -> gradcam::onnx::proto::ValueI
     }
 }
 
-/// Pearson correlation of two equally long, non-empty sequences.
+/// Pearson correlation of two equally long, non-empty sequences (the library's, with the lengths checked).
 pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     assert!(!a.is_empty(), "nothing to correlate");
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().map(|&v| v as f64).sum::<f64>() / n, b.iter().map(|&v| v as f64).sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa * sbb).sqrt()
+    gradcam::attack::pearson(a, b) as f64
 }
