@@ -557,6 +557,17 @@ fn used_constants_that_fold_into_gigabytes_are_refused_before_allocating() {
             ],
             vec![int_tensor("shape", &[1 << 27, 2])],
         ),
+        (
+            // 1 GiB of f32 zeros fits the budget; adding it to itself would copy it twice more before computing
+            // (found in review): refused before any copy.
+            "add",
+            vec![
+                node("ConstantOfShape", &["shape"], "c"),
+                node("Add", &["c", "c"], "r"),
+                node("Add", &["x", "r"], "y"),
+            ],
+            vec![int_tensor("shape", &[1 << 28])],
+        ),
     ];
     for (name, nodes, initializer) in cases {
         let bytes = ModelProto {

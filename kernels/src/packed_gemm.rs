@@ -243,7 +243,7 @@ impl PackedA {
                 let first = kb == 0;
                 let last = kb + kc >= k;
                 // 16-bit weights: this K block of every row panel in range, widened once for all column panels.
-                if let Stored::Half(h) = &self.data {
+                if let (Stored::Half(h), true) = (&self.data, kc > 0) {
                     let panels = r1.div_ceil(mr) - first_panel;
                     wide.resize(panels * kc * mr, 0.0);
                     for (i, dst) in wide.chunks_exact_mut(kc * mr).enumerate() {
@@ -313,7 +313,8 @@ impl PackedA {
                         }
                     }
                 }
-                kb += kc;
+                // At least one pass even when K = 0 (the bias and clamp still apply), then past the end.
+                kb += kc.max(1);
             }
             WIDE_A.with(|w| *w.borrow_mut() = wide);
         });
@@ -582,6 +583,25 @@ mod tests {
                 };
                 assert_eq!(part, want[r0 * n..].to_vec(), "{precision} {level} in place, rows {r0}..");
             }
+        }
+    }
+
+    #[test]
+    fn an_empty_inner_dimension_gives_the_bias_in_every_format() {
+        use crate::precision::{HalfVec, Precision};
+        let bias = [0.5f32, -1.0, 2.0];
+        for level in supported_levels() {
+            for precision in [Precision::F32, Precision::F16, Precision::Bf16] {
+                let packed = PackedA::pack_as(level, MatRef::row_major(&[], 3, 0), Some(&bias), precision);
+                let mut c = vec![f32::NAN; 6];
+                packed.gemm(MatRef::row_major(&[], 0, 2), &mut c, false, Clamp::NONE);
+                assert_eq!(c, vec![0.5, 0.5, -1.0, -1.0, 2.0, 2.0], "{precision} {level}");
+            }
+            let source = std::sync::Arc::new(HalfVec::from_f32(Precision::F16, &[]).unwrap());
+            let in_place = PackedA::from_rows(level, source, 0, 3, 0, Some(&bias), None);
+            let mut c = vec![f32::NAN; 6];
+            in_place.gemm(MatRef::row_major(&[], 0, 2), &mut c, false, Clamp::NONE);
+            assert_eq!(c, vec![0.5, 0.5, -1.0, -1.0, 2.0, 2.0], "in place {level}");
         }
     }
 

@@ -215,7 +215,11 @@ fn write_explanation(
         let fx = |v: usize| (((v as f64 + 0.5) * sx) as usize).min(iw as usize - 1);
         let fy = |v: usize| (((v as f64 + 0.5) * sy) as usize).min(ih as usize - 1);
         loc.peak = [fx(loc.peak[0]), fy(loc.peak[1])];
-        loc.bbox = [fx(loc.bbox[0]), fy(loc.bbox[1]), fx(loc.bbox[2]), fy(loc.bbox[3])];
+        // The box covers whole blocks: its first pixel's block from the start, its last pixel's to the end.
+        let lo = |v: usize, s: f64| (v as f64 * s).floor() as usize;
+        let hi = |v: usize, s: f64, size: u32| (((v + 1) as f64 * s).ceil() as usize).clamp(1, size as usize) - 1;
+        let [x0, y0, x1, y1] = loc.bbox;
+        loc.bbox = [lo(x0, sx), lo(y0, sy), hi(x1, sx, iw), hi(y1, sy, ih)];
     }
     Ok(Written { overlay: overlay_path, downscaled, cam_npy, raw_npy, peak: loc.peak, bbox: loc.bbox })
 }

@@ -251,7 +251,7 @@ impl<T: Element> Graph<T> {
                 .map(|t| t.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect())
                 .unwrap_or_default()
         };
-        // Weights held in 16 bits stay so once packed (rounded again after a batch-norm is folded in).
+        // Weights held in 16 bits stay so: a batch-norm becomes a scale of the product, never rounding them again.
         let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
         let w_shape = self.values[node.inputs[1].0].shape.clone();
         let half = self.half_constant(node.inputs[1]);

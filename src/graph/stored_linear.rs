@@ -33,11 +33,13 @@ impl<T: Element> Graph<T> {
         c: Option<&Tensor<T>>,
     ) -> Option<Result<Tensor<T>>> {
         let (gemm, w) = self.stored_linear(node)?;
-        if a.ndim() != 2 {
-            return None;
-        }
         let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
         let run = || -> std::result::Result<Tensor<T>, OpError> {
+            // The plan chose this path from the declared rank: a run-time value of another rank is an error here
+            // (the caller has no widened weight to fall back on).
+            if a.ndim() != 2 {
+                return Err(OpError::Invalid(format!("expected a matrix, got shape {:?}", a.shape())));
+            }
             let a32 = as_f32(a)?;
             let (m, k) = (a.shape()[0], a.shape()[1]);
             let (rows, cols) = (w.shape()[0], w.shape()[1]);

@@ -224,7 +224,8 @@ impl Weights {
                 continue;
             }
             let mut reader = ParamReader::new(origin, &key, view.dtype(), view.shape(), precision)?;
-            reader.push(view.data());
+            // In pieces, so a 16-bit conversion never holds a whole tensor in f32.
+            view.data().chunks(READ_PIECE).for_each(|piece| reader.push(piece));
             let param = reader.finish()?;
             tensors.insert(key, param);
         }
@@ -272,7 +273,10 @@ impl Weights {
                 ignored += 1;
                 continue;
             }
-            let mut reader = ParamReader::new(&origin, &key, info.dtype, &info.shape, precision)?;
+            if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                let dtype = format!("{:?}", info.dtype);
+                return Err(Error::WeightDtype { origin: origin.clone(), key, dtype });
+            }
             let width = ParamReader::width(info.dtype);
             let count = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let (begin, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
@@ -283,6 +287,8 @@ impl Weights {
                 let why = format!("tensor '{key}': shape {:?} and bytes {begin}..{end} disagree", info.shape);
                 return Err(bad(why));
             }
+            // Only now, with the shape backed by the file's bytes, is anything allocated for it.
+            let mut reader = ParamReader::new(&origin, &key, info.dtype, &info.shape, precision)?;
             file.seek(SeekFrom::Start(data_start + begin)).map_err(io)?;
             let mut left = (end - begin) as usize;
             while left > 0 {
@@ -397,6 +403,23 @@ mod tests {
         let mut absurd = (1u64 << 60).to_le_bytes().to_vec();
         absurd.extend_from_slice(b"{}");
         assert!(matches!(Weights::from_safetensors(&absurd, "x"), Err(Error::Safetensors { .. })));
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_tensor_is_refused_before_allocating() {
+        // The reader reserves a tensor's size only after the header's claim is checked against the file.
+        let header = br#"{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0u8; 4]);
+        let path = std::env::temp_dir().join(format!("gradcam-huge-claim-{}.safetensors", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        for precision in [Precision::F32, Precision::F16] {
+            let e = Weights::from_file_as(&path, precision).unwrap_err().to_string();
+            // The header's own validation or the byte-range check: either way an error, never an allocation.
+            assert!(e.contains("invalid shape") || (e.contains("'w'") && e.contains("disagree")), "{e}");
+        }
+        std::fs::remove_file(&path).ok();
     }
 
     #[test]

@@ -140,14 +140,22 @@ fn convert(data_type: i32, raw: &[u8], out: &mut Values) {
             v.extend(le::<2>(raw).map(bf16::from_le_bytes))
         }
         Values::H(h, overflow) => {
-            let mut wide = Values::F(Vec::with_capacity(raw.len() / 2));
-            convert(data_type, raw, &mut wide);
-            if let Values::F(w) = wide {
-                let start = h.len();
-                h.extend_from_f32(&w);
-                if overflow.is_none() {
-                    *overflow =
-                        (0..w.len()).find(|&i| w[i].is_finite() && !h.get(start + i).is_finite()).map(|i| start + i);
+            // A piece at a time (raw data held in memory can be a whole tensor): never the tensor in f32.
+            let width = match data_type {
+                dtype::DOUBLE => 8,
+                dtype::FLOAT => 4,
+                _ => 2,
+            };
+            for piece in raw.chunks(PIECE / 8 * width) {
+                let mut wide = Values::F(Vec::with_capacity(piece.len() / width));
+                convert(data_type, piece, &mut wide);
+                if let Values::F(w) = wide {
+                    let start = h.len();
+                    h.extend_from_f32(&w);
+                    if overflow.is_none() {
+                        let over = (0..w.len()).find(|&i| w[i].is_finite() && !h.get(start + i).is_finite());
+                        *overflow = over.map(|i| start + i);
+                    }
                 }
             }
         }

@@ -500,7 +500,15 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         Lowered::Op(op, inputs) => (op, inputs),
     };
     let outputs: Vec<String> = n.output.iter().filter(|o| !o.is_empty()).cloned().collect();
-    let consts: Option<Vec<Const>> = inputs.iter().map(|i| im.constant(i).cloned()).collect();
+    let known = inputs.iter().all(|i| im.constant(i).is_some());
+    if known {
+        // The inputs' f32 copies are allocated first: reserve them before anything is copied.
+        let input_elements: u64 =
+            inputs.iter().filter_map(|i| im.constant(i)).map(|c| c.shape().iter().product::<usize>() as u64).sum();
+        im.reserve_folded(n, input_elements * 12)?;
+    }
+    let consts: Option<Vec<Const>> =
+        if known { inputs.iter().map(|i| im.constant(i).cloned()).collect() } else { None };
     if let Some(consts) = consts {
         // Everything known: compute now.
         let all_int = consts.iter().all(|c| matches!(c, Const::I(_)));

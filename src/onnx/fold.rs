@@ -50,7 +50,13 @@ pub(crate) fn shape_arithmetic(im: &mut Importer, n: &NodeProto) -> Result<Optio
             }
         }
         "Cast" => {
-            let Some(c) = im.constant(need_input(im, n, 0)?).cloned() else { return Ok(None) };
+            let input = need_input(im, n, 0)?;
+            let Some(elements) = im.constant(input).map(|c| c.shape().iter().product::<usize>() as u64) else {
+                return Ok(None);
+            };
+            // The copy, its conversion and the result.
+            im.reserve_folded(n, elements * 16)?;
+            let Some(c) = im.constant(input).cloned() else { return Ok(None) };
             let to = a.int("to", 1) as i32;
             use super::proto::dtype;
             match to {
