@@ -202,6 +202,15 @@ fn vertical_pass(tmp: &Array3<f32>, out_h: usize) -> Array3<f32> {
     out
 }
 
+/// Opens `path` for reading if it is a regular file (symbolic links followed). Checked before opening: opening a
+/// FIFO blocks until a writer comes, so a FIFO given as a model, an input or external data would hang the run.
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    std::fs::File::open(path)
+}
+
 /// Reads a `.npy` tensor (f32, NCHW, already preprocessed).
 pub fn load_npy(path: &Path) -> Result<Tensor<f32>> {
     let t = read_npy_f32(path)?;
@@ -217,7 +226,7 @@ pub fn load_npy(path: &Path) -> Result<Tensor<f32>> {
 pub fn read_npy_f32(path: &Path) -> Result<Tensor<f32>> {
     let shown = path.display().to_string();
     let npy_err = |why: String| Error::Npy { path: shown.clone(), why };
-    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let file = open_regular(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
     let meta = file.metadata().map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
     if !meta.is_file() {
         return Err(npy_err("not a regular file".into()));

@@ -786,3 +786,46 @@ fn a_convolution_over_zero_channels_ends_with_zeros() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A FIFO given as the model, as an input or as external data would block the run forever on `open` (no writer
+/// comes): every reader checks for a regular file first.
+#[cfg(unix)]
+#[test]
+fn fifos_as_model_input_or_weights_are_errors_not_hangs() {
+    let dir = scratch("fifo");
+    let fifo = |name: &str| {
+        let p = dir.join(name);
+        let ok = Command::new("mkfifo").arg(&p).status().map(|s| s.success()).unwrap_or(false);
+        ok.then_some(p)
+    };
+    let (Some(onnx), Some(st), Some(npy), Some(png)) =
+        (fifo("m.onnx"), fifo("w.safetensors"), fifo("x.npy"), fifo("cat.png"))
+    else {
+        eprintln!("SKIPPED: mkfifo is not available");
+        return;
+    };
+    let model = common::fixture("onnx/light/light_squeezenet.onnx");
+    let out = dir.join("out");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["layers", "--model", onnx.to_str().unwrap()],
+        vec!["layers", "--model", st.to_str().unwrap(), "--arch", "resnet18"],
+        vec![
+            "infer",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            npy.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ],
+        vec!["explain", png.to_str().unwrap(), "--out-dir", out.to_str().unwrap()],
+        vec!["explain", npy.to_str().unwrap(), "--out-dir", out.to_str().unwrap()],
+    ];
+    for args in cases {
+        let started = std::time::Instant::now();
+        let e = error_line(&gradcam(&args));
+        assert!(e.contains("not a regular file"), "{args:?}: {e}");
+        assert!(started.elapsed().as_secs_f64() < 10.0, "{args:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -245,7 +245,7 @@ impl Weights {
         let origin = path.display().to_string();
         let io = |e: std::io::Error| Error::Io { path: origin.clone(), why: e.to_string() };
         let bad = |why: String| Error::Safetensors { origin: origin.clone(), why };
-        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut file = crate::input::open_regular(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(bad("not a regular file".into()));

@@ -172,7 +172,7 @@ fn convert(data_type: i32, raw: &[u8], out: &mut Values) {
 fn convert_file(range: &FileRange, data_type: i32, width: usize, out: &mut Values) -> std::result::Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
     let shown = range.path.display();
-    let mut f = std::fs::File::open(&range.path).map_err(|e| format!("{shown}: {e}"))?;
+    let mut f = crate::input::open_regular(&range.path).map_err(|e| format!("{shown}: {e}"))?;
     if !f.metadata().map_err(|e| format!("{shown}: {e}"))?.is_file() {
         return Err(format!("{shown} is not a regular file"));
     }

@@ -395,7 +395,7 @@ pub fn load_with(path: &Path, weights: Precision) -> Result<OnnxGraph> {
 /// [`load`] with all import options.
 pub fn load_with_options(path: &Path, options: &ImportOptions) -> Result<OnnxGraph> {
     let shown = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+    let file = crate::input::open_regular(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
     let pruned = stream::prune(file)
         .map_err(|why| Error::Onnx { origin: shown.clone(), why: format!("not a valid ONNX protobuf: {why}") })?;
     parse_with(&pruned.message, Some((path, &pruned.raw)), path.parent(), &shown, options)
