@@ -829,3 +829,41 @@ fn fifos_as_model_input_or_weights_are_errors_not_hangs() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Found by fuzzing the command line: the budget counted the graph's values but not the copies of the input batch
+/// the commands hold (pixels, normalized, stacked), so `bench --batch 77738` on a tiny model passed the check and
+/// took more than 2 GB. Those copies count now: a batch whose inputs alone overflow the budget is refused up front.
+#[test]
+fn a_huge_batch_of_a_tiny_model_is_refused_by_the_budget() {
+    let dir = scratch("huge-batch");
+    let model = dir.join("pool.onnx");
+    let node = |op: &str, input: &str, out: &str| NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: vec![input.into()],
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    // x [N, 3, 4, 4] → GlobalAveragePool → Flatten: three "classes".
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "hostile".into(),
+        graph: Some(GraphProto {
+            node: vec![node("GlobalAveragePool", "x", "p"), node("Flatten", "p", "y")],
+            name: "g".into(),
+            initializer: vec![],
+            input: vec![value_info("x", &[1, 3, 4, 4])],
+            output: vec![value_info("y", &[1, 3])],
+        }),
+    }
+    .encode_to_vec();
+    std::fs::write(&model, bytes).unwrap();
+    // Per image: 192 bytes of input, 24 of values after it, 3 more input copies: 792 bytes. 2 M images: 1.6 GB (the
+    // graph's values alone: 0.4 GB, which passed before).
+    let o =
+        gradcam(&["bench", "--model", model.to_str().unwrap(), "--batch", "2000000", "--iters", "1", "--warmup", "0"]);
+    let e = error_line(&o);
+    assert!(e.contains("--max-memory") && e.contains("2000000 image(s)"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -324,7 +324,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     // What the budget leaves for drawing once the weights and a batch's activations are counted.
     let room = super::budget(&model.graph, args.model.max_memory)
         .saturating_sub(model.graph.constant_bytes() as u64)
-        .saturating_sub((model.graph.value_bytes_per_item() as u64).saturating_mul(batch as u64));
+        .saturating_sub(super::per_item_bytes(&model.graph).saturating_mul(batch as u64));
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create output directory {}", args.out_dir.display()))?;
     let mut pending: Vec<Item> = Vec::with_capacity(batch);

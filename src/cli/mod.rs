@@ -87,11 +87,24 @@ fn budget(graph: &gradcam::Graph<f32>, max_memory: Option<u64>) -> u64 {
     max_memory.unwrap_or(graph.constant_bytes() as u64 + DEFAULT_HEADROOM)
 }
 
+/// Bytes one item of a batch may take: every value of the graph (as if none were freed), plus the copies of the
+/// input the commands hold beside the graph (decoded pixels, the normalized tensor, the batch they are stacked
+/// into). Found by fuzzing: counting the graph's values alone let `bench --batch 77738` on a tiny model pass the
+/// budget and take more than 2 GB.
+fn per_item_bytes(graph: &gradcam::Graph<f32>) -> u64 {
+    let input: usize = graph
+        .inputs()
+        .iter()
+        .map(|&id| graph.value(id).shape.iter().skip(1).product::<usize>() * std::mem::size_of::<f32>())
+        .sum();
+    graph.value_bytes_per_item() as u64 + 3 * input as u64
+}
+
 /// Refuses a run whose weights and activations for `batch` items (an upper bound: every value of the graph, as if
 /// none were freed) exceed the budget — before anything runs.
 fn check_budget(graph: &gradcam::Graph<f32>, batch: usize, max_memory: Option<u64>) -> anyhow::Result<()> {
     let weights = graph.constant_bytes() as u64;
-    let activations = (graph.value_bytes_per_item() as u64).saturating_mul(batch as u64);
+    let activations = per_item_bytes(graph).saturating_mul(batch as u64);
     let limit = budget(graph, max_memory);
     if weights.saturating_add(activations) > limit {
         anyhow::bail!(
@@ -114,7 +127,7 @@ fn batch_size(given: Option<usize>, graph: &gradcam::Graph<f32>, max_memory: Opt
         Some(b) => b,
         None => {
             let room = budget(graph, max_memory).saturating_sub(graph.constant_bytes() as u64);
-            let fit = room / (graph.value_bytes_per_item() as u64).max(1);
+            let fit = room / per_item_bytes(graph).max(1);
             (fit as usize).clamp(1, MAX_DEFAULT_BATCH)
         }
     };
