@@ -101,12 +101,6 @@ impl PackedA {
         precision: Precision,
     ) -> PackedA {
         let (m, k) = (a.rows, a.cols);
-        if let Some(s) = scale {
-            assert_eq!(s.len(), m, "packed gemm: scale length");
-        }
-        if let Some(b) = bias {
-            assert_eq!(b.len(), m, "packed gemm: bias length");
-        }
         let at = |i: usize, p: usize| a.data[i * a.row_stride + p * a.col_stride];
         let mr = microkernel::mr(level);
         let panels = m.div_ceil(mr);
@@ -124,14 +118,8 @@ impl PackedA {
             }
             data.extend_from_f32(&panel);
         }
-        let padded = |v: Option<&[f32]>| {
-            v.map_or(Vec::new(), |b| {
-                let mut v = b.to_vec();
-                v.resize(panels * mr, 0.0);
-                v
-            })
-        };
-        PackedA { level, m, k, mr, data, rows_at: None, bias: padded(bias), scale: padded(scale) }
+        let (bias, scale) = (padded_rows(bias, m, panels * mr, "bias"), padded_rows(scale, m, panels * mr, "scale"));
+        PackedA { level, m, k, mr, data, rows_at: None, bias, scale }
     }
 
     /// The row-major `m × k` matrix at `source[offset ..]`, used where it is — no packed copy: each K block of the
@@ -154,15 +142,7 @@ impl PackedA {
         assert!(offset + m * k <= source.len(), "packed gemm: rows outside their source");
         let mr = microkernel::mr(level);
         let panels = m.div_ceil(mr);
-        let padded = |v: Option<&[f32]>, what: &str| {
-            v.map_or(Vec::new(), |b| {
-                assert_eq!(b.len(), m, "packed gemm: {what} length");
-                let mut v = b.to_vec();
-                v.resize(panels * mr, 0.0);
-                v
-            })
-        };
-        let (bias, scale) = (padded(bias, "bias"), padded(scale, "scale"));
+        let (bias, scale) = (padded_rows(bias, m, panels * mr, "bias"), padded_rows(scale, m, panels * mr, "scale"));
         PackedA { level, m, k, mr, data: Stored::Half(source), rows_at: Some(offset), bias, scale }
     }
 
@@ -387,6 +367,19 @@ impl PackedA {
         // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
         unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
     }
+}
+
+/// A per-row vector (`m` values) zero-padded to `len` (whole panels); empty when there is none.
+///
+/// # Panics
+/// If it does not have `m` values.
+fn padded_rows(v: Option<&[f32]>, m: usize, len: usize, what: &str) -> Vec<f32> {
+    v.map_or(Vec::new(), |b| {
+        assert_eq!(b.len(), m, "packed gemm: {what} length");
+        let mut v = b.to_vec();
+        v.resize(len, 0.0);
+        v
+    })
 }
 
 thread_local! {

@@ -121,6 +121,14 @@ impl HalfVec {
         }
     }
 
+    /// [`HalfVec::extend_from_f32`], returning the index (in the whole vector) of the first appended value that
+    /// was finite and overflowed the format: what loaders refuse.
+    pub fn extend_checked(&mut self, values: &[f32]) -> Option<usize> {
+        let start = self.len();
+        self.extend_from_f32(values);
+        (0..values.len()).find(|&i| values[i].is_finite() && !self.get(start + i).is_finite()).map(|i| start + i)
+    }
+
     pub fn precision(&self) -> Precision {
         match self {
             HalfVec::F16(_) => Precision::F16,
@@ -183,12 +191,10 @@ impl HalfVec {
     }
 }
 
-/// Values that can be widened to f32 a range at a time: what the kernels that read weights in place accept.
+/// Weights the classifier products read in place, f32 or 16-bit: dot products and `axpy` over a range of them.
 pub trait Widen: Sync {
     /// Number of values.
     fn count(&self) -> usize;
-    /// Writes values `start .. start + dst.len()` as f32 into `dst` (with `level`'s conversion).
-    fn widen_range(&self, start: usize, dst: &mut [f32], level: SimdLevel);
     /// `Σ x_i · self[start + i]` (16-bit values widened in registers).
     fn dot_range(&self, start: usize, x: &[f32]) -> f32;
     /// `y_i += a · self[start + i]`.
@@ -198,9 +204,6 @@ pub trait Widen: Sync {
 impl Widen for [f32] {
     fn count(&self) -> usize {
         self.len()
-    }
-    fn widen_range(&self, start: usize, dst: &mut [f32], _: SimdLevel) {
-        dst.copy_from_slice(&self[start..start + dst.len()]);
     }
     fn dot_range(&self, start: usize, x: &[f32]) -> f32 {
         crate::vector::dot(&self[start..start + x.len()], x)
@@ -214,9 +217,6 @@ impl Widen for HalfVec {
     fn count(&self) -> usize {
         self.len()
     }
-    fn widen_range(&self, start: usize, dst: &mut [f32], level: SimdLevel) {
-        self.widen(start, dst, level);
-    }
     fn dot_range(&self, start: usize, x: &[f32]) -> f32 {
         crate::half_vector::dot(self, start, x)
     }
@@ -228,12 +228,6 @@ impl Widen for HalfVec {
 impl Widen for Stored {
     fn count(&self) -> usize {
         self.len()
-    }
-    fn widen_range(&self, start: usize, dst: &mut [f32], level: SimdLevel) {
-        match self {
-            Stored::F32(v) => v.widen_range(start, dst, level),
-            Stored::Half(h) => h.widen(start, dst, level),
-        }
     }
     fn dot_range(&self, start: usize, x: &[f32]) -> f32 {
         match self {

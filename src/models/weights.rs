@@ -153,11 +153,8 @@ impl<'a> ParamReader<'a> {
                 let wide = widen_bytes(dtype, data);
                 match half {
                     Some(h) => {
-                        h.extend_from_f32(&wide);
-                        if self.overflow.is_none() {
-                            let over = (0..wide.len()).find(|&i| wide[i].is_finite() && !h.get(done + i).is_finite());
-                            self.overflow = over.map(|i| done + i);
-                        }
+                        let over = h.extend_checked(&wide);
+                        self.overflow = self.overflow.or(over);
                     }
                     None => self.f32s.extend_from_slice(&wide),
                 }

@@ -150,12 +150,8 @@ fn convert(data_type: i32, raw: &[u8], out: &mut Values) {
                 let mut wide = Values::F(Vec::with_capacity(piece.len() / width));
                 convert(data_type, piece, &mut wide);
                 if let Values::F(w) = wide {
-                    let start = h.len();
-                    h.extend_from_f32(&w);
-                    if overflow.is_none() {
-                        let over = (0..w.len()).find(|&i| w[i].is_finite() && !h.get(start + i).is_finite());
-                        *overflow = over.map(|i| start + i);
-                    }
+                    let over = h.extend_checked(&w);
+                    *overflow = overflow.or(over);
                 }
             }
         }
