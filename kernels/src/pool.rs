@@ -4,6 +4,7 @@
 //! exactly, for any kernel, stride, padding and dilation (overlapping windows such as ResNet's 3×3/2 included).
 
 use crate::im2col::valid_range;
+use crate::simd::{level, SimdLevel};
 use crate::Element;
 use rayon::prelude::*;
 
@@ -51,37 +52,157 @@ impl PoolGeometry {
     }
 }
 
-/// Max pooling; `argmax` receives the in-plane index of each maximum. NaN wins (it propagates, like PyTorch).
-pub fn max_pool2d_forward<T: Element>(geo: &PoolGeometry, input: &[T], output: &mut [T], argmax: &mut [u32]) {
+/// Tap ranges of every output row and column, computed once per call (each costs two divisions), and the run of
+/// columns whose window lies wholly inside the image.
+struct TapTable {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+    inner: std::ops::Range<usize>,
+}
+
+impl TapTable {
+    fn new(geo: &PoolGeometry) -> TapTable {
+        let rows: Vec<(usize, usize)> = (0..geo.out_h)
+            .map(|oy| PoolGeometry::taps(oy, geo.stride_h, geo.dilation_h, geo.pad_top, geo.kernel_h, geo.in_h))
+            .collect();
+        let cols: Vec<(usize, usize)> = (0..geo.out_w)
+            .map(|ox| PoolGeometry::taps(ox, geo.stride_w, geo.dilation_w, geo.pad_left, geo.kernel_w, geo.in_w))
+            .collect();
+        let full = |&(k0, k1): &(usize, usize)| k0 == 0 && k1 == geo.kernel_w;
+        let lo = cols.iter().position(full).unwrap_or(geo.out_w);
+        let hi = lo + cols[lo..].iter().take_while(|c| full(c)).count();
+        TapTable { rows, cols, inner: lo..hi }
+    }
+}
+
+/// `a` unless `b` is greater or NaN: the running maximum in which NaN sticks (it propagates, like PyTorch).
+#[inline(always)]
+fn nan_max<T: Element>(a: T, b: T) -> T {
+    let m = if b > a { b } else { a };
+    if b.is_nan() {
+        b
+    } else {
+        m
+    }
+}
+
+/// `best[j] = max(best[j], taps[j·S])` (or `= taps[j·S]` when `init`): the stride a constant, so that the loop
+/// vectorizes (strided loads become shuffles).
+#[inline(always)]
+fn row_max<T: Element, const S: usize>(best: &mut [T], taps: &[T], init: bool) {
+    let n = best.len();
+    assert!(n == 0 || taps.len() > (n - 1) * S, "pool: row of taps too short");
+    if init {
+        best.iter_mut().enumerate().for_each(|(j, b)| *b = taps[j * S]);
+    } else {
+        best.iter_mut().enumerate().for_each(|(j, b)| *b = nan_max(*b, taps[j * S]));
+    }
+}
+
+/// Max pooling (values only: the backward pass finds the argmax again from the input, see
+/// [`max_pool2d_argmax`], so a forward-only run never pays for it). NaN wins.
+pub fn max_pool2d_forward<T: Element>(geo: &PoolGeometry, input: &[T], output: &mut [T]) {
     geo.check(input.len(), output.len());
-    assert_eq!(argmax.len(), output.len());
     let (ip, op) = (geo.in_plane(), geo.out_plane());
     if op == 0 {
         return;
     }
-    output.par_chunks_mut(op).zip(argmax.par_chunks_mut(op)).enumerate().for_each(|(p, (out, arg))| {
+    let table = TapTable::new(geo);
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn avx512<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], out: &mut [T]) {
+        max_plane(geo, table, x, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], out: &mut [T]) {
+        max_plane(geo, table, x, out)
+    }
+    let simd = level();
+    output.par_chunks_mut(op).enumerate().for_each(|(p, out)| {
         let x = &input[p * ip..(p + 1) * ip];
-        for oy in 0..geo.out_h {
-            let (ky0, ky1) = PoolGeometry::taps(oy, geo.stride_h, geo.dilation_h, geo.pad_top, geo.kernel_h, geo.in_h);
-            for ox in 0..geo.out_w {
-                let (kx0, kx1) =
-                    PoolGeometry::taps(ox, geo.stride_w, geo.dilation_w, geo.pad_left, geo.kernel_w, geo.in_w);
-                let mut best = T::neg_infinity();
-                let mut best_index = NO_ARGMAX;
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: level() only returns levels this CPU supports.
+            SimdLevel::Avx512 => unsafe { avx512(geo, &table, x, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            SimdLevel::Avx2 => unsafe { avx2(geo, &table, x, out) },
+            _ => max_plane(geo, &table, x, out),
+        }
+    });
+}
+
+/// One plane of [`max_pool2d_forward`], inlined into each SIMD level's copy (the comparisons vectorize).
+#[inline(always)]
+fn max_plane<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], out: &mut [T]) {
+    let inner = table.inner.clone();
+    for (oy, &(ky0, ky1)) in table.rows.iter().enumerate() {
+        let out_row = &mut out[oy * geo.out_w..][..geo.out_w];
+        let row_of = |ky: usize| (oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top) * geo.in_w;
+        if ky0 < ky1 && !inner.is_empty() {
+            // Whole windows: tap by tap across the row, branch-free and vectorizable.
+            let best = &mut out_row[inner.clone()];
+            let last = (best.len() - 1) * geo.stride_w;
+            for ky in ky0..ky1 {
+                for kx in 0..geo.kernel_w {
+                    let first = row_of(ky) + inner.start * geo.stride_w + kx * geo.dilation_w - geo.pad_left;
+                    let taps = &x[first..=first + last];
+                    let init = ky == ky0 && kx == 0;
+                    match geo.stride_w {
+                        1 => row_max::<T, 1>(best, taps, init),
+                        2 => row_max::<T, 2>(best, taps, init),
+                        _ => best.iter_mut().enumerate().for_each(|(j, b)| {
+                            let v = taps[j * geo.stride_w];
+                            *b = if init { v } else { nan_max(*b, v) };
+                        }),
+                    }
+                }
+            }
+        }
+        for (ox, &(kx0, kx1)) in table.cols.iter().enumerate() {
+            if ky0 < ky1 && inner.contains(&ox) {
+                continue;
+            }
+            let ix0 = (ox * geo.stride_w + kx0 * geo.dilation_w).wrapping_sub(geo.pad_left);
+            let mut best = None;
+            for ky in ky0..ky1 {
+                for kx in kx0..kx1 {
+                    let v = x[row_of(ky) + ix0 + (kx - kx0) * geo.dilation_w];
+                    best = Some(best.map_or(v, |b| nan_max(b, v)));
+                }
+            }
+            // A window over padding only (ceil_mode) gives 0.
+            out_row[ox] = best.unwrap_or(T::zero());
+        }
+    }
+}
+
+/// The in-plane index of each window's maximum — the first one, or the first NaN (like PyTorch) — or
+/// [`NO_ARGMAX`] for a window over padding only: where [`max_pool2d_backward`] routes the gradient.
+pub fn max_pool2d_argmax<T: Element>(geo: &PoolGeometry, input: &[T], argmax: &mut [u32]) {
+    geo.check(input.len(), argmax.len());
+    let (ip, op) = (geo.in_plane(), geo.out_plane());
+    if op == 0 {
+        return;
+    }
+    let table = TapTable::new(geo);
+    argmax.par_chunks_mut(op).enumerate().for_each(|(p, arg)| {
+        let x = &input[p * ip..(p + 1) * ip];
+        for (oy, &(ky0, ky1)) in table.rows.iter().enumerate() {
+            for (ox, &(kx0, kx1)) in table.cols.iter().enumerate() {
+                let mut best: Option<(T, usize)> = None;
                 for ky in ky0..ky1 {
-                    let iy = oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top;
+                    let row = (oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top) * geo.in_w;
                     for kx in kx0..kx1 {
-                        let ix = ox * geo.stride_w + kx * geo.dilation_w - geo.pad_left;
-                        let v = x[iy * geo.in_w + ix];
-                        if best_index == NO_ARGMAX || v > best || (v.is_nan() && !best.is_nan()) {
-                            best = v;
-                            best_index = (iy * geo.in_w + ix) as u32;
+                        let i = row + ox * geo.stride_w + kx * geo.dilation_w - geo.pad_left;
+                        let v = x[i];
+                        if best.is_none_or(|(b, _)| v > b || (v.is_nan() && !b.is_nan())) {
+                            best = Some((v, i));
                         }
                     }
                 }
-                let o = oy * geo.out_w + ox;
-                out[o] = if best_index == NO_ARGMAX { T::zero() } else { best };
-                arg[o] = best_index;
+                arg[oy * geo.out_w + ox] = best.map_or(NO_ARGMAX, |(_, i)| i as u32);
             }
         }
     });
@@ -219,7 +340,8 @@ mod tests {
         let x: Vec<f64> = (0..50).map(|i| ((i * 37) % 50) as f64).collect();
         let mut y = vec![0.0; 18];
         let mut arg = vec![0; 18];
-        max_pool2d_forward(&g, &x, &mut y, &mut arg);
+        max_pool2d_forward(&g, &x, &mut y);
+        max_pool2d_argmax(&g, &x, &mut arg);
         for p in 0..2 {
             for o in 0..9 {
                 assert_eq!(y[p * 9 + o], x[p * 25 + arg[p * 9 + o] as usize]);
@@ -229,6 +351,76 @@ mod tests {
         let mut dx = vec![0.0; 50];
         max_pool2d_backward(&g, &arg, &dy, &mut dx);
         assert_eq!(dx.iter().sum::<f64>(), 18.0);
+    }
+
+    /// Every window's maximum and its first position, by brute force over the padded window (ceil-mode windows
+    /// that cover no pixel give 0 and no argmax).
+    #[test]
+    fn max_pool_matches_brute_force_on_many_geometries() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..200 {
+            let (kh, kw) = (1 + next(3), 1 + next(3));
+            let (sh, sw, dh, dw) = (1 + next(3), 1 + next(3), 1 + next(2), 1 + next(2));
+            let (in_h, in_w) = (1 + next(9), 1 + next(9));
+            let (pt, pl, pb, pr) = (next(kh), next(kw), next(kh) + next(2), next(kw) + next(2));
+            let span_h = (kh - 1) * dh + 1;
+            let span_w = (kw - 1) * dw + 1;
+            if in_h + pt + pb < span_h || in_w + pl + pr < span_w {
+                continue;
+            }
+            let g = PoolGeometry {
+                planes: 2,
+                in_h,
+                in_w,
+                out_h: (in_h + pt + pb - span_h) / sh + 1,
+                out_w: (in_w + pl + pr - span_w) / sw + 1,
+                kernel_h: kh,
+                kernel_w: kw,
+                stride_h: sh,
+                stride_w: sw,
+                dilation_h: dh,
+                dilation_w: dw,
+                pad_top: pt,
+                pad_left: pl,
+                pad_bottom: pb,
+                pad_right: pr,
+            };
+            // Few distinct values: ties are common, so the first-maximum rule is exercised.
+            let x: Vec<f32> = (0..2 * in_h * in_w).map(|_| next(5) as f32 - 2.0).collect();
+            let mut y = vec![0.0; 2 * g.out_h * g.out_w];
+            let mut arg = vec![0; y.len()];
+            max_pool2d_forward(&g, &x, &mut y);
+            max_pool2d_argmax(&g, &x, &mut arg);
+            for p in 0..2 {
+                for oy in 0..g.out_h {
+                    for ox in 0..g.out_w {
+                        let mut want: Option<(f32, u32)> = None;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                                if iy < 0 || ix < 0 || iy >= in_h as isize || ix >= in_w as isize {
+                                    continue;
+                                }
+                                let i = iy as usize * in_w + ix as usize;
+                                let v = x[p * in_h * in_w + i];
+                                if want.is_none_or(|(b, _)| v > b) {
+                                    want = Some((v, i as u32));
+                                }
+                            }
+                        }
+                        let o = p * g.out_h * g.out_w + oy * g.out_w + ox;
+                        assert_eq!((y[o], arg[o]), want.unwrap_or((0.0, NO_ARGMAX)), "{g:?} plane {p} at ({oy}, {ox})");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -251,7 +443,9 @@ mod tests {
         x[12] = f32::NAN;
         let mut y = vec![0.0; 9];
         let mut arg = vec![0; 9];
-        max_pool2d_forward(&g, &x, &mut y, &mut arg);
+        max_pool2d_forward(&g, &x, &mut y);
+        max_pool2d_argmax(&g, &x, &mut arg);
         assert!(y[4].is_nan());
+        assert_eq!(arg[4], 12);
     }
 }

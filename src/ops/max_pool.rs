@@ -1,11 +1,13 @@
-//! MaxPool: 2-D max pooling with any kernel, stride, padding, dilation and `ceil_mode`. Forward records each
-//! window's argmax, which backward routes the gradient to — correct for overlapping windows (ResNet's 3×3/2).
+//! MaxPool: 2-D max pooling with any kernel, stride, padding, dilation and `ceil_mode`. Backward finds each
+//! window's argmax again from the saved input and routes the gradient there — correct for overlapping windows
+//! (ResNet's 3×3/2). Finding it costs more than the maximum itself, so forward-only runs (and Grad-CAM, whose
+//! backward stops at a later layer) never pay for it.
 
 use super::{Op, Outputs, PoolAttrs, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
-use gradcam_kernels::{max_pool2d_backward, max_pool2d_forward};
+use gradcam_kernels::{max_pool2d_argmax, max_pool2d_backward, max_pool2d_forward};
 use ndarray::IxDyn;
 
 /// Max pooling.
@@ -25,21 +27,21 @@ impl<T: Element> Op<T> for MaxPool {
         let geo = self.0.geometry(&[inputs[0].shape()])?;
         let shape = self.0.output_shape(&[inputs[0].shape()])?;
         let mut y = Tensor::zeros(IxDyn(&shape));
-        let mut argmax = vec![0u32; y.len()];
-        max_pool2d_forward(&geo, &contiguous(inputs[0]), y.as_slice_mut().expect("contiguous"), &mut argmax);
-        Ok(Outputs { values: vec![y], saved: Some(Box::new(argmax)) })
+        max_pool2d_forward(&geo, &contiguous(inputs[0]), y.as_slice_mut().expect("contiguous"));
+        Ok(Outputs { values: vec![y], saved: None })
     }
 
-    /// Only the argmax indices are needed.
+    /// The input, to find the argmax again.
     fn saves(&self, wanted: &[bool]) -> Saves {
-        Saves { inputs: vec![false; wanted.len()], outputs: false }
+        Saves { inputs: wanted.to_vec(), outputs: false }
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let geo = self.0.geometry(&cx.input_shapes)?;
-        let argmax: &Vec<u32> = cx.saved()?;
+        let mut argmax = vec![0u32; geo.planes * geo.out_h * geo.out_w];
+        max_pool2d_argmax(&geo, &contiguous(cx.input(0)?), &mut argmax);
         let mut dx = Tensor::zeros(IxDyn(cx.input_shapes[0]));
-        max_pool2d_backward(&geo, argmax, &contiguous(cx.grad()?), dx.as_slice_mut().expect("contiguous"));
+        max_pool2d_backward(&geo, &argmax, &contiguous(cx.grad()?), dx.as_slice_mut().expect("contiguous"));
         Ok(vec![Some(dx)])
     }
 }
