@@ -6,10 +6,11 @@
 //! panels); the summation order depends only on the layer's shape, so results are bit-identical on any number of
 //! threads for a given SIMD level.
 
-use crate::conv::{column_tile, rows_per_task, tiles, ConvGeometry, DisjointOutput};
+use crate::conv::{column_tile, rows_per_task, tiles, ConvGeometry, DisjointOutput, TARGET_TASKS};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
-use crate::packed_gemm::{Clamp, PackedA};
+use crate::im2col::im2col_panels;
+use crate::packed_gemm::{pack_b_into, Clamp, PackedA};
 use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
 use crate::winograd::{self, WinogradWeights};
@@ -17,6 +18,12 @@ use rayon::prelude::*;
 
 #[cfg(doc)]
 use crate::conv::COL_TILE;
+
+thread_local! {
+    /// Packed column panels of one tile, reused by the tasks that run on this thread (a fresh buffer per task
+    /// would be fresh pages per task).
+    static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// How the weights are held.
 #[derive(Clone, Debug)]
@@ -280,6 +287,40 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
                 &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
             col_tiles.par_iter().for_each(|&(p0, p1)| {
                 let tw = p1 - p0;
+                if let Some(nr) = weights.b_panel_width() {
+                    // The tile's columns packed once, straight from the input, and shared by its row blocks.
+                    let mut panels = PANELS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+                    let (k, len) = (geo.k(), tw.div_ceil(nr) * nr * geo.k());
+                    if panels.len() < len {
+                        panels.resize(len, 0.0);
+                    }
+                    let pack = |(jp, panel): (usize, &mut [f32])| {
+                        let (q0, q1) = (p0 + jp * nr, (p0 + (jp + 1) * nr).min(p1));
+                        if geo.is_pointwise() {
+                            let mut unused = Vec::new();
+                            let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
+                            pack_b_into(view, nr, panel);
+                        } else {
+                            im2col_panels(x, cig, &win, q0, q1, nr, panel);
+                        }
+                    };
+                    // With few tiles the packing itself is split by panel, or it would run on one thread while the
+                    // others wait for it (a choice of the shape only: packing moves data, the results are equal).
+                    if col_tiles.len() < TARGET_TASKS {
+                        panels[..len].par_chunks_mut(k.max(1) * nr).enumerate().for_each(pack);
+                    } else {
+                        panels[..len].chunks_mut(k.max(1) * nr).enumerate().for_each(pack);
+                    }
+                    row_blocks.par_iter().for_each(|&r0| {
+                        let r1 = (r0 + rows).min(cog);
+                        let offset = (g * cog + r0) * out_plane + p0;
+                        let block = out.block(offset, r1 - r0, tw, out_plane);
+                        // SAFETY: as below; `panels` holds this tile's columns packed for `weights`.
+                        unsafe { weights.gemm_rows_packed(r0, r1, &panels, tw, block, out_plane, false, clamp) };
+                    });
+                    PANELS.with(|p| *p.borrow_mut() = panels);
+                    return;
+                }
                 let mut buf = Vec::new();
                 let col = column_tile(geo, &win, x, (p0, p1), &mut buf);
                 row_blocks.par_iter().for_each(|&r0| {

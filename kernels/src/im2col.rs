@@ -99,6 +99,106 @@ pub fn im2col_tile<T: Element>(input: &[T], channels: usize, win: &Window, p0: u
     }
 }
 
+/// [`im2col_tile`] written straight into the column panels the packed GEMM reads
+/// ([`crate::PackedA::gemm_rows_packed`]): column `j` of row `k` goes to `out[((j / nr)·K + k)·nr + j % nr]`, the
+/// last panel zero-padded. One pass, each value written once — instead of filling `col` with zeros, copying the
+/// taps into it, and packing it again.
+///
+/// # Panics
+/// If `out` is shorter than the panels.
+pub fn im2col_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1: usize, nr: usize, out: &mut [f32]) {
+    let width = p1 - p0;
+    let k = channels * win.kernel_h * win.kernel_w;
+    let padded = width.div_ceil(nr) * nr;
+    assert!(out.len() >= padded * k, "im2col_panels: output too short");
+    if win.stride_h == 1 && win.stride_w == 1 && win.out_w == win.in_w && input.len() >= channels * win.in_h * win.in_w
+    {
+        return same_size_panels(input, channels, win, p0, p1, nr, out);
+    }
+    let plane = win.in_h * win.in_w;
+    // Columns a..b of row `row`, split at panel boundaries; `fill(segment, first column)` writes each piece.
+    let mut write = |row: usize, a: usize, b: usize, fill: &mut dyn FnMut(&mut [f32], usize)| {
+        let mut j = a;
+        while j < b {
+            let (panel, offset) = (j / nr, j % nr);
+            let len = (nr - offset).min(b - j);
+            let start = (panel * k + row) * nr + offset;
+            fill(&mut out[start..start + len], j);
+            j += len;
+        }
+    };
+    let mut row = 0;
+    for c in 0..channels {
+        let src = &input[c * plane..(c + 1) * plane];
+        for ky in 0..win.kernel_h {
+            for kx in 0..win.kernel_w {
+                // Runs come in increasing column order: the gaps between them (padding) are zeros.
+                let mut next = 0;
+                win.for_each_run(ky, kx, p0, p1, |lo, hi, at, inp| {
+                    write(row, next, at, &mut |seg, _| seg.fill(0.0));
+                    write(row, at, at + hi - lo, &mut |seg, j| {
+                        let from = inp + (j - at) * win.stride_w;
+                        if win.stride_w == 1 {
+                            crate::packed_gemm::copy_short(seg, &src[from..from + seg.len()]);
+                        } else {
+                            for (i, d) in seg.iter_mut().enumerate() {
+                                *d = src[from + i * win.stride_w];
+                            }
+                        }
+                    });
+                    next = at + hi - lo;
+                });
+                write(row, next, padded, &mut |seg, _| seg.fill(0.0));
+                row += 1;
+            }
+        }
+    }
+}
+
+/// [`im2col_panels`] for stride 1 with output rows as wide as input rows ("same" convolutions: 3×3 with padding
+/// 1): output column `q` then reads input `q + offset(tap)`, so each panel row is one contiguous read, masked where
+/// the tap falls into the padding. The masks depend on the tap and the panel only, not on the channel.
+fn same_size_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1: usize, nr: usize, out: &mut [f32]) {
+    let (taps, plane) = (win.kernel_h * win.kernel_w, win.in_h * win.in_w);
+    let k = channels * taps;
+    let mut masks = vec![0u32; taps * nr];
+    let mut offsets = vec![0isize; taps];
+    for (jp, panel) in out[..(p1 - p0).div_ceil(nr) * nr * k].chunks_exact_mut(k * nr).enumerate() {
+        let q0 = p0 + jp * nr;
+        for ky in 0..win.kernel_h {
+            for kx in 0..win.kernel_w {
+                let t = ky * win.kernel_w + kx;
+                let (dy, dx) = (win.row_offset(ky), win.col_offset(kx));
+                offsets[t] = dy * win.in_w as isize + dx;
+                for (j, m) in masks[t * nr..(t + 1) * nr].iter_mut().enumerate() {
+                    let q = q0 + j;
+                    let (iy, ix) = ((q / win.out_w) as isize + dy, (q % win.out_w) as isize + dx);
+                    let inside = q < p1 && (0..win.in_h as isize).contains(&iy) && (0..win.in_w as isize).contains(&ix);
+                    *m = if inside { u32::MAX } else { 0 };
+                }
+            }
+        }
+        for (row, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let (c, t) = (row / taps, row % taps);
+            let mask = &masks[t * nr..(t + 1) * nr];
+            let start = (c * plane + q0) as isize + offsets[t];
+            // The read may start before the first plane or end after the last (masked columns only): clamp it.
+            match usize::try_from(start).ok().filter(|&s| s + nr <= input.len()) {
+                Some(s) => {
+                    for ((d, &v), &m) in dst.iter_mut().zip(&input[s..s + nr]).zip(mask) {
+                        *d = f32::from_bits(v.to_bits() & m);
+                    }
+                }
+                None => {
+                    for (j, (d, &m)) in dst.iter_mut().zip(mask).enumerate() {
+                        *d = if m != 0 { input[(start + j as isize) as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Adds the rows of `col` that belong to one input channel (`KH·KW` rows × `p1 − p0` columns) back into that
 /// channel's gradient plane: the adjoint of [`im2col_tile`] restricted to one channel.
 pub fn col2im_channel_tile<T: Element>(col: &[T], win: &Window, p0: usize, p1: usize, plane: &mut [T]) {
@@ -164,6 +264,77 @@ mod tests {
                             assert_eq!(col[row * (p1 - p0) + p - p0], reference(&input, &w, c, ky, kx, p));
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Straight into panels equals im2col then packing, for partial last panels, tiles starting mid-row, strides,
+    /// dilations and padding; every slot is written (the buffer starts full of NaN).
+    #[test]
+    fn panels_equal_im2col_then_packing() {
+        let geometries = [
+            win(),
+            Window { stride_w: 1, dilation_w: 1, pad_left: 1, ..win() },
+            Window {
+                in_h: 9,
+                in_w: 11,
+                out_h: 9,
+                out_w: 11,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: 1,
+                pad_left: 1,
+                dilation_w: 1,
+                ..win()
+            },
+            // Dilated "same" convolution: the contiguous-read path with offsets of two.
+            Window {
+                in_h: 8,
+                in_w: 10,
+                out_h: 8,
+                out_w: 10,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: 2,
+                pad_left: 2,
+                dilation_h: 2,
+                dilation_w: 2,
+            },
+            // Stride 1 but narrower output rows (no padding): the run-by-run path.
+            Window {
+                in_h: 6,
+                in_w: 7,
+                out_h: 4,
+                out_w: 5,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: 0,
+                pad_left: 0,
+                dilation_h: 1,
+                dilation_w: 1,
+            },
+        ];
+        for w in geometries {
+            let input: Vec<f32> = (0..2 * w.in_h * w.in_w).map(|i| i as f32 + 1.0).collect();
+            let cols = w.out_h * w.out_w;
+            for nr in [4, 16] {
+                for (p0, p1) in [(0, cols), (1, cols - 1), (cols / 2, cols), (cols - 1, cols)] {
+                    let k = 2 * w.kernel_h * w.kernel_w;
+                    let mut col = vec![0.0; k * (p1 - p0)];
+                    im2col_tile(&input, 2, &w, p0, p1, &mut col);
+                    let mut want = Vec::new();
+                    crate::packed_gemm::pack_b(crate::gemm::MatRef::row_major(&col, k, p1 - p0), nr, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    im2col_panels(&input, 2, &w, p0, p1, nr, &mut got);
+                    assert_eq!(got.len(), (p1 - p0).div_ceil(nr) * nr * k);
+                    assert!(got.iter().zip(&want).all(|(a, b)| a == b), "{w:?} nr {nr} tile {p0}..{p1}");
                 }
             }
         }

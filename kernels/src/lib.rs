@@ -30,6 +30,8 @@ pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, Con
 pub use conv_packed::PackedConv;
 pub use element::Element;
 pub use packed_gemm::{Clamp, PackedA};
-pub use pool::{avg_pool2d_backward, avg_pool2d_forward, max_pool2d_argmax, max_pool2d_backward, max_pool2d_forward, PoolGeometry};
+pub use pool::{
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_argmax, max_pool2d_backward, max_pool2d_forward, PoolGeometry,
+};
 pub use precision::{HalfVec, Precision, Stored, Widen};
 pub use simd::SimdLevel;

@@ -205,12 +205,53 @@ impl PackedA {
             // SAFETY: forwarded contract on `c`.
             return unsafe { self.portable(r0, r1, b, c, rsc, accumulate, clamp) };
         }
-        let tile = microkernel::tile(self.level);
-        let (mr, nr) = (tile.mr, tile.nr);
-        debug_assert_eq!(mr, self.mr);
+        let nr = microkernel::tile(self.level).nr;
         PACKED_B.with(|cell| {
             let mut packed_b = cell.borrow_mut();
             pack_b(b, nr, &mut packed_b);
+            // SAFETY: forwarded contract on `c`; the panels were just packed from `b` (K = self.k checked above).
+            unsafe { self.gemm_rows_packed(r0, r1, &packed_b, n, c, rsc, accumulate, clamp) };
+        });
+    }
+
+    /// Width of the column panels that [`PackedA::gemm_rows_packed`] reads, or `None` on the portable level (which
+    /// multiplies unpacked matrices).
+    pub fn b_panel_width(&self) -> Option<usize> {
+        (self.level != SimdLevel::Portable).then(|| microkernel::tile(self.level).nr)
+    }
+
+    /// [`PackedA::gemm_rows`] on a right operand the caller packed already: `n` columns in panels of
+    /// [`PackedA::b_panel_width`], panel `j` holding `nr` values per `p` (zero-padded past column `n`), as
+    /// [`pack_b`] or [`crate::im2col::im2col_panels`] lay them out. Row blocks of one product share one packing.
+    ///
+    /// # Safety
+    /// As [`PackedA::gemm_rows`].
+    ///
+    /// # Panics
+    /// On the portable level, if `packed_b` is shorter than the panels of `n` columns, or for a bad row range.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_rows_packed(
+        &self,
+        r0: usize,
+        r1: usize,
+        packed_b: &[f32],
+        n: usize,
+        c: *mut f32,
+        rsc: usize,
+        accumulate: bool,
+        clamp: Clamp,
+    ) {
+        assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
+        let tile = microkernel::tile(self.level);
+        let (mr, nr) = (tile.mr, tile.nr);
+        debug_assert_eq!(mr, self.mr);
+        let need = n.div_ceil(nr).checked_mul(self.k * nr);
+        assert!(need.is_some_and(|need| packed_b.len() >= need), "packed gemm: packed right operand too short");
+        if r0 == r1 || n == 0 {
+            return;
+        }
+        assert!(self.scale.is_empty() || !accumulate, "packed gemm: a scaled product cannot accumulate");
+        {
             let mut wide = WIDE_A.with(|w| std::mem::take(&mut *w.borrow_mut()));
             let k = self.k;
             let col_panels = n.div_ceil(nr);
@@ -297,7 +338,7 @@ impl PackedA {
                 kb += kc.max(1);
             }
             WIDE_A.with(|w| *w.borrow_mut() = wide);
-        });
+        }
     }
 
     /// `y = clamp(scale·y + bias)` over the `mr × nr` tile at `dst` (row stride `stride`) of rows `row0..`.
@@ -390,31 +431,54 @@ thread_local! {
 }
 
 /// Packs `b` (`K × N`) into column panels of `nr`: panel `j` holds `b[p][j·nr .. j·nr + nr]` for each `p` in turn,
-/// zero-padded past the last column.
-fn pack_b(b: MatRef<'_, f32>, nr: usize, out: &mut Vec<f32>) {
-    assert!(
-        b.rows == 0 || b.cols == 0 || {
-            let last = (b.rows - 1) * b.row_stride + (b.cols - 1) * b.col_stride;
-            last < b.data.len()
-        }
-    );
+/// zero-padded past the last column. Every value of the packed panels is written once (no zero fill first).
+pub(crate) fn pack_b(b: MatRef<'_, f32>, nr: usize, out: &mut Vec<f32>) {
+    let len = b.cols.div_ceil(nr) * b.rows * nr;
+    if out.len() < len {
+        out.resize(len, 0.0);
+    }
+    pack_b_into(b, nr, &mut out[..len]);
+}
+
+/// [`pack_b`] into a slice of exactly the panels' length.
+///
+/// # Panics
+/// If `out` does not have that length or `b` does not fit its slice.
+pub(crate) fn pack_b_into(b: MatRef<'_, f32>, nr: usize, out: &mut [f32]) {
     let (k, n) = (b.rows, b.cols);
     let panels = n.div_ceil(nr);
-    out.clear();
-    out.resize(panels * k * nr, 0.0);
+    assert_eq!(out.len(), panels * k * nr, "pack_b: output length");
+    assert!(b.rows == 0 || b.cols == 0 || (b.rows - 1) * b.row_stride + (b.cols - 1) * b.col_stride < b.data.len());
     for jp in 0..panels {
         let (j0, cols) = (jp * nr, nr.min(n - jp * nr));
         let panel = &mut out[jp * k * nr..(jp + 1) * k * nr];
         for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
             let row = p * b.row_stride + j0 * b.col_stride;
             if b.col_stride == 1 {
-                dst[..cols].copy_from_slice(&b.data[row..row + cols]);
+                copy_short(&mut dst[..cols], &b.data[row..row + cols]);
             } else {
                 for (j, d) in dst[..cols].iter_mut().enumerate() {
                     *d = b.data[row + j * b.col_stride];
                 }
             }
+            dst[cols..].fill(0.0);
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of packing (a panel row: 16–32 values), in 16-value blocks that
+/// compile to vector moves instead of a call to `memcpy` per run.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy_short: lengths differ");
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let d: &mut [f32; 16] = d.try_into().expect("16 values");
+        *d = *<&[f32; 16]>::try_from(s).expect("16 values");
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
     }
 }
 
