@@ -13,7 +13,7 @@
 
 use crate::conv::ConvGeometry;
 use crate::gemm::MatRef;
-use crate::packed_gemm::{Clamp, PackedA};
+use crate::packed_gemm::{pack_b_into, Clamp, PackedA};
 use crate::precision::Precision;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
@@ -129,12 +129,12 @@ pub fn forward(geo: &ConvGeometry, input: &[f32], weights: &WinogradWeights, cla
     let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
     let chunk_rows = rows_per_chunk(cin, tiles_w).min(tiles_h);
     let max_tiles = chunk_rows * tiles_w;
-    // The transformed input and the products, kept by the calling thread from one call to the next: fresh
-    // multi-megabyte buffers would be page-faulted in (and zeroed by the kernel) on every layer.
+    // The transformed input, its packed panels and the products, kept by the calling thread from one call to the
+    // next: fresh multi-megabyte buffers would be page-faulted in (and zeroed by the kernel) on every layer.
     thread_local! {
-        static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        static BUFFERS: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
     }
-    let (mut v, mut m) = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let [mut v, mut m, mut packed] = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
     v.resize(v.len().max(cin * XI * max_tiles), 0.0);
     m.resize(m.len().max(XI * cout * max_tiles), 0.0);
     let mr = weights.u[0].panel_rows();
@@ -153,16 +153,44 @@ pub fn forward(geo: &ConvGeometry, input: &[f32], weights: &WinogradWeights, cla
                     rows_buf.transform(geo, plane, ty0 + r, vc, tw, r * tiles_w);
                 }
             });
-            // Phase 2: M[ξ][co][t] = U_ξ · V_ξ.
+            // Phase 2: M[ξ][co][t] = U_ξ · V_ξ, each V_ξ packed once for all its row blocks.
             let vv = &v[..cin * XI * tw];
+            let v_xi =
+                |xi: usize| MatRef { data: &vv[xi * tw..], rows: cin, cols: tw, row_stride: XI * tw, col_stride: 1 };
+            let nr = weights.u[0].b_panel_width();
+            let per_xi = nr.map_or(0, |nr| tw.div_ceil(nr) * nr * cin);
+            if packed.len() < XI * per_xi {
+                packed.resize(XI * per_xi, 0.0);
+            }
+            if let Some(nr) = nr {
+                packed[..XI * per_xi]
+                    .par_chunks_mut(per_xi.max(1))
+                    .enumerate()
+                    .for_each(|(xi, out)| pack_b_into(v_xi(xi), nr, out));
+            }
+            let pk = &packed[..XI * per_xi];
             m[..XI * cout * tw].par_chunks_mut(cout * tw).enumerate().for_each(|(xi, mx)| {
-                let b = MatRef { data: &vv[xi * tw..], rows: cin, cols: tw, row_stride: XI * tw, col_stride: 1 };
                 mx.par_chunks_mut(block_rows * tw).enumerate().for_each(|(blk, block)| {
                     let r0 = blk * block_rows;
                     let r1 = (r0 + block_rows).min(cout);
+                    let u = &weights.u[xi];
                     // SAFETY: `block` is this task's own (r1 − r0) × tw slice of M_ξ, row stride tw; r0 is a
-                    // multiple of the panel rows.
-                    unsafe { weights.u[xi].gemm_rows(r0, r1, b, block.as_mut_ptr(), tw, false, Clamp::NONE) };
+                    // multiple of the panel rows; `pk` holds V_ξ packed for u's level.
+                    unsafe {
+                        match nr {
+                            Some(_) => u.gemm_rows_packed(
+                                r0,
+                                r1,
+                                &pk[xi * per_xi..(xi + 1) * per_xi],
+                                tw,
+                                block.as_mut_ptr(),
+                                tw,
+                                false,
+                                Clamp::NONE,
+                            ),
+                            None => u.gemm_rows(r0, r1, v_xi(xi), block.as_mut_ptr(), tw, false, Clamp::NONE),
+                        }
+                    }
                 });
             });
             // Phase 3: Y = Aᵀ·M·A + bias, clamped, into the output planes.
@@ -177,7 +205,7 @@ pub fn forward(geo: &ConvGeometry, input: &[f32], weights: &WinogradWeights, cla
             });
         }
     }
-    BUFFERS.with(|b| *b.borrow_mut() = (v, m));
+    BUFFERS.with(|b| *b.borrow_mut() = [v, m, packed]);
 }
 
 /// Scratch rows for the input transform of one channel.
