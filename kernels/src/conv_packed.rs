@@ -9,7 +9,7 @@
 use crate::conv::{column_tile, rows_per_task, tiles, ConvGeometry, DisjointOutput, TARGET_TASKS};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
-use crate::im2col::im2col_panels;
+use crate::im2col::{im2col_panels, im2col_panels_phased, phase_split, split_phases};
 use crate::packed_gemm::{pack_b_into, Clamp, PackedA};
 use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
@@ -23,6 +23,8 @@ thread_local! {
     /// Packed column panels of one tile, reused by the tasks that run on this thread (a fresh buffer per task
     /// would be fresh pages per task).
     static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The input of a strided layer split into its stride phases, reused likewise.
+    static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How the weights are held.
@@ -285,6 +287,19 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
         for (g, weights) in groups.iter().enumerate() {
             let x =
                 &input[(n * geo.in_channels + g * cig) * in_plane..(n * geo.in_channels + (g + 1) * cig) * in_plane];
+            // A strided layer whose input splits into stride phases reads them contiguously (see `phase_split`).
+            let stride = weights.b_panel_width().and(phase_split(&win)).filter(|_| !geo.is_pointwise());
+            let mut phased = PHASES.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            if let Some(s) = stride {
+                if phased.len() < x.len() {
+                    phased.resize(x.len(), 0.0);
+                }
+                phased[..x.len()]
+                    .par_chunks_mut(in_plane)
+                    .zip(x.par_chunks(in_plane))
+                    .for_each(|(o, plane)| split_phases(plane, 1, geo.in_h, geo.in_w, s, o));
+            }
+            let phased_x = &phased[..stride.map_or(0, |_| x.len())];
             col_tiles.par_iter().for_each(|&(p0, p1)| {
                 let tw = p1 - p0;
                 if let Some(nr) = weights.b_panel_width() {
@@ -300,6 +315,8 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
                             let mut unused = Vec::new();
                             let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
                             pack_b_into(view, nr, panel);
+                        } else if stride.is_some() {
+                            im2col_panels_phased(phased_x, cig, &win, q0, q1, nr, panel);
                         } else {
                             im2col_panels(x, cig, &win, q0, q1, nr, panel);
                         }
@@ -333,6 +350,7 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
                     unsafe { weights.gemm_rows(r0, r1, col, block, out_plane, false, clamp) };
                 });
             });
+            PHASES.with(|p| *p.borrow_mut() = phased);
         }
     });
 }
@@ -351,6 +369,30 @@ mod tests {
         let base = base_3x3(6, 14, 1);
         let mut all = variants(base);
         all.push(ConvGeometry { batch: 1, in_channels: 40, out_channels: 37, in_h: 23, in_w: 25, ..base });
+        // Strided layers that split into stride phases (even sizes): 3×3/2, grouped, the 7×7/2 stem, 1×1/2.
+        let strided = ConvGeometry { in_h: 12, in_w: 10, stride_h: 2, stride_w: 2, ..base };
+        all.push(strided);
+        all.push(ConvGeometry { groups: 2, ..strided });
+        all.push(ConvGeometry {
+            in_h: 16,
+            in_w: 16,
+            kernel_h: 7,
+            kernel_w: 7,
+            pad_top: 3,
+            pad_left: 3,
+            pad_bottom: 3,
+            pad_right: 3,
+            ..strided
+        });
+        all.push(ConvGeometry {
+            kernel_h: 1,
+            kernel_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+            ..strided
+        });
         all
     }
 
@@ -388,19 +430,26 @@ mod tests {
 
     #[test]
     fn bit_identical_on_one_two_and_four_threads() {
-        let geo = *geometries().last().expect("geometries");
+        // The wide ungrouped layer (many tasks) and the strided ones (the phase split runs in parallel too).
+        for geo in geometries().into_iter().filter(|g| g.groups == 1 && (g.in_channels == 40 || g.stride_h == 2)) {
+            bit_identical_on_threads(geo);
+        }
+    }
+
+    fn bit_identical_on_threads(geo: ConvGeometry) {
         let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 4);
         let w = data(geo.out_channels * geo.k(), 5);
         for level in supported_levels() {
-            let packed = PackedConv::new(level, &w, None, geo.out_channels, geo.in_channels, [3, 3], 1);
+            let kernel = [geo.kernel_h, geo.kernel_w];
+            let packed = PackedConv::new(level, &w, None, geo.out_channels, geo.in_channels, kernel, 1);
             let run = |threads: usize| {
-                let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
+                let mut y = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
                 on_threads(threads, || conv2d_forward_packed(&geo, &x, &packed, Clamp::RELU, &mut y));
                 y
             };
             let one = run(1);
-            assert_eq!(one, run(2), "{level}");
-            assert_eq!(one, run(4), "{level}");
+            assert_eq!(one, run(2), "{level} {geo:?}");
+            assert_eq!(one, run(4), "{level} {geo:?}");
         }
     }
 

@@ -111,7 +111,11 @@ pub fn im2col_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1
     let k = channels * win.kernel_h * win.kernel_w;
     let padded = width.div_ceil(nr) * nr;
     assert!(out.len() >= padded * k, "im2col_panels: output too short");
-    if win.stride_h == 1 && win.stride_w == 1 && win.out_w == win.in_w && input.len() >= channels * win.in_h * win.in_w
+    if win.stride_h == 1
+        && win.stride_w == 1
+        && win.out_w == win.in_w
+        && input.len() >= channels * win.in_h * win.in_w
+        && small_enough(win)
     {
         return same_size_panels(input, channels, win, p0, p1, nr, out);
     }
@@ -157,46 +161,179 @@ pub fn im2col_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1
 
 /// [`im2col_panels`] for stride 1 with output rows as wide as input rows ("same" convolutions: 3×3 with padding
 /// 1): output column `q` then reads input `q + offset(tap)`, so each panel row is one contiguous read, masked where
-/// the tap falls into the padding. The masks depend on the tap and the panel only, not on the channel.
+/// the tap falls into the padding.
 fn same_size_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1: usize, nr: usize, out: &mut [f32]) {
-    let (taps, plane) = (win.kernel_h * win.kernel_w, win.in_h * win.in_w);
-    let k = channels * taps;
-    let mut masks = vec![0u32; taps * nr];
-    let mut offsets = vec![0isize; taps];
-    for (jp, panel) in out[..(p1 - p0).div_ceil(nr) * nr * k].chunks_exact_mut(k * nr).enumerate() {
+    let taps: Vec<TapRead> = (0..win.kernel_h)
+        .flat_map(|ky| {
+            (0..win.kernel_w).map(move |kx| TapRead { sub: 0, dy: win.row_offset(ky), dx: win.col_offset(kx) })
+        })
+        .collect();
+    let planes = Planes { subs: 1, height: win.in_h, width: win.in_w };
+    masked_panels(input, channels, planes, &taps, p0, p1, nr, out);
+}
+
+/// Where one tap of the kernel reads, for every output position `(oy, ox)`: row `oy + dy`, column `ox + dx` of
+/// sub-plane `sub` of the channel (zero outside it).
+#[derive(Clone, Copy, Debug)]
+struct TapRead {
+    sub: usize,
+    dy: isize,
+    dx: isize,
+}
+
+/// How a channel's source is laid out: `subs` sub-planes of `height × width`, `width` equal to the output rows'.
+#[derive(Clone, Copy, Debug)]
+struct Planes {
+    subs: usize,
+    height: usize,
+    width: usize,
+}
+
+/// Column panels (the layout of [`im2col_panels`]) of a convolution whose taps each read a sub-plane exactly as
+/// wide as an output row: output column `q` of tap `t` reads sub-plane index `q + dy·width + dx`, one contiguous run
+/// per panel row, masked where it falls outside the sub-plane. The masks depend on the tap and the panel only.
+#[allow(clippy::too_many_arguments)]
+fn masked_panels(
+    src: &[f32],
+    channels: usize,
+    planes: Planes,
+    taps: &[TapRead],
+    p0: usize,
+    p1: usize,
+    nr: usize,
+    out: &mut [f32],
+) {
+    let (t_count, sub_len) = (taps.len(), planes.height * planes.width);
+    let k = channels * t_count;
+    assert!(src.len() >= channels * planes.subs * sub_len, "im2col_panels: source too short");
+    let mut masks = vec![0u32; t_count * nr];
+    // Output row and column of each column of the panel in i32 (the mask loop vectorizes; sizes are below 2^30,
+    // see MAX_SIDE); columns past p1 get a row outside every tap's reach.
+    let (mut ys, mut xs) = (vec![0i32; nr], vec![0i32; nr]);
+    let (h, w) = (planes.height as u32, planes.width as u32);
+    for (jp, panel) in out[..(p1 - p0).div_ceil(nr) * nr * k].chunks_exact_mut(k.max(1) * nr).enumerate() {
         let q0 = p0 + jp * nr;
-        for ky in 0..win.kernel_h {
-            for kx in 0..win.kernel_w {
-                let t = ky * win.kernel_w + kx;
-                let (dy, dx) = (win.row_offset(ky), win.col_offset(kx));
-                offsets[t] = dy * win.in_w as isize + dx;
-                for (j, m) in masks[t * nr..(t + 1) * nr].iter_mut().enumerate() {
-                    let q = q0 + j;
-                    let (iy, ix) = ((q / win.out_w) as isize + dy, (q % win.out_w) as isize + dx);
-                    let inside = q < p1 && (0..win.in_h as isize).contains(&iy) && (0..win.in_w as isize).contains(&ix);
-                    *m = if inside { u32::MAX } else { 0 };
-                }
+        let (mut y, mut x) = ((q0 / planes.width) as i32, (q0 % planes.width) as i32);
+        for (j, (py, px)) in ys.iter_mut().zip(xs.iter_mut()).enumerate() {
+            (*py, *px) = if q0 + j < p1 { (y, x) } else { (i32::MIN / 2, 0) };
+            x += 1;
+            if x as u32 == w {
+                (y, x) = (y + 1, 0);
+            }
+        }
+        for (tap, mask) in taps.iter().zip(masks.chunks_exact_mut(nr)) {
+            let (dy, dx) = (tap.dy as i32, tap.dx as i32);
+            for ((m, &y), &x) in mask.iter_mut().zip(&ys).zip(&xs) {
+                // Negative coordinates wrap to huge unsigned ones: one comparison per bound.
+                let inside = (((y + dy) as u32) < h) & (((x + dx) as u32) < w);
+                *m = 0u32.wrapping_sub(inside as u32);
             }
         }
         for (row, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            let (c, t) = (row / taps, row % taps);
+            let (c, t) = (row / t_count, row % t_count);
+            let tap = taps[t];
             let mask = &masks[t * nr..(t + 1) * nr];
-            let start = (c * plane + q0) as isize + offsets[t];
-            // The read may start before the first plane or end after the last (masked columns only): clamp it.
-            match usize::try_from(start).ok().filter(|&s| s + nr <= input.len()) {
+            let plane = (c * planes.subs + tap.sub) * sub_len;
+            let start = (plane + q0) as isize + tap.dy * planes.width as isize + tap.dx;
+            // The read may start before the source or end after it (masked columns only): then element by element.
+            match usize::try_from(start).ok().filter(|&s| s + nr <= src.len()) {
                 Some(s) => {
-                    for ((d, &v), &m) in dst.iter_mut().zip(&input[s..s + nr]).zip(mask) {
+                    for ((d, &v), &m) in dst.iter_mut().zip(&src[s..s + nr]).zip(mask) {
                         *d = f32::from_bits(v.to_bits() & m);
                     }
                 }
                 None => {
                     for (j, (d, &m)) in dst.iter_mut().zip(mask).enumerate() {
-                        *d = if m != 0 { input[(start + j as isize) as usize] } else { 0.0 };
+                        *d = if m != 0 { src[(start + j as isize) as usize] } else { 0.0 };
                     }
                 }
             }
         }
     }
+}
+
+/// The stride `s` of a convolution whose input can be split into `s × s` phase planes exactly as wide as its output
+/// rows (stride `s` in both directions, no dilation, `H` and `W` multiples of `s`, `W / s` = the output width): the
+/// stride-2 layers of ResNet and MobileNet, 7×7/2 stems included. Then [`im2col_panels_phased`] reads contiguously.
+pub fn phase_split(win: &Window) -> Option<usize> {
+    let s = win.stride_w;
+    (s >= 2
+        && win.stride_h == s
+        && win.dilation_h == 1
+        && win.dilation_w == 1
+        && win.in_h.is_multiple_of(s)
+        && win.in_w.is_multiple_of(s)
+        && win.in_w / s == win.out_w
+        && small_enough(win))
+    .then_some(s)
+}
+
+/// Largest plane side (and tap offset) the masked-panel paths handle: their coordinates are i32.
+const MAX_SIDE: usize = 1 << 30;
+
+/// Whether every side and offset of `win` is below [`MAX_SIDE`].
+fn small_enough(win: &Window) -> bool {
+    [win.in_h, win.in_w, win.out_h, win.out_w, win.kernel_h, win.kernel_w, win.pad_top, win.pad_left]
+        .iter()
+        .all(|&v| v < MAX_SIDE)
+        && win.dilation_h.saturating_mul(win.kernel_h) < MAX_SIDE
+        && win.dilation_w.saturating_mul(win.kernel_w) < MAX_SIDE
+}
+
+/// Splits each of `channels` planes of `input` into its `s × s` phases: `out[c][a][b][i][j] = input[c][s·i + a][s·j
+/// + b]`.
+///
+/// # Panics
+/// If the lengths do not match or `s` does not divide the plane (see [`phase_split`]).
+pub fn split_phases(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]) {
+    assert!(s > 0 && in_h.is_multiple_of(s) && in_w.is_multiple_of(s), "split_phases: {s} does not divide the plane");
+    let plane = in_h * in_w;
+    assert!(input.len() >= channels * plane && out.len() >= channels * plane, "split_phases: lengths");
+    let (ph, pw) = (in_h / s, in_w / s);
+    for (x, o) in input.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).take(channels) {
+        for (phase, dst) in o.chunks_exact_mut(ph * pw).enumerate() {
+            let (a, b) = (phase / s, phase % s);
+            for (i, row) in dst.chunks_exact_mut(pw).enumerate() {
+                let src = &x[(s * i + a) * in_w + b..];
+                for (j, d) in row.iter_mut().enumerate() {
+                    *d = src[s * j];
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_panels`] of a strided convolution (see [`phase_split`]) from its input split by [`split_phases`]: tap
+/// `(ky, kx)` reads phase `((ky − pad_top) mod s, (kx − pad_left) mod s)`, shifted by the quotients — contiguous runs
+/// as for a stride-1 "same" convolution.
+///
+/// # Panics
+/// If the convolution does not split (see [`phase_split`]) or a buffer is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_panels_phased(
+    phased: &[f32],
+    channels: usize,
+    win: &Window,
+    p0: usize,
+    p1: usize,
+    nr: usize,
+    out: &mut [f32],
+) {
+    let s = phase_split(win).expect("im2col_panels_phased: the convolution does not split into phases");
+    let k = channels * win.kernel_h * win.kernel_w;
+    assert!(out.len() >= (p1 - p0).div_ceil(nr) * nr * k, "im2col_panels: output too short");
+    let si = s as isize;
+    let taps: Vec<TapRead> = (0..win.kernel_h)
+        .flat_map(|ky| {
+            (0..win.kernel_w).map(move |kx| {
+                let (oy, ox) = (ky as isize - win.pad_top as isize, kx as isize - win.pad_left as isize);
+                let (a, b) = (oy.rem_euclid(si) as usize, ox.rem_euclid(si) as usize);
+                TapRead { sub: a * s + b, dy: oy.div_euclid(si), dx: ox.div_euclid(si) }
+            })
+        })
+        .collect();
+    let planes = Planes { subs: s * s, height: win.in_h / s, width: win.in_w / s };
+    masked_panels(phased, channels, planes, &taps, p0, p1, nr, out);
 }
 
 /// Adds the rows of `col` that belong to one input channel (`KH·KW` rows × `p1 − p0` columns) back into that
@@ -338,6 +475,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Strided convolutions through the phase split equal im2col then packing: ResNet's 7×7/2 stem, 3×3/2 with
+    /// padding 1, 1×1/2 without, stride 3, asymmetric (TF "SAME") padding.
+    #[test]
+    fn phased_panels_equal_im2col_then_packing() {
+        let stride = |s: usize, k: usize, pad: usize, in_hw: usize| {
+            let out = (in_hw + 2 * pad - k) / s + 1;
+            Window {
+                in_h: in_hw,
+                in_w: in_hw,
+                out_h: out,
+                out_w: out,
+                kernel_h: k,
+                kernel_w: k,
+                stride_h: s,
+                stride_w: s,
+                dilation_h: 1,
+                dilation_w: 1,
+                pad_top: pad,
+                pad_left: pad,
+            }
+        };
+        let geometries = [
+            stride(2, 7, 3, 16),
+            stride(2, 3, 1, 10),
+            stride(2, 1, 0, 8),
+            stride(3, 3, 1, 9),
+            // TF "SAME" for 3×3/2 on an even size: no padding before, one after.
+            Window { out_h: 5, out_w: 5, ..stride(2, 3, 0, 10) },
+        ];
+        for w in geometries {
+            let s = phase_split(&w).unwrap_or_else(|| panic!("{w:?} splits"));
+            let input: Vec<f32> = (0..3 * w.in_h * w.in_w).map(|i| i as f32 + 1.0).collect();
+            let mut phased = vec![0.0; input.len()];
+            split_phases(&input, 3, w.in_h, w.in_w, s, &mut phased);
+            let cols = w.out_h * w.out_w;
+            for nr in [4, 16] {
+                for (p0, p1) in [(0, cols), (1, cols - 1), (cols / 2, cols), (cols - 1, cols)] {
+                    let k = 3 * w.kernel_h * w.kernel_w;
+                    let mut col = vec![0.0; k * (p1 - p0)];
+                    im2col_tile(&input, 3, &w, p0, p1, &mut col);
+                    let mut want = Vec::new();
+                    crate::packed_gemm::pack_b(crate::gemm::MatRef::row_major(&col, k, p1 - p0), nr, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    im2col_panels_phased(&phased, 3, &w, p0, p1, nr, &mut got);
+                    assert!(got.iter().zip(&want).all(|(a, b)| a == b), "{w:?} nr {nr} tile {p0}..{p1}");
+                }
+            }
+        }
+        assert_eq!(phase_split(&Window { in_w: 11, ..stride(2, 3, 1, 10) }), None, "odd width");
+        assert_eq!(phase_split(&stride(1, 3, 1, 10)), None, "stride 1");
     }
 
     #[test]
