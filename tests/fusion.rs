@@ -137,3 +137,56 @@ fn packed_input_gradients_equal_the_ops_own_rule() {
         assert!(e < 1e-5, "case {i}: input gradient differs by {e:.2e}");
     }
 }
+
+/// A residual `Add` after a convolution (ResNet's `conv → bn → + identity → relu`, MobileNet's linear bottleneck)
+/// runs in the convolution's epilogue (summed in the Add's own order; bit-identity with a separate Add after the same
+/// packed convolution is a kernel test): outputs and the gradients of the convolution's input and of the residual
+/// equal the op-by-op path on the GEMM (1×1, small 3×3) and Winograd layouts, and the Add stays a node where the
+/// residual is not ready when the convolution runs, broadcasts, or is the convolution's own value.
+#[test]
+fn residual_adds_fuse_into_the_convolution_epilogue() {
+    use gradcam::ops::{Add, Relu};
+    // (channels, kernel, size): 1×1 on the GEMM path, 3×3 too small for Winograd, 3×3 on Winograd.
+    for (i, &(c, k, size)) in [(12, 1, 9), (6, 3, 7), (16, 3, 14)].iter().enumerate() {
+        for order in ["before", "after", "broadcast", "self"] {
+            let mut b = GraphBuilder::<f32>::new();
+            let x = b.input("x", &[2, c, size, size]).unwrap();
+            let skip_shape: &[usize] = if order == "broadcast" { &[1, c, 1, 1] } else { &[2, c, size, size] };
+            let s = b.input("s", skip_shape).unwrap();
+            let p = k / 2;
+            let conv = |b: &mut GraphBuilder<f32>, name: &str, input, seed| {
+                let w = b.constant(&format!("{name}.w"), random(&[c, c, k, k], seed)).unwrap();
+                let bias = b.constant(&format!("{name}.b"), random(&[c], seed + 1)).unwrap();
+                b.node(name, Conv { pads: [p, p, p, p], ..Conv::default() }, &[input, w, bias]).unwrap()
+            };
+            // The residual: made by a node before the convolution, or after it (then not ready in time).
+            let early = if order == "before" { Some(b.node("early", Relu, &[s]).unwrap()) } else { None };
+            let y = conv(&mut b, "conv", x, 40 + i as u64);
+            let residual = match order {
+                "before" => early.unwrap(),
+                "after" => b.node("late", Relu, &[s]).unwrap(),
+                "self" => y,
+                _ => s,
+            };
+            let sum = b.node("add", Add, &[residual, y]).unwrap();
+            let out = b.node("relu", Relu, &[sum]).unwrap();
+            b.output(out);
+            let g = b.build();
+            let plan = g.plan(&["relu"], &["x", "s"], &[]).unwrap();
+            let fuses = order == "before";
+            assert_eq!(plan.fused_chains(), (1, if fuses { 2 } else { 0 }), "case {i} {order}");
+            let inputs = vec![("x", random::<f32>(&[2, c, size, size], 50)), ("s", random::<f32>(skip_shape, 51))];
+            let fused = g.forward(&plan, inputs.clone()).unwrap();
+            let plain = g.forward(&plan.clone().unfused(), inputs).unwrap();
+            let e = rel_err(fused.get("relu").unwrap(), plain.get("relu").unwrap());
+            assert!(e < 1e-5, "case {i} {order}: outputs differ by {e:.2e}");
+            let seed = random::<f32>(plain.get("relu").unwrap().shape(), 52);
+            let (gf, gp) =
+                (fused.backward(vec![("relu", seed.clone())]).unwrap(), plain.backward(vec![("relu", seed)]).unwrap());
+            for wrt in ["x", "s"] {
+                let e = rel_err(gf.get(wrt).unwrap(), gp.get(wrt).unwrap());
+                assert!(e < 1e-5, "case {i} {order}: gradient of {wrt} differs by {e:.2e}");
+            }
+        }
+    }
+}

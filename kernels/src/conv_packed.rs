@@ -254,10 +254,56 @@ impl PackedConv {
 /// # Panics
 /// If `packed` does not fit `geo` or a buffer length disagrees with it (programming errors of the caller).
 pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedConv, clamp: Clamp, output: &mut [f32]) {
+    forward(geo, input, packed, clamp, None, output)
+}
+
+/// `output ← clamp(conv(input, packed weights) + bias + residual)`: a residual connection (`Add`, then ReLU) in the
+/// convolution's epilogue, summed in the order of a separate `Add` (the convolution's value first), so the result
+/// is bit-identical to the unfused ops. GEMM (SIMD levels) and Winograd layouts add each tile while it is in cache;
+/// the others (depthwise, the portable level) add in one pass after the convolution.
+///
+/// # Panics
+/// As [`conv2d_forward_packed`], and if `residual` is not as long as `output`.
+pub fn conv2d_forward_packed_residual(
+    geo: &ConvGeometry,
+    input: &[f32],
+    packed: &PackedConv,
+    clamp: Clamp,
+    residual: &[f32],
+    output: &mut [f32],
+) {
+    assert_eq!(residual.len(), output.len(), "packed conv: residual length");
+    forward(geo, input, packed, clamp, Some(residual), output)
+}
+
+/// Whether the kernels behind `packed` add a residual in their epilogue (see [`conv2d_forward_packed_residual`]).
+fn adds_in_epilogue(packed: &PackedConv) -> bool {
+    match &packed.layout {
+        Layout::Gemm(_) => packed.level != SimdLevel::Portable,
+        Layout::Winograd(_) => true,
+        Layout::Depthwise { .. } => false,
+    }
+}
+
+fn forward(
+    geo: &ConvGeometry,
+    input: &[f32],
+    packed: &PackedConv,
+    clamp: Clamp,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+) {
     assert!(packed.fits(geo), "packed conv: weights do not fit {geo:?}");
     geo.check(input.len(), packed.out_channels * geo.k(), output.len());
     let out_plane = geo.out_plane();
     if out_plane == 0 {
+        return;
+    }
+    if let Some(res) = residual.filter(|_| !adds_in_epilogue(packed)) {
+        forward(geo, input, packed, Clamp::NONE, None, output);
+        output.par_chunks_mut(out_plane).zip(res.par_chunks(out_plane)).for_each(|(o, r)| {
+            o.iter_mut().zip(r).for_each(|(o, &r)| *o = clamp.apply(*o + r));
+        });
         return;
     }
     let groups = match &packed.layout {
@@ -272,7 +318,7 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
             }
             return depthwise_flat::forward(geo, input, &weight, bias, clamp, output, packed.level);
         }
-        Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, output),
+        Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, residual, output),
         Layout::Gemm(groups) => groups,
     };
     let (cig, cog) = (geo.in_per_group(), geo.out_per_group());
@@ -332,8 +378,13 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
                         let r1 = (r0 + rows).min(cog);
                         let offset = (g * cog + r0) * out_plane + p0;
                         let block = out.block(offset, r1 - r0, tw, out_plane);
-                        // SAFETY: as below; `panels` holds this tile's columns packed for `weights`.
-                        unsafe { weights.gemm_rows_packed(r0, r1, &panels, tw, block, out_plane, false, clamp) };
+                        // The residual's block at the same place as the output's.
+                        let res = residual.map(|r| r[n * geo.out_channels * out_plane + offset..].as_ptr());
+                        // SAFETY: as below; `panels` holds this tile's columns packed for `weights`; `res` has the
+                        // output's length and layout, so the block lies inside it, and it is a separate buffer.
+                        unsafe {
+                            weights.gemm_rows_packed_residual(r0, r1, &panels, tw, block, out_plane, false, clamp, res)
+                        };
                     });
                     PANELS.with(|p| *p.borrow_mut() = panels);
                     return;
@@ -450,6 +501,42 @@ mod tests {
             let one = run(1);
             assert_eq!(one, run(2), "{level} {geo:?}");
             assert_eq!(one, run(4), "{level} {geo:?}");
+        }
+    }
+
+    /// A residual added in the epilogue is bit-identical to the convolution, then the addition, then the clamp — on
+    /// every level and layout: GEMM (strided, grouped, 1×1), a 16-bit product scaled by a folded batch-norm,
+    /// depthwise, Winograd.
+    #[test]
+    fn residual_in_the_epilogue_equals_adding_after_the_convolution() {
+        let wino =
+            ConvGeometry { batch: 1, in_channels: 16, out_channels: 20, in_h: 12, in_w: 13, ..base_3x3(1, 1, 1) };
+        let clamp = Clamp { lo: 0.0, hi: 6.0 };
+        for level in supported_levels() {
+            let mut layouts = Vec::new();
+            for geo in geometries() {
+                let (co, cig, kernel) = (geo.out_channels, geo.in_channels / geo.groups, [geo.kernel_h, geo.kernel_w]);
+                let (w, b) = (data(co * geo.k(), 11), data(co, 12));
+                layouts.push((geo, PackedConv::new(level, &w, Some(&b), co, cig, kernel, geo.groups)));
+                let scale = data(co, 13);
+                let scaled =
+                    PackedConv::new_as(level, &w, Some(&b), Some(&scale), co, cig, kernel, geo.groups, Precision::F16);
+                layouts.push((geo, scaled));
+            }
+            let (w, b) = (data(20 * wino.k(), 14), data(20, 15));
+            layouts.push((wino, PackedConv::winograd(level, &w, Some(&b), 20, 16)));
+            assert!(layouts.iter().any(|(_, p)| p.is_winograd()) && layouts.iter().any(|(_, p)| !adds_in_epilogue(p)));
+            for (geo, packed) in layouts {
+                let x = data(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 16);
+                let residual = data(geo.batch * geo.out_channels * geo.out_plane(), 17);
+                let mut want = vec![f32::NAN; residual.len()];
+                conv2d_forward_packed(&geo, &x, &packed, Clamp::NONE, &mut want);
+                want.iter_mut().zip(&residual).for_each(|(y, &r)| *y = clamp.apply(*y + r));
+                let mut got = vec![f32::NAN; residual.len()];
+                conv2d_forward_packed_residual(&geo, &x, &packed, clamp, &residual, &mut got);
+                assert_eq!(got, want, "{level} {geo:?}");
+                assert!(got.contains(&0.0) && got.iter().any(|&v| v > 0.0), "the clamp acted");
+            }
         }
     }
 

@@ -41,6 +41,17 @@ impl Clamp {
     }
 
     /// `min(max(v, lo), hi)`, NaN kept as NaN (as PyTorch's clamp and the SIMD kernels do).
+    /// [`Clamp::apply`] as compare-and-select (NaN passes through: both comparisons are false), which vectorizes.
+    #[inline(always)]
+    pub fn apply_fast(&self, v: f32) -> f32 {
+        let c = if v < self.lo { self.lo } else { v };
+        if c > self.hi {
+            self.hi
+        } else {
+            c
+        }
+    }
+
     pub fn apply(&self, v: f32) -> f32 {
         if v.is_nan() {
             v
@@ -164,6 +175,12 @@ impl PackedA {
     }
 
     /// How the matrix is held.
+    /// Whether the product is scaled per row (a folded batch-norm on 16-bit weights): such a product cannot
+    /// accumulate onto its output.
+    pub fn is_scaled(&self) -> bool {
+        !self.scale.is_empty()
+    }
+
     pub fn precision(&self) -> Precision {
         self.data.precision()
     }
@@ -241,6 +258,29 @@ impl PackedA {
         accumulate: bool,
         clamp: Clamp,
     ) {
+        // SAFETY: forwarded contract.
+        unsafe { self.gemm_rows_packed_residual(r0, r1, packed_b, n, c, rsc, accumulate, clamp, None) }
+    }
+
+    /// [`PackedA::gemm_rows_packed`] with a residual joining before the clamp: `C = clamp((A·B + bias) + R)`, in
+    /// that order — the rounding of a separate `Add` after the product — each tile finished while it is in cache.
+    ///
+    /// # Safety
+    /// As [`PackedA::gemm_rows`]; `residual`, when given, must be valid for reads of the same block as `c` (same
+    /// row stride `rsc`) and not overlap it.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_rows_packed_residual(
+        &self,
+        r0: usize,
+        r1: usize,
+        packed_b: &[f32],
+        n: usize,
+        c: *mut f32,
+        rsc: usize,
+        accumulate: bool,
+        clamp: Clamp,
+        residual: Option<*const f32>,
+    ) {
         assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
         let tile = microkernel::tile(self.level);
         let (mr, nr) = (tile.mr, tile.nr);
@@ -299,10 +339,23 @@ impl PackedA {
                         let scaled = !self.scale.is_empty();
                         let bias =
                             (first && !scaled && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
-                        let epilogue = (last && !scaled).then_some(clamp);
+                        // The clamp waits for the residual too.
+                        let inner_clamp = if residual.is_some() { Clamp::NONE } else { clamp };
+                        let epilogue = (last && !scaled).then_some(inner_clamp);
                         let load = accumulate || !first;
+                        let offset = (ip * mr - r0) * rsc + jp * nr;
                         // SAFETY: the tile lies inside the caller's block (rows ≤ r1 − r0, columns < n).
-                        let out = unsafe { c.add((ip * mr - r0) * rsc + jp * nr) };
+                        let out = unsafe { c.add(offset) };
+                        if let (true, Some(res)) = (last, residual) {
+                            // The residual tile is read right after this block of products: fetched meanwhile (its
+                            // rows lie a plane apart, which the hardware prefetcher does not follow).
+                            for r in 0..rows {
+                                for line in (0..cols).step_by(16) {
+                                    prefetch(res.wrapping_add(offset + r * rsc + line));
+                                }
+                                prefetch(res.wrapping_add(offset + r * rsc + cols - 1));
+                            }
+                        }
                         let call = |dst: *mut f32, stride: usize| {
                             // SAFETY: `ap` holds kc·mr and `bp` kc·nr values from these offsets (whole panels are
                             // packed, zero-padded); `dst` is an mr × nr block with row stride `stride` (a full tile
@@ -311,7 +364,20 @@ impl PackedA {
                             unsafe { tile.run(kc, ap.as_ptr(), lda, bp.as_ptr(), dst, stride, load, bias, epilogue) };
                             if last && scaled {
                                 // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
-                                unsafe { self.finish_tile(ip * mr, dst, stride, nr, clamp) };
+                                unsafe { self.finish_tile(ip * mr, dst, stride, nr, inner_clamp) };
+                            }
+                            if let (true, Some(res)) = (last, residual) {
+                                for r in 0..rows {
+                                    // SAFETY: row r, columns < cols of the tile, in `dst` (a tile of row stride
+                                    // `stride`) and in the residual (the caller's block, row stride rsc).
+                                    let (y, add) = unsafe {
+                                        (
+                                            std::slice::from_raw_parts_mut(dst.add(r * stride), cols),
+                                            std::slice::from_raw_parts(res.add(offset + r * rsc), cols),
+                                        )
+                                    };
+                                    y.iter_mut().zip(add).for_each(|(y, &a)| *y = clamp.apply_fast(*y + a));
+                                }
                             }
                         };
                         if rows == mr && cols == nr {
@@ -408,6 +474,19 @@ impl PackedA {
         // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
         unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
     }
+}
+
+/// Asks the cache for the line holding `p` (a hint: never faults, whatever the address).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is part of x86-64's baseline (SSE) and does not access memory architecturally: any
+    // address is allowed.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// A per-row vector (`m` values) zero-padded to `len` (whole panels); empty when there is none.

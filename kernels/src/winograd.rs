@@ -114,11 +114,19 @@ fn rows_per_chunk(in_channels: usize, tiles_w: usize) -> usize {
     (CHUNK_VALUES / XI / in_channels.max(1) / tiles_w.max(1)).max(1)
 }
 
-/// `output ← clamp(conv3×3(input, weights) + bias)`.
+/// `output ← clamp(conv3×3(input, weights) + bias [+ residual])` (the residual added to the convolution's value,
+/// as a separate `Add` would).
 ///
 /// # Panics
 /// If the weights do not fit `geo` or a buffer length disagrees with it (programming errors of the caller).
-pub fn forward(geo: &ConvGeometry, input: &[f32], weights: &WinogradWeights, clamp: Clamp, output: &mut [f32]) {
+pub fn forward(
+    geo: &ConvGeometry,
+    input: &[f32],
+    weights: &WinogradWeights,
+    clamp: Clamp,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+) {
     assert!(weights.fits(geo), "winograd: weights do not fit {geo:?}");
     geo.check(input.len(), weights.out_channels * geo.k(), output.len());
     let (oh, ow) = (geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0));
@@ -195,12 +203,14 @@ pub fn forward(geo: &ConvGeometry, input: &[f32], weights: &WinogradWeights, cla
             });
             // Phase 3: Y = Aᵀ·M·A + bias, clamped, into the output planes.
             let mm = &m[..XI * cout * tw];
+            let res_n = residual.map(|r| &r[n * cout * oh * ow..(n + 1) * cout * oh * ow]);
             y.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
+                let res_plane = res_n.map(|r| &r[co * oh * ow..(co + 1) * oh * ow]);
                 let mut row = vec![0.0f32; 2 * tiles_w];
                 for r in 0..rows {
                     let m: [&[f32]; XI] =
                         std::array::from_fn(|xi| &mm[(xi * cout + co) * tw + r * tiles_w..][..tiles_w]);
-                    transform_output_row(&m, weights.bias[co], clamp, ty0 + r, oh, ow, &mut row, plane);
+                    transform_output_row(&m, weights.bias[co], clamp, ty0 + r, oh, ow, &mut row, plane, res_plane);
                 }
             });
         }
@@ -301,6 +311,7 @@ fn transform_output_row(
     ow: usize,
     row: &mut [f32],
     plane: &mut [f32],
+    residual: Option<&[f32]>,
 ) {
     let tiles_w = m[0].len();
     for r in 0..2 {
@@ -319,10 +330,18 @@ fn transform_output_row(
         };
         for (tx, pair) in row.chunks_exact_mut(2).enumerate().take(tiles_w) {
             let (s0, s1, s2, s3) = (column(0, tx), column(1, tx), column(2, tx), column(3, tx));
-            pair[0] = clamped(s0 + s1 + s2 + bias, clamp);
-            pair[1] = clamped(s1 - s2 - s3 + bias, clamp);
+            pair[0] = s0 + s1 + s2 + bias;
+            pair[1] = s1 - s2 - s3 + bias;
         }
-        plane[oy * ow..(oy + 1) * ow].copy_from_slice(&row[..ow]);
+        let out = &mut plane[oy * ow..(oy + 1) * ow];
+        match residual {
+            // The residual joins the convolution's value, then the clamp.
+            Some(r) => {
+                let r = &r[oy * ow..(oy + 1) * ow];
+                out.iter_mut().zip(&row[..ow]).zip(r).for_each(|((o, &v), &r)| *o = clamped(v + r, clamp));
+            }
+            None => out.iter_mut().zip(&row[..ow]).for_each(|(o, &v)| *o = clamped(v, clamp)),
+        }
     }
 }
 
@@ -360,7 +379,7 @@ mod tests {
                 let clamp = Clamp { lo: -1.0, hi: 6.0 };
                 let weights = WinogradWeights::new(level, &w, Some(&b), geo.out_channels, geo.in_channels);
                 let mut got = vec![f32::NAN; want.len()];
-                forward(&geo, &x, &weights, clamp, &mut got);
+                forward(&geo, &x, &weights, clamp, None, &mut got);
                 // Relative to the sum of |terms| of each output (here ≤ k), F(2×2, 3×3) is as exact as direct.
                 let k = geo.k() as f32;
                 for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
@@ -380,7 +399,7 @@ mod tests {
             let weights = WinogradWeights::new(level, &w, None, geo.out_channels, geo.in_channels);
             let run = |threads: usize| {
                 let mut y = vec![0.0f32; geo.out_channels * geo.out_plane()];
-                on_threads(threads, || forward(&geo, &x, &weights, Clamp::RELU, &mut y));
+                on_threads(threads, || forward(&geo, &x, &weights, Clamp::RELU, None, &mut y));
                 y
             };
             let one = run(1);

@@ -210,7 +210,19 @@ impl<T: Element> Graph<T> {
                 })
                 .collect();
             if let Some(chain) = fused {
-                let y = self.run_fused(chain, args[0], &mut pool)?;
+                // The plan made the residual before this chain and keeps it until the Add it replaces.
+                let residual = match chain.residual {
+                    Some(r) => Some(values[r.0].as_ref().ok_or_else(|| Error::Op {
+                        node: node.name.clone(),
+                        op: "Conv",
+                        source: crate::OpError::Invalid(format!(
+                            "fused residual '{}' is not available",
+                            self.values[r.0].name
+                        )),
+                    })?),
+                    None => None,
+                };
+                let y = self.run_fused(chain, args[0], residual, &mut pool)?;
                 if let Some(t) = started {
                     let ops: Vec<&str> = std::iter::once(node.op.op_type())
                         .chain(chain.skipped_nodes.iter().map(|&m| self.nodes[m].op.op_type()))

@@ -22,7 +22,7 @@ use crate::error::{Error, OpError, Result};
 use crate::ops::{Conv, Fusable};
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
-use gradcam_kernels::conv_packed::conv2d_forward_packed;
+use gradcam_kernels::conv_packed::{conv2d_forward_packed, conv2d_forward_packed_residual};
 use gradcam_kernels::{simd, winograd, Clamp, ConvGeometry, PackedConv, Precision, SimdLevel};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -39,6 +39,9 @@ pub(crate) struct FusedConv {
     pub attrs: Conv,
     /// The batch-norm node folded into the weights, with its ε.
     pub batch_norm: Option<(usize, f64)>,
+    /// The other operand of a residual `Add` after the convolution (and batch-norm), added in the epilogue before
+    /// the clamp; made before the chain runs, shaped like its output.
+    pub residual: Option<ValueId>,
     /// The clamp's bounds.
     pub clamp: Option<Clamp>,
     /// The value the chain writes.
@@ -146,11 +149,21 @@ impl<T: Element> Graph<T> {
             if !run_forward[n] || !self.all_constant(&node.inputs[1..]) || node.outputs.len() != 1 {
                 continue;
             }
+            // A leading zero Pad read only by this convolution, whose output nothing needs: the chain runs there.
+            let data = node.inputs[0];
+            let leading_pad = producer[data.0]
+                .filter(|&p| readers[data.0].as_slice() == [n] && !retain[data.0] && self.nodes[p].inputs.len() == 1)
+                .and_then(|p| match self.nodes[p].op.fusion() {
+                    Some(Fusable::ZeroPad2d(pads)) => Some((p, pads)),
+                    _ => None,
+                });
+            let anchor = leading_pad.map_or(n, |(p, _)| p);
             let mut chain = FusedConv {
                 conv: n,
                 pad: None,
                 attrs,
                 batch_norm: None,
+                residual: None,
                 clamp: None,
                 output: node.outputs[0],
                 skipped_values: Vec::new(),
@@ -160,13 +173,33 @@ impl<T: Element> Graph<T> {
                 let cur = chain.output;
                 let [next] = readers[cur.0].as_slice() else { break };
                 let next_node = &self.nodes[*next];
-                if retain[cur.0] || next_node.inputs.first() != Some(&cur) || next_node.outputs.len() != 1 {
+                if retain[cur.0] || next_node.outputs.len() != 1 {
+                    break;
+                }
+                // A residual Add takes the chain's value on either side; everything else on the first.
+                if let (Some(Fusable::Add), None, None, [a, b]) =
+                    (next_node.op.fusion(), chain.residual, chain.clamp, next_node.inputs.as_slice())
+                {
+                    let other = if *a == cur { *b } else { *a };
+                    // Same shape (no broadcasting), not the chain's own value, and made before the chain runs.
+                    let ready = producer[other.0].is_none_or(|p| p < anchor) && !self.is_constant(other);
+                    if (*a == cur) != (*b == cur) && ready && self.values[other.0].shape == self.values[cur.0].shape {
+                        chain.residual = Some(other);
+                        chain.skipped_values.push(cur);
+                        chain.skipped_nodes.push(*next);
+                        chain.output = next_node.outputs[0];
+                        continue;
+                    }
+                    break;
+                }
+                if next_node.inputs.first() != Some(&cur) {
                     break;
                 }
                 match next_node.op.fusion() {
                     Some(Fusable::BatchNorm { epsilon })
                         if chain.batch_norm.is_none()
                             && chain.clamp.is_none()
+                            && chain.residual.is_none()
                             && next_node.inputs.len() == 5
                             && self.all_constant(&next_node.inputs[1..]) =>
                     {
@@ -181,18 +214,10 @@ impl<T: Element> Graph<T> {
                 chain.skipped_nodes.push(*next);
                 chain.output = next_node.outputs[0];
             }
-            // A leading zero Pad read only by this convolution, whose output nothing needs.
-            let data = node.inputs[0];
-            let leading_pad = producer[data.0]
-                .filter(|&p| readers[data.0].as_slice() == [n] && !retain[data.0] && self.nodes[p].inputs.len() == 1);
-            let anchor = match leading_pad.map(|p| (p, self.nodes[p].op.fusion())) {
-                Some((p, Some(Fusable::ZeroPad2d(pads)))) => {
-                    chain.pad = Some((data, pads));
-                    chain.skipped_nodes.insert(0, n);
-                    p
-                }
-                _ => n,
-            };
+            if let Some((_, pads)) = leading_pad {
+                chain.pad = Some((data, pads));
+                chain.skipped_nodes.insert(0, n);
+            }
             fused[anchor] = Some(chain);
         }
         fused
@@ -200,7 +225,13 @@ impl<T: Element> Graph<T> {
 
     /// Runs a fused chain on `x` (the convolution's data input) into a buffer from `pool` where one fits; returns
     /// the chain's output.
-    pub(super) fn run_fused(&self, chain: &FusedConv, x: &Tensor<T>, pool: &mut BufferPool<T>) -> Result<Tensor<T>> {
+    pub(super) fn run_fused(
+        &self,
+        chain: &FusedConv,
+        x: &Tensor<T>,
+        residual: Option<&Tensor<T>>,
+        pool: &mut BufferPool<T>,
+    ) -> Result<Tensor<T>> {
         let node = &self.nodes[chain.conv];
         let wrap = |source| Error::Op { node: node.name.clone(), op: "Conv", source };
         let x32 = (x as &dyn Any)
@@ -232,7 +263,20 @@ impl<T: Element> Graph<T> {
         // Every kernel behind conv2d_forward_packed writes every output element: a recycled buffer needs no zeroing.
         let recycled = pool.take(len).and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Vec<f32>>().ok());
         let mut y = recycled.map_or_else(|| vec![0.0f32; len], |b| *b);
-        conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, &mut y);
+        match residual {
+            Some(r) => {
+                // Added in the convolution's epilogue, in the order of the Add it replaces.
+                let r32 = (r as &dyn Any)
+                    .downcast_ref::<Tensor<f32>>()
+                    .ok_or_else(|| wrap(OpError::Invalid("fused residual on a non-f32 graph".into())))?;
+                if r32.shape() != out_shape {
+                    let what = format!("fused residual shaped {:?}, output {:?}", r32.shape(), out_shape);
+                    return Err(wrap(OpError::Invalid(what)));
+                }
+                conv2d_forward_packed_residual(&geo, &contiguous(x32), &packed, clamp, &contiguous(r32), &mut y);
+            }
+            None => conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, &mut y),
+        }
         let y =
             Tensor::from_shape_vec(ndarray::IxDyn(&out_shape), y).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
         let boxed: Box<dyn Any> = Box::new(y);

@@ -22,6 +22,10 @@ impl<T: Element> Op<T> for Add {
         Ok(Outputs::one(binary::map(inputs[0], inputs[1], |a, b| a + b)?))
     }
 
+    fn fusion(&self) -> Option<super::Fusable> {
+        Some(super::Fusable::Add)
+    }
+
     /// Gradients need only the shapes.
     fn saves(&self, wanted: &[bool]) -> Saves {
         Saves { inputs: vec![false; wanted.len()], outputs: false }

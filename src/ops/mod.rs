@@ -266,6 +266,9 @@ pub enum Fusable {
         lo: f64,
         hi: f64,
     },
+    /// An element-wise sum: a residual connection joining a convolution's output (its other operand read in the
+    /// convolution's epilogue when the shapes agree).
+    Add,
     /// Zero padding of the two spatial axes of an NCHW tensor, `[top, left, bottom, right]`: folds into a following
     /// convolution's own padding.
     ZeroPad2d([usize; 4]),
