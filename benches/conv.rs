@@ -6,11 +6,17 @@
 //! F(2×2, 3×3) on the 3×3 layers (`packed_*` / `winograd_*`), and on MobileNet depthwise layers the generic
 //! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 flat multi-tap kernel (`depthwise_flat_*`).
 //!
+//! A second group (`resnet/…`) times ResNet layers as the fused graph runs them: the strided stem and 3×3/2 layers,
+//! a 1×1 projection with its residual in the epilogue beside the separate Add and ReLU, and the 3×3/2 max pool.
+//!
 //! Run: `cargo bench --bench conv`. Numbers go into BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gradcam_kernels::conv_packed::conv2d_forward_packed;
-use gradcam_kernels::{conv2d_backward_data, conv2d_forward, depthwise_flat, simd, Clamp, ConvGeometry, PackedConv};
+use gradcam_kernels::conv_packed::{conv2d_forward_packed, conv2d_forward_packed_residual};
+use gradcam_kernels::{
+    conv2d_backward_data, conv2d_forward, depthwise_flat, max_pool2d_argmax, max_pool2d_forward, simd, Clamp,
+    ConvGeometry, PackedConv, PoolGeometry,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -158,5 +164,78 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// ResNet layers as the fused graph runs them (all threads): the 7×7/2 stem and a 3×3/2 layer (packed from stride
+/// phases), a 1×1 projection with and without its residual joining in the epilogue (against the separate `Add` and
+/// ReLU passes it replaces), and the 3×3/2 max pool (values only, as a forward pass runs it).
+fn resnet_layers(c: &mut Criterion) {
+    let all = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let threads = all.current_num_threads();
+    let level = simd::level();
+    let mut group = c.benchmark_group("resnet");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let strided = |cin: usize, cout: usize, k: usize, hw: usize| ConvGeometry {
+        stride_h: 2,
+        stride_w: 2,
+        ..geometry(&Layer { name: "", cin, cout, k, hw })
+    };
+    for (name, geo) in [("stem_7x7s2_3-64_224", strided(3, 64, 7, 224)), ("3x3s2_64-128_56", strided(64, 128, 3, 56))] {
+        let (x, w) = (data(geo.in_channels * geo.in_h * geo.in_w), data(geo.out_channels * geo.k()));
+        let packed =
+            PackedConv::new(level, &w, None, geo.out_channels, geo.in_channels, [geo.kernel_h, geo.kernel_w], 1);
+        let mut y = vec![0f32; geo.out_channels * geo.out_h().unwrap_or(0) * geo.out_w().unwrap_or(0)];
+        group.throughput(Throughput::Elements(geo.flops() as u64));
+        group.bench_function(BenchmarkId::new(format!("packed_{threads}t"), name), |bch| {
+            all.install(|| bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), &packed, Clamp::RELU, &mut y)))
+        });
+    }
+    let geo = geometry(&Layer { name: "", cin: 64, cout: 256, k: 1, hw: 56 });
+    let (x, w, residual) = (data(64 * 56 * 56), data(256 * 64), data(256 * 56 * 56));
+    let packed = PackedConv::new(level, &w, None, 256, 64, [1, 1], 1);
+    let mut y = vec![0f32; residual.len()];
+    group.throughput(Throughput::Elements(geo.flops() as u64));
+    group.bench_function(BenchmarkId::new(format!("then_add_relu_{threads}t"), "1x1_64-256_56"), |bch| {
+        all.install(|| {
+            bch.iter(|| {
+                conv2d_forward_packed(&geo, black_box(&x), &packed, Clamp::NONE, &mut y);
+                let sum: Vec<f32> = y.iter().zip(&residual).map(|(a, b)| a + b).collect();
+                black_box(sum.iter().map(|v| v.max(0.0)).collect::<Vec<f32>>())
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new(format!("residual_epilogue_{threads}t"), "1x1_64-256_56"), |bch| {
+        all.install(|| {
+            bch.iter(|| conv2d_forward_packed_residual(&geo, black_box(&x), &packed, Clamp::RELU, &residual, &mut y))
+        })
+    });
+    let pool = PoolGeometry {
+        planes: 64,
+        in_h: 112,
+        in_w: 112,
+        out_h: 56,
+        out_w: 56,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 2,
+        stride_w: 2,
+        dilation_h: 1,
+        dilation_w: 1,
+        pad_top: 1,
+        pad_left: 1,
+        pad_bottom: 1,
+        pad_right: 1,
+    };
+    let x = data(64 * 112 * 112);
+    let mut y = vec![0f32; 64 * 56 * 56];
+    let mut argmax = vec![0u32; y.len()];
+    group.throughput(Throughput::Elements((64 * 56 * 56 * 9) as u64));
+    group.bench_function(BenchmarkId::new(format!("max_pool_{threads}t"), "3x3s2_64_112"), |bch| {
+        all.install(|| bch.iter(|| max_pool2d_forward(&pool, black_box(&x), &mut y)))
+    });
+    group.bench_function(BenchmarkId::new(format!("max_pool_argmax_{threads}t"), "3x3s2_64_112"), |bch| {
+        all.install(|| bch.iter(|| max_pool2d_argmax(&pool, black_box(&x), &mut argmax)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, resnet_layers);
 criterion_main!(benches);

@@ -867,3 +867,39 @@ fn a_huge_batch_of_a_tiny_model_is_refused_by_the_budget() {
     assert!(e.contains("--max-memory") && e.contains("2000000 image(s)"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn float_tensor(name: &str, v: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: dtype::FLOAT,
+        float_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Resize with a negative size, or a scale that is NaN, infinite, zero or negative: one line naming the value (a
+/// negative size used to wrap to 2^64 − 1 and be reported as "too large"; a NaN scale became a 0×0 output).
+#[test]
+fn resize_to_negative_sizes_or_non_positive_scales_is_an_error() {
+    let dir = scratch("resize");
+    let resize = |inputs: &[&str]| NodeProto {
+        op_type: "Resize".into(),
+        name: "resize".into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    let path = dir.join("size.onnx");
+    one_node_model(&path, resize(&["x", "", "", "sizes"]), vec![int_tensor("sizes", &[1, 3, -1, 8])]);
+    let e = error_line(&gradcam(&["layers", "--model", path.to_str().unwrap()]));
+    assert!(e.contains("Resize size -1"), "{e}");
+    for (i, bad) in [f32::NAN, f32::INFINITY, 0.0, -2.0].into_iter().enumerate() {
+        let path = dir.join(format!("scale{i}.onnx"));
+        one_node_model(&path, resize(&["x", "", "scales"]), vec![float_tensor("scales", &[1.0, 1.0, bad, 2.0])]);
+        let e = error_line(&gradcam(&["layers", "--model", path.to_str().unwrap()]));
+        // NaN initializers are refused on load already, naming the tensor.
+        let named = if bad.is_nan() { "initializer 'scales'".into() } else { format!("Resize scale {bad}") };
+        assert!(e.contains(&named), "{bad}: {e}");
+    }
+}

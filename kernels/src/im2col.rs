@@ -268,14 +268,17 @@ pub fn phase_split(win: &Window) -> Option<usize> {
     .then_some(s)
 }
 
-/// Largest plane side (and tap offset) the masked-panel paths handle: their coordinates are i32.
+/// Largest plane (and side, tap offset) the masked-panel paths handle: their coordinates are i32. Larger planes
+/// (over 4 GiB of f32 each) take the run-by-run path.
 const MAX_SIDE: usize = 1 << 30;
 
-/// Whether every side and offset of `win` is below [`MAX_SIDE`].
+/// Whether every side, offset and plane of `win` is below [`MAX_SIDE`] (a plane index fits an i32 too).
 fn small_enough(win: &Window) -> bool {
     [win.in_h, win.in_w, win.out_h, win.out_w, win.kernel_h, win.kernel_w, win.pad_top, win.pad_left]
         .iter()
         .all(|&v| v < MAX_SIDE)
+        && win.in_h.saturating_mul(win.in_w) < MAX_SIDE
+        && win.out_h.saturating_mul(win.out_w) < MAX_SIDE
         && win.dilation_h.saturating_mul(win.kernel_h) < MAX_SIDE
         && win.dilation_w.saturating_mul(win.kernel_w) < MAX_SIDE
 }

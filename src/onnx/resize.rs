@@ -24,10 +24,16 @@ pub(crate) fn lower(im: &mut Importer, n: &NodeProto, x: &str) -> Result<Resize>
     };
     let sizes = if legacy { None } else { const_ints(im, n, 3)?.filter(|v| !v.is_empty()) };
     let (out_h, out_w, given) = match (sizes, scales) {
-        (Some(s), _) if s.len() == 4 => (s[2] as usize, s[3] as usize, None),
+        (Some(s), _) if s.len() == 4 => {
+            let side = |v: i64| usize::try_from(v).map_err(|_| im.err(format!("node '{}': Resize size {v}", n.name)));
+            (side(s[2])?, side(s[3])?, None)
+        }
         (_, Some(sc)) if sc.len() == 4 => {
             if sc[0] != 1.0 || sc[1] != 1.0 {
                 return Err(unsupported(im, n, "scaling the batch or channel axes"));
+            }
+            if let Some(bad) = sc[2..].iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                return Err(im.err(format!("node '{}': Resize scale {bad}", n.name)));
             }
             let (h, w) = ((shape[2] as f32 * sc[2]).floor() as usize, (shape[3] as f32 * sc[3]).floor() as usize);
             (h, w, Some([sc[2] as f64, sc[3] as f64]))
