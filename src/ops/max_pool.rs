@@ -25,6 +25,10 @@ impl<T: Element> Op<T> for MaxPool {
 
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         let geo = self.0.geometry(&[inputs[0].shape()])?;
+        // The backward pass records positions within a plane as u32.
+        if geo.in_h.checked_mul(geo.in_w).is_none_or(|p| p > u32::MAX as usize) {
+            return Err(OpError::shape("planes over 2^32 elements", &[inputs[0].shape()]));
+        }
         let shape = self.0.output_shape(&[inputs[0].shape()])?;
         let mut y = Tensor::zeros(IxDyn(&shape));
         max_pool2d_forward(&geo, &contiguous(inputs[0]), y.as_slice_mut().expect("contiguous"));

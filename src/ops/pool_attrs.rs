@@ -25,14 +25,15 @@ impl PoolAttrs {
     fn out_len(&self, len: usize, axis: usize) -> Option<usize> {
         let (k, s, d) = (self.kernel[axis], self.strides[axis], self.dilations[axis]);
         let (begin, end) = (self.pads[axis], self.pads[axis + 2]);
-        let span = d * (k.checked_sub(1)?) + 1;
-        let padded = len + begin + end;
+        // Checked: the attributes come from files.
+        let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+        let padded = len.checked_add(begin)?.checked_add(end)?;
         if s == 0 || padded < span {
             return None;
         }
         let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
         // PyTorch / ONNX: the last window must start inside the input or the leading padding.
-        if self.ceil_mode && (out - 1) * s >= len + begin {
+        if self.ceil_mode && (out - 1).checked_mul(s).is_none_or(|start| start >= len + begin) {
             out -= 1;
         }
         Some(out)
@@ -46,7 +47,8 @@ impl PoolAttrs {
         if self.kernel.contains(&0) || self.strides.contains(&0) || self.dilations.contains(&0) {
             return Err(OpError::attribute("kernel_shape/strides/dilations", "must be positive"));
         }
-        if self.pads[0] >= self.kernel[0] * self.dilations[0] || self.pads[1] >= self.kernel[1] * self.dilations[1] {
+        let span = |a: usize| self.kernel[a].saturating_mul(self.dilations[a]);
+        if self.pads[0] >= span(0) || self.pads[1] >= span(1) {
             return Err(OpError::attribute(
                 "pads",
                 format!("{:?} must be smaller than the window {:?}", self.pads, self.kernel),
@@ -84,6 +86,24 @@ impl PoolAttrs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attributes built in code are not bounded like ONNX's: windows, dilations and pads near usize::MAX are
+    /// errors (no overflow, no wrap-around).
+    #[test]
+    fn windows_near_the_limits_of_usize_are_errors() {
+        let huge = usize::MAX / 2 + 7;
+        for attrs in [
+            PoolAttrs { kernel: [huge, 3], ..PoolAttrs::square(3, 1, 0) },
+            PoolAttrs { dilations: [huge, 1], ..PoolAttrs::square(3, 1, 0) },
+            PoolAttrs { pads: [1, 1, usize::MAX, 1], ..PoolAttrs::square(3, 1, 1) },
+            PoolAttrs { strides: [huge, huge], ceil_mode: true, ..PoolAttrs::square(3, 1, 1) },
+        ] {
+            match attrs.geometry(&[&[1, 2, 9, 9]]) {
+                Err(_) => {}
+                Ok(g) => assert!(g.out_h <= 11 && g.out_w <= 11, "{attrs:?} gave {g:?}"),
+            }
+        }
+    }
 
     #[test]
     fn ceil_mode_matches_pytorch_sizes() {
