@@ -9,12 +9,16 @@ use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::models::Weights;
 use gradcam::{Arch, Model, Tensor};
 
-const METHODS: [(&str, CamMethod); 5] = [
+/// Eigen-CAM and Eigen-Grad-CAM: the references carry gradcam's sign convention (see tools/make_cam_fixtures.py).
+const METHODS: [(&str, CamMethod); 8] = [
     ("gradcam", CamMethod::GradCam),
     ("gradcampp", CamMethod::GradCamPlusPlus),
     ("xgradcam", CamMethod::XGradCam),
     ("hirescam", CamMethod::HiResCam),
     ("layercam", CamMethod::LayerCam),
+    ("gradcam-elementwise", CamMethod::GradCamElementWise),
+    ("eigencam", CamMethod::EigenCam),
+    ("eigengradcam", CamMethod::EigenGradCam),
 ];
 
 fn request(layers: &[&str], methods: Vec<Method>) -> Request {
@@ -35,9 +39,12 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
     for layer in layers {
         let methods = METHODS.iter().map(|&(_, m)| Method::Cam(m)).collect();
         let result = explain(model, x.clone(), &request(&[layer], methods)).unwrap().remove(0);
+        assert_eq!(result.explanations.len(), METHODS.len(), "{dir} {layer}: one explanation per method");
         for ((name, _), e) in METHODS.iter().zip(&result.explanations) {
+            assert_eq!(e.method.name(), *name);
             let want_raw = npy_f32(&format!("cam/{dir}/{name}_{layer}_raw.npy"));
             let scale = want_raw.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(e.raw[0].len(), want_raw.len(), "{dir} {name} {layer}: raw map size");
             let raw_err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
             assert!(raw_err < 1e-4, "{dir} {name} {layer}: raw map off by {raw_err:.2e} (relative)");
             let want_cam = npy_f32(&format!("cam/{dir}/{name}_{layer}_cam.npy"));

@@ -85,9 +85,20 @@ fn explain_json_contract_and_files() {
 fn explain_human_summary_and_all_methods() {
     let dir = out_dir("summary");
     let mut args = vec!["explain".to_string(), cat(), "--box".into(), "--out-dir".into(), dir.display().to_string()];
-    for m in
-        ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "saliency", "guided-backprop", "guided-gradcam"]
-    {
+    let methods = [
+        "gradcam",
+        "gradcampp",
+        "xgradcam",
+        "hirescam",
+        "layercam",
+        "gradcam-elementwise",
+        "eigencam",
+        "eigengradcam",
+        "saliency",
+        "guided-backprop",
+        "guided-gradcam",
+    ];
+    for m in methods {
         args.extend(["--method".to_string(), m.to_string()]);
     }
     args.extend(["--colormap".into(), "viridis".into(), "--class".into(), "281".into(), "--counterfactual".into()]);
@@ -98,8 +109,9 @@ fn explain_human_summary_and_all_methods() {
         s.contains("Egyptian cat") && s.contains("layer: head_act") && s.contains("guided-gradcam counterfactual"),
         "{s}"
     );
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 8);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), methods.len());
     assert!(dir.join("chelsea_281_layercam_cf.png").exists());
+    assert!(dir.join("chelsea_281_eigencam_cf.png").exists());
 }
 
 #[test]

@@ -7,10 +7,15 @@ Dev-only. Needs torch, torchvision, numpy, grad-cam==1.5.7 (and what make_model_
 Cases: the bundled EfficientNet-Lite0 (layers `head_act` = the head's ReLU6 and `_bn1` = the batch-norm before it)
 and the synthetic-weight
 resnet18 (layers `layer4` and `layer3`), both on fixtures/models/inputs/chelsea.npy, class = top-1. For every
-method (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM) and layer: raw.npy (the map before ReLU, as
+method (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, GradCAMElementWise, EigenCAM, EigenGradCAM) and
+layer: raw.npy (the map before ReLU, as
 `get_cam_image` returns it) and cam.npy (the final 224×224 map); plus both layers together for GradCAM. For resnet18
 also guided backpropagation (GuidedBackpropReLUModel) in float32 and float64.
 Output: fixtures/cam/<model>/<method>_<layer>_{raw,cam}.npy.
+
+EigenCAM and EigenGradCAM: a singular vector's sign is arbitrary, so pytorch-grad-cam's map may come out inverted.
+gradcam fixes it (the map correlates positively with the activations' channel sum); the references apply the same
+rule to pytorch-grad-cam's projection before its ReLU and scaling, so the final maps compare like for like.
 """
 
 import copy
@@ -20,13 +25,33 @@ import sys
 import numpy as np
 import torch
 import torchvision
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, GuidedBackpropReLUModel, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam import (
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    GuidedBackpropReLUModel,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_model_fixtures import ROOT, efficientnet_lite0, synthetic  # noqa: E402
 
-METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM, "layercam": LayerCAM}
+METHODS = {
+    "gradcam": GradCAM,
+    "gradcampp": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "gradcam-elementwise": GradCAMElementWise,
+    "eigencam": EigenCAM,
+    "eigengradcam": EigenGradCAM,
+}
+EIGEN = {"eigencam", "eigengradcam"}
 
 
 def save(model_name, name, array):
@@ -44,8 +69,15 @@ def run(model_name, model, layers, x):
             cam = cam_class(model=model, target_layers=[module])
             original = cam.get_cam_image
 
-            def recording(*args, **kwargs):
+            def recording(*args, method=method, original=original, **kwargs):
                 out = original(*args, **kwargs)
+                if method in EIGEN:
+                    # gradcam's sign convention: positive correlation with the activations' channel sum
+                    # (get_cam_image's 4th argument: the layer's activations, [N, C, H, W]).
+                    total = np.nan_to_num(np.asarray(args[3], dtype=np.float64)).sum(axis=1)
+                    for b in range(out.shape[0]):
+                        if float((out[b].astype(np.float64) * total[b]).sum()) < 0:
+                            out[b] = -out[b]
                 raws.append(out.copy())
                 return out
 

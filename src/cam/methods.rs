@@ -17,6 +17,13 @@ pub enum CamMethod {
     HiResCam,
     /// Jiang et al.: `raw = Σ_k ReLU(G_k) ⊙ A_k`.
     LayerCam,
+    /// pytorch-grad-cam's GradCAMElementWise: `raw = Σ_k ReLU(G_k ⊙ A_k)`.
+    GradCamElementWise,
+    /// Muhammad & Yeasin: the first principal component of the activations (no gradient), signed to agree with
+    /// `Σ_k A_k` (see [`super::principal`]).
+    EigenCam,
+    /// Eigen-CAM of `G ⊙ A` (signed by `Σ_k A_k` as well).
+    EigenGradCam,
 }
 
 fn weighted_sum(a: ArrayView3<'_, f32>, weights: &[f32]) -> Array2<f32> {
@@ -73,6 +80,9 @@ impl CamMethod {
             }
             CamMethod::HiResCam => (&g * &a).sum_axis(Axis(0)),
             CamMethod::LayerCam => (&g.mapv(|v| v.max(0.0)) * &a).sum_axis(Axis(0)),
+            CamMethod::GradCamElementWise => (&g * &a).mapv(|v| v.max(0.0)).sum_axis(Axis(0)),
+            CamMethod::EigenCam => super::principal::principal_projection(a, a),
+            CamMethod::EigenGradCam => super::principal::principal_projection((&g * &a).view(), a),
         }
     }
 }

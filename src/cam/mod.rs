@@ -5,6 +5,7 @@ mod layer;
 mod localize;
 mod methods;
 pub mod postprocess;
+mod principal;
 
 pub use explainer::{explain, ClassChoice, Explanation, ImageResult, Prediction, Request};
 pub use layer::{default_layer, is_spatial};
@@ -28,12 +29,15 @@ pub enum Method {
 
 impl Method {
     /// All methods in a stable order.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 11] = [
         Method::Cam(CamMethod::GradCam),
         Method::Cam(CamMethod::GradCamPlusPlus),
         Method::Cam(CamMethod::XGradCam),
         Method::Cam(CamMethod::HiResCam),
         Method::Cam(CamMethod::LayerCam),
+        Method::Cam(CamMethod::GradCamElementWise),
+        Method::Cam(CamMethod::EigenCam),
+        Method::Cam(CamMethod::EigenGradCam),
         Method::Saliency,
         Method::GuidedBackprop,
         Method::GuidedGradCam,
@@ -47,6 +51,9 @@ impl Method {
             Method::Cam(CamMethod::XGradCam) => "xgradcam",
             Method::Cam(CamMethod::HiResCam) => "hirescam",
             Method::Cam(CamMethod::LayerCam) => "layercam",
+            Method::Cam(CamMethod::GradCamElementWise) => "gradcam-elementwise",
+            Method::Cam(CamMethod::EigenCam) => "eigencam",
+            Method::Cam(CamMethod::EigenGradCam) => "eigengradcam",
             Method::Saliency => "saliency",
             Method::GuidedBackprop => "guided-backprop",
             Method::GuidedGradCam => "guided-gradcam",

@@ -130,7 +130,8 @@ fn top1(model: &gradcam::Model, pixels: &Tensor<f32>) -> anyhow::Result<(usize, 
 pub fn run(args: AttackArgs) -> anyhow::Result<()> {
     let method = Method::parse(&args.method)?;
     if !matches!(method, Method::Cam(_)) {
-        anyhow::bail!("--method must be a CAM method (gradcam, gradcampp, xgradcam, hirescam, layercam)");
+        let cams: Vec<&str> = Method::ALL.iter().filter(|m| matches!(m, Method::Cam(_))).map(|m| m.name()).collect();
+        anyhow::bail!("--method must be a CAM method ({})", cams.join(", "));
     }
     if !(0.0..=1.0).contains(&args.confidence) {
         anyhow::bail!("--confidence must be a probability in [0, 1] (0: no requirement), got {}", args.confidence);

@@ -29,8 +29,8 @@ pub struct ExplainArgs {
     /// Explain the K highest-scoring classes.
     #[arg(long, value_name = "K", conflicts_with = "classes")]
     pub top: Option<usize>,
-    /// Method (repeatable): gradcam, gradcampp, xgradcam, hirescam, layercam, saliency, guided-backprop,
-    /// guided-gradcam.
+    /// Method (repeatable): gradcam, gradcampp, xgradcam, hirescam, layercam, gradcam-elementwise, eigencam,
+    /// eigengradcam, saliency, guided-backprop, guided-gradcam.
     #[arg(long = "method", value_name = "NAME", default_value = "gradcam")]
     pub methods: Vec<String>,
     /// Explain what speaks against the class (negated gradients).
