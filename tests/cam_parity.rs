@@ -21,6 +21,9 @@ const METHODS: [(&str, CamMethod); 8] = [
     ("eigengradcam", CamMethod::EigenGradCam),
 ];
 
+/// Methods whose final maps are checked on the first layer only (see `check_model`).
+const NEWER: [&str; 3] = ["gradcam-elementwise", "eigencam", "eigengradcam"];
+
 fn request(layers: &[&str], methods: Vec<Method>) -> Request {
     Request {
         layers: layers.iter().map(|s| s.to_string()).collect(),
@@ -47,6 +50,11 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
             assert_eq!(e.raw[0].len(), want_raw.len(), "{dir} {name} {layer}: raw map size");
             let raw_err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
             assert!(raw_err < 1e-4, "{dir} {name} {layer}: raw map off by {raw_err:.2e} (relative)");
+            // The newer methods keep a final-map reference for the first layer only (fixtures/ stays near 30 MB);
+            // their raw maps are compared on both.
+            if layer != layers[0] && NEWER.contains(name) {
+                continue;
+            }
             let want_cam = npy_f32(&format!("cam/{dir}/{name}_{layer}_cam.npy"));
             assert_eq!(e.cam.shape(), want_cam.shape());
             let cam_err = max_abs_diff(e.cam.iter().copied(), want_cam.iter().copied());
