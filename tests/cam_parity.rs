@@ -9,8 +9,9 @@ use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::models::Weights;
 use gradcam::{Arch, Model, Tensor};
 
-/// Eigen-CAM and Eigen-Grad-CAM: the references carry gradcam's sign convention (see tools/make_cam_fixtures.py).
-const METHODS: [(&str, CamMethod); 8] = [
+/// Eigen-CAM and Eigen-Grad-CAM: the references carry gradcam's sign convention; RandomCAM: gradcam's seeded weights
+/// (see tools/make_cam_fixtures.py).
+const METHODS: [(&str, CamMethod); 10] = [
     ("gradcam", CamMethod::GradCam),
     ("gradcampp", CamMethod::GradCamPlusPlus),
     ("xgradcam", CamMethod::XGradCam),
@@ -19,10 +20,12 @@ const METHODS: [(&str, CamMethod); 8] = [
     ("gradcam-elementwise", CamMethod::GradCamElementWise),
     ("eigencam", CamMethod::EigenCam),
     ("eigengradcam", CamMethod::EigenGradCam),
+    ("fem", CamMethod::Fem),
+    ("randomcam", CamMethod::RandomCam),
 ];
 
 /// Methods whose final maps are checked on the first layer only (see `check_model`).
-const NEWER: [&str; 3] = ["gradcam-elementwise", "eigencam", "eigengradcam"];
+const NEWER: [&str; 5] = ["gradcam-elementwise", "eigencam", "eigengradcam", "fem", "randomcam"];
 
 fn request(layers: &[&str], methods: Vec<Method>) -> Request {
     Request {

@@ -94,6 +94,8 @@ fn explain_human_summary_and_all_methods() {
         "gradcam-elementwise",
         "eigencam",
         "eigengradcam",
+        "fem",
+        "randomcam",
         "saliency",
         "guided-backprop",
         "guided-gradcam",

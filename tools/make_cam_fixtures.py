@@ -7,8 +7,8 @@ Dev-only. Needs torch, torchvision, numpy, grad-cam==1.5.7 (and what make_model_
 Cases: the bundled EfficientNet-Lite0 (layers `head_act` = the head's ReLU6 and `_bn1` = the batch-norm before it)
 and the synthetic-weight
 resnet18 (layers `layer4` and `layer3`), both on fixtures/models/inputs/chelsea.npy, class = top-1. For every
-method (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, GradCAMElementWise, EigenCAM, EigenGradCAM) and
-layer: raw.npy (the map before ReLU, as
+method (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, GradCAMElementWise, EigenCAM, EigenGradCAM, FEM,
+RandomCAM) and layer: raw.npy (the map before ReLU, as
 `get_cam_image` returns it) and cam.npy (the final 224×224 map); plus both layers together for GradCAM. For resnet18
 also guided backpropagation (GuidedBackpropReLUModel) in float32 and float64.
 Output: fixtures/cam/<model>/<method>_<layer>_{raw,cam}.npy.
@@ -16,6 +16,8 @@ Output: fixtures/cam/<model>/<method>_<layer>_{raw,cam}.npy.
 EigenCAM and EigenGradCAM: a singular vector's sign is arbitrary, so pytorch-grad-cam's map may come out inverted.
 gradcam fixes it (the map correlates positively with the activations' channel sum); the references apply the same
 rule to pytorch-grad-cam's projection before its ReLU and scaling, so the final maps compare like for like.
+RandomCAM: gradcam's weights are seeded (uniform in [−1, 1) from the synthetic-weight generator, stream
+"randomcam"); the reference gives pytorch-grad-cam's RandomCAM those weights instead of numpy's random draw.
 """
 
 import copy
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 import torchvision
 from pytorch_grad_cam import (
+    FEM,
     EigenCAM,
     EigenGradCAM,
     GradCAM,
@@ -34,12 +37,13 @@ from pytorch_grad_cam import (
     GuidedBackpropReLUModel,
     HiResCAM,
     LayerCAM,
+    RandomCAM,
     XGradCAM,
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_model_fixtures import ROOT, efficientnet_lite0, synthetic  # noqa: E402
+from make_model_fixtures import ROOT, efficientnet_lite0, synthetic, unit  # noqa: E402
 
 METHODS = {
     "gradcam": GradCAM,
@@ -50,9 +54,11 @@ METHODS = {
     "gradcam-elementwise": GradCAMElementWise,
     "eigencam": EigenCAM,
     "eigengradcam": EigenGradCAM,
+    "fem": FEM,
+    "randomcam": RandomCAM,
 }
 EIGEN = {"eigencam", "eigengradcam"}
-NEWER = {"gradcam-elementwise", "eigencam", "eigengradcam"}
+NEWER = {"gradcam-elementwise", "eigencam", "eigengradcam", "fem", "randomcam"}
 
 
 def save(model_name, name, array):
@@ -68,6 +74,14 @@ def run(model_name, model, layers, x):
         for layer_name, module in layers.items():
             raws = []
             cam = cam_class(model=model, target_layers=[module])
+            if method == "randomcam":
+                # gradcam's RandomCAM is seeded: channel k weighs 2·u_k − 1 of the synthetic-weight stream "randomcam".
+                def seeded(input_tensor, target_layer, target_category, activations, grads):
+                    c = grads.shape[1]
+                    w = (2.0 * unit("randomcam", c).astype(np.float64) - 1.0).astype(np.float32)
+                    return np.tile(w, (grads.shape[0], 1))
+
+                cam.get_cam_weights = seeded
             original = cam.get_cam_image
 
             def recording(*args, method=method, original=original, **kwargs):

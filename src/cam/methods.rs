@@ -24,7 +24,16 @@ pub enum CamMethod {
     EigenCam,
     /// Eigen-CAM of `G ⊙ A` (signed by `Σ_k A_k` as well).
     EigenGradCam,
+    /// Fuad et al.'s Feature Explanation Method (no gradient): `w_k` = the fraction of channel k's pixels above its
+    /// mean + 2 standard deviations, `raw = Σ_k w_k A_k`.
+    Fem,
+    /// A baseline: `raw = Σ_k w_k A_k` with `w_k` uniform in [−1, 1). Seeded — channel k always gets the same
+    /// weight, so runs are reproducible (pytorch-grad-cam draws new ones on every call).
+    RandomCam,
 }
+
+/// FEM's threshold: mean + `FEM_K`·std (pytorch-grad-cam's default `k`).
+const FEM_K: f64 = 2.0;
 
 fn weighted_sum(a: ArrayView3<'_, f32>, weights: &[f32]) -> Array2<f32> {
     let mut raw = Array2::<f32>::zeros((a.shape()[1], a.shape()[2]));
@@ -80,6 +89,21 @@ impl CamMethod {
             }
             CamMethod::HiResCam => (&g * &a).sum_axis(Axis(0)),
             CamMethod::LayerCam => (&g.mapv(|v| v.max(0.0)) * &a).sum_axis(Axis(0)),
+            CamMethod::Fem => {
+                let w = per_channel(a, g, |a, _| {
+                    let n = a.len().max(1) as f64;
+                    let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+                    let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                    let threshold = mean + FEM_K * var.sqrt();
+                    a.iter().filter(|&&v| v as f64 > threshold).count() as f32 / n as f32
+                });
+                weighted_sum(a, &w)
+            }
+            CamMethod::RandomCam => {
+                let w: Vec<f32> =
+                    (0..a.shape()[0]).map(|k| crate::models::weights::uniform_symmetric("randomcam", k)).collect();
+                weighted_sum(a, &w)
+            }
             CamMethod::GradCamElementWise => (&g * &a).mapv(|v| v.max(0.0)).sum_axis(Axis(0)),
             CamMethod::EigenCam => super::principal::principal_projection(a, a),
             CamMethod::EigenGradCam => super::principal::principal_projection((&g * &a).view(), a),

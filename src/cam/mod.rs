@@ -29,7 +29,7 @@ pub enum Method {
 
 impl Method {
     /// All methods in a stable order.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 13] = [
         Method::Cam(CamMethod::GradCam),
         Method::Cam(CamMethod::GradCamPlusPlus),
         Method::Cam(CamMethod::XGradCam),
@@ -38,6 +38,8 @@ impl Method {
         Method::Cam(CamMethod::GradCamElementWise),
         Method::Cam(CamMethod::EigenCam),
         Method::Cam(CamMethod::EigenGradCam),
+        Method::Cam(CamMethod::Fem),
+        Method::Cam(CamMethod::RandomCam),
         Method::Saliency,
         Method::GuidedBackprop,
         Method::GuidedGradCam,
@@ -54,6 +56,8 @@ impl Method {
             Method::Cam(CamMethod::GradCamElementWise) => "gradcam-elementwise",
             Method::Cam(CamMethod::EigenCam) => "eigencam",
             Method::Cam(CamMethod::EigenGradCam) => "eigengradcam",
+            Method::Cam(CamMethod::Fem) => "fem",
+            Method::Cam(CamMethod::RandomCam) => "randomcam",
             Method::Saliency => "saliency",
             Method::GuidedBackprop => "guided-backprop",
             Method::GuidedGradCam => "guided-gradcam",

@@ -85,6 +85,12 @@ fn unit(hash: u64, index: u64) -> f64 {
     (z >> 40) as f64 / (1u64 << 24) as f64
 }
 
+/// A value uniform in [−1, 1) for element `index` of stream `key`, from the same generator as the synthetic weights
+/// (reproducible in numpy by `tools/make_model_fixtures.py: unit`).
+pub(crate) fn uniform_symmetric(key: &str, index: usize) -> f32 {
+    (2.0 * unit(fnv1a(key), index as u64) - 1.0) as f32
+}
+
 /// The synthetic value of element `i` of tensor `key` (see `tools/make_model_fixtures.py`).
 pub fn synthetic_value(key: &str, i: usize, init: Init) -> f32 {
     let u = unit(fnv1a(key), i as u64);
