@@ -59,6 +59,7 @@ METHODS = {
 }
 EIGEN = {"eigencam", "eigengradcam"}
 NEWER = {"gradcam-elementwise", "eigencam", "eigengradcam", "fem", "randomcam"}
+RAW_ONLY = {"fem", "randomcam"}  # weighted sums like GradCAM: the shared post-processing is checked on the others
 
 
 def save(model_name, name, array):
@@ -100,7 +101,7 @@ def run(model_name, model, layers, x):
             final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
             save(model_name, f"{method}_{layer_name}_raw", raws[0][0])
             # The newer methods' final maps only for the first layer (tests/cam_parity.rs; fixtures/ near 30 MB).
-            if method not in NEWER or layer_name == next(iter(layers)):
+            if method not in RAW_ONLY and (method not in NEWER or layer_name == next(iter(layers))):
                 save(model_name, f"{method}_{layer_name}_cam", final[0])
     both = GradCAM(model=model, target_layers=list(layers.values()))(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
     save(model_name, "gradcam_" + "+".join(layers) + "_cam", both[0])
