@@ -25,8 +25,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     for (name, method) in [("gradcam", Method::Cam(CamMethod::GradCam)), ("saliency", Method::Saliency)] {
-        let req =
-            Request { layers: vec![], classes: ClassChoice::Top(1), methods: vec![method], counterfactual: false };
+        let req = Request {
+            layers: vec![],
+            classes: ClassChoice::Top(1),
+            methods: vec![method],
+            counterfactual: false,
+            eigen_smooth: false,
+        };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }
     group.bench_function("load_bundled_model", |b| b.iter(|| black_box(Model::bundled().unwrap())));

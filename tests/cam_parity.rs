@@ -37,6 +37,7 @@ fn request(layers: &[&str], methods: Vec<Method>) -> Request {
         classes: ClassChoice::Top(1),
         methods,
         counterfactual: false,
+        eigen_smooth: false,
     }
 }
 
@@ -66,6 +67,26 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
             assert_eq!(e.cam.shape(), want_cam.shape());
             let cam_err = max_abs_diff(e.cam.iter().copied(), want_cam.iter().copied());
             assert!(cam_err < 1e-4, "{dir} {name} {layer}: final map off by {cam_err:.2e}");
+        }
+    }
+    // eigen_smooth (first layer; a weighted-sum method and an element-wise one): raw maps, and the final map of
+    // Grad-CAM on the bundled model.
+    let smooth_methods = [("gradcam", CamMethod::GradCam), ("layercam", CamMethod::LayerCam)];
+    let mut req = request(&layers[..1], smooth_methods.iter().map(|&(_, m)| Method::Cam(m)).collect());
+    req.eigen_smooth = true;
+    let smoothed = explain(model, x.clone(), &req).unwrap().remove(0);
+    assert_eq!(smoothed.explanations.len(), 2);
+    for ((name, _), e) in smooth_methods.iter().zip(&smoothed.explanations) {
+        let want_raw = npy_f32(&format!("cam/{dir}/{name}_{}_eigensmooth_raw.npy", layers[0]));
+        assert_eq!(e.raw[0].len(), want_raw.len());
+        let scale = want_raw.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
+        assert!(err < 1e-4, "{dir} {name} eigen_smooth: raw map off by {err:.2e} (relative)");
+        if dir == "efficientnet_lite0" && *name == "gradcam" {
+            let want = npy_f32(&format!("cam/{dir}/{name}_{}_eigensmooth_cam.npy", layers[0]));
+            assert_eq!(e.cam.shape(), want.shape());
+            let err = max_abs_diff(e.cam.iter().copied(), want.iter().copied());
+            assert!(err < 1e-4, "{dir} {name} eigen_smooth: final map off by {err:.2e}");
         }
     }
     let both = explain(model, x, &request(&layers, vec![Method::Cam(CamMethod::GradCam)])).unwrap().remove(0);

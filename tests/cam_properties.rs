@@ -17,6 +17,7 @@ fn gradcam(layers: &[&str], class: usize, counterfactual: bool) -> Request {
         classes: ClassChoice::Classes(vec![class]),
         methods: vec![Method::Cam(CamMethod::GradCam)],
         counterfactual,
+        eigen_smooth: false,
     }
 }
 

@@ -406,3 +406,36 @@ fn infer_in_batches_matches_single_item_runs() {
     let e = run(&x, "whole", "2").unwrap_err();
     assert!(e.contains("--batch-size 1") && e.contains("Reshape"), "{e}");
 }
+
+/// `--eigen-smooth`: smoothed CAM maps under names of their own, reported in the JSON; methods it does not apply to
+/// (saliency, Eigen-CAM) keep theirs.
+#[test]
+fn eigen_smooth_writes_smoothed_maps_under_their_own_names() {
+    let dir = out_dir("eigen-smooth");
+    let o = gradcam(&[
+        "explain",
+        &cat(),
+        "--method",
+        "gradcam",
+        "--method",
+        "eigencam",
+        "--method",
+        "saliency",
+        "--eigen-smooth",
+        "--json",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ex = v["explanations"].as_array().cloned().unwrap_or_default();
+    let smoothed: Vec<(String, bool)> =
+        ex.iter().map(|e| (e["method"].as_str().unwrap().to_string(), e["eigen_smooth"].as_bool().unwrap())).collect();
+    assert_eq!(
+        smoothed,
+        [("gradcam".to_string(), true), ("eigencam".to_string(), false), ("saliency".to_string(), false)]
+    );
+    let class = ex[0]["class"].as_u64().unwrap();
+    assert!(dir.join(format!("chelsea_{class}_gradcam_es.png")).exists());
+    assert!(dir.join(format!("chelsea_{class}_eigencam.png")).exists());
+}

@@ -50,6 +50,7 @@ fn gradcam(layer: &str) -> Request {
         classes: ClassChoice::Classes(vec![285, 967]),
         methods: vec![Method::Cam(CamMethod::GradCam), Method::Saliency],
         counterfactual: false,
+        eigen_smooth: false,
     }
 }
 

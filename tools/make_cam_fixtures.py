@@ -16,6 +16,7 @@ Output: fixtures/cam/<model>/<method>_<layer>_{raw,cam}.npy.
 EigenCAM and EigenGradCAM: a singular vector's sign is arbitrary, so pytorch-grad-cam's map may come out inverted.
 gradcam fixes it (the map correlates positively with the activations' channel sum); the references apply the same
 rule to pytorch-grad-cam's projection before its ReLU and scaling, so the final maps compare like for like.
+eigen_smooth (GradCAM and LayerCAM on the first layer: *_eigensmooth_{raw,cam}.npy) gets the same sign rule.
 RandomCAM: gradcam's weights are seeded (uniform in [−1, 1) from the synthetic-weight generator, stream
 "randomcam"); the reference gives pytorch-grad-cam's RandomCAM those weights instead of numpy's random draw.
 """
@@ -87,7 +88,7 @@ def run(model_name, model, layers, x):
 
             def recording(*args, method=method, original=original, **kwargs):
                 out = original(*args, **kwargs)
-                if method in EIGEN:
+                if method in EIGEN or args[5]:
                     # gradcam's sign convention: positive correlation with the activations' channel sum
                     # (get_cam_image's 4th argument: the layer's activations, [N, C, H, W]).
                     total = np.nan_to_num(np.asarray(args[3], dtype=np.float64)).sum(axis=1)
@@ -103,6 +104,27 @@ def run(model_name, model, layers, x):
             # The newer methods' final maps only for the first layer (tests/cam_parity.rs; fixtures/ near 30 MB).
             if method not in RAW_ONLY and (method not in NEWER or layer_name == next(iter(layers))):
                 save(model_name, f"{method}_{layer_name}_cam", final[0])
+    # eigen_smooth on the first layer, for a weighted-sum method and an element-wise one (signed like Eigen-CAM).
+    layer_name, module = next(iter(layers.items()))
+    for method in ["gradcam", "layercam"]:
+        raws = []
+        cam = METHODS[method](model=model, target_layers=[module])
+        original = cam.get_cam_image
+
+        def smoothing(*args, original=original, **kwargs):
+            out = original(*args, **kwargs)
+            total = np.nan_to_num(np.asarray(args[3], dtype=np.float64)).sum(axis=1)
+            for b in range(out.shape[0]):
+                if float((out[b].astype(np.float64) * total[b]).sum()) < 0:
+                    out[b] = -out[b]
+            raws.append(out.copy())
+            return out
+
+        cam.get_cam_image = smoothing
+        final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)], eigen_smooth=True)
+        save(model_name, f"{method}_{layer_name}_eigensmooth_raw", raws[0][0])
+        if model_name == "efficientnet_lite0" and method == "gradcam":  # one final map: fixtures/ stays under 30 MB
+            save(model_name, f"{method}_{layer_name}_eigensmooth_cam", final[0])
     both = GradCAM(model=model, target_layers=list(layers.values()))(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
     save(model_name, "gradcam_" + "+".join(layers) + "_cam", both[0])
     return cls

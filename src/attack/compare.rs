@@ -99,6 +99,7 @@ pub fn compare_cams(
         classes: ClassChoice::Classes(classes.to_vec()),
         methods: vec![method],
         counterfactual: false,
+        eigen_smooth: false,
     };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);

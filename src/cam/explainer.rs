@@ -28,6 +28,9 @@ pub struct Request {
     pub methods: Vec<Method>,
     /// Explain what speaks *against* the class (negated gradients, Grad-CAM paper §3).
     pub counterfactual: bool,
+    /// pytorch-grad-cam's `eigen_smooth`: each CAM map is the first principal component of its per-channel terms
+    /// instead of their sum (see [`CamMethod::raw_map_with`]).
+    pub eigen_smooth: bool,
 }
 
 impl Default for Request {
@@ -37,6 +40,7 @@ impl Default for Request {
             classes: ClassChoice::Top(1),
             methods: vec![Method::Cam(CamMethod::GradCam)],
             counterfactual: false,
+            eigen_smooth: false,
         }
     }
 }
@@ -174,7 +178,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 let mut raws = Vec::new();
                 for l in &layers {
                     let (a, gr) = (image3(acts.get(l)?, i), image3(exact.get(l)?, i));
-                    let raw = method.raw_map(a.view(), gr.view());
+                    let raw = method.raw_map_with(a.view(), gr.view(), req.eigen_smooth);
                     scaled.push(scale_layer_map(&raw, in_h, in_w));
                     raws.push(raw.into_dyn());
                 }

@@ -1,7 +1,7 @@
 //! Class activation maps from an activation `A` (`[C, H, W]`) and its gradient `G = ∂y^c/∂A`, one formula per
 //! method, exactly as pytorch-grad-cam 1.5.7 computes them (`get_cam_image` of each class).
 
-use ndarray::{Array2, ArrayView3, Axis, Zip};
+use ndarray::{Array2, Array3, ArrayView3, Axis, Zip};
 
 /// The gradient-weighted CAM methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,36 +59,16 @@ fn per_channel(
 impl CamMethod {
     /// The raw map `[H, W]` (before ReLU) for one image.
     pub fn raw_map(self, a: ArrayView3<'_, f32>, g: ArrayView3<'_, f32>) -> Array2<f32> {
+        self.raw_map_with(a, g, false)
+    }
+
+    /// [`CamMethod::raw_map`], or with `eigen_smooth` (pytorch-grad-cam's option) the first principal component of
+    /// the per-channel terms the map would sum (`w_k·A_k`, `G_k ⊙ A_k`, …) instead of their sum, signed like
+    /// Eigen-CAM. Eigen-CAM, Eigen-Grad-CAM and FEM ignore it, as in pytorch-grad-cam.
+    pub fn raw_map_with(self, a: ArrayView3<'_, f32>, g: ArrayView3<'_, f32>, eigen_smooth: bool) -> Array2<f32> {
         match self {
-            CamMethod::GradCam => {
-                let w = per_channel(a, g, |_, g| g.mean().unwrap_or(0.0));
-                weighted_sum(a, &w)
-            }
-            CamMethod::GradCamPlusPlus => {
-                let w = per_channel(a, g, |a, g| {
-                    let sum_a = a.sum();
-                    g.iter()
-                        .map(|&g| {
-                            if g == 0.0 {
-                                return 0.0;
-                            }
-                            let (g2, g3) = (g * g, g * g * g);
-                            let alpha = g2 / (2.0 * g2 + sum_a * g3 + 1e-6);
-                            alpha * g.max(0.0)
-                        })
-                        .sum()
-                });
-                weighted_sum(a, &w)
-            }
-            CamMethod::XGradCam => {
-                let w = per_channel(a, g, |a, g| {
-                    let denom = a.sum() + 1e-7;
-                    Zip::from(&a).and(&g).fold(0.0, |acc, &a, &g| acc + g * a / denom)
-                });
-                weighted_sum(a, &w)
-            }
-            CamMethod::HiResCam => (&g * &a).sum_axis(Axis(0)),
-            CamMethod::LayerCam => (&g.mapv(|v| v.max(0.0)) * &a).sum_axis(Axis(0)),
+            CamMethod::EigenCam => super::principal::principal_projection(a, a),
+            CamMethod::EigenGradCam => super::principal::principal_projection((&g * &a).view(), a),
             CamMethod::Fem => {
                 let w = per_channel(a, g, |a, _| {
                     let n = a.len().max(1) as f64;
@@ -99,14 +79,55 @@ impl CamMethod {
                 });
                 weighted_sum(a, &w)
             }
-            CamMethod::RandomCam => {
-                let w: Vec<f32> =
-                    (0..a.shape()[0]).map(|k| crate::models::weights::uniform_symmetric("randomcam", k)).collect();
-                weighted_sum(a, &w)
+            _ if eigen_smooth => super::principal::principal_projection(self.terms(a, g).view(), a),
+            CamMethod::HiResCam | CamMethod::LayerCam | CamMethod::GradCamElementWise => {
+                self.terms(a, g).sum_axis(Axis(0))
             }
-            CamMethod::GradCamElementWise => (&g * &a).mapv(|v| v.max(0.0)).sum_axis(Axis(0)),
-            CamMethod::EigenCam => super::principal::principal_projection(a, a),
-            CamMethod::EigenGradCam => super::principal::principal_projection((&g * &a).view(), a),
+            _ => weighted_sum(a, &self.channel_weights(a, g)),
+        }
+    }
+
+    /// The per-channel weights `w_k` of the methods whose map is `Σ_k w_k A_k`.
+    fn channel_weights(self, a: ArrayView3<'_, f32>, g: ArrayView3<'_, f32>) -> Vec<f32> {
+        match self {
+            CamMethod::GradCamPlusPlus => per_channel(a, g, |a, g| {
+                let sum_a = a.sum();
+                g.iter()
+                    .map(|&g| {
+                        if g == 0.0 {
+                            return 0.0;
+                        }
+                        let (g2, g3) = (g * g, g * g * g);
+                        let alpha = g2 / (2.0 * g2 + sum_a * g3 + 1e-6);
+                        alpha * g.max(0.0)
+                    })
+                    .sum()
+            }),
+            CamMethod::XGradCam => per_channel(a, g, |a, g| {
+                let denom = a.sum() + 1e-7;
+                Zip::from(&a).and(&g).fold(0.0, |acc, &a, &g| acc + g * a / denom)
+            }),
+            CamMethod::RandomCam => {
+                (0..a.shape()[0]).map(|k| crate::models::weights::uniform_symmetric("randomcam", k)).collect()
+            }
+            _ => per_channel(a, g, |_, g| g.mean().unwrap_or(0.0)),
+        }
+    }
+
+    /// The per-channel terms `[C, H, W]` whose sum over channels is the raw map (what `eigen_smooth` projects).
+    fn terms(self, a: ArrayView3<'_, f32>, g: ArrayView3<'_, f32>) -> Array3<f32> {
+        match self {
+            CamMethod::HiResCam => &g * &a,
+            CamMethod::LayerCam => &g.mapv(|v| v.max(0.0)) * &a,
+            CamMethod::GradCamElementWise => (&g * &a).mapv(|v| v.max(0.0)),
+            _ => {
+                let w = self.channel_weights(a, g);
+                let mut t = a.to_owned();
+                for (mut plane, &w) in t.axis_iter_mut(Axis(0)).zip(&w) {
+                    plane.mapv_inplace(|v| v * w);
+                }
+                t
+            }
         }
     }
 }

@@ -72,6 +72,12 @@ impl Method {
         })
     }
 
+    /// Whether `eigen_smooth` changes the method's map (CAM methods that sum per-channel terms; not Eigen-CAM,
+    /// Eigen-Grad-CAM or FEM, which pytorch-grad-cam does not smooth either).
+    pub fn eigen_smoothable(self) -> bool {
+        matches!(self, Method::Cam(m) if !matches!(m, CamMethod::EigenCam | CamMethod::EigenGradCam | CamMethod::Fem))
+    }
+
     /// Whether the method reads the target layer (and so reports one).
     pub fn uses_layer(self) -> bool {
         matches!(self, Method::Cam(_) | Method::GuidedGradCam)

@@ -162,6 +162,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Method::parse(name).map_err(|e| anyhow::anyhow!("{e} (bench also takes 'forward' and 'pgd-step')"))?
             ],
             counterfactual: false,
+            eigen_smooth: false,
         }),
     };
     let simd_level = simd::level();

@@ -36,6 +36,10 @@ pub struct ExplainArgs {
     /// Explain what speaks against the class (negated gradients).
     #[arg(long)]
     pub counterfactual: bool,
+    /// pytorch-grad-cam's eigen_smooth: each CAM map is the first principal component of the terms it would sum
+    /// (w_k·A_k, G_k⊙A_k, …), signed to agree with the activations' channel sum. Less noise, more blur.
+    #[arg(long)]
+    pub eigen_smooth: bool,
     /// Heat-map colours: jet, turbo, viridis.
     #[arg(long, default_value = "jet")]
     pub colormap: String,
@@ -182,7 +186,9 @@ fn write_explanation(
         &scaled
     };
     let suffix = if args.counterfactual { "_cf" } else { "" };
-    let base = format!("{}_{}_{}{suffix}", item.stem, e.class, e.method.name());
+    // Smoothed maps get names of their own: a run with and one without --eigen-smooth do not overwrite each other.
+    let smoothed = if args.eigen_smooth && e.method.eigen_smoothable() { "_es" } else { "" };
+    let base = format!("{}_{}_{}{smoothed}{suffix}", item.stem, e.class, e.method.name());
     let at_size: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
     let mut loc = localize(&at_size);
     let mut picture = match (&e.rgb, e.method) {
@@ -253,6 +259,7 @@ fn report(
                     "cam_npy": w.cam_npy.as_ref().map(|p| p.display().to_string()),
                     "raw_npy": w.raw_npy.first().map(|p| p.display().to_string()),
                     "counterfactual": args.counterfactual,
+                    "eigen_smooth": args.eigen_smooth && e.method.eigen_smoothable(),
                 })
             })
             .collect();
@@ -319,7 +326,13 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         (None, false) => ClassChoice::Classes(args.classes.clone()),
         (None, true) => ClassChoice::Top(1),
     };
-    let request = Request { layers: args.layers.clone(), classes, methods, counterfactual: args.counterfactual };
+    let request = Request {
+        layers: args.layers.clone(),
+        classes,
+        methods,
+        counterfactual: args.counterfactual,
+        eigen_smooth: args.eigen_smooth,
+    };
     let batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
     // What the budget leaves for drawing once the weights and a batch's activations are counted.
     let room = super::budget(&model.graph, args.model.max_memory)
