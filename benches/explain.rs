@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
             methods: vec![method],
             counterfactual: false,
             eigen_smooth: false,
+            aug_smooth: false,
         };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }

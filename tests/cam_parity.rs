@@ -38,6 +38,7 @@ fn request(layers: &[&str], methods: Vec<Method>) -> Request {
         methods,
         counterfactual: false,
         eigen_smooth: false,
+        aug_smooth: false,
     }
 }
 
@@ -69,8 +70,8 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
             assert!(cam_err < 1e-4, "{dir} {name} {layer}: final map off by {cam_err:.2e}");
         }
     }
-    // eigen_smooth (first layer; a weighted-sum method and an element-wise one): raw maps, and the final map of
-    // Grad-CAM on the bundled model.
+    // eigen_smooth (first layer; a weighted-sum method and an element-wise one): raw maps (the post-processing is
+    // the one checked above).
     let smooth_methods = [("gradcam", CamMethod::GradCam), ("layercam", CamMethod::LayerCam)];
     let mut req = request(&layers[..1], smooth_methods.iter().map(|&(_, m)| Method::Cam(m)).collect());
     req.eigen_smooth = true;
@@ -82,12 +83,20 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
         let scale = want_raw.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
         assert!(err < 1e-4, "{dir} {name} eigen_smooth: raw map off by {err:.2e} (relative)");
-        if dir == "efficientnet_lite0" && *name == "gradcam" {
-            let want = npy_f32(&format!("cam/{dir}/{name}_{}_eigensmooth_cam.npy", layers[0]));
-            assert_eq!(e.cam.shape(), want.shape());
-            let err = max_abs_diff(e.cam.iter().copied(), want.iter().copied());
-            assert!(err < 1e-4, "{dir} {name} eigen_smooth: final map off by {err:.2e}");
-        }
+    }
+    // aug_smooth (six augmented inputs, flipped back, averaged): Grad-CAM's final map on the bundled model.
+    if dir == "efficientnet_lite0" {
+        let mut req = request(&layers[..1], vec![Method::Cam(CamMethod::GradCam)]);
+        req.aug_smooth = true;
+        let smoothed = explain(model, x.clone(), &req).unwrap().remove(0);
+        let want = npy_f32(&format!("cam/{dir}/gradcam_{}_augsmooth_cam.npy", layers[0]));
+        let cam = &smoothed.explanations[0].cam;
+        assert_eq!(cam.shape(), want.shape());
+        let err = max_abs_diff(cam.iter().copied(), want.iter().copied());
+        assert!(err < 1e-4, "{dir} aug_smooth: final map off by {err:.2e}");
+        let plain = explain(model, x.clone(), &request(&layers[..1], vec![Method::Cam(CamMethod::GradCam)])).unwrap();
+        let moved = max_abs_diff(cam.iter().copied(), plain[0].explanations[0].cam.iter().copied());
+        assert!(moved > 1e-3, "aug_smooth changed nothing ({moved:.2e})");
     }
     let both = explain(model, x, &request(&layers, vec![Method::Cam(CamMethod::GradCam)])).unwrap().remove(0);
     let want = npy_f32(&format!("cam/{dir}/gradcam_{}+{}_cam.npy", layers[0], layers[1]));

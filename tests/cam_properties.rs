@@ -18,6 +18,7 @@ fn gradcam(layers: &[&str], class: usize, counterfactual: bool) -> Request {
         methods: vec![Method::Cam(CamMethod::GradCam)],
         counterfactual,
         eigen_smooth: false,
+        aug_smooth: false,
     }
 }
 

@@ -407,8 +407,8 @@ fn infer_in_batches_matches_single_item_runs() {
     assert!(e.contains("--batch-size 1") && e.contains("Reshape"), "{e}");
 }
 
-/// `--eigen-smooth`: smoothed CAM maps under names of their own, reported in the JSON; methods it does not apply to
-/// (saliency, Eigen-CAM) keep theirs.
+/// `--eigen-smooth` and `--aug-smooth`: smoothed CAM maps under names of their own, reported in the JSON; methods
+/// they do not apply to (saliency; Eigen-CAM for eigen-smooth) keep theirs.
 #[test]
 fn eigen_smooth_writes_smoothed_maps_under_their_own_names() {
     let dir = out_dir("eigen-smooth");
@@ -438,4 +438,23 @@ fn eigen_smooth_writes_smoothed_maps_under_their_own_names() {
     let class = ex[0]["class"].as_u64().unwrap();
     assert!(dir.join(format!("chelsea_{class}_gradcam_es.png")).exists());
     assert!(dir.join(format!("chelsea_{class}_eigencam.png")).exists());
+    // --aug-smooth likewise: CAM methods only, files ending in _as.
+    let o = gradcam(&[
+        "explain",
+        &cat(),
+        "--method",
+        "gradcam",
+        "--method",
+        "saliency",
+        "--aug-smooth",
+        "--json",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let flags: Vec<bool> =
+        v["explanations"].as_array().unwrap().iter().map(|e| e["aug_smooth"].as_bool().unwrap()).collect();
+    assert_eq!(flags, [true, false]);
+    assert!(dir.join(format!("chelsea_{class}_gradcam_as.png")).exists());
 }

@@ -51,6 +51,7 @@ fn gradcam(layer: &str) -> Request {
         methods: vec![Method::Cam(CamMethod::GradCam), Method::Saliency],
         counterfactual: false,
         eigen_smooth: false,
+        aug_smooth: false,
     }
 }
 

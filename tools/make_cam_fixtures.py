@@ -16,7 +16,8 @@ Output: fixtures/cam/<model>/<method>_<layer>_{raw,cam}.npy.
 EigenCAM and EigenGradCAM: a singular vector's sign is arbitrary, so pytorch-grad-cam's map may come out inverted.
 gradcam fixes it (the map correlates positively with the activations' channel sum); the references apply the same
 rule to pytorch-grad-cam's projection before its ReLU and scaling, so the final maps compare like for like.
-eigen_smooth (GradCAM and LayerCAM on the first layer: *_eigensmooth_{raw,cam}.npy) gets the same sign rule.
+eigen_smooth (GradCAM and LayerCAM on the first layer: *_eigensmooth_raw.npy) gets the same sign rule; aug_smooth:
+GradCAM on the bundled model's first layer (gradcam_head_act_augsmooth_cam.npy).
 RandomCAM: gradcam's weights are seeded (uniform in [−1, 1) from the synthetic-weight generator, stream
 "randomcam"); the reference gives pytorch-grad-cam's RandomCAM those weights instead of numpy's random draw.
 """
@@ -123,8 +124,13 @@ def run(model_name, model, layers, x):
         cam.get_cam_image = smoothing
         final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)], eigen_smooth=True)
         save(model_name, f"{method}_{layer_name}_eigensmooth_raw", raws[0][0])
-        if model_name == "efficientnet_lite0" and method == "gradcam":  # one final map: fixtures/ stays under 30 MB
-            save(model_name, f"{method}_{layer_name}_eigensmooth_cam", final[0])
+    # aug_smooth: a final-map operation (six augmented inputs, maps flipped back and averaged), Grad-CAM on the
+    # bundled model's first layer (one 224×224 map: fixtures/ stays under 30 MB).
+    if model_name == "efficientnet_lite0":
+        final = GradCAM(model=model, target_layers=[module])(
+            input_tensor=x, targets=[ClassifierOutputTarget(cls)], aug_smooth=True
+        )
+        save(model_name, f"gradcam_{layer_name}_augsmooth_cam", final[0])
     both = GradCAM(model=model, target_layers=list(layers.values()))(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
     save(model_name, "gradcam_" + "+".join(layers) + "_cam", both[0])
     return cls

@@ -100,6 +100,7 @@ pub fn compare_cams(
         methods: vec![method],
         counterfactual: false,
         eigen_smooth: false,
+        aug_smooth: false,
     };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);

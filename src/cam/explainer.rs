@@ -31,6 +31,9 @@ pub struct Request {
     /// pytorch-grad-cam's `eigen_smooth`: each CAM map is the first principal component of its per-channel terms
     /// instead of their sum (see [`CamMethod::raw_map_with`]).
     pub eigen_smooth: bool,
+    /// pytorch-grad-cam's `aug_smooth`: each CAM map is the mean over six augmented inputs (horizontal flip ×
+    /// multiplied by 0.9 / 1 / 1.1), flipped back (see `aug_smooth.rs`).
+    pub aug_smooth: bool,
 }
 
 impl Default for Request {
@@ -41,6 +44,7 @@ impl Default for Request {
             methods: vec![Method::Cam(CamMethod::GradCam)],
             counterfactual: false,
             eigen_smooth: false,
+            aug_smooth: false,
         }
     }
 }
@@ -92,6 +96,9 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 /// Explains a batch `x` (`[N, C, H, W]`, preprocessed) with `model`: one forward pass, then one backward sweep per
 /// requested class (two when guided methods are asked for).
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
+    if req.aug_smooth {
+        return super::aug_smooth::explain_smoothed(model, x, req);
+    }
     let g = &model.graph;
     if x.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });

@@ -1,5 +1,6 @@
 //! Grad-CAM and its family, gradient maps (saliency, guided backpropagation, guided Grad-CAM), localization.
 
+mod aug_smooth;
 mod explainer;
 mod layer;
 mod localize;

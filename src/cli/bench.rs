@@ -163,6 +163,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ],
             counterfactual: false,
             eigen_smooth: false,
+            aug_smooth: false,
         }),
     };
     let simd_level = simd::level();
