@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
             counterfactual: false,
             eigen_smooth: false,
             aug_smooth: false,
+            target: Default::default(),
         };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::npy_f32;
-use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
+use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request, Target};
 use gradcam::models::Weights;
 use gradcam::{Arch, Model, Tensor};
 
@@ -39,6 +39,7 @@ fn request(layers: &[&str], methods: Vec<Method>) -> Request {
         counterfactual: false,
         eigen_smooth: false,
         aug_smooth: false,
+        target: Default::default(),
     }
 }
 
@@ -84,6 +85,19 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
         let err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
         assert!(err < 1e-4, "{dir} {name} eigen_smooth: raw map off by {err:.2e} (relative)");
     }
+    // The softmax probability as the target: Grad-CAM's raw map (a different map from the logit's).
+    let mut req = request(&layers[..1], vec![Method::Cam(CamMethod::GradCam)]);
+    req.target = Target::Probability;
+    let prob = explain(model, x.clone(), &req).unwrap().remove(0);
+    let want = npy_f32(&format!("cam/{dir}/gradcam_{}_prob_raw.npy", layers[0]));
+    let raw = &prob.explanations[0].raw[0];
+    assert_eq!(raw.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = max_abs_diff(raw.iter().copied(), want.iter().copied()) / scale;
+    assert!(err < 1e-4, "{dir} probability target: raw map off by {err:.2e} (relative)");
+    let logit = npy_f32(&format!("cam/{dir}/gradcam_{}_raw.npy", layers[0]));
+    let apart = max_abs_diff(logit.iter().copied(), want.iter().copied()) / scale;
+    assert!(apart > 1e-3, "{dir}: the probability's map equals the logit's ({apart:.2e})");
     // aug_smooth (six augmented inputs, flipped back, averaged): Grad-CAM's final map on the bundled model.
     if dir == "efficientnet_lite0" {
         let mut req = request(&layers[..1], vec![Method::Cam(CamMethod::GradCam)]);

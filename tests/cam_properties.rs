@@ -19,6 +19,7 @@ fn gradcam(layers: &[&str], class: usize, counterfactual: bool) -> Request {
         counterfactual,
         eigen_smooth: false,
         aug_smooth: false,
+        target: Default::default(),
     }
 }
 

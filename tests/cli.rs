@@ -458,3 +458,16 @@ fn eigen_smooth_writes_smoothed_maps_under_their_own_names() {
     assert_eq!(flags, [true, false]);
     assert!(dir.join(format!("chelsea_{class}_gradcam_as.png")).exists());
 }
+
+/// `--target-prob`: the softmax probability as the target, reported in the JSON and in the file names.
+#[test]
+fn target_prob_explains_the_probability_under_its_own_names() {
+    let dir = out_dir("target-prob");
+    let o = gradcam(&["explain", &cat(), "--target-prob", "--json", "--out-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &v["explanations"][0];
+    assert_eq!(e["target"], "probability");
+    let class = e["class"].as_u64().unwrap();
+    assert!(dir.join(format!("chelsea_{class}_gradcam_prob.png")).exists());
+}

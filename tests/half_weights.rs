@@ -40,6 +40,7 @@ fn gradcam_map(model: &Model, x: &Tensor<f32>, class: usize) -> (Vec<f32>, Vec<f
         counterfactual: false,
         eigen_smooth: false,
         aug_smooth: false,
+        target: Default::default(),
     };
     let r = explain(model, x.clone(), &req).unwrap().remove(0);
     let e = &r.explanations[0];

@@ -52,6 +52,7 @@ fn gradcam(layer: &str) -> Request {
         counterfactual: false,
         eigen_smooth: false,
         aug_smooth: false,
+        target: Default::default(),
     }
 }
 

@@ -17,7 +17,8 @@ EigenCAM and EigenGradCAM: a singular vector's sign is arbitrary, so pytorch-gra
 gradcam fixes it (the map correlates positively with the activations' channel sum); the references apply the same
 rule to pytorch-grad-cam's projection before its ReLU and scaling, so the final maps compare like for like.
 eigen_smooth (GradCAM and LayerCAM on the first layer: *_eigensmooth_raw.npy) gets the same sign rule; aug_smooth:
-GradCAM on the bundled model's first layer (gradcam_head_act_augsmooth_cam.npy).
+GradCAM on the bundled model's first layer (gradcam_head_act_augsmooth_cam.npy). The softmax probability as the
+target (ClassifierOutputSoftmaxTarget): GradCAM's raw map on the first layer (*_prob_raw.npy).
 RandomCAM: gradcam's weights are seeded (uniform in [−1, 1) from the synthetic-weight generator, stream
 "randomcam"); the reference gives pytorch-grad-cam's RandomCAM those weights instead of numpy's random draw.
 """
@@ -42,7 +43,7 @@ from pytorch_grad_cam import (
     RandomCAM,
     XGradCAM,
 )
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_model_fixtures import ROOT, efficientnet_lite0, synthetic, unit  # noqa: E402
@@ -124,6 +125,19 @@ def run(model_name, model, layers, x):
         cam.get_cam_image = smoothing
         final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)], eigen_smooth=True)
         save(model_name, f"{method}_{layer_name}_eigensmooth_raw", raws[0][0])
+    # The softmax probability as the target (ClassifierOutputSoftmaxTarget): Grad-CAM's raw map on the first layer.
+    raws = []
+    cam = GradCAM(model=model, target_layers=[module])
+    original = cam.get_cam_image
+
+    def recording_prob(*args, original=original, **kwargs):
+        out = original(*args, **kwargs)
+        raws.append(out.copy())
+        return out
+
+    cam.get_cam_image = recording_prob
+    cam(input_tensor=x, targets=[ClassifierOutputSoftmaxTarget(cls)])
+    save(model_name, f"gradcam_{layer_name}_prob_raw", raws[0][0])
     # aug_smooth: a final-map operation (six augmented inputs, maps flipped back and averaged), Grad-CAM on the
     # bundled model's first layer (one 224×224 map: fixtures/ stays under 30 MB).
     if model_name == "efficientnet_lite0":

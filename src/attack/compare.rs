@@ -101,6 +101,7 @@ pub fn compare_cams(
         counterfactual: false,
         eigen_smooth: false,
         aug_smooth: false,
+        target: Default::default(),
     };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);

@@ -19,6 +19,17 @@ pub enum ClassChoice {
     Top(usize),
 }
 
+/// The score whose gradient the explanations follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// The class's logit (pytorch-grad-cam's `ClassifierOutputTarget`).
+    #[default]
+    Logit,
+    /// The class's softmax probability (`ClassifierOutputSoftmaxTarget`): its gradient is the logit gradient
+    /// weighted by `p_c·(e_c − p)`, so classes competing for the same evidence count against it.
+    Probability,
+}
+
 /// What to explain.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -34,6 +45,8 @@ pub struct Request {
     /// pytorch-grad-cam's `aug_smooth`: each CAM map is the mean over six augmented inputs (horizontal flip ×
     /// multiplied by 0.9 / 1 / 1.1), flipped back (see `aug_smooth.rs`).
     pub aug_smooth: bool,
+    /// The score to explain: a class's logit (default) or its softmax probability.
+    pub target: Target,
 }
 
 impl Default for Request {
@@ -45,6 +58,7 @@ impl Default for Request {
             counterfactual: false,
             eigen_smooth: false,
             aug_smooth: false,
+            target: Target::Logit,
         }
     }
 }
@@ -166,8 +180,17 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         // One seed for the whole batch: image i's row is one-hot on its class of this round.
         let mut seed = Tensor::<f32>::zeros(IxDyn(logits.shape()));
         for (i, cs) in per_image.iter().enumerate() {
-            if let Some(&c) = cs.get(round) {
-                seed[[i, c]] = sign;
+            let Some(&c) = cs.get(round) else { continue };
+            match req.target {
+                Target::Logit => seed[[i, c]] = sign,
+                Target::Probability => {
+                    // ∂p_c/∂z_j = p_c·(δ_cj − p_j).
+                    let p = softmax_row(&rows[i]);
+                    for (j, &pj) in p.iter().enumerate() {
+                        let delta = if j == c { 1.0 } else { 0.0 };
+                        seed[[i, j]] = sign * p[c] * (delta - pj);
+                    }
+                }
             }
         }
         let exact = acts.backward(vec![(&model.logits, seed.clone())])?;

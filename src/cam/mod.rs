@@ -8,7 +8,7 @@ mod methods;
 pub mod postprocess;
 mod principal;
 
-pub use explainer::{explain, ClassChoice, Explanation, ImageResult, Prediction, Request};
+pub use explainer::{explain, ClassChoice, Explanation, ImageResult, Prediction, Request, Target};
 pub use layer::{default_layer, is_spatial};
 pub use localize::{localize, Localization, THRESHOLD};
 pub use methods::CamMethod;

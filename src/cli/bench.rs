@@ -164,6 +164,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             counterfactual: false,
             eigen_smooth: false,
             aug_smooth: false,
+            target: Default::default(),
         }),
     };
     let simd_level = simd::level();

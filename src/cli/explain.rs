@@ -4,7 +4,7 @@ use super::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use gradcam::cam::postprocess::resize_bilinear;
-use gradcam::cam::{explain, localize, ClassChoice, Explanation, ImageResult, Method, Request};
+use gradcam::cam::{explain, localize, ClassChoice, Explanation, ImageResult, Method, Request, Target};
 use gradcam::input::{load_image_limited, load_npy};
 use gradcam::render::{draw_box, gradient_image, overlay, save_png, Colormap};
 use gradcam::{Model, Tensor};
@@ -44,6 +44,10 @@ pub struct ExplainArgs {
     /// multiplied by 0.9, 1, 1.1), flipped back. Six times the work; steadier maps.
     #[arg(long)]
     pub aug_smooth: bool,
+    /// Explain the class's softmax probability instead of its logit (pytorch-grad-cam's
+    /// ClassifierOutputSoftmaxTarget): evidence shared with competing classes counts less.
+    #[arg(long)]
+    pub target_prob: bool,
     /// Heat-map colours: jet, turbo, viridis.
     #[arg(long, default_value = "jet")]
     pub colormap: String,
@@ -193,7 +197,8 @@ fn write_explanation(
     // Smoothed maps get names of their own: a run with and one without --eigen-smooth do not overwrite each other.
     let smoothed = if args.eigen_smooth && e.method.eigen_smoothable() { "_es" } else { "" };
     let augmented = if args.aug_smooth && matches!(e.method, Method::Cam(_)) { "_as" } else { "" };
-    let base = format!("{}_{}_{}{smoothed}{augmented}{suffix}", item.stem, e.class, e.method.name());
+    let prob = if args.target_prob { "_prob" } else { "" };
+    let base = format!("{}_{}_{}{prob}{smoothed}{augmented}{suffix}", item.stem, e.class, e.method.name());
     let at_size: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
     let mut loc = localize(&at_size);
     let mut picture = match (&e.rgb, e.method) {
@@ -266,6 +271,7 @@ fn report(
                     "counterfactual": args.counterfactual,
                     "eigen_smooth": args.eigen_smooth && e.method.eigen_smoothable(),
                     "aug_smooth": args.aug_smooth && matches!(e.method, Method::Cam(_)),
+                    "target": if args.target_prob { "probability" } else { "logit" },
                 })
             })
             .collect();
@@ -339,6 +345,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         counterfactual: args.counterfactual,
         eigen_smooth: args.eigen_smooth,
         aug_smooth: args.aug_smooth,
+        target: if args.target_prob { Target::Probability } else { Target::Logit },
     };
     let mut batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
     // --aug-smooth runs each image's six augmented copies as a batch of their own, beside the batch: the default
