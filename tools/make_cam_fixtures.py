@@ -71,12 +71,32 @@ def save(model_name, name, array):
     np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(np.asarray(array, dtype=np.float32)))
 
 
+def record_raw_maps(cam, signed):
+    """Wraps cam.get_cam_image to keep each raw map (before ReLU) in the returned list. Where signed(args) is true the
+    map first gets gradcam's sign: positive correlation with the activations' channel sum (get_cam_image's 4th
+    argument is the layer's activations, [N, C, H, W])."""
+    raws = []
+    original = cam.get_cam_image
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if signed(args):
+            total = np.nan_to_num(np.asarray(args[3], dtype=np.float64)).sum(axis=1)
+            for b in range(out.shape[0]):
+                if float((out[b].astype(np.float64) * total[b]).sum()) < 0:
+                    out[b] = -out[b]
+        raws.append(out.copy())
+        return out
+
+    cam.get_cam_image = recording
+    return raws
+
+
 def run(model_name, model, layers, x):
     cls = int(model(x)[0].argmax())
     print(model_name, "class", cls)
     for method, cam_class in METHODS.items():
         for layer_name, module in layers.items():
-            raws = []
             cam = cam_class(model=model, target_layers=[module])
             if method == "randomcam":
                 # gradcam's RandomCAM is seeded: channel k weighs 2·u_k − 1 of the synthetic-weight stream "randomcam".
@@ -86,21 +106,8 @@ def run(model_name, model, layers, x):
                     return np.tile(w, (grads.shape[0], 1))
 
                 cam.get_cam_weights = seeded
-            original = cam.get_cam_image
-
-            def recording(*args, method=method, original=original, **kwargs):
-                out = original(*args, **kwargs)
-                if method in EIGEN or args[5]:
-                    # gradcam's sign convention: positive correlation with the activations' channel sum
-                    # (get_cam_image's 4th argument: the layer's activations, [N, C, H, W]).
-                    total = np.nan_to_num(np.asarray(args[3], dtype=np.float64)).sum(axis=1)
-                    for b in range(out.shape[0]):
-                        if float((out[b].astype(np.float64) * total[b]).sum()) < 0:
-                            out[b] = -out[b]
-                raws.append(out.copy())
-                return out
-
-            cam.get_cam_image = recording
+            # Eigen-CAM, Eigen-Grad-CAM and eigen_smooth (get_cam_image's 6th argument) get gradcam's sign.
+            raws = record_raw_maps(cam, lambda args, method=method: method in EIGEN or args[5])
             final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
             save(model_name, f"{method}_{layer_name}_raw", raws[0][0])
             # The newer methods' final maps only for the first layer (tests/cam_parity.rs; fixtures/ near 30 MB).
@@ -109,33 +116,13 @@ def run(model_name, model, layers, x):
     # eigen_smooth on the first layer, for a weighted-sum method and an element-wise one (signed like Eigen-CAM).
     layer_name, module = next(iter(layers.items()))
     for method in ["gradcam", "layercam"]:
-        raws = []
         cam = METHODS[method](model=model, target_layers=[module])
-        original = cam.get_cam_image
-
-        def smoothing(*args, original=original, **kwargs):
-            out = original(*args, **kwargs)
-            total = np.nan_to_num(np.asarray(args[3], dtype=np.float64)).sum(axis=1)
-            for b in range(out.shape[0]):
-                if float((out[b].astype(np.float64) * total[b]).sum()) < 0:
-                    out[b] = -out[b]
-            raws.append(out.copy())
-            return out
-
-        cam.get_cam_image = smoothing
+        raws = record_raw_maps(cam, lambda args: True)
         final = cam(input_tensor=x, targets=[ClassifierOutputTarget(cls)], eigen_smooth=True)
         save(model_name, f"{method}_{layer_name}_eigensmooth_raw", raws[0][0])
     # The softmax probability as the target (ClassifierOutputSoftmaxTarget): Grad-CAM's raw map on the first layer.
-    raws = []
     cam = GradCAM(model=model, target_layers=[module])
-    original = cam.get_cam_image
-
-    def recording_prob(*args, original=original, **kwargs):
-        out = original(*args, **kwargs)
-        raws.append(out.copy())
-        return out
-
-    cam.get_cam_image = recording_prob
+    raws = record_raw_maps(cam, lambda args: False)
     cam(input_tensor=x, targets=[ClassifierOutputSoftmaxTarget(cls)])
     save(model_name, f"gradcam_{layer_name}_prob_raw", raws[0][0])
     # aug_smooth: a final-map operation (six augmented inputs, maps flipped back and averaged), Grad-CAM on the
