@@ -152,3 +152,16 @@ fn a_batch_gives_the_same_maps_as_single_images() {
     }
     assert_eq!(together[1].predictions[0].class, 967);
 }
+
+/// A layer named twice is explained once (the mean of two equal maps is the map): same maps, one layer reported.
+#[test]
+fn a_layer_named_twice_is_explained_once() {
+    let model = Model::bundled().unwrap();
+    let x: Tensor<f32> = common::npy_f32("models/inputs/chelsea.npy");
+    let once = explain(&model, x.clone(), &gradcam(&["head_act"], 285, false)).unwrap().remove(0);
+    let twice = explain(&model, x, &gradcam(&["head_act", "head_act"], 285, false)).unwrap().remove(0);
+    let (a, b) = (&once.explanations[0], &twice.explanations[0]);
+    assert_eq!(b.layers, ["head_act"]);
+    assert_eq!(b.raw.len(), 1);
+    assert_eq!(a.cam, b.cam);
+}

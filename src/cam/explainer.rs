@@ -126,7 +126,15 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     } else if req.layers.is_empty() {
         vec![default_layer(g, &model.logits)?]
     } else {
-        req.layers.clone()
+        // A layer named twice is explained once: the average of two equal maps is the map (found by the CLI
+        // fuzzer: `--layer relu` sixteen times on a batch of 4101 made sixteen times the work).
+        let mut unique: Vec<String> = Vec::with_capacity(req.layers.len());
+        for l in &req.layers {
+            if !unique.contains(l) {
+                unique.push(l.clone());
+            }
+        }
+        unique
     };
     for l in &layers {
         let id = g.find(l)?;
