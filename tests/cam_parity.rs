@@ -11,7 +11,7 @@ use gradcam::{Arch, Model, Tensor};
 
 /// Eigen-CAM and Eigen-Grad-CAM: the references carry gradcam's sign convention; RandomCAM: gradcam's seeded weights
 /// (see tools/make_cam_fixtures.py).
-const METHODS: [(&str, CamMethod); 10] = [
+const METHODS: [(&str, CamMethod); 11] = [
     ("gradcam", CamMethod::GradCam),
     ("gradcampp", CamMethod::GradCamPlusPlus),
     ("xgradcam", CamMethod::XGradCam),
@@ -22,14 +22,15 @@ const METHODS: [(&str, CamMethod); 10] = [
     ("eigengradcam", CamMethod::EigenGradCam),
     ("fem", CamMethod::Fem),
     ("randomcam", CamMethod::RandomCam),
+    ("finercam", CamMethod::FinerCam),
 ];
 
 /// Methods whose final maps are checked on the first layer only (see `check_model`).
-const NEWER: [&str; 5] = ["gradcam-elementwise", "eigencam", "eigengradcam", "fem", "randomcam"];
+const NEWER: [&str; 6] = ["gradcam-elementwise", "eigencam", "eigengradcam", "fem", "randomcam", "finercam"];
 
 /// Methods compared on raw maps only: Σ_k w_k A_k like Grad-CAM, whose final maps (the same post-processing) are
 /// checked above.
-const RAW_ONLY: [&str; 2] = ["fem", "randomcam"];
+const RAW_ONLY: [&str; 3] = ["fem", "randomcam", "finercam"];
 
 fn request(layers: &[&str], methods: Vec<Method>) -> Request {
     Request {

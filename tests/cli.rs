@@ -96,6 +96,7 @@ fn explain_human_summary_and_all_methods() {
         "eigengradcam",
         "fem",
         "randomcam",
+        "finercam",
         "saliency",
         "guided-backprop",
         "guided-gradcam",

@@ -18,7 +18,8 @@ gradcam fixes it (the map correlates positively with the activations' channel su
 rule to pytorch-grad-cam's projection before its ReLU and scaling, so the final maps compare like for like.
 eigen_smooth (GradCAM and LayerCAM on the first layer: *_eigensmooth_raw.npy) gets the same sign rule; aug_smooth:
 GradCAM on the bundled model's first layer (gradcam_head_act_augsmooth_cam.npy). The softmax probability as the
-target (ClassifierOutputSoftmaxTarget): GradCAM's raw map on the first layer (*_prob_raw.npy).
+target (ClassifierOutputSoftmaxTarget): GradCAM's raw map on the first layer (*_prob_raw.npy). FinerCAM (its
+default target: the top-1 class against the three nearest by logit, alpha 1): raw maps (finercam_*_raw.npy).
 RandomCAM: gradcam's weights are seeded (uniform in [−1, 1) from the synthetic-weight generator, stream
 "randomcam"); the reference gives pytorch-grad-cam's RandomCAM those weights instead of numpy's random draw.
 """
@@ -34,6 +35,7 @@ from pytorch_grad_cam import (
     FEM,
     EigenCAM,
     EigenGradCAM,
+    FinerCAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
@@ -113,6 +115,13 @@ def run(model_name, model, layers, x):
             # The newer methods' final maps only for the first layer (tests/cam_parity.rs; fixtures/ near 30 MB).
             if method not in RAW_ONLY and (method not in NEWER or layer_name == next(iter(layers))):
                 save(model_name, f"{method}_{layer_name}_cam", final[0])
+    # FinerCAM (base GradCAM): its own target against the three nearest classes; targets=None makes it pick the
+    # top-1 class and build that target. Raw maps on both layers (its post-processing is GradCAM's).
+    for layer_name, module in layers.items():
+        finer = FinerCAM(model=model, target_layers=[module])
+        raws = record_raw_maps(finer.base_cam, lambda args: False)
+        finer(input_tensor=x, targets=None)
+        save(model_name, f"finercam_{layer_name}_raw", raws[0][0])
     # eigen_smooth on the first layer, for a weighted-sum method and an element-wise one (signed like Eigen-CAM).
     layer_name, module = next(iter(layers.items()))
     for method in ["gradcam", "layercam"]:

@@ -202,6 +202,19 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             }
         }
         let exact = acts.backward(vec![(&model.logits, seed.clone())])?;
+        // Finer-CAM follows a target of its own: one more backward pass when it is asked for.
+        let finer_grads = if req.methods.contains(&Method::Cam(CamMethod::FinerCam)) {
+            let mut finer = Tensor::<f32>::zeros(IxDyn(logits.shape()));
+            for (i, cs) in per_image.iter().enumerate() {
+                let Some(&c) = cs.get(round) else { continue };
+                for (j, v) in super::finer::seed(&rows[i], c).into_iter().enumerate() {
+                    finer[[i, j]] = sign * v;
+                }
+            }
+            Some(acts.backward(vec![(&model.logits, finer)])?)
+        } else {
+            None
+        };
         let guided_grads = if guided {
             Some(acts.backward_with(vec![(&model.logits, seed)], BackwardOptions { relu_rule: ReluRule::Guided })?)
         } else {
@@ -215,7 +228,11 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 let mut scaled = Vec::new();
                 let mut raws = Vec::new();
                 for l in &layers {
-                    let (a, gr) = (image3(acts.get(l)?, i), image3(exact.get(l)?, i));
+                    let grads = match (method, finer_grads.as_ref()) {
+                        (CamMethod::FinerCam, Some(f)) => f,
+                        _ => &exact,
+                    };
+                    let (a, gr) = (image3(acts.get(l)?, i), image3(grads.get(l)?, i));
                     let raw = method.raw_map_with(a.view(), gr.view(), req.eigen_smooth);
                     scaled.push(scale_layer_map(&raw, in_h, in_w));
                     raws.push(raw.into_dyn());

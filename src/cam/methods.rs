@@ -30,6 +30,9 @@ pub enum CamMethod {
     /// A baseline: `raw = Σ_k w_k A_k` with `w_k` uniform in [−1, 1). Seeded — channel k always gets the same
     /// weight, so runs are reproducible (pytorch-grad-cam draws new ones on every call).
     RandomCam,
+    /// Finer-CAM: Grad-CAM of a target that compares the class with the three classes nearest by logit (see
+    /// `finer.rs`) — what sets it apart from the classes it is confused with.
+    FinerCam,
 }
 
 /// FEM's threshold: mean + `FEM_K`·std (pytorch-grad-cam's default `k`).

@@ -2,6 +2,7 @@
 
 mod aug_smooth;
 mod explainer;
+mod finer;
 mod layer;
 mod localize;
 mod methods;
@@ -30,7 +31,7 @@ pub enum Method {
 
 impl Method {
     /// All methods in a stable order.
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 14] = [
         Method::Cam(CamMethod::GradCam),
         Method::Cam(CamMethod::GradCamPlusPlus),
         Method::Cam(CamMethod::XGradCam),
@@ -41,6 +42,7 @@ impl Method {
         Method::Cam(CamMethod::EigenGradCam),
         Method::Cam(CamMethod::Fem),
         Method::Cam(CamMethod::RandomCam),
+        Method::Cam(CamMethod::FinerCam),
         Method::Saliency,
         Method::GuidedBackprop,
         Method::GuidedGradCam,
@@ -59,6 +61,7 @@ impl Method {
             Method::Cam(CamMethod::EigenGradCam) => "eigengradcam",
             Method::Cam(CamMethod::Fem) => "fem",
             Method::Cam(CamMethod::RandomCam) => "randomcam",
+            Method::Cam(CamMethod::FinerCam) => "finercam",
             Method::Saliency => "saliency",
             Method::GuidedBackprop => "guided-backprop",
             Method::GuidedGradCam => "guided-gradcam",

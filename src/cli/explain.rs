@@ -30,7 +30,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "K", conflicts_with = "classes")]
     pub top: Option<usize>,
     /// Method (repeatable): gradcam, gradcampp, xgradcam, hirescam, layercam, gradcam-elementwise, eigencam,
-    /// eigengradcam, fem, randomcam, saliency, guided-backprop, guided-gradcam.
+    /// eigengradcam, fem, randomcam, finercam, saliency, guided-backprop, guided-gradcam.
     #[arg(long = "method", value_name = "NAME", default_value = "gradcam")]
     pub methods: Vec<String>,
     /// Explain what speaks against the class (negated gradients).
