@@ -55,7 +55,7 @@ pub(crate) fn explain_smoothed(model: &Model, x: Tensor<f32>, req: &Request) -> 
         };
         let augmented = explain(model, batch.as_standard_layout().into_owned(), &aug_req)?;
         for e in result.explanations.iter_mut().filter(|e| matches!(e.method, Method::Cam(_))) {
-            let mut sum: Option<Array2<f32>> = None;
+            let (mut sum, mut count): (Option<Array2<f32>>, usize) = (None, 0);
             for (a, (flip, _)) in augmented.iter().zip(augmentations()) {
                 let Some(m) = a.explanations.iter().find(|m| m.class == e.class && m.method == e.method) else {
                     continue;
@@ -68,9 +68,11 @@ pub(crate) fn explain_smoothed(model: &Model, x: Tensor<f32>, req: &Request) -> 
                     Some(s) => *s += &cam,
                     None => sum = Some(cam.as_standard_layout().into_owned()),
                 }
+                count += 1;
             }
+            // Every augmentation explains the same classes and methods: six maps (the mean of those found).
             if let Some(s) = sum {
-                e.cam = s.mapv(|v| v / 6.0);
+                e.cam = s.mapv(|v| v / count as f32);
             }
         }
     }
