@@ -68,10 +68,15 @@ pub fn reshaped<T: Element>(t: &Tensor<T>, shape: &[usize]) -> Result<Tensor<T>,
 
 /// Softmax of one row of scores, accumulated in f64 (probabilities for reports and attack objectives).
 pub fn softmax_row(row: &[f32]) -> Vec<f32> {
+    softmax_row_f64(row).into_iter().map(|p| p as f32).collect()
+}
+
+/// [`softmax_row`] before rounding to f32 (for derivatives taken through the probabilities).
+pub fn softmax_row_f64(row: &[f32]) -> Vec<f64> {
     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
     let s: f64 = e.iter().sum();
-    e.iter().map(|v| (v / s) as f32).collect()
+    e.iter().map(|v| v / s).collect()
 }
 
 /// A contiguous, row-major view of `t`'s data (copies only if `t` is not already standard layout).

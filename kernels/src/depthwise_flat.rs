@@ -228,8 +228,7 @@ fn taps_body<const FUSED: bool>(
         }
         // `v < lo` and `v > hi` are false for NaN, which passes through (PyTorch's clamp).
         for (o, &v) in block.iter_mut().zip(&acc) {
-            let c = if v < clamp.lo { clamp.lo } else { v };
-            *o = if c > clamp.hi { clamp.hi } else { c };
+            *o = clamp.apply_fast(v);
         }
     }
 }

@@ -163,13 +163,25 @@ pub fn im2col_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1
 /// 1): output column `q` then reads input `q + offset(tap)`, so each panel row is one contiguous read, masked where
 /// the tap falls into the padding.
 fn same_size_panels(input: &[f32], channels: usize, win: &Window, p0: usize, p1: usize, nr: usize, out: &mut [f32]) {
-    let taps: Vec<TapRead> = (0..win.kernel_h)
+    let (planes, taps) = phase_reads(win, 1);
+    masked_panels(input, channels, planes, &taps, p0, p1, nr, out);
+}
+
+/// The source layout and the tap reads of a convolution with stride `s` over its input split into `s × s` phase
+/// planes (`s = 1`: the input itself): tap `(ky, kx)` at offset `(dy, dx)` from `s·(oy, ox)` reads phase
+/// `(dy mod s, dx mod s)`, shifted by the quotients.
+fn phase_reads(win: &Window, s: usize) -> (Planes, Vec<TapRead>) {
+    let si = s as isize;
+    let taps = (0..win.kernel_h)
         .flat_map(|ky| {
-            (0..win.kernel_w).map(move |kx| TapRead { sub: 0, dy: win.row_offset(ky), dx: win.col_offset(kx) })
+            (0..win.kernel_w).map(move |kx| {
+                let (dy, dx) = (win.row_offset(ky), win.col_offset(kx));
+                let (a, b) = (dy.rem_euclid(si) as usize, dx.rem_euclid(si) as usize);
+                TapRead { sub: a * s + b, dy: dy.div_euclid(si), dx: dx.div_euclid(si) }
+            })
         })
         .collect();
-    let planes = Planes { subs: 1, height: win.in_h, width: win.in_w };
-    masked_panels(input, channels, planes, &taps, p0, p1, nr, out);
+    (Planes { subs: s * s, height: win.in_h / s, width: win.in_w / s }, taps)
 }
 
 /// Where one tap of the kernel reads, for every output position `(oy, ox)`: row `oy + dy`, column `ox + dx` of
@@ -325,17 +337,8 @@ pub fn im2col_panels_phased(
     let s = phase_split(win).expect("im2col_panels_phased: the convolution does not split into phases");
     let k = channels * win.kernel_h * win.kernel_w;
     assert!(out.len() >= (p1 - p0).div_ceil(nr) * nr * k, "im2col_panels: output too short");
-    let si = s as isize;
-    let taps: Vec<TapRead> = (0..win.kernel_h)
-        .flat_map(|ky| {
-            (0..win.kernel_w).map(move |kx| {
-                let (oy, ox) = (ky as isize - win.pad_top as isize, kx as isize - win.pad_left as isize);
-                let (a, b) = (oy.rem_euclid(si) as usize, ox.rem_euclid(si) as usize);
-                TapRead { sub: a * s + b, dy: oy.div_euclid(si), dx: ox.div_euclid(si) }
-            })
-        })
-        .collect();
-    let planes = Planes { subs: s * s, height: win.in_h / s, width: win.in_w / s };
+    // No dilation here (phase_split): the tap offsets are ky − pad_top, kx − pad_left.
+    let (planes, taps) = phase_reads(win, s);
     masked_panels(phased, channels, planes, &taps, p0, p1, nr, out);
 }
 

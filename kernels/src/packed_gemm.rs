@@ -40,8 +40,8 @@ impl Clamp {
         *self == Clamp::NONE
     }
 
-    /// `min(max(v, lo), hi)`, NaN kept as NaN (as PyTorch's clamp and the SIMD kernels do).
-    /// [`Clamp::apply`] as compare-and-select (NaN passes through: both comparisons are false), which vectorizes.
+    /// [`Clamp::apply`] as compare-and-select (NaN passes through: both comparisons are false), the form that
+    /// vectorizes in the kernels' epilogues.
     #[inline(always)]
     pub fn apply_fast(&self, v: f32) -> f32 {
         let c = if v < self.lo { self.lo } else { v };
@@ -52,6 +52,7 @@ impl Clamp {
         }
     }
 
+    /// `min(max(v, lo), hi)`, NaN kept as NaN (as PyTorch's clamp and the SIMD kernels do).
     pub fn apply(&self, v: f32) -> f32 {
         if v.is_nan() {
             v
@@ -175,12 +176,6 @@ impl PackedA {
     }
 
     /// How the matrix is held.
-    /// Whether the product is scaled per row (a folded batch-norm on 16-bit weights): such a product cannot
-    /// accumulate onto its output.
-    pub fn is_scaled(&self) -> bool {
-        !self.scale.is_empty()
-    }
-
     pub fn precision(&self) -> Precision {
         self.data.precision()
     }

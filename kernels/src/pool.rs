@@ -86,16 +86,16 @@ fn nan_max<T: Element>(a: T, b: T) -> T {
     }
 }
 
-/// `best[j] = max(best[j], taps[j·S])` (or `= taps[j·S]` when `init`): the stride a constant, so that the loop
-/// vectorizes (strided loads become shuffles).
+/// `best[j] = max(best[j], taps[j·stride])` (or `= taps[j·stride]` when `init`). Inlined, so that a constant
+/// stride at the call (1, 2) makes the loop vectorize (strided loads become shuffles).
 #[inline(always)]
-fn row_max<T: Element, const S: usize>(best: &mut [T], taps: &[T], init: bool) {
+fn row_max<T: Element>(best: &mut [T], taps: &[T], stride: usize, init: bool) {
     let n = best.len();
-    assert!(n == 0 || taps.len() > (n - 1) * S, "pool: row of taps too short");
+    assert!(n == 0 || taps.len() > (n - 1) * stride, "pool: row of taps too short");
     if init {
-        best.iter_mut().enumerate().for_each(|(j, b)| *b = taps[j * S]);
+        best.iter_mut().enumerate().for_each(|(j, b)| *b = taps[j * stride]);
     } else {
-        best.iter_mut().enumerate().for_each(|(j, b)| *b = nan_max(*b, taps[j * S]));
+        best.iter_mut().enumerate().for_each(|(j, b)| *b = nan_max(*b, taps[j * stride]));
     }
 }
 
@@ -150,12 +150,9 @@ fn max_plane<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], out: &mu
                     let taps = &x[first..=first + last];
                     let init = ky == ky0 && kx == 0;
                     match geo.stride_w {
-                        1 => row_max::<T, 1>(best, taps, init),
-                        2 => row_max::<T, 2>(best, taps, init),
-                        _ => best.iter_mut().enumerate().for_each(|(j, b)| {
-                            let v = taps[j * geo.stride_w];
-                            *b = if init { v } else { nan_max(*b, v) };
-                        }),
+                        1 => row_max(best, taps, 1, init),
+                        2 => row_max(best, taps, 2, init),
+                        s => row_max(best, taps, s, init),
                     }
                 }
             }

@@ -115,10 +115,8 @@ per_level! {
 #[inline(always)]
 fn clamp_body(lo: f32, hi: f32, x: &mut [f32]) {
     // `v < lo` and `v > hi` are false for NaN, which passes through (PyTorch's clamp).
-    for v in x.iter_mut() {
-        let c = if *v < lo { lo } else { *v };
-        *v = if c > hi { hi } else { c };
-    }
+    let clamp = crate::packed_gemm::Clamp { lo, hi };
+    x.iter_mut().for_each(|v| *v = clamp.apply_fast(*v));
 }
 
 per_level! {

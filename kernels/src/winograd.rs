@@ -288,17 +288,6 @@ impl InputRows {
     }
 }
 
-/// `min(max(v, lo), hi)` with NaN kept, in the compare-and-select form that vectorizes.
-#[inline(always)]
-fn clamped(v: f32, clamp: Clamp) -> f32 {
-    let c = if v < clamp.lo { clamp.lo } else { v };
-    if c > clamp.hi {
-        clamp.hi
-    } else {
-        c
-    }
-}
-
 /// Writes `Aᵀ·M·A + bias` (clamped) of every tile in tile row `ty` of one output channel into its plane; `m[ξ]`
 /// holds the tile row's values of element ξ, `row` is scratch of `2·tiles_w`.
 #[allow(clippy::too_many_arguments)]
@@ -338,9 +327,9 @@ fn transform_output_row(
             // The residual joins the convolution's value, then the clamp.
             Some(r) => {
                 let r = &r[oy * ow..(oy + 1) * ow];
-                out.iter_mut().zip(&row[..ow]).zip(r).for_each(|((o, &v), &r)| *o = clamped(v + r, clamp));
+                out.iter_mut().zip(&row[..ow]).zip(r).for_each(|((o, &v), &r)| *o = clamp.apply_fast(v + r));
             }
-            None => out.iter_mut().zip(&row[..ow]).for_each(|(o, &v)| *o = clamped(v, clamp)),
+            None => out.iter_mut().zip(&row[..ow]).for_each(|(o, &v)| *o = clamp.apply_fast(v)),
         }
     }
 }

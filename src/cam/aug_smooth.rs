@@ -22,7 +22,7 @@ fn augmentations() -> impl Iterator<Item = (bool, f32)> {
 pub(crate) fn explain_smoothed(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
     let plain = Request { aug_smooth: false, ..req.clone() };
     let mut results = explain(model, x.clone(), &plain)?;
-    let cam_methods: Vec<Method> = req.methods.iter().copied().filter(|m| matches!(m, Method::Cam(_))).collect();
+    let cam_methods: Vec<Method> = req.methods.iter().copied().filter(|m| m.aug_smoothable()).collect();
     if cam_methods.is_empty() {
         return Ok(results);
     }
@@ -54,7 +54,7 @@ pub(crate) fn explain_smoothed(model: &Model, x: Tensor<f32>, req: &Request) -> 
             ..req.clone()
         };
         let augmented = explain(model, batch.as_standard_layout().into_owned(), &aug_req)?;
-        for e in result.explanations.iter_mut().filter(|e| matches!(e.method, Method::Cam(_))) {
+        for e in result.explanations.iter_mut().filter(|e| e.method.aug_smoothable()) {
             let (mut sum, mut count): (Option<Array2<f32>>, usize) = (None, 0);
             for (a, (flip, _)) in augmented.iter().zip(augmentations()) {
                 let Some(m) = a.explanations.iter().find(|m| m.class == e.class && m.method == e.method) else {

@@ -21,10 +21,7 @@ pub(crate) fn nearest_classes(z: &[f32], c: usize) -> Vec<usize> {
 /// `∂T/∂z` for class `c` of logits `z` (the seed of the backward pass).
 pub(crate) fn seed(z: &[f32], c: usize) -> Vec<f32> {
     let zf: Vec<f64> = z.iter().map(|&v| v as f64).collect();
-    let top = zf.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = zf.iter().map(|v| (v - top).exp()).collect();
-    let total: f64 = e.iter().sum();
-    let p: Vec<f64> = e.iter().map(|v| v / total).collect();
+    let p = crate::tensor::softmax_row_f64(z);
     let compared = nearest_classes(z, c);
     let gap = |j: usize| zf[c] - ALPHA * zf[j];
     let n: f64 = compared.iter().map(|&j| p[j] * gap(j)).sum();

@@ -19,15 +19,16 @@ pub(crate) fn principal_projection(a: ArrayView3<'_, f32>, activations: ArrayVie
     if c == 0 || n == 0 {
         return out;
     }
-    let value = |k: usize, p: usize| {
-        let v = a[[k, p / w, p % w]];
+    // Channel k at pixel p of a `[C, H, W]` layer, non-finite values as 0.
+    let at = |t: &ArrayView3<'_, f32>, k: usize, p: usize| {
+        let v = t[[k, p / w, p % w]];
         if v.is_finite() {
             v as f64
         } else {
             0.0
         }
     };
-    let mut x = nalgebra::DMatrix::<f64>::from_fn(n, c, |p, k| value(k, p));
+    let mut x = nalgebra::DMatrix::<f64>::from_fn(n, c, |p, k| at(&a, k, p));
     for mut column in x.column_iter_mut() {
         let mean = column.mean();
         column.add_scalar_mut(-mean);
@@ -44,8 +45,7 @@ pub(crate) fn principal_projection(a: ArrayView3<'_, f32>, activations: ArrayVie
         return out;
     }
     let projection = &x * v_t.row(top).transpose();
-    let finite = |v: f32| if v.is_finite() { v as f64 } else { 0.0 };
-    let channel_sum = (0..n).map(|p| (0..c).map(|k| finite(activations[[k, p / w, p % w]])).sum::<f64>());
+    let channel_sum = (0..n).map(|p| (0..c).map(|k| at(&activations, k, p)).sum::<f64>());
     let agreement: f64 = projection.iter().zip(channel_sum).map(|(a, b)| a * b).sum();
     let sign = if agreement < 0.0 { -1.0 } else { 1.0 };
     for (o, &v) in out.iter_mut().zip(projection.iter()) {

@@ -196,7 +196,7 @@ fn write_explanation(
     let suffix = if args.counterfactual { "_cf" } else { "" };
     // Smoothed maps get names of their own: a run with and one without --eigen-smooth do not overwrite each other.
     let smoothed = if args.eigen_smooth && e.method.eigen_smoothable() { "_es" } else { "" };
-    let augmented = if args.aug_smooth && matches!(e.method, Method::Cam(_)) { "_as" } else { "" };
+    let augmented = if args.aug_smooth && e.method.aug_smoothable() { "_as" } else { "" };
     let prob = if args.target_prob { "_prob" } else { "" };
     let base = format!("{}_{}_{}{prob}{smoothed}{augmented}{suffix}", item.stem, e.class, e.method.name());
     let at_size: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
@@ -270,7 +270,7 @@ fn report(
                     "raw_npy": w.raw_npy.first().map(|p| p.display().to_string()),
                     "counterfactual": args.counterfactual,
                     "eigen_smooth": args.eigen_smooth && e.method.eigen_smoothable(),
-                    "aug_smooth": args.aug_smooth && matches!(e.method, Method::Cam(_)),
+                    "aug_smooth": args.aug_smooth && e.method.aug_smoothable(),
                     "target": if args.target_prob { "probability" } else { "logit" },
                 })
             })

@@ -176,28 +176,23 @@ impl<T: Element> Graph<T> {
                 if retain[cur.0] || next_node.outputs.len() != 1 {
                     break;
                 }
-                // A residual Add takes the chain's value on either side; everything else on the first.
-                if let (Some(Fusable::Add), None, None, [a, b]) =
-                    (next_node.op.fusion(), chain.residual, chain.clamp, next_node.inputs.as_slice())
-                {
-                    let other = if *a == cur { *b } else { *a };
-                    // Same shape (no broadcasting), not the chain's own value, and made before the chain runs.
-                    let ready = producer[other.0].is_none_or(|p| p < anchor) && !self.is_constant(other);
-                    if (*a == cur) != (*b == cur) && ready && self.values[other.0].shape == self.values[cur.0].shape {
-                        chain.residual = Some(other);
-                        chain.skipped_values.push(cur);
-                        chain.skipped_nodes.push(*next);
-                        chain.output = next_node.outputs[0];
-                        continue;
-                    }
-                    break;
+                // A residual Add takes the chain's value on either side (the other operand: not the chain's own
+                // value, the same shape — no broadcasting — and made before the chain runs); everything else on
+                // the first.
+                let first = next_node.inputs.first() == Some(&cur);
+                let residual = match next_node.inputs.as_slice() {
+                    &[a, b] if (a == cur) != (b == cur) => Some(if a == cur { b } else { a }),
+                    _ => None,
                 }
-                if next_node.inputs.first() != Some(&cur) {
-                    break;
-                }
+                .filter(|&o| {
+                    producer[o.0].is_none_or(|p| p < anchor)
+                        && !self.is_constant(o)
+                        && self.values[o.0].shape == self.values[cur.0].shape
+                });
                 match next_node.op.fusion() {
                     Some(Fusable::BatchNorm { epsilon })
-                        if chain.batch_norm.is_none()
+                        if first
+                            && chain.batch_norm.is_none()
                             && chain.clamp.is_none()
                             && chain.residual.is_none()
                             && next_node.inputs.len() == 5
@@ -205,7 +200,12 @@ impl<T: Element> Graph<T> {
                     {
                         chain.batch_norm = Some((*next, epsilon));
                     }
-                    Some(Fusable::Clamp { lo, hi }) if chain.clamp.is_none() && next_node.inputs.len() == 1 => {
+                    Some(Fusable::Add) if residual.is_some() && chain.residual.is_none() && chain.clamp.is_none() => {
+                        chain.residual = residual;
+                    }
+                    Some(Fusable::Clamp { lo, hi })
+                        if first && chain.clamp.is_none() && next_node.inputs.len() == 1 =>
+                    {
                         chain.clamp = Some(Clamp { lo: lo as f32, hi: hi as f32 });
                     }
                     _ => break,
