@@ -33,6 +33,10 @@ fn bench(c: &mut Criterion) {
             eigen_smooth: false,
             aug_smooth: false,
             target: Default::default(),
+            batch_size: gradcam::cam::DEFAULT_PERTURBATION_BATCH,
+            samples: gradcam::cam::DEFAULT_SAMPLES,
+            noise: gradcam::cam::DEFAULT_NOISE,
+            steps: gradcam::cam::DEFAULT_STEPS,
         };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }

@@ -41,6 +41,10 @@ fn request(layers: &[&str], methods: Vec<Method>) -> Request {
         eigen_smooth: false,
         aug_smooth: false,
         target: Default::default(),
+        batch_size: gradcam::cam::DEFAULT_PERTURBATION_BATCH,
+        samples: gradcam::cam::DEFAULT_SAMPLES,
+        noise: gradcam::cam::DEFAULT_NOISE,
+        steps: gradcam::cam::DEFAULT_STEPS,
     }
 }
 

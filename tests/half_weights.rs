@@ -41,6 +41,10 @@ fn gradcam_map(model: &Model, x: &Tensor<f32>, class: usize) -> (Vec<f32>, Vec<f
         eigen_smooth: false,
         aug_smooth: false,
         target: Default::default(),
+        batch_size: gradcam::cam::DEFAULT_PERTURBATION_BATCH,
+        samples: gradcam::cam::DEFAULT_SAMPLES,
+        noise: gradcam::cam::DEFAULT_NOISE,
+        steps: gradcam::cam::DEFAULT_STEPS,
     };
     let r = explain(model, x.clone(), &req).unwrap().remove(0);
     let e = &r.explanations[0];

@@ -102,6 +102,10 @@ pub fn compare_cams(
         eigen_smooth: false,
         aug_smooth: false,
         target: Default::default(),
+        batch_size: crate::cam::DEFAULT_PERTURBATION_BATCH,
+        samples: crate::cam::DEFAULT_SAMPLES,
+        noise: crate::cam::DEFAULT_NOISE,
+        steps: crate::cam::DEFAULT_STEPS,
     };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);

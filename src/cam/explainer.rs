@@ -1,14 +1,20 @@
 //! Running the model once and explaining any number of classes with any number of methods.
 
+use super::full_grad::bias_layers;
+pub use super::integrated_gradients::DEFAULT_STEPS;
+use super::integrated_gradients::{black_baseline, integrated_gradients};
 use super::methods::CamMethod;
-use super::postprocess::{aggregate, deprocess, magnitude_map, scale_layer_map};
+use super::postprocess::{aggregate, deprocess, magnitude_map, minmax, scale_layer_map};
+use super::smooth_grad::smooth_grad;
+pub use super::smooth_grad::{DEFAULT_NOISE, DEFAULT_SAMPLES};
 use super::{default_layer, is_spatial, Method};
 use crate::error::{Error, Result};
-use crate::graph::BackwardOptions;
+use crate::graph::{BackwardOptions, Plan};
 use crate::models::Model;
 use crate::ops::ReluRule;
 use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix3, IxDyn};
+use std::collections::HashMap;
 
 /// Which classes to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +36,25 @@ pub enum Target {
     Probability,
 }
 
+impl Target {
+    /// The seed of the backward pass for one image: `∂(sign·score)/∂logits` for `class`, given the image's logits.
+    pub(crate) fn seed_row(self, row: &[f32], class: usize, sign: f32) -> Vec<f32> {
+        let mut seed = vec![0.0; row.len()];
+        match self {
+            Target::Logit => seed[class] = sign,
+            Target::Probability => {
+                // ∂p_c/∂z_j = p_c·(δ_cj − p_j).
+                let p = softmax_row(row);
+                for (j, &pj) in p.iter().enumerate() {
+                    let delta = if j == class { 1.0 } else { 0.0 };
+                    seed[j] = sign * p[class] * (delta - pj);
+                }
+            }
+        }
+        seed
+    }
+}
+
 /// What to explain.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -47,7 +72,22 @@ pub struct Request {
     pub aug_smooth: bool,
     /// The score to explain: a class's logit (default) or its softmax probability.
     pub target: Target,
+    /// Inputs per forward pass for the methods that run the model many times per image (Score-CAM: one masked input
+    /// per channel; Ablation-CAM: one ablated copy of the layer per channel). pytorch-grad-cam's default, 32.
+    pub batch_size: usize,
+    /// SmoothGrad's noisy copies per image ([`DEFAULT_SAMPLES`], at most [`MAX_COPIES`]).
+    pub samples: usize,
+    /// SmoothGrad's noise level: σ as a fraction of the image's value range ([`DEFAULT_NOISE`]).
+    pub noise: f32,
+    /// Integrated Gradients' path points ([`DEFAULT_STEPS`], at most [`MAX_COPIES`]).
+    pub steps: usize,
 }
+
+/// Most copies of one image that `samples` and `steps` may ask for: each is a forward and a backward pass.
+pub const MAX_COPIES: usize = 10_000;
+
+/// [`Request::batch_size`]'s default.
+pub const DEFAULT_PERTURBATION_BATCH: usize = 32;
 
 impl Default for Request {
     fn default() -> Self {
@@ -59,6 +99,10 @@ impl Default for Request {
             eigen_smooth: false,
             aug_smooth: false,
             target: Target::Logit,
+            batch_size: DEFAULT_PERTURBATION_BATCH,
+            samples: DEFAULT_SAMPLES,
+            noise: DEFAULT_NOISE,
+            steps: DEFAULT_STEPS,
         }
     }
 }
@@ -120,6 +164,14 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     if req.methods.is_empty() {
         return Err(Error::BadRequest("no method requested".into()));
     }
+    for (what, n) in [("batch size", req.batch_size), ("samples", req.samples), ("steps", req.steps)] {
+        if n == 0 || n > MAX_COPIES {
+            return Err(Error::BadRequest(format!("{what} must be in 1..={MAX_COPIES}, got {n}")));
+        }
+    }
+    if !(req.noise.is_finite() && req.noise >= 0.0) {
+        return Err(Error::BadRequest(format!("the noise level must be finite and non-negative, got {}", req.noise)));
+    }
     let uses_layer = req.methods.iter().any(|m| m.uses_layer());
     let layers = if !uses_layer {
         Vec::new()
@@ -149,15 +201,48 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         }
     }
     let needs_input = req.methods.iter().any(|m| m.needs_input_gradient());
-    let mut wrt: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let needs_gradient = req.methods.iter().any(|m| m.needs_gradient());
+    let mut wrt: Vec<&str> = Vec::new();
+    if needs_gradient {
+        wrt.extend(layers.iter().map(String::as_str));
+    }
     if needs_input {
         wrt.push(&model.input);
     }
-    let keep: Vec<&str> = layers.iter().map(String::as_str).collect();
+    // FullGrad reads the gradient at every bias layer's output.
+    let full_grad_layers =
+        if req.methods.contains(&Method::FullGrad) { bias_layers(g, g.find(&model.logits)?) } else { Vec::new() };
+    wrt.extend(full_grad_layers.iter().map(|l| l.output.as_str()));
+    let wants = |m: CamMethod| req.methods.contains(&Method::Cam(m));
+    // Ablation-CAM re-runs the layers after each target: their plans, and the values they are fed.
+    let suffixes: Vec<Plan> = if wants(CamMethod::AblationCam) {
+        layers.iter().map(|l| g.suffix_plan(&[l], &[&model.logits])).collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let mut keep: Vec<String> = layers.clone();
+    for s in &suffixes {
+        keep.extend(s.feeds().iter().map(|&v| g.value(v).name.clone()));
+    }
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let plan = g.plan(&[&model.logits], &wrt, &keep)?;
     let (in_h, in_w) = (x.shape()[2], x.shape()[3]);
+    // Score-CAM masks the input itself.
+    let input_copy = (wants(CamMethod::ScoreCam)
+        || req
+            .methods
+            .iter()
+            .any(|m| matches!(m, Method::FullGrad | Method::SmoothGrad | Method::IntegratedGradients)))
+    .then(|| x.clone());
     let acts = g.forward(&plan, vec![(&model.input, x)])?;
     let logits = acts.get(&model.logits)?.clone();
+    if logits.ndim() != 2 {
+        return Err(Error::BadRequest(format!(
+            "the model's output '{}' has shape {:?}: a class score per image ([N, classes]) is needed",
+            model.logits,
+            logits.shape()
+        )));
+    }
 
     let rows: Vec<Vec<f32>> = logits.axis_iter(Axis(0)).map(|r| r.iter().copied().collect()).collect();
     let mut results: Vec<ImageResult> = rows
@@ -180,6 +265,71 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             ClassChoice::Top(k) => ranking(row).into_iter().take((*k).max(1)).collect(),
         })
         .collect();
+    // Every class's logits on each altered copy, per (method, layer, image): measured once, read for every class.
+    let mut perturbed: HashMap<(CamMethod, usize, usize), Array2<f32>> = HashMap::new();
+    if let (Some(input), true) = (&input_copy, wants(CamMethod::ScoreCam)) {
+        let forward_only = g.inference_plan(&[&model.logits])?;
+        for (li, l) in layers.iter().enumerate() {
+            let a = acts.get(l)?;
+            for i in 0..rows.len() {
+                let (image, act) = (image3(input, i), image3(a, i));
+                let scores =
+                    super::score::masked_logits(model, &forward_only, image.view(), act.view(), req.batch_size)?;
+                perturbed.insert((CamMethod::ScoreCam, li, i), scores);
+            }
+        }
+    }
+    for (li, suffix) in suffixes.iter().enumerate() {
+        // The layer first (the value that is ablated), then whatever else the later layers read.
+        let layer = g.find(&layers[li])?;
+        let mut feed_ids = vec![layer];
+        feed_ids.extend(suffix.feeds().iter().copied().filter(|&v| v != layer));
+        for i in 0..rows.len() {
+            let items: Vec<(&str, ArrayD<f32>)> = feed_ids
+                .iter()
+                .map(|&v| {
+                    let name = g.value(v).name.as_str();
+                    Ok((name, acts.get(name)?.index_axis(Axis(0), i).to_owned()))
+                })
+                .collect::<Result<_>>()?;
+            let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = items.iter().map(|(n, t)| (*n, t.view())).collect();
+            let scores = super::ablation::ablated_logits(model, suffix, &views, req.batch_size)?;
+            perturbed.insert((CamMethod::AblationCam, li, i), scores);
+        }
+    }
+    // SmoothGrad and Integrated Gradients, per (method, image, class): their copies serve every class.
+    let mut path_maps: HashMap<(Method, usize, usize), Array3<f32>> = HashMap::new();
+    let path_methods: Vec<Method> =
+        req.methods.iter().copied().filter(|m| matches!(m, Method::SmoothGrad | Method::IntegratedGradients)).collect();
+    if let (Some(input), false) = (&input_copy, path_methods.is_empty()) {
+        let input_plan = g.plan(&[&model.logits], &[&model.input], &[])?;
+        let target = (req.target, if req.counterfactual { -1.0 } else { 1.0 });
+        for (i, classes) in per_image.iter().enumerate() {
+            let image = image3(input, i);
+            for &method in &path_methods {
+                let maps = if method == Method::SmoothGrad {
+                    let (samples, noise) = (req.samples, req.noise);
+                    smooth_grad(model, &input_plan, image.view(), classes, target, samples, noise, req.batch_size)?
+                } else {
+                    let baseline = black_baseline(model, image.shape());
+                    let (base, steps) = (baseline.view(), req.steps);
+                    integrated_gradients(
+                        model,
+                        &input_plan,
+                        image.view(),
+                        base,
+                        classes,
+                        target,
+                        steps,
+                        req.batch_size,
+                    )?
+                };
+                for (&c, m) in classes.iter().zip(maps) {
+                    path_maps.insert((method, i, c), m);
+                }
+            }
+        }
+    }
     let rounds = per_image.iter().map(Vec::len).max().unwrap_or(0);
     let sign = if req.counterfactual { -1.0 } else { 1.0 };
     let guided = req.methods.iter().any(|m| matches!(m, Method::GuidedBackprop | Method::GuidedGradCam));
@@ -189,19 +339,11 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         let mut seed = Tensor::<f32>::zeros(IxDyn(logits.shape()));
         for (i, cs) in per_image.iter().enumerate() {
             let Some(&c) = cs.get(round) else { continue };
-            match req.target {
-                Target::Logit => seed[[i, c]] = sign,
-                Target::Probability => {
-                    // ∂p_c/∂z_j = p_c·(δ_cj − p_j).
-                    let p = softmax_row(&rows[i]);
-                    for (j, &pj) in p.iter().enumerate() {
-                        let delta = if j == c { 1.0 } else { 0.0 };
-                        seed[[i, j]] = sign * p[c] * (delta - pj);
-                    }
-                }
+            for (j, v) in req.target.seed_row(&rows[i], c, sign).into_iter().enumerate() {
+                seed[[i, j]] = v;
             }
         }
-        let exact = acts.backward(vec![(&model.logits, seed.clone())])?;
+        let exact = if needs_gradient { Some(acts.backward(vec![(&model.logits, seed.clone())])?) } else { None };
         // Finer-CAM follows a target of its own: one more backward pass when it is asked for.
         let finer_grads = if req.methods.contains(&Method::Cam(CamMethod::FinerCam)) {
             let mut finer = Tensor::<f32>::zeros(IxDyn(logits.shape()));
@@ -227,13 +369,26 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             let cam_maps = |method: CamMethod| -> Result<(Array2<f32>, Vec<ArrayD<f32>>)> {
                 let mut scaled = Vec::new();
                 let mut raws = Vec::new();
-                for l in &layers {
-                    let grads = match (method, finer_grads.as_ref()) {
-                        (CamMethod::FinerCam, Some(f)) => f,
-                        _ => &exact,
+                for (li, l) in layers.iter().enumerate() {
+                    let a = image3(acts.get(l)?, i);
+                    let raw = if method.runs_model() {
+                        let scores = &perturbed[&(method, li, i)];
+                        let w = match method {
+                            CamMethod::ScoreCam => super::score::weights(scores, class, req.target, sign),
+                            _ => super::ablation::weights(&rows[i], scores, class, req.target, sign),
+                        };
+                        CamMethod::raw_map_weighted(a.view(), &w, req.eigen_smooth)?
+                    } else if method.needs_gradient() {
+                        let grads = match (method, finer_grads.as_ref(), exact.as_ref()) {
+                            (CamMethod::FinerCam, Some(f), _) => f,
+                            (_, _, Some(e)) => e,
+                            _ => return Err(Error::BadRequest("internal: no backward pass ran".into())),
+                        };
+                        let gr = image3(grads.get(l)?, i);
+                        method.raw_map_with(a.view(), gr.view(), req.eigen_smooth)?
+                    } else {
+                        method.raw_map_with(a.view(), Array3::zeros(a.raw_dim()).view(), req.eigen_smooth)?
                     };
-                    let (a, gr) = (image3(acts.get(l)?, i), image3(grads.get(l)?, i));
-                    let raw = method.raw_map_with(a.view(), gr.view(), req.eigen_smooth);
                     scaled.push(scale_layer_map(&raw, in_h, in_w));
                     raws.push(raw.into_dyn());
                 }
@@ -249,8 +404,27 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                         (cam, raw, None)
                     }
                     Method::Saliency => {
-                        let gx = image3(exact.get(&model.input)?, i);
+                        let gx = image3(exact.as_ref().expect("saliency needs the gradient").get(&model.input)?, i);
                         (magnitude_map(&gx), vec![gx.clone().into_dyn()], Some(deprocess(&gx)))
+                    }
+                    Method::FullGrad => {
+                        let (Some(input), Some(grads)) = (&input_copy, exact.as_ref()) else {
+                            return Err(Error::BadRequest("internal: FullGrad's backward pass did not run".into()));
+                        };
+                        let (xi, gx) = (image3(input, i), image3(grads.get(&model.input)?, i));
+                        let layer_grads: Vec<Array3<f32>> = full_grad_layers
+                            .iter()
+                            .map(|l| Ok(image3(grads.get(&l.output)?, i)))
+                            .collect::<Result<_>>()?;
+                        let layers = full_grad_layers.iter().zip(&layer_grads).map(|(l, g)| (&l.bias, g.view()));
+                        let raw = super::full_grad::raw_map(xi.view(), gx.view(), layers);
+                        (minmax(&raw), vec![raw.into_dyn()], None)
+                    }
+                    Method::SmoothGrad | Method::IntegratedGradients => {
+                        let Some(m) = path_maps.remove(&(method, i, class)) else {
+                            return Err(Error::BadRequest(format!("internal: no {} map", method.name())));
+                        };
+                        (magnitude_map(&m), vec![m.clone().into_dyn()], Some(deprocess(&m)))
                     }
                     Method::GuidedBackprop => {
                         let gx = image3(guided_grads.as_ref().expect("guided pass ran").get(&model.input)?, i);

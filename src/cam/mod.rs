@@ -1,15 +1,24 @@
 //! Grad-CAM and its family, gradient maps (saliency, guided backpropagation, guided Grad-CAM), localization.
 
+mod ablation;
 mod aug_smooth;
 mod explainer;
 mod finer;
+mod full_grad;
+mod integrated_gradients;
 mod layer;
 mod localize;
 mod methods;
+mod perturb;
 pub mod postprocess;
 mod principal;
+mod score;
+mod smooth_grad;
 
-pub use explainer::{explain, ClassChoice, Explanation, ImageResult, Prediction, Request, Target};
+pub use explainer::{
+    explain, ClassChoice, Explanation, ImageResult, Prediction, Request, Target, DEFAULT_NOISE,
+    DEFAULT_PERTURBATION_BATCH, DEFAULT_SAMPLES, DEFAULT_STEPS, MAX_COPIES,
+};
 pub use layer::{default_layer, is_spatial};
 pub use localize::{localize, Localization, THRESHOLD};
 pub use methods::CamMethod;
@@ -27,11 +36,20 @@ pub enum Method {
     GuidedBackprop,
     /// Guided backpropagation ⊙ the upsampled Grad-CAM: high-resolution and class-discriminative.
     GuidedGradCam,
+    /// Srinivas & Fleuret: `|∂y/∂x ⊙ x|` plus the bias-gradient terms of every convolution and batch-norm, as
+    /// pytorch-grad-cam computes it (see `full_grad.rs`). Ignores the target layers.
+    FullGrad,
+    /// Smilkov et al., as Captum defines it: the mean absolute input gradient over noisy copies of the input
+    /// (see `smooth_grad.rs`).
+    SmoothGrad,
+    /// Sundararajan et al., as Captum defines it: the input minus a black baseline times the path integral of the
+    /// input gradient (see `integrated_gradients.rs`).
+    IntegratedGradients,
 }
 
 impl Method {
     /// All methods in a stable order.
-    pub const ALL: [Method; 14] = [
+    pub const ALL: [Method; 19] = [
         Method::Cam(CamMethod::GradCam),
         Method::Cam(CamMethod::GradCamPlusPlus),
         Method::Cam(CamMethod::XGradCam),
@@ -43,9 +61,14 @@ impl Method {
         Method::Cam(CamMethod::Fem),
         Method::Cam(CamMethod::RandomCam),
         Method::Cam(CamMethod::FinerCam),
+        Method::Cam(CamMethod::ScoreCam),
+        Method::Cam(CamMethod::AblationCam),
         Method::Saliency,
         Method::GuidedBackprop,
         Method::GuidedGradCam,
+        Method::FullGrad,
+        Method::SmoothGrad,
+        Method::IntegratedGradients,
     ];
 
     /// The command-line name.
@@ -62,9 +85,14 @@ impl Method {
             Method::Cam(CamMethod::Fem) => "fem",
             Method::Cam(CamMethod::RandomCam) => "randomcam",
             Method::Cam(CamMethod::FinerCam) => "finercam",
+            Method::Cam(CamMethod::ScoreCam) => "scorecam",
+            Method::Cam(CamMethod::AblationCam) => "ablationcam",
             Method::Saliency => "saliency",
             Method::GuidedBackprop => "guided-backprop",
             Method::GuidedGradCam => "guided-gradcam",
+            Method::FullGrad => "fullgrad",
+            Method::SmoothGrad => "smoothgrad",
+            Method::IntegratedGradients => "integrated-gradients",
         }
     }
 
@@ -93,8 +121,18 @@ impl Method {
         matches!(self, Method::Cam(_) | Method::GuidedGradCam)
     }
 
-    /// Whether the method needs the gradient with respect to the input.
+    /// Whether the method reads the backward pass of the image itself (a gradient at the layer or at the input).
+    /// SmoothGrad and Integrated Gradients differentiate altered copies of the image instead.
+    pub fn needs_gradient(self) -> bool {
+        match self {
+            Method::Cam(m) => m.needs_gradient(),
+            Method::SmoothGrad | Method::IntegratedGradients => false,
+            _ => true,
+        }
+    }
+
+    /// Whether the method reads the image's gradient with respect to the input.
     pub fn needs_input_gradient(self) -> bool {
-        matches!(self, Method::Saliency | Method::GuidedBackprop | Method::GuidedGradCam)
+        matches!(self, Method::Saliency | Method::GuidedBackprop | Method::GuidedGradCam | Method::FullGrad)
     }
 }

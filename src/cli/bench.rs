@@ -50,7 +50,7 @@ pub struct BenchArgs {
 
 /// The work of one timed repetition.
 enum Work {
-    Forward(gradcam::Plan),
+    Forward(Box<gradcam::Plan>),
     Explain(Request),
     PgdStep,
 }
@@ -153,7 +153,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let pixels = ndarray::concatenate(Axis(0), &views).context("stacking the batch")?.into_dimensionality::<IxDyn>()?;
     let x = model.normalization.apply(&pixels);
     let work = match args.method.as_str() {
-        "forward" => Work::Forward(model.graph.inference_plan(&[&model.logits])?),
+        "forward" => Work::Forward(Box::new(model.graph.inference_plan(&[&model.logits])?)),
         "pgd-step" => Work::PgdStep,
         name => Work::Explain(Request {
             layers: args.layers.clone(),
@@ -165,6 +165,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             eigen_smooth: false,
             aug_smooth: false,
             target: Default::default(),
+            batch_size: gradcam::cam::DEFAULT_PERTURBATION_BATCH,
+            samples: gradcam::cam::DEFAULT_SAMPLES,
+            noise: gradcam::cam::DEFAULT_NOISE,
+            steps: gradcam::cam::DEFAULT_STEPS,
         }),
     };
     let simd_level = simd::level();

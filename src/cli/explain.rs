@@ -30,7 +30,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "K", conflicts_with = "classes")]
     pub top: Option<usize>,
     /// Method (repeatable): gradcam, gradcampp, xgradcam, hirescam, layercam, gradcam-elementwise, eigencam,
-    /// eigengradcam, fem, randomcam, finercam, saliency, guided-backprop, guided-gradcam.
+    /// eigengradcam, fem, randomcam, finercam, scorecam, ablationcam, saliency, guided-backprop, guided-gradcam,
+    /// fullgrad, smoothgrad, integrated-gradients.
     #[arg(long = "method", value_name = "NAME", default_value = "gradcam")]
     pub methods: Vec<String>,
     /// Explain what speaks against the class (negated gradients).
@@ -48,6 +49,17 @@ pub struct ExplainArgs {
     /// ClassifierOutputSoftmaxTarget): evidence shared with competing classes counts less.
     #[arg(long)]
     pub target_prob: bool,
+    /// SmoothGrad: noisy copies of each image (1 to 10000; default 50, the paper's).
+    #[arg(long, value_name = "N", default_value_t = gradcam::cam::DEFAULT_SAMPLES)]
+    pub samples: usize,
+    /// SmoothGrad: the noise's standard deviation as a fraction of the image's value range (default 0.15, the
+    /// paper's 15 %).
+    #[arg(long, value_name = "FRACTION", default_value_t = gradcam::cam::DEFAULT_NOISE)]
+    pub noise: f32,
+    /// Integrated Gradients: points on the path from the black baseline (Gauss–Legendre, Captum's default
+    /// quadrature; 1 to 10000; default 50).
+    #[arg(long, value_name = "N", default_value_t = gradcam::cam::DEFAULT_STEPS)]
+    pub steps: usize,
     /// Heat-map colours: jet, turbo, viridis.
     #[arg(long, default_value = "jet")]
     pub colormap: String,
@@ -64,7 +76,9 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub json: bool,
     /// Images explained together in one batch (default: as many as fit in 1 GiB of activations, at most 16).
-    /// Inputs and .npy batches of any size are processed in batches of this many.
+    /// Inputs and .npy batches of any size are processed in batches of this many. Score-CAM, Ablation-CAM, SmoothGrad
+    /// and Integrated Gradients also run their altered copies of each image this many at a time (default 32, as
+    /// pytorch-grad-cam).
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Stop at the first input that fails (by default every input is tried, each failure reported, and the exit
@@ -272,6 +286,9 @@ fn report(
                     "eigen_smooth": args.eigen_smooth && e.method.eigen_smoothable(),
                     "aug_smooth": args.aug_smooth && e.method.aug_smoothable(),
                     "target": if args.target_prob { "probability" } else { "logit" },
+                    "samples": (e.method == Method::SmoothGrad).then_some(args.samples),
+                    "noise": (e.method == Method::SmoothGrad).then_some(args.noise),
+                    "steps": (e.method == Method::IntegratedGradients).then_some(args.steps),
                 })
             })
             .collect();
@@ -346,15 +363,47 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         eigen_smooth: args.eigen_smooth,
         aug_smooth: args.aug_smooth,
         target: if args.target_prob { Target::Probability } else { Target::Logit },
+        batch_size: gradcam::cam::DEFAULT_PERTURBATION_BATCH,
+        samples: args.samples,
+        noise: args.noise,
+        steps: args.steps,
     };
     let mut batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
+    // Score-CAM, Ablation-CAM, SmoothGrad and Integrated Gradients run many altered copies of each image,
+    // `--batch-size` at a time (default 32, or
+    // fewer if the budget says so), beside the batch of images; the default then explains one image at a time (the
+    // copies are the work).
+    if args.samples == 0 || args.samples > gradcam::cam::MAX_COPIES {
+        anyhow::bail!("--samples must be in 1..={}, got {}", gradcam::cam::MAX_COPIES, args.samples);
+    }
+    if args.steps == 0 || args.steps > gradcam::cam::MAX_COPIES {
+        anyhow::bail!("--steps must be in 1..={}, got {}", gradcam::cam::MAX_COPIES, args.steps);
+    }
+    if !(args.noise.is_finite() && args.noise >= 0.0) {
+        anyhow::bail!("--noise must be finite and non-negative, got {}", args.noise);
+    }
+    // Methods that run many altered copies of each image.
+    let runs_model = request.methods.iter().any(|m| match m {
+        Method::Cam(c) => c.runs_model(),
+        _ => matches!(m, Method::SmoothGrad | Method::IntegratedGradients),
+    });
+    let copies = match (runs_model, args.batch_size) {
+        (false, _) => 0,
+        (true, Some(b)) => b,
+        (true, None) => {
+            let copies = batch.saturating_sub(1).clamp(1, gradcam::cam::DEFAULT_PERTURBATION_BATCH);
+            batch = 1;
+            copies
+        }
+    };
+    let request = Request { batch_size: copies.max(1), ..request };
     // --aug-smooth runs each image's six augmented copies as a batch of their own, beside the batch: the default
     // batch leaves room for them.
     if args.aug_smooth && args.batch_size.is_none() {
         batch = batch.saturating_sub(6).max(1);
     }
-    let in_flight = if args.aug_smooth { batch.saturating_add(6) } else { batch };
-    if args.aug_smooth {
+    let in_flight = batch.saturating_add(if args.aug_smooth { 6 } else { 0 }).saturating_add(copies);
+    if args.aug_smooth || runs_model {
         super::check_budget(&model.graph, in_flight, args.model.max_memory)?;
     }
     // What the budget leaves for drawing once the weights and a batch's activations are counted.

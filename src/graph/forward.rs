@@ -134,7 +134,7 @@ impl<T: Element> Graph<T> {
         let mut values: Vec<Option<Tensor<T>>> = (0..self.values.len()).map(|_| None).collect();
         let mut run_shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
         for (name, tensor) in inputs {
-            let id = self.find(name).ok().filter(|id| self.inputs.contains(id));
+            let id = self.find(name).ok().filter(|id| self.inputs.contains(id) || plan.feeds.contains(id));
             let id = id.ok_or_else(|| Error::NotAnInput { name: name.to_string(), expected: self.input_names() })?;
             let declared = &self.values[id.0].shape;
             let got = tensor.shape();
@@ -153,7 +153,7 @@ impl<T: Element> Graph<T> {
             let tensor = if tensor.is_standard_layout() { tensor } else { tensor.as_standard_layout().into_owned() };
             values[id.0] = Some(tensor);
         }
-        for &id in &self.inputs {
+        for &id in self.inputs.iter().chain(&plan.feeds) {
             let used = plan.last_use[id.0].is_some() || plan.retain[id.0];
             if used && values[id.0].is_none() {
                 return Err(Error::MissingInput { name: self.values[id.0].name.clone(), expected: self.input_names() });

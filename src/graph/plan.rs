@@ -34,6 +34,8 @@ pub struct Plan {
     pub(crate) fusion: Vec<Option<super::fuse::FusedConv>>,
     /// Input gradients of convolutions on the packed kernels (see `conv_backward`) where they apply.
     pub(crate) packed_backward: bool,
+    /// Inner values the forward pass is given instead of computing them (see [`Graph::suffix_plan`]).
+    pub(crate) feeds: Vec<ValueId>,
 }
 
 impl Plan {
@@ -45,6 +47,12 @@ impl Plan {
     /// Values kept for the caller besides seeds and `wrt`.
     pub fn keep(&self) -> &[ValueId] {
         &self.keep
+    }
+
+    /// The values besides graph inputs that [`Graph::forward`] must be given (empty unless made by
+    /// [`Graph::suffix_plan`]).
+    pub fn feeds(&self) -> &[ValueId] {
+        &self.feeds
     }
 
     /// Number of nodes whose backward will run.
@@ -175,6 +183,74 @@ impl<T: Element> Graph<T> {
             last_use,
             fusion,
             packed_backward: self.fusion,
+            feeds: Vec::new(),
+        })
+    }
+
+    /// A forward-only plan for the part of the graph after the values `from`: it computes and keeps `keep`,
+    /// running only the nodes that depend on `from`. Its [`Plan::feeds`] are the values the pass must be given —
+    /// `from` (those that `keep` depends on) and any value that does not depend on `from` but that the nodes which
+    /// run also read (a skip connection around the layer: the same as in a full forward pass). Ablation-CAM re-runs
+    /// only this part with one channel changed.
+    pub fn suffix_plan(&self, from: &[&str], keep: &[&str]) -> Result<Plan> {
+        let (from, keep) = (self.ids(from)?, self.ids(keep)?);
+        let (nv, nn) = (self.values.len(), self.nodes.len());
+        let mut is_from = vec![false; nv];
+        for f in &from {
+            is_from[f.0] = true;
+        }
+        let mut retain = vec![false; nv];
+        for k in &keep {
+            retain[k.0] = true;
+        }
+        let mut depends = is_from.clone();
+        for node in &self.nodes {
+            if node.inputs.iter().any(|i| depends[i.0]) {
+                for o in &node.outputs {
+                    depends[o.0] = true;
+                }
+            }
+        }
+        let mut needed = retain.clone();
+        let mut run_forward = vec![false; nn];
+        let mut produced = vec![false; nv];
+        for (n, node) in self.nodes.iter().enumerate().rev() {
+            let on_path = node.inputs.iter().any(|i| depends[i.0]);
+            if on_path && node.outputs.iter().any(|o| needed[o.0] && !is_from[o.0]) {
+                run_forward[n] = true;
+                for o in &node.outputs {
+                    produced[o.0] = true;
+                }
+                for i in &node.inputs {
+                    needed[i.0] = true;
+                }
+            }
+        }
+        let feeds: Vec<ValueId> =
+            (0..nv).map(ValueId).filter(|&v| needed[v.0] && !produced[v.0] && !self.is_constant(v)).collect();
+        let mut last_use = vec![None; nv];
+        for (n, node) in self.nodes.iter().enumerate() {
+            if run_forward[n] {
+                for i in &node.inputs {
+                    last_use[i.0] = Some(n);
+                }
+            }
+        }
+        let fusion = if self.fusion { self.plan_fusion(&run_forward, &retain) } else { vec![None; nn] };
+        Ok(Plan {
+            seeds: Vec::new(),
+            wrt: Vec::new(),
+            keep,
+            run_forward,
+            run_backward: vec![false; nn],
+            wanted: self.nodes.iter().map(|n| vec![false; n.inputs.len()]).collect(),
+            saves_inputs: self.nodes.iter().map(|n| vec![false; n.inputs.len()]).collect(),
+            saves_outputs: vec![false; nn],
+            retain,
+            last_use,
+            fusion,
+            packed_backward: self.fusion,
+            feeds,
         })
     }
 }

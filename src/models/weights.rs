@@ -91,6 +91,14 @@ pub(crate) fn uniform_symmetric(key: &str, index: usize) -> f32 {
     (2.0 * unit(fnv1a(key), index as u64) - 1.0) as f32
 }
 
+/// A standard normal value for element `index` of stream `key` (Box–Muller on elements `2·index` and
+/// `2·index + 1` of the uniform stream, in f64): seeded noise that numpy reproduces exactly (SmoothGrad's fixtures).
+pub(crate) fn standard_normal(key: &str, index: usize) -> f32 {
+    let hash = fnv1a(key);
+    let (u1, u2) = (unit(hash, 2 * index as u64), unit(hash, 2 * index as u64 + 1));
+    ((-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
 /// The synthetic value of element `i` of tensor `key` (see `tools/make_model_fixtures.py`).
 pub fn synthetic_value(key: &str, i: usize, init: Init) -> f32 {
     let u = unit(fnv1a(key), i as u64);

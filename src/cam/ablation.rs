@@ -1,0 +1,76 @@
+//! Ablation-CAM (Desai & Ramaswamy, WACV 2020), as pytorch-grad-cam 1.5.7 computes it: channel k's weight is the
+//! relative drop of the class score when the layer's channel k is ablated, `w_k = (y − y_¬k) / y`. The ablated
+//! channel is set to 0 when the activation's minimum is 0 (after a ReLU), else to `min − 1e7` (pytorch-grad-cam's
+//! choice for layers that can be negative). No gradient. pytorch-grad-cam re-runs the whole network for each
+//! channel; here only the part after the layer runs (a suffix plan fed with the layer's value and any earlier value
+//! that part also reads), in batches, every class scored from the same passes.
+//!
+//! One difference, on layers whose minimum is not 0 only: pytorch-grad-cam re-reads the minimum of the batch it is
+//! ablating after each channel it sets, so the k-th copy of a batch gets `min − k·1e7`; here every copy gets
+//! `min − 1e7`. Both are far below anything a following ReLU or clamp lets through.
+
+use super::explainer::Target;
+use super::perturb::{batched_logits, target_score};
+use crate::error::Result;
+use crate::graph::Plan;
+use crate::models::Model;
+use ndarray::{Array2, ArrayViewD, Axis};
+
+/// What pytorch-grad-cam subtracts from the minimum of a layer that can be negative.
+const ABLATION_OFFSET: f32 = 1e7;
+
+/// The value an ablated channel is set to.
+pub(crate) fn ablation_value(activation: &ArrayViewD<'_, f32>) -> f32 {
+    let min = activation.iter().copied().fold(f32::INFINITY, f32::min);
+    if min == 0.0 {
+        0.0
+    } else {
+        min - ABLATION_OFFSET
+    }
+}
+
+/// Every class's logits with each channel of the layer ablated in turn: `[C, classes]`. `feeds` are the suffix
+/// plan's values for one image (the layer first, `[C, h, w]`).
+pub(crate) fn ablated_logits(
+    model: &Model,
+    suffix: &Plan,
+    feeds: &[(&str, ArrayViewD<'_, f32>)],
+    batch: usize,
+) -> Result<Array2<f32>> {
+    let layer = &feeds[0].1;
+    let value = ablation_value(layer);
+    batched_logits(model, suffix, feeds, layer.shape()[0], batch, |k, mut copy| {
+        copy.index_axis_mut(Axis(0), k).fill(value);
+    })
+}
+
+/// The channel weights of `class`: `(y − y_¬k) / y` from the original logits and the ablated ones (negated for a
+/// counterfactual map).
+pub(crate) fn weights(original: &[f32], ablated: &Array2<f32>, class: usize, target: Target, sign: f32) -> Vec<f32> {
+    let y = target_score(original, class, target);
+    ablated
+        .axis_iter(Axis(0))
+        .map(|row| sign * (y - target_score(row.as_slice().expect("standard layout"), class, target)) / y)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr2, arr3};
+
+    #[test]
+    fn rectified_layers_are_ablated_to_zero_others_far_below_their_minimum() {
+        let relu = arr3(&[[[0.0f32, 1.0]], [[2.0, 3.0]]]).into_dyn();
+        assert_eq!(ablation_value(&relu.view()), 0.0);
+        let signed = arr3(&[[[-2.0f32, 1.0]]]).into_dyn();
+        assert_eq!(ablation_value(&signed.view()), -2.0 - 1e7);
+    }
+
+    #[test]
+    fn weights_are_the_relative_drop() {
+        let ablated = arr2(&[[1.0f32, 0.0], [4.0, 0.0]]);
+        let w = weights(&[2.0, 0.0], &ablated, 0, Target::Logit, 1.0);
+        assert_eq!(w, vec![0.5, -1.0]);
+    }
+}

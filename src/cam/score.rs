@@ -1,0 +1,106 @@
+//! Score-CAM (Wang et al., CVPR-W 2020), as pytorch-grad-cam 1.5.7 computes it: each channel of the activation,
+//! upsampled to the input size (bilinear, corners aligned) and min-max scaled to [0, 1], masks the input; the
+//! channel's weight is the softmax over channels of the class score on its masked input. No gradient: one forward
+//! pass per channel, run in batches; every class is scored from the same passes.
+
+use super::explainer::Target;
+use super::perturb::{batched_logits, target_score};
+use crate::error::Result;
+use crate::graph::Plan;
+use crate::models::Model;
+use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
+
+/// Source rows (or columns) and weights of a bilinear resize with corners aligned (PyTorch's
+/// `UpsamplingBilinear2d`), computed in f32 like PyTorch's CPU kernel.
+fn aligned_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    let scale = if output > 1 { (input as f32 - 1.0) / (output as f32 - 1.0) } else { 0.0 };
+    (0..output)
+        .map(|o| {
+            let src = scale * o as f32;
+            let i0 = (src as usize).min(input - 1);
+            let i1 = (i0 + 1).min(input - 1);
+            (i0, i1, src - i0 as f32)
+        })
+        .collect()
+}
+
+/// One channel as a mask at `[out_h, out_w]`: upsampled with corners aligned, then `(u − min) / (max − min + 1e-8)`.
+pub(crate) fn channel_mask(plane: ArrayView2<'_, f32>, out_h: usize, out_w: usize) -> Array2<f32> {
+    let (h, w) = plane.dim();
+    if h == 0 || w == 0 {
+        return Array2::zeros((out_h, out_w));
+    }
+    let (ty, tx) = (aligned_taps(h, out_h), aligned_taps(w, out_w));
+    let up = Array2::from_shape_fn((out_h, out_w), |(oy, ox)| {
+        let (y0, y1, fy) = ty[oy];
+        let (x0, x1, fx) = tx[ox];
+        (1.0 - fy) * ((1.0 - fx) * plane[[y0, x0]] + fx * plane[[y0, x1]])
+            + fy * ((1.0 - fx) * plane[[y1, x0]] + fx * plane[[y1, x1]])
+    });
+    let min = up.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = up.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    up.mapv(|v| (v - min) / (max - min + 1e-8))
+}
+
+/// Every class's logits on each channel's masked input: `[C, classes]`. `image` is one preprocessed input
+/// `[3, H, W]`, `activation` the layer's value for it `[C, h, w]`; `plan` is a forward-only plan keeping the logits.
+pub(crate) fn masked_logits(
+    model: &Model,
+    plan: &Plan,
+    image: ArrayView3<'_, f32>,
+    activation: ArrayView3<'_, f32>,
+    batch: usize,
+) -> Result<Array2<f32>> {
+    let (in_h, in_w) = (image.shape()[1], image.shape()[2]);
+    let image = image.into_dyn();
+    batched_logits(model, plan, &[(&model.input, image)], activation.shape()[0], batch, |k, mut copy| {
+        let mask = channel_mask(activation.index_axis(Axis(0), k), in_h, in_w);
+        for mut channel in copy.axis_iter_mut(Axis(0)) {
+            channel *= &mask;
+        }
+    })
+}
+
+/// The channel weights of `class`: softmax over channels of the target's score (negated for a counterfactual map:
+/// the channels whose regions speak against the class).
+pub(crate) fn weights(logits: &Array2<f32>, class: usize, target: Target, sign: f32) -> Vec<f32> {
+    let scores: Vec<f32> = logits
+        .axis_iter(Axis(0))
+        .map(|row| sign * target_score(row.as_slice().expect("standard layout"), class, target))
+        .collect();
+    crate::tensor::softmax_row(&scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::arr2;
+
+    #[test]
+    fn masks_upsample_with_aligned_corners_and_span_zero_to_one() {
+        let m = channel_mask(arr2(&[[0.0f32, 2.0], [4.0, 6.0]]).view(), 3, 3);
+        // Corners are the source corners; the centre is their mean; then scaled by the range 6.
+        let want = [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [4.0, 5.0, 6.0]];
+        for i in 0..3 {
+            for j in 0..3 {
+                assert!((m[[i, j]] - want[i][j] / 6.0).abs() < 1e-6, "{i},{j}: {}", m[[i, j]]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_flat_channel_masks_everything_out() {
+        let m = channel_mask(Array2::from_elem((2, 2), 3.0f32).view(), 4, 4);
+        assert!(m.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn weights_are_a_softmax_over_channels() {
+        let logits = arr2(&[[1.0f32, 0.0], [3.0, 0.0]]);
+        let w = weights(&logits, 0, Target::Logit, 1.0);
+        let e = (2.0f32).exp();
+        assert!((w[0] - 1.0 / (1.0 + e)).abs() < 1e-6 && (w[1] - e / (1.0 + e)).abs() < 1e-6);
+        let against = weights(&logits, 0, Target::Logit, -1.0);
+        assert!(against[0] > against[1]);
+    }
+}
