@@ -1,4 +1,6 @@
-//! Every CAM method against pytorch-grad-cam 1.5.7 (fixtures/cam, made by tools/make_cam_fixtures.py) on two
+//! Every CAM method against pytorch-grad-cam 1.5.7 (fixtures/cam, made by tools/make_cam_fixtures.py and, for
+//! Score-CAM and Ablation-CAM, tools/make_perturbation_fixtures.py; FullGrad, and SmoothGrad / Integrated Gradients
+//! against Captum: tools/make_attribution_fixtures.py) on two
 //! architectures and two layers each: raw maps within 1e-4 relative, final maps within 1e-4 absolute; several
 //! layers averaged like pytorch-grad-cam; guided backpropagation against its GuidedBackpropReLUModel.
 
@@ -74,6 +76,22 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
             assert_eq!(e.cam.shape(), want_cam.shape());
             let cam_err = max_abs_diff(e.cam.iter().copied(), want_cam.iter().copied());
             assert!(cam_err < 1e-4, "{dir} {name} {layer}: final map off by {cam_err:.2e}");
+        }
+    }
+    // Score-CAM and Ablation-CAM (one pass per channel, batches of 32): raw maps on both layers.
+    for layer in layers {
+        let methods = vec![Method::Cam(CamMethod::ScoreCam), Method::Cam(CamMethod::AblationCam)];
+        let result = explain(model, x.clone(), &request(&[layer], methods)).unwrap().remove(0);
+        for (name, e) in ["scorecam", "ablationcam"].iter().zip(&result.explanations) {
+            let want = npy_f32(&format!("cam/{dir}/{name}_{layer}_raw.npy"));
+            assert_eq!(e.raw[0].len(), want.len(), "{dir} {name} {layer}: raw map size");
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = max_abs_diff(e.raw[0].iter().copied(), want.iter().copied()) / scale;
+            // Ablation-CAM's weights (y − y_¬k)/y subtract nearly equal scores: their float32 rounding (≈ 1e-6 of a
+            // logit) is ≈ 1e-4 of a weight, and a map of signed activations (a batch-norm's output) cancels most of
+            // its terms — 7e-4 on `_bn1`, under 1e-4 on the rectified layers.
+            let tolerance = if *name == "ablationcam" { 1e-3 } else { 1e-4 };
+            assert!(err < tolerance, "{dir} {name} {layer}: raw map off by {err:.2e} (relative)");
         }
     }
     // eigen_smooth (first layer; a weighted-sum method and an element-wise one): raw maps (the post-processing is
@@ -158,4 +176,63 @@ fn guided_backprop_matches_pytorch_grad_cam() {
         e_ours <= 2.0 * e_torch + 1e-5,
         "guided backprop off by {e_ours:.2e} (pytorch-grad-cam f32: {e_torch:.2e})"
     );
+}
+
+/// Every `STRIDE`-th value of a flattened map (the fixtures keep that many: tools/make_attribution_fixtures.py).
+fn strided(a: &ndarray::ArrayD<f32>) -> Vec<f32> {
+    const STRIDE: usize = 11;
+    a.iter().step_by(STRIDE).copied().collect()
+}
+
+/// The largest difference relative to the reference's largest magnitude.
+fn relative_error(ours: &[f32], want: &ndarray::ArrayD<f32>) -> f32 {
+    assert_eq!(ours.len(), want.len(), "sampled sizes");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    max_abs_diff(ours.iter().copied(), want.iter().copied()) / scale
+}
+
+/// FullGrad against pytorch-grad-cam's (final maps: input-gradient and bias-gradient terms of every batch-norm).
+#[test]
+fn fullgrad_matches_pytorch_grad_cam() {
+    let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
+    let models = [
+        ("efficientnet_lite0", Model::bundled().unwrap()),
+        ("resnet18", Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap()),
+    ];
+    for (dir, model) in models {
+        let e = explain(&model, x.clone(), &request(&[], vec![Method::FullGrad])).unwrap().remove(0);
+        let cam = e.explanations[0].cam.clone().into_dyn();
+        let err = relative_error(&strided(&cam), &npy_f32(&format!("cam/{dir}/fullgrad_cam.npy")));
+        assert!(err < 1e-3, "{dir}: FullGrad's map off by {err:.2e}");
+    }
+}
+
+/// SmoothGrad and Integrated Gradients against Captum's NoiseTunnel(Saliency) and IntegratedGradients, given the
+/// same noise (gradcam's seeded generator replaces torch.normal in the reference) and the black baseline. As for
+/// guided backpropagation, ReLU and max-pool decisions near a tie flip under float32 rounding (more often on noisy
+/// copies): both float32 results are measured against Captum's float64 one, ours may be off by at most twice
+/// Captum's own float32 error (relative L2).
+#[test]
+fn smoothgrad_and_integrated_gradients_match_captum() {
+    let model = Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
+    let mut req = request(&[], vec![Method::SmoothGrad, Method::IntegratedGradients]);
+    (req.samples, req.noise, req.steps) = (8, 0.15, 16);
+    let e = explain(&model, x, &req).unwrap().remove(0);
+    for (ex, name) in e.explanations.iter().zip(["smoothgrad", "integrated_gradients"]) {
+        let (f32_ref, f64_ref) =
+            (npy_f32(&format!("cam/resnet18/{name}_f32.npy")), npy_f32(&format!("cam/resnet18/{name}_f64.npy")));
+        let rel_l2 = |a: &[f32]| {
+            assert_eq!(a.len(), f64_ref.len(), "sampled sizes");
+            let (mut d, mut n) = (0f64, 0f64);
+            for (x, y) in a.iter().zip(f64_ref.iter()) {
+                d += ((x - y) as f64).powi(2);
+                n += (*y as f64).powi(2);
+            }
+            (d / n).sqrt()
+        };
+        let (ours, captum) = (rel_l2(&strided(&ex.raw[0])), rel_l2(f32_ref.as_slice().unwrap()));
+        assert!(ours <= 2.0 * captum + 1e-5, "{name}: off by {ours:.2e} (Captum float32: {captum:.2e})");
+        eprintln!("{name}: relative L2 vs float64 {ours:.2e} (Captum float32 {captum:.2e})");
+    }
 }

@@ -9,7 +9,8 @@ Input: fixtures/models/inputs/chelsea.npy, class = top-1. To keep fixtures/ smal
 map is stored as every STRIDE-th value of the flattened map (`map.ravel()[::STRIDE]`).
 - fullgrad_cam.npy: pytorch-grad-cam's FullGrad final map, on the bundled EfficientNet-Lite0 and the synthetic
   resnet18 (fixtures/cam/<model>/).
-- smoothgrad_raw.npy, integrated_gradients_raw.npy (synthetic resnet18 only): Captum's
+- smoothgrad_{f32,f64}.npy, integrated_gradients_{f32,f64}.npy (synthetic resnet18 only; float32 and float64
+  runs of the same model): Captum's
   NoiseTunnel(Saliency).attribute(nt_type="smoothgrad", nt_samples=SAMPLES, stdevs=σ) with σ = NOISE · (max x −
   min x), and IntegratedGradients.attribute(n_steps=STEPS, baselines=black), its default Gauss–Legendre rule. The
   black baseline is the pixel value 0 normalized with ImageNet's mean and std. Captum draws its noise with
@@ -18,6 +19,7 @@ map is stored as every STRIDE-th value of the flattened map (`map.ravel()[::STRI
   e of sample s at index s·len + e), so that both sides add the same noise.
 """
 
+import copy
 import os
 import sys
 
@@ -57,11 +59,13 @@ def full_grad(model_name, model, x):
     print(model_name, "fullgrad, class", cls, flush=True)
 
 
-def captum(model, x):
+def captum(model, x, suffix):
+    """SmoothGrad and Integrated Gradients of `model` at `x` (float32 or float64), saved as <name>_<suffix>.npy."""
     cls = int(model(x)[0].argmax())
     xs = x.numpy()[0]
-    sigma = float(np.float32(NOISE) * (xs.max() - xs.min()))
+    sigma = float(np.float32(NOISE) * np.float32(xs.max() - xs.min()))
     noise = torch.from_numpy(standard_normal("smoothgrad", SAMPLES * xs.size).reshape((SAMPLES,) + xs.shape))
+    noise = noise.to(x.dtype)
     original = torch.normal
 
     def seeded_normal(mean, std, *args, **kwargs):
@@ -75,18 +79,21 @@ def captum(model, x):
         )
     finally:
         torch.normal = original
-    save("resnet18", "smoothgrad_raw", sampled(sg[0].detach().numpy()))
-    black = torch.from_numpy(np.broadcast_to((-MEAN / STD)[:, None, None], xs.shape)[None].copy())
+    save("resnet18", f"smoothgrad_{suffix}", sampled(sg[0].detach().numpy()))
+    black = torch.from_numpy(np.broadcast_to((-MEAN / STD)[:, None, None], xs.shape)[None].copy()).to(x.dtype)
     ig = IntegratedGradients(model).attribute(x.clone(), baselines=black, target=cls, n_steps=STEPS)
-    save("resnet18", "integrated_gradients_raw", sampled(ig[0].detach().numpy()))
-    print("resnet18 smoothgrad and integrated gradients, class", cls, "sigma", sigma, flush=True)
+    save("resnet18", f"integrated_gradients_{suffix}", sampled(ig[0].detach().numpy()))
+    print("resnet18 smoothgrad and integrated gradients,", suffix, "class", cls, "sigma", sigma, flush=True)
 
 
 def main():
     torch.set_num_threads(1)
     x = torch.from_numpy(np.load(os.path.join(ROOT, "models", "inputs", "chelsea.npy")))
     r18 = synthetic(torchvision.models.resnet18()).eval()
-    captum(r18, x)
+    captum(r18, x, "f32")
+    # ReLU and max-pool decisions near a tie flip under float32 rounding in any implementation, more often on noisy
+    # copies: the float64 result is the reference both float32 results are measured against.
+    captum(copy.deepcopy(r18).double(), x.double(), "f64")
     full_grad("resnet18", r18, x)
     lite = LiteWithHeadActivation(efficientnet_lite0()).eval()
     full_grad("efficientnet_lite0", lite, x)
