@@ -12,6 +12,7 @@ pub mod cam;
 pub mod error;
 pub mod graph;
 pub mod input;
+pub mod metrics;
 pub mod models;
 pub mod onnx;
 pub mod ops;

@@ -9,7 +9,7 @@ mod integrated_gradients;
 mod layer;
 mod localize;
 mod methods;
-mod perturb;
+pub(crate) mod perturb;
 pub mod postprocess;
 mod principal;
 mod score;
