@@ -99,6 +99,13 @@ impl PackCache {
         p
     }
 
+    /// Drops every packed weight (a constant changed).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+
     /// Bytes held by packed weights.
     pub(crate) fn bytes(&self) -> usize {
         self.0.lock().map(|m| m.values().map(|p| p.bytes()).sum()).unwrap_or(0)

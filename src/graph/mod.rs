@@ -143,6 +143,26 @@ impl<T: Element> Graph<T> {
         }
     }
 
+    /// Replaces the constant `id` by `value` (same shape), held in `T` from then on; weights packed from the old
+    /// value are dropped (made again on next use). The sanity check randomizes a model's parameters this way.
+    pub fn replace_constant(&mut self, id: ValueId, value: Tensor<T>) -> Result<()> {
+        let v = self.values.get_mut(id.0).ok_or_else(|| Error::BadRequest(format!("no value #{}", id.0)))?;
+        if !matches!(v.source, Source::Constant(_) | Source::HalfConstant(_)) {
+            return Err(Error::BadRequest(format!("'{}' is not a constant", v.name)));
+        }
+        if value.shape() != v.shape.as_slice() {
+            return Err(Error::BadRequest(format!(
+                "constant '{}' has shape {:?}, the replacement {:?}",
+                v.name,
+                v.shape,
+                value.shape()
+            )));
+        }
+        v.source = Source::Constant(value);
+        self.packed.clear();
+        Ok(())
+    }
+
     /// The constant `id` if it is held in 16 bits.
     pub fn half_constant(&self, id: ValueId) -> Option<&HalfTensor> {
         match &self.values[id.0].source {

@@ -1,6 +1,7 @@
 //! How faithful and how well placed an explanation map is: confidence change when the image is masked by the map
 //! (Average Drop / Increase in Confidence, pytorch-grad-cam's Drop/IncreaseInConfidence), deletion and insertion
-//! curves (RISE), and localization against boxes (pointing game, energy-based pointing, IoU of the 15 % box).
+//! curves (RISE), localization against boxes (pointing game, energy-based pointing, IoU of the 15 % box), and the
+//! model-randomization sanity check (Adebayo et al.).
 //!
 //! Every metric scores altered copies of one preprocessed image `[C, H, W]` with the model, in batches, and reads
 //! a map `[H, W]` in [0, 1] at the model's input resolution (an [`crate::cam::Explanation`]'s `cam`).
@@ -8,10 +9,14 @@
 mod confidence;
 mod deletion;
 mod localization;
+mod sanity;
+mod similarity;
 
 pub use confidence::{confidence_change, ConfidenceChange};
 pub use deletion::{deletion_insertion, gaussian_blur, DeletionInsertion, DEFAULT_STEPS};
 pub use localization::{energy_pointing, iou, localization_iou, pointing_hit, BoxXyxy, POINTING_TOLERANCE};
+pub use sanity::{cascading_randomization, SanityStep};
+pub use similarity::{spearman, ssim};
 
 use crate::cam::perturb::target_score;
 use crate::cam::Target;
