@@ -100,11 +100,17 @@ fn explain_human_summary_and_all_methods() {
         "saliency",
         "guided-backprop",
         "guided-gradcam",
+        "scorecam",
+        "ablationcam",
+        "fullgrad",
+        "smoothgrad",
+        "integrated-gradients",
     ];
     for m in methods {
         args.extend(["--method".to_string(), m.to_string()]);
     }
     args.extend(["--colormap".into(), "viridis".into(), "--class".into(), "281".into(), "--counterfactual".into()]);
+    args.extend(["--samples", "3", "--steps", "4"].map(String::from));
     let o = gradcam(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = String::from_utf8(o.stdout).unwrap();
@@ -471,4 +477,54 @@ fn target_prob_explains_the_probability_under_its_own_names() {
     assert_eq!(e["target"], "probability");
     let class = e["class"].as_u64().unwrap();
     assert!(dir.join(format!("chelsea_{class}_gradcam_prob.png")).exists());
+}
+
+#[test]
+fn evaluate_table_json_and_errors() {
+    let dir = out_dir("evaluate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let boxes = dir.join("boxes.json");
+    std::fs::write(&boxes, r#"{"chelsea.png": [[100, 10, 350, 299]]}"#).unwrap();
+    let b = boxes.display().to_string();
+    let common = ["--method", "gradcam", "--method", "randomcam", "--steps", "8", "--boxes", b.as_str()];
+    let o = gradcam(&[&["evaluate", &cat()][..], &common].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = String::from_utf8(o.stdout).unwrap();
+    let header = s.lines().next().unwrap();
+    for m in ["avg-drop", "avg-increase", "drop-in-confidence", "increase-in-confidence", "deletion", "insertion"] {
+        assert!(header.contains(m), "{header}");
+    }
+    assert!(header.contains("pointing") && header.contains("energy-pointing") && header.contains("iou"), "{header}");
+    assert!(s.lines().any(|l| l.starts_with("gradcam ") && l.contains('±')), "{s}");
+    assert!(s.contains("1 image evaluated"), "{s}");
+
+    let o = gradcam(
+        &[&["evaluate", &cat(), "--json", "--metric", "deletion", "--metric", "pointing"][..], &common].concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one line per image and the summary");
+    let scores = &lines[0]["scores"];
+    assert_eq!(lines[0]["class"], 285);
+    assert!(scores["gradcam"]["deletion"].as_f64().unwrap() < scores["randomcam"]["deletion"].as_f64().unwrap());
+    assert_eq!(scores["gradcam"]["pointing"], 1.0);
+    assert!(scores["gradcam"].get("avg-drop").is_none(), "only the metrics asked for");
+    assert_eq!(lines[1]["summary"]["gradcam"]["deletion"]["n"], 1);
+
+    for (args, want) in [
+        (vec!["--metric", "nonsense"], "unknown metric"),
+        (vec!["--metric", "iou"], "needs --boxes"),
+        (vec!["--steps", "0"], "--steps"),
+        (vec!["--method", "nonsense"], "nonsense"),
+    ] {
+        let o = gradcam(&[&["evaluate", &cat()][..], &args].concat());
+        assert!(!o.status.success());
+        assert!(stderr_line(&o).contains(want), "{args:?}");
+    }
+    std::fs::write(&boxes, r#"{"chelsea.png": [[100, 10, 50]]}"#).unwrap();
+    let o = gradcam(&["evaluate", &cat(), "--boxes", &b]);
+    assert!(!o.status.success() && stderr_line(&o).contains("[x0, y0, x1, y1]"));
+    let o = gradcam(&["evaluate", &dir.display().to_string()]);
+    assert!(!o.status.success() && stderr_line(&o).contains("no image files"));
 }

@@ -10,6 +10,7 @@ macro_rules! say {
 
 mod attack;
 mod bench;
+mod evaluate;
 mod explain;
 mod infer;
 mod layers;
@@ -37,6 +38,8 @@ pub enum Command {
     Attack(attack::AttackArgs),
     /// Time forward passes, explanations or attack steps after the model is loaded (median/min/max, images/s).
     Bench(bench::BenchArgs),
+    /// Score explanation methods with faithfulness and localization metrics over images (mean ± std).
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 /// Which model to use.
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(a) => infer::run(a),
         Command::Attack(a) => attack::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
     }
 }
 
