@@ -491,7 +491,15 @@ fn evaluate_table_json_and_errors() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = String::from_utf8(o.stdout).unwrap();
     let header = s.lines().next().unwrap();
-    for m in ["avg-drop", "avg-increase", "drop-in-confidence", "increase-in-confidence", "deletion", "insertion"] {
+    for m in [
+        "avg-drop",
+        "avg-increase",
+        "drop-in-confidence",
+        "increase-in-confidence",
+        "deletion",
+        "insertion",
+        "road-combined",
+    ] {
         assert!(header.contains(m), "{header}");
     }
     assert!(header.contains("pointing") && header.contains("energy-pointing") && header.contains("iou"), "{header}");

@@ -109,3 +109,37 @@ fn sanity_check_separates_gradcam_from_guided_backprop() {
     let again = cascading_randomization(&mut model, &x, Method::Cam(CamMethod::GradCam), &req, Some(1)).unwrap();
     assert_eq!(again[0], grad[0]);
 }
+
+/// pytorch-grad-cam's DropInConfidence, IncreaseInConfidence and ROAD (MoRF, LeRF at its default percentiles, with
+/// the same seeded imputation noise) on the synthetic resnet18, for a map both sides compute exactly
+/// (tools/make_metric_fixtures.py).
+#[test]
+fn confidence_and_road_match_pytorch_grad_cam() {
+    use gradcam::metrics::{road, ROAD_PERCENTILES};
+    use gradcam::models::Weights;
+    let model = Model::build(gradcam::Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap();
+    let x = common::npy_f32("models/inputs/chelsea.npy");
+    let image = x.index_axis(Axis(0), 0).into_dimensionality::<Ix3>().unwrap().to_owned();
+    let (h, w) = (224i64, 224i64);
+    let denominator = (((w - 1) * (w - 1) * (h - 1) * (h - 1)) as f64 / 16.0) as f32;
+    let map = Array2::from_shape_fn((224, 224), |(y, x)| {
+        let (y, x) = (y as i64, x as i64);
+        (x * (w - 1 - x) * y * (h - 1 - y)) as f32 / denominator
+    });
+    let scorer = Scorer::new(&model, Target::Logit, 32).unwrap();
+    let class = 671;
+    let want = common::npy_f32("metrics/resnet18_chelsea.npy");
+    let c = confidence_change(&scorer, image.view(), &map, class).unwrap();
+    let r = road(&scorer, image.view(), &map, class, &ROAD_PERCENTILES).unwrap();
+    let ours: Vec<f32> = [c.drop_in_confidence(), c.increase_in_confidence()]
+        .into_iter()
+        .chain(r.morf.iter().copied())
+        .chain(r.lerf.iter().copied())
+        .collect();
+    assert_eq!(ours.len(), want.len());
+    for (i, (a, b)) in ours.iter().zip(want.iter()).enumerate() {
+        assert!((a - b).abs() <= 1e-3 + 1e-4 * b.abs(), "value {i}: ours {a}, pytorch-grad-cam {b}");
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    assert!((r.combined - (mean(&r.lerf) - mean(&r.morf)) / 2.0).abs() < 1e-5);
+}

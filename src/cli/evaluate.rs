@@ -25,8 +25,9 @@ pub struct EvaluateArgs {
     #[arg(long = "method", value_name = "NAME", default_value = "gradcam")]
     pub methods: Vec<String>,
     /// Metric (repeatable): avg-drop, avg-increase (Grad-CAM++'s Average Drop % and % Increase in Confidence),
-    /// drop-in-confidence, increase-in-confidence (pytorch-grad-cam's), deletion, insertion (RISE AUCs), and with
-    /// --boxes pointing, energy-pointing, iou. Default: all that apply.
+    /// drop-in-confidence, increase-in-confidence (pytorch-grad-cam's), deletion, insertion (RISE AUCs), road-morf,
+    /// road-lerf, road-combined (pytorch-grad-cam's ROAD averaged over percentiles 10…90), and with --boxes
+    /// pointing, energy-pointing, iou. Default: all that apply.
     #[arg(long = "metric", value_name = "NAME")]
     pub metrics: Vec<String>,
     /// JSON object mapping an image's file name (or its path as given) to its boxes `[[x0, y0, x1, y1], …]` in
@@ -61,8 +62,17 @@ pub struct EvaluateArgs {
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"];
-const SCORE_METRICS: [&str; 6] =
-    ["avg-drop", "avg-increase", "drop-in-confidence", "increase-in-confidence", "deletion", "insertion"];
+const SCORE_METRICS: [&str; 9] = [
+    "avg-drop",
+    "avg-increase",
+    "drop-in-confidence",
+    "increase-in-confidence",
+    "deletion",
+    "insertion",
+    "road-morf",
+    "road-lerf",
+    "road-combined",
+];
 const BOX_METRICS: [&str; 3] = ["pointing", "energy-pointing", "iou"];
 
 /// The files to evaluate: each file as given, each directory's image files in name order.
@@ -173,6 +183,14 @@ fn evaluate_one(
         if wants("deletion") || wants("insertion") {
             let d = metrics::deletion_insertion(scorer, image, &e.cam, e.class, args.steps)?;
             for (name, v) in [("deletion", d.deletion_auc), ("insertion", d.insertion_auc)] {
+                if wants(name) {
+                    per_metric.insert(name.to_string(), v as f64);
+                }
+            }
+        }
+        if ["road-morf", "road-lerf", "road-combined"].iter().any(|m| wants(m)) {
+            let r = metrics::road(scorer, image, &e.cam, e.class, &metrics::ROAD_PERCENTILES)?;
+            for (name, v) in [("road-morf", r.morf_mean), ("road-lerf", r.lerf_mean), ("road-combined", r.combined)] {
                 if wants(name) {
                     per_metric.insert(name.to_string(), v as f64);
                 }

@@ -1,6 +1,6 @@
 //! How faithful and how well placed an explanation map is: confidence change when the image is masked by the map
 //! (Average Drop / Increase in Confidence, pytorch-grad-cam's Drop/IncreaseInConfidence), deletion and insertion
-//! curves (RISE), localization against boxes (pointing game, energy-based pointing, IoU of the 15 % box), and the
+//! curves (RISE), ROAD with noisy linear imputation, localization against boxes (pointing game, energy-based pointing, IoU of the 15 % box), and the
 //! model-randomization sanity check (Adebayo et al.).
 //!
 //! Every metric scores altered copies of one preprocessed image `[C, H, W]` with the model, in batches, and reads
@@ -9,12 +9,14 @@
 mod confidence;
 mod deletion;
 mod localization;
+mod road;
 mod sanity;
 mod similarity;
 
 pub use confidence::{confidence_change, ConfidenceChange};
 pub use deletion::{deletion_insertion, gaussian_blur, DeletionInsertion, DEFAULT_STEPS};
 pub use localization::{energy_pointing, iou, localization_iou, pointing_hit, BoxXyxy, POINTING_TOLERANCE};
+pub use road::{road, Road, ROAD_PERCENTILES};
 pub use sanity::{cascading_randomization, SanityStep};
 pub use similarity::{spearman, ssim};
 
