@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
             samples: gradcam::cam::DEFAULT_SAMPLES,
             noise: gradcam::cam::DEFAULT_NOISE,
             steps: gradcam::cam::DEFAULT_STEPS,
+            seg_mask: None,
         };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }

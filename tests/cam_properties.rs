@@ -24,6 +24,7 @@ fn gradcam(layers: &[&str], class: usize, counterfactual: bool) -> Request {
         samples: gradcam::cam::DEFAULT_SAMPLES,
         noise: gradcam::cam::DEFAULT_NOISE,
         steps: gradcam::cam::DEFAULT_STEPS,
+        seg_mask: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn gradcam(layer: &str) -> Request {
         samples: gradcam::cam::DEFAULT_SAMPLES,
         noise: gradcam::cam::DEFAULT_NOISE,
         steps: gradcam::cam::DEFAULT_STEPS,
+        seg_mask: None,
     }
 }
 

@@ -106,6 +106,7 @@ pub fn compare_cams(
         samples: crate::cam::DEFAULT_SAMPLES,
         noise: crate::cam::DEFAULT_NOISE,
         steps: crate::cam::DEFAULT_STEPS,
+        seg_mask: None,
     };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);

@@ -9,12 +9,12 @@
 //! ablating after each channel it sets, so the k-th copy of a batch gets `min − k·1e7`; here every copy gets
 //! `min − 1e7`. Both are far below anything a following ReLU or clamp lets through.
 
-use super::explainer::Target;
-use super::perturb::{batched_logits, target_score};
+use super::perturb::batched_scores;
+use super::target::Objective;
 use crate::error::Result;
 use crate::graph::Plan;
 use crate::models::Model;
-use ndarray::{Array2, ArrayViewD, Axis};
+use ndarray::{Array2, ArrayView1, ArrayViewD, Axis};
 
 /// What pytorch-grad-cam subtracts from the minimum of a layer that can be negative.
 const ABLATION_OFFSET: f32 = 1e7;
@@ -29,35 +29,32 @@ pub(crate) fn ablation_value(activation: &ArrayViewD<'_, f32>) -> f32 {
     }
 }
 
-/// Every class's logits with each channel of the layer ablated in turn: `[C, classes]`. `feeds` are the suffix
-/// plan's values for one image (the layer first, `[C, h, w]`).
-pub(crate) fn ablated_logits(
+/// Each objective's score with each channel of the layer ablated in turn: `[C, objectives]`. `feeds` are the
+/// suffix plan's values for one image (the layer first, `[C, h, w]`).
+pub(crate) fn ablated_scores(
     model: &Model,
     suffix: &Plan,
     feeds: &[(&str, ArrayViewD<'_, f32>)],
+    objectives: &[Objective],
     batch: usize,
 ) -> Result<Array2<f32>> {
     let layer = &feeds[0].1;
     let value = ablation_value(layer);
-    batched_logits(model, suffix, feeds, layer.shape()[0], batch, |k, mut copy| {
+    batched_scores(model, suffix, feeds, layer.shape()[0], batch, objectives, |k, mut copy| {
         copy.index_axis_mut(Axis(0), k).fill(value);
     })
 }
 
-/// The channel weights of `class`: `(y − y_¬k) / y` from the original logits and the ablated ones (negated for a
-/// counterfactual map).
-pub(crate) fn weights(original: &[f32], ablated: &Array2<f32>, class: usize, target: Target, sign: f32) -> Vec<f32> {
-    let y = target_score(original, class, target);
-    ablated
-        .axis_iter(Axis(0))
-        .map(|row| sign * (y - target_score(row.as_slice().expect("standard layout"), class, target)) / y)
-        .collect()
+/// The channel weights `(y − y_¬k) / y` from the original score `y` and one objective's ablated scores (a column
+/// of [`ablated_scores`]), negated for a counterfactual map.
+pub(crate) fn weights(original: f32, ablated: ArrayView1<'_, f32>, sign: f32) -> Vec<f32> {
+    ablated.iter().map(|&y_k| sign * (original - y_k) / original).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{arr2, arr3};
+    use ndarray::arr3;
 
     #[test]
     fn rectified_layers_are_ablated_to_zero_others_far_below_their_minimum() {
@@ -69,8 +66,7 @@ mod tests {
 
     #[test]
     fn weights_are_the_relative_drop() {
-        let ablated = arr2(&[[1.0f32, 0.0], [4.0, 0.0]]);
-        let w = weights(&[2.0, 0.0], &ablated, 0, Target::Logit, 1.0);
-        assert_eq!(w, vec![0.5, -1.0]);
+        let ablated = ndarray::arr1(&[1.0f32, 4.0]);
+        assert_eq!(weights(2.0, ablated.view(), 1.0), vec![0.5, -1.0]);
     }
 }

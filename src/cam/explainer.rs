@@ -7,6 +7,8 @@ use super::methods::CamMethod;
 use super::postprocess::{aggregate, deprocess, magnitude_map, minmax, scale_layer_map};
 use super::smooth_grad::smooth_grad;
 pub use super::smooth_grad::{DEFAULT_NOISE, DEFAULT_SAMPLES};
+pub use super::target::Target;
+use super::target::{class_row, Objective};
 use super::{default_layer, is_spatial, Method};
 use crate::error::{Error, Result};
 use crate::graph::{BackwardOptions, Plan};
@@ -23,36 +25,6 @@ pub enum ClassChoice {
     Classes(Vec<usize>),
     /// The `k` highest-scoring classes of each image.
     Top(usize),
-}
-
-/// The score whose gradient the explanations follow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Target {
-    /// The class's logit (pytorch-grad-cam's `ClassifierOutputTarget`).
-    #[default]
-    Logit,
-    /// The class's softmax probability (`ClassifierOutputSoftmaxTarget`): its gradient is the logit gradient
-    /// weighted by `p_c·(e_c − p)`, so classes competing for the same evidence count against it.
-    Probability,
-}
-
-impl Target {
-    /// The seed of the backward pass for one image: `∂(sign·score)/∂logits` for `class`, given the image's logits.
-    pub(crate) fn seed_row(self, row: &[f32], class: usize, sign: f32) -> Vec<f32> {
-        let mut seed = vec![0.0; row.len()];
-        match self {
-            Target::Logit => seed[class] = sign,
-            Target::Probability => {
-                // ∂p_c/∂z_j = p_c·(δ_cj − p_j).
-                let p = softmax_row(row);
-                for (j, &pj) in p.iter().enumerate() {
-                    let delta = if j == class { 1.0 } else { 0.0 };
-                    seed[j] = sign * p[class] * (delta - pj);
-                }
-            }
-        }
-        seed
-    }
 }
 
 /// What to explain.
@@ -81,6 +53,9 @@ pub struct Request {
     pub noise: f32,
     /// Integrated Gradients' path points ([`DEFAULT_STEPS`], at most [`MAX_COPIES`]).
     pub steps: usize,
+    /// For a segmentation model (output `[N, classes, H, W]`): the pixels whose class logits are summed, any size
+    /// (resized nearest-neighbour to the output; non-zero = in). `None`: the pixels predicted as the class.
+    pub seg_mask: Option<Array2<f32>>,
 }
 
 /// Most copies of one image that `samples` and `steps` may ask for: each is a forward and a backward pass.
@@ -103,6 +78,7 @@ impl Default for Request {
             samples: DEFAULT_SAMPLES,
             noise: DEFAULT_NOISE,
             steps: DEFAULT_STEPS,
+            seg_mask: None,
         }
     }
 }
@@ -236,15 +212,19 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     .then(|| x.clone());
     let acts = g.forward(&plan, vec![(&model.input, x)])?;
     let logits = acts.get(&model.logits)?.clone();
-    if logits.ndim() != 2 {
+    if logits.ndim() != 2 && logits.ndim() != 4 {
         return Err(Error::BadRequest(format!(
-            "the model's output '{}' has shape {:?}: a class score per image ([N, classes]) is needed",
+            "the model's output '{}' has shape {:?}: class scores [N, classes] or a segmentation [N, classes, H, W] \
+             is needed",
             model.logits,
             logits.shape()
         )));
     }
-
-    let rows: Vec<Vec<f32>> = logits.axis_iter(Axis(0)).map(|r| r.iter().copied().collect()).collect();
+    if logits.ndim() == 4 && req.methods.contains(&Method::Cam(CamMethod::FinerCam)) {
+        return Err(Error::BadRequest("finercam compares a class with its nearest classes: classifiers only".into()));
+    }
+    // Per image, a class summary (a segmentation's mean logit per class) for predictions and top-k.
+    let rows: Vec<Vec<f32>> = logits.axis_iter(Axis(0)).map(|item| class_row(item.view())).collect();
     let mut results: Vec<ImageResult> = rows
         .iter()
         .map(|row| {
@@ -265,16 +245,26 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             ClassChoice::Top(k) => ranking(row).into_iter().take((*k).max(1)).collect(),
         })
         .collect();
-    // Every class's logits on each altered copy, per (method, layer, image): measured once, read for every class.
+    // Per image, the objective of each class it explains (for a segmentation, the region is fixed here, from the
+    // image's own prediction or the mask).
+    let objectives: Vec<Vec<Objective>> = per_image
+        .iter()
+        .enumerate()
+        .map(|(i, cs)| {
+            let item = logits.index_axis(Axis(0), i);
+            cs.iter().map(|&c| Objective::new(item.view(), c, req.target, req.seg_mask.as_ref())).collect()
+        })
+        .collect::<Result<_>>()?;
+    let sign = if req.counterfactual { -1.0 } else { 1.0 };
+    // Each objective's score on each altered copy, per (method, layer, image): measured once for all classes.
     let mut perturbed: HashMap<(CamMethod, usize, usize), Array2<f32>> = HashMap::new();
     if let (Some(input), true) = (&input_copy, wants(CamMethod::ScoreCam)) {
         let forward_only = g.inference_plan(&[&model.logits])?;
         for (li, l) in layers.iter().enumerate() {
             let a = acts.get(l)?;
-            for i in 0..rows.len() {
-                let (image, act) = (image3(input, i), image3(a, i));
-                let scores =
-                    super::score::masked_logits(model, &forward_only, image.view(), act.view(), req.batch_size)?;
+            for (i, objs) in objectives.iter().enumerate() {
+                let (image, act, batch) = (image3(input, i), image3(a, i), req.batch_size);
+                let scores = super::score::masked_scores(model, &forward_only, image.view(), act.view(), objs, batch)?;
                 perturbed.insert((CamMethod::ScoreCam, li, i), scores);
             }
         }
@@ -284,7 +274,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         let layer = g.find(&layers[li])?;
         let mut feed_ids = vec![layer];
         feed_ids.extend(suffix.feeds().iter().copied().filter(|&v| v != layer));
-        for i in 0..rows.len() {
+        for (i, objs) in objectives.iter().enumerate() {
             let items: Vec<(&str, ArrayD<f32>)> = feed_ids
                 .iter()
                 .map(|&v| {
@@ -293,7 +283,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 })
                 .collect::<Result<_>>()?;
             let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = items.iter().map(|(n, t)| (*n, t.view())).collect();
-            let scores = super::ablation::ablated_logits(model, suffix, &views, req.batch_size)?;
+            let scores = super::ablation::ablated_scores(model, suffix, &views, objs, req.batch_size)?;
             perturbed.insert((CamMethod::AblationCam, li, i), scores);
         }
     }
@@ -303,26 +293,16 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         req.methods.iter().copied().filter(|m| matches!(m, Method::SmoothGrad | Method::IntegratedGradients)).collect();
     if let (Some(input), false) = (&input_copy, path_methods.is_empty()) {
         let input_plan = g.plan(&[&model.logits], &[&model.input], &[])?;
-        let target = (req.target, if req.counterfactual { -1.0 } else { 1.0 });
         for (i, classes) in per_image.iter().enumerate() {
-            let image = image3(input, i);
+            let (image, objs, batch) = (image3(input, i), &objectives[i], req.batch_size);
             for &method in &path_methods {
                 let maps = if method == Method::SmoothGrad {
                     let (samples, noise) = (req.samples, req.noise);
-                    smooth_grad(model, &input_plan, image.view(), classes, target, samples, noise, req.batch_size)?
+                    smooth_grad(model, &input_plan, image.view(), objs, sign, samples, noise, batch)?
                 } else {
                     let baseline = black_baseline(model, image.shape());
                     let (base, steps) = (baseline.view(), req.steps);
-                    integrated_gradients(
-                        model,
-                        &input_plan,
-                        image.view(),
-                        base,
-                        classes,
-                        target,
-                        steps,
-                        req.batch_size,
-                    )?
+                    integrated_gradients(model, &input_plan, image.view(), base, objs, sign, steps, batch)?
                 };
                 for (&c, m) in classes.iter().zip(maps) {
                     path_maps.insert((method, i, c), m);
@@ -331,17 +311,14 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         }
     }
     let rounds = per_image.iter().map(Vec::len).max().unwrap_or(0);
-    let sign = if req.counterfactual { -1.0 } else { 1.0 };
     let guided = req.methods.iter().any(|m| matches!(m, Method::GuidedBackprop | Method::GuidedGradCam));
 
     for round in 0..rounds {
         // One seed for the whole batch: image i's row is one-hot on its class of this round.
         let mut seed = Tensor::<f32>::zeros(IxDyn(logits.shape()));
-        for (i, cs) in per_image.iter().enumerate() {
-            let Some(&c) = cs.get(round) else { continue };
-            for (j, v) in req.target.seed_row(&rows[i], c, sign).into_iter().enumerate() {
-                seed[[i, j]] = v;
-            }
+        for (i, objs) in objectives.iter().enumerate() {
+            let Some(o) = objs.get(round) else { continue };
+            seed.index_axis_mut(Axis(0), i).assign(&o.seed(logits.index_axis(Axis(0), i), sign));
         }
         let exact = if needs_gradient { Some(acts.backward(vec![(&model.logits, seed.clone())])?) } else { None };
         // Finer-CAM follows a target of its own: one more backward pass when it is asked for.
@@ -372,10 +349,13 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 for (li, l) in layers.iter().enumerate() {
                     let a = image3(acts.get(l)?, i);
                     let raw = if method.runs_model() {
-                        let scores = &perturbed[&(method, li, i)];
+                        let column = perturbed[&(method, li, i)].column(round).to_owned();
                         let w = match method {
-                            CamMethod::ScoreCam => super::score::weights(scores, class, req.target, sign),
-                            _ => super::ablation::weights(&rows[i], scores, class, req.target, sign),
+                            CamMethod::ScoreCam => super::score::weights(column.view(), sign),
+                            _ => {
+                                let original = objectives[i][round].score(logits.index_axis(Axis(0), i));
+                                super::ablation::weights(original, column.view(), sign)
+                            }
                         };
                         CamMethod::raw_map_weighted(a.view(), &w, req.eigen_smooth)?
                     } else if method.needs_gradient() {

@@ -2,8 +2,8 @@
 //! α_i (x − x'))` with Captum's default quadrature, Gauss–Legendre on [0, 1] (`steps` nodes). The baseline `x'` is a
 //! black image (pixel value 0, normalized like the input). The path's points run in batches.
 
-use super::explainer::Target;
 use super::perturb::batched_input_gradients;
+use super::target::Objective;
 use crate::error::Result;
 use crate::graph::Plan;
 use crate::models::Model;
@@ -57,7 +57,7 @@ pub(crate) fn black_baseline(model: &Model, shape: &[usize]) -> Array3<f32> {
     Array3::from_shape_fn((shape[0], shape[1], shape[2]), |(c, _, _)| -n.mean[c % 3] / n.std[c % 3])
 }
 
-/// Integrated Gradients of each of `classes` for one image `[C, H, W]` from `baseline`; `plan` differentiates the
+/// Integrated Gradients of each objective for one image `[C, H, W]` from `baseline`; `plan` differentiates the
 /// logits with respect to the input.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn integrated_gradients(
@@ -65,22 +65,22 @@ pub(crate) fn integrated_gradients(
     plan: &Plan,
     image: ArrayView3<'_, f32>,
     baseline: ArrayView3<'_, f32>,
-    classes: &[usize],
-    target: (Target, f32),
+    objectives: &[Objective],
+    sign: f32,
     steps: usize,
     batch: usize,
 ) -> Result<Vec<Array3<f32>>> {
     let rule = gauss_legendre(steps);
     let delta = &image - &baseline;
-    let mut sums = vec![Array3::<f32>::zeros(image.raw_dim()); classes.len()];
+    let mut sums = vec![Array3::<f32>::zeros(image.raw_dim()); objectives.len()];
     batched_input_gradients(
         model,
         plan,
         image,
         steps,
         batch,
-        classes,
-        target,
+        objectives,
+        sign,
         |k, mut copy| {
             let alpha = rule[k].0 as f32;
             Zip::from(&mut copy).and(&baseline).and(&delta).for_each(|v, &b, &d| *v = b + alpha * d);

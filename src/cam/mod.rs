@@ -14,6 +14,7 @@ pub mod postprocess;
 mod principal;
 mod score;
 mod smooth_grad;
+pub(crate) mod target;
 
 pub use explainer::{
     explain, ClassChoice, Explanation, ImageResult, Prediction, Request, Target, DEFAULT_NOISE,

@@ -3,12 +3,12 @@
 //! channel's weight is the softmax over channels of the class score on its masked input. No gradient: one forward
 //! pass per channel, run in batches; every class is scored from the same passes.
 
-use super::explainer::Target;
-use super::perturb::{batched_logits, target_score};
+use super::perturb::batched_scores;
+use super::target::Objective;
 use crate::error::Result;
 use crate::graph::Plan;
 use crate::models::Model;
-use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, Axis};
 
 /// Source rows (or columns) and weights of a bilinear resize with corners aligned (PyTorch's
 /// `UpsamplingBilinear2d`), computed in f32 like PyTorch's CPU kernel.
@@ -42,18 +42,20 @@ pub(crate) fn channel_mask(plane: ArrayView2<'_, f32>, out_h: usize, out_w: usiz
     up.mapv(|v| (v - min) / (max - min + 1e-8))
 }
 
-/// Every class's logits on each channel's masked input: `[C, classes]`. `image` is one preprocessed input
-/// `[3, H, W]`, `activation` the layer's value for it `[C, h, w]`; `plan` is a forward-only plan keeping the logits.
-pub(crate) fn masked_logits(
+/// Each objective's score on each channel's masked input: `[C, objectives]`. `image` is one preprocessed input
+/// `[3, H, W]`, `activation` the layer's value for it `[C, h, w]`; `plan` is a forward-only plan keeping the output.
+pub(crate) fn masked_scores(
     model: &Model,
     plan: &Plan,
     image: ArrayView3<'_, f32>,
     activation: ArrayView3<'_, f32>,
+    objectives: &[Objective],
     batch: usize,
 ) -> Result<Array2<f32>> {
     let (in_h, in_w) = (image.shape()[1], image.shape()[2]);
     let image = image.into_dyn();
-    batched_logits(model, plan, &[(&model.input, image)], activation.shape()[0], batch, |k, mut copy| {
+    let channels = activation.shape()[0];
+    batched_scores(model, plan, &[(&model.input, image)], channels, batch, objectives, |k, mut copy| {
         let mask = channel_mask(activation.index_axis(Axis(0), k), in_h, in_w);
         for mut channel in copy.axis_iter_mut(Axis(0)) {
             channel *= &mask;
@@ -61,14 +63,11 @@ pub(crate) fn masked_logits(
     })
 }
 
-/// The channel weights of `class`: softmax over channels of the target's score (negated for a counterfactual map:
-/// the channels whose regions speak against the class).
-pub(crate) fn weights(logits: &Array2<f32>, class: usize, target: Target, sign: f32) -> Vec<f32> {
-    let scores: Vec<f32> = logits
-        .axis_iter(Axis(0))
-        .map(|row| sign * target_score(row.as_slice().expect("standard layout"), class, target))
-        .collect();
-    crate::tensor::softmax_row(&scores)
+/// The channel weights from one objective's scores (a column of [`masked_scores`]): their softmax over channels
+/// (negated first for a counterfactual map: the channels whose regions speak against the class).
+pub(crate) fn weights(scores: ArrayView1<'_, f32>, sign: f32) -> Vec<f32> {
+    let signed: Vec<f32> = scores.iter().map(|&s| sign * s).collect();
+    crate::tensor::softmax_row(&signed)
 }
 
 #[cfg(test)]
@@ -96,11 +95,11 @@ mod tests {
 
     #[test]
     fn weights_are_a_softmax_over_channels() {
-        let logits = arr2(&[[1.0f32, 0.0], [3.0, 0.0]]);
-        let w = weights(&logits, 0, Target::Logit, 1.0);
+        let scores = ndarray::arr1(&[1.0f32, 3.0]);
+        let w = weights(scores.view(), 1.0);
         let e = (2.0f32).exp();
         assert!((w[0] - 1.0 / (1.0 + e)).abs() < 1e-6 && (w[1] - e / (1.0 + e)).abs() < 1e-6);
-        let against = weights(&logits, 0, Target::Logit, -1.0);
+        let against = weights(scores.view(), -1.0);
         assert!(against[0] > against[1]);
     }
 }

@@ -3,8 +3,8 @@
 //! takes the absolute value by default). σ is a fraction of the image's value range (the paper's noise level:
 //! `σ = noise · (max x − min x)`). The noise is seeded (the same run gives the same map) and drawn in batches.
 
-use super::explainer::Target;
 use super::perturb::batched_input_gradients;
+use super::target::Objective;
 use crate::error::Result;
 use crate::graph::Plan;
 use crate::models::weights::standard_normal;
@@ -26,30 +26,30 @@ pub(crate) fn sigma(image: ArrayView3<'_, f32>, noise: f32) -> f32 {
     noise * (max - min)
 }
 
-/// SmoothGrad of each of `classes` for one image `[C, H, W]`; `plan` differentiates the logits with respect to the
+/// SmoothGrad of each objective for one image `[C, H, W]`; `plan` differentiates the output with respect to the
 /// input.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn smooth_grad(
     model: &Model,
     plan: &Plan,
     image: ArrayView3<'_, f32>,
-    classes: &[usize],
-    target: (Target, f32),
+    objectives: &[Objective],
+    sign: f32,
     samples: usize,
     noise: f32,
     batch: usize,
 ) -> Result<Vec<Array3<f32>>> {
     let sigma = sigma(image, noise);
     let len = image.len();
-    let mut sums = vec![Array3::<f32>::zeros(image.raw_dim()); classes.len()];
+    let mut sums = vec![Array3::<f32>::zeros(image.raw_dim()); objectives.len()];
     batched_input_gradients(
         model,
         plan,
         image,
         samples,
         batch,
-        classes,
-        target,
+        objectives,
+        sign,
         |s, mut copy| {
             for (e, v) in copy.iter_mut().enumerate() {
                 *v += sigma * standard_normal(NOISE_STREAM, s * len + e);

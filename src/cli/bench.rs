@@ -169,6 +169,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             samples: gradcam::cam::DEFAULT_SAMPLES,
             noise: gradcam::cam::DEFAULT_NOISE,
             steps: gradcam::cam::DEFAULT_STEPS,
+            seg_mask: None,
         }),
     };
     let simd_level = simd::level();

@@ -29,6 +29,14 @@ pub struct ExplainArgs {
     /// Explain the K highest-scoring classes.
     #[arg(long, value_name = "K", conflicts_with = "classes")]
     pub top: Option<usize>,
+    /// Segmentation models (output [N, classes, H, W]): explain the sum of class C's logits over the pixels the
+    /// model predicts as C (pytorch-grad-cam's SemanticSegmentationTarget), or over --mask.
+    #[arg(long, value_name = "C", conflicts_with_all = ["classes", "top"])]
+    pub seg_class: Option<usize>,
+    /// With --seg-class: the region whose logits are summed, as an image (its non-black pixels; resized to the
+    /// model's output).
+    #[arg(long, value_name = "MASK", requires = "seg_class")]
+    pub mask: Option<PathBuf>,
     /// Method (repeatable): gradcam, gradcampp, xgradcam, hirescam, layercam, gradcam-elementwise, eigencam,
     /// eigengradcam, fem, randomcam, finercam, scorecam, ablationcam, saliency, guided-backprop, guided-gradcam,
     /// fullgrad, smoothgrad, integrated-gradients.
@@ -350,10 +358,30 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if args.top == Some(0) {
         anyhow::bail!("--top must be at least 1");
     }
-    let classes = match (args.top, args.classes.is_empty()) {
-        (Some(k), _) => ClassChoice::Top(k),
-        (None, false) => ClassChoice::Classes(args.classes.clone()),
-        (None, true) => ClassChoice::Top(1),
+    let segmentation = model.graph.value(model.graph.find(&model.logits)?).shape.len() == 4;
+    if args.seg_class.is_some() && !segmentation {
+        anyhow::bail!("--seg-class is for segmentation models (output [N, classes, H, W]); use --class");
+    }
+    let seg_mask = match &args.mask {
+        Some(path) => {
+            let img = gradcam::input::decode_image_limited(path, args.max_pixels)?;
+            let (w, h) = img.dimensions();
+            Some(Array2::from_shape_fn((h as usize, w as usize), |(y, x)| {
+                let p = img.get_pixel(x as u32, y as u32).0;
+                if p.iter().any(|&v| v > 0) {
+                    1.0
+                } else {
+                    0.0
+                }
+            }))
+        }
+        None => None,
+    };
+    let classes = match (args.seg_class, args.top, args.classes.is_empty()) {
+        (Some(c), _, _) => ClassChoice::Classes(vec![c]),
+        (None, Some(k), _) => ClassChoice::Top(k),
+        (None, None, false) => ClassChoice::Classes(args.classes.clone()),
+        (None, None, true) => ClassChoice::Top(1),
     };
     let request = Request {
         layers: args.layers.clone(),
@@ -367,6 +395,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         samples: args.samples,
         noise: args.noise,
         steps: args.steps,
+        seg_mask,
     };
     let mut batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
     // Score-CAM, Ablation-CAM, SmoothGrad and Integrated Gradients run many altered copies of each image,

@@ -20,7 +20,7 @@ pub use road::{road, Road, ROAD_PERCENTILES};
 pub use sanity::{cascading_randomization, SanityStep};
 pub use similarity::{spearman, ssim};
 
-use crate::cam::perturb::target_score;
+use crate::cam::target::Objective;
 use crate::cam::Target;
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -41,6 +41,13 @@ impl<'m> Scorer<'m> {
         if batch == 0 {
             return Err(Error::BadRequest("the batch size must be at least 1".into()));
         }
+        let shape = &model.graph.value(model.graph.find(&model.logits)?).shape;
+        if shape.len() != 2 {
+            return Err(Error::BadRequest(format!(
+                "the metrics score classifiers ([N, classes] outputs); '{}' has shape {shape:?}",
+                model.logits
+            )));
+        }
         Ok(Scorer { model, plan: model.graph.inference_plan(&[&model.logits])?, target, batch })
     }
 
@@ -50,23 +57,21 @@ impl<'m> Scorer<'m> {
             return Err(Error::ClassOutOfRange { class, classes: self.model.classes() });
         }
         let first = make(0);
-        let logits = crate::cam::perturb::batched_logits(
+        let objective = Objective { class, target: self.target, region: None };
+        let scores = crate::cam::perturb::batched_scores(
             self.model,
             &self.plan,
             &[(&self.model.input, first.view().into_dyn())],
             count,
             self.batch,
+            std::slice::from_ref(&objective),
             |k, mut copy| {
                 if k > 0 {
                     copy.assign(&make(k).into_dyn());
                 }
             },
         )?;
-        Ok(logits
-            .rows()
-            .into_iter()
-            .map(|row| target_score(row.as_slice().expect("standard layout"), class, self.target))
-            .collect())
+        Ok(scores.column(0).to_vec())
     }
 
     /// The score of `class` on one image.

@@ -256,9 +256,10 @@ impl Model {
             }
         }
         let shape = &g.value(g.find(&logits)?).shape;
-        if shape.len() != 2 {
+        if shape.len() != 2 && shape.len() != 4 {
             return Err(Error::BadRequest(format!(
-                "{shown}: class scores '{logits}' have shape {shape:?}, not [N, classes]"
+                "{shown}: class scores '{logits}' have shape {shape:?}, not [N, classes] (a classifier) or [N, classes, \
+                 H, W] (a segmentation)"
             )));
         }
         let classes = shape[1];
