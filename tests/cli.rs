@@ -167,9 +167,9 @@ fn errors_are_one_line_and_non_zero() {
     assert!(!o.status.success());
     assert!(stderr_line(&o).contains("cannot create output directory"));
 
-    let o = gradcam(&["explain", &cat(), "--method", "scorecam", "--out-dir", d]);
+    let o = gradcam(&["explain", &cat(), "--method", "nonsense-cam", "--out-dir", d]);
     assert!(!o.status.success());
-    assert!(stderr_line(&o).contains("unknown method 'scorecam'"));
+    assert!(stderr_line(&o).contains("unknown method 'nonsense-cam'"));
 
     let o = gradcam(&["explain", &cat(), "--layer", "flatten", "--out-dir", d]);
     assert!(!o.status.success());
@@ -535,4 +535,34 @@ fn evaluate_table_json_and_errors() {
     assert!(!o.status.success() && stderr_line(&o).contains("[x0, y0, x1, y1]"));
     let o = gradcam(&["evaluate", &dir.display().to_string()]);
     assert!(!o.status.success() && stderr_line(&o).contains("no image files"));
+}
+
+#[test]
+fn sanity_json_and_table() {
+    let o = gradcam(&[
+        "sanity",
+        &cat(),
+        "--method",
+        "gradcam",
+        "--method",
+        "guided-backprop",
+        "--max-layers",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "two steps per method");
+    assert_eq!(
+        (lines[0]["method"].as_str(), lines[0]["step"].as_u64(), lines[0]["layer"].as_str()),
+        (Some("gradcam"), Some(1), Some("_fc"))
+    );
+    assert!(lines[0]["spearman"].as_f64().unwrap() < 0.5, "{}", lines[0]);
+    assert!(lines[3]["ssim"].as_f64().unwrap() > 0.9, "{}", lines[3]);
+    let o = gradcam(&["sanity", &cat(), "--max-layers", "1"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8(o.stdout).unwrap().contains("layer randomized"));
+    let o = gradcam(&["sanity", &cat(), "--max-layers", "0"]);
+    assert!(!o.status.success() && stderr_line(&o).contains("--max-layers"));
 }

@@ -14,6 +14,7 @@ mod evaluate;
 mod explain;
 mod infer;
 mod layers;
+mod sanity;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Score explanation methods with faithfulness and localization metrics over images (mean ± std).
     Evaluate(evaluate::EvaluateArgs),
+    /// Model-randomization sanity check (Adebayo et al.): how each method's map changes as the layers are randomized.
+    Sanity(sanity::SanityArgs),
 }
 
 /// Which model to use.
@@ -168,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attack(a) => attack::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Sanity(a) => sanity::run(a),
     }
 }
 
