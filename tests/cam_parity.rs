@@ -207,6 +207,14 @@ fn fullgrad_matches_pytorch_grad_cam() {
         let cam = e.explanations[0].cam.clone().into_dyn();
         let err = relative_error(&strided(&cam), &npy_f32(&format!("cam/{dir}/fullgrad_cam.npy")));
         assert!(err < 1e-3, "{dir}: FullGrad's map off by {err:.2e}");
+        if dir == "resnet18" {
+            let mut req = request(&[], vec![Method::FullGrad]);
+            req.aug_smooth = true;
+            let e = explain(&model, x.clone(), &req).unwrap().remove(0);
+            let cam = e.explanations[0].cam.clone().into_dyn();
+            let err = relative_error(&strided(&cam), &npy_f32("cam/resnet18/fullgrad_augsmooth_cam.npy"));
+            assert!(err < 1e-3, "FullGrad with aug_smooth off by {err:.2e}");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ Dev-only. Needs what tools/make_cam_fixtures.py needs, plus captum (0.9.0 was us
 Input: fixtures/models/inputs/chelsea.npy, class = top-1. To keep fixtures/ small, each 224×224 (or 3×224×224)
 map is stored as every STRIDE-th value of the flattened map (`map.ravel()[::STRIDE]`).
 - fullgrad_cam.npy: pytorch-grad-cam's FullGrad final map, on the bundled EfficientNet-Lite0 and the synthetic
-  resnet18 (fixtures/cam/<model>/).
+  resnet18 (fixtures/cam/<model>/); fullgrad_augsmooth_cam.npy: with aug_smooth, on resnet18.
 - smoothgrad_{f32,f64}.npy, integrated_gradients_{f32,f64}.npy (synthetic resnet18 only; float32 and float64
   runs of the same model): Captum's
   NoiseTunnel(Saliency).attribute(nt_type="smoothgrad", nt_samples=SAMPLES, stdevs=σ) with σ = NOISE · (max x −
@@ -56,6 +56,11 @@ def full_grad(model_name, model, x):
     cls = int(model(x)[0].argmax())
     final = FullGrad(model=model, target_layers=[])(input_tensor=x, targets=[ClassifierOutputTarget(cls)])
     save(model_name, "fullgrad_cam", sampled(final[0]))
+    if model_name == "resnet18":
+        smoothed = FullGrad(model=model, target_layers=[])(
+            input_tensor=x, targets=[ClassifierOutputTarget(cls)], aug_smooth=True
+        )
+        save(model_name, "fullgrad_augsmooth_cam", sampled(smoothed[0]))
     print(model_name, "fullgrad, class", cls, flush=True)
 
 

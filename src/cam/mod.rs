@@ -111,10 +111,10 @@ impl Method {
         matches!(self, Method::Cam(m) if !matches!(m, CamMethod::EigenCam | CamMethod::EigenGradCam | CamMethod::Fem))
     }
 
-    /// Whether `aug_smooth` changes the method's map (the CAM methods, as in pytorch-grad-cam; not the gradient
-    /// maps).
+    /// Whether `aug_smooth` changes the method's map (the CAM methods and FullGrad, as in pytorch-grad-cam; not the
+    /// gradient maps).
     pub fn aug_smoothable(self) -> bool {
-        matches!(self, Method::Cam(_))
+        matches!(self, Method::Cam(_) | Method::FullGrad)
     }
 
     /// Whether the method reads the target layer (and so reports one).
