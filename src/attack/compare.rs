@@ -21,51 +21,7 @@ pub struct CamComparison {
     pub adv_map: Array2<f32>,
 }
 
-/// Pearson correlation (0 when either map is constant).
-pub fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len()) as f64;
-    if n == 0.0 {
-        return 0.0;
-    }
-    let (ma, mb) = (a.iter().map(|&v| v as f64).sum::<f64>() / n, b.iter().map(|&v| v as f64).sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    if saa == 0.0 || sbb == 0.0 {
-        0.0
-    } else {
-        (sab / (saa * sbb).sqrt()) as f32
-    }
-}
-
-/// Ranks with ties sharing their average rank.
-fn ranks(v: &[f32]) -> Vec<f32> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0f32; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f32 / 2.0;
-        for &k in &idx[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-/// Spearman rank correlation (Pearson of average ranks).
-pub fn spearman(a: &[f32], b: &[f32]) -> f32 {
-    pearson(&ranks(a), &ranks(b))
-}
+pub use crate::metrics::{pearson, spearman};
 
 /// IoU of the `fraction` highest-valued pixels of two maps.
 pub fn iou_top(a: &[f32], b: &[f32], fraction: f32) -> f32 {
@@ -134,18 +90,6 @@ pub fn compare_cams(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn correlations_of_known_vectors() {
-        let a = [1.0, 2.0, 3.0, 4.0];
-        assert!((pearson(&a, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-6);
-        assert!((pearson(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-6);
-        // Monotone but not linear: Spearman 1, Pearson < 1.
-        let b = [1.0, 10.0, 100.0, 1000.0];
-        assert!((spearman(&a, &b) - 1.0).abs() < 1e-6 && pearson(&a, &b) < 0.99);
-        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![1.5, 0.0, 1.5]);
-        assert_eq!(pearson(&a, &[1.0; 4]), 0.0);
-    }
 
     #[test]
     fn iou_of_top_regions() {

@@ -76,6 +76,19 @@ impl Plan {
 }
 
 impl<T: Element> Graph<T> {
+    /// Per value, the last node among those that run that reads it.
+    fn last_uses(&self, run_forward: &[bool]) -> Vec<Option<usize>> {
+        let mut last_use = vec![None; self.values.len()];
+        for (n, node) in self.nodes.iter().enumerate() {
+            if run_forward[n] {
+                for i in &node.inputs {
+                    last_use[i.0] = Some(n);
+                }
+            }
+        }
+        last_use
+    }
+
     fn ids(&self, names: &[&str]) -> Result<Vec<ValueId>> {
         names.iter().map(|n| self.find(n)).collect()
     }
@@ -161,14 +174,7 @@ impl<T: Element> Graph<T> {
                 }
             }
         }
-        let mut last_use = vec![None; nv];
-        for (n, node) in self.nodes.iter().enumerate() {
-            if run_forward[n] {
-                for i in &node.inputs {
-                    last_use[i.0] = Some(n);
-                }
-            }
-        }
+        let last_use = self.last_uses(&run_forward);
         let fusion = if self.fusion { self.plan_fusion(&run_forward, &retain) } else { vec![None; nn] };
         Ok(Plan {
             seeds,
@@ -228,14 +234,7 @@ impl<T: Element> Graph<T> {
         }
         let feeds: Vec<ValueId> =
             (0..nv).map(ValueId).filter(|&v| needed[v.0] && !produced[v.0] && !self.is_constant(v)).collect();
-        let mut last_use = vec![None; nv];
-        for (n, node) in self.nodes.iter().enumerate() {
-            if run_forward[n] {
-                for i in &node.inputs {
-                    last_use[i.0] = Some(n);
-                }
-            }
-        }
+        let last_use = self.last_uses(&run_forward);
         let fusion = if self.fusion { self.plan_fusion(&run_forward, &retain) } else { vec![None; nn] };
         Ok(Plan {
             seeds: Vec::new(),

@@ -38,40 +38,27 @@ fn auc(curve: &[f32]) -> f32 {
 pub fn gaussian_blur(image: ArrayView3<'_, f32>) -> Array3<f32> {
     let half = (BLUR_TAPS / 2) as isize;
     let weights: Vec<f64> = (-half..=half).map(|d| (-(d * d) as f64 / (2.0 * BLUR_SIGMA * BLUR_SIGMA)).exp()).collect();
-    let total: f64 = weights.iter().sum::<f64>().powi(2);
-    let weights: Vec<f32> = weights.iter().map(|w| (w / total.sqrt()) as f32).collect();
-    let (c, h, w) = image.dim();
-    let mut rows = Array3::<f32>::zeros((c, h, w));
-    for ch in 0..c {
-        for y in 0..h {
-            for x in 0..w {
-                let mut s = 0.0;
-                for (t, &k) in weights.iter().enumerate() {
-                    let xx = x as isize + t as isize - half;
-                    if xx >= 0 && (xx as usize) < w {
-                        s += k * image[[ch, y, xx as usize]];
-                    }
-                }
-                rows[[ch, y, x]] = s;
+    let total: f64 = weights.iter().sum();
+    let weights: Vec<f32> = weights.iter().map(|w| (w / total) as f32).collect();
+    let rows = blur_along(image, &weights, 2);
+    blur_along(rows.view(), &weights, 1)
+}
+
+/// `image` convolved with `weights` (centred) along `axis`, zeros beyond the border.
+fn blur_along(image: ArrayView3<'_, f32>, weights: &[f32], axis: usize) -> Array3<f32> {
+    let half = (weights.len() / 2) as isize;
+    let len = image.len_of(Axis(axis)) as isize;
+    Array3::from_shape_fn(image.raw_dim(), |(c, y, x)| {
+        let at = if axis == 2 { x } else { y } as isize;
+        let mut s = 0.0;
+        for (t, &k) in weights.iter().enumerate() {
+            let j = at + t as isize - half;
+            if (0..len).contains(&j) {
+                s += k * if axis == 2 { image[[c, y, j as usize]] } else { image[[c, j as usize, x]] };
             }
         }
-    }
-    let mut out = Array3::<f32>::zeros((c, h, w));
-    for ch in 0..c {
-        for y in 0..h {
-            for x in 0..w {
-                let mut s = 0.0;
-                for (t, &k) in weights.iter().enumerate() {
-                    let yy = y as isize + t as isize - half;
-                    if yy >= 0 && (yy as usize) < h {
-                        s += k * rows[[ch, yy as usize, x]];
-                    }
-                }
-                out[[ch, y, x]] = s;
-            }
-        }
-    }
-    out
+        s
+    })
 }
 
 /// Pixel indices (row-major) from the map's largest value to its smallest (ties: lower index first).

@@ -18,7 +18,7 @@ pub use deletion::{deletion_insertion, gaussian_blur, DeletionInsertion, DEFAULT
 pub use localization::{energy_pointing, iou, localization_iou, pointing_hit, BoxXyxy, POINTING_TOLERANCE};
 pub use road::{road, Road, ROAD_PERCENTILES};
 pub use sanity::{cascading_randomization, SanityStep};
-pub use similarity::{spearman, ssim};
+pub use similarity::{pearson, spearman, ssim};
 
 use crate::cam::target::Objective;
 use crate::cam::Target;

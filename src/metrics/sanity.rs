@@ -57,6 +57,10 @@ fn redrawn(name: &str, value: &Tensor<f32>) -> Tensor<f32> {
     })
 }
 
+fn flat(map: &ndarray::Array2<f32>) -> Vec<f32> {
+    map.iter().copied().collect()
+}
+
 /// The map of `req`'s first method for image `x` (`[1, C, H, W]`), at the model's input resolution.
 fn map_of(model: &Model, x: &Tensor<f32>, req: &Request) -> Result<(usize, ndarray::Array2<f32>)> {
     let mut results = explain(model, x.clone(), req)?;
@@ -104,7 +108,8 @@ pub fn cascading_randomization(
         }
         match map_of(model, x, &req) {
             Ok((_, map)) => {
-                steps.push(SanityStep { layer, spearman: spearman(&original, &map), ssim: ssim(&original, &map) })
+                let rho = spearman(&flat(&original), &flat(&map));
+                steps.push(SanityStep { layer, spearman: rho, ssim: ssim(&original, &map) })
             }
             Err(e) => {
                 outcome = Err(e);

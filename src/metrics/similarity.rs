@@ -4,45 +4,51 @@
 
 use ndarray::Array2;
 
-/// Ranks from 1, ties given their mean rank.
-fn ranks(values: &[f32]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut r = vec![0.0; values.len()];
+/// Pearson correlation of two equally long series (0 when either is constant or empty).
+pub fn pearson(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len()) as f64;
+    if n == 0.0 {
+        return 0.0;
+    }
+    let (ma, mb) = (a.iter().map(|&v| v as f64).sum::<f64>() / n, b.iter().map(|&v| v as f64).sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        0.0
+    } else {
+        (sab / (saa * sbb).sqrt()) as f32
+    }
+}
+
+/// Ranks from 0, ties sharing their average rank (exact in f32 up to 2^24 values).
+fn ranks(v: &[f32]) -> Vec<f32> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0f32; v.len()];
     let mut i = 0;
     while i < idx.len() {
         let mut j = i;
-        while j + 1 < idx.len() && values[idx[j + 1]] == values[idx[i]] {
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
             j += 1;
         }
-        let mean = (i + j) as f64 / 2.0 + 1.0;
+        let avg = (i + j) as f32 / 2.0;
         for &k in &idx[i..=j] {
-            r[k] = mean;
+            r[k] = avg;
         }
         i = j + 1;
     }
     r
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> f32 {
-    let n = a.len().max(1) as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    if saa == 0.0 || sbb == 0.0 {
-        return 0.0;
-    }
-    (sab / (saa * sbb).sqrt()) as f32
-}
-
-/// Spearman's rank correlation of two maps of the same shape (0 if either is constant).
-pub fn spearman(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
-    let (a, b): (Vec<f32>, Vec<f32>) = (a.iter().copied().collect(), b.iter().copied().collect());
-    pearson(&ranks(&a), &ranks(&b))
+/// Spearman's rank correlation (Pearson of average ranks; 0 if either series is constant). Maps compare as their
+/// values in row-major order.
+pub fn spearman(a: &[f32], b: &[f32]) -> f32 {
+    pearson(&ranks(a), &ranks(b))
 }
 
 /// Side of SSIM's window.
@@ -85,19 +91,18 @@ pub fn ssim(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::arr2;
 
     #[test]
-    fn ranks_average_ties() {
-        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
-    }
-
-    #[test]
-    fn spearman_of_monotone_and_reversed_maps() {
-        let a = arr2(&[[0.1f32, 0.5], [0.2, 0.9]]);
-        assert!((spearman(&a, &a.mapv(|v| v * v)) - 1.0).abs() < 1e-6);
-        assert!((spearman(&a, &a.mapv(|v| -v)) + 1.0).abs() < 1e-6);
-        assert_eq!(spearman(&a, &Array2::zeros((2, 2))), 0.0);
+    fn correlations_of_known_series() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert!((pearson(&a, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-6);
+        assert!((pearson(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-6);
+        // Monotone but not linear: Spearman 1, Pearson < 1.
+        let b = [1.0, 10.0, 100.0, 1000.0];
+        assert!((spearman(&a, &b) - 1.0).abs() < 1e-6 && pearson(&a, &b) < 0.99);
+        assert!((spearman(&a, &[-1.0, -2.0, -3.0, -4.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![1.5, 0.0, 1.5]);
+        assert_eq!(pearson(&a, &[1.0; 4]), 0.0);
     }
 
     /// Against scikit-image 0.26's `structural_similarity(a, b, data_range=1)` for a = (i·7 + j·3) mod 10 / 10 and
