@@ -23,15 +23,7 @@ pub(crate) struct BiasLayer {
 /// `logits`, in graph order. A batch-norm's bias is `β − μ·γ/√(σ² + ε)` (its offset once written as a scale and a
 /// shift).
 pub(crate) fn bias_layers(g: &Graph<f32>, logits: ValueId) -> Vec<BiasLayer> {
-    let mut leads = vec![false; g.values().len()];
-    leads[logits.0] = true;
-    for node in g.nodes().iter().rev() {
-        if node.outputs.iter().any(|o| leads[o.0]) {
-            for i in &node.inputs {
-                leads[i.0] = true;
-            }
-        }
-    }
+    let leads = g.leads_to(&[logits]);
     let constant = |id: ValueId| g.constant_value(id).map(|c| c.iter().copied().collect::<Vec<f32>>());
     let mut layers = Vec::new();
     for node in g.nodes() {

@@ -7,15 +7,7 @@ use crate::graph::{Graph, Source, ValueId};
 /// activation of an EfficientNet): the deepest layer that still has a spatial map.
 pub fn default_layer(graph: &Graph<f32>, logits: &str) -> Result<String> {
     let target = graph.find(logits)?;
-    let mut feeds = vec![false; graph.values().len()];
-    feeds[target.0] = true;
-    for node in graph.nodes().iter().rev() {
-        if node.outputs.iter().any(|o| feeds[o.0]) {
-            for i in &node.inputs {
-                feeds[i.0] = true;
-            }
-        }
-    }
+    let feeds = graph.leads_to(&[target]);
     // A segmentation's output is spatial itself: skip it and the head's class-score maps (as many channels as
     // classes), to land on the features they are made from.
     let out_shape = &graph.value(target).shape;

@@ -163,6 +163,22 @@ impl<T: Element> Graph<T> {
         Ok(())
     }
 
+    /// Per value: whether it is one of `targets` or feeds one of them (walking the nodes backwards).
+    pub fn leads_to(&self, targets: &[ValueId]) -> Vec<bool> {
+        let mut leads = vec![false; self.values.len()];
+        for t in targets {
+            leads[t.0] = true;
+        }
+        for node in self.nodes.iter().rev() {
+            if node.outputs.iter().any(|o| leads[o.0]) {
+                for i in &node.inputs {
+                    leads[i.0] = true;
+                }
+            }
+        }
+        leads
+    }
+
     /// The constant `id` if it is held in 16 bits.
     pub fn half_constant(&self, id: ValueId) -> Option<&HalfTensor> {
         match &self.values[id.0].source {

@@ -108,17 +108,7 @@ impl<T: Element> Graph<T> {
         let (nv, nn) = (self.values.len(), self.nodes.len());
 
         // Values that lead to a seed, walking backwards.
-        let mut leads_to_seed = vec![false; nv];
-        for s in &seeds {
-            leads_to_seed[s.0] = true;
-        }
-        for node in self.nodes.iter().rev() {
-            if node.outputs.iter().any(|o| leads_to_seed[o.0]) {
-                for i in &node.inputs {
-                    leads_to_seed[i.0] = true;
-                }
-            }
-        }
+        let leads_to_seed = self.leads_to(&seeds);
         // Values that depend on a requested value, walking forwards.
         let mut depends_on_wrt = vec![false; nv];
         for w in &wrt {
