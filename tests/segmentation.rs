@@ -88,3 +88,20 @@ fn seg_class_and_mask_on_the_command_line() {
     let o = Command::new(bin).args(["explain", cat.to_str().unwrap(), "--seg-class", "1"]).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("segmentation models"));
 }
+
+/// Class scores shaped `[N, C, 1, 1]` are a classifier's, not a 1×1 segmentation: SqueezeNet of the ONNX test data
+/// ends Flatten → Softmax → Reshape to `[1, 1000, 1, 1]`; explanations follow the scores before the softmax.
+#[test]
+fn class_scores_shaped_n_c_1_1_are_a_classifier() {
+    let model = Model::from_onnx(&common::fixture("onnx/light/light_squeezenet.onnx")).unwrap();
+    assert!(!model.is_segmentation());
+    assert_eq!(model.logits, "softmaxout_1::flatten");
+    assert_eq!(model.classes(), 1000);
+    let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
+    let req = Request { target: Target::Probability, ..Request::default() };
+    let r = explain(&model, x, &req).unwrap().remove(0);
+    assert_eq!(r.explanations.len(), 1);
+    assert!(r.explanations[0].cam.iter().all(|v| v.is_finite()));
+    let layer = default_layer(&model.graph, &model.logits).unwrap();
+    assert_eq!(model.graph.value(model.graph.find(&layer).unwrap()).shape[1], 1000, "{layer}: the last conv's maps");
+}

@@ -220,7 +220,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             logits.shape()
         )));
     }
-    if logits.ndim() == 4 && req.methods.contains(&Method::Cam(CamMethod::FinerCam)) {
+    if model.is_segmentation() && req.methods.contains(&Method::Cam(CamMethod::FinerCam)) {
         return Err(Error::BadRequest("finercam compares a class with its nearest classes: classifiers only".into()));
     }
     // Per image, a class summary (a segmentation's mean logit per class) for predictions and top-k.

@@ -11,7 +11,8 @@ pub fn default_layer(graph: &Graph<f32>, logits: &str) -> Result<String> {
     // A segmentation's output is spatial itself: skip it and the head's class-score maps (as many channels as
     // classes), to land on the features they are made from.
     let out_shape = &graph.value(target).shape;
-    let class_maps = |o: ValueId| out_shape.len() == 4 && graph.value(o).shape.get(1) == out_shape.get(1);
+    let segmentation = out_shape.len() == 4 && out_shape[2] * out_shape[3] > 1;
+    let class_maps = |o: ValueId| segmentation && graph.value(o).shape.get(1) == out_shape.get(1);
     for node in graph.nodes().iter().rev() {
         for &o in &node.outputs {
             if feeds[o.0] && o != target && !class_maps(o) && is_spatial(graph, o) {

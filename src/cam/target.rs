@@ -40,7 +40,9 @@ impl Objective {
         mask: Option<&Array2<f32>>,
     ) -> Result<Self> {
         match item.ndim() {
+            // Class scores, also as [classes, 1, 1] (SqueezeNet's output).
             1 => Ok(Objective { class, target, region: None }),
+            3 if item.shape()[1] * item.shape()[2] == 1 => Ok(Objective { class, target, region: None }),
             3 => {
                 if target == Target::Probability {
                     return Err(Error::BadRequest(

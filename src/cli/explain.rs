@@ -358,8 +358,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if args.top == Some(0) {
         anyhow::bail!("--top must be at least 1");
     }
-    let segmentation = model.graph.value(model.graph.find(&model.logits)?).shape.len() == 4;
-    if args.seg_class.is_some() && !segmentation {
+    if args.seg_class.is_some() && !model.is_segmentation() {
         anyhow::bail!("--seg-class is for segmentation models (output [N, classes, H, W]); use --class");
     }
     let seg_mask = match &args.mask {

@@ -42,7 +42,7 @@ impl<'m> Scorer<'m> {
             return Err(Error::BadRequest("the batch size must be at least 1".into()));
         }
         let shape = &model.graph.value(model.graph.find(&model.logits)?).shape;
-        if shape.len() != 2 {
+        if shape.len() != 2 && !(shape.len() == 4 && shape[2] * shape[3] == 1) {
             return Err(Error::BadRequest(format!(
                 "the metrics score classifiers ([N, classes] outputs); '{}' has shape {shape:?}",
                 model.logits

@@ -249,10 +249,18 @@ impl Model {
             )));
         }
         let first = m.outputs.first().ok_or_else(|| Error::BadRequest(format!("{shown}: the model has no output")))?;
+        // Explanations follow the scores before a final softmax, also when reshapes follow it (SqueezeNet:
+        // Flatten → Softmax → Reshape to [N, 1000, 1, 1]).
         let mut logits = first.clone();
-        if let Some(node) = g.producer(g.find(first)?) {
-            if matches!(node.op.op_type(), "Softmax" | "LogSoftmax") {
-                logits = g.value(node.inputs[0]).name.clone();
+        let mut at = g.find(first)?;
+        while let Some(node) = g.producer(at) {
+            match node.op.op_type() {
+                "Softmax" | "LogSoftmax" => {
+                    logits = g.value(node.inputs[0]).name.clone();
+                    break;
+                }
+                "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity" => at = node.inputs[0],
+                _ => break,
             }
         }
         let shape = &g.value(g.find(&logits)?).shape;
@@ -279,6 +287,13 @@ impl Model {
     /// The label of class `c` (or its number).
     pub fn label(&self, c: usize) -> String {
         self.labels.as_ref().and_then(|l| l.get(c)).cloned().unwrap_or_else(|| format!("class {c}"))
+    }
+
+    /// Whether the output is a segmentation (`[N, classes, H, W]` with more than one pixel); `[N, classes, 1, 1]`
+    /// is a classifier's.
+    pub fn is_segmentation(&self) -> bool {
+        let shape = self.graph.find(&self.logits).map(|id| self.graph.value(id).shape.clone()).unwrap_or_default();
+        shape.len() == 4 && shape[2] * shape[3] > 1
     }
 
     /// Number of classes.
