@@ -105,3 +105,34 @@ fn class_scores_shaped_n_c_1_1_are_a_classifier() {
     let layer = default_layer(&model.graph, &model.logits).unwrap();
     assert_eq!(model.graph.value(model.graph.find(&layer).unwrap()).shape[1], 1000, "{layer}: the last conv's maps");
 }
+
+#[test]
+fn labels_mean_and_std_apply_to_onnx_models() {
+    let bin = env!("CARGO_BIN_EXE_gradcam");
+    let dir = std::env::temp_dir().join(format!("gradcam-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let labels = dir.join("labels.txt");
+    std::fs::write(&labels, "background\nroad\ncat\nsky\n").unwrap();
+    let onnx = common::fixture("onnx/segmentation/lraspp_mnv3s.onnx");
+    let cat = common::fixture("images/chelsea.png");
+    let run = |extra: &[&str]| {
+        Command::new(bin)
+            .args(["explain", cat.to_str().unwrap(), "--model", onnx.to_str().unwrap(), "--json"])
+            .args(["--out-dir", dir.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--seg-class", "1", "--labels", labels.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["explanations"][0]["label"], "road");
+    // Another normalization gives other predictions.
+    let plain: serde_json::Value = serde_json::from_slice(&run(&[]).stdout).unwrap();
+    let shifted: serde_json::Value =
+        serde_json::from_slice(&run(&["--mean", "0.9,0.1,0.5", "--std", "0.5,0.5,0.5"]).stdout).unwrap();
+    assert_ne!(plain["predictions"], shifted["predictions"]);
+    std::fs::write(&labels, "background\nroad\n").unwrap();
+    let o = run(&["--labels", labels.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("2 labels for a model of 4 classes"));
+}

@@ -99,21 +99,6 @@ pub struct ExplainArgs {
     /// Draw the localization box (largest region above 15 % of the peak) on the overlay.
     #[arg(long = "box")]
     pub draw_box: bool,
-    /// Per-channel mean for normalizing image pixels in [0, 1] (default: the model's, ImageNet for the bundled one).
-    #[arg(long, value_name = "R,G,B", value_parser = parse_triple)]
-    pub mean: Option<[f32; 3]>,
-    /// Per-channel standard deviation for normalizing image pixels (default: the model's).
-    #[arg(long, value_name = "R,G,B", value_parser = parse_triple)]
-    pub std: Option<[f32; 3]>,
-}
-
-fn parse_triple(s: &str) -> Result<[f32; 3], String> {
-    let v: Vec<f32> =
-        s.split(',').map(|p| p.trim().parse::<f32>().map_err(|e| format!("'{p}': {e}"))).collect::<Result<_, _>>()?;
-    match v.as_slice() {
-        [a, b, c] if v.iter().all(|x| x.is_finite()) => Ok([*a, *b, *c]),
-        _ => Err(format!("expected three comma-separated finite numbers, got '{s}'")),
-    }
 }
 
 /// One image to explain: the model input and what to draw on.
@@ -345,16 +330,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         anyhow::bail!("--alpha must be in [0, 1], got {}", args.alpha);
     }
-    let mut model = args.model.load()?;
-    if let Some(mean) = args.mean {
-        model.normalization.mean = mean;
-    }
-    if let Some(std) = args.std {
-        if std.iter().any(|&v| v <= 0.0) {
-            anyhow::bail!("--std values must be positive, got {std:?}");
-        }
-        model.normalization.std = std;
-    }
+    let model = args.model.load()?;
     if args.top == Some(0) {
         anyhow::bail!("--top must be at least 1");
     }

@@ -63,6 +63,41 @@ pub struct ModelArgs {
     /// activations stay f32). The bundled model ships in f16: with f16 it is used as it is.
     #[arg(long, value_name = "PRECISION", default_value = "f32", value_parser = parse_precision)]
     pub weights: gradcam::Precision,
+    /// Per-channel mean for normalizing image pixels in [0, 1] (default: the model's, ImageNet for the bundled one).
+    #[arg(long, value_name = "R,G,B", value_parser = parse_triple)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation for normalizing image pixels (default: the model's).
+    #[arg(long, value_name = "R,G,B", value_parser = parse_triple)]
+    pub std: Option<[f32; 3]>,
+    /// Class names, one per line, in class order (default: the ImageNet names for 1000-class models, else
+    /// "class N"). The file must name every class.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+}
+
+/// Three comma-separated finite numbers.
+fn parse_triple(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> =
+        s.split(',').map(|p| p.trim().parse::<f32>().map_err(|e| format!("'{p}': {e}"))).collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [a, b, c] if v.iter().all(|x| x.is_finite()) => Ok([*a, *b, *c]),
+        _ => Err(format!("expected three comma-separated finite numbers, got '{s}'")),
+    }
+}
+
+/// Labels from a file of one name per line (at most 16 MiB; blank trailing lines ignored).
+fn read_labels(path: &std::path::Path, classes: usize) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let len = std::fs::metadata(path).with_context(|| format!("cannot read labels {}", path.display()))?.len();
+    if len > 16 << 20 {
+        anyhow::bail!("{}: a labels file of {len} bytes is larger than 16 MiB", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read labels {}", path.display()))?;
+    let labels: Vec<String> = text.trim_end().lines().map(|l| l.trim().to_string()).collect();
+    if labels.len() != classes {
+        anyhow::bail!("{}: {} labels for a model of {classes} classes", path.display(), labels.len());
+    }
+    Ok(labels)
 }
 
 /// `f32`, `f16` or `bf16`.
@@ -74,8 +109,20 @@ impl ModelArgs {
     /// Loads the model and checks that one image fits the memory budget.
     pub fn load(&self) -> anyhow::Result<gradcam::Model> {
         let options = gradcam::LoadOptions { weights: self.weights, max_memory: self.max_memory };
-        let model = gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), options)?;
+        let mut model = gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), options)?;
         check_budget(&model.graph, 1, self.max_memory)?;
+        if let Some(mean) = self.mean {
+            model.normalization.mean = mean;
+        }
+        if let Some(std) = self.std {
+            if std.iter().any(|&v| v <= 0.0) {
+                anyhow::bail!("--std values must be positive, got {std:?}");
+            }
+            model.normalization.std = std;
+        }
+        if let Some(path) = &self.labels {
+            model.labels = Some(read_labels(path, model.classes())?);
+        }
         Ok(model)
     }
 }
