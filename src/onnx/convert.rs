@@ -163,6 +163,7 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
         "Sigmoid" => op(Sigmoid, &[x]),
         "Tanh" => op(Tanh, &[x]),
         "Exp" => op(Exp, &[x]),
+        "Abs" => op(Abs, &[x]),
         "Sqrt" => op(Sqrt, &[x]),
         "Softplus" => op(Softplus, &[x]),
         "HardSwish" => op(HardSwish, &[x]),
@@ -470,6 +471,9 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
     };
     if let Some(c) = super::fold::shape_arithmetic(im, n)? {
         im.vals.insert(out, Val::Const(c));
+        return Ok(());
+    }
+    if super::lift_1d::lift(im, n)? {
         return Ok(());
     }
     // n-ary Sum / Max / Min / Mean: a chain of binary nodes.

@@ -13,6 +13,7 @@ use std::path::Path;
 
 /// ONNX operators the importer maps (or folds).
 pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs",
     "Add",
     "AveragePool",
     "BatchNormalization",

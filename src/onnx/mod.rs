@@ -10,6 +10,7 @@ mod constant;
 mod convert;
 mod fold;
 mod import;
+mod lift_1d;
 pub mod proto;
 mod resize;
 mod stream;

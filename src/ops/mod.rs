@@ -16,6 +16,7 @@ pub use mask::Mask;
 pub use pointwise::Pointwise;
 pub mod view;
 
+pub mod abs;
 pub mod adaptive_avg_pool;
 pub mod add;
 pub mod avg_pool;
@@ -73,6 +74,7 @@ mod pool_attrs;
 pub(crate) mod testing;
 pub mod thin_matmul;
 
+pub use abs::Abs;
 pub use adaptive_avg_pool::AdaptiveAvgPool;
 pub use add::Add;
 pub use avg_pool::AveragePool;
