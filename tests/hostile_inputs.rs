@@ -68,6 +68,22 @@ fn npy_headers_claiming_more_than_the_file_holds_are_errors_not_aborts() {
     assert!(error_line(&gradcam(&["explain", long.to_str().unwrap()])).contains("holds"));
 }
 
+/// Found by the npy_read fuzzer: a 148-byte `.npy` whose header nests braces (`{{ { { …`) kept the header parser
+/// backtracking for seconds (4 s under ASAN, a timeout when the machine was busy). Such a header is refused before
+/// that parser runs (the input is kept as fuzz/seeds/npy_read/regression-nested-braces-timeout).
+#[test]
+fn npy_headers_with_nested_braces_are_refused() {
+    let dir = scratch("npy-nested");
+    let path = dir.join("nested.npy");
+    std::fs::write(&path, include_bytes!("../fuzz/seeds/npy_read/regression-nested-braces-timeout")).unwrap();
+    let e = gradcam::input::read_npy_f32(&path).unwrap_err().to_string();
+    assert!(e.contains("not a plain"), "{e}");
+    // A regular header still reads.
+    let ok = dir.join("ok.npy");
+    npy_claiming(&ok, &[1, 3, 2, 2], 48);
+    assert_eq!(gradcam::input::read_npy_f32(&ok).unwrap().shape(), [1, 3, 2, 2]);
+}
+
 #[test]
 fn empty_batches_are_errors() {
     let dir = scratch("empty");
