@@ -452,6 +452,11 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
                 const_ints(im, n, 1)?.ok_or_else(|| im.err(format!("node '{}': Expand without a shape", n.name)))?;
             op(Expand { shape: usize_list(im, n, &shape, "shape")? }, &[x])
         }
+        "Tile" => {
+            let repeats = const_ints(im, n, 1)?
+                .ok_or_else(|| im.err(format!("node '{}': Tile without constant repeats", n.name)))?;
+            op(Tile { repeats: usize_list(im, n, &repeats, "repeats")? }, &[x])
+        }
         "Resize" | "Upsample" => {
             let r = super::resize::lower(im, n, x)?;
             op(r, &[x])

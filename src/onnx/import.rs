@@ -67,6 +67,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Sub",
     "Sum",
     "Tanh",
+    "Tile",
     "Transpose",
     "Unsqueeze",
     "Upsample",

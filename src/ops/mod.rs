@@ -65,6 +65,7 @@ pub mod sqrt;
 pub mod squeeze;
 pub mod sub;
 pub mod tanh;
+pub mod tile;
 pub mod transpose;
 pub mod unsqueeze;
 
@@ -124,6 +125,7 @@ pub use sqrt::Sqrt;
 pub use squeeze::Squeeze;
 pub use sub::Sub;
 pub use tanh::Tanh;
+pub use tile::Tile;
 pub use transpose::Transpose;
 pub use unsqueeze::Unsqueeze;
 
