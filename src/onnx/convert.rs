@@ -323,6 +323,10 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             let ins: Vec<&str> = (0..5).map(|i| need_input(im, n, i)).collect::<Result<_>>()?;
             op(BatchNormalization { epsilon: a.float("epsilon", 1e-5) as f64 }, &ins)
         }
+        "InstanceNormalization" => {
+            let ins: Vec<&str> = (0..3).map(|i| need_input(im, n, i)).collect::<Result<_>>()?;
+            op(InstanceNormalization { epsilon: a.float("epsilon", 1e-5) as f64 }, &ins)
+        }
         "LRN" => {
             let size = a.int("size", 1);
             if size < 1 {

@@ -37,6 +37,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "InstanceNormalization",
     "LRN",
     "LeakyRelu",
     "LogSoftmax",
