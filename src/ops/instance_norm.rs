@@ -80,11 +80,11 @@ impl<T: Element> Op<T> for InstanceNormalization {
                 let (mean, inv) = plane_stats(xp, self.epsilon);
                 let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
                 for (&v, &gv) in xp.iter().zip(gp) {
-                    sum_g = sum_g + gv;
-                    sum_gx = sum_gx + gv * (v - mean) * inv;
+                    sum_g += gv;
+                    sum_gx += gv * (v - mean) * inv;
                 }
-                g_scale[i % c] = g_scale[i % c] + sum_gx;
-                g_bias[i % c] = g_bias[i % c] + sum_g;
+                g_scale[i % c] += sum_gx;
+                g_bias[i % c] += sum_g;
                 // ∂/∂x of scale·x̂: scale·inv·(g − mean(g) − x̂·mean(g·x̂)).
                 let k = scale[i % c] * inv;
                 for ((o, &v), &gv) in out.iter_mut().zip(xp).zip(gp) {
