@@ -530,6 +530,13 @@ fn evaluate_table_json_and_errors() {
         assert!(!o.status.success());
         assert!(stderr_line(&o).contains(want), "{args:?}");
     }
+    // Boxes that do not name the image: a note on stderr (also without a terminal), the score metrics still run.
+    std::fs::write(&boxes, r#"{"other.png": [[1, 2, 3, 4]]}"#).unwrap();
+    let o = gradcam(&["evaluate", &cat(), "--boxes", &b, "--metric", "avg-drop", "--steps", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no boxes"));
+    let o = gradcam(&["evaluate", &cat(), "--metric", "avg-drop", "--target-logit"]);
+    assert!(!o.status.success() && stderr_line(&o).contains("avg-drop"));
     std::fs::write(&boxes, r#"{"chelsea.png": [[100, 10, 50]]}"#).unwrap();
     let o = gradcam(&["evaluate", &cat(), "--boxes", &b]);
     assert!(!o.status.success() && stderr_line(&o).contains("[x0, y0, x1, y1]"));

@@ -173,3 +173,49 @@ fn copies_and_noise_out_of_range_are_refused() {
         assert!(err.contains("must be"), "{err}");
     }
 }
+
+/// A class named twice is explained once, for every method (SmoothGrad's maps were keyed by class).
+#[test]
+fn a_class_named_twice_is_explained_once() {
+    let model = smooth_model(3);
+    let x: Tensor<f32> = random(&[1, 3, 12, 12], 2);
+    let req = Request {
+        classes: ClassChoice::Classes(vec![1, 1]),
+        methods: vec![Method::SmoothGrad, Method::IntegratedGradients, Method::Cam(CamMethod::ScoreCam)],
+        samples: 2,
+        steps: 2,
+        layers: vec!["features".into()],
+        ..Request::default()
+    };
+    let r = explain(&model, x, &req).unwrap().remove(0);
+    assert_eq!(r.explanations.len(), 3);
+}
+
+/// Class scores shaped `[N, C, 1, 1]` (a 1×1 convolution and a global pool, no Flatten) are a classifier's: every
+/// target and Finer-CAM work on them.
+#[test]
+fn class_scores_shaped_n_c_1_1_work_with_every_target() {
+    let mut b = GraphBuilder::<f32>::new();
+    let x = b.input("input", &[1, 3, 12, 12]).unwrap();
+    let wc = b.constant("conv.weight", random(&[8, 3, 3, 3], 21)).unwrap();
+    let conv = b.node("conv", Conv::new(1, 1), &[x, wc]).unwrap();
+    let act = b.node("features", Softplus, &[conv]).unwrap();
+    let wk = b.constant("head.weight", random(&[4, 8, 1, 1], 22)).unwrap();
+    let head = b.node("head", Conv::new(1, 0), &[act, wk]).unwrap();
+    let pooled = b.node("logits", GlobalAveragePool, &[head]).unwrap();
+    b.output(pooled);
+    let model = Model { graph: b.build(), logits: "logits".into(), ..smooth_model(4) };
+    assert!(!model.is_segmentation());
+    let x: Tensor<f32> = random(&[1, 3, 12, 12], 3);
+    for target in [gradcam::cam::Target::Logit, gradcam::cam::Target::Probability] {
+        let req = Request {
+            layers: vec!["features".into()],
+            methods: vec![Method::Cam(CamMethod::GradCam), Method::Cam(CamMethod::FinerCam), Method::SmoothGrad],
+            samples: 2,
+            target,
+            ..Request::default()
+        };
+        let r = explain(&model, x.clone(), &req).unwrap().remove(0);
+        assert!(r.explanations.iter().all(|e| e.cam.iter().all(|v| v.is_finite())), "{target:?}");
+    }
+}

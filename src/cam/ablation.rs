@@ -47,8 +47,13 @@ pub(crate) fn ablated_scores(
 
 /// The channel weights `(y − y_¬k) / y` from the original score `y` and one objective's ablated scores (a column
 /// of [`ablated_scores`]), negated for a counterfactual map.
-pub(crate) fn weights(original: f32, ablated: ArrayView1<'_, f32>, sign: f32) -> Vec<f32> {
-    ablated.iter().map(|&y_k| sign * (original - y_k) / original).collect()
+pub(crate) fn weights(original: f32, ablated: ArrayView1<'_, f32>, sign: f32) -> Result<Vec<f32>> {
+    if original == 0.0 || !original.is_finite() {
+        return Err(crate::error::Error::BadRequest(format!(
+            "Ablation-CAM divides by the class score, which is {original}: explain another class or target"
+        )));
+    }
+    Ok(ablated.iter().map(|&y_k| sign * (original - y_k) / original).collect())
 }
 
 #[cfg(test)]
@@ -67,6 +72,7 @@ mod tests {
     #[test]
     fn weights_are_the_relative_drop() {
         let ablated = ndarray::arr1(&[1.0f32, 4.0]);
-        assert_eq!(weights(2.0, ablated.view(), 1.0), vec![0.5, -1.0]);
+        assert_eq!(weights(2.0, ablated.view(), 1.0).unwrap(), vec![0.5, -1.0]);
+        assert!(weights(0.0, ablated.view(), 1.0).is_err());
     }
 }

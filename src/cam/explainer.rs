@@ -131,6 +131,10 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 /// requested class (two when guided methods are asked for).
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
     if req.aug_smooth {
+        if model.is_segmentation() {
+            // The six augmented copies would need the region flipped and fixed from the original image.
+            return Err(Error::BadRequest("aug_smooth is for classifiers, not segmentation outputs".into()));
+        }
         return super::aug_smooth::explain_smoothed(model, x, req);
     }
     let g = &model.graph;
@@ -170,6 +174,20 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             return Err(Error::NotSpatial { layer: l.clone(), shape: g.value(id).shape.clone() });
         }
     }
+    // A class named twice is explained once (as a layer named twice).
+    let mut req = std::borrow::Cow::Borrowed(req);
+    if let ClassChoice::Classes(cs) = &req.classes {
+        let mut unique: Vec<usize> = Vec::with_capacity(cs.len());
+        for &c in cs {
+            if !unique.contains(&c) {
+                unique.push(c);
+            }
+        }
+        if unique.len() != cs.len() {
+            req.to_mut().classes = ClassChoice::Classes(unique);
+        }
+    }
+    let req: &Request = &req;
     let classes = model.classes();
     if let ClassChoice::Classes(cs) = &req.classes {
         if let Some(&c) = cs.iter().find(|&&c| c >= classes) {
@@ -326,8 +344,9 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             let mut finer = Tensor::<f32>::zeros(IxDyn(logits.shape()));
             for (i, cs) in per_image.iter().enumerate() {
                 let Some(&c) = cs.get(round) else { continue };
-                for (j, v) in super::finer::seed(&rows[i], c).into_iter().enumerate() {
-                    finer[[i, j]] = sign * v;
+                let mut item = finer.index_axis_mut(Axis(0), i);
+                for (s, v) in item.iter_mut().zip(super::finer::seed(&rows[i], c)) {
+                    *s = sign * v;
                 }
             }
             Some(acts.backward(vec![(&model.logits, finer)])?)
@@ -354,7 +373,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                             CamMethod::ScoreCam => super::score::weights(column.view(), sign),
                             _ => {
                                 let original = objectives[i][round].score(logits.index_axis(Axis(0), i));
-                                super::ablation::weights(original, column.view(), sign)
+                                super::ablation::weights(original, column.view(), sign)?
                             }
                         };
                         CamMethod::raw_map_weighted(a.view(), &w, req.eigen_smooth)?

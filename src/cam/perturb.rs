@@ -96,6 +96,13 @@ pub(crate) fn batched_input_gradients(
         }
         let acts = model.graph.forward(plan, vec![(&model.input, copies)])?;
         let out = acts.get(&model.logits)?;
+        if out.shape().first() != Some(&n) {
+            return Err(Error::BadRequest(format!(
+                "the model's output '{}' has shape {:?} for a batch of {n}",
+                model.logits,
+                out.shape()
+            )));
+        }
         for (oi, objective) in objectives.iter().enumerate() {
             let mut seed = Tensor::<f32>::zeros(IxDyn(out.shape()));
             for (j, item) in out.axis_iter(Axis(0)).enumerate() {

@@ -107,18 +107,27 @@ impl Objective {
     pub(crate) fn seed(&self, item: ArrayViewD<'_, f32>, sign: f32) -> ArrayD<f32> {
         let mut seed = ArrayD::<f32>::zeros(IxDyn(item.shape()));
         match &self.region {
-            None => match self.target {
-                Target::Logit => seed[[self.class]] = sign,
-                Target::Probability => {
-                    // ∂p_c/∂z_j = p_c·(δ_cj − p_j).
-                    let row: Vec<f32> = item.iter().copied().collect();
-                    let p = softmax_row(&row);
-                    for (j, &pj) in p.iter().enumerate() {
-                        let delta = if j == self.class { 1.0 } else { 0.0 };
-                        seed[[j]] = sign * p[self.class] * (delta - pj);
+            // Class scores, `[classes]` or `[classes, 1, 1]`: the seed in class order (it is freshly made, so
+            // its elements are in standard order).
+            None => {
+                let flat: Vec<&mut f32> = seed.iter_mut().collect();
+                match self.target {
+                    Target::Logit => {
+                        if let Some(s) = flat.into_iter().nth(self.class) {
+                            *s = sign;
+                        }
+                    }
+                    Target::Probability => {
+                        // ∂p_c/∂z_j = p_c·(δ_cj − p_j).
+                        let row: Vec<f32> = item.iter().copied().collect();
+                        let p = softmax_row(&row);
+                        for ((j, s), &pj) in flat.into_iter().enumerate().zip(&p) {
+                            let delta = if j == self.class { 1.0 } else { 0.0 };
+                            *s = sign * p[self.class] * (delta - pj);
+                        }
                     }
                 }
-            },
+            }
             Some(region) => {
                 let mut plane = seed.index_axis_mut(Axis(0), self.class);
                 for (s, &r) in plane.iter_mut().zip(region.iter()) {
@@ -164,6 +173,16 @@ mod tests {
         // Class 0 at the predicted pixels of class 0 (left column); a class predicted nowhere is an error.
         let out3 = Array3::from_shape_vec((3, 2, 2), [vec![1.0; 4], vec![0.0; 4], vec![-1.0; 4]].concat()).unwrap();
         assert!(Objective::new(out3.into_dyn().view(), 2, Target::Logit, None).is_err());
+    }
+
+    #[test]
+    fn class_scores_shaped_c_1_1_seed_like_a_row() {
+        let out = Array3::from_shape_vec((3, 1, 1), vec![1.0f32, 3.0, 2.0]).unwrap().into_dyn();
+        let o = Objective::new(out.view(), 2, Target::Logit, None).unwrap();
+        assert_eq!(o.score(out.view()), 2.0);
+        assert_eq!(o.seed(out.view(), 1.0).iter().copied().collect::<Vec<_>>(), vec![0.0, 0.0, 1.0]);
+        let p = Objective::new(out.view(), 1, Target::Probability, None).unwrap();
+        assert_eq!(p.seed(out.view(), 1.0).shape(), [3, 1, 1]);
     }
 
     #[test]

@@ -133,8 +133,9 @@ fn read_boxes(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<BoxXyxy>>> {
     Ok(boxes)
 }
 
-/// Mean and sample standard deviation.
+/// Mean and sample standard deviation of the finite values.
 fn mean_std(values: &[f64]) -> (f64, f64) {
+    let values: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n.max(1.0);
     let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
@@ -251,6 +252,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             .clamp(1, gradcam::cam::DEFAULT_PERTURBATION_BATCH),
     };
     super::check_budget(&model.graph, copies.saturating_add(1), args.model.max_memory)?;
+    if args.target_logit && metrics.iter().any(|m| m == "avg-drop") {
+        // (Y − O)/Y needs a positive score: a logit can be zero or negative.
+        anyhow::bail!("avg-drop is a relative drop of a probability: leave out --target-logit or that metric");
+    }
     let target = if args.target_logit { Target::Logit } else { Target::Probability };
     let scorer = Scorer::new(&model, target, copies)?;
     let req = Request {
@@ -275,8 +280,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         let input = path.display().to_string();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let image_boxes = boxes.as_ref().and_then(|b| b.get(&input).or_else(|| b.get(&name)));
+        // A hidden bar prints nothing: messages then go straight to stderr.
+        let note = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };
         if boxes.is_some() && image_boxes.is_none() {
-            bar.println(format!("{input}: no boxes in --boxes: localization metrics skipped"));
+            note(format!("{input}: no boxes in --boxes: localization metrics skipped"));
         }
         match evaluate_one(&model, &scorer, &req, &metrics, path, image_boxes, &args) {
             Ok((class, label, scores)) => {
@@ -294,7 +301,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
                 if args.json {
                     say!("{}", json!({"input": input, "error": format!("{e:#}")}));
                 } else {
-                    bar.println(format!("{input}: {e:#}"));
+                    note(format!("{input}: {e:#}"));
                 }
             }
         }

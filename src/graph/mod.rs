@@ -146,21 +146,30 @@ impl<T: Element> Graph<T> {
     /// Replaces the constant `id` by `value` (same shape), held in `T` from then on; weights packed from the old
     /// value are dropped (made again on next use). The sanity check randomizes a model's parameters this way.
     pub fn replace_constant(&mut self, id: ValueId, value: Tensor<T>) -> Result<()> {
+        self.swap_constant(id, Source::Constant(value)).map(|_| ())
+    }
+
+    /// Puts `source` (a constant, f32 or 16-bit, of the same shape) in place of the constant `id` and returns the
+    /// one it replaces, so that a caller can restore a weight exactly as it was held.
+    pub fn swap_constant(&mut self, id: ValueId, source: Source<T>) -> Result<Source<T>> {
         let v = self.values.get_mut(id.0).ok_or_else(|| Error::BadRequest(format!("no value #{}", id.0)))?;
         if !matches!(v.source, Source::Constant(_) | Source::HalfConstant(_)) {
             return Err(Error::BadRequest(format!("'{}' is not a constant", v.name)));
         }
-        if value.shape() != v.shape.as_slice() {
+        let shape = match &source {
+            Source::Constant(c) => c.shape().to_vec(),
+            Source::HalfConstant(h) => h.shape().to_vec(),
+            _ => return Err(Error::BadRequest(format!("the replacement of '{}' is not a constant", v.name))),
+        };
+        if shape != v.shape {
             return Err(Error::BadRequest(format!(
-                "constant '{}' has shape {:?}, the replacement {:?}",
-                v.name,
-                v.shape,
-                value.shape()
+                "constant '{}' has shape {:?}, the replacement {shape:?}",
+                v.name, v.shape
             )));
         }
-        v.source = Source::Constant(value);
+        let old = std::mem::replace(&mut v.source, source);
         self.packed.clear();
-        Ok(())
+        Ok(old)
     }
 
     /// Per value: whether it is one of `targets` or feeds one of them (walking the nodes backwards).

@@ -7,7 +7,7 @@
 use super::similarity::{spearman, ssim};
 use crate::cam::{explain, ClassChoice, Method, Request};
 use crate::error::{Error, Result};
-use crate::graph::ValueId;
+use crate::graph::{Source, ValueId};
 use crate::models::weights::uniform_symmetric;
 use crate::models::Model;
 use crate::ops::Fusable;
@@ -80,6 +80,10 @@ pub fn cascading_randomization(
     req: &Request,
     max_layers: Option<usize>,
 ) -> Result<Vec<SanityStep>> {
+    if model.is_segmentation() {
+        // The class's region would follow the randomized model's own prediction from step to step.
+        return Err(Error::BadRequest("the sanity check is for classifiers, not segmentation outputs".into()));
+    }
     if x.ndim() != 4 || x.shape()[0] != 1 {
         return Err(Error::BadRequest(format!("the sanity check takes one image [1, C, H, W], got {:?}", x.shape())));
     }
@@ -89,19 +93,20 @@ pub fn cascading_randomization(
     req.classes = ClassChoice::Classes(vec![class]);
     let layers = parameter_layers(model);
     let count = max_layers.unwrap_or(layers.len()).min(layers.len());
-    let mut saved: Vec<(ValueId, Tensor<f32>)> = Vec::new();
+    let mut saved: Vec<(ValueId, Source<f32>)> = Vec::new();
     let mut steps = Vec::with_capacity(count);
     let mut outcome = Ok(());
     for (layer, ids) in layers.into_iter().take(count) {
         for id in ids {
             let Some(old) = model.graph.constant_value(id).map(|c| c.into_owned()) else { continue };
             let name = model.graph.value(id).name.clone();
-            let new = redrawn(&name, &old);
-            if let Err(e) = model.graph.replace_constant(id, new) {
-                outcome = Err(e);
-                break;
+            match model.graph.swap_constant(id, Source::Constant(redrawn(&name, &old))) {
+                Ok(held) => saved.push((id, held)),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
-            saved.push((id, old));
         }
         if outcome.is_err() {
             break;
@@ -117,8 +122,11 @@ pub fn cascading_randomization(
             }
         }
     }
-    for (id, old) in saved.into_iter().rev() {
-        model.graph.replace_constant(id, old)?;
+    // Every weight goes back as it was held (16-bit ones stay 16-bit), even if one of them fails.
+    for (id, held) in saved.into_iter().rev() {
+        if let Err(e) = model.graph.swap_constant(id, held) {
+            outcome = outcome.and(Err(e));
+        }
     }
     outcome.map(|_| steps)
 }

@@ -4,10 +4,10 @@
 
 use ndarray::Array2;
 
-/// Pearson correlation of two equally long series (0 when either is constant or empty).
+/// Pearson correlation of two equally long series (0 when either is constant or empty, or their lengths differ).
 pub fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len()) as f64;
-    if n == 0.0 {
+    let n = a.len() as f64;
+    if n == 0.0 || a.len() != b.len() {
         return 0.0;
     }
     let (ma, mb) = (a.iter().map(|&v| v as f64).sum::<f64>() / n, b.iter().map(|&v| v as f64).sum::<f64>() / n);
@@ -55,9 +55,12 @@ pub fn spearman(a: &[f32], b: &[f32]) -> f32 {
 const WINDOW: usize = 7;
 
 /// SSIM of two maps of the same shape with values in [0, 1] (1 for identical maps); maps smaller than the window
-/// compare as one window.
+/// compare as one window. Maps of different shapes, or empty ones, give 0.
 pub fn ssim(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
     let (h, w) = a.dim();
+    if a.dim() != b.dim() || h == 0 || w == 0 {
+        return 0.0;
+    }
     let win = WINDOW.min(h).min(w).max(1);
     let np = (win * win) as f64;
     let cov_norm = if np > 1.0 { np / (np - 1.0) } else { 1.0 };

@@ -32,7 +32,10 @@ impl<T: Element> Op<T> for Tile {
     }
 
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
-        Op::<T>::output_shapes(self, &[inputs[0].shape()])?;
+        let shape = Op::<T>::output_shapes(self, &[inputs[0].shape()])?.remove(0);
+        if shape.contains(&0) {
+            return Ok(Outputs::one(Tensor::zeros(IxDyn(&shape))));
+        }
         let mut y = inputs[0].clone();
         for (axis, &r) in self.repeats.iter().enumerate() {
             if r != 1 {
@@ -75,6 +78,8 @@ mod tests {
         assert_eq!(y[[2, 1]], 2.0);
         assert!(Op::<f64>::output_shapes(&Tile { repeats: vec![usize::MAX, 2] }, &[&[2, 2]]).is_err());
         assert!(Op::<f64>::output_shapes(&Tile { repeats: vec![2] }, &[&[2, 2]]).is_err());
+        let empty = Op::<f64>::forward(&Tile { repeats: vec![0, 2] }, &[&x]).unwrap().values.remove(0);
+        assert_eq!(empty.shape(), [0, 4]);
     }
 
     #[test]
