@@ -297,7 +297,18 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 .iter()
                 .map(|&v| {
                     let name = g.value(v).name.as_str();
-                    Ok((name, acts.get(name)?.index_axis(Axis(0), i).to_owned()))
+                    let value = acts.get(name)?;
+                    // Each fed value is one image's slice of a batch; a value without the batch axis (computed
+                    // from constants alone) cannot be repeated per copy.
+                    if value.ndim() == 0 || value.shape()[0] != logits.shape()[0] {
+                        return Err(Error::BadRequest(format!(
+                            "Ablation-CAM: the layers after '{}' also read '{name}' of shape {:?}, which has no batch \
+                             axis; choose another layer",
+                            layers[li],
+                            value.shape()
+                        )));
+                    }
+                    Ok((name, value.index_axis(Axis(0), i).to_owned()))
                 })
                 .collect::<Result<_>>()?;
             let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = items.iter().map(|(n, t)| (*n, t.view())).collect();
