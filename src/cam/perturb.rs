@@ -4,10 +4,23 @@
 
 use super::target::Objective;
 use crate::error::{Error, Result};
-use crate::graph::Plan;
+use crate::graph::{Activations, Plan};
 use crate::models::Model;
 use crate::tensor::Tensor;
 use ndarray::{Array2, ArrayView3, ArrayViewD, ArrayViewMut3, ArrayViewMutD, Axis, Ix3, IxDyn};
+
+/// The model's output of a forward pass over `n` copies, checked to have one item per copy.
+fn batch_output<'a>(model: &Model, acts: &'a Activations<'_, f32>, n: usize) -> Result<&'a Tensor<f32>> {
+    let out = acts.get(&model.logits)?;
+    if out.shape().first() != Some(&n) {
+        return Err(Error::BadRequest(format!(
+            "the model's output '{}' has shape {:?} for a batch of {n}",
+            model.logits,
+            out.shape()
+        )));
+    }
+    Ok(out)
+}
 
 /// Runs `count` copies of the values in `feeds` (one item each, without the batch axis) through `plan`, `batch`
 /// copies at a time; before each runs, `alter(k, copy)` changes copy `k` of the first feed (the others stay as they
@@ -46,14 +59,7 @@ pub(crate) fn batched_scores(
             })
             .collect();
         let acts = model.graph.forward(plan, inputs)?;
-        let out = acts.get(&model.logits)?;
-        if out.shape().first() != Some(&n) {
-            return Err(Error::BadRequest(format!(
-                "the model's output '{}' has shape {:?} for a batch of {n}",
-                model.logits,
-                out.shape()
-            )));
-        }
+        let out = batch_output(model, &acts, n)?;
         for (j, item) in out.axis_iter(Axis(0)).enumerate() {
             for (o, objective) in objectives.iter().enumerate() {
                 scores[[start + j, o]] = objective.score(item.view());
@@ -95,14 +101,7 @@ pub(crate) fn batched_input_gradients(
             alter(start + j, copy);
         }
         let acts = model.graph.forward(plan, vec![(&model.input, copies)])?;
-        let out = acts.get(&model.logits)?;
-        if out.shape().first() != Some(&n) {
-            return Err(Error::BadRequest(format!(
-                "the model's output '{}' has shape {:?} for a batch of {n}",
-                model.logits,
-                out.shape()
-            )));
-        }
+        let out = batch_output(model, &acts, n)?;
         for (oi, objective) in objectives.iter().enumerate() {
             let mut seed = Tensor::<f32>::zeros(IxDyn(out.shape()));
             for (j, item) in out.axis_iter(Axis(0)).enumerate() {
