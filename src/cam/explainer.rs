@@ -117,6 +117,17 @@ pub struct ImageResult {
     pub explanations: Vec<Explanation>,
 }
 
+/// `items` without repeats, each kept at its first place.
+fn first_occurrences<T: PartialEq + Clone>(items: &[T]) -> Vec<T> {
+    let mut unique: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !unique.contains(item) {
+            unique.push(item.clone());
+        }
+    }
+    unique
+}
+
 fn ranking(row: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
@@ -160,13 +171,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     } else {
         // A layer named twice is explained once: the average of two equal maps is the map (found by the CLI
         // fuzzer: `--layer relu` sixteen times on a batch of 4101 made sixteen times the work).
-        let mut unique: Vec<String> = Vec::with_capacity(req.layers.len());
-        for l in &req.layers {
-            if !unique.contains(l) {
-                unique.push(l.clone());
-            }
-        }
-        unique
+        first_occurrences(&req.layers)
     };
     for l in &layers {
         let id = g.find(l)?;
@@ -174,20 +179,6 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             return Err(Error::NotSpatial { layer: l.clone(), shape: g.value(id).shape.clone() });
         }
     }
-    // A class named twice is explained once (as a layer named twice).
-    let mut req = std::borrow::Cow::Borrowed(req);
-    if let ClassChoice::Classes(cs) = &req.classes {
-        let mut unique: Vec<usize> = Vec::with_capacity(cs.len());
-        for &c in cs {
-            if !unique.contains(&c) {
-                unique.push(c);
-            }
-        }
-        if unique.len() != cs.len() {
-            req.to_mut().classes = ClassChoice::Classes(unique);
-        }
-    }
-    let req: &Request = &req;
     let classes = model.classes();
     if let ClassChoice::Classes(cs) = &req.classes {
         if let Some(&c) = cs.iter().find(|&&c| c >= classes) {
@@ -259,7 +250,8 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     let per_image: Vec<Vec<usize>> = rows
         .iter()
         .map(|row| match &req.classes {
-            ClassChoice::Classes(cs) => cs.clone(),
+            // A class named twice is explained once (as a layer named twice).
+            ClassChoice::Classes(cs) => first_occurrences(cs),
             ClassChoice::Top(k) => ranking(row).into_iter().take((*k).max(1)).collect(),
         })
         .collect();
