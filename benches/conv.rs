@@ -9,6 +9,8 @@
 //! A second group (`resnet/…`) times ResNet layers as the fused graph runs them: the strided stem and 3×3/2 layers,
 //! a 1×1 projection with its residual in the epilogue beside the separate Add and ReLU, and the 3×3/2 max pool.
 //!
+//! A third group (`mobilenet/…`) times MobileNetV2's pointwise layers on one thread and on all.
+//!
 //! Run: `cargo bench --bench conv`. Numbers go into BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -237,5 +239,39 @@ fn resnet_layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, resnet_layers);
+/// MobileNetV2's pointwise (1×1) layers as the fused graph runs them (ReLU6 on expansions, none on projections), on
+/// one thread and on all: the small planes (14², 7²) with long K are where the forward pass trails onnxruntime most.
+fn mobilenet_layers(c: &mut Criterion) {
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let all = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let threads = all.current_num_threads();
+    let level = simd::level();
+    let mut group = c.benchmark_group("mobilenet");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let layers = [
+        ("1x1_16-96_112", 16, 96, 112, true),
+        ("1x1_144-24_56", 144, 24, 56, false),
+        ("1x1_192-32_28", 192, 32, 28, false),
+        ("1x1_96-576_14", 96, 576, 14, true),
+        ("1x1_576-96_14", 576, 96, 14, false),
+        ("1x1_160-960_7", 160, 960, 7, true),
+        ("1x1_960-320_7", 960, 320, 7, false),
+    ];
+    for (name, cin, cout, hw, relu6) in layers {
+        let geo = geometry(&Layer { name: "", cin, cout, k: 1, hw });
+        let (x, w, b) = (data(cin * hw * hw), data(cout * cin), data(cout));
+        let packed = PackedConv::new(level, &w, Some(&b), cout, cin, [1, 1], 1);
+        let clamp = if relu6 { Clamp { lo: 0.0, hi: 6.0 } } else { Clamp::NONE };
+        let mut y = vec![0f32; cout * hw * hw];
+        group.throughput(Throughput::Elements(geo.flops() as u64));
+        for (pool, t) in [(&one, 1), (&all, threads)] {
+            group.bench_function(BenchmarkId::new(format!("packed_{t}t"), name), |bch| {
+                pool.install(|| bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), &packed, clamp, &mut y)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, resnet_layers, mobilenet_layers);
 criterion_main!(benches);

@@ -151,6 +151,21 @@ pub(crate) fn rows_per_task(rows: usize, tiles: usize) -> usize {
     rows.div_ceil(splits).max(MIN_TASK_ROWS).min(rows.max(1))
 }
 
+/// GEMM rows per task on the packed path, where a column tile is packed once and shared by all its row blocks: the
+/// reason for [`MIN_TASK_ROWS`] (a copy of the packing per task) is gone, so rows are split down to
+/// [`MIN_PACKED_TASK_PANELS`] panels of `mr` rows until the tile has [`TARGET_TASKS`] tasks. Without it a
+/// projection such as MobileNetV2's 576→96 on a 14² plane (one column tile, 96 rows) ran on one core.
+pub(crate) fn rows_per_packed_task(rows: usize, tiles: usize, mr: usize) -> usize {
+    let splits = TARGET_TASKS.div_ceil(tiles.max(1));
+    let panels = rows.div_ceil(mr.max(1));
+    let per_task = panels.div_ceil(splits).max(MIN_PACKED_TASK_PANELS).min(panels.max(1));
+    per_task * mr.max(1)
+}
+
+/// Fewest row panels per task on the packed path: each task streams its tile's packed columns from L2 once per
+/// panel it owns, so one-panel tasks would re-read them for every 12 rows.
+pub const MIN_PACKED_TASK_PANELS: usize = 2;
+
 /// Tasks per image and group that the tiling aims for at batch 1 (more come from the batch).
 pub const TARGET_TASKS: usize = 8;
 

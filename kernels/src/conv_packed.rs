@@ -6,11 +6,13 @@
 //! panels); the summation order depends only on the layer's shape, so results are bit-identical on any number of
 //! threads for a given SIMD level.
 
-use crate::conv::{column_tile, rows_per_task, tiles, ConvGeometry, DisjointOutput, TARGET_TASKS};
+use crate::conv::{
+    column_tile, rows_per_packed_task, rows_per_task, tiles, ConvGeometry, DisjointOutput, TARGET_TASKS,
+};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
 use crate::im2col::{im2col_panels, im2col_panels_phased, phase_split, split_phases};
-use crate::packed_gemm::{pack_b_into, Clamp, PackedA};
+use crate::packed_gemm::{pack_b_into, Clamp, PackedA, RightPanels};
 use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
 use crate::winograd::{self, WinogradWeights};
@@ -326,7 +328,11 @@ fn forward(
     let win = geo.window();
     let col_tiles: Vec<(usize, usize)> = tiles(out_plane).collect();
     let mr = groups[0].panel_rows();
-    let rows = rows_per_task(cog, col_tiles.len()).div_ceil(mr) * mr;
+    let rows = match groups[0].b_panel_width() {
+        Some(_) => rows_per_packed_task(cog, col_tiles.len(), mr),
+        // The portable level packs per task (matrixmultiply).
+        None => rows_per_task(cog, col_tiles.len()).div_ceil(mr) * mr,
+    };
     let row_blocks: Vec<usize> = (0..cog).step_by(rows.max(1)).collect();
     output.par_chunks_mut(geo.out_channels * out_plane).enumerate().for_each(|(n, out_n)| {
         let out = DisjointOutput::new(out_n);
@@ -349,15 +355,24 @@ fn forward(
             col_tiles.par_iter().for_each(|&(p0, p1)| {
                 let tw = p1 - p0;
                 if let Some(nr) = weights.b_panel_width() {
-                    // The tile's columns packed once, straight from the input, and shared by its row blocks.
+                    // The tile's columns packed once, straight from the input, and shared by its row blocks. A 1×1
+                    // layer's input rows are the right operand as they are: only a partial last panel is packed.
                     let mut panels = PANELS.with(|p| std::mem::take(&mut *p.borrow_mut()));
-                    let (k, len) = (geo.k(), tw.div_ceil(nr) * nr * geo.k());
+                    let in_place = geo.is_pointwise();
+                    let k = geo.k();
+                    let len = if in_place { (tw % nr).min(1) * nr * k } else { tw.div_ceil(nr) * nr * k };
                     if panels.len() < len {
                         panels.resize(len, 0.0);
                     }
                     let pack = |(jp, panel): (usize, &mut [f32])| {
                         let (q0, q1) = (p0 + jp * nr, (p0 + (jp + 1) * nr).min(p1));
-                        if geo.is_pointwise() {
+                        if in_place {
+                            // Only the tail: columns past the whole panels.
+                            let (q0, q1) = (p0 + tw / nr * nr, p1);
+                            let mut unused = Vec::new();
+                            let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
+                            pack_b_into(view, nr, panel);
+                        } else if geo.is_pointwise() {
                             let mut unused = Vec::new();
                             let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
                             pack_b_into(view, nr, panel);
@@ -374,6 +389,11 @@ fn forward(
                     } else {
                         panels[..len].chunks_mut(k.max(1) * nr).enumerate().for_each(pack);
                     }
+                    let right = if in_place {
+                        RightPanels::InPlace { data: &x[p0..], row_stride: in_plane, tail: &panels[..len] }
+                    } else {
+                        RightPanels::Packed(&panels[..len])
+                    };
                     row_blocks.par_iter().for_each(|&r0| {
                         let r1 = (r0 + rows).min(cog);
                         let offset = (g * cog + r0) * out_plane + p0;
@@ -383,7 +403,7 @@ fn forward(
                         // SAFETY: as below; `panels` holds this tile's columns packed for `weights`; `res` has the
                         // output's length and layout, so the block lies inside it, and it is a separate buffer.
                         unsafe {
-                            weights.gemm_rows_packed_residual(r0, r1, &panels, tw, block, out_plane, false, clamp, res)
+                            weights.gemm_rows_packed_residual(r0, r1, right, tw, block, out_plane, false, clamp, res)
                         };
                     });
                     PANELS.with(|p| *p.borrow_mut() = panels);
@@ -420,6 +440,13 @@ mod tests {
         let base = base_3x3(6, 14, 1);
         let mut all = variants(base);
         all.push(ConvGeometry { batch: 1, in_channels: 40, out_channels: 37, in_h: 23, in_w: 25, ..base });
+        // 1×1 layers read their input in place, packing only a partial last panel: two column tiles with a tail
+        // (20·21 = 256 + 164), a 7×7 plane (one whole panel and a tail at both tile widths), and whole panels only.
+        let pointwise =
+            ConvGeometry { kernel_h: 1, kernel_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..base };
+        all.push(ConvGeometry { in_channels: 40, out_channels: 37, in_h: 20, in_w: 21, ..pointwise });
+        all.push(ConvGeometry { in_channels: 40, out_channels: 37, in_h: 7, in_w: 7, ..pointwise });
+        all.push(ConvGeometry { in_channels: 16, out_channels: 30, in_h: 16, in_w: 16, ..pointwise });
         // Strided layers that split into stride phases (even sizes): 3×3/2, grouped, the 7×7/2 stem, 1×1/2.
         let strided = ConvGeometry { in_h: 12, in_w: 10, stride_h: 2, stride_w: 2, ..base };
         all.push(strided);

@@ -254,7 +254,9 @@ impl PackedA {
         clamp: Clamp,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { self.gemm_rows_packed_residual(r0, r1, packed_b, n, c, rsc, accumulate, clamp, None) }
+        unsafe {
+            self.gemm_rows_packed_residual(r0, r1, RightPanels::Packed(packed_b), n, c, rsc, accumulate, clamp, None)
+        }
     }
 
     /// [`PackedA::gemm_rows_packed`] with a residual joining before the clamp: `C = clamp((A·B + bias) + R)`, in
@@ -268,7 +270,7 @@ impl PackedA {
         &self,
         r0: usize,
         r1: usize,
-        packed_b: &[f32],
+        right: RightPanels<'_>,
         n: usize,
         c: *mut f32,
         rsc: usize,
@@ -280,8 +282,7 @@ impl PackedA {
         let tile = microkernel::tile(self.level);
         let (mr, nr) = (tile.mr, tile.nr);
         debug_assert_eq!(mr, self.mr);
-        let need = n.div_ceil(nr).checked_mul(self.k * nr);
-        assert!(need.is_some_and(|need| packed_b.len() >= need), "packed gemm: packed right operand too short");
+        right.check(self.k, n, nr);
         if r0 == r1 || n == 0 {
             return;
         }
@@ -321,8 +322,40 @@ impl PackedA {
                 }
                 for jp in 0..col_panels {
                     let cols = nr.min(n - jp * nr);
-                    let bp = &packed_b[(jp * k + kb) * nr..];
-                    for ip in (r0 / mr)..r1.div_ceil(mr) {
+                    let (bp, ldb) = right.block(jp, kb, k, n, nr);
+                    // Whole tiles without a scale or residual: every full row panel in one microkernel call.
+                    let scaled = !self.scale.is_empty();
+                    let fast_end = if cols == nr && !scaled && residual.is_none() { r1 / mr } else { r0 / mr };
+                    if fast_end > r0 / mr {
+                        let ip = r0 / mr;
+                        let (ap, a_step) = match &self.data {
+                            Stored::F32(v) => (&v[(ip * k + kb) * mr..], k * mr),
+                            Stored::Half(_) => (&wide[(ip - first_panel) * kc * mr..], kc * mr),
+                        };
+                        let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..fast_end * mr]);
+                        let epilogue = last.then_some(clamp);
+                        // SAFETY: panels ip..fast_end lie inside the caller's block (whole rows below r1, columns
+                        // jp·nr + nr ≤ n); `ap` holds kc·mr values for each of them, a_step apart (whole panels
+                        // are packed or widened); `bp` holds nr values at each of kc rows ldb apart
+                        // (`RightPanels::block`); the level is supported (PackedA was built for it).
+                        unsafe {
+                            tile.run_panels(
+                                fast_end - ip,
+                                kc,
+                                ap.as_ptr(),
+                                a_step,
+                                self.rows_at.map(|_| kc),
+                                bp,
+                                ldb,
+                                c.add(jp * nr),
+                                rsc,
+                                accumulate || !first,
+                                bias,
+                                epilogue,
+                            )
+                        };
+                    }
+                    for ip in fast_end.max(r0 / mr)..r1.div_ceil(mr) {
                         let rows = mr.min(r1 - ip * mr);
                         // In-place 16-bit rows were widened row-major (row stride kc).
                         let lda = self.rows_at.map(|_| kc);
@@ -331,7 +364,6 @@ impl PackedA {
                             Stored::Half(_) => &wide[(ip - first_panel) * kc * mr..],
                         };
                         // With a scale, bias and clamp wait for the scaled sum (see `finish_tile`).
-                        let scaled = !self.scale.is_empty();
                         let bias =
                             (first && !scaled && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
                         // The clamp waits for the residual too.
@@ -352,11 +384,12 @@ impl PackedA {
                             }
                         }
                         let call = |dst: *mut f32, stride: usize| {
-                            // SAFETY: `ap` holds kc·mr and `bp` kc·nr values from these offsets (whole panels are
-                            // packed, zero-padded); `dst` is an mr × nr block with row stride `stride` (a full tile
-                            // inside C, or the edge buffer). The level is supported: PackedA was built for it, which
-                            // microkernel::tile checked.
-                            unsafe { tile.run(kc, ap.as_ptr(), lda, bp.as_ptr(), dst, stride, load, bias, epilogue) };
+                            // SAFETY: `ap` holds kc·mr values from this offset (whole panels are packed,
+                            // zero-padded) and `bp` nr values at each of kc rows ldb apart (`RightPanels::block`);
+                            // `dst` is an mr × nr block with row stride `stride` (a full tile inside C, or the edge
+                            // buffer). The level is supported: PackedA was built for it, which microkernel::tile
+                            // checked.
+                            unsafe { tile.run(kc, ap.as_ptr(), lda, bp, ldb, dst, stride, load, bias, epilogue) };
                             if last && scaled {
                                 // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
                                 unsafe { self.finish_tile(ip * mr, dst, stride, nr, inner_clamp) };
@@ -468,6 +501,53 @@ impl PackedA {
         assert_eq!(c.len(), self.m * b.cols, "packed gemm: output length");
         // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
         unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
+    }
+}
+
+/// The right operand of [`PackedA::gemm_rows_packed_residual`], as the microkernels read it.
+#[derive(Clone, Copy, Debug)]
+pub enum RightPanels<'a> {
+    /// Column panels of `nr` as [`pack_b`] or [`crate::im2col::im2col_panels`] lay them out: panel `j` holds `nr`
+    /// values per row `p` (zero-padded past the last column).
+    Packed(&'a [f32]),
+    /// A row-major `K × N` matrix read where it is (row `p` at `data[p·row_stride ..]`): every whole panel straight
+    /// from its rows — a 1×1 convolution's input needs no packing — and only a last, partial panel packed into
+    /// `tail` (`K × nr`, zero-padded).
+    InPlace { data: &'a [f32], row_stride: usize, tail: &'a [f32] },
+}
+
+impl RightPanels<'_> {
+    /// Checks that the operand holds `k × n` values for panels of `nr`.
+    ///
+    /// # Panics
+    /// If it is too short.
+    fn check(&self, k: usize, n: usize, nr: usize) {
+        let ok = match *self {
+            RightPanels::Packed(v) => n.div_ceil(nr).checked_mul(k * nr).is_some_and(|need| v.len() >= need),
+            RightPanels::InPlace { data, row_stride, tail } => {
+                let whole = n / nr * nr;
+                let rows_ok = k == 0
+                    || whole == 0
+                    || (k - 1)
+                        .checked_mul(row_stride)
+                        .and_then(|e| e.checked_add(whole))
+                        .is_some_and(|e| e <= data.len());
+                rows_ok && (n.is_multiple_of(nr) || tail.len() >= k * nr)
+            }
+        };
+        assert!(ok, "packed gemm: right operand too short");
+    }
+
+    /// Where rows `kb..` of column panel `jp` start, and their stride. Valid for `nr` reads per row, `k − kb` rows
+    /// (after [`RightPanels::check`]).
+    fn block(&self, jp: usize, kb: usize, k: usize, n: usize, nr: usize) -> (*const f32, usize) {
+        match *self {
+            RightPanels::Packed(v) => (v[(jp * k + kb) * nr..].as_ptr(), nr),
+            RightPanels::InPlace { data, row_stride, .. } if (jp + 1) * nr <= n => {
+                (data[kb * row_stride + jp * nr..].as_ptr(), row_stride)
+            }
+            RightPanels::InPlace { tail, .. } => (tail[kb * nr..].as_ptr(), nr),
+        }
     }
 }
 

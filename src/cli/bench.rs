@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Also time every node of one forward pass and print the time per operator type (to stderr with --json).
     #[arg(long)]
     pub profile: bool,
+    /// How many of the slowest nodes `--profile` lists after the per-operator totals.
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    pub profile_nodes: usize,
 }
 
 /// The work of one timed repetition.
@@ -108,9 +111,6 @@ fn run_once(model: &Model, work: &Work, x: &Tensor<f32>, pixels: &Tensor<f32>) -
         }
     })
 }
-
-/// Nodes listed by `--profile` after the per-operator totals.
-const PROFILE_NODES: usize = 15;
 
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
@@ -223,7 +223,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut nodes: Vec<_> = per_node.into_iter().collect();
         nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
         report += "slowest nodes:\n";
-        for ((node, op), secs) in nodes.into_iter().take(PROFILE_NODES) {
+        for ((node, op), secs) in nodes.into_iter().take(args.profile_nodes) {
             report += &format!("  {:>8.3} ms {:>5.1} %  {node} ({op})\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
         }
         if args.json {

@@ -48,6 +48,7 @@ impl<T: Element> GraphBuilder<T> {
                 aliases: Vec::new(),
                 fusion: true,
                 packed: Default::default(),
+                spare: Default::default(),
             },
         }
     }

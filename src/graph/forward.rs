@@ -161,7 +161,7 @@ impl<T: Element> Graph<T> {
         }
 
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
-        let mut pool = BufferPool::new();
+        let mut pool = self.spare.take();
         // Nodes replaced by a fused chain that already ran.
         let mut absorbed = vec![false; self.nodes.len()];
         let mut profile = Vec::new();
@@ -308,6 +308,7 @@ impl<T: Element> Graph<T> {
             // Free what no later node and no backward rule reads.
             free_inputs(&mut values, &mut pool);
         }
+        self.spare.put_back(pool);
         Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes, profile })
     }
 }

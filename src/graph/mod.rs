@@ -71,6 +71,8 @@ pub struct Graph<T: Element> {
     fusion: bool,
     /// Folded and packed convolution weights, made on first use.
     packed: fuse::PackCache,
+    /// Buffers the last forward pass freed, handed to the next one (see [`pool`]).
+    spare: pool::SparePool<T>,
 }
 
 impl<T: Element> Graph<T> {

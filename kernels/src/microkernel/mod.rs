@@ -21,17 +21,25 @@ macro_rules! microkernel {
 
         $(#[$doc])*
         ///
+        /// Runs `panels` row panels one after another against the same `B` block (panel `i` reads `A` at
+        /// `a + i·a_step`, its bias from `bias[i·mr ..]`, and writes `C` at `c + i·mr·rsc`): one call per column
+        /// panel and row block instead of one per tile.
+        ///
         /// # Safety
-        /// The CPU supports the target features; `a` holds `kc·mr` readable values, `b` `kc·2·lanes`; `c` is a
-        /// writable `mr × 2·lanes` block with row stride `rsc` owned by this thread; `bias` (if any) has at least
-        /// `mr` values (checked by the caller, [`super::Tile::run`]).
+        /// The CPU supports the target features; for each panel, `A` holds `kc·mr` readable values from its start
+        /// (`kc` per row, `lda` apart, when `ROW_MAJOR`), `b` `2·lanes` readable values at each `b + p·ldb`,
+        /// `p < kc`; `c` is a writable `panels·mr × 2·lanes` block with row stride `rsc` owned by this thread;
+        /// `bias` (if any) has at least `panels·mr` values (checked by the caller, [`super::Tile::run_panels`]).
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
         pub(super) unsafe fn $name<const ROW_MAJOR: bool>(
+            panels: usize,
             kc: usize,
             a: *const f32,
+            a_step: usize,
             lda: usize,
             b: *const f32,
+            ldb: usize,
             c: *mut f32,
             rsc: usize,
             load: bool,
@@ -41,43 +49,46 @@ macro_rules! microkernel {
             const L: usize = $lanes;
             // SAFETY (whole body): every pointer offset stays inside the blocks described in the contract above.
             unsafe {
-                let mut acc = [[$zero(); 2]; MR];
-                if load {
-                    for r in 0..MR {
-                        acc[r][0] = $load(c.add(r * rsc));
-                        acc[r][1] = $load(c.add(r * rsc + L));
-                    }
-                }
-                if let Some(bias) = bias {
-                    for r in 0..MR {
-                        let v = $splat(bias[r]);
-                        acc[r][0] = $add(acc[r][0], v);
-                        acc[r][1] = $add(acc[r][1], v);
-                    }
-                }
-                for p in 0..kc {
-                    let b0 = $load(b.add(p * 2 * L));
-                    let b1 = $load(b.add(p * 2 * L + L));
-                    for r in 0..MR {
-                        // Packed: MR values per p. Row-major: row r at a + r·lda (a monomorphized variant).
-                        let av = $splat(if ROW_MAJOR { *a.add(r * lda + p) } else { *a.add(p * MR + r) });
-                        acc[r][0] = $fma(av, b0, acc[r][0]);
-                        acc[r][1] = $fma(av, b1, acc[r][1]);
-                    }
-                }
-                if let Some(cl) = clamp {
-                    // max(lo, x) and min(hi, x) return x when x is NaN (the second operand): NaN propagates like
-                    // PyTorch.
-                    let (lo, hi) = ($splat(cl.lo), $splat(cl.hi));
-                    for r in 0..MR {
-                        for h in 0..2 {
-                            acc[r][h] = $min(hi, $max(lo, acc[r][h]));
+                for i in 0..panels {
+                    let (a, c) = (a.add(i * a_step), c.add(i * MR * rsc));
+                    let mut acc = [[$zero(); 2]; MR];
+                    if load {
+                        for r in 0..MR {
+                            acc[r][0] = $load(c.add(r * rsc));
+                            acc[r][1] = $load(c.add(r * rsc + L));
                         }
                     }
-                }
-                for r in 0..MR {
-                    $store(c.add(r * rsc), acc[r][0]);
-                    $store(c.add(r * rsc + L), acc[r][1]);
+                    if let Some(bias) = bias {
+                        for r in 0..MR {
+                            let v = $splat(bias[i * MR + r]);
+                            acc[r][0] = $add(acc[r][0], v);
+                            acc[r][1] = $add(acc[r][1], v);
+                        }
+                    }
+                    for p in 0..kc {
+                        let b0 = $load(b.add(p * ldb));
+                        let b1 = $load(b.add(p * ldb + L));
+                        for r in 0..MR {
+                            // Packed: MR values per p. Row-major: row r at a + r·lda (a monomorphized variant).
+                            let av = $splat(if ROW_MAJOR { *a.add(r * lda + p) } else { *a.add(p * MR + r) });
+                            acc[r][0] = $fma(av, b0, acc[r][0]);
+                            acc[r][1] = $fma(av, b1, acc[r][1]);
+                        }
+                    }
+                    if let Some(cl) = clamp {
+                        // max(lo, x) and min(hi, x) return x when x is NaN (the second operand): NaN propagates like
+                        // PyTorch.
+                        let (lo, hi) = ($splat(cl.lo), $splat(cl.hi));
+                        for r in 0..MR {
+                            for h in 0..2 {
+                                acc[r][h] = $min(hi, $max(lo, acc[r][h]));
+                            }
+                        }
+                    }
+                    for r in 0..MR {
+                        $store(c.add(r * rsc), acc[r][0]);
+                        $store(c.add(r * rsc + L), acc[r][1]);
+                    }
                 }
             }
         }
@@ -140,11 +151,12 @@ impl Tile {
     /// Runs the microkernel over `kc` steps. Accumulators start from `C` when `load`, plus `bias` when given, else
     /// from zero; `clamp` is applied before the store.
     ///
-    /// `A` is a packed panel (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`.
+    /// `A` is a packed panel (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc` rows
+    /// of `nr` values with row stride `ldb` (`nr` for a packed panel, a plane's length when read in place).
     ///
     /// # Safety
     /// `a` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of `a + r·lda`, `r < mr` (row-major),
-    /// `b` for `kc·nr`, `c` for reads and writes of an `mr × nr` block with row stride `rsc` that no other thread
+    /// `b` for `nr` reads at each of `b + p·ldb`, `p < kc`, `c` for reads and writes of an `mr × nr` block with row stride `rsc` that no other thread
     /// touches; `bias`, when given, holds at least `mr` values. The tile must come from [`tile`] (which checked that
     /// the CPU supports its level).
     #[allow(clippy::too_many_arguments)]
@@ -154,6 +166,33 @@ impl Tile {
         a: *const f32,
         lda: Option<usize>,
         b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        rsc: usize,
+        load: bool,
+        bias: Option<&[f32]>,
+        clamp: Option<Clamp>,
+    ) {
+        // SAFETY: forwarded contract, for one panel.
+        unsafe { self.run_panels(1, kc, a, 0, lda, b, ldb, c, rsc, load, bias, clamp) }
+    }
+
+    /// [`Tile::run`] over `panels` consecutive row panels against the same `B`: panel `i` reads `A` at
+    /// `a + i·a_step` and bias `bias[i·mr ..]`, and writes rows `i·mr ..` of `C`.
+    ///
+    /// # Safety
+    /// As [`Tile::run`] for each panel; `c` must be valid for a `panels·mr × nr` block and `bias`, when given, hold
+    /// at least `panels·mr` values.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_panels(
+        &self,
+        panels: usize,
+        kc: usize,
+        a: *const f32,
+        a_step: usize,
+        lda: Option<usize>,
+        b: *const f32,
+        ldb: usize,
         c: *mut f32,
         rsc: usize,
         load: bool,
@@ -161,23 +200,27 @@ impl Tile {
         clamp: Option<Clamp>,
     ) {
         if let Some(bias) = bias {
-            assert!(bias.len() >= self.mr, "microkernel: bias shorter than a panel");
+            assert!(bias.len() >= panels * self.mr, "microkernel: bias shorter than the panels");
         }
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX-512F support.
             SimdLevel::Avx512 => unsafe {
                 match lda {
-                    None => avx512::kernel_12x32::<false>(kc, a, 0, b, c, rsc, load, bias, clamp),
-                    Some(lda) => avx512::kernel_12x32::<true>(kc, a, lda, b, c, rsc, load, bias, clamp),
+                    None => avx512::kernel_12x32::<false>(panels, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp),
+                    Some(lda) => {
+                        avx512::kernel_12x32::<true>(panels, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp)
+                    }
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX2 and FMA support.
             SimdLevel::Avx2 => unsafe {
                 match lda {
-                    None => avx2::kernel_6x16::<false>(kc, a, 0, b, c, rsc, load, bias, clamp),
-                    Some(lda) => avx2::kernel_6x16::<true>(kc, a, lda, b, c, rsc, load, bias, clamp),
+                    None => avx2::kernel_6x16::<false>(panels, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp),
+                    Some(lda) => {
+                        avx2::kernel_6x16::<true>(panels, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp)
+                    }
                 }
             },
             _ => unreachable!("tile() has no portable tile"),
