@@ -61,6 +61,18 @@ impl Mask {
         assert_eq!(g.len(), self.len, "mask: gradient of another size");
         let zero = T::zero();
         let keep = move |set: bool, gv: T| if set & (!positive_only | (gv > zero)) { gv } else { zero };
+        if let Some(g32) = (g as &dyn std::any::Any).downcast_ref::<Tensor<f32>>() {
+            // f32: the kernels' select, vectorized per SIMD level.
+            let g = g32.as_standard_layout();
+            let gs = g.as_slice().expect("standard layout is contiguous");
+            let mut out = vec![0f32; self.len];
+            out.par_chunks_mut(TASK)
+                .zip(gs.par_chunks(TASK))
+                .zip(self.bits.par_chunks(TASK / 64))
+                .for_each(|((out, gs), words)| gradcam_kernels::vector::select_bits(words, gs, positive_only, out));
+            let out = Tensor::from_shape_vec(g.raw_dim(), out).expect("same length as the gradient");
+            return *(Box::new(out) as Box<dyn std::any::Any>).downcast::<Tensor<T>>().expect("T is f32 here");
+        }
         let g = g.as_standard_layout();
         let gs = g.as_slice().expect("standard layout is contiguous");
         let mut out = vec![zero; self.len];
