@@ -149,6 +149,27 @@ per_level! {
     pub fn select_bits(words: &[u64], g: &[f32], positive_only: bool, out: &mut [f32]); simd: select_bits_body, portable: select_bits_body
 }
 
+#[inline(always)]
+fn keep_bits_body(words: &[u64], x: &mut [f32]) {
+    for (x, &word) in x.chunks_mut(64).zip(words) {
+        if let Ok(x) = <&mut [f32; 64]>::try_from(&mut *x) {
+            // A whole word: a fixed trip count that vectorizes.
+            for (b, v) in x.iter_mut().enumerate() {
+                *v = if (word >> b) & 1 == 1 { *v } else { 0.0 };
+            }
+        } else {
+            for (b, v) in x.iter_mut().enumerate() {
+                *v = if (word >> b) & 1 == 1 { *v } else { 0.0 };
+            }
+        }
+    }
+}
+
+per_level! {
+    /// [`select_bits`] in place (without `positive_only`): `x_i ← 0` where bit `i` of `words` is clear.
+    pub fn keep_bits(words: &[u64], x: &mut [f32]); simd: keep_bits_body, portable: keep_bits_body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +240,21 @@ mod tests {
             select_bits(&words, &g, positive_only, &mut out);
             assert_eq!(out, want, "{} positive_only {positive_only}", crate::simd::level());
         }
+    }
+
+    #[test]
+    fn keep_bits_equals_select_bits_in_place() {
+        let n = 2 * 64 + 5;
+        let words = [0x8000_0000_0000_0001u64, 0x0F0F_F0F0_1234_5678, 0b10110];
+        let g: Vec<f32> = (0..n).map(|i| i as f32 - 60.5).collect();
+        let mut want = vec![f32::NAN; n];
+        select_bits(&words, &g, false, &mut want);
+        let mut got = g.clone();
+        keep_bits(&words, &mut got);
+        assert_eq!(got, want);
+        assert!(
+            got.iter().zip(&g).any(|(a, b)| a != b) && got.iter().any(|&v| v != 0.0),
+            "something kept, something cleared"
+        );
     }
 }

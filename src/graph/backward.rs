@@ -58,6 +58,35 @@ fn accumulate<T: Element>(slot: &mut Option<Tensor<T>>, g: Tensor<T>) {
 }
 
 impl<T: Element> Activations<'_, T> {
+    /// The input gradient of node `n` made from its output gradient in place, where `n` is a clamp-like activation
+    /// with a saved mask, the plain ReLU rule applies, and the output gradient is ours to overwrite (taken, not
+    /// kept for a `wrt`); else `None` (the op's own backward runs).
+    fn mask_in_place(
+        &self,
+        n: usize,
+        out_grads: &mut [Option<Tensor<T>>],
+        options: BackwardOptions,
+    ) -> Option<Result<Option<Tensor<T>>>> {
+        let node = &self.graph.nodes[n];
+        let wanted_first_only = matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w));
+        let ours = node.outputs.len() == 1 && !self.plan.wrt.contains(&node.outputs[0]);
+        if options.relu_rule != crate::ops::ReluRule::Exact
+            || !wanted_first_only
+            || !ours
+            || node.op.mask_interval().is_none()
+        {
+            return None;
+        }
+        let mask = self.saved[n].as_deref().and_then(|s| s.downcast_ref::<crate::ops::Mask>())?;
+        let [slot] = out_grads else { return None };
+        if slot.as_ref().is_none_or(|g| g.len() != mask.len()) {
+            return None;
+        }
+        let mut g = slot.take()?;
+        mask.apply_in_place(&mut g);
+        Some(Ok(Some(g)))
+    }
+
     /// Backpropagates `seeds` (value name, gradient of that value) to the plan's `wrt` values.
     ///
     /// Call it as often as needed (one class after another) without re-running the forward pass.
@@ -93,7 +122,7 @@ impl<T: Element> Activations<'_, T> {
             }
             let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
-            let out_grads: Vec<Option<Tensor<T>>> =
+            let mut out_grads: Vec<Option<Tensor<T>>> =
                 node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();
             // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
             // packed / stored kernels where it can.
@@ -103,10 +132,16 @@ impl<T: Element> Activations<'_, T> {
                     .or_else(|| graph.stored_linear_input_gradient(node, dy)),
                 _ => None,
             };
+            // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
+            // in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency pass).
+            let direct = match direct {
+                None => self.mask_in_place(n, &mut out_grads, options),
+                some => some.map(|dx| dx.map(Some)),
+            };
             let input_grads = match direct {
                 Some(dx) => {
                     let mut grads = vec![None; node.inputs.len()];
-                    grads[0] = Some(dx?);
+                    grads[0] = dx?;
                     grads
                 }
                 None => {

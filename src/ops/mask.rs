@@ -56,6 +56,38 @@ impl Mask {
         self.bits.len() * 8
     }
 
+    /// [`Mask::apply`] without `positive_only`, in the gradient's own buffer (the executor owns the gradient of a
+    /// value whose only reader was this activation: no second buffer, no zero fill).
+    ///
+    /// # Panics
+    /// If `g` has another length.
+    pub fn apply_in_place<T: Element>(&self, g: &mut Tensor<T>) {
+        assert_eq!(g.len(), self.len, "mask: gradient of another size");
+        if !g.is_standard_layout() {
+            *g = self.apply(g, false);
+            return;
+        }
+        if let Some(g32) = (&mut *g as &mut dyn std::any::Any).downcast_mut::<Tensor<f32>>() {
+            // f32: the kernels' in-place select, vectorized per SIMD level.
+            let xs = g32.as_slice_mut().expect("standard layout is contiguous");
+            xs.par_chunks_mut(TASK)
+                .zip(self.bits.par_chunks(TASK / 64))
+                .for_each(|(xs, words)| gradcam_kernels::vector::keep_bits(words, xs));
+            return;
+        }
+        let xs = g.as_slice_mut().expect("standard layout is contiguous");
+        let zero = T::zero();
+        xs.par_chunks_mut(TASK).zip(self.bits.par_chunks(TASK / 64)).for_each(|(xs, words)| {
+            for (xs, &word) in xs.chunks_mut(64).zip(words) {
+                for (b, v) in xs.iter_mut().enumerate() {
+                    if (word >> b) & 1 == 0 {
+                        *v = zero;
+                    }
+                }
+            }
+        });
+    }
+
     /// `g` where the mask is set, else 0 — and with `positive_only` (guided backpropagation) also 0 where `g ≤ 0`.
     pub fn apply<T: Element>(&self, g: &Tensor<T>, positive_only: bool) -> Tensor<T> {
         assert_eq!(g.len(), self.len, "mask: gradient of another size");
@@ -123,6 +155,30 @@ fn pack<T: Element>(ys: &[T], pass: impl Fn(T) -> bool) -> u64 {
 mod tests {
     use super::*;
     use ndarray::IxDyn;
+
+    #[test]
+    fn in_place_equals_apply_for_f32_f64_and_strided_gradients() {
+        let n = 2 * TASK + 131;
+        let y = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| (i[0] % 7) as f32 - 2.0);
+        let g = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| i[0] as f32 * 0.25 - 3.0);
+        let m = Mask::open_interval(&y, 0.0, 3.0);
+        let mut got = g.clone();
+        m.apply_in_place(&mut got);
+        assert_eq!(got, m.apply(&g, false));
+        assert!(got.iter().any(|&v| v == 0.0) && got.iter().any(|&v| v != 0.0));
+        let (y64, g64) = (y.mapv(f64::from), g.mapv(f64::from));
+        let m64 = Mask::open_interval(&y64, 0.0, 3.0);
+        let mut got64 = g64.clone();
+        m64.apply_in_place(&mut got64);
+        assert_eq!(got64, m64.apply(&g64, false));
+        // A transposed (non-standard) gradient of a 2-D value.
+        let y2 = Tensor::<f32>::from_shape_fn(IxDyn(&[3, 5]), |i| (i[0] * 5 + i[1]) as f32 - 6.0);
+        let m2 = Mask::open_interval(&y2, 0.0, 5.0);
+        let g2t = Tensor::<f32>::from_shape_fn(IxDyn(&[5, 3]), |i| (i[0] * 3 + i[1]) as f32 + 1.0).reversed_axes();
+        let mut got2 = g2t.clone();
+        m2.apply_in_place(&mut got2);
+        assert_eq!(got2, m2.apply(&g2t, false));
+    }
 
     #[test]
     fn passes_the_gradient_strictly_inside_the_interval() {
