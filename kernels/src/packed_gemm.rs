@@ -389,7 +389,9 @@ impl PackedA {
                             // `dst` is an mr × nr block with row stride `stride` (a full tile inside C, or the edge
                             // buffer). The level is supported: PackedA was built for it, which microkernel::tile
                             // checked.
-                            unsafe { tile.run(kc, ap.as_ptr(), lda, bp, ldb, dst, stride, load, bias, epilogue) };
+                            unsafe {
+                                tile.run_panels(1, kc, ap.as_ptr(), 0, lda, bp, ldb, dst, stride, load, bias, epilogue)
+                            };
                             if last && scaled {
                                 // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
                                 unsafe { self.finish_tile(ip * mr, dst, stride, nr, inner_clamp) };

@@ -148,41 +148,18 @@ pub(crate) fn tile(level: SimdLevel) -> Tile {
 }
 
 impl Tile {
-    /// Runs the microkernel over `kc` steps. Accumulators start from `C` when `load`, plus `bias` when given, else
-    /// from zero; `clamp` is applied before the store.
+    /// Runs the microkernel over `kc` steps for `panels` consecutive row panels against the same `B`: panel `i`
+    /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, and writes rows `i·mr ..` of `C`. Accumulators start
+    /// from `C` when `load`, plus `bias` when given, else from zero; `clamp` is applied before the store.
     ///
-    /// `A` is a packed panel (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc` rows
-    /// of `nr` values with row stride `ldb` (`nr` for a packed panel, a plane's length when read in place).
-    ///
-    /// # Safety
-    /// `a` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of `a + r·lda`, `r < mr` (row-major),
-    /// `b` for `nr` reads at each of `b + p·ldb`, `p < kc`, `c` for reads and writes of an `mr × nr` block with row stride `rsc` that no other thread
-    /// touches; `bias`, when given, holds at least `mr` values. The tile must come from [`tile`] (which checked that
-    /// the CPU supports its level).
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn run(
-        &self,
-        kc: usize,
-        a: *const f32,
-        lda: Option<usize>,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        rsc: usize,
-        load: bool,
-        bias: Option<&[f32]>,
-        clamp: Option<Clamp>,
-    ) {
-        // SAFETY: forwarded contract, for one panel.
-        unsafe { self.run_panels(1, kc, a, 0, lda, b, ldb, c, rsc, load, bias, clamp) }
-    }
-
-    /// [`Tile::run`] over `panels` consecutive row panels against the same `B`: panel `i` reads `A` at
-    /// `a + i·a_step` and bias `bias[i·mr ..]`, and writes rows `i·mr ..` of `C`.
+    /// Each panel of `A` is packed (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc`
+    /// rows of `nr` values with row stride `ldb` (`nr` for a packed panel, a plane's length when read in place).
     ///
     /// # Safety
-    /// As [`Tile::run`] for each panel; `c` must be valid for a `panels·mr × nr` block and `bias`, when given, hold
-    /// at least `panels·mr` values.
+    /// For each panel, `A` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of its rows
+    /// (row-major); `b` for `nr` reads at each of `b + p·ldb`, `p < kc`; `c` for reads and writes of a
+    /// `panels·mr × nr` block with row stride `rsc` that no other thread touches; `bias`, when given, holds at least
+    /// `panels·mr` values. The tile must come from [`tile`] (which checked that the CPU supports its level).
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_panels(
         &self,
