@@ -365,14 +365,13 @@ fn forward(
                         panels.resize(len, 0.0);
                     }
                     let pack = |(jp, panel): (usize, &mut [f32])| {
-                        let (q0, q1) = (p0 + jp * nr, (p0 + (jp + 1) * nr).min(p1));
+                        // In place, the one panel packed is the tail: the columns past the whole panels.
+                        let (q0, q1) = if in_place {
+                            (p0 + tw / nr * nr, p1)
+                        } else {
+                            (p0 + jp * nr, (p0 + (jp + 1) * nr).min(p1))
+                        };
                         if in_place {
-                            // Only the tail: columns past the whole panels.
-                            let (q0, q1) = (p0 + tw / nr * nr, p1);
-                            let mut unused = Vec::new();
-                            let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
-                            pack_b_into(view, nr, panel);
-                        } else if geo.is_pointwise() {
                             let mut unused = Vec::new();
                             let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
                             pack_b_into(view, nr, panel);

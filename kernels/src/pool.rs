@@ -86,21 +86,13 @@ fn nan_max<T: Element>(a: T, b: T) -> T {
     }
 }
 
-/// `best[j] = max(best[j], taps[j·stride])` (or `= taps[j·stride]` when `init`). Inlined, so that a constant
-/// stride at the call (1, 2) makes the loop vectorize (strided loads become shuffles).
+/// `best[j] = max(best[j], taps[j·stride])` (or `= taps[j·stride]` when `init`): the whole-window path for strides
+/// above 2 (strides 1 and 2 read contiguous runs, see [`max_of_runs`]).
 #[inline(always)]
 fn row_max<T: Element>(best: &mut [T], taps: &[T], stride: usize, init: bool) {
     let n = best.len();
     assert!(n == 0 || taps.len() > (n - 1) * stride, "pool: row of taps too short");
-    if stride == 1 {
-        // Contiguous: zipped, without index arithmetic, so it vectorizes whatever the element type.
-        let taps = &taps[..n];
-        if init {
-            best.copy_from_slice(taps);
-        } else {
-            best.iter_mut().zip(taps).for_each(|(b, &t)| *b = nan_max(*b, t));
-        }
-    } else if init {
+    if init {
         best.iter_mut().enumerate().for_each(|(j, b)| *b = taps[j * stride]);
     } else {
         best.iter_mut().enumerate().for_each(|(j, b)| *b = nan_max(*b, taps[j * stride]));

@@ -59,22 +59,17 @@ fn accumulate<T: Element>(slot: &mut Option<Tensor<T>>, g: Tensor<T>) {
 
 impl<T: Element> Activations<'_, T> {
     /// The input gradient of node `n` made from its output gradient in place, where `n` is a clamp-like activation
-    /// with a saved mask, the plain ReLU rule applies, and the output gradient is ours to overwrite (taken, not
-    /// kept for a `wrt`); else `None` (the op's own backward runs).
+    /// with a saved mask and the plain ReLU rule applies; else `None` (the op's own backward runs). The output
+    /// gradient is the sweep's own (taken, or cloned for a `wrt`), so overwriting it is safe.
     fn mask_in_place(
         &self,
         n: usize,
         out_grads: &mut [Option<Tensor<T>>],
         options: BackwardOptions,
-    ) -> Option<Result<Option<Tensor<T>>>> {
+    ) -> Option<Tensor<T>> {
         let node = &self.graph.nodes[n];
         let wanted_first_only = matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w));
-        let ours = node.outputs.len() == 1 && !self.plan.wrt.contains(&node.outputs[0]);
-        if options.relu_rule != crate::ops::ReluRule::Exact
-            || !wanted_first_only
-            || !ours
-            || node.op.mask_interval().is_none()
-        {
+        if options.relu_rule != crate::ops::ReluRule::Exact || !wanted_first_only || node.op.mask_interval().is_none() {
             return None;
         }
         let mask = self.saved[n].as_deref().and_then(|s| s.downcast_ref::<crate::ops::Mask>())?;
@@ -84,7 +79,7 @@ impl<T: Element> Activations<'_, T> {
         }
         let mut g = slot.take()?;
         mask.apply_in_place(&mut g);
-        Some(Ok(Some(g)))
+        Some(g)
     }
 
     /// Backpropagates `seeds` (value name, gradient of that value) to the plan's `wrt` values.
@@ -134,14 +129,11 @@ impl<T: Element> Activations<'_, T> {
             };
             // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
             // in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency pass).
-            let direct = match direct {
-                None => self.mask_in_place(n, &mut out_grads, options),
-                some => some.map(|dx| dx.map(Some)),
-            };
+            let direct = direct.or_else(|| self.mask_in_place(n, &mut out_grads, options).map(Ok));
             let input_grads = match direct {
                 Some(dx) => {
                     let mut grads = vec![None; node.inputs.len()];
-                    grads[0] = dx?;
+                    grads[0] = Some(dx?);
                     grads
                 }
                 None => {
