@@ -73,12 +73,9 @@ pub enum Error {
     /// A class index beyond the model's classes.
     #[error("class {class} is out of range: the model has {classes} classes (0..{classes})")]
     ClassOutOfRange { class: usize, classes: usize },
-    /// A target layer whose activation is not `[N, C, H, W]`.
-    #[error(
-        "layer '{layer}' has shape {shape:?}; CAM methods need a 4-D [N, C, H, W] activation with more than one \
-         spatial position (H × W > 1)"
-    )]
-    NotSpatial { layer: String, shape: Vec<usize> },
+    /// A target layer that cannot be read as maps (not `[N, C, H, W]`, channels-last or a token grid).
+    #[error("layer '{layer}' has shape {shape:?}, which a CAM method cannot use: {why}")]
+    NotSpatial { layer: String, shape: Vec<usize>, why: String },
     /// A method name we do not know.
     #[error("unknown method '{name}' (known: {known})")]
     UnknownMethod { name: String, known: String },

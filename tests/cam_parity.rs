@@ -48,6 +48,7 @@ fn request(layers: &[&str], methods: Vec<Method>) -> Request {
         noise: gradcam::cam::DEFAULT_NOISE,
         steps: gradcam::cam::DEFAULT_STEPS,
         seg_mask: None,
+        tokens: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ fn gradcam(layers: &[&str], class: usize, counterfactual: bool) -> Request {
         noise: gradcam::cam::DEFAULT_NOISE,
         steps: gradcam::cam::DEFAULT_STEPS,
         seg_mask: None,
+        tokens: Default::default(),
     }
 }
 

@@ -173,7 +173,7 @@ fn errors_are_one_line_and_non_zero() {
 
     let o = gradcam(&["explain", &cat(), "--layer", "flatten", "--out-dir", d]);
     assert!(!o.status.success());
-    assert!(stderr_line(&o).contains("4-D"));
+    assert!(stderr_line(&o).contains("[N, C, H, W]"));
 }
 
 #[test]

@@ -46,6 +46,7 @@ fn gradcam_map(model: &Model, x: &Tensor<f32>, class: usize) -> (Vec<f32>, Vec<f
         noise: gradcam::cam::DEFAULT_NOISE,
         steps: gradcam::cam::DEFAULT_STEPS,
         seg_mask: None,
+        tokens: Default::default(),
     };
     let r = explain(model, x.clone(), &req).unwrap().remove(0);
     let e = &r.explanations[0];

@@ -58,6 +58,7 @@ fn gradcam(layer: &str) -> Request {
         noise: gradcam::cam::DEFAULT_NOISE,
         steps: gradcam::cam::DEFAULT_STEPS,
         seg_mask: None,
+        tokens: Default::default(),
     }
 }
 

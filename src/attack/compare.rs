@@ -63,6 +63,7 @@ pub fn compare_cams(
         noise: crate::cam::DEFAULT_NOISE,
         steps: crate::cam::DEFAULT_STEPS,
         seg_mask: None,
+        tokens: Default::default(),
     };
     let a = explain(model, model.normalization.apply(clean), &request)?.remove(0);
     let b = explain(model, model.normalization.apply(adv), &request)?.remove(0);

@@ -30,18 +30,22 @@ pub(crate) fn ablation_value(activation: &ArrayViewD<'_, f32>) -> f32 {
 }
 
 /// Each objective's score with each channel of the layer ablated in turn: `[C, objectives]`. `feeds` are the
-/// suffix plan's values for one image (the layer first, `[C, h, w]`).
+/// suffix plan's values for one image (the layer first, channels along `channel_axis`: 0 for `[C, h, w]`, the last
+/// for channels-last maps and tokens, where every token's channel is ablated as pytorch-grad-cam's
+/// `AblationLayerVit` does).
 pub(crate) fn ablated_scores(
     model: &Model,
     suffix: &Plan,
     feeds: &[(&str, ArrayViewD<'_, f32>)],
+    channel_axis: usize,
     objectives: &[Objective],
     batch: usize,
 ) -> Result<Array2<f32>> {
     let layer = &feeds[0].1;
     let value = ablation_value(layer);
-    batched_scores(model, suffix, feeds, layer.shape()[0], batch, objectives, |k, mut copy| {
-        copy.index_axis_mut(Axis(0), k).fill(value);
+    let channels = layer.shape().get(channel_axis).copied().unwrap_or(0);
+    batched_scores(model, suffix, feeds, channels, batch, objectives, |k, mut copy| {
+        copy.index_axis_mut(Axis(channel_axis), k).fill(value);
     })
 }
 

@@ -9,7 +9,7 @@ use super::smooth_grad::smooth_grad;
 pub use super::smooth_grad::{DEFAULT_NOISE, DEFAULT_SAMPLES};
 pub use super::target::Target;
 use super::target::{class_row, Objective};
-use super::{default_layer, is_spatial, Method};
+use super::{cam_layout, default_layer_with, LayerLayout, Method, TokenOptions};
 use crate::error::{Error, Result};
 use crate::graph::{BackwardOptions, Plan};
 use crate::models::Model;
@@ -30,7 +30,7 @@ pub enum ClassChoice {
 /// What to explain.
 #[derive(Clone, Debug)]
 pub struct Request {
-    /// Target layers; empty means [`default_layer`].
+    /// Target layers; empty means [`default_layer_with`].
     pub layers: Vec<String>,
     pub classes: ClassChoice,
     pub methods: Vec<Method>,
@@ -56,6 +56,9 @@ pub struct Request {
     /// For a segmentation model (output `[N, classes, H, W]`): the pixels whose class logits are summed, any size
     /// (resized nearest-neighbour to the output; non-zero = in). `None`: the pixels predicted as the class.
     pub seg_mask: Option<Array2<f32>>,
+    /// How token-shaped layers (vision transformers) become maps: the patch grid and the leading non-patch tokens,
+    /// inferred when not given (see [`super::tokens`]).
+    pub tokens: TokenOptions,
 }
 
 /// Most copies of one image that `samples` and `steps` may ask for: each is a forward and a backward pass.
@@ -79,6 +82,7 @@ impl Default for Request {
             noise: DEFAULT_NOISE,
             steps: DEFAULT_STEPS,
             seg_mask: None,
+            tokens: TokenOptions::default(),
         }
     }
 }
@@ -141,6 +145,15 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 /// Explains a batch `x` (`[N, C, H, W]`, preprocessed) with `model`: one forward pass, then one backward sweep per
 /// requested class (two when guided methods are asked for).
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    if n > 1 && model.single_item() {
+        // A graph traced for one item runs the batch one image at a time.
+        let mut results = Vec::with_capacity(n);
+        for item in x.axis_iter(Axis(0)) {
+            results.extend(explain(model, item.insert_axis(Axis(0)).to_owned(), req)?);
+        }
+        return Ok(results);
+    }
     if req.aug_smooth {
         if model.is_segmentation() {
             // The six augmented copies would need the region flipped and fixed from the original image.
@@ -167,18 +180,23 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     let layers = if !uses_layer {
         Vec::new()
     } else if req.layers.is_empty() {
-        vec![default_layer(g, &model.logits)?]
+        vec![default_layer_with(g, &model.logits, &req.tokens)?]
     } else {
         // A layer named twice is explained once: the average of two equal maps is the map (found by the CLI
         // fuzzer: `--layer relu` sixteen times on a batch of 4101 made sixteen times the work).
         first_occurrences(&req.layers)
     };
-    for l in &layers {
-        let id = g.find(l)?;
-        if !is_spatial(g, id) {
-            return Err(Error::NotSpatial { layer: l.clone(), shape: g.value(id).shape.clone() });
-        }
-    }
+    let layouts: Vec<LayerLayout> = layers
+        .iter()
+        .map(|l| {
+            let id = g.find(l)?;
+            cam_layout(g, id, &req.tokens).map_err(|why| Error::NotSpatial {
+                layer: l.clone(),
+                shape: g.value(id).shape.clone(),
+                why,
+            })
+        })
+        .collect::<Result<_>>()?;
     let classes = model.classes();
     if let ClassChoice::Classes(cs) = &req.classes {
         if let Some(&c) = cs.iter().find(|&&c| c >= classes) {
@@ -273,7 +291,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         for (li, l) in layers.iter().enumerate() {
             let a = acts.get(l)?;
             for (i, objs) in objectives.iter().enumerate() {
-                let (image, act, batch) = (image3(input, i), image3(a, i), req.batch_size);
+                let (image, act, batch) = (image3(input, i), layouts[li].image(a, i)?, req.batch_size);
                 let scores = super::score::masked_scores(model, &forward_only, image.view(), act.view(), objs, batch)?;
                 perturbed.insert((CamMethod::ScoreCam, li, i), scores);
             }
@@ -304,7 +322,8 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 })
                 .collect::<Result<_>>()?;
             let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = items.iter().map(|(n, t)| (*n, t.view())).collect();
-            let scores = super::ablation::ablated_scores(model, suffix, &views, objs, req.batch_size)?;
+            let axis = layouts[li].channel_axis();
+            let scores = super::ablation::ablated_scores(model, suffix, &views, axis, objs, req.batch_size)?;
             perturbed.insert((CamMethod::AblationCam, li, i), scores);
         }
     }
@@ -369,7 +388,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                 let mut scaled = Vec::new();
                 let mut raws = Vec::new();
                 for (li, l) in layers.iter().enumerate() {
-                    let a = image3(acts.get(l)?, i);
+                    let a = layouts[li].image(acts.get(l)?, i)?;
                     let raw = if method.runs_model() {
                         let column = perturbed[&(method, li, i)].column(round).to_owned();
                         let w = match method {
@@ -386,7 +405,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                             (_, _, Some(e)) => e,
                             _ => return Err(Error::BadRequest("internal: no backward pass ran".into())),
                         };
-                        let gr = image3(grads.get(l)?, i);
+                        let gr = layouts[li].image(grads.get(l)?, i)?;
                         method.raw_map_with(a.view(), gr.view(), req.eigen_smooth)?
                     } else {
                         method.raw_map_with(a.view(), Array3::zeros(a.raw_dim()).view(), req.eigen_smooth)?

@@ -15,14 +15,16 @@ mod principal;
 mod score;
 mod smooth_grad;
 pub(crate) mod target;
+pub mod tokens;
 
 pub use explainer::{
     explain, ClassChoice, Explanation, ImageResult, Prediction, Request, Target, DEFAULT_NOISE,
     DEFAULT_PERTURBATION_BATCH, DEFAULT_SAMPLES, DEFAULT_STEPS, MAX_COPIES,
 };
-pub use layer::{default_layer, is_spatial};
+pub use layer::{cam_layout, default_layer, default_layer_with, is_spatial};
 pub use localize::{localize, Localization, THRESHOLD};
 pub use methods::CamMethod;
+pub use tokens::{LayerLayout, TokenOptions};
 
 use crate::error::{Error, Result};
 

@@ -38,6 +38,7 @@ pub(crate) fn batched_scores(
     if batch == 0 {
         return Err(Error::BadRequest("the batch size must be at least 1".into()));
     }
+    let batch = model.batch_limit(batch);
     let mut scores = Array2::<f32>::zeros((count, objectives.len()));
     let mut start = 0;
     while start < count {
@@ -89,6 +90,7 @@ pub(crate) fn batched_input_gradients(
     if batch == 0 {
         return Err(Error::BadRequest("the batch size must be at least 1".into()));
     }
+    let batch = model.batch_limit(batch);
     let mut start = 0;
     while start < count {
         let n = batch.min(count - start);

@@ -170,6 +170,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             noise: gradcam::cam::DEFAULT_NOISE,
             steps: gradcam::cam::DEFAULT_STEPS,
             seg_mask: None,
+            tokens: Default::default(),
         }),
     };
     let simd_level = simd::level();

@@ -4,7 +4,7 @@ use super::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use gradcam::cam::postprocess::resize_bilinear;
-use gradcam::cam::{explain, localize, ClassChoice, Explanation, ImageResult, Method, Request, Target};
+use gradcam::cam::{explain, localize, ClassChoice, Explanation, ImageResult, Method, Request, Target, TokenOptions};
 use gradcam::input::{load_image_limited, load_npy};
 use gradcam::render::{draw_box, gradient_image, overlay, save_png, Colormap};
 use gradcam::{Model, Tensor};
@@ -99,6 +99,14 @@ pub struct ExplainArgs {
     /// Draw the localization box (largest region above 15 % of the peak) on the overlay.
     #[arg(long = "box")]
     pub draw_box: bool,
+    /// Token layers of vision transformers ([N, T, C]): the patch grid, `auto` (from the token count and the input's
+    /// aspect ratio) or HxW such as 14x14. Also tells a channels-last [N, H, W, C] layer from [N, C, H, W].
+    #[arg(long, value_name = "auto|HxW", default_value = "auto")]
+    pub tokens: String,
+    /// Leading tokens that are not patches (class, distillation, register tokens); default: every token beyond the
+    /// grid (1 for ViT, 2 for distilled DeiT).
+    #[arg(long, value_name = "N")]
+    pub skip_tokens: Option<usize>,
 }
 
 /// One image to explain: the model input and what to draw on.
@@ -371,6 +379,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         noise: args.noise,
         steps: args.steps,
         seg_mask,
+        tokens: TokenOptions { grid: TokenOptions::parse_grid(&args.tokens)?, skip: args.skip_tokens },
     };
     let mut batch = super::batch_size(args.batch_size, &model.graph, args.model.max_memory)?;
     // Score-CAM, Ablation-CAM, SmoothGrad and Integrated Gradients run many altered copies of each image,

@@ -190,6 +190,27 @@ impl<T: Element> Graph<T> {
         leads
     }
 
+    /// Whether every node accepts the graph's inputs with `batch` items (shape rules only, nothing computed). An
+    /// export whose reshapes spell the batch size out (transformers traced at batch 1: `Reshape` to `[1, 197, 2,
+    /// 16]`) accepts only that size; such a model is then run one item at a time.
+    pub fn accepts_batch(&self, batch: usize) -> bool {
+        let mut shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
+        for &i in &self.inputs {
+            match shapes[i.0].first_mut() {
+                Some(n) => *n = batch,
+                None => return batch == 1,
+            }
+        }
+        for node in &self.nodes {
+            let ins: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i.0].as_slice()).collect();
+            let Ok(outs) = node.op.output_shapes(&ins) else { return false };
+            for (o, s) in node.outputs.iter().zip(outs) {
+                shapes[o.0] = s;
+            }
+        }
+        true
+    }
+
     /// The constant `id` if it is held in 16 bits.
     pub fn half_constant(&self, id: ValueId) -> Option<&HalfTensor> {
         match &self.values[id.0].source {

@@ -296,6 +296,21 @@ impl Model {
         shape.len() == 4 && shape[2] * shape[3] > 1
     }
 
+    /// Whether the graph runs only one item at a time (an export traced at batch 1 whose reshapes name that size;
+    /// see [`Graph::accepts_batch`]).
+    pub fn single_item(&self) -> bool {
+        !self.graph.accepts_batch(2)
+    }
+
+    /// `wanted` items per pass, or 1 where the graph takes only one.
+    pub fn batch_limit(&self, wanted: usize) -> usize {
+        if wanted > 1 && self.single_item() {
+            1
+        } else {
+            wanted
+        }
+    }
+
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.graph.find(&self.logits).map(|id| self.graph.value(id).shape[1]).unwrap_or(0)

@@ -164,6 +164,28 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
         "Tanh" => op(Tanh, &[x]),
         "Exp" => op(Exp, &[x]),
         "Abs" => op(Abs, &[x]),
+        "Erf" => op(Erf, &[x]),
+        "Gelu" => {
+            let tanh = match a.string("approximate", "none").as_str() {
+                "none" => false,
+                "tanh" => true,
+                other => return Err(unsupported(im, n, &format!("approximate '{other}'"))),
+            };
+            op(Gelu { tanh }, &[x])
+        }
+        "LayerNormalization" => {
+            if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err(unsupported(im, n, "the Mean and InvStdDev outputs"));
+            }
+            let ln = LayerNormalization { axis: a.int("axis", -1), epsilon: a.float("epsilon", 1e-5) as f64 };
+            let mut ins = vec![x, need_input(im, n, 1)?];
+            ins.extend(input(n, 2));
+            op(ln, &ins)
+        }
+        "Where" => op(Where, &[x, need_input(im, n, 1)?, need_input(im, n, 2)?]),
+        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" => {
+            op(Compare(super::fold_int::comparison(&n.op_type)), &[x, need_input(im, n, 1)?])
+        }
         "Sqrt" => op(Sqrt, &[x]),
         "Softplus" => op(Softplus, &[x]),
         "HardSwish" => op(HardSwish, &[x]),
@@ -482,6 +504,10 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         im.vals.insert(out, Val::Const(c));
         return Ok(());
     }
+    if let Some(c) = super::fold_int::fold(im, n)? {
+        im.vals.insert(out, Val::Const(c));
+        return Ok(());
+    }
     if super::lift_1d::lift(im, n)? {
         return Ok(());
     }
@@ -543,8 +569,10 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         // f32 results, and their integer form (8 bytes) when the inputs were integers.
         im.reserve_folded(n, elements * if all_int { 12 } else { 4 })?;
         let values = op.forward(&refs).map_err(wrap)?.values;
+        // Comparisons give booleans whatever their operands.
+        let boolean = matches!(n.op_type.as_str(), "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual");
         for (name, v) in outputs.iter().zip(values) {
-            let c = if all_int {
+            let c = if all_int || boolean {
                 let trunc = n.op_type == "Div";
                 Const::I(v.mapv(|x| if trunc { x.trunc() as i64 } else { x.round() as i64 }))
             } else {

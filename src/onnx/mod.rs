@@ -9,6 +9,7 @@ mod attrs;
 mod constant;
 mod convert;
 mod fold;
+mod fold_int;
 mod import;
 mod lift_1d;
 pub mod proto;

@@ -38,3 +38,19 @@ pub(crate) fn operand_grad<T: Element>(
     let full = Zip::from(grad).and(&av).and(&bv).par_map_collect(|&g, &x, &y| f(g, x, y));
     sum_to_shape(full, shape)
 }
+
+/// The gradient of one operand from the other alone: `f(grad, other)` over the broadcast shape, summed back to
+/// `shape` (the operand's). For rules that read only the other operand (a product's, a quotient's numerator), whose
+/// own value need not have been kept.
+pub(crate) fn grad_from_other<T: Element>(
+    grad: &Tensor<T>,
+    other: &Tensor<T>,
+    shape: &[usize],
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Result<Tensor<T>, OpError> {
+    let ov = other
+        .broadcast(IxDyn(grad.shape()))
+        .ok_or_else(|| OpError::shape("shapes cannot be broadcast together", &[other.shape(), grad.shape()]))?;
+    let full = Zip::from(grad).and(&ov).par_map_collect(|&g, &o| f(g, o));
+    Ok(sum_to_shape(full, shape))
+}

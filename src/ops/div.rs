@@ -28,10 +28,17 @@ impl<T: Element> Op<T> for Div {
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        // The numerator is kept only when the denominator's gradient is wanted (see `saves`).
         let g = cx.grad()?;
-        let (a, b) = (cx.input(0)?, cx.input(1)?);
-        let da = cx.wants(0).then(|| binary::operand_grad(g, a, b, a.shape(), |g, _, y| g / y));
-        let db = cx.wants(1).then(|| binary::operand_grad(g, a, b, b.shape(), |g, x, y| -g * x / (y * y)));
+        let b = cx.input(1)?;
+        let da =
+            if cx.wants(0) { Some(binary::grad_from_other(g, b, cx.input_shapes[0], |g, y| g / y)?) } else { None };
+        let db = if cx.wants(1) {
+            let a = cx.input(0)?;
+            Some(binary::operand_grad(g, a, b, b.shape(), |g, x, y| -g * x / (y * y)))
+        } else {
+            None
+        };
         Ok(vec![da, db])
     }
 }

@@ -28,10 +28,18 @@ impl<T: Element> Op<T> for Mul {
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+        // Only the operand the other's gradient reads was kept (see `saves`).
         let g = cx.grad()?;
-        let (a, b) = (cx.input(0)?, cx.input(1)?);
-        let da = cx.wants(0).then(|| binary::operand_grad(g, a, b, a.shape(), |g, _, y| g * y));
-        let db = cx.wants(1).then(|| binary::operand_grad(g, a, b, b.shape(), |g, x, _| g * x));
+        let da = if cx.wants(0) {
+            Some(binary::grad_from_other(g, cx.input(1)?, cx.input_shapes[0], |g, y| g * y)?)
+        } else {
+            None
+        };
+        let db = if cx.wants(1) {
+            Some(binary::grad_from_other(g, cx.input(0)?, cx.input_shapes[1], |g, x| g * x)?)
+        } else {
+            None
+        };
         Ok(vec![da, db])
     }
 }

@@ -111,7 +111,10 @@ pub fn check_broadcasting_binary(op: &dyn Op<f64>, lo: f64, hi: f64, seed: u64) 
     {
         let x = rng.tensor(&a, lo, hi);
         let y = rng.tensor(&b, lo, hi);
-        check_vjp(op, &[x, y], &[true, true], seed);
+        // Both gradients, then each alone: an operand the op did not keep must not be read.
+        for check in [[true, true], [true, false], [false, true]] {
+            check_vjp(op, &[x.clone(), y.clone()], &check, seed);
+        }
     }
     let err = op.output_shapes(&[&[2, 3], &[4, 3]]).unwrap_err().to_string();
     assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{}: {err}", op.op_type());
