@@ -307,7 +307,14 @@ fn report(
         say!("  {:>5.1}%  {:>4}  {}", 100.0 * p.prob, p.class, p.label);
     }
     if let Some(l) = layer {
-        let how = if auto_layer { " (chosen: last spatial activation before the classifier)" } else { "" };
+        let g = &model.graph;
+        let layer_norm =
+            g.find(&l).ok().and_then(|id| g.producer(id)).is_some_and(|n| n.op.op_type() == "LayerNormalization");
+        let how = match (auto_layer, layer_norm) {
+            (false, _) => "",
+            (true, true) => " (chosen: the last normalization that attention reads)",
+            (true, false) => " (chosen: last spatial activation before the classifier)",
+        };
         say!("  layer: {l}{how}");
     }
     for (e, w) in result.explanations.iter().zip(written) {
