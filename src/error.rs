@@ -67,6 +67,12 @@ pub enum Error {
     /// An ONNX file that cannot be imported.
     #[error("{origin}: {why}")]
     Onnx { origin: String, why: String },
+    /// An ONNX input whose size is symbolic beyond the batch axis, and no shape was given for it.
+    #[error(
+        "{origin}: input '{input}' has a symbolic size '{dim}' on axis {axis} (shape {shape}): give its shape with \
+         --input-shape (e.g. --input-shape {input}=1,3,224,224)"
+    )]
+    SymbolicInput { origin: String, input: String, axis: usize, dim: String, shape: String },
     /// An ONNX operator the importer does not map.
     #[error("node '{node}': unsupported ONNX op {op} (opset {opset}); supported: {supported}")]
     UnsupportedOp { op: String, node: String, opset: i64, supported: String },

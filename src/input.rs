@@ -248,6 +248,30 @@ pub fn read_npy_f32(path: &Path) -> Result<Tensor<f32>> {
     Ok(t)
 }
 
+/// The model-input shape a file implies, from its header alone: a `.npy` array's shape, or `[1, 3, H, W]` for an
+/// image of H × W pixels (used to size an ONNX model whose input sizes are symbolic).
+pub fn input_shape_of(path: &Path) -> Result<Vec<usize>> {
+    let shown = path.display().to_string();
+    let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if is_npy {
+        let file = open_regular(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
+        let (_, shape) =
+            npy_header(&mut std::io::BufReader::new(file)).map_err(|why| Error::Npy { path: shown.clone(), why })?;
+        return shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| Error::Npy { path: shown.clone(), why: format!("size {d}") }))
+            .collect();
+    }
+    let err = |why: String| Error::Image { path: shown.clone(), why };
+    let reader = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?;
+    let (w, h) = reader
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?
+        .into_dimensions()
+        .map_err(|e| err(e.to_string()))?;
+    Ok(vec![1, 3, h as usize, w as usize])
+}
+
 /// Length of a `.npy` preamble and header, and the shape the header declares (format versions 1–3).
 fn npy_header(r: &mut impl std::io::Read) -> std::result::Result<(u64, Vec<u64>), String> {
     let mut pre = [0u8; 8];

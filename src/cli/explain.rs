@@ -345,7 +345,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         anyhow::bail!("--alpha must be in [0, 1], got {}", args.alpha);
     }
-    let model = args.model.load()?;
+    let model = args.model.load_for(args.inputs.first().map(PathBuf::as_path))?;
     if args.top == Some(0) {
         anyhow::bail!("--top must be at least 1");
     }

@@ -32,6 +32,9 @@ pub struct InferArgs {
     /// How weights are held in memory: f32, f16 or bf16 (see `gradcam explain --help`).
     #[arg(long, value_name = "PRECISION", default_value = "f32", value_parser = super::parse_precision)]
     pub weights: gradcam::Precision,
+    /// Shape of an input whose sizes are symbolic, `[NAME=]D0,D1,…`, repeatable (default: each `--input`'s shape).
+    #[arg(long = "input-shape", value_name = "[NAME=]DIMS", value_parser = super::parse_input_shape)]
+    pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
 }
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
@@ -104,7 +107,25 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     if let Some(max) = args.max_memory {
         import.fold_budget = max;
     }
-    let m = onnx::load_with_options(&args.model, &import)?;
+    import.input_shapes = args.input_shapes.clone();
+    let m = match onnx::load_with_options(&args.model, &import) {
+        // Symbolic sizes: each input file's shape (batch 1), in order.
+        Err(gradcam::Error::SymbolicInput { .. }) if args.input_shapes.is_empty() => {
+            import.input_shapes = args
+                .inputs
+                .iter()
+                .map(|p| {
+                    let mut shape = gradcam::input::input_shape_of(p)?;
+                    if let Some(n) = shape.first_mut() {
+                        *n = 1;
+                    }
+                    Ok((None, shape))
+                })
+                .collect::<gradcam::Result<_>>()?;
+            onnx::load_with_options(&args.model, &import)?
+        }
+        other => other?,
+    };
     if args.inputs.len() != m.inputs.len() {
         anyhow::bail!(
             "{} takes {} inputs ({:?}), {} given",

@@ -73,6 +73,32 @@ pub struct ModelArgs {
     /// "class N"). The file must name every class.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    /// Shape of an ONNX input whose sizes are symbolic, `[NAME=]D0,D1,…` (e.g. 1,3,224,224), repeatable; unnamed
+    /// shapes go to the inputs in order. Default: taken from the first input file (an image's size, a .npy's shape).
+    #[arg(long = "input-shape", value_name = "[NAME=]DIMS", value_parser = parse_input_shape)]
+    pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
+}
+
+/// `[NAME=]D0,D1,…` with positive sizes.
+fn parse_input_shape(s: &str) -> Result<(Option<String>, Vec<usize>), String> {
+    let (name, dims) = match s.rsplit_once('=') {
+        Some((n, d)) if !n.trim().is_empty() => (Some(n.trim().to_string()), d),
+        Some(_) => return Err(format!("'{s}': an input name before '='")),
+        None => (None, s),
+    };
+    let dims: Vec<usize> = dims
+        .split(',')
+        .map(|d| {
+            d.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("'{d}' is not a positive size"))
+        })
+        .collect::<Result<_, _>>()?;
+    if dims.is_empty() || dims.len() > 8 {
+        return Err(format!("'{s}': 1 to 8 sizes"));
+    }
+    if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > gradcam::onnx::MAX_ELEMENTS) {
+        return Err(format!("'{s}': more elements than any input accepted"));
+    }
+    Ok((name, dims))
 }
 
 /// Three comma-separated finite numbers.
@@ -108,8 +134,30 @@ fn parse_precision(s: &str) -> Result<gradcam::Precision, String> {
 impl ModelArgs {
     /// Loads the model and checks that one image fits the memory budget.
     pub fn load(&self) -> anyhow::Result<gradcam::Model> {
-        let options = gradcam::LoadOptions { weights: self.weights, max_memory: self.max_memory };
-        let mut model = gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), options)?;
+        self.load_for(None)
+    }
+
+    /// [`ModelArgs::load`]; an ONNX input with symbolic sizes and no `--input-shape` takes its shape from
+    /// `first_input` (an image's size or a `.npy`'s shape, batch 1).
+    pub fn load_for(&self, first_input: Option<&std::path::Path>) -> anyhow::Result<gradcam::Model> {
+        let mut options = gradcam::LoadOptions {
+            weights: self.weights,
+            max_memory: self.max_memory,
+            input_shapes: self.input_shapes.clone(),
+        };
+        let load = |o: gradcam::LoadOptions| gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), o);
+        let loaded = match (load(options.clone()), first_input) {
+            (Err(gradcam::Error::SymbolicInput { .. }), Some(path)) if self.input_shapes.is_empty() => {
+                let mut shape = gradcam::input::input_shape_of(path)?;
+                if let Some(n) = shape.first_mut() {
+                    *n = 1;
+                }
+                options.input_shapes = vec![(None, shape)];
+                load(options)
+            }
+            (result, _) => result,
+        };
+        let mut model = loaded?;
         check_budget(&model.graph, 1, self.max_memory)?;
         if let Some(mean) = self.mean {
             model.normalization.mean = mean;

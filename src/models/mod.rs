@@ -92,7 +92,7 @@ impl Arch {
 }
 
 /// How a model is loaded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// How weights (tensors of rank ≥ 2: convolution and classifier weights) are held in memory. f16/bf16 halve
     /// them; products still accumulate in f32 and activations stay f32. Biases and batch-norm statistics (1-D,
@@ -101,6 +101,8 @@ pub struct LoadOptions {
     /// Memory budget of the run (`--max-memory`): bounds what ONNX constant folding may allocate beyond the file's
     /// own weights (default 1 GiB).
     pub max_memory: Option<u64>,
+    /// Shapes of ONNX inputs whose sizes are symbolic (see [`crate::onnx::ImportOptions::input_shapes`]).
+    pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
 }
 
 impl LoadOptions {
@@ -229,7 +231,11 @@ impl Model {
 
     /// [`Model::from_onnx`] with load options.
     pub fn from_onnx_with(path: &std::path::Path, options: LoadOptions) -> Result<Model> {
-        let mut import = crate::onnx::ImportOptions { weights: options.weights, ..Default::default() };
+        let mut import = crate::onnx::ImportOptions {
+            weights: options.weights,
+            input_shapes: options.input_shapes.clone(),
+            ..Default::default()
+        };
         if let Some(max) = options.max_memory {
             import.fold_budget = max;
         }

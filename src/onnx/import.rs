@@ -273,7 +273,7 @@ pub fn parse(bytes: &[u8], dir: Option<&Path>, origin: &str) -> Result<OnnxGraph
 }
 
 /// How an ONNX file is imported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportOptions {
     /// How weights (float initializers and folded constants of rank ≥ 2) are held.
     pub weights: Precision,
@@ -281,12 +281,62 @@ pub struct ImportOptions {
     /// default headroom of `--max-memory`): folding a weight (a transposed initializer) is always allowed, a tiny
     /// file computing gigabytes is not.
     pub fold_budget: u64,
+    /// Shapes for inputs whose sizes are symbolic (`--input-shape`): `(Some(name), shape)` for a named input;
+    /// unnamed ones `(None, shape)` go to the inputs in order. A given shape must agree with the input's fixed sizes.
+    pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { weights: Precision::F32, fold_budget: 1 << 30 }
+        ImportOptions { weights: Precision::F32, fold_budget: 1 << 30, input_shapes: Vec::new() }
     }
+}
+
+/// An input's shape: the given one where the model's sizes are symbolic (checked against its fixed sizes), else
+/// the fixed sizes with a symbolic batch taken as 1.
+fn resolve_input_shape(
+    origin: &str,
+    name: &str,
+    dims: &[super::proto::Dimension],
+    given: Option<&[usize]>,
+) -> Result<Vec<usize>> {
+    let shown = || {
+        let parts: Vec<String> = dims
+            .iter()
+            .map(|d| match (d.dim_value, &d.dim_param) {
+                (Some(v), _) => v.to_string(),
+                (None, Some(p)) => p.clone(),
+                (None, None) => "?".into(),
+            })
+            .collect();
+        format!("[{}]", parts.join(", "))
+    };
+    if let Some(given) = given {
+        let agrees = given.len() == dims.len()
+            && dims.iter().zip(given).all(|(d, &g)| d.dim_value.is_none_or(|v| v == g as i64));
+        if !agrees || given.contains(&0) {
+            return Err(Error::Onnx {
+                origin: origin.into(),
+                why: format!("--input-shape {given:?} does not fit input '{name}' of shape {}", shown()),
+            });
+        }
+        let raw: Vec<i64> = given.iter().map(|&g| g as i64).collect();
+        return checked_shape(&raw, &format!("input '{name}'"))
+            .map_err(|why| Error::Onnx { origin: origin.into(), why });
+    }
+    // A symbolic batch (axis 0, "N") is taken as 1 — any batch runs. A symbolic size elsewhere would silently
+    // become 1 (an image of 1 × 1 pixels): it must be given.
+    if let Some((axis, d)) = dims.iter().enumerate().skip(1).find(|(_, d)| d.dim_value.is_none()) {
+        return Err(Error::SymbolicInput {
+            origin: origin.into(),
+            input: name.into(),
+            axis,
+            dim: d.dim_param.clone().unwrap_or_else(|| "?".into()),
+            shape: shown(),
+        });
+    }
+    let raw: Vec<i64> = dims.iter().map(|d| d.dim_value.unwrap_or(1)).collect();
+    checked_shape(&raw, &format!("input '{name}'")).map_err(|why| Error::Onnx { origin: origin.into(), why })
 }
 
 /// [`parse`] of a message whose initializers' raw data were left in a file (`raw.1[i]`: where initializer `i`'s
@@ -354,18 +404,13 @@ fn parse_with(
         }
         let dims = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
         let dims = dims.ok_or_else(|| im.err(format!("input '{}' has no tensor shape", vi.name)))?;
-        // A symbolic batch (axis 0, "N") is taken as 1 — any batch runs. A symbolic size elsewhere would silently
-        // become 1 (an image of 1 × 1 pixels): that is an error.
-        if let Some((axis, d)) = dims.dim.iter().enumerate().skip(1).find(|(_, d)| d.dim_value.is_none()) {
-            let name = d.dim_param.as_deref().unwrap_or("?");
-            return Err(im.err(format!(
-                "input '{}' has a symbolic size '{name}' on axis {axis}: only the batch axis may be symbolic \
-                 (export the model with fixed input sizes)",
-                vi.name
-            )));
-        }
-        let raw: Vec<i64> = dims.dim.iter().map(|d| d.dim_value.unwrap_or(1)).collect();
-        let shape = checked_shape(&raw, &format!("input '{}'", vi.name)).map_err(|e| im.err(e))?;
+        let given = options
+            .input_shapes
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(vi.name.as_str()))
+            .or_else(|| options.input_shapes.iter().filter(|(n, _)| n.is_none()).nth(inputs.len()))
+            .map(|(_, s)| s.as_slice());
+        let shape = resolve_input_shape(origin, &vi.name, &dims.dim, given)?;
         let id = im.b.input(&vi.name, &shape)?;
         im.vals.insert(vi.name.clone(), Val::Dyn(id));
         inputs.push(vi.name.clone());
