@@ -601,6 +601,9 @@ fn explain_a_vision_transformer_with_token_options() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The file does not say how pixels are normalized: ImageNet's statistics, reported as an assumption.
+    assert_eq!(v["normalization"]["assumed"], true);
+    assert_eq!(v["normalization"]["mean"], serde_json::json!([0.485f32, 0.456f32, 0.406f32]));
     let explanations = v["explanations"].as_array().unwrap();
     assert_eq!(explanations.len(), 2);
     for e in explanations {

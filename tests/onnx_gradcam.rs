@@ -135,3 +135,20 @@ fn default_layer_of_an_onnx_export_is_the_last_spatial_activation() {
         "/layer4/layer4.1/relu_1/Relu_output_0"
     );
 }
+
+/// An ONNX file does not say how its pixels are normalized: `Model::from_onnx` assumes ImageNet's statistics and
+/// says so; `LoadOptions::normalization` gives the real ones; built-in architectures know theirs.
+#[test]
+fn preprocessing_is_reported_and_can_be_given() {
+    let path = common::fixture("onnx/transformers/vit.onnx");
+    let assumed = Model::from_onnx(&path).unwrap().preprocess();
+    assert!(assumed.normalization_assumed);
+    assert_eq!(assumed.normalization, gradcam::input::Normalization::imagenet());
+    assert_eq!(assumed.input_size, [224, 224]);
+    let half = gradcam::input::Normalization { mean: [0.5; 3], std: [0.5; 3] };
+    let options = gradcam::LoadOptions { normalization: Some(half), ..Default::default() };
+    let given = Model::from_onnx_with(&path, options).unwrap().preprocess();
+    assert!(!given.normalization_assumed);
+    assert_eq!(given.normalization, half);
+    assert!(!Model::bundled().unwrap().preprocess().normalization_assumed);
+}

@@ -297,12 +297,19 @@ fn report(
         let obj = json!({
             "input": item.input, "model": model.name, "layer": layer,
             "input_size": [w, h], "cam_size": [model.input_size[1], model.input_size[0]],
+            "normalization": {
+                "mean": model.normalization.mean, "std": model.normalization.std,
+                "assumed": model.normalization_assumed,
+            },
             "predictions": predictions, "explanations": explanations,
         });
         say!("{obj}");
         return Ok(());
     }
     say!("{} — {}", item.input, model.name);
+    if model.normalization_assumed {
+        say!("  (pixels normalized with ImageNet's mean and std: the model file does not say; --mean/--std to change)");
+    }
     for p in &result.predictions {
         say!("  {:>5.1}%  {:>4}  {}", 100.0 * p.prob, p.class, p.label);
     }

@@ -144,6 +144,7 @@ impl ModelArgs {
             weights: self.weights,
             max_memory: self.max_memory,
             input_shapes: self.input_shapes.clone(),
+            normalization: None,
         };
         let load = |o: gradcam::LoadOptions| gradcam::Model::load_with(self.model.as_deref(), self.arch.as_deref(), o);
         let loaded = match (load(options.clone()), first_input) {
@@ -167,6 +168,9 @@ impl ModelArgs {
                 anyhow::bail!("--std values must be positive, got {std:?}");
             }
             model.normalization.std = std;
+        }
+        if self.mean.is_some() && self.std.is_some() {
+            model.normalization_assumed = false;
         }
         if let Some(path) = &self.labels {
             model.labels = Some(read_labels(path, model.classes())?);

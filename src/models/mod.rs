@@ -92,7 +92,7 @@ impl Arch {
 }
 
 /// How a model is loaded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoadOptions {
     /// How weights (tensors of rank ≥ 2: convolution and classifier weights) are held in memory. f16/bf16 halve
     /// them; products still accumulate in f32 and activations stay f32. Biases and batch-norm statistics (1-D,
@@ -103,6 +103,20 @@ pub struct LoadOptions {
     pub max_memory: Option<u64>,
     /// Shapes of ONNX inputs whose sizes are symbolic (see [`crate::onnx::ImportOptions::input_shapes`]).
     pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
+    /// Pixel normalization the weights expect, where the caller knows it. An ONNX file does not say: without this
+    /// it is assumed to be ImageNet's, and [`Model::preprocess`] reports the assumption.
+    pub normalization: Option<Normalization>,
+}
+
+/// How an image becomes the model's input: resized (antialiased) to `input_size`, pixels in [0, 1] normalized.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Preprocess {
+    /// `[H, W]`.
+    pub input_size: [usize; 2],
+    pub normalization: Normalization,
+    /// Whether the normalization is a guess (ImageNet statistics for an ONNX file loaded without one), not known
+    /// from the architecture or given by the caller.
+    pub normalization_assumed: bool,
 }
 
 impl LoadOptions {
@@ -129,6 +143,9 @@ pub struct Model {
     pub labels: Option<Vec<String>>,
     /// Pixel normalization the weights expect.
     pub normalization: Normalization,
+    /// Whether `normalization` is assumed (see [`Preprocess::normalization_assumed`]); setting `normalization`
+    /// yourself should clear it.
+    pub normalization_assumed: bool,
 }
 
 impl Model {
@@ -161,6 +178,7 @@ impl Model {
             input_size,
             labels,
             normalization: Normalization::imagenet(),
+            normalization_assumed: false,
         })
     }
 
@@ -286,8 +304,18 @@ impl Model {
             logits,
             input_size: [in_shape[2], in_shape[3]],
             labels: (classes == 1000).then(imagenet_labels),
-            normalization: Normalization::imagenet(),
+            normalization: options.normalization.unwrap_or_else(Normalization::imagenet),
+            normalization_assumed: options.normalization.is_none(),
         })
+    }
+
+    /// How images are prepared for this model, and whether the normalization is an assumption.
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess {
+            input_size: self.input_size,
+            normalization: self.normalization,
+            normalization_assumed: self.normalization_assumed,
+        }
     }
 
     /// The label of class `c` (or its number).
