@@ -65,6 +65,7 @@ fn gradcam_equals_cam_on_a_gap_network() {
         input_size: [h, w],
         labels: None,
         normalization: Normalization::imagenet(),
+        normalization_assumed: false,
     };
     let input: Tensor<f32> = random(&[1, 3, h, w], 4);
     let plan = model.graph.inference_plan(&["features"]).unwrap();

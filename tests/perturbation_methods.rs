@@ -92,6 +92,7 @@ fn smooth_model(classes: usize) -> Model {
         input_size: [12, 12],
         labels: None,
         normalization: gradcam::input::Normalization::imagenet(),
+        normalization_assumed: false,
     }
 }
 
