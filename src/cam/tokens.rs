@@ -1,4 +1,5 @@
-//! Reading a layer's value as per-image `[C, H, W]` maps: convolutional layers are `[N, C, H, W]` already; a vision
+//! Reading a layer's value as per-image `[C, H, W]` maps: convolutional layers are `[N, C, H, W]` already (a signal
+//! model's `[N, C, L]`, read as one row); a vision
 //! transformer's are tokens `[N, T, C]` (ViT, DeiT: class and distillation tokens first, then a row-major grid of
 //! patches) or channels-last grids `[N, H, W, C]` (Swin, ConvNeXt blocks). pytorch-grad-cam asks its users for a
 //! `reshape_transform`; here the grid is inferred from the shape and the input's aspect ratio, or given.
@@ -45,6 +46,8 @@ pub enum LayerLayout {
     ChannelsLast,
     /// `[N, T, C]`: `skip` leading tokens, then an `h × w` row-major grid.
     Tokens { skip: usize, h: usize, w: usize },
+    /// `[N, C, L]` of a signal model: a one-row map `[C, 1, L]`.
+    Signal,
 }
 
 impl LayerLayout {
@@ -56,6 +59,9 @@ impl LayerLayout {
             LayerLayout::ChannelsFirst => item.into_dimensionality::<Ix3>().map_err(|_| wrong())?.to_owned(),
             LayerLayout::ChannelsLast => {
                 item.into_dimensionality::<Ix3>().map_err(|_| wrong())?.permuted_axes([2, 0, 1]).to_owned()
+            }
+            LayerLayout::Signal => {
+                item.into_dimensionality::<ndarray::Ix2>().map_err(|_| wrong())?.insert_axis(Axis(1)).to_owned()
             }
             LayerLayout::Tokens { skip, h, w } => {
                 let tokens = item.into_dimensionality::<ndarray::Ix2>().map_err(|_| wrong())?;
@@ -74,7 +80,7 @@ impl LayerLayout {
     /// The channel axis of one image's value (the batch axis removed).
     pub fn channel_axis(self) -> usize {
         match self {
-            LayerLayout::ChannelsFirst => 0,
+            LayerLayout::ChannelsFirst | LayerLayout::Signal => 0,
             LayerLayout::ChannelsLast => 2,
             LayerLayout::Tokens { .. } => 1,
         }
@@ -141,6 +147,13 @@ pub fn layer_layout(
                 ));
             }
             Ok(layout)
+        }
+        // A signal model (input `[N, C, 1, L]`): its 3-D values are `[N, C, L]` feature maps, not tokens.
+        3 if input_hw.0 == 1 => {
+            if s[2] < 2 {
+                return Err(format!("it has a single position (L = {}; CAM methods need L > 1)", s[2]));
+            }
+            Ok(LayerLayout::Signal)
         }
         3 => {
             let t = s[1];

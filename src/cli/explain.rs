@@ -125,6 +125,9 @@ fn stem(path: &Path) -> String {
 
 /// Reads one INPUT into items (a .npy batch gives several).
 fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec<Item>> {
+    if model.is_signal() {
+        return read_signal(path, model);
+    }
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
         let img = load_image_limited(path, model.input_size, max_pixels)?;
@@ -154,6 +157,37 @@ fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec
                     (v * 255.0).round().clamp(0.0, 255.0) as u8
                 }))
             });
+            let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };
+            Item { stem, input: path.display().to_string(), x, original }
+        })
+        .collect())
+}
+
+/// Reads a `.npy` of signals `[N, C, L]` for a signal model: each becomes `[1, C, 1, L]`, drawn as a line plot
+/// for the overlays.
+fn read_signal(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let id = model.graph.find(&model.input)?;
+    let (c, l) = match model.graph.value(id).shape.as_slice() {
+        &[_, c, 1, l] => (c, l),
+        other => anyhow::bail!("internal: signal model input of shape {other:?}"),
+    };
+    if !is_npy {
+        anyhow::bail!("{}: this model takes signals [N, {c}, {l}]: give them as a .npy file", path.display());
+    }
+    let t = gradcam::input::read_npy_f32(path)?;
+    if t.ndim() != 3 || t.shape()[1..] != [c, l] {
+        anyhow::bail!("{}: tensor shape {:?} does not fit the model's input [N, {c}, {l}]", path.display(), t.shape());
+    }
+    let n = t.shape()[0];
+    if n == 0 {
+        anyhow::bail!("{}: the tensor holds no signal (shape {:?})", path.display(), t.shape());
+    }
+    Ok((0..n)
+        .map(|i| {
+            let signal = t.index_axis(Axis(0), i).into_dimensionality::<ndarray::Ix2>().expect("3-D tensor");
+            let x = signal.to_owned().insert_axis(Axis(1)).insert_axis(Axis(0)).into_dyn();
+            let original = gradcam::render::plot_signal(signal);
             let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };
             Item { stem, input: path.display().to_string(), x, original }
         })
@@ -217,7 +251,7 @@ fn write_explanation(
     let at_size: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
     let mut loc = localize(&at_size);
     let mut picture = match (&e.rgb, e.method) {
-        (Some(rgb), Method::GuidedBackprop | Method::GuidedGradCam) => gradient_image(rgb, w, h),
+        (Some(rgb), Method::GuidedBackprop | Method::GuidedGradCam) if rgb.shape()[0] == 3 => gradient_image(rgb, w, h),
         _ => overlay(background, &at_size, colormap, args.alpha),
     };
     if args.draw_box {
@@ -307,7 +341,7 @@ fn report(
         return Ok(());
     }
     say!("{} — {}", item.input, model.name);
-    if model.normalization_assumed {
+    if model.normalization_assumed && !model.is_signal() {
         say!("  (pixels normalized with ImageNet's mean and std: the model file does not say; --mean/--std to change)");
     }
     for p in &result.predictions {

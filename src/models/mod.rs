@@ -252,6 +252,7 @@ impl Model {
         let mut import = crate::onnx::ImportOptions {
             weights: options.weights,
             input_shapes: options.input_shapes.clone(),
+            signals_as_images: true,
             ..Default::default()
         };
         if let Some(max) = options.max_memory {
@@ -267,9 +268,11 @@ impl Model {
         };
         let g = &m.graph;
         let in_shape = g.value(g.find(input)?).shape.clone();
-        if in_shape.len() != 4 || in_shape[1] != 3 {
+        // Images [N, 3, H, W]; signals [N, C, L] arrive as [N, C, 1, L] (ImportOptions::signals_as_images).
+        let signal = in_shape.len() == 4 && in_shape[2] == 1 && input.ends_with("::as_2d");
+        if in_shape.len() != 4 || (in_shape[1] != 3 && !signal) {
             return Err(Error::BadRequest(format!(
-                "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W]"
+                "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W] (an image) or [N, C, L] (a signal)"
             )));
         }
         let first = m.outputs.first().ok_or_else(|| Error::BadRequest(format!("{shown}: the model has no output")))?;
@@ -305,7 +308,8 @@ impl Model {
             input_size: [in_shape[2], in_shape[3]],
             labels: (classes == 1000).then(imagenet_labels),
             normalization: options.normalization.unwrap_or_else(Normalization::imagenet),
-            normalization_assumed: options.normalization.is_none(),
+            // Signals are fed as they are: no pixel normalization to assume.
+            normalization_assumed: options.normalization.is_none() && !signal,
         })
     }
 
@@ -343,6 +347,11 @@ impl Model {
         } else {
             wanted
         }
+    }
+
+    /// Whether the model takes signals `[N, C, L]` (held as one-row images `[N, C, 1, L]`) rather than images.
+    pub fn is_signal(&self) -> bool {
+        self.input_size[0] == 1 && self.input.ends_with("::as_2d")
     }
 
     /// Number of classes.

@@ -284,11 +284,19 @@ pub struct ImportOptions {
     /// Shapes for inputs whose sizes are symbolic (`--input-shape`): `(Some(name), shape)` for a named input;
     /// unnamed ones `(None, shape)` go to the inputs in order. A given shape must agree with the input's fixed sizes.
     pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
+    /// Signal inputs `[N, C, L]` enter as `[N, C, 1, L]` (graph input `<name>::as_2d`, reshaped back to the ONNX
+    /// input): the explanation methods then treat a signal as a one-row image.
+    pub signals_as_images: bool,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { weights: Precision::F32, fold_budget: 1 << 30, input_shapes: Vec::new() }
+        ImportOptions {
+            weights: Precision::F32,
+            fold_budget: 1 << 30,
+            input_shapes: Vec::new(),
+            signals_as_images: false,
+        }
     }
 }
 
@@ -411,6 +419,15 @@ fn parse_with(
             .or_else(|| options.input_shapes.iter().filter(|(n, _)| n.is_none()).nth(inputs.len()))
             .map(|(_, s)| s.as_slice());
         let shape = resolve_input_shape(origin, &vi.name, &dims.dim, given)?;
+        if let (true, &[n, c, l]) = (options.signals_as_images, shape.as_slice()) {
+            let lifted = format!("{}::as_2d", vi.name);
+            let id = im.b.input(&lifted, &[n, c, 1, l])?;
+            im.vals.insert(lifted.clone(), Val::Dyn(id));
+            let at = NodeProto { name: lifted.clone(), ..Default::default() };
+            super::lift_1d::reshape(&mut im, &at, &lifted, &vi.name, &[0, 0, -1])?;
+            inputs.push(lifted);
+            continue;
+        }
         let id = im.b.input(&vi.name, &shape)?;
         im.vals.insert(vi.name.clone(), Val::Dyn(id));
         inputs.push(vi.name.clone());

@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 const LIFTED: [&str; 4] = ["Conv", "ConvTranspose", "MaxPool", "AveragePool"];
 
 /// A Reshape node of `input` to `shape` (ONNX semantics: 0 copies, -1 infers) named `output`.
-fn reshape(im: &mut Importer, n: &NodeProto, input: &str, output: &str, shape: &[i64]) -> Result<()> {
+pub(crate) fn reshape(im: &mut Importer, n: &NodeProto, input: &str, output: &str, shape: &[i64]) -> Result<()> {
     let shape_name = format!("{output}::shape");
     let dims = ArrayD::from_shape_vec(IxDyn(&[shape.len()]), shape.to_vec()).expect("1-D shape");
     im.vals.insert(shape_name.clone(), Val::Const(Const::I(dims)));
