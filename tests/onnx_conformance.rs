@@ -102,9 +102,9 @@ fn op_cases(kind: &str) -> Vec<(String, Result<(), String>)> {
         .collect()
 }
 
-/// The cases of the `onnx` wheel's pytorch-converted set kept in fixtures/ (82 in the set; left out: the 3-D
-/// convolutions and pools, Embedding, and two cases of several MB — see README).
-const PYTORCH_CONVERTED_CASES: usize = 65;
+/// The cases of the `onnx` wheel's pytorch-converted set kept in fixtures/ (82 in the set; left out: two cases of
+/// several MB — see README).
+const PYTORCH_CONVERTED_CASES: usize = 80;
 /// Of the 35 pytorch-operator cases (left out: one case of 4.5 MB).
 const PYTORCH_OPERATOR_CASES: usize = 34;
 

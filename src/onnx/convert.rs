@@ -9,12 +9,12 @@ use crate::ops::*;
 use ndarray::{ArrayD, IxDyn};
 
 /// A lowered node: an engine op over the named data inputs, or a pass-through.
-enum Lowered {
+pub(crate) enum Lowered {
     Op(Box<dyn Op<f32>>, Vec<String>),
     Alias(String),
 }
 
-fn op(o: impl Op<f32> + 'static, inputs: &[&str]) -> Lowered {
+pub(crate) fn op(o: impl Op<f32> + 'static, inputs: &[&str]) -> Lowered {
     Lowered::Op(Box::new(o), inputs.iter().map(|s| s.to_string()).collect())
 }
 
@@ -49,7 +49,7 @@ pub(crate) fn const_floats(im: &Importer, n: &NodeProto, i: usize) -> Result<Opt
 /// product of a few of them stays far from overflow.
 const MAX_WINDOW_ATTR: usize = 1 << 24;
 
-fn usize_list(im: &Importer, n: &NodeProto, v: &[i64], what: &str) -> Result<Vec<usize>> {
+pub(crate) fn usize_list(im: &Importer, n: &NodeProto, v: &[i64], what: &str) -> Result<Vec<usize>> {
     v.iter()
         .map(|&x| {
             let u = usize::try_from(x)
@@ -265,6 +265,8 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             ins.extend(input(n, 2));
             op(g, &ins)
         }
+        "Conv" if im.shape(need_input(im, n, 1)?, n)?.len() == 5 => super::lower_3d::conv(im, n)?,
+        "MaxPool" | "AveragePool" if im.shape(x, n)?.len() == 5 => super::lower_3d::pool(im, n)?,
         "Conv" => {
             let w = need_input(im, n, 1)?;
             let ws = im.shape(w, n)?;
@@ -465,6 +467,9 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             let (starts, ends) =
                 starts.zip(ends).ok_or_else(|| im.err(format!("node '{}': Slice without starts/ends", n.name)))?;
             op(Slice { starts, ends, axes, steps }, &[x])
+        }
+        "Gather" if im.constant(need_input(im, n, 1)?).is_none() => {
+            op(GatherRuntime { axis: a.int("axis", 0) }, &[x, need_input(im, n, 1)?])
         }
         "Gather" => {
             let idx_name = need_input(im, n, 1)?;

@@ -12,6 +12,7 @@ mod fold;
 mod fold_int;
 mod import;
 mod lift_1d;
+mod lower_3d;
 pub mod proto;
 mod resize;
 mod stream;
