@@ -4,7 +4,7 @@ use super::full_grad::bias_layers;
 pub use super::integrated_gradients::DEFAULT_STEPS;
 use super::integrated_gradients::{black_baseline, integrated_gradients};
 use super::methods::CamMethod;
-use super::postprocess::{aggregate, deprocess, magnitude_map, minmax, scale_layer_map};
+use super::postprocess::{aggregate, deprocess, magnitude_map, minmax, scale_layer_map, scale_volume_map};
 use super::smooth_grad::smooth_grad;
 pub use super::smooth_grad::{DEFAULT_NOISE, DEFAULT_SAMPLES};
 pub use super::target::Target;
@@ -138,8 +138,14 @@ fn ranking(row: &[f32]) -> Vec<usize> {
     idx
 }
 
+/// Image `i` of a model input (or its gradient) as `[C, H, W]`; a volume `[C, D, H, W]` as its stacked slices
+/// `[C, D·H, W]`, the form its maps take.
 fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
-    t.index_axis(Axis(0), i).to_owned().into_dimensionality::<Ix3>().expect("4-D tensor")
+    let item = t.index_axis(Axis(0), i);
+    match *item.shape() {
+        [c, d, h, w] => item.as_standard_layout().into_owned().into_shape_with_order((c, d * h, w)).expect("same size"),
+        _ => item.to_owned().into_dimensionality::<Ix3>().expect("4-D or 5-D model input"),
+    }
 }
 
 /// Explains a batch `x` (`[N, C, H, W]`, preprocessed) with `model`: one forward pass, then one backward sweep per
@@ -153,6 +159,23 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             results.extend(explain(model, item.insert_axis(Axis(0)).to_owned(), req)?);
         }
         return Ok(results);
+    }
+    // A volume [N, C, D, H, W]: maps are held as stacked slices [D·H, W]; the methods that resize or alter the input
+    // itself are not ported to volumes.
+    let volume_depth = (x.ndim() == 5).then(|| x.shape()[2]);
+    if volume_depth.is_some() {
+        let unported = |m: &Method| {
+            matches!(
+                m,
+                Method::Cam(CamMethod::ScoreCam) | Method::SmoothGrad | Method::IntegratedGradients | Method::FullGrad
+            )
+        };
+        if let Some(m) = req.methods.iter().find(|m| unported(m)) {
+            return Err(Error::BadRequest(format!("{} is not available for volumes [N, C, D, H, W] yet", m.name())));
+        }
+        if req.aug_smooth {
+            return Err(Error::BadRequest("aug_smooth is not available for volumes [N, C, D, H, W] yet".into()));
+        }
     }
     if req.aug_smooth {
         if model.is_segmentation() {
@@ -229,7 +252,10 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     }
     let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let plan = g.plan(&[&model.logits], &wrt, &keep)?;
-    let (in_h, in_w) = (x.shape()[2], x.shape()[3]);
+    let (in_h, in_w) = match volume_depth {
+        Some(d) => (d * x.shape()[3], x.shape()[4]),
+        None => (x.shape()[2], x.shape()[3]),
+    };
     // Score-CAM masks the input itself.
     let input_copy = (wants(CamMethod::ScoreCam)
         || req
@@ -410,8 +436,23 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                     } else {
                         method.raw_map_with(a.view(), Array3::zeros(a.raw_dim()).view(), req.eigen_smooth)?
                     };
-                    scaled.push(scale_layer_map(&raw, in_h, in_w));
-                    raws.push(raw.into_dyn());
+                    match (layouts[li], volume_depth) {
+                        (LayerLayout::Volume { depth }, Some(d)) => {
+                            scaled.push(scale_volume_map(&raw, depth, d, in_h / d, in_w));
+                            let (rows, w) = raw.dim();
+                            raws.push(
+                                raw.into_shape_with_order((depth, rows / depth, w))
+                                    .map_err(|e| {
+                                        Error::BadRequest(format!("internal: volume map of {rows} rows: {e}"))
+                                    })?
+                                    .into_dyn(),
+                            );
+                        }
+                        _ => {
+                            scaled.push(scale_layer_map(&raw, in_h, in_w));
+                            raws.push(raw.into_dyn());
+                        }
+                    }
                 }
                 Ok((aggregate(&scaled), raws))
             };

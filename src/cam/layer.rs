@@ -30,8 +30,10 @@ pub fn default_layer_with(graph: &Graph<f32>, logits: &str, opts: &TokenOptions)
     let class_maps = |o: ValueId| segmentation && graph.value(o).shape.get(1) == out_shape.get(1);
     for node in graph.nodes().iter().rev() {
         for &o in &node.outputs {
-            let channels_first =
-                matches!(cam_layout(graph, o, opts), Ok(LayerLayout::ChannelsFirst | LayerLayout::Signal));
+            let channels_first = matches!(
+                cam_layout(graph, o, opts),
+                Ok(LayerLayout::ChannelsFirst | LayerLayout::Signal | LayerLayout::Volume { .. })
+            );
             if feeds[o.0] && o != target && !class_maps(o) && channels_first {
                 return Ok(graph.value(o).name.clone());
             }

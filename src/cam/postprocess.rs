@@ -54,6 +54,34 @@ pub fn scale_layer_map(raw: &Array2<f32>, out_h: usize, out_w: usize) -> Array2<
     resize_bilinear(&minmax(&raw.mapv(|v| v.max(0.0))), out_h, out_w)
 }
 
+/// Trilinear resize of a volume `[D, H, W]` (half-pixel centres: PyTorch's `interpolate(mode="trilinear",
+/// align_corners=False)`, what torchcam upsamples 3-D maps with): bilinear within each slice, then linear across
+/// slices.
+pub fn resize_trilinear(x: &Array3<f32>, out_d: usize, out_h: usize, out_w: usize) -> Array3<f32> {
+    let d = x.dim().0;
+    if d == 0 || x.is_empty() {
+        return Array3::zeros((out_d, out_h, out_w));
+    }
+    let planes: Vec<Array2<f32>> = x.axis_iter(Axis(0)).map(|p| resize_bilinear(&p.to_owned(), out_h, out_w)).collect();
+    let tz = taps(d, out_d);
+    let mut out = Array3::<f32>::zeros((out_d, out_h, out_w));
+    for (oz, mut slice) in out.axis_iter_mut(Axis(0)).enumerate() {
+        let (z0, z1, fz) = tz[oz];
+        slice.assign(&(&planes[z0] * (1.0 - fz) + &planes[z1] * fz));
+    }
+    out
+}
+
+/// One volume layer's contribution, on maps held as stacked slices (`[d·h, w]` → `[D·H, W]`):
+/// `resize_trilinear(minmax(ReLU(raw)))`.
+pub fn scale_volume_map(raw: &Array2<f32>, depth: usize, out_d: usize, out_h: usize, out_w: usize) -> Array2<f32> {
+    let (rows, w) = raw.dim();
+    let h = rows / depth.max(1);
+    let scaled = minmax(&raw.mapv(|v| v.max(0.0)));
+    let volume = scaled.into_shape_with_order((depth, h, w)).expect("stacked slices");
+    resize_trilinear(&volume, out_d, out_h, out_w).into_shape_with_order((out_d * out_h, out_w)).expect("same size")
+}
+
 /// The final map: ReLU, mean over layers, min-max (pytorch-grad-cam's `aggregate_multi_layers`).
 pub fn aggregate(layer_maps: &[Array2<f32>]) -> Array2<f32> {
     let mut sum = Array2::<f32>::zeros(layer_maps[0].raw_dim());
@@ -81,6 +109,19 @@ pub fn magnitude_map(x: &Array3<f32>) -> Array2<f32> {
 mod tests {
     use super::*;
     use ndarray::arr2;
+
+    #[test]
+    fn trilinear_matches_bilinear_within_slices_and_interpolates_across_them() {
+        // Two slices: all 0 and all 1. Doubled in depth with half-pixel centres: 0, 0.25, 0.75, 1.
+        let x = Array3::from_shape_fn((2, 2, 3), |(z, _, _)| z as f32);
+        let y = resize_trilinear(&x, 4, 3, 5);
+        let means: Vec<f32> = y.axis_iter(Axis(0)).map(|s| s.mean().unwrap()).collect();
+        assert_eq!(means, [0.0, 0.25, 0.75, 1.0]);
+        // One slice: exactly the bilinear resize.
+        let one = Array3::from_shape_fn((1, 3, 3), |(_, y, x)| (y * 3 + x) as f32);
+        let want = resize_bilinear(&one.index_axis(Axis(0), 0).to_owned(), 5, 4);
+        assert_eq!(resize_trilinear(&one, 1, 5, 4).index_axis(Axis(0), 0), want);
+    }
 
     #[test]
     fn flat_and_negative_maps_become_zeros() {

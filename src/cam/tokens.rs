@@ -48,6 +48,9 @@ pub enum LayerLayout {
     Tokens { skip: usize, h: usize, w: usize },
     /// `[N, C, L]` of a signal model: a one-row map `[C, 1, L]`.
     Signal,
+    /// `[N, C, D, H, W]` of a volume model: its slices stacked, `[C, D·H, W]` (the CAM methods treat positions
+    /// as a set, so the stack serves them; upsampling uses the depth).
+    Volume { depth: usize },
 }
 
 impl LayerLayout {
@@ -59,6 +62,14 @@ impl LayerLayout {
             LayerLayout::ChannelsFirst => item.into_dimensionality::<Ix3>().map_err(|_| wrong())?.to_owned(),
             LayerLayout::ChannelsLast => {
                 item.into_dimensionality::<Ix3>().map_err(|_| wrong())?.permuted_axes([2, 0, 1]).to_owned()
+            }
+            LayerLayout::Volume { depth } => {
+                let v = item.into_dimensionality::<ndarray::Ix4>().map_err(|_| wrong())?;
+                let (c, d, h, w) = v.dim();
+                if d != depth {
+                    return Err(wrong());
+                }
+                v.as_standard_layout().into_owned().into_shape_with_order((c, d * h, w)).map_err(|_| wrong())?
             }
             LayerLayout::Signal => {
                 item.into_dimensionality::<ndarray::Ix2>().map_err(|_| wrong())?.insert_axis(Axis(1)).to_owned()
@@ -80,7 +91,7 @@ impl LayerLayout {
     /// The channel axis of one image's value (the batch axis removed).
     pub fn channel_axis(self) -> usize {
         match self {
-            LayerLayout::ChannelsFirst | LayerLayout::Signal => 0,
+            LayerLayout::ChannelsFirst | LayerLayout::Signal | LayerLayout::Volume { .. } => 0,
             LayerLayout::ChannelsLast => 2,
             LayerLayout::Tokens { .. } => 1,
         }
@@ -178,6 +189,8 @@ pub fn layer_layout(
                 }),
             }
         }
+        5 if s[2] * s[3] * s[4] > 1 => Ok(LayerLayout::Volume { depth: s[2] }),
+        5 => Err("it has a single position (D × H × W = 1; CAM methods need more)".into()),
         _ => Err("CAM methods need [N, C, H, W], channels-last [N, H, W, C] or tokens [N, T, C]".into()),
     }
 }

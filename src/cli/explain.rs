@@ -117,6 +117,8 @@ struct Item {
     input: String,
     x: Tensor<f32>,
     original: RgbImage,
+    /// For a volume: `(D, H, W)` and the montage's enlargement (its maps are drawn as a montage of slices).
+    volume: Option<([usize; 3], usize)>,
 }
 
 fn stem(path: &Path) -> String {
@@ -128,11 +130,20 @@ fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec
     if model.is_signal() {
         return read_signal(path, model);
     }
+    if model.volume_depth().is_some() {
+        return read_volume(path, model);
+    }
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
         let img = load_image_limited(path, model.input_size, max_pixels)?;
         let x = model.normalization.apply(&img.pixels);
-        return Ok(vec![Item { stem: stem(path), input: path.display().to_string(), x, original: img.original }]);
+        return Ok(vec![Item {
+            stem: stem(path),
+            input: path.display().to_string(),
+            x,
+            original: img.original,
+            volume: None,
+        }]);
     }
     let t = load_npy(path)?;
     let [h, w] = model.input_size;
@@ -158,7 +169,7 @@ fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec
                 }))
             });
             let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };
-            Item { stem, input: path.display().to_string(), x, original }
+            Item { stem, input: path.display().to_string(), x, original, volume: None }
         })
         .collect())
 }
@@ -189,9 +200,51 @@ fn read_signal(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
             let x = signal.to_owned().insert_axis(Axis(1)).insert_axis(Axis(0)).into_dyn();
             let original = gradcam::render::plot_signal(signal);
             let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };
-            Item { stem, input: path.display().to_string(), x, original }
+            Item { stem, input: path.display().to_string(), x, original, volume: None }
         })
         .collect())
+}
+
+/// Reads a `.npy` of volumes `[N, C, D, H, W]` for a volume model; each is drawn as a montage of its slices (the
+/// channel mean, grey) for the overlays.
+fn read_volume(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let id = model.graph.find(&model.input)?;
+    let want = model.graph.value(id).shape[1..].to_vec();
+    if !is_npy {
+        anyhow::bail!("{}: this model takes volumes [N, {}]: give them as a .npy file", path.display(), dims(&want));
+    }
+    let t = gradcam::input::read_npy_f32(path)?;
+    if t.ndim() != 5 || t.shape()[1..] != want[..] {
+        anyhow::bail!(
+            "{}: tensor shape {:?} does not fit the model's input [N, {}]",
+            path.display(),
+            t.shape(),
+            dims(&want)
+        );
+    }
+    let n = t.shape()[0];
+    if n == 0 {
+        anyhow::bail!("{}: the tensor holds no volume (shape {:?})", path.display(), t.shape());
+    }
+    let (d, h, w) = (want[1], want[2], want[3]);
+    let scale = gradcam::render::montage_scale(gradcam::render::montage_grid(d).1 * w);
+    Ok((0..n)
+        .map(|i| {
+            let x = t.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
+            let mean =
+                x.index_axis(Axis(0), 0).mean_axis(Axis(0)).expect("channels").into_dimensionality().expect("3-D");
+            let grid = gradcam::render::enlarge(&gradcam::render::montage(mean.view()), scale);
+            let original = image::DynamicImage::ImageLuma8(gradcam::render::grey_picture(&grid)).to_rgb8();
+            let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };
+            Item { stem, input: path.display().to_string(), x, original, volume: Some(([d, h, w], scale)) }
+        })
+        .collect())
+}
+
+/// `[a, b, c]` as `a, b, c`.
+fn dims(shape: &[usize]) -> String {
+    shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn write_npy(path: &Path, a: &ndarray::ArrayD<f32>) -> anyhow::Result<()> {
@@ -248,7 +301,15 @@ fn write_explanation(
     let augmented = if args.aug_smooth && e.method.aug_smoothable() { "_as" } else { "" };
     let prob = if args.target_prob { "_prob" } else { "" };
     let base = format!("{}_{}_{}{prob}{smoothed}{augmented}{suffix}", item.stem, e.class, e.method.name());
-    let at_size: Array2<f32> = resize_bilinear(&e.cam, h as usize, w as usize);
+    // A volume's map (stacked slices [D·H, W]) is drawn as the montage its picture is.
+    let at_size: Array2<f32> = match item.volume {
+        Some(([d, sh, sw], scale)) => {
+            let stack = e.cam.view().into_shape_with_order((d, sh, sw)).map_err(|e| anyhow::anyhow!("map: {e}"))?;
+            let grid = gradcam::render::enlarge(&gradcam::render::montage(stack), scale);
+            resize_bilinear(&grid, h as usize, w as usize)
+        }
+        None => resize_bilinear(&e.cam, h as usize, w as usize),
+    };
     let mut loc = localize(&at_size);
     let mut picture = match (&e.rgb, e.method) {
         (Some(rgb), Method::GuidedBackprop | Method::GuidedGradCam) if rgb.shape()[0] == 3 => gradient_image(rgb, w, h),
@@ -263,7 +324,11 @@ fn write_explanation(
     let (mut cam_npy, mut raw_npy) = (None, Vec::new());
     if args.npy {
         let p = args.out_dir.join(format!("{base}_cam.npy"));
-        write_npy(&p, &e.cam.clone().into_dyn())?;
+        let cam = match item.volume {
+            Some((shape, _)) => e.cam.clone().into_shape_with_order(shape.to_vec())?.into_dyn(),
+            None => e.cam.clone().into_dyn(),
+        };
+        write_npy(&p, &cam)?;
         cam_npy = Some(p);
         for (k, raw) in e.raw.iter().enumerate() {
             let name = if e.raw.len() == 1 { format!("{base}_raw.npy") } else { format!("{base}_raw{k}.npy") };

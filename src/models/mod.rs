@@ -268,11 +268,14 @@ impl Model {
         };
         let g = &m.graph;
         let in_shape = g.value(g.find(input)?).shape.clone();
-        // Images [N, 3, H, W]; signals [N, C, L] arrive as [N, C, 1, L] (ImportOptions::signals_as_images).
+        // Images [N, 3, H, W]; signals [N, C, L] arrive as [N, C, 1, L] (ImportOptions::signals_as_images);
+        // volumes [N, C, D, H, W] (medical scans, video clips).
         let signal = in_shape.len() == 4 && in_shape[2] == 1 && input.ends_with("::as_2d");
-        if in_shape.len() != 4 || (in_shape[1] != 3 && !signal) {
+        let volume = in_shape.len() == 5;
+        if !volume && (in_shape.len() != 4 || (in_shape[1] != 3 && !signal)) {
             return Err(Error::BadRequest(format!(
-                "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W] (an image) or [N, C, L] (a signal)"
+                "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W] (an image), [N, C, L] (a signal) \
+                 or [N, C, D, H, W] (a volume)"
             )));
         }
         let first = m.outputs.first().ok_or_else(|| Error::BadRequest(format!("{shown}: the model has no output")))?;
@@ -305,11 +308,12 @@ impl Model {
             arch: None,
             input: input.clone(),
             logits,
-            input_size: [in_shape[2], in_shape[3]],
+            // A volume's maps are its slices stacked: [D·H, W].
+            input_size: if volume { [in_shape[2] * in_shape[3], in_shape[4]] } else { [in_shape[2], in_shape[3]] },
             labels: (classes == 1000).then(imagenet_labels),
             normalization: options.normalization.unwrap_or_else(Normalization::imagenet),
             // Signals are fed as they are: no pixel normalization to assume.
-            normalization_assumed: options.normalization.is_none() && !signal,
+            normalization_assumed: options.normalization.is_none() && !signal && !volume,
         })
     }
 
@@ -352,6 +356,12 @@ impl Model {
     /// Whether the model takes signals `[N, C, L]` (held as one-row images `[N, C, 1, L]`) rather than images.
     pub fn is_signal(&self) -> bool {
         self.input_size[0] == 1 && self.input.ends_with("::as_2d")
+    }
+
+    /// The depth of the model's volume input `[N, C, D, H, W]`, or `None` for images and signals.
+    pub fn volume_depth(&self) -> Option<usize> {
+        let shape = &self.graph.value(self.graph.find(&self.input).ok()?).shape;
+        (shape.len() == 5).then(|| shape[2])
     }
 
     /// Number of classes.

@@ -1,0 +1,106 @@
+//! 3-D models (volumes `[N, C, D, H, W]`): a seeded 3-D CNN from ONNX explained against pytorch-grad-cam 1.5.7,
+//! which handles 5-D activations itself (tools/make_volume_fixtures.py). Raw maps of Grad-CAM, Grad-CAM++, LayerCAM
+//! and HiResCAM within 1e-4 of the largest value; the final Grad-CAM map (trilinear upsampling, as torchcam does)
+//! within 1e-4; the input gradient within 1e-4; methods not ported to volumes refused; the command line end to end
+//! with a montage overlay.
+
+mod common;
+
+use common::npy_f32;
+use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
+use gradcam::Model;
+use std::process::Command;
+
+const LAYER: &str = "/relu2/Relu_output_0";
+const METHODS: [(&str, CamMethod); 4] = [
+    ("gradcam", CamMethod::GradCam),
+    ("gradcampp", CamMethod::GradCamPlusPlus),
+    ("layercam", CamMethod::LayerCam),
+    ("hirescam", CamMethod::HiResCam),
+];
+
+fn model() -> Model {
+    Model::from_onnx(&common::fixture("onnx/volume/volume_cnn.onnx")).unwrap()
+}
+
+fn relative_error(ours: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(ours.len(), want.len(), "compared lengths");
+    assert!(!want.is_empty());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    ours.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+fn input() -> ndarray::ArrayD<f32> {
+    npy_f32("cam/volume/x.npy").insert_axis(ndarray::Axis(0))
+}
+
+#[test]
+fn a_volume_model_matches_pytorch_grad_cam() {
+    let m = model();
+    assert_eq!(m.volume_depth(), Some(8));
+    assert_eq!(gradcam::cam::default_layer(&m.graph, &m.logits).unwrap(), LAYER);
+    let want_logits = npy_f32("cam/volume/logits.npy");
+    let class = want_logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let mut methods: Vec<Method> = METHODS.iter().map(|&(_, m)| Method::Cam(m)).collect();
+    methods.push(Method::Saliency);
+    let req = Request { classes: ClassChoice::Classes(vec![class]), methods, ..Request::default() };
+    let result = explain(&m, input(), &req).unwrap().remove(0);
+    for p in &result.predictions {
+        let err = (p.logit - want_logits[p.class]).abs();
+        assert!(err < 1e-5, "logit {} off by {err:.2e}", p.class);
+    }
+    assert_eq!(result.explanations.len(), METHODS.len() + 1);
+    for ((name, _), e) in METHODS.iter().zip(&result.explanations) {
+        assert_eq!(e.method.name(), *name);
+        assert_eq!(e.raw[0].shape(), [4, 8, 8], "{name}: the layer's volume");
+        let want = npy_f32(&format!("cam/volume/{name}_raw.npy"));
+        let err = relative_error(e.raw[0].as_slice().unwrap(), want.as_slice().unwrap());
+        assert!(err < 1e-4, "{name}: raw map off by {err:.2e} (relative)");
+    }
+    // The final map: the volume's slices stacked, [D·H, W].
+    let cam = &result.explanations[0].cam;
+    assert_eq!(cam.shape(), [8 * 16, 16]);
+    let want = npy_f32("cam/volume/gradcam_cam.npy");
+    assert_eq!(cam.len(), want.len());
+    let err = cam.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err < 1e-4, "final map off by {err:.2e}");
+    let saliency = result.explanations.last().unwrap();
+    let err =
+        relative_error(saliency.raw[0].as_slice().unwrap(), npy_f32("cam/volume/saliency.npy").as_slice().unwrap());
+    assert!(err < 1e-4, "input gradient off by {err:.2e} (relative)");
+}
+
+#[test]
+fn methods_not_ported_to_volumes_are_refused() {
+    let m = model();
+    for method in [Method::Cam(CamMethod::ScoreCam), Method::SmoothGrad, Method::IntegratedGradients, Method::FullGrad]
+    {
+        let req = Request { methods: vec![method], ..Request::default() };
+        let e = explain(&m, input(), &req).unwrap_err().to_string();
+        assert!(e.contains("volumes") && e.contains(method.name()), "{e}");
+    }
+}
+
+#[test]
+fn explain_a_volume_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("gradcam-volume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("scan.npy");
+    ndarray_npy::write_npy(&path, &input()).unwrap();
+    let out = dir.join("out");
+    let m = common::fixture("onnx/volume/volume_cnn.onnx");
+    let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["explain", path.to_str().unwrap(), "--model", m.to_str().unwrap(), "--npy", "--json"])
+        .args(["--out-dir", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &v["explanations"][0];
+    // The overlay: a montage of the 8 slices (3 × 3 grid of 16² slices, drawn at 4× for visibility).
+    let png = image::open(e["overlay"].as_str().unwrap()).unwrap();
+    assert_eq!((png.width(), png.height()), (3 * 16 * 4, 3 * 16 * 4));
+    let cam: ndarray::ArrayD<f32> = ndarray_npy::read_npy(e["cam_npy"].as_str().unwrap()).unwrap();
+    assert_eq!(cam.shape(), [8, 16, 16], "the map as a volume");
+}
