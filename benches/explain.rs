@@ -38,6 +38,7 @@ fn bench(c: &mut Criterion) {
             noise: gradcam::cam::DEFAULT_NOISE,
             steps: gradcam::cam::DEFAULT_STEPS,
             seg_mask: None,
+            tokens: Default::default(),
         };
         group.bench_function(name, |b| b.iter(|| black_box(explain(&model, x.clone(), &req).unwrap())));
     }

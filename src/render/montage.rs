@@ -63,12 +63,12 @@ mod tests {
         assert_eq!(montage_grid(10), (3, 4));
         let v = Array3::from_shape_fn((5, 2, 3), |(z, _, _)| z as f32 + 1.0);
         let m = montage(v.view());
-        assert_eq!(m.dim(), (3 * 2, 3 * 3));
+        assert_eq!(m.dim(), (2 * 2, 3 * 3), "5 slices: 2 rows of 3");
         assert_eq!(m[[0, 0]], 1.0);
         assert_eq!(m[[0, 3]], 2.0, "second slice to the right");
         assert_eq!(m[[2, 0]], 4.0, "fourth slice starts the second row");
-        assert_eq!(m[[5, 8]], 0.0, "empty cells are black");
-        assert_eq!(enlarge(&m, 2).dim(), (12, 18));
+        assert_eq!(m[[3, 8]], 0.0, "the empty sixth cell is black");
+        assert_eq!(enlarge(&m, 2).dim(), (8, 18));
         assert_eq!(montage_scale(48), 4);
         assert_eq!(montage_scale(1000), 1);
     }
