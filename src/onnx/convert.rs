@@ -516,6 +516,12 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
     if super::lift_1d::lift(im, n)? {
         return Ok(());
     }
+    if matches!(n.op_type.as_str(), "Resize" | "Upsample")
+        && input(n, 0).is_some_and(|x| im.constant(x).is_none())
+        && super::resize::lower_nd(im, n, need_input(im, n, 0)?)?
+    {
+        return Ok(());
+    }
     // n-ary Sum / Max / Min / Mean: a chain of binary nodes.
     if matches!(n.op_type.as_str(), "Sum" | "Max" | "Min") && n.input.len() > 2 {
         let mut acc = n.input[0].clone();
