@@ -266,6 +266,7 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             op(g, &ins)
         }
         "Conv" if im.shape(need_input(im, n, 1)?, n)?.len() == 5 => super::lower_3d::conv(im, n)?,
+        "ConvTranspose" if im.shape(need_input(im, n, 1)?, n)?.len() == 5 => super::lower_3d::conv_transpose(im, n)?,
         "MaxPool" | "AveragePool" if im.shape(x, n)?.len() == 5 => super::lower_3d::pool(im, n)?,
         "Conv" => {
             let w = need_input(im, n, 1)?;

@@ -6,7 +6,7 @@ use super::convert::{input, need_input, op, unsupported, usize_list, Lowered};
 use super::import::Importer;
 use super::proto::NodeProto;
 use crate::error::Result;
-use crate::ops::{Conv3d, Pool3d, Pool3dKind, Window3d};
+use crate::ops::{Conv3d, ConvTranspose3d, Pool3d, Pool3dKind, Window3d};
 
 /// The 3-D window of `n` on an input of shape `x`; `kernel` from the weight for a convolution.
 fn window(im: &Importer, n: &NodeProto, x: &[usize], kernel: Option<[usize; 3]>, ceil_mode: bool) -> Result<Window3d> {
@@ -78,4 +78,30 @@ pub(crate) fn pool(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
         Pool3dKind::Average { count_include_pad: a.int("count_include_pad", 0) != 0 }
     };
     Ok(op(Pool3d { window: win, kind }, &[x]))
+}
+
+/// A ConvTranspose whose weight is `[C, M/groups, kd, kh, kw]` (`output_shape` is not supported: give pads).
+pub(crate) fn conv_transpose(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
+    let (x, w) = (need_input(im, n, 0)?, need_input(im, n, 1)?);
+    let ws = im.shape(w, n)?;
+    let a = Attrs::of(n);
+    if a.ints("output_shape").is_some() {
+        return Err(unsupported(im, n, "output_shape on a 3-D transposed convolution"));
+    }
+    if a.string("auto_pad", "NOTSET") != "NOTSET" {
+        return Err(unsupported(im, n, "auto_pad on a 3-D transposed convolution"));
+    }
+    let win = window(im, n, &im.shape(x, n)?, Some([ws[2], ws[3], ws[4]]), false)?;
+    let output_padding = match a.ints("output_padding") {
+        None => [0; 3],
+        Some(v) if v.len() == 3 => {
+            let u = usize_list(im, n, &v, "output_padding")?;
+            [u[0], u[1], u[2]]
+        }
+        Some(v) => return Err(unsupported(im, n, &format!("output_padding {v:?}"))),
+    };
+    let groups = a.int("group", 1).max(1) as usize;
+    let mut ins = vec![x, w];
+    ins.extend(input(n, 2));
+    Ok(op(ConvTranspose3d { window: win, output_padding, groups }, &ins))
 }

@@ -20,22 +20,22 @@ pub struct Conv3d {
 
 /// Sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
-struct Geo {
-    n: usize,
-    c: usize,
-    dims: [usize; 3],
-    m: usize,
-    out: [usize; 3],
+pub(super) struct Geo {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) dims: [usize; 3],
+    pub(super) m: usize,
+    pub(super) out: [usize; 3],
     /// Input channels per group.
-    cg: usize,
+    pub(super) cg: usize,
     /// Output channels per group.
-    mg: usize,
+    pub(super) mg: usize,
     /// Taps per input channel.
-    k3: usize,
+    pub(super) k3: usize,
 }
 
 impl Conv3d {
-    fn geo(&self, shapes: &[&[usize]]) -> Result<Geo, OpError> {
+    pub(super) fn geo(&self, shapes: &[&[usize]]) -> Result<Geo, OpError> {
         arity(shapes, 2, 3)?;
         let (x, w) = (shapes[0], shapes[1]);
         let out = self.window.output(x, shapes)?;
@@ -113,6 +113,108 @@ impl Conv3d {
     }
 }
 
+impl Conv3d {
+    /// `y = conv(x, w) + bias` for contiguous operands (`[N, M, Do, Ho, Wo]` row-major).
+    pub(super) fn apply<T: Element>(&self, x: &[T], w: &[T], bias: Option<&[T]>, geo: &Geo) -> Vec<T> {
+        let [od_n, ho, wo] = geo.out;
+        let plane = ho * wo;
+        // One task per (image, output depth): its [M, Ho·Wo] slab.
+        let slabs: Vec<Vec<T>> = (0..geo.n * od_n)
+            .into_par_iter()
+            .map(|task| {
+                let (n, od) = (task / od_n, task % od_n);
+                let mut slab = vec![T::zero(); geo.m * plane];
+                for g in 0..self.groups {
+                    let cols = self.columns(x, geo, n, g, od);
+                    let y = matmul(&group_weight(w, geo, g), &cols.view());
+                    for (i, row) in y.outer_iter().enumerate() {
+                        let mo = g * geo.mg + i;
+                        let b = bias.map_or(T::zero(), |b| b[mo]);
+                        for (o, &v) in slab[mo * plane..(mo + 1) * plane].iter_mut().zip(row.iter()) {
+                            *o = v + b;
+                        }
+                    }
+                }
+                slab
+            })
+            .collect();
+        let mut y = vec![T::zero(); geo.n * geo.m * od_n * plane];
+        for (task, slab) in slabs.iter().enumerate() {
+            let (n, od) = (task / od_n, task % od_n);
+            for mo in 0..geo.m {
+                let dst = ((n * geo.m + mo) * od_n + od) * plane;
+                y[dst..dst + plane].copy_from_slice(&slab[mo * plane..(mo + 1) * plane]);
+            }
+        }
+        y
+    }
+
+    /// Image n, group g, output depth od of `dy`: `[mg, Ho·Wo]`.
+    fn dy_slice<T: Element>(dy: &[T], geo: &Geo, n: usize, g: usize, od: usize) -> Array2<T> {
+        let [od_n, ho, wo] = geo.out;
+        let plane = ho * wo;
+        Array2::from_shape_fn((geo.mg, plane), |(i, p)| dy[((n * geo.m + g * geo.mg + i) * od_n + od) * plane + p])
+    }
+
+    /// `∂x = convᵀ(∂y, w)`: the input-shaped result (also a transposed convolution's forward).
+    pub(super) fn input_grad<T: Element>(&self, dy: &[T], w: &[T], geo: &Geo) -> Vec<T> {
+        let image_in = geo.c * geo.dims.iter().product::<usize>();
+        let mut dx = vec![T::zero(); geo.n * image_in];
+        // Images in parallel; within one, depths in order (their windows overlap).
+        dx.par_chunks_mut(image_in.max(1)).enumerate().for_each(|(n, dxn)| {
+            for od in 0..geo.out[0] {
+                for g in 0..self.groups {
+                    let dcols = matmul(&group_weight(w, geo, g).t(), &Self::dy_slice(dy, geo, n, g, od).view());
+                    self.scatter(&dcols.view(), dxn, geo, g, od);
+                }
+            }
+        });
+        dx
+    }
+
+    /// `∂w = Σ ∂y · columns(x)ᵀ`, summed over images in order (the same on any thread count).
+    pub(super) fn weight_grad<T: Element>(&self, x: &[T], dy: &[T], geo: &Geo) -> Vec<T> {
+        let size = geo.m * geo.cg * geo.k3;
+        let per_image: Vec<Vec<T>> = (0..geo.n)
+            .into_par_iter()
+            .map(|n| {
+                let mut acc = vec![T::zero(); size];
+                for od in 0..geo.out[0] {
+                    for g in 0..self.groups {
+                        let cols = self.columns(x, geo, n, g, od);
+                        let part = matmul(&Self::dy_slice(dy, geo, n, g, od).view(), &cols.t());
+                        let start = g * geo.mg * geo.cg * geo.k3;
+                        for (a, &v) in acc[start..].iter_mut().zip(part.iter()) {
+                            *a += v;
+                        }
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut dw = vec![T::zero(); size];
+        for part in per_image {
+            for (a, v) in dw.iter_mut().zip(part) {
+                *a += v;
+            }
+        }
+        dw
+    }
+}
+
+/// `∂bias`: `∂y` summed over images and positions per output channel.
+fn bias_grad<T: Element>(dy: &[T], geo: &Geo) -> Vec<T> {
+    let per = geo.out.iter().product::<usize>();
+    let mut db = vec![T::zero(); geo.m];
+    for n in 0..geo.n {
+        for (mo, d) in db.iter_mut().enumerate() {
+            let start = (n * geo.m + mo) * per;
+            *d += dy[start..start + per].iter().fold(T::zero(), |a, &v| a + v);
+        }
+    }
+    db
+}
+
 /// Group `g`'s weight rows as `[mg, cg·k3]`.
 fn group_weight<'a, T: Element>(w: &'a [T], geo: &Geo, g: usize) -> ArrayView2<'a, T> {
     let rows = geo.mg;
@@ -139,37 +241,8 @@ impl<T: Element> Op<T> for Conv3d {
         let geo = self.geo(&shapes)?;
         let (x, w) = (contiguous(inputs[0]), contiguous(inputs[1]));
         let bias = inputs.get(2).map(|b| contiguous(b));
-        let [od_n, ho, wo] = geo.out;
-        let plane = ho * wo;
-        // One task per (image, output depth): its [M, Ho·Wo] slab.
-        let slabs: Vec<Vec<T>> = (0..geo.n * od_n)
-            .into_par_iter()
-            .map(|task| {
-                let (n, od) = (task / od_n, task % od_n);
-                let mut slab = vec![T::zero(); geo.m * plane];
-                for g in 0..self.groups {
-                    let cols = self.columns(&x, &geo, n, g, od);
-                    let y = matmul(&group_weight(&w, &geo, g), &cols.view());
-                    for (i, row) in y.outer_iter().enumerate() {
-                        let mo = g * geo.mg + i;
-                        let b = bias.as_ref().map_or(T::zero(), |b| b[mo]);
-                        for (o, &v) in slab[mo * plane..(mo + 1) * plane].iter_mut().zip(row.iter()) {
-                            *o = v + b;
-                        }
-                    }
-                }
-                slab
-            })
-            .collect();
-        let mut y = vec![T::zero(); geo.n * geo.m * od_n * plane];
-        for (task, slab) in slabs.iter().enumerate() {
-            let (n, od) = (task / od_n, task % od_n);
-            for mo in 0..geo.m {
-                let dst = ((n * geo.m + mo) * od_n + od) * plane;
-                y[dst..dst + plane].copy_from_slice(&slab[mo * plane..(mo + 1) * plane]);
-            }
-        }
-        Ok(Outputs::one(shaped(&[geo.n, geo.m, od_n, ho, wo], y)?))
+        let y = self.apply(&x, &w, bias.as_deref(), &geo);
+        Ok(Outputs::one(shaped(&[geo.n, geo.m, geo.out[0], geo.out[1], geo.out[2]], y)?))
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
@@ -183,71 +256,17 @@ impl<T: Element> Op<T> for Conv3d {
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let geo = self.geo(&cx.input_shapes)?;
         let dy = contiguous(cx.grad()?);
-        let [od_n, ho, wo] = geo.out;
-        let plane = ho * wo;
-        let image_in = geo.c * geo.dims.iter().product::<usize>();
-        // Image n, group g, output depth od: ∂y as [mg, Ho·Wo].
-        let dy_slice = |n: usize, g: usize, od: usize| -> Array2<T> {
-            Array2::from_shape_fn((geo.mg, plane), |(i, p)| dy[((n * geo.m + g * geo.mg + i) * od_n + od) * plane + p])
-        };
         let dx = if cx.wants(0) {
-            let w = contiguous(cx.input(1)?);
-            let mut dx = vec![T::zero(); geo.n * image_in];
-            // Images in parallel; within one, depths in order (their windows overlap).
-            dx.par_chunks_mut(image_in.max(1)).enumerate().for_each(|(n, dxn)| {
-                for od in 0..od_n {
-                    for g in 0..self.groups {
-                        let dcols = matmul(&group_weight(&w, &geo, g).t(), &dy_slice(n, g, od).view());
-                        self.scatter(&dcols.view(), dxn, &geo, g, od);
-                    }
-                }
-            });
-            Some(shaped(cx.input_shapes[0], dx)?)
+            Some(shaped(cx.input_shapes[0], self.input_grad(&dy, &contiguous(cx.input(1)?), &geo))?)
         } else {
             None
         };
         let dw = if cx.wants(1) {
-            let x = contiguous(cx.input(0)?);
-            let per_image: Vec<Vec<T>> = (0..geo.n)
-                .into_par_iter()
-                .map(|n| {
-                    let mut acc = vec![T::zero(); geo.m * geo.cg * geo.k3];
-                    for od in 0..od_n {
-                        for g in 0..self.groups {
-                            let cols = self.columns(&x, &geo, n, g, od);
-                            let part = matmul(&dy_slice(n, g, od).view(), &cols.t());
-                            let start = g * geo.mg * geo.cg * geo.k3;
-                            for (a, &v) in acc[start..].iter_mut().zip(part.iter()) {
-                                *a += v;
-                            }
-                        }
-                    }
-                    acc
-                })
-                .collect();
-            // Summed over images in order: the same on any thread count.
-            let mut dw = vec![T::zero(); geo.m * geo.cg * geo.k3];
-            for part in per_image {
-                for (a, v) in dw.iter_mut().zip(part) {
-                    *a += v;
-                }
-            }
-            Some(shaped(cx.input_shapes[1], dw)?)
+            Some(shaped(cx.input_shapes[1], self.weight_grad(&contiguous(cx.input(0)?), &dy, &geo))?)
         } else {
             None
         };
-        let db = if cx.wants(2) {
-            let mut db = vec![T::zero(); geo.m];
-            for n in 0..geo.n {
-                for (mo, d) in db.iter_mut().enumerate() {
-                    let start = (n * geo.m + mo) * od_n * plane;
-                    *d += dy[start..start + od_n * plane].iter().fold(T::zero(), |a, &v| a + v);
-                }
-            }
-            Some(shaped(&[geo.m], db)?)
-        } else {
-            None
-        };
+        let db = if cx.wants(2) { Some(shaped(&[geo.m], bias_grad(&dy, &geo))?) } else { None };
         let mut grads = vec![dx, dw];
         if cx.input_shapes.len() > 2 {
             grads.push(db);

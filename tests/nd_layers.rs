@@ -1,29 +1,30 @@
-//! Resize of signals `[N, C, L]` and volumes `[N, C, D, H, W]` (imported as separable 2-D resizes): PyTorch's
-//! `F.interpolate` outputs (linear, trilinear with and without aligned corners, nearest; by scale and by size;
-//! tools/make_resize_fixtures.py) within 1e-5, and the input gradient equal to finite differences (the map is
-//! linear, so differences are exact up to rounding).
+//! 1-D and 3-D layers from ONNX against PyTorch (tools/make_nd_layer_fixtures.py): Resize of signals `[N, C, L]` and
+//! volumes `[N, C, D, H, W]` (imported as separable 2-D resizes; `F.interpolate` linear, trilinear with and without
+//! aligned corners, nearest; by scale and by size) and a transposed 3-D convolution, within 1e-5; the input gradient
+//! equal to finite differences (the maps are linear, so differences are exact up to rounding).
 
 mod common;
 
 use gradcam::onnx::load;
 use gradcam::Tensor;
 
-const CASES: [&str; 6] = [
+const CASES: [&str; 7] = [
     "signal_linear_x2",
     "signal_linear_size_corners",
     "signal_nearest_size",
     "volume_trilinear_x2",
     "volume_trilinear_size",
     "volume_nearest_x2",
+    "volume_conv_transpose",
 ];
 
 #[test]
-fn one_and_three_dimensional_resizes_match_pytorch_and_their_gradients_finite_differences() {
+fn one_and_three_dimensional_layers_match_pytorch_and_their_gradients_finite_differences() {
     for case in CASES {
-        let m = load(&common::fixture(&format!("onnx/resize_nd/{case}/model.onnx"))).unwrap();
+        let m = load(&common::fixture(&format!("onnx/nd_layers/{case}/model.onnx"))).unwrap();
         let g = &m.graph;
-        let x = common::npy_f32(&format!("onnx/resize_nd/{case}/input.npy"));
-        let want = common::npy_f32(&format!("onnx/resize_nd/{case}/output.npy"));
+        let x = common::npy_f32(&format!("onnx/nd_layers/{case}/input.npy"));
+        let want = common::npy_f32(&format!("onnx/nd_layers/{case}/output.npy"));
         let (input, output) = (m.inputs[0].as_str(), m.outputs[0].as_str());
         let plan = g.plan(&[output], &[input], &[]).unwrap();
         let acts = g.forward(&plan, vec![(input, x.clone())]).unwrap();

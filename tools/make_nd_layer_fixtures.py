@@ -1,12 +1,14 @@
-"""Writes 1-D and 3-D Resize cases for tests/resize_nd.rs: tiny models around `F.interpolate` exported to ONNX with
-their input and PyTorch's output.
+"""Writes 1-D and 3-D layer cases for tests/nd_layers.rs: tiny models (`F.interpolate`, a transposed 3-D
+convolution) exported to ONNX with their input and PyTorch's output.
 
 Dev-only. Needs torch, onnx, numpy.
 
-    python tools/make_resize_fixtures.py
+    python tools/make_nd_layer_fixtures.py
 
-Cases (fixtures/onnx/resize_nd/<case>/{model.onnx, input.npy, output.npy}): a signal [1, 2, 7] and a volume
-[1, 2, 3, 4, 5] (seeded), resized by scale 2 and by size, linear/trilinear (align_corners False and True) and nearest.
+Cases (fixtures/onnx/nd_layers/<case>/{model.onnx, input.npy, output.npy}): a signal [1, 2, 7] and a volume
+[1, 2, 3, 4, 5] (seeded), resized by scale 2 and by size, linear/trilinear (align_corners False and True) and nearest;
+the volume through a seeded ConvTranspose3d (kernel (2, 3, 2), stride (2, 1, 2), padding (0, 1, 0), output padding
+(1, 0, 0)).
 """
 
 import os
@@ -41,16 +43,21 @@ CASES = {
 
 def main():
     g = torch.Generator().manual_seed(9)
-    for name, (shape, kw) in CASES.items():
-        d = os.path.join(ROOT, "onnx", "resize_nd", name)
+    torch.manual_seed(10)
+    transposed = torch.nn.ConvTranspose3d(2, 3, (2, 3, 2), stride=(2, 1, 2), padding=(0, 1, 0), output_padding=(1, 0, 0))
+    models = {name: ([shape], Interp(**kw)) for name, (shape, kw) in CASES.items()}
+    models["volume_conv_transpose"] = ([[1, 2, 3, 4, 5]], transposed)
+    for name, (shapes, m) in models.items():
+        d = os.path.join(ROOT, "onnx", "nd_layers", name)
         os.makedirs(d, exist_ok=True)
-        x = torch.randn(*shape, generator=g)
-        m = Interp(**kw).eval()
+        x = torch.randn(*shapes[0], generator=g)
+        m = m.eval()
         torch.onnx.export(m, (x,), os.path.join(d, "model.onnx"), opset_version=17, dynamo=False,
                           input_names=["x"], output_names=["y"])
         np.save(os.path.join(d, "input.npy"), x.numpy())
-        np.save(os.path.join(d, "output.npy"), m(x).numpy())
-        print(name, tuple(m(x).shape))
+        with torch.no_grad():
+            np.save(os.path.join(d, "output.npy"), m(x).numpy())
+        print(name, tuple(x.shape))
 
 
 if __name__ == "__main__":
