@@ -1,6 +1,6 @@
 //! 1-D and 3-D layers from ONNX against PyTorch (tools/make_nd_layer_fixtures.py): Resize of signals `[N, C, L]` and
 //! volumes `[N, C, D, H, W]` (imported as separable 2-D resizes; `F.interpolate` linear, trilinear with and without
-//! aligned corners, nearest; by scale and by size) and a transposed 3-D convolution, within 1e-5; the input gradient
+//! aligned corners, nearest; by scale and by size), a transposed 3-D convolution and an Einsum, within 1e-5; the input gradient
 //! equal to finite differences (the maps are linear, so differences are exact up to rounding).
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use gradcam::onnx::load;
 use gradcam::Tensor;
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 8] = [
     "signal_linear_x2",
     "signal_linear_size_corners",
     "signal_nearest_size",
@@ -16,6 +16,7 @@ const CASES: [&str; 7] = [
     "volume_trilinear_size",
     "volume_nearest_x2",
     "volume_conv_transpose",
+    "einsum_attention",
 ];
 
 #[test]

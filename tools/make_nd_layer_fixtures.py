@@ -8,7 +8,7 @@ Dev-only. Needs torch, onnx, numpy.
 Cases (fixtures/onnx/nd_layers/<case>/{model.onnx, input.npy, output.npy}): a signal [1, 2, 7] and a volume
 [1, 2, 3, 4, 5] (seeded), resized by scale 2 and by size, linear/trilinear (align_corners False and True) and nearest;
 the volume through a seeded ConvTranspose3d (kernel (2, 3, 2), stride (2, 1, 2), padding (0, 1, 0), output padding
-(1, 0, 0)).
+(1, 0, 0)); a sequence [2, 3, 4] through `torch.einsum("bid,bjd->bij")` (ONNX Einsum).
 """
 
 import os
@@ -31,6 +31,13 @@ class Interp(torch.nn.Module):
         return F.interpolate(x, **self.kw)
 
 
+class SelfScores(torch.nn.Module):
+    """Attention scores of a sequence with itself, written as an einsum (exported as ONNX Einsum)."""
+
+    def forward(self, x):
+        return torch.einsum("bid,bjd->bij", x, 2.0 * x)
+
+
 CASES = {
     "signal_linear_x2": ([1, 2, 7], dict(scale_factor=2.0, mode="linear", align_corners=False)),
     "signal_linear_size_corners": ([1, 2, 7], dict(size=11, mode="linear", align_corners=True)),
@@ -47,6 +54,7 @@ def main():
     transposed = torch.nn.ConvTranspose3d(2, 3, (2, 3, 2), stride=(2, 1, 2), padding=(0, 1, 0), output_padding=(1, 0, 0))
     models = {name: ([shape], Interp(**kw)) for name, (shape, kw) in CASES.items()}
     models["volume_conv_transpose"] = ([[1, 2, 3, 4, 5]], transposed)
+    models["einsum_attention"] = ([[2, 3, 4]], SelfScores())
     for name, (shapes, m) in models.items():
         d = os.path.join(ROOT, "onnx", "nd_layers", name)
         os.makedirs(d, exist_ok=True)

@@ -182,6 +182,10 @@ fn lower(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
             ins.extend(input(n, 2));
             op(ln, &ins)
         }
+        "Einsum" => {
+            let ins: Vec<&str> = n.input.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+            op(Einsum { equation: a.string("equation", "") }, &ins)
+        }
         "Where" => op(Where, &[x, need_input(im, n, 1)?, need_input(im, n, 2)?]),
         "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" => {
             op(Compare(super::fold_int::comparison(&n.op_type)), &[x, need_input(im, n, 1)?])
