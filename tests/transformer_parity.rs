@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::npy_f32;
+use common::{npy_f32, relative_error};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request, TokenOptions};
 use gradcam::{Error, Model};
 
@@ -29,14 +29,6 @@ fn request(class: usize, tokens: TokenOptions) -> Request {
     let mut methods: Vec<Method> = METHODS.iter().map(|&(_, m)| Method::Cam(m)).collect();
     methods.push(Method::Saliency);
     Request { classes: ClassChoice::Classes(vec![class]), methods, tokens, ..Request::default() }
-}
-
-/// Largest difference relative to the reference's largest magnitude; the lengths must agree.
-fn relative_error(ours: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(ours.len(), want.len(), "compared lengths");
-    assert!(!want.is_empty());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    ours.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
 fn check(name: &str, layer: &str, grid: [usize; 2]) {

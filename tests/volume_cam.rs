@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::npy_f32;
+use common::{npy_f32, relative_error};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::Model;
 use std::process::Command;
@@ -21,13 +21,6 @@ const METHODS: [(&str, CamMethod); 4] = [
 
 fn model() -> Model {
     Model::from_onnx(&common::fixture("onnx/volume/volume_cnn.onnx")).unwrap()
-}
-
-fn relative_error(ours: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(ours.len(), want.len(), "compared lengths");
-    assert!(!want.is_empty());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    ours.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
 fn input() -> ndarray::ArrayD<f32> {

@@ -137,6 +137,8 @@ enum Kind {
     Size,
     /// A path.
     Path,
+    /// A token grid (`auto`, `HxW`) or an input shape (`[NAME=]D0,D1,…`).
+    Shape,
 }
 
 const EXPLAIN: &[(&str, Kind)] = &[
@@ -157,6 +159,9 @@ const EXPLAIN: &[(&str, Kind)] = &[
     ("--std", Kind::Triple),
     ("--max-memory", Kind::Size),
     ("--arch", Kind::Name),
+    ("--tokens", Kind::Shape),
+    ("--skip-tokens", Kind::Count),
+    ("--input-shape", Kind::Shape),
 ];
 const LAYERS: &[(&str, Kind)] =
     &[("--all", Kind::Switch), ("--json", Kind::Switch), ("--max-memory", Kind::Size), ("--arch", Kind::Name)];
@@ -165,6 +170,7 @@ const INFER: &[(&str, Kind)] = &[
     ("--json", Kind::Switch),
     ("--batch-size", Kind::Count),
     ("--max-memory", Kind::Size),
+    ("--input-shape", Kind::Shape),
 ];
 const ATTACK: &[(&str, Kind)] = &[
     ("--attack", Kind::Name),
@@ -215,6 +221,13 @@ fn value(kind: Kind, b: u8, free: &mut impl Iterator<Item = u8>) -> Option<Strin
             b,
         ),
         Kind::Triple => pick(&["0.5,0.5,0.5", "1,1,1", "0,0,0", "1,2", "a,b,c", "NaN,1,1", "-1,-1,-1"], b),
+        Kind::Shape => pick(
+            &[
+                "auto", "2x2", "0x4", "4x4", "1x1", "99999999x99999999", "x", "1,3,8,8", "x=1,3,8,8", "1,3,0,8",
+                "1,3,99999,99999", "=1", "nosuch=1,3,8,8", "1,3,8", "",
+            ],
+            b,
+        ),
         Kind::Size => pick(&["1", "1K", "64M", "2G", "0", "-1G", "1e30", "3X"], b),
         Kind::Path => {
             let list = [f.npy.as_str(), f.image.as_str(), f.model.as_str(), "/nonexistent.npy", "/dev/null", "/"];

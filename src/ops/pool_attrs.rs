@@ -23,20 +23,15 @@ impl PoolAttrs {
     }
 
     fn out_len(&self, len: usize, axis: usize) -> Option<usize> {
-        let (k, s, d) = (self.kernel[axis], self.strides[axis], self.dilations[axis]);
-        let (begin, end) = (self.pads[axis], self.pads[axis + 2]);
-        // Checked: the attributes come from files.
-        let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
-        let padded = len.checked_add(begin)?.checked_add(end)?;
-        if s == 0 || padded < span {
-            return None;
-        }
-        let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
-        // PyTorch / ONNX: the last window must start inside the input or the leading padding.
-        if self.ceil_mode && (out - 1).checked_mul(s).is_none_or(|start| start >= len + begin) {
-            out -= 1;
-        }
-        Some(out)
+        let pads = (self.pads[axis], self.pads[axis + 2]);
+        super::window3d::window_count(
+            len,
+            self.kernel[axis],
+            self.strides[axis],
+            self.dilations[axis],
+            pads,
+            self.ceil_mode,
+        )
     }
 
     /// Validates the input shape (`[N, C, H, W]`) and returns the kernel geometry.

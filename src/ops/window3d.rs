@@ -3,6 +3,29 @@
 
 use crate::error::OpError;
 
+/// How many windows of `kernel` taps (`dilation` apart) fit at `stride` along an axis of `len` padded by
+/// `(begin, end)`, rounding up with `ceil_mode` (where the last window must still start inside the input or the leading
+/// padding, as in PyTorch and ONNX); `None` when none fits. Checked arithmetic: the attributes come from files.
+pub(crate) fn window_count(
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    (begin, end): (usize, usize),
+    ceil_mode: bool,
+) -> Option<usize> {
+    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let padded = len.checked_add(begin)?.checked_add(end)?;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    let mut out = if ceil_mode { (padded - span).div_ceil(stride) + 1 } else { (padded - span) / stride + 1 };
+    if ceil_mode && (out - 1).checked_mul(stride).is_none_or(|start| start >= len + begin) {
+        out -= 1;
+    }
+    Some(out)
+}
+
 /// A 3-D sliding window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window3d {
@@ -16,21 +39,10 @@ pub struct Window3d {
 }
 
 impl Window3d {
-    /// Output length along `axis` (0 = depth) for an input of length `len`, with checked arithmetic (attributes come
-    /// from files).
+    /// Output length along `axis` (0 = depth) for an input of length `len`.
     fn out_len(&self, len: usize, axis: usize) -> Option<usize> {
-        let (k, s, d) = (self.kernel[axis], self.strides[axis], self.dilations[axis]);
-        let (begin, end) = (self.pads[axis], self.pads[axis + 3]);
-        let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
-        let padded = len.checked_add(begin)?.checked_add(end)?;
-        if s == 0 || padded < span {
-            return None;
-        }
-        let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
-        if self.ceil_mode && (out - 1).checked_mul(s).is_none_or(|start| start >= len + begin) {
-            out -= 1;
-        }
-        Some(out)
+        let pads = (self.pads[axis], self.pads[axis + 3]);
+        window_count(len, self.kernel[axis], self.strides[axis], self.dilations[axis], pads, self.ceil_mode)
     }
 
     /// The output's `[D, H, W]` for an input `[N, C, D, H, W]`.

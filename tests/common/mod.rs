@@ -151,3 +151,12 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     assert!(!a.is_empty(), "nothing to correlate");
     gradcam::attack::pearson(a, b) as f64
 }
+
+/// The largest difference relative to the reference's largest magnitude; the lengths must agree and the reference
+/// must not be empty.
+pub fn relative_error(ours: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(ours.len(), want.len(), "compared lengths");
+    assert!(!want.is_empty(), "an empty reference");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    ours.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
