@@ -1,8 +1,9 @@
 //! 3-D models (volumes `[N, C, D, H, W]`): a seeded 3-D CNN from ONNX explained against pytorch-grad-cam 1.5.7,
 //! which handles 5-D activations itself (tools/make_volume_fixtures.py). Raw maps of Grad-CAM, Grad-CAM++, LayerCAM
-//! and HiResCAM within 1e-4 of the largest value; the final Grad-CAM map (trilinear upsampling, as torchcam does)
-//! within 1e-4; the input gradient within 1e-4; methods not ported to volumes refused; the command line end to end
-//! with a montage overlay.
+//! and HiResCAM within 1e-4 of the largest value, Score-CAM's against its computation written out in torch with
+//! trilinear masks; the final Grad-CAM map (trilinear upsampling, as torchcam does) within 1e-4; the input gradient
+//! within 1e-4; Integrated Gradients complete (its attributions sum to the score's change from the zero volume);
+//! FullGrad and aug-smooth refused; the command line end to end with a montage overlay.
 
 mod common;
 
@@ -12,11 +13,12 @@ use gradcam::Model;
 use std::process::Command;
 
 const LAYER: &str = "/relu2/Relu_output_0";
-const METHODS: [(&str, CamMethod); 4] = [
+const METHODS: [(&str, CamMethod); 5] = [
     ("gradcam", CamMethod::GradCam),
     ("gradcampp", CamMethod::GradCamPlusPlus),
     ("layercam", CamMethod::LayerCam),
     ("hirescam", CamMethod::HiResCam),
+    ("scorecam", CamMethod::ScoreCam),
 ];
 
 fn model() -> Model {
@@ -64,14 +66,34 @@ fn a_volume_model_matches_pytorch_grad_cam() {
 }
 
 #[test]
-fn methods_not_ported_to_volumes_are_refused() {
+fn gradient_methods_run_on_volumes_and_the_unported_ones_are_refused() {
     let m = model();
-    for method in [Method::Cam(CamMethod::ScoreCam), Method::SmoothGrad, Method::IntegratedGradients, Method::FullGrad]
-    {
+    // Integrated Gradients from the zero volume: the attributions sum to the class score's change along the path
+    // (completeness), up to the quadrature's error on a piecewise-linear network.
+    let req = Request {
+        classes: ClassChoice::Classes(vec![0]),
+        methods: vec![Method::IntegratedGradients, Method::SmoothGrad],
+        steps: 64,
+        samples: 4,
+        ..Request::default()
+    };
+    let result = explain(&m, input(), &req).unwrap().remove(0);
+    let ig = &result.explanations[0];
+    assert_eq!(ig.method, Method::IntegratedGradients);
+    assert_eq!(ig.cam.shape(), [8 * 16, 16]);
+    let total: f32 = ig.raw[0].iter().sum();
+    let zero = explain(&m, input().mapv(|_| 0.0), &Request::default()).unwrap().remove(0);
+    let at = |r: &gradcam::cam::ImageResult| r.predictions.iter().find(|p| p.class == 0).unwrap().logit;
+    let change = at(&result) - at(&zero);
+    assert!((total - change).abs() <= 0.05 * change.abs().max(1e-3), "attributions {total} vs score change {change}");
+    assert_eq!(result.explanations[1].cam.shape(), [8 * 16, 16], "SmoothGrad");
+    for method in [Method::FullGrad] {
         let req = Request { methods: vec![method], ..Request::default() };
         let e = explain(&m, input(), &req).unwrap_err().to_string();
         assert!(e.contains("volumes") && e.contains(method.name()), "{e}");
     }
+    let e = explain(&m, input(), &Request { aug_smooth: true, ..Request::default() }).unwrap_err().to_string();
+    assert!(e.contains("aug_smooth") && e.contains("volumes"), "{e}");
 }
 
 #[test]

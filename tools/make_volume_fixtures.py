@@ -12,9 +12,11 @@ Input: a seeded volume with a bright blob. Target layer: the second ReLU ([N, 8,
 References: pytorch-grad-cam 1.5.7 handles 5-D activations itself: its GradCAM, GradCAMPlusPlus, LayerCAM and
 HiResCAM raw maps (`get_cam_image`, before ReLU, [4, 8, 8]). Its final 3-D map goes through scipy's cubic-spline
 `zoom`; the reference final map is instead made the way torchcam upsamples 3-D maps (and the issue asks for):
-ReLU, min-max, `F.interpolate(mode="trilinear", align_corners=False)` to [8, 16, 16], min-max. The input gradient of
-the class logit is the saliency reference.
-Output: fixtures/onnx/volume/volume_cnn.onnx, fixtures/cam/volume/{x,logits,<method>_raw,gradcam_cam,saliency}.npy.
+ReLU, min-max, `F.interpolate(mode="trilinear", align_corners=False)` to [8, 16, 16], min-max. Score-CAM's raw map is
+written out in torch as pytorch-grad-cam computes it in 2-D (trilinear masks with aligned corners). The input gradient
+of the class logit is the saliency reference.
+Output: fixtures/onnx/volume/volume_cnn.onnx, fixtures/cam/volume/{x,logits,<method>_raw,scorecam_raw,gradcam_cam,
+saliency}.npy.
 """
 
 import os
@@ -79,6 +81,22 @@ def main():
             up = F.interpolate(m[None, None], size=(8, 16, 16), mode="trilinear", align_corners=False)[0, 0]
             up = (up - up.min()) / (up.max() - up.min() + 1e-7)
             save("volume", "gradcam_cam", up.numpy())
+    # Score-CAM in 3-D, written out as pytorch-grad-cam's ScoreCAM computes it in 2-D (which it only supports):
+    # each channel upsampled with aligned corners (trilinear here, as UpsamplingBilinear2d is bilinear), min-max
+    # scaled, multiplied into the input; the channel weights are the softmax of the class scores of those inputs.
+    acts = {}
+    handle = model.relu2.register_forward_hook(lambda m, i, o: acts.__setitem__("a", o.detach()))
+    with torch.no_grad():
+        model(x)
+        handle.remove()
+        a = acts["a"]
+        up = F.interpolate(a, size=x.shape[-3:], mode="trilinear", align_corners=True)[0]
+        flat = up.reshape(up.shape[0], -1)
+        mins, maxs = flat.min(dim=1).values, flat.max(dim=1).values
+        masks = (up - mins[:, None, None, None]) / (maxs - mins + 1e-8)[:, None, None, None]
+        scores = model(x * masks[:, None])[:, cls]
+        w = torch.softmax(scores, dim=0)
+        save("volume", "scorecam_raw", (w[:, None, None, None] * a[0]).sum(0).numpy())
     xg = x.clone().requires_grad_(True)
     model(xg)[0, cls].backward()
     save("volume", "saliency", xg.grad[0].numpy())

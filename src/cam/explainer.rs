@@ -164,12 +164,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     // itself are not ported to volumes.
     let volume_depth = (x.ndim() == 5).then(|| x.shape()[2]);
     if volume_depth.is_some() {
-        let unported = |m: &Method| {
-            matches!(
-                m,
-                Method::Cam(CamMethod::ScoreCam) | Method::SmoothGrad | Method::IntegratedGradients | Method::FullGrad
-            )
-        };
+        let unported = |m: &Method| matches!(m, Method::FullGrad);
         if let Some(m) = req.methods.iter().find(|m| unported(m)) {
             return Err(Error::BadRequest(format!("{} is not available for volumes [N, C, D, H, W] yet", m.name())));
         }
@@ -318,7 +313,12 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             let a = acts.get(l)?;
             for (i, objs) in objectives.iter().enumerate() {
                 let (image, act, batch) = (image3(input, i), layouts[li].image(a, i)?, req.batch_size);
-                let scores = super::score::masked_scores(model, &forward_only, image.view(), act.view(), objs, batch)?;
+                let depths = match (layouts[li], volume_depth) {
+                    (LayerLayout::Volume { depth }, Some(d)) => Some((depth, d)),
+                    _ => None,
+                };
+                let (image, act) = (image.view(), act.view());
+                let scores = super::score::masked_scores(model, &forward_only, image, act, depths, objs, batch)?;
                 perturbed.insert((CamMethod::ScoreCam, li, i), scores);
             }
         }

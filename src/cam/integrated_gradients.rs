@@ -53,8 +53,13 @@ pub(crate) fn gauss_legendre(n: usize) -> Vec<(f64, f64)> {
 /// The black image in the model's input space: `(0 − mean_c) / std_c` in every pixel of channel c (channels beyond
 /// three reuse the statistics cyclically, as [`crate::input::Normalization::apply`] does).
 pub(crate) fn black_baseline(model: &Model, shape: &[usize]) -> Array3<f32> {
+    let dims = (shape[0], shape[1], shape[2]);
+    if model.is_signal() || model.volume_depth().is_some() {
+        // Signals and volumes are fed as they are: their "nothing" is zero (Captum's default baseline).
+        return Array3::zeros(dims);
+    }
     let n = &model.normalization;
-    Array3::from_shape_fn((shape[0], shape[1], shape[2]), |(c, _, _)| -n.mean[c % 3] / n.std[c % 3])
+    Array3::from_shape_fn(dims, |(c, _, _)| -n.mean[c % 3] / n.std[c % 3])
 }
 
 /// Integrated Gradients of each objective for one image `[C, H, W]` from `baseline`; `plan` differentiates the

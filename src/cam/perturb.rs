@@ -22,6 +22,19 @@ fn batch_output<'a>(model: &Model, acts: &'a Activations<'_, f32>, n: usize) -> 
     Ok(out)
 }
 
+/// `copies` (`[n, …]`) in the shape the graph's value `name` has per item: a volume's stacked slices
+/// `[C, D·H, W]` back to `[C, D, H, W]` (the same elements in the same order); other values unchanged.
+fn as_fed(model: &Model, name: &str, copies: Tensor<f32>) -> Result<Tensor<f32>> {
+    let id = model.graph.find(name)?;
+    let item = &model.graph.value(id).shape[1..];
+    if copies.shape()[1..] == *item || copies.shape()[1..].iter().product::<usize>() != item.iter().product::<usize>() {
+        return Ok(copies);
+    }
+    let mut shape = vec![copies.shape()[0]];
+    shape.extend_from_slice(item);
+    copies.into_shape_with_order(IxDyn(&shape)).map_err(|e| Error::BadRequest(format!("internal: {e}")))
+}
+
 /// Runs `count` copies of the values in `feeds` (one item each, without the batch axis) through `plan`, `batch`
 /// copies at a time; before each runs, `alter(k, copy)` changes copy `k` of the first feed (the others stay as they
 /// are: e.g. a skip connection around an ablated layer). Returns each copy's score for each objective,
@@ -56,9 +69,9 @@ pub(crate) fn batched_scores(
                         alter(start + j, copy);
                     }
                 }
-                (*name, copies)
+                Ok((*name, as_fed(model, name, copies)?))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let acts = model.graph.forward(plan, inputs)?;
         let out = batch_output(model, &acts, n)?;
         for (j, item) in out.axis_iter(Axis(0)).enumerate() {
@@ -102,8 +115,9 @@ pub(crate) fn batched_input_gradients(
             let copy = copy.into_dimensionality::<Ix3>().expect("an image is 3-D");
             alter(start + j, copy);
         }
-        let acts = model.graph.forward(plan, vec![(&model.input, copies)])?;
+        let acts = model.graph.forward(plan, vec![(&model.input, as_fed(model, &model.input, copies)?)])?;
         let out = batch_output(model, &acts, n)?;
+        let item = image.raw_dim();
         for (oi, objective) in objectives.iter().enumerate() {
             let mut seed = Tensor::<f32>::zeros(IxDyn(out.shape()));
             for (j, item) in out.axis_iter(Axis(0)).enumerate() {
@@ -112,7 +126,11 @@ pub(crate) fn batched_input_gradients(
             let grads = acts.backward(vec![(&model.logits, seed)])?;
             let gx = grads.get(&model.input)?;
             for (j, g) in gx.axis_iter(Axis(0)).enumerate() {
-                take(start + j, oi, g.into_dimensionality::<Ix3>().expect("an image is 3-D"));
+                // A volume's gradient [C, D, H, W] as its stacked slices, like the image it was given.
+                let g = g.as_standard_layout();
+                let g =
+                    g.view().into_shape_with_order(item).map_err(|e| Error::BadRequest(format!("internal: {e}")))?;
+                take(start + j, oi, g);
             }
         }
         start += n;

@@ -49,6 +49,7 @@ pub(crate) fn masked_scores(
     plan: &Plan,
     image: ArrayView3<'_, f32>,
     activation: ArrayView3<'_, f32>,
+    depths: Option<(usize, usize)>,
     objectives: &[Objective],
     batch: usize,
 ) -> Result<Array2<f32>> {
@@ -56,11 +57,46 @@ pub(crate) fn masked_scores(
     let image = image.into_dyn();
     let channels = activation.shape()[0];
     batched_scores(model, plan, &[(&model.input, image)], channels, batch, objectives, |k, mut copy| {
-        let mask = channel_mask(activation.index_axis(Axis(0), k), in_h, in_w);
+        let plane = activation.index_axis(Axis(0), k);
+        let mask = match depths {
+            Some((layer, input)) => volume_mask(plane, layer, input, in_h / input.max(1), in_w),
+            None => channel_mask(plane, in_h, in_w),
+        };
         for mut channel in copy.axis_iter_mut(Axis(0)) {
             channel *= &mask;
         }
     })
+}
+
+/// [`channel_mask`] of a volume channel held as stacked slices (`[d·h, w]` of `layer` slices): upsampled
+/// trilinearly with aligned corners (the 3-D form of `UpsamplingBilinear2d`) to `input` slices of `out_h × out_w`,
+/// min-max scaled, stacked again (`[input·out_h, out_w]`).
+pub(crate) fn volume_mask(
+    stacked: ArrayView2<'_, f32>,
+    layer: usize,
+    input: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Array2<f32> {
+    let (rows, w) = stacked.dim();
+    let h = rows / layer.max(1);
+    if h == 0 || w == 0 || layer == 0 {
+        return Array2::zeros((input * out_h, out_w));
+    }
+    let (tz, ty, tx) = (aligned_taps(layer, input), aligned_taps(h, out_h), aligned_taps(w, out_w));
+    let at = |z: usize, y: usize, x: usize| stacked[[z * h + y, x]];
+    let up = Array2::from_shape_fn((input * out_h, out_w), |(r, ox)| {
+        let (oz, oy) = (r / out_h, r % out_h);
+        let ((z0, z1, fz), (y0, y1, fy), (x0, x1, fx)) = (tz[oz], ty[oy], tx[ox]);
+        let plane = |z: usize| {
+            (1.0 - fy) * ((1.0 - fx) * at(z, y0, x0) + fx * at(z, y0, x1))
+                + fy * ((1.0 - fx) * at(z, y1, x0) + fx * at(z, y1, x1))
+        };
+        (1.0 - fz) * plane(z0) + fz * plane(z1)
+    });
+    let min = up.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = up.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    up.mapv(|v| (v - min) / (max - min + 1e-8))
 }
 
 /// The channel weights from one objective's scores (a column of [`masked_scores`]): their softmax over channels
