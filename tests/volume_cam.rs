@@ -87,11 +87,9 @@ fn gradient_methods_run_on_volumes_and_the_unported_ones_are_refused() {
     let change = at(&result) - at(&zero);
     assert!((total - change).abs() <= 0.05 * change.abs().max(1e-3), "attributions {total} vs score change {change}");
     assert_eq!(result.explanations[1].cam.shape(), [8 * 16, 16], "SmoothGrad");
-    for method in [Method::FullGrad] {
-        let req = Request { methods: vec![method], ..Request::default() };
-        let e = explain(&m, input(), &req).unwrap_err().to_string();
-        assert!(e.contains("volumes") && e.contains(method.name()), "{e}");
-    }
+    let req = Request { methods: vec![Method::FullGrad], ..Request::default() };
+    let e = explain(&m, input(), &req).unwrap_err().to_string();
+    assert!(e.contains("volumes") && e.contains("fullgrad"), "{e}");
     let e = explain(&m, input(), &Request { aug_smooth: true, ..Request::default() }).unwrap_err().to_string();
     assert!(e.contains("aug_smooth") && e.contains("volumes"), "{e}");
 }
