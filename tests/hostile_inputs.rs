@@ -919,3 +919,50 @@ fn resize_to_negative_sizes_or_non_positive_scales_is_an_error() {
         assert!(e.contains(&named), "{bad}: {e}");
     }
 }
+
+/// Found by review: folding a comparison of two small constants that broadcast to 2³² elements charged only the
+/// operands to the folding budget; and a Conv with a 3-D weight on a 4-D input indexed past the input's shape.
+#[test]
+fn huge_broadcasts_of_folded_logic_and_mismatched_3d_windows_are_errors() {
+    let dir = scratch("fold-logic");
+    let column = TensorProto {
+        name: "column".into(),
+        dims: vec![65536, 1],
+        data_type: dtype::INT64,
+        int64_data: vec![1; 65536],
+        ..Default::default()
+    };
+    let row = TensorProto { name: "row".into(), dims: vec![1, 65536], ..column.clone() };
+    let node = NodeProto {
+        op_type: "Equal".into(),
+        name: "eq".into(),
+        input: vec!["column".into(), "row".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    let model = dir.join("equal.onnx");
+    one_node_model(&model, node, vec![column, row]);
+    let e = error_line(&gradcam(&["layers", "--model", model.to_str().unwrap()]));
+    assert!(e.contains("folding would make a constant"), "{e}");
+
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![1, 3, 3, 3, 3],
+        data_type: dtype::FLOAT,
+        float_data: vec![0.5; 81],
+        ..Default::default()
+    };
+    let same = AttributeProto { name: "auto_pad".into(), r#type: 3, s: b"SAME_UPPER".to_vec(), ..Default::default() };
+    let node = NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["y".into()],
+        attribute: vec![same],
+        ..Default::default()
+    };
+    let model = dir.join("conv3d-on-4d.onnx");
+    one_node_model(&model, node, vec![w]);
+    let e = error_line(&gradcam(&["layers", "--model", model.to_str().unwrap()]));
+    assert!(e.contains("[N, C, D, H, W]"), "{e}");
+}

@@ -208,11 +208,18 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         .iter()
         .map(|l| {
             let id = g.find(l)?;
-            cam_layout(g, id, &req.tokens).map_err(|why| Error::NotSpatial {
-                layer: l.clone(),
-                shape: g.value(id).shape.clone(),
-                why,
-            })
+            let not_spatial =
+                |why: String| Error::NotSpatial { layer: l.clone(), shape: g.value(id).shape.clone(), why };
+            let layout = cam_layout(g, id, &req.tokens).map_err(not_spatial)?;
+            // A volume's maps come from volume layers, an image's from image layers.
+            match (layout, volume_depth) {
+                (LayerLayout::Volume { .. }, None) => {
+                    Err(not_spatial("a 5-D layer of a model whose input is not a volume".into()))
+                }
+                (LayerLayout::Volume { .. }, Some(_)) => Ok(layout),
+                (_, Some(_)) => Err(not_spatial("the model takes volumes: its CAM layers are [N, C, D, H, W]".into())),
+                _ => Ok(layout),
+            }
         })
         .collect::<Result<_>>()?;
     let classes = model.classes();

@@ -63,11 +63,12 @@ fn attention_norm(graph: &Graph<f32>, usable: &dyn Fn(ValueId) -> bool) -> Optio
         .find(|&o| reaches_attention[o.0] && usable(o))
 }
 
-/// The model input's spatial size (`[N, C, H, W]`), or `(1, 1)` for other inputs.
+/// The model input's spatial size (`[N, C, H, W]`; a signal's is `(1, L)`), or `(0, 0)` for other inputs (a
+/// volume's), whose 3-D values are then neither signals nor token grids of an inferred aspect.
 fn input_hw(graph: &Graph<f32>) -> (usize, usize) {
     match graph.inputs().first().map(|&i| graph.value(i).shape.as_slice()) {
         Some([_, _, h, w]) => (*h, *w),
-        _ => (1, 1),
+        _ => (0, 0),
     }
 }
 

@@ -109,9 +109,14 @@ fn channels_last_evidence(graph: &Graph<f32>, id: ValueId) -> bool {
     })
 }
 
-/// The grid `(h, w)` of `n` patches for an input of aspect `ih : iw`, if one fits exactly: `h·w = n` and the grid's
-/// aspect within one patch of the input's (`|h·iw − w·ih| ≤ max(ih, iw)`, which allows inputs cropped to a multiple
-/// of the patch size).
+/// The grid `(h, w)` of `n` patches with exactly the input's aspect `ih : iw` (`h·iw = w·ih`).
+fn exact_grid_for(n: usize, ih: usize, iw: usize) -> Option<(usize, usize)> {
+    grid_for(n, ih, iw).filter(|&(h, w)| h * iw == w * ih)
+}
+
+/// The grid `(h, w)` of `n` patches for an input of aspect `ih : iw`, if one fits: `h·w = n` and the grid's aspect
+/// within one patch of the input's (`|h·iw − w·ih| ≤ max(ih, iw)`, which allows inputs cropped to a multiple of the
+/// patch size).
 fn grid_for(n: usize, ih: usize, iw: usize) -> Option<(usize, usize)> {
     if n < 2 || ih == 0 || iw == 0 {
         return None;
@@ -168,13 +173,19 @@ pub fn layer_layout(
         }
         3 => {
             let t = s[1];
-            let fit = |skip: usize, grid: Option<(usize, usize)>| -> Option<LayerLayout> {
+            let fit_with = |skip: usize, grid: Option<(usize, usize)>, exact: bool| -> Option<LayerLayout> {
                 let n = t.checked_sub(skip)?;
                 let (h, w) = match grid {
                     Some((h, w)) => (h * w == n).then_some((h, w))?,
+                    None if exact => exact_grid_for(n, input_hw.0, input_hw.1)?,
                     None => grid_for(n, input_hw.0, input_hw.1)?,
                 };
                 (h * w >= 2).then_some(LayerLayout::Tokens { skip, h, w })
+            };
+            // A grid of the input's exact aspect first (4×4 patches + 4 register tokens are not a 4×5 grid), then
+            // one within a patch of it.
+            let fit = |skip: usize, grid: Option<(usize, usize)>| {
+                fit_with(skip, grid, true).or_else(|| fit_with(skip, grid, false))
             };
             match (opts.skip, opts.grid) {
                 (Some(skip), grid) => fit(skip, grid).ok_or_else(|| match grid {
@@ -184,7 +195,10 @@ pub fn layer_layout(
                 (None, Some((h, w))) => {
                     t.checked_sub(h * w).and_then(|skip| fit(skip, Some((h, w)))).ok_or_else(|| format!("{t} tokens cannot hold a {h}×{w} grid"))
                 }
-                (None, None) => (0..=MAX_AUTO_SKIP.min(t)).find_map(|skip| fit(skip, None)).ok_or_else(|| {
+                (None, None) => (0..=MAX_AUTO_SKIP.min(t))
+                    .find_map(|skip| fit_with(skip, None, true))
+                    .or_else(|| (0..=MAX_AUTO_SKIP.min(t)).find_map(|skip| fit_with(skip, None, false)))
+                    .ok_or_else(|| {
                     format!("no grid of the input's aspect fits {t} tokens after up to {MAX_AUTO_SKIP} leading ones; give --tokens HxW and --skip-tokens N")
                 }),
             }
@@ -217,6 +231,11 @@ mod tests {
         assert_eq!(grid_for(14 * 21, 224, 336), Some((14, 21)));
         assert_eq!(grid_for(21 * 14, 336, 224), Some((21, 14)));
         assert_eq!(grid_for(1, 224, 224), None);
+        // A grid within a patch of the aspect is accepted, but an exact one is preferred (16 patches + 4 register
+        // tokens must not read as a 4×5 grid).
+        assert_eq!(grid_for(20, 64, 64), Some((4, 5)));
+        assert_eq!(exact_grid_for(20, 64, 64), None);
+        assert_eq!(exact_grid_for(16, 64, 64), Some((4, 4)));
     }
 
     #[test]

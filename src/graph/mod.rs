@@ -208,7 +208,8 @@ impl<T: Element> Graph<T> {
                 shapes[o.0] = s;
             }
         }
-        true
+        // The outputs must keep one item per input item (a Reshape folding the batch into tokens mixes images).
+        self.outputs.iter().all(|o| shapes[o.0].first() == Some(&batch))
     }
 
     /// The constant `id` if it is held in 16 bits.

@@ -272,6 +272,9 @@ impl Model {
         // volumes [N, C, D, H, W] (medical scans, video clips).
         let signal = in_shape.len() == 4 && in_shape[2] == 1 && input.ends_with("::as_2d");
         let volume = in_shape.len() == 5;
+        if in_shape[1..].contains(&0) {
+            return Err(Error::BadRequest(format!("{shown}: input '{input}' has shape {in_shape:?}: an empty axis")));
+        }
         if !volume && (in_shape.len() != 4 || (in_shape[1] != 3 && !signal)) {
             return Err(Error::BadRequest(format!(
                 "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W] (an image), [N, C, L] (a signal) \

@@ -55,8 +55,22 @@ pub(crate) fn fold(im: &mut Importer, n: &NodeProto) -> Result<Option<Const>> {
         })
         .collect();
     let elements: u64 = consts.iter().map(|c| c.shape().iter().product::<usize>() as u64).sum();
-    // The copies above and a result at most the broadcast size (8 bytes an element).
-    im.reserve_folded(n, elements * 24)?;
+    // The result's size before anything is computed: broadcasting two small constants can make a huge one.
+    let shapes: Vec<&[usize]> = consts.iter().map(|c| c.shape()).collect();
+    let result: u64 = match op {
+        "ScatterND" => shapes.first().map_or(0, |s| s.iter().product::<usize>() as u64),
+        _ => {
+            let shape = shapes.iter().try_fold(Vec::new(), |acc: Vec<usize>, s| broadcast_shapes(&acc, s));
+            match shape.map(|s| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d))) {
+                Some(Some(count)) if count <= super::constant::MAX_ELEMENTS => count as u64,
+                _ => {
+                    return Err(im.err(format!("node '{}' ({op}): folding would make a constant of {shapes:?}", n.name)))
+                }
+            }
+        }
+    };
+    // The operands' copies (and their broadcast copies, Where's three) and the 8-byte result.
+    im.reserve_folded(n, elements * 16 + result * 32)?;
     let wrong = |why: String| im.err(format!("node '{}' ({op}): {why}", n.name));
     let arity = |k: usize| if consts.len() == k { Ok(()) } else { Err(wrong(format!("needs {k} inputs"))) };
     let value = match (op, ints) {

@@ -406,6 +406,7 @@ fn parse_with(
         im.vals.insert(t.name.clone(), Val::Const(c));
     }
     let mut inputs = Vec::new();
+    let mut unnamed_used = 0;
     for vi in &graph.input {
         // Old exporters list initializers among the inputs too (used or not): they are not inputs.
         if im.vals.contains_key(&vi.name) || graph.initializer.iter().any(|t| t.name == vi.name) {
@@ -413,12 +414,16 @@ fn parse_with(
         }
         let dims = vi.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.shape.as_ref());
         let dims = dims.ok_or_else(|| im.err(format!("input '{}' has no tensor shape", vi.name)))?;
-        let given = options
-            .input_shapes
-            .iter()
-            .find(|(n, _)| n.as_deref() == Some(vi.name.as_str()))
-            .or_else(|| options.input_shapes.iter().filter(|(n, _)| n.is_none()).nth(inputs.len()))
-            .map(|(_, s)| s.as_slice());
+        let named = options.input_shapes.iter().find(|(n, _)| n.as_deref() == Some(vi.name.as_str()));
+        let given = match named {
+            Some((_, s)) => Some(s.as_slice()),
+            None => {
+                // Unnamed shapes go, in order, to the inputs no shape names.
+                let next = options.input_shapes.iter().filter(|(n, _)| n.is_none()).nth(unnamed_used);
+                unnamed_used += usize::from(next.is_some());
+                next.map(|(_, s)| s.as_slice())
+            }
+        };
         let shape = resolve_input_shape(origin, &vi.name, &dims.dim, given)?;
         if let (true, &[n, c, l]) = (options.signals_as_images, shape.as_slice()) {
             let lifted = format!("{}::as_2d", vi.name);

@@ -10,6 +10,9 @@ use crate::ops::{Conv3d, ConvTranspose3d, Pool3d, Pool3dKind, Window3d};
 
 /// The 3-D window of `n` on an input of shape `x`; `kernel` from the weight for a convolution.
 fn window(im: &Importer, n: &NodeProto, x: &[usize], kernel: Option<[usize; 3]>, ceil_mode: bool) -> Result<Window3d> {
+    if x.len() != 5 {
+        return Err(unsupported(im, n, &format!("input shape {x:?} with a 3-D window: [N, C, D, H, W] is needed")));
+    }
     let a = Attrs::of(n);
     let triple = |name: &str, default: usize| -> Result<[usize; 3]> {
         match a.ints(name) {

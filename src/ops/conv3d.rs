@@ -43,7 +43,7 @@ impl Conv3d {
             return Err(OpError::shape(format!("weight must be [M, C/groups, {:?}]", self.window.kernel), shapes));
         }
         let (c, m, g) = (x[1], w[0], self.groups);
-        if g == 0 || c % g != 0 || m % g != 0 || w[1] != c / g {
+        if c == 0 || m == 0 || g == 0 || g > c || c % g != 0 || m % g != 0 || w[1] != c / g {
             return Err(OpError::shape(format!("channels do not split into {g} groups"), shapes));
         }
         if shapes.get(2).is_some_and(|b| *b != [m]) {

@@ -24,6 +24,9 @@ pub struct Pool3d {
     pub kind: Pool3dKind,
 }
 
+/// Most window taps visited per plane (outputs × kernel volume): far beyond any real network's pooling.
+const MAX_WINDOW_WORK: usize = 1 << 36;
+
 /// Argmax indices (within each input plane) of a max pool's outputs.
 struct Argmax(Vec<u32>);
 
@@ -36,6 +39,14 @@ impl Pool3d {
         }
         if x[2..].iter().product::<usize>() > u32::MAX as usize {
             return Err(OpError::shape("a plane larger than 2³² elements", shapes));
+        }
+        // Every output visits every tap: a huge window over a padded tiny input would run for days.
+        let work = out.iter().chain(&self.window.kernel).try_fold(1usize, |a, &d| a.checked_mul(d));
+        if work.is_none_or(|w| w > MAX_WINDOW_WORK) {
+            return Err(OpError::attribute(
+                "kernel_shape",
+                format!("{:?} over {out:?} outputs is too much work", self.window.kernel),
+            ));
         }
         Ok(out)
     }
