@@ -28,12 +28,15 @@ pub fn default_layer_with(graph: &Graph<f32>, logits: &str, opts: &TokenOptions)
     let out_shape = &graph.value(target).shape;
     let segmentation = out_shape.len() == 4 && out_shape[2] * out_shape[3] > 1;
     let class_maps = |o: ValueId| segmentation && graph.value(o).shape.get(1) == out_shape.get(1);
+    let volume_input = graph.inputs().first().is_some_and(|&i| graph.value(i).shape.len() == 5);
     for node in graph.nodes().iter().rev() {
         for &o in &node.outputs {
-            let channels_first = matches!(
-                cam_layout(graph, o, opts),
-                Ok(LayerLayout::ChannelsFirst | LayerLayout::Signal | LayerLayout::Volume { .. })
-            );
+            // A volume model's maps come from its volume layers; other models' from images or signals.
+            let channels_first = match cam_layout(graph, o, opts) {
+                Ok(LayerLayout::Volume { .. }) => volume_input,
+                Ok(LayerLayout::ChannelsFirst | LayerLayout::Signal) => !volume_input,
+                _ => false,
+            };
             if feeds[o.0] && o != target && !class_maps(o) && channels_first {
                 return Ok(graph.value(o).name.clone());
             }
