@@ -61,6 +61,12 @@ pub fn expect_rank(shape: &[usize], rank: usize, what: &str, all: &[&[usize]]) -
     Ok(())
 }
 
+/// A tensor of `shape` from row-major `values` (an op's freshly computed output), as a typed error on a length
+/// mismatch.
+pub fn from_vec<T: Element>(shape: &[usize], values: Vec<T>) -> Result<Tensor<T>, OpError> {
+    Tensor::from_shape_vec(IxDyn(shape), values).map_err(|e| OpError::Invalid(e.to_string()))
+}
+
 /// `t`'s elements in row-major order under a new shape (the forward and backward of every view-like op).
 pub fn reshaped<T: Element>(t: &Tensor<T>, shape: &[usize]) -> Result<Tensor<T>, OpError> {
     t.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).map_err(|e| OpError::Invalid(e.to_string()))

@@ -6,9 +6,9 @@ use super::thin_matmul::matmul;
 use super::window3d::Window3d;
 use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
-use crate::tensor::{contiguous, Tensor};
+use crate::tensor::{contiguous, from_vec, Tensor};
 use crate::Element;
-use ndarray::{Array2, ArrayView2, IxDyn};
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 /// 3-D convolution; input `[N, C, D, H, W]`, weight `[M, C/groups, kd, kh, kw]`, optional bias `[M]`.
@@ -222,10 +222,6 @@ fn group_weight<'a, T: Element>(w: &'a [T], geo: &Geo, g: usize) -> ArrayView2<'
     ArrayView2::from_shape((rows, len), &w[g * rows * len..(g + 1) * rows * len]).expect("weight slice")
 }
 
-fn shaped<T: Element>(shape: &[usize], v: Vec<T>) -> Result<Tensor<T>, OpError> {
-    Tensor::from_shape_vec(IxDyn(shape), v).map_err(|e| OpError::Invalid(e.to_string()))
-}
-
 impl<T: Element> Op<T> for Conv3d {
     fn op_type(&self) -> &'static str {
         "Conv"
@@ -242,7 +238,7 @@ impl<T: Element> Op<T> for Conv3d {
         let (x, w) = (contiguous(inputs[0]), contiguous(inputs[1]));
         let bias = inputs.get(2).map(|b| contiguous(b));
         let y = self.apply(&x, &w, bias.as_deref(), &geo);
-        Ok(Outputs::one(shaped(&[geo.n, geo.m, geo.out[0], geo.out[1], geo.out[2]], y)?))
+        Ok(Outputs::one(from_vec(&[geo.n, geo.m, geo.out[0], geo.out[1], geo.out[2]], y)?))
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
@@ -257,16 +253,16 @@ impl<T: Element> Op<T> for Conv3d {
         let geo = self.geo(&cx.input_shapes)?;
         let dy = contiguous(cx.grad()?);
         let dx = if cx.wants(0) {
-            Some(shaped(cx.input_shapes[0], self.input_grad(&dy, &contiguous(cx.input(1)?), &geo))?)
+            Some(from_vec(cx.input_shapes[0], self.input_grad(&dy, &contiguous(cx.input(1)?), &geo))?)
         } else {
             None
         };
         let dw = if cx.wants(1) {
-            Some(shaped(cx.input_shapes[1], self.weight_grad(&contiguous(cx.input(0)?), &dy, &geo))?)
+            Some(from_vec(cx.input_shapes[1], self.weight_grad(&contiguous(cx.input(0)?), &dy, &geo))?)
         } else {
             None
         };
-        let db = if cx.wants(2) { Some(shaped(&[geo.m], bias_grad(&dy, &geo))?) } else { None };
+        let db = if cx.wants(2) { Some(from_vec(&[geo.m], bias_grad(&dy, &geo))?) } else { None };
         let mut grads = vec![dx, dw];
         if cx.input_shapes.len() > 2 {
             grads.push(db);
@@ -279,6 +275,7 @@ impl<T: Element> Op<T> for Conv3d {
 mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
+    use ndarray::IxDyn;
 
     fn conv(kernel: [usize; 3], strides: [usize; 3], dilations: [usize; 3], pads: [usize; 6], groups: usize) -> Conv3d {
         Conv3d { window: Window3d { kernel, strides, dilations, pads, ceil_mode: false }, groups }

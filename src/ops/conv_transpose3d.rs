@@ -6,9 +6,8 @@ use super::conv3d::Conv3d;
 use super::window3d::Window3d;
 use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
-use crate::tensor::{contiguous, Tensor};
+use crate::tensor::{contiguous, from_vec, Tensor};
 use crate::Element;
-use ndarray::IxDyn;
 
 /// Transposed 3-D convolution; input `[N, C, D, H, W]`, weight `[C, M/groups, kd, kh, kw]`, optional bias `[M]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,10 +57,6 @@ impl ConvTranspose3d {
     }
 }
 
-fn shaped<T: Element>(shape: &[usize], v: Vec<T>) -> Result<Tensor<T>, OpError> {
-    Tensor::from_shape_vec(IxDyn(shape), v).map_err(|e| OpError::Invalid(e.to_string()))
-}
-
 impl<T: Element> Op<T> for ConvTranspose3d {
     fn op_type(&self) -> &'static str {
         "ConvTranspose"
@@ -83,7 +78,7 @@ impl<T: Element> Op<T> for ConvTranspose3d {
                 chunk.iter_mut().for_each(|v| *v += bias);
             }
         }
-        Ok(Outputs::one(shaped(&out, y)?))
+        Ok(Outputs::one(from_vec(&out, y)?))
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
@@ -97,12 +92,12 @@ impl<T: Element> Op<T> for ConvTranspose3d {
         let (out, geo) = self.shapes(&cx.input_shapes)?;
         let gy = contiguous(cx.grad()?);
         let dx = if cx.wants(0) {
-            Some(shaped(cx.input_shapes[0], self.conv().apply(&gy, &contiguous(cx.input(1)?), None, &geo))?)
+            Some(from_vec(cx.input_shapes[0], self.conv().apply(&gy, &contiguous(cx.input(1)?), None, &geo))?)
         } else {
             None
         };
         let dw = if cx.wants(1) {
-            Some(shaped(cx.input_shapes[1], self.conv().weight_grad(&gy, &contiguous(cx.input(0)?), &geo))?)
+            Some(from_vec(cx.input_shapes[1], self.conv().weight_grad(&gy, &contiguous(cx.input(0)?), &geo))?)
         } else {
             None
         };
@@ -114,7 +109,7 @@ impl<T: Element> Op<T> for ConvTranspose3d {
                 for (k, chunk) in gy.chunks(per.max(1)).enumerate() {
                     db[k % out[1]] += chunk.iter().fold(T::zero(), |a, &v| a + v);
                 }
-                Some(shaped(&[out[1]], db)?)
+                Some(from_vec(&[out[1]], db)?)
             } else {
                 None
             });
@@ -127,6 +122,7 @@ impl<T: Element> Op<T> for ConvTranspose3d {
 mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
+    use ndarray::IxDyn;
 
     fn op(
         kernel: [usize; 3],

@@ -19,8 +19,8 @@ impl Default for InstanceNormalization {
     }
 }
 
-/// Per plane: mean and 1/√(var + ε) (population variance).
-fn plane_stats<T: Element>(plane: &[T], epsilon: f64) -> (T, T) {
+/// Mean and 1/√(var + ε) (population variance) of one plane — or of one group of a layer normalization.
+pub(super) fn plane_stats<T: Element>(plane: &[T], epsilon: f64) -> (T, T) {
     let m = T::lit(plane.len().max(1) as f64);
     let mean = plane.iter().fold(T::zero(), |a, &v| a + v) / m;
     let var = plane.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / m;

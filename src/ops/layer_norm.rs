@@ -2,9 +2,10 @@
 //! mean and variance, then scaled and shifted element-wise — `y = (x − μ)/√(σ² + ε) · scale + bias`. Every
 //! transformer block normalizes its tokens this way (PyTorch's `nn.LayerNorm`).
 
+use super::instance_norm::plane_stats;
 use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
-use crate::tensor::{broadcast_shapes, contiguous, normalize_axis, sum_to_shape, Tensor};
+use crate::tensor::{broadcast_shapes, contiguous, from_vec, normalize_axis, sum_to_shape, Tensor};
 use crate::Element;
 use ndarray::IxDyn;
 use rayon::prelude::*;
@@ -37,18 +38,6 @@ fn per_element<T: Element>(v: &Tensor<T>, normalized: &[usize]) -> Result<Vec<T>
     Ok(b.iter().copied().collect())
 }
 
-/// Mean and 1/√(var + ε) of one group (population variance).
-fn group_stats<T: Element>(group: &[T], epsilon: f64) -> (T, T) {
-    let m = T::lit(group.len().max(1) as f64);
-    let mean = group.iter().fold(T::zero(), |a, &v| a + v) / m;
-    let var = group.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / m;
-    (mean, T::one() / (var + T::lit(epsilon)).sqrt())
-}
-
-fn shaped<T: Element>(shape: &[usize], v: Vec<T>) -> Result<Tensor<T>, OpError> {
-    Tensor::from_shape_vec(IxDyn(shape), v).map_err(|e| OpError::Invalid(e.to_string()))
-}
-
 impl<T: Element> Op<T> for LayerNormalization {
     fn op_type(&self) -> &'static str {
         "LayerNormalization"
@@ -78,13 +67,13 @@ impl<T: Element> Op<T> for LayerNormalization {
         let mut y = vec![T::zero(); src.len()];
         if m > 0 {
             y.par_chunks_mut(m).zip(src.par_chunks(m)).for_each(|(out, group)| {
-                let (mean, inv) = group_stats(group, self.epsilon);
+                let (mean, inv) = plane_stats(group, self.epsilon);
                 for (k, (o, &v)) in out.iter_mut().zip(group).enumerate() {
                     *o = (v - mean) * inv * scale[k] + bias.as_ref().map_or(T::zero(), |b| b[k]);
                 }
             });
         }
-        Ok(Outputs::one(shaped(x.shape(), y)?))
+        Ok(Outputs::one(from_vec(x.shape(), y)?))
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
@@ -106,7 +95,7 @@ impl<T: Element> Op<T> for LayerNormalization {
             let mf = T::lit(m as f64);
             // Groups in order (the scale and bias sums must not depend on the thread count).
             for ((out, xg), gg) in gx.chunks_mut(m).zip(xs.chunks(m)).zip(gs.chunks(m)) {
-                let (mean, inv) = group_stats(xg, self.epsilon);
+                let (mean, inv) = plane_stats(xg, self.epsilon);
                 let (mut sum_d, mut sum_dx) = (T::zero(), T::zero());
                 for k in 0..m {
                     let xhat = (xg[k] - mean) * inv;
@@ -124,10 +113,10 @@ impl<T: Element> Op<T> for LayerNormalization {
             }
         }
         let reduce = |v: Vec<T>, i: usize| -> Result<Tensor<T>, OpError> {
-            Ok(sum_to_shape(shaped(normalized, v)?, cx.input_shapes[i]))
+            Ok(sum_to_shape(from_vec(normalized, v)?, cx.input_shapes[i]))
         };
         Ok(vec![
-            if cx.wants(0) { Some(shaped(x.shape(), gx)?) } else { None },
+            if cx.wants(0) { Some(from_vec(x.shape(), gx)?) } else { None },
             if cx.wants(1) { Some(reduce(g_scale, 1)?) } else { None },
             if cx.wants(2) { Some(reduce(g_bias, 2)?) } else { None },
         ])
@@ -142,9 +131,9 @@ mod tests {
     #[test]
     fn groups_come_out_standardized_then_scaled() {
         // Closed form: a group [1, 2, 3] has mean 2 and variance 2/3, so x̂ = [−√1.5, 0, √1.5].
-        let x = shaped(&[1, 2, 3], vec![1.0, 2.0, 3.0, 10.0, 10.0, 13.0]).unwrap();
-        let scale = shaped(&[3], vec![1.0, 2.0, 3.0]).unwrap();
-        let bias = shaped(&[3], vec![0.5, 0.0, -0.5]).unwrap();
+        let x = from_vec(&[1, 2, 3], vec![1.0, 2.0, 3.0, 10.0, 10.0, 13.0]).unwrap();
+        let scale = from_vec(&[3], vec![1.0, 2.0, 3.0]).unwrap();
+        let bias = from_vec(&[3], vec![0.5, 0.0, -0.5]).unwrap();
         let ln = LayerNormalization { axis: -1, epsilon: 0.0 };
         let y = Op::<f64>::forward(&ln, &[&x, &scale, &bias]).unwrap().values.remove(0);
         let r = 1.5f64.sqrt();
