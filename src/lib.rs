@@ -49,6 +49,8 @@ pub mod tensor;
 
 pub use error::{Error, OpError, Result};
 pub use gradcam_kernels::Element;
-pub use graph::{Activations, BackwardOptions, ForwardOptions, Gradients, Graph, GraphBuilder, Plan, ValueId};
+pub use graph::{
+    Activations, BackwardOptions, BackwardOverride, ForwardOptions, Gradients, Graph, GraphBuilder, Plan, ValueId,
+};
 pub use models::{Arch, LoadOptions, Model, Precision};
 pub use tensor::Tensor;

@@ -81,7 +81,7 @@ fn fgsm_direction_matches_pytorch() {
     // gradient every sign must agree; above 0.1 %, all but 1 in 10 000 (a few kinks of ReLU6 flip in float32).
     for (threshold, required) in [(1e-2f32, 1.0f64), (1e-3, 0.9999)] {
         let (mut checked, mut agree) = (0usize, 0usize);
-        for ((&a, &x), &g) in adv.pixels.iter().zip(pixels.iter()).zip(want.iter()) {
+        for ((&a, &x), &g) in common::pairs(common::pairs(adv.pixels.iter(), pixels.iter()), want.iter()) {
             if g.abs() < threshold * scale || a <= 0.0 || a >= 1.0 {
                 continue;
             }
@@ -125,7 +125,7 @@ fn same_seed_gives_a_bit_identical_adversarial_image() {
     let cfg = AttackConfig { random_start: true, seed: 7, ..AttackConfig::pgd(4.0 / 255.0, 3) };
     let a = pgd(&model, &pixels, EGYPTIAN_CAT, &cfg).unwrap();
     let b = pgd(&model, &pixels, EGYPTIAN_CAT, &cfg).unwrap();
-    assert!(a.pixels.iter().zip(b.pixels.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(common::pairs(a.pixels.iter(), b.pixels.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
     let c = pgd(&model, &pixels, EGYPTIAN_CAT, &AttackConfig { seed: 8, ..cfg }).unwrap();
     assert!(a.pixels != c.pixels, "another seed starts elsewhere");
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::npy_f32;
+use common::{max_abs_diff, npy_f32};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request, Target};
 use gradcam::models::Weights;
 use gradcam::{Arch, Model, Tensor};
@@ -52,22 +52,18 @@ fn request(layers: &[&str], methods: Vec<Method>) -> Request {
     }
 }
 
-fn max_abs_diff(a: impl Iterator<Item = f32>, b: impl Iterator<Item = f32>) -> f32 {
-    a.zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
-
 fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
     let x: Tensor<f32> = npy_f32("models/inputs/chelsea.npy");
     for layer in layers {
         let methods = METHODS.iter().map(|&(_, m)| Method::Cam(m)).collect();
         let result = explain(model, x.clone(), &request(&[layer], methods)).unwrap().remove(0);
         assert_eq!(result.explanations.len(), METHODS.len(), "{dir} {layer}: one explanation per method");
-        for ((name, _), e) in METHODS.iter().zip(&result.explanations) {
+        for ((name, _), e) in common::pairs(METHODS.iter(), &result.explanations) {
             assert_eq!(e.method.name(), *name);
             let want_raw = npy_f32(&format!("cam/{dir}/{name}_{layer}_raw.npy"));
             let scale = want_raw.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert_eq!(e.raw[0].len(), want_raw.len(), "{dir} {name} {layer}: raw map size");
-            let raw_err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
+            let raw_err = max_abs_diff(e.raw[0].iter(), want_raw.iter()) / scale;
             assert!(raw_err < 1e-4, "{dir} {name} {layer}: raw map off by {raw_err:.2e} (relative)");
             // The newer methods keep a final-map reference for the first layer only (fixtures/ stays near 30 MB);
             // their raw maps are compared on both.
@@ -76,7 +72,7 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
             }
             let want_cam = npy_f32(&format!("cam/{dir}/{name}_{layer}_cam.npy"));
             assert_eq!(e.cam.shape(), want_cam.shape());
-            let cam_err = max_abs_diff(e.cam.iter().copied(), want_cam.iter().copied());
+            let cam_err = max_abs_diff(e.cam.iter(), want_cam.iter());
             assert!(cam_err < 1e-4, "{dir} {name} {layer}: final map off by {cam_err:.2e}");
         }
     }
@@ -84,11 +80,11 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
     for layer in layers {
         let methods = vec![Method::Cam(CamMethod::ScoreCam), Method::Cam(CamMethod::AblationCam)];
         let result = explain(model, x.clone(), &request(&[layer], methods)).unwrap().remove(0);
-        for (name, e) in ["scorecam", "ablationcam"].iter().zip(&result.explanations) {
+        for (name, e) in common::pairs(["scorecam", "ablationcam"].iter(), &result.explanations) {
             let want = npy_f32(&format!("cam/{dir}/{name}_{layer}_raw.npy"));
             assert_eq!(e.raw[0].len(), want.len(), "{dir} {name} {layer}: raw map size");
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let err = max_abs_diff(e.raw[0].iter().copied(), want.iter().copied()) / scale;
+            let err = max_abs_diff(e.raw[0].iter(), want.iter()) / scale;
             // Ablation-CAM's weights (y − y_¬k)/y subtract nearly equal scores: their float32 rounding (≈ 1e-6 of a
             // logit) is ≈ 1e-4 of a weight, and a map of signed activations (a batch-norm's output) cancels most of
             // its terms — 7e-4 on `_bn1`, under 1e-4 on the rectified layers.
@@ -103,11 +99,11 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
     req.eigen_smooth = true;
     let smoothed = explain(model, x.clone(), &req).unwrap().remove(0);
     assert_eq!(smoothed.explanations.len(), 2);
-    for ((name, _), e) in smooth_methods.iter().zip(&smoothed.explanations) {
+    for ((name, _), e) in common::pairs(smooth_methods.iter(), &smoothed.explanations) {
         let want_raw = npy_f32(&format!("cam/{dir}/{name}_{}_eigensmooth_raw.npy", layers[0]));
         assert_eq!(e.raw[0].len(), want_raw.len());
         let scale = want_raw.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = max_abs_diff(e.raw[0].iter().copied(), want_raw.iter().copied()) / scale;
+        let err = max_abs_diff(e.raw[0].iter(), want_raw.iter()) / scale;
         assert!(err < 1e-4, "{dir} {name} eigen_smooth: raw map off by {err:.2e} (relative)");
     }
     // The softmax probability as the target: Grad-CAM's raw map (a different map from the logit's).
@@ -118,10 +114,10 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
     let raw = &prob.explanations[0].raw[0];
     assert_eq!(raw.len(), want.len());
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = max_abs_diff(raw.iter().copied(), want.iter().copied()) / scale;
+    let err = max_abs_diff(raw.iter(), want.iter()) / scale;
     assert!(err < 1e-4, "{dir} probability target: raw map off by {err:.2e} (relative)");
     let logit = npy_f32(&format!("cam/{dir}/gradcam_{}_raw.npy", layers[0]));
-    let apart = max_abs_diff(logit.iter().copied(), want.iter().copied()) / scale;
+    let apart = max_abs_diff(logit.iter(), want.iter()) / scale;
     assert!(apart > 1e-3, "{dir}: the probability's map equals the logit's ({apart:.2e})");
     // aug_smooth (six augmented inputs, flipped back, averaged): Grad-CAM's final map on the bundled model.
     if dir == "efficientnet_lite0" {
@@ -131,15 +127,15 @@ fn check_model(model: &Model, dir: &str, layers: [&str; 2]) {
         let want = npy_f32(&format!("cam/{dir}/gradcam_{}_augsmooth_cam.npy", layers[0]));
         let cam = &smoothed.explanations[0].cam;
         assert_eq!(cam.shape(), want.shape());
-        let err = max_abs_diff(cam.iter().copied(), want.iter().copied());
+        let err = max_abs_diff(cam.iter(), want.iter());
         assert!(err < 1e-4, "{dir} aug_smooth: final map off by {err:.2e}");
         let plain = explain(model, x.clone(), &request(&layers[..1], vec![Method::Cam(CamMethod::GradCam)])).unwrap();
-        let moved = max_abs_diff(cam.iter().copied(), plain[0].explanations[0].cam.iter().copied());
+        let moved = max_abs_diff(cam.iter(), plain[0].explanations[0].cam.iter());
         assert!(moved > 1e-3, "aug_smooth changed nothing ({moved:.2e})");
     }
     let both = explain(model, x, &request(&layers, vec![Method::Cam(CamMethod::GradCam)])).unwrap().remove(0);
     let want = npy_f32(&format!("cam/{dir}/gradcam_{}+{}_cam.npy", layers[0], layers[1]));
-    let err = max_abs_diff(both.explanations[0].cam.iter().copied(), want.iter().copied());
+    let err = max_abs_diff(both.explanations[0].cam.iter(), want.iter());
     assert!(err < 1e-4, "{dir}: two-layer Grad-CAM off by {err:.2e}");
 }
 
@@ -165,9 +161,9 @@ fn guided_backprop_matches_pytorch_grad_cam() {
     let ours = &result.explanations[0].raw[0];
     let (f32_ref, f64_ref) =
         (npy_f32("cam/resnet18/guided_backprop_f32.npy"), npy_f32("cam/resnet18/guided_backprop_f64.npy"));
-    let rel_l2 = |a: &mut dyn Iterator<Item = f32>| {
+    let rel_l2 = |a: &[f32]| {
         let (mut d, mut n) = (0f64, 0f64);
-        for (x, y) in a.zip(f64_ref.iter()) {
+        for (x, y) in common::pairs(a.iter(), f64_ref.iter()) {
             d += ((x - y) as f64).powi(2);
             n += (*y as f64).powi(2);
         }
@@ -175,7 +171,7 @@ fn guided_backprop_matches_pytorch_grad_cam() {
     };
     // The references keep every 11th value of the flattened image.
     let sampled = strided(ours);
-    let (e_ours, e_torch) = (rel_l2(&mut sampled.iter().copied()), rel_l2(&mut f32_ref.iter().copied()));
+    let (e_ours, e_torch) = (rel_l2(&sampled), rel_l2(f32_ref.as_slice().unwrap()));
     assert!(
         e_ours <= 2.0 * e_torch + 1e-5,
         "guided backprop off by {e_ours:.2e} (pytorch-grad-cam f32: {e_torch:.2e})"
@@ -192,7 +188,7 @@ fn strided(a: &ndarray::ArrayD<f32>) -> Vec<f32> {
 fn relative_error(ours: &[f32], want: &ndarray::ArrayD<f32>) -> f32 {
     assert_eq!(ours.len(), want.len(), "sampled sizes");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    max_abs_diff(ours.iter().copied(), want.iter().copied()) / scale
+    max_abs_diff(ours.iter(), want.iter()) / scale
 }
 
 /// FullGrad against pytorch-grad-cam's (final maps: input-gradient and bias-gradient terms of every batch-norm).
@@ -231,13 +227,13 @@ fn smoothgrad_and_integrated_gradients_match_captum() {
     let mut req = request(&[], vec![Method::SmoothGrad, Method::IntegratedGradients]);
     (req.samples, req.noise, req.steps) = (8, 0.15, 16);
     let e = explain(&model, x, &req).unwrap().remove(0);
-    for (ex, name) in e.explanations.iter().zip(["smoothgrad", "integrated_gradients"]) {
+    for (ex, name) in common::pairs(e.explanations.iter(), ["smoothgrad", "integrated_gradients"]) {
         let (f32_ref, f64_ref) =
             (npy_f32(&format!("cam/resnet18/{name}_f32.npy")), npy_f32(&format!("cam/resnet18/{name}_f64.npy")));
         let rel_l2 = |a: &[f32]| {
             assert_eq!(a.len(), f64_ref.len(), "sampled sizes");
             let (mut d, mut n) = (0f64, 0f64);
-            for (x, y) in a.iter().zip(f64_ref.iter()) {
+            for (x, y) in common::pairs(a.iter(), f64_ref.iter()) {
                 d += ((x - y) as f64).powi(2);
                 n += (*y as f64).powi(2);
             }

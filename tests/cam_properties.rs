@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::random;
+use common::{max_abs_diff, random};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::input::{decode_image, image_to_tensor, Normalization};
 use gradcam::models::imagenet_labels;
@@ -130,10 +130,13 @@ fn counterfactual_and_gradcam_do_not_overlap() {
         let pos = explain(&model, x.clone(), &gradcam(&[], class, false)).unwrap().remove(0);
         let neg = explain(&model, x.clone(), &gradcam(&[], class, true)).unwrap().remove(0);
         let (p, n) = (&pos.explanations[0].raw[0], &neg.explanations[0].raw[0]);
-        let overlap = p.iter().zip(n.iter()).filter(|(a, b)| **a > 0.0 && **b > 0.0).count();
+        let overlap = common::pairs(p.iter(), n.iter()).filter(|(a, b)| **a > 0.0 && **b > 0.0).count();
         assert_eq!(overlap, 0, "class {class}");
         // Negating the gradients negates the raw map exactly, so wherever one map is positive the other is negative.
-        assert!(p.iter().zip(n.iter()).all(|(a, b)| *b == -*a), "class {class}: counterfactual is not the negated map");
+        assert!(
+            common::pairs(p.iter(), n.iter()).all(|(a, b)| *b == -*a),
+            "class {class}: counterfactual is not the negated map"
+        );
         assert!(p.iter().chain(n.iter()).any(|v| *v > 0.0), "class {class}: neither map has support");
     }
 }
@@ -152,8 +155,8 @@ fn a_batch_gives_the_same_maps_as_single_images() {
     for (i, x) in [cat, cup].into_iter().enumerate() {
         let alone = explain(&model, x, &request).unwrap().remove(0);
         assert_eq!(together[i].predictions[0].class, alone.predictions[0].class);
-        for (a, b) in together[i].explanations.iter().zip(&alone.explanations) {
-            let d = a.cam.iter().zip(b.cam.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        for (a, b) in common::pairs(together[i].explanations.iter(), &alone.explanations) {
+            let d = max_abs_diff(a.cam.iter(), b.cam.iter());
             assert!(d < 1e-5, "image {i} {}: batch and single maps differ by {d}", a.method.name());
         }
     }

@@ -288,8 +288,11 @@ fn attack_json_contract_and_files() {
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["predictions"][0]["class"], v["adversarial"]["top1"]);
 
-    let o = gradcam(&["attack", &cat(), "--eps", "-1", "--out-dir", dir.to_str().unwrap()]);
+    // `--eps=-1` (not `--eps -1`, which the argument parser takes for an unknown flag) reaches ε's validation.
+    let o = gradcam(&["attack", &cat(), "--eps=-1", "--out-dir", dir.to_str().unwrap()]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'-1' is not a finite non-negative number"), "{err}");
 
     let o = gradcam(&[
         "attack",
@@ -355,14 +358,14 @@ fn explain_in_batches_matches_one_at_a_time() {
         assert_eq!(lines.len(), 3, "one JSON line per image");
         runs.push(lines);
     }
-    for (one, two) in runs[0].iter().zip(&runs[1]) {
+    for (one, two) in common::pairs(runs[0].iter(), &runs[1]) {
         assert_eq!(one["predictions"][0]["class"], two["predictions"][0]["class"]);
         let cam = |v: &serde_json::Value| -> ndarray::ArrayD<f32> {
             ndarray_npy::read_npy(v["explanations"][0]["cam_npy"].as_str().unwrap()).unwrap()
         };
         let (a, b) = (cam(one), cam(two));
         assert_eq!(a.shape(), b.shape());
-        let diff = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let diff = common::max_abs_diff(a.iter(), b.iter());
         assert!(diff < 1e-4, "maps differ by {diff}");
     }
     assert_eq!(runs[0][0]["predictions"][0]["class"], 285, "cat");

@@ -10,11 +10,11 @@ use gradcam::{GraphBuilder, Model, Tensor};
 fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
-    a.iter().zip(b.iter()).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
+    common::pairs(a.iter(), b.iter()).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
 }
 
 fn rel_l2(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
-    let d: f64 = a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let d: f64 = common::pairs(a.iter(), b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (d / n.max(1e-300)).sqrt()
 }

@@ -21,7 +21,7 @@ use gradcam::{LoadOptions, Model, Precision, Tensor};
 
 fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let num: f64 = common::pairs(a.iter(), b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den).sqrt()
 }
@@ -162,7 +162,7 @@ fn safetensors_f32_files_are_rounded_once_and_f16_overflow_is_refused() {
                 Param::Half(h) => {
                     assert_eq!(h.precision(), precision);
                     let got = h.widen::<f32>();
-                    for (&g, &v) in got.iter().zip(&w) {
+                    for (&g, &v) in common::pairs(got.iter(), &w) {
                         let want = match precision {
                             Precision::F16 => half::f16::from_f32(v).to_f32(),
                             _ => half::bf16::from_f32(v).to_f32(),

@@ -84,7 +84,7 @@ fn sanity_check_separates_gradcam_from_guided_backprop() {
     let layers = 6;
     let grad = cascading_randomization(&mut model, &x, Method::Cam(CamMethod::GradCam), &req, Some(layers)).unwrap();
     let guided = cascading_randomization(&mut model, &x, Method::GuidedBackprop, &req, Some(layers)).unwrap();
-    for (g, b) in grad.iter().zip(&guided) {
+    for (g, b) in common::pairs(grad.iter(), &guided) {
         eprintln!(
             "{:>20}: gradcam ρ {:+.3} ssim {:+.3} | guided ρ {:+.3} ssim {:+.3}",
             g.layer, g.spearman, g.ssim, b.spearman, b.ssim
@@ -137,7 +137,7 @@ fn confidence_and_road_match_pytorch_grad_cam() {
         .chain(r.lerf.iter().copied())
         .collect();
     assert_eq!(ours.len(), want.len());
-    for (i, (a, b)) in ours.iter().zip(want.iter()).enumerate() {
+    for (i, (a, b)) in common::pairs(ours.iter(), want.iter()).enumerate() {
         assert!((a - b).abs() <= 1e-3 + 1e-4 * b.abs(), "value {i}: ours {a}, pytorch-grad-cam {b}");
     }
     let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;

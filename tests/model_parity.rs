@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{npy_f32, one_hot};
+use common::{max_abs_diff, npy_f32, one_hot};
 use gradcam::input::load_image;
 use gradcam::models::Weights;
 use gradcam::{Arch, Model, Tensor};
@@ -14,7 +14,7 @@ use gradcam::{Arch, Model, Tensor};
 fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
-    a.iter().zip(b.iter()).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
+    common::pairs(a.iter(), b.iter()).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
 }
 
 fn check(model: &Model, case: &str, layer: Option<&str>) {
@@ -96,7 +96,7 @@ fn check_fused(model: &Model, case: &str, layer: Option<&str>) {
 
 /// ‖a − b‖ / ‖b‖.
 fn rel_l2(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
-    let d: f64 = a.iter().zip(b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let d: f64 = common::pairs(a.iter(), b.iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (d / n.max(1e-300)).sqrt()
 }
@@ -148,7 +148,7 @@ fn image_preprocessing_and_probabilities_match_pytorch() {
         let img = load_image(&common::fixture(&format!("images/{image}")), [224, 224]).unwrap();
         let x = model.normalization.apply(&img.pixels);
         let want_x = npy_f32(&format!("models/inputs/{}.npy", image.trim_end_matches(".png")));
-        let dx = x.iter().zip(want_x.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let dx = max_abs_diff(x.iter(), want_x.iter());
         assert!(dx < 1e-4, "{image}: preprocessing differs by {dx}");
         let plan = model.graph.inference_plan(&[&model.logits]).unwrap();
         let acts = model.graph.forward(&plan, vec![(&model.input, x)]).unwrap();
@@ -160,7 +160,7 @@ fn image_preprocessing_and_probabilities_match_pytorch() {
         };
         let (p, q) =
             (softmax(acts.get(&model.logits).unwrap()), softmax(&npy_f32(&format!("models/{case}/logits.npy"))));
-        let worst = p.iter().zip(&q).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        let worst = common::pairs(p.iter(), &q).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst < 1e-3, "{image}: probabilities differ by {worst}");
     }
 }

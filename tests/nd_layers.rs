@@ -31,7 +31,7 @@ fn one_and_three_dimensional_layers_match_pytorch_and_their_gradients_finite_dif
         let acts = g.forward(&plan, vec![(input, x.clone())]).unwrap();
         let y = acts.get(output).unwrap().clone();
         assert_eq!(y.shape(), want.shape(), "{case}");
-        let err = y.iter().zip(want.iter()).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+        let err = common::max_abs_diff(y.iter(), want.iter());
         assert!(err < 1e-5, "{case}: off by {err:.2e}");
         // ∂(Σ r·y)/∂x against central differences, at a few entries.
         let r = common::random::<f32>(y.shape(), 17);
@@ -39,7 +39,7 @@ fn one_and_three_dimensional_layers_match_pytorch_and_their_gradients_finite_dif
         let gx = grads.get(input).unwrap();
         let loss = |x: Tensor<f32>| -> f64 {
             let acts = g.forward(&plan, vec![(input, x)]).unwrap();
-            acts.get(output).unwrap().iter().zip(r.iter()).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            common::pairs(acts.get(output).unwrap().iter(), r.iter()).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
         };
         let h = 1e-2f32;
         for flat in [0, x.len() / 3, x.len() - 1] {

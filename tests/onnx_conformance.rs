@@ -14,6 +14,15 @@ fn run(model: &Path, inputs: Vec<Tensor<f32>>, expected: Vec<Const>) -> Result<(
     let g = &m.graph;
     let outs: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
     let plan = g.inference_plan(&outs).map_err(|e| e.to_string())?;
+    if m.inputs.len() != inputs.len() || outs.len() != expected.len() || expected.is_empty() {
+        return Err(format!(
+            "{} inputs and {} outputs, but the test data has {} and {}",
+            m.inputs.len(),
+            outs.len(),
+            inputs.len(),
+            expected.len()
+        ));
+    }
     let bound: Vec<(&str, Tensor<f32>)> = m.inputs.iter().map(String::as_str).zip(inputs).collect();
     let acts = g.forward(&plan, bound).map_err(|e| e.to_string())?;
     for (name, want) in outs.iter().zip(expected) {
@@ -22,8 +31,9 @@ fn run(model: &Path, inputs: Vec<Tensor<f32>>, expected: Vec<Const>) -> Result<(
         if got.shape() != want.shape() {
             return Err(format!("output '{name}': shape {:?}, expected {:?}", got.shape(), want.shape()));
         }
-        let worst =
-            got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs() / (1e-4 + 1e-3 * b.abs())).fold(0f32, f32::max);
+        let worst = common::pairs(got.iter(), want.iter())
+            .map(|(a, b)| (a - b).abs() / (1e-4 + 1e-3 * b.abs()))
+            .fold(0f32, f32::max);
         if worst > 1.0 {
             return Err(format!("output '{name}': off by {worst:.2}× the tolerance"));
         }

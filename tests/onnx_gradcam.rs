@@ -68,15 +68,15 @@ fn compare(name: &str, reference: Model, reference_layer: &str, onnx_layer: &str
     let x = common::npy_f32("models/inputs/chelsea.npy");
     let a = explain(&reference, x.clone(), &gradcam(reference_layer)).unwrap().remove(0);
     let b = explain(&onnx, x, &gradcam(onnx_layer)).unwrap().remove(0);
-    for (p, q) in a.predictions.iter().zip(&b.predictions) {
+    for (p, q) in common::pairs(a.predictions.iter(), &b.predictions) {
         assert_eq!(p.class, q.class, "{name}: predictions differ");
         assert!((p.logit - q.logit).abs() <= 1e-5 * p.logit.abs().max(1.0), "{name}: logit {} vs {}", p.logit, q.logit);
     }
-    for (e, f) in a.explanations.iter().zip(&b.explanations) {
-        let d = e.cam.iter().zip(f.cam.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    for (e, f) in common::pairs(a.explanations.iter(), &b.explanations) {
+        let d = common::max_abs_diff(e.cam.iter(), f.cam.iter());
         assert!(d <= 1e-5, "{name} {} class {}: maps differ by {d:.2e}", e.method.name(), e.class);
         let scale = e.raw[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        let r = e.raw[0].iter().zip(f.raw[0].iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        let r = common::max_abs_diff(e.raw[0].iter(), f.raw[0].iter()) / scale;
         assert!(r <= 1e-5, "{name} {} class {}: raw maps differ by {r:.2e} (relative)", e.method.name(), e.class);
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::random;
+use common::{max_abs_diff, random};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::models::Weights;
 use gradcam::ops::{Conv, Flatten, Gemm, GlobalAveragePool, Softplus};
@@ -41,7 +41,7 @@ fn a_suffix_plan_reproduces_the_logits_from_inside_a_residual_block() {
             feeds.iter().map(|f| (f.as_str(), full.get(f).unwrap().clone())).collect();
         let part = g.forward(&suffix, inputs).unwrap();
         let (a, b) = (full.get(&model.logits).unwrap(), part.get(&model.logits).unwrap());
-        let err = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let err = max_abs_diff(a.iter(), b.iter());
         assert!(err < 1e-4, "{from}: logits differ by {err}");
         // Without its feeds, the suffix refuses to run.
         assert!(g.forward(&suffix, vec![]).is_err());
@@ -60,9 +60,9 @@ fn score_and_ablation_cam_do_not_depend_on_the_batch_size() {
     let a = explain(&model, x.clone(), &req).unwrap().remove(0);
     req.batch_size = 1;
     let b = explain(&model, x, &req).unwrap().remove(0);
-    for (ea, eb) in a.explanations.iter().zip(&b.explanations) {
+    for (ea, eb) in common::pairs(a.explanations.iter(), &b.explanations) {
         let scale = ea.raw[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = ea.raw[0].iter().zip(eb.raw[0].iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let err = max_abs_diff(ea.raw[0].iter(), eb.raw[0].iter());
         assert!(
             scale > 0.0 && err <= 1e-4 * scale,
             "{}: batch 1 vs 32 differ by {err} (scale {scale})",
@@ -124,7 +124,7 @@ fn smoothgrad_without_noise_is_the_absolute_gradient() {
     req.samples = 3;
     let r = explain(&model, x, &req).unwrap().remove(0);
     let (sg, sal) = (&r.explanations[0].raw[0], &r.explanations[1].raw[0]);
-    let err = sg.iter().zip(sal.iter()).fold(0f32, |m, (a, b)| m.max((a - b.abs()).abs()));
+    let err = common::pairs(sg.iter(), sal.iter()).fold(0f32, |m, (a, b)| m.max((a - b.abs()).abs()));
     let scale = sal.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(err <= 1e-5 * scale, "SmoothGrad(σ = 0) vs |saliency|: {err}");
     // With noise the map changes, and the same request gives the same map (seeded noise).
@@ -134,7 +134,7 @@ fn smoothgrad_without_noise_is_the_absolute_gradient() {
     let a = explain(&model, x.clone(), &req).unwrap().remove(0).explanations.remove(0);
     let b = explain(&model, x, &req).unwrap().remove(0).explanations.remove(0);
     assert_eq!(a.raw[0], b.raw[0]);
-    let moved = a.raw[0].iter().zip(sal.iter()).fold(0f32, |m, (a, b)| m.max((a - b.abs()).abs()));
+    let moved = common::pairs(a.raw[0].iter(), sal.iter()).fold(0f32, |m, (a, b)| m.max((a - b.abs()).abs()));
     assert!(moved > 1e-4 * scale, "noise changed nothing");
 }
 
@@ -152,7 +152,7 @@ fn fullgrad_without_bias_layers_is_the_scaled_input_term() {
         let (lo, hi) = term.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
         want += &term.mapv(|v| (v - lo) / (hi - lo + 1e-7));
     }
-    let err = fg.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = max_abs_diff(fg.iter(), want.iter());
     assert!(err < 1e-5, "FullGrad vs the scaled input term: {err}");
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::npy_f32;
+use common::{max_abs_diff, npy_f32};
 use gradcam::cam::{default_layer, explain, ClassChoice, Method, Request, Target};
 use gradcam::{Model, Tensor};
 use ndarray::Array2;
@@ -30,7 +30,7 @@ fn left_half() -> Array2<f32> {
 fn raw_error(ours: &ndarray::ArrayD<f32>, want: &ndarray::ArrayD<f32>) -> f32 {
     assert_eq!(ours.len(), want.len());
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    ours.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    max_abs_diff(ours.iter(), want.iter()) / scale
 }
 
 #[test]

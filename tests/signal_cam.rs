@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{npy_f32, relative_error};
+use common::{max_abs_diff, npy_f32, relative_error};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::Model;
 use std::process::Command;
@@ -48,7 +48,7 @@ fn a_signal_model_matches_pytorch_grad_cam_on_a_one_row_image() {
         assert!(err < 1e-5, "logit {} off by {err:.2e}", p.class);
     }
     assert_eq!(result.explanations.len(), METHODS.len() + 1);
-    for ((name, _), e) in METHODS.iter().zip(&result.explanations) {
+    for ((name, _), e) in common::pairs(METHODS.iter(), &result.explanations) {
         assert_eq!(e.method.name(), *name);
         assert_eq!(e.raw[0].shape(), [1, 64], "{name}: a one-row map at the layer's length");
         let want = npy_f32(&format!("cam/signal/{name}_raw.npy"));
@@ -58,7 +58,7 @@ fn a_signal_model_matches_pytorch_grad_cam_on_a_one_row_image() {
     let cam = &result.explanations[0].cam;
     assert_eq!(cam.shape(), [1, 128]);
     let want = npy_f32("cam/signal/gradcam_cam.npy");
-    let err = cam.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = max_abs_diff(cam.iter(), want.iter());
     assert_eq!(cam.len(), want.len());
     assert!(err < 1e-4, "final map off by {err:.2e}");
     let saliency = result.explanations.last().unwrap();

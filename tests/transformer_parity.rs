@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{npy_f32, relative_error};
+use common::{max_abs_diff, npy_f32, relative_error};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request, TokenOptions};
 use gradcam::{Error, Model};
 
@@ -46,7 +46,7 @@ fn check(name: &str, layer: &str, grid: [usize; 2]) {
     }
     assert_eq!(result.layers, [layer]);
     assert_eq!(result.explanations.len(), METHODS.len() + 1);
-    for ((method, _), e) in METHODS.iter().zip(&result.explanations) {
+    for ((method, _), e) in common::pairs(METHODS.iter(), &result.explanations) {
         assert_eq!(e.method.name(), *method);
         assert_eq!(e.raw[0].shape(), grid, "{name} {method}: the token grid");
         let want = npy_f32(&format!("cam/{name}/{method}_raw.npy"));
@@ -57,7 +57,7 @@ fn check(name: &str, layer: &str, grid: [usize; 2]) {
     let want_cam = npy_f32(&format!("cam/{name}/gradcam_cam.npy"));
     let cam = &result.explanations[0].cam;
     assert_eq!(cam.shape(), want_cam.shape());
-    let err = cam.iter().zip(want_cam.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = max_abs_diff(cam.iter(), want_cam.iter());
     assert!(err < 1e-4, "{name}: final Grad-CAM map off by {err:.2e}");
     let saliency = result.explanations.last().unwrap();
     assert_eq!(saliency.method, Method::Saliency);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{npy_f32, relative_error};
+use common::{max_abs_diff, npy_f32, relative_error};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::Model;
 use std::process::Command;
@@ -45,7 +45,7 @@ fn a_volume_model_matches_pytorch_grad_cam() {
         assert!(err < 1e-5, "logit {} off by {err:.2e}", p.class);
     }
     assert_eq!(result.explanations.len(), METHODS.len() + 1);
-    for ((name, _), e) in METHODS.iter().zip(&result.explanations) {
+    for ((name, _), e) in common::pairs(METHODS.iter(), &result.explanations) {
         assert_eq!(e.method.name(), *name);
         assert_eq!(e.raw[0].shape(), [4, 8, 8], "{name}: the layer's volume");
         let want = npy_f32(&format!("cam/volume/{name}_raw.npy"));
@@ -57,7 +57,7 @@ fn a_volume_model_matches_pytorch_grad_cam() {
     assert_eq!(cam.shape(), [8 * 16, 16]);
     let want = npy_f32("cam/volume/gradcam_cam.npy");
     assert_eq!(cam.len(), want.len());
-    let err = cam.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = max_abs_diff(cam.iter(), want.iter());
     assert!(err < 1e-4, "final map off by {err:.2e}");
     let saliency = result.explanations.last().unwrap();
     let err =

@@ -125,31 +125,6 @@ per_level! {
 }
 
 #[inline(always)]
-fn select_bits_body(words: &[u64], g: &[f32], positive_only: bool, out: &mut [f32]) {
-    for ((out, g), &word) in out.chunks_mut(64).zip(g.chunks(64)).zip(words) {
-        if let (Ok(out), Ok(g)) = (<&mut [f32; 64]>::try_from(&mut *out), <&[f32; 64]>::try_from(g)) {
-            // A whole word: a fixed trip count that vectorizes (variable shifts, compares and blends).
-            for b in 0..64 {
-                let keep = (word >> b) & 1 == 1 && (!positive_only || g[b] > 0.0);
-                out[b] = if keep { g[b] } else { 0.0 };
-            }
-        } else {
-            for (b, (o, &gv)) in out.iter_mut().zip(g).enumerate() {
-                let keep = (word >> b) & 1 == 1 && (!positive_only || gv > 0.0);
-                *o = if keep { gv } else { 0.0 };
-            }
-        }
-    }
-}
-
-per_level! {
-    /// `out_i = g_i` where bit `i` of `words` is set (and, with `positive_only`, `g_i > 0`), else 0 — the backward
-    /// of a clamp-like activation from its one-bit mask — over `min(len)` elements, bit `i` being bit `i % 64` of
-    /// `words[i / 64]`.
-    pub fn select_bits(words: &[u64], g: &[f32], positive_only: bool, out: &mut [f32]); simd: select_bits_body, portable: select_bits_body
-}
-
-#[inline(always)]
 fn keep_bits_body(words: &[u64], x: &mut [f32]) {
     for (x, &word) in x.chunks_mut(64).zip(words) {
         if let Ok(x) = <&mut [f32; 64]>::try_from(&mut *x) {
@@ -166,7 +141,8 @@ fn keep_bits_body(words: &[u64], x: &mut [f32]) {
 }
 
 per_level! {
-    /// [`select_bits`] in place (without `positive_only`): `x_i ← 0` where bit `i` of `words` is clear.
+    /// `x_i ← 0` where bit `i` of `words` is clear (bit `i` being bit `i % 64` of `words[i / 64]`), over the
+    /// elements that `words` covers — the backward of a clamp-like activation from its one-bit mask.
     pub fn keep_bits(words: &[u64], x: &mut [f32]); simd: keep_bits_body, portable: keep_bits_body
 }
 
@@ -221,37 +197,14 @@ mod tests {
     }
 
     #[test]
-    fn select_bits_keeps_the_set_elements_on_every_level() {
+    fn keep_bits_clears_the_unset_elements_on_every_level() {
         let n = 3 * 64 + 29;
         let words = [0xF0F0_0000_FFFF_1234u64, u64::MAX, 0, 0x1555_5555];
         let g: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -(i as f32) } else { i as f32 + 0.5 }).collect();
-        for positive_only in [false, true] {
-            let want: Vec<f32> = (0..n)
-                .map(|i| {
-                    let set = (words[i / 64] >> (i % 64)) & 1 == 1;
-                    if set && (!positive_only || g[i] > 0.0) {
-                        g[i]
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let mut out = vec![f32::NAN; n];
-            select_bits(&words, &g, positive_only, &mut out);
-            assert_eq!(out, want, "{} positive_only {positive_only}", crate::simd::level());
-        }
-    }
-
-    #[test]
-    fn keep_bits_equals_select_bits_in_place() {
-        let n = 2 * 64 + 5;
-        let words = [0x8000_0000_0000_0001u64, 0x0F0F_F0F0_1234_5678, 0b10110];
-        let g: Vec<f32> = (0..n).map(|i| i as f32 - 60.5).collect();
-        let mut want = vec![f32::NAN; n];
-        select_bits(&words, &g, false, &mut want);
+        let want: Vec<f32> = (0..n).map(|i| if (words[i / 64] >> (i % 64)) & 1 == 1 { g[i] } else { 0.0 }).collect();
         let mut got = g.clone();
         keep_bits(&words, &mut got);
-        assert_eq!(got, want);
+        assert_eq!(got, want, "{}", crate::simd::level());
         assert!(
             got.iter().zip(&g).any(|(a, b)| a != b) && got.iter().any(|&v| v != 0.0),
             "something kept, something cleared"

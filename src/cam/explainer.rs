@@ -13,7 +13,6 @@ use super::{cam_layout, default_layer_with, LayerLayout, Method, TokenOptions};
 use crate::error::{Error, Result};
 use crate::graph::{BackwardOptions, Plan};
 use crate::models::Model;
-use crate::ops::ReluRule;
 use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix3, IxDyn};
 use std::collections::HashMap;
@@ -409,7 +408,10 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             None
         };
         let guided_grads = if guided {
-            Some(acts.backward_with(vec![(&model.logits, seed)], BackwardOptions { relu_rule: ReluRule::Guided })?)
+            Some(acts.backward_with(
+                vec![(&model.logits, seed)],
+                BackwardOptions { overrides: Some(&super::guided::GuidedRectifiers) },
+            )?)
         } else {
             None
         };

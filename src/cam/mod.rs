@@ -5,6 +5,7 @@ mod aug_smooth;
 mod explainer;
 mod finer;
 mod full_grad;
+mod guided;
 mod integrated_gradients;
 mod layer;
 mod localize;

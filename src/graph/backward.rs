@@ -1,17 +1,47 @@
 //! The backward sweep: a plain loop over the planned nodes in reverse topological order.
 
 use super::{Activations, ValueId};
-use crate::error::{Error, Result};
-use crate::ops::{ReluRule, Vjp};
+use crate::error::{Error, OpError, Result};
+use crate::ops::{Op, Vjp};
 use crate::tensor::Tensor;
 use crate::Element;
 use std::collections::HashMap;
 
+/// A backward rule that replaces some ops' own for one sweep: how a method with rules of its own (guided
+/// backpropagation) plugs into the engine, which knows nothing of it.
+pub trait BackwardOverride<T: Element>: Sync {
+    /// Whether this override replaces `op`'s backward.
+    fn overrides(&self, op: &dyn Op<T>) -> bool;
+
+    /// The input gradients of `op`, in place of its own rule (which the override may call, e.g. on a modified
+    /// output gradient).
+    fn backward(&self, op: &dyn Op<T>, cx: &Vjp<'_, T>) -> std::result::Result<Vec<Option<Tensor<T>>>, OpError>;
+}
+
 /// Options of a backward sweep.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BackwardOptions {
-    /// Backward rule for rectifiers (exact, or guided backpropagation).
-    pub relu_rule: ReluRule,
+pub struct BackwardOptions<'a, T> {
+    /// Backward rules that replace some ops' own (none: every op's true derivative).
+    pub overrides: Option<&'a dyn BackwardOverride<T>>,
+}
+
+impl<T> Default for BackwardOptions<'_, T> {
+    fn default() -> Self {
+        BackwardOptions { overrides: None }
+    }
+}
+
+impl<T> Clone for BackwardOptions<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for BackwardOptions<'_, T> {}
+
+impl<T> std::fmt::Debug for BackwardOptions<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackwardOptions").field("overrides", &self.overrides.is_some()).finish()
+    }
 }
 
 /// One vector-Jacobian product that ran: for tests, profiling and showing that a sweep was partial.
@@ -59,17 +89,12 @@ fn accumulate<T: Element>(slot: &mut Option<Tensor<T>>, g: Tensor<T>) {
 
 impl<T: Element> Activations<'_, T> {
     /// The input gradient of node `n` made from its output gradient in place, where `n` is a clamp-like activation
-    /// with a saved mask and the plain ReLU rule applies; else `None` (the op's own backward runs). The output
-    /// gradient is the sweep's own (taken, or cloned for a `wrt`), so overwriting it is safe.
-    fn mask_in_place(
-        &self,
-        n: usize,
-        out_grads: &mut [Option<Tensor<T>>],
-        options: BackwardOptions,
-    ) -> Option<Tensor<T>> {
+    /// with a saved mask (and its own rule applies); else `None` (the op's own backward runs). The output gradient
+    /// is the sweep's own (taken, or cloned for a `wrt`), so overwriting it is safe.
+    fn mask_in_place(&self, n: usize, out_grads: &mut [Option<Tensor<T>>]) -> Option<Tensor<T>> {
         let node = &self.graph.nodes[n];
         let wanted_first_only = matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w));
-        if options.relu_rule != crate::ops::ReluRule::Exact || !wanted_first_only || node.op.mask_interval().is_none() {
+        if !wanted_first_only || node.op.mask_interval().is_none() {
             return None;
         }
         let mask = self.saved[n].as_deref().and_then(|s| s.downcast_ref::<crate::ops::Mask>())?;
@@ -90,7 +115,11 @@ impl<T: Element> Activations<'_, T> {
     }
 
     /// [`Activations::backward`] with options.
-    pub fn backward_with(&self, seeds: Vec<(&str, Tensor<T>)>, options: BackwardOptions) -> Result<Gradients<T>> {
+    pub fn backward_with(
+        &self,
+        seeds: Vec<(&str, Tensor<T>)>,
+        options: BackwardOptions<'_, T>,
+    ) -> Result<Gradients<T>> {
         let (graph, plan) = (self.graph, &self.plan);
         let mut grads: Vec<Option<Tensor<T>>> = (0..graph.values.len()).map(|_| None).collect();
         for (name, seed) in seeds {
@@ -119,9 +148,11 @@ impl<T: Element> Activations<'_, T> {
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
             let mut out_grads: Vec<Option<Tensor<T>>> =
                 node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();
+            let overridden = options.overrides.filter(|o| o.overrides(node.op.as_ref()));
             // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
             // packed / stored kernels where it can.
             let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
+                _ if overridden.is_some() => None,
                 ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
                     .packed_conv_input_gradient(n, &input_shapes, dy)
                     .or_else(|| graph.stored_linear_input_gradient(node, dy)),
@@ -129,7 +160,10 @@ impl<T: Element> Activations<'_, T> {
             };
             // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
             // in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency pass).
-            let direct = direct.or_else(|| self.mask_in_place(n, &mut out_grads, options).map(Ok));
+            let direct = match overridden {
+                Some(_) => direct,
+                None => direct.or_else(|| self.mask_in_place(n, &mut out_grads).map(Ok)),
+            };
             let input_grads = match direct {
                 Some(dx) => {
                     let mut grads = vec![None; node.inputs.len()];
@@ -163,9 +197,12 @@ impl<T: Element> Activations<'_, T> {
                         saved: self.saved[n].as_deref(),
                         output_grads: out_grads.iter().map(|g| g.as_ref()).collect(),
                         wanted: &plan.wanted[n],
-                        relu_rule: options.relu_rule,
                     };
-                    node.op.backward(&cx).map_err(wrap)?
+                    match overridden {
+                        Some(o) => o.backward(node.op.as_ref(), &cx),
+                        None => node.op.backward(&cx),
+                    }
+                    .map_err(wrap)?
                 }
             };
             let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };

@@ -32,11 +32,6 @@ impl Pointwise for Clip {
         }
     }
 
-    /// A clip at zero from below (ReLU6) is a rectifier for guided backpropagation.
-    fn rectifies(&self) -> bool {
-        self.min == 0.0
-    }
-
     /// `lo < x < hi ⇔ lo < clip(x) < hi`, so the mask can come from the output (ReLU6's backward after a fused
     /// convolution reads the fused output).
     const DERIVATIVE_FROM_OUTPUT: bool = true;

@@ -39,8 +39,16 @@ mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
 
+    /// Inference mode neither zeroes nor rescales (training-mode dropout would scale kept values by 1/(1 − ratio)).
     #[test]
-    fn is_the_identity_with_identity_gradient() {
+    fn forward_returns_the_input_unchanged() {
+        let x = Rng::new(1).tensor(&[3, 4], -1.0, 1.0);
+        let y = Dropout { ratio: 0.5 }.forward(&[&x]).unwrap().values.remove(0);
+        assert_eq!(y, x);
+    }
+
+    #[test]
+    fn vjp_matches_finite_differences() {
         check_vjp(&Dropout { ratio: 0.5 }, &[Rng::new(1).tensor(&[3, 4], -1.0, 1.0)], &[true], 1);
     }
 }

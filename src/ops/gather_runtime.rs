@@ -68,7 +68,6 @@ impl<T: Element> Op<T> for GatherRuntime {
             saved: None,
             output_grads: cx.output_grads.clone(),
             wanted: &[true],
-            relu_rule: cx.relu_rule,
         };
         let dx = if cx.wants(0) { Op::<T>::backward(&gather, &inner)?.remove(0) } else { None };
         let di = cx.wants(1).then(|| Tensor::zeros(IxDyn(cx.input_shapes[1])));

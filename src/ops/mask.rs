@@ -56,16 +56,15 @@ impl Mask {
         self.bits.len() * 8
     }
 
-    /// [`Mask::apply`] without `positive_only`, in the gradient's own buffer (the executor owns the gradient of a
-    /// value whose only reader was this activation: no second buffer, no zero fill).
+    /// `g` where the mask is set, else 0, in the gradient's own buffer (the executor owns the gradient of a value
+    /// whose only reader was this activation: no second buffer, no zero fill).
     ///
     /// # Panics
     /// If `g` has another length.
     pub fn apply_in_place<T: Element>(&self, g: &mut Tensor<T>) {
         assert_eq!(g.len(), self.len, "mask: gradient of another size");
         if !g.is_standard_layout() {
-            *g = self.apply(g, false);
-            return;
+            *g = g.as_standard_layout().into_owned();
         }
         if let Some(g32) = (&mut *g as &mut dyn std::any::Any).downcast_mut::<Tensor<f32>>() {
             // f32: the kernels' in-place select, vectorized per SIMD level.
@@ -88,43 +87,14 @@ impl Mask {
         });
     }
 
-    /// `g` where the mask is set, else 0 — and with `positive_only` (guided backpropagation) also 0 where `g ≤ 0`.
-    pub fn apply<T: Element>(&self, g: &Tensor<T>, positive_only: bool) -> Tensor<T> {
-        assert_eq!(g.len(), self.len, "mask: gradient of another size");
-        let zero = T::zero();
-        let keep = move |set: bool, gv: T| if set & (!positive_only | (gv > zero)) { gv } else { zero };
-        if let Some(g32) = (g as &dyn std::any::Any).downcast_ref::<Tensor<f32>>() {
-            // f32: the kernels' select, vectorized per SIMD level.
-            let g = g32.as_standard_layout();
-            let gs = g.as_slice().expect("standard layout is contiguous");
-            let mut out = vec![0f32; self.len];
-            out.par_chunks_mut(TASK)
-                .zip(gs.par_chunks(TASK))
-                .zip(self.bits.par_chunks(TASK / 64))
-                .for_each(|((out, gs), words)| gradcam_kernels::vector::select_bits(words, gs, positive_only, out));
-            let out = Tensor::from_shape_vec(g.raw_dim(), out).expect("same length as the gradient");
-            return *(Box::new(out) as Box<dyn std::any::Any>).downcast::<Tensor<T>>().expect("T is f32 here");
-        }
-        let g = g.as_standard_layout();
-        let gs = g.as_slice().expect("standard layout is contiguous");
-        let mut out = vec![zero; self.len];
-        out.par_chunks_mut(TASK).zip(gs.par_chunks(TASK)).zip(self.bits.par_chunks(TASK / 64)).for_each(
-            |((out, gs), words)| {
-                for ((out, gs), &word) in out.chunks_mut(64).zip(gs.chunks(64)).zip(words) {
-                    if let (Ok(out), Ok(gs)) = (<&mut [T; 64]>::try_from(&mut *out), <&[T; 64]>::try_from(gs)) {
-                        // A whole word: a fixed trip count the compiler unrolls and vectorizes.
-                        for b in 0..64 {
-                            out[b] = keep((word >> b) & 1 == 1, gs[b]);
-                        }
-                    } else {
-                        for (b, (o, &gv)) in out.iter_mut().zip(gs).enumerate() {
-                            *o = keep((word >> b) & 1 == 1, gv);
-                        }
-                    }
-                }
-            },
-        );
-        Tensor::from_shape_vec(g.raw_dim(), out).expect("same length as the gradient")
+    /// `g` where the mask is set, else 0, in a new buffer.
+    ///
+    /// # Panics
+    /// If `g` has another length.
+    pub fn apply<T: Element>(&self, g: &Tensor<T>) -> Tensor<T> {
+        let mut out = g.as_standard_layout().into_owned();
+        self.apply_in_place(&mut out);
+        out
     }
 }
 
@@ -156,28 +126,45 @@ mod tests {
     use super::*;
     use ndarray::IxDyn;
 
+    /// The element-wise rule written out, for f32 (the kernels' select), f64 and a transposed gradient.
     #[test]
-    fn in_place_equals_apply_for_f32_f64_and_strided_gradients() {
+    fn keeps_the_gradient_where_the_bit_is_set_for_f32_f64_and_strided_gradients() {
         let n = 2 * TASK + 131;
         let y = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| (i[0] % 7) as f32 - 2.0);
         let g = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| i[0] as f32 * 0.25 - 3.0);
+        let want = Tensor::<f32>::from_shape_fn(IxDyn(&[n]), |i| {
+            if y[i.clone()] > 0.0 && y[i.clone()] < 3.0 {
+                g[i]
+            } else {
+                0.0
+            }
+        });
         let m = Mask::open_interval(&y, 0.0, 3.0);
         let mut got = g.clone();
         m.apply_in_place(&mut got);
-        assert_eq!(got, m.apply(&g, false));
+        assert_eq!(got, want);
         assert!(got.iter().any(|&v| v == 0.0) && got.iter().any(|&v| v != 0.0));
         let (y64, g64) = (y.mapv(f64::from), g.mapv(f64::from));
-        let m64 = Mask::open_interval(&y64, 0.0, 3.0);
         let mut got64 = g64.clone();
-        m64.apply_in_place(&mut got64);
-        assert_eq!(got64, m64.apply(&g64, false));
-        // A transposed (non-standard) gradient of a 2-D value.
+        Mask::open_interval(&y64, 0.0, 3.0).apply_in_place(&mut got64);
+        assert_eq!(got64, want.mapv(f64::from));
+        // A transposed (non-standard) gradient of a 2-D value: element (i, j) of the logical view is masked by bit
+        // i·5 + j.
         let y2 = Tensor::<f32>::from_shape_fn(IxDyn(&[3, 5]), |i| (i[0] * 5 + i[1]) as f32 - 6.0);
         let m2 = Mask::open_interval(&y2, 0.0, 5.0);
         let g2t = Tensor::<f32>::from_shape_fn(IxDyn(&[5, 3]), |i| (i[0] * 3 + i[1]) as f32 + 1.0).reversed_axes();
+        let want2 = Tensor::<f32>::from_shape_fn(IxDyn(&[3, 5]), |i| {
+            let v = y2[i.clone()];
+            if v > 0.0 && v < 5.0 {
+                g2t[i]
+            } else {
+                0.0
+            }
+        });
         let mut got2 = g2t.clone();
         m2.apply_in_place(&mut got2);
-        assert_eq!(got2, m2.apply(&g2t, false));
+        assert_eq!(got2, want2);
+        assert_eq!(m2.apply(&g2t), want2);
     }
 
     #[test]
@@ -189,22 +176,20 @@ mod tests {
             let m = Mask::open_interval(&y, lo, hi);
             assert_eq!(m.len(), n);
             assert!(m.bytes() * 32 <= n * 4 + 32 * 8, "one bit per element");
-            for guided in [false, true] {
-                let got = m.apply(&g, guided);
-                for i in 0..n {
-                    let inside = y[i] > lo && y[i] < hi;
-                    let want = if inside && (!guided || g[i] > 0.0) { g[i] } else { 0.0 };
-                    assert_eq!(got[i], want, "{lo}..{hi} guided {guided} at {i}");
-                }
+            let got = m.apply(&g);
+            for i in 0..n {
+                let inside = y[i] > lo && y[i] < hi;
+                let want = if inside { g[i] } else { 0.0 };
+                assert_eq!(got[i], want, "{lo}..{hi} at {i}");
             }
         }
         // NaN never passes; +∞ passes an unbounded interval only.
         let y = Tensor::<f32>::from_shape_vec(IxDyn(&[3]), vec![f32::NAN, f32::INFINITY, 1.0]).unwrap();
         let g = Tensor::<f32>::from_elem(IxDyn(&[3]), 1.0);
         assert_eq!(
-            Mask::open_interval(&y, 0.0, f32::INFINITY).apply(&g, false).into_raw_vec_and_offset().0,
+            Mask::open_interval(&y, 0.0, f32::INFINITY).apply(&g).into_raw_vec_and_offset().0,
             vec![0.0, 1.0, 1.0]
         );
-        assert_eq!(Mask::open_interval(&y, 0.0, 6.0).apply(&g, false).into_raw_vec_and_offset().0, vec![0.0, 0.0, 1.0]);
+        assert_eq!(Mask::open_interval(&y, 0.0, 6.0).apply(&g).into_raw_vec_and_offset().0, vec![0.0, 0.0, 1.0]);
     }
 }

@@ -176,16 +176,6 @@ pub struct Saves {
     pub outputs: bool,
 }
 
-/// Modifications of the backward rules, for explanation methods that define their own.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReluRule {
-    /// The true derivative.
-    #[default]
-    Exact,
-    /// Guided backpropagation (Springenberg et al.): pass `grad · 1[x > 0] · 1[grad > 0]`.
-    Guided,
-}
-
 /// Everything a vector-Jacobian product may read.
 pub struct Vjp<'a, T> {
     /// Forward inputs (those the op listed in [`Op::saves`]; others are `None`).
@@ -200,8 +190,6 @@ pub struct Vjp<'a, T> {
     pub output_grads: Vec<Option<&'a Tensor<T>>>,
     /// Which input gradients are requested; the op may return `None` for the others.
     pub wanted: &'a [bool],
-    /// Rule for rectifiers.
-    pub relu_rule: ReluRule,
 }
 
 impl<'a, T> Vjp<'a, T> {
@@ -262,11 +250,6 @@ pub trait Op<T: Element>: Debug + Send + Sync {
     /// Which forward values the backward needs, given which input gradients are wanted. Default: all inputs.
     fn saves(&self, wanted: &[bool]) -> Saves {
         Saves { inputs: vec![true; wanted.len()], outputs: false }
-    }
-
-    /// Whether this op is a rectifier affected by [`ReluRule`].
-    fn is_rectifier(&self) -> bool {
-        false
     }
 
     /// For clamp-like activations: the open interval `(lo, hi)` of outputs where the gradient passes (an infinite

@@ -1,7 +1,6 @@
 //! Shared machinery for element-wise activations: each one states `f(x)` and `f'(x)`; this file turns that into an
 //! [`Op`](super::Op) whose forward and backward run in parallel over the elements.
 
-use super::ReluRule;
 use crate::tensor::Tensor;
 use crate::Element;
 use ndarray::Zip;
@@ -15,11 +14,6 @@ pub trait Pointwise: std::fmt::Debug + Send + Sync + 'static {
     fn f<T: Element>(&self, x: T) -> T;
     /// `f'(x)`, given `x`.
     fn df<T: Element>(&self, x: T) -> T;
-
-    /// Whether this is a rectifier (zero for negative inputs), to which guided backpropagation applies.
-    fn rectifies(&self) -> bool {
-        false
-    }
 
     /// Whether `df` gives the same value from the output `f(x)` as from `x` (true for clips), so the backward can
     /// keep the output instead of the input, which then need not exist (a fused convolution never writes it).
@@ -94,25 +88,20 @@ pub(crate) fn forward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>) -> Tensor<
     map1(x, |v| p.f(v))
 }
 
-pub(crate) fn backward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>, g: &Tensor<T>, rule: ReluRule) -> Tensor<T> {
+pub(crate) fn backward<T: Element, P: Pointwise>(p: &P, x: &Tensor<T>, g: &Tensor<T>) -> Tensor<T> {
     let zero = T::zero();
-    let guided = rule == ReluRule::Guided && p.rectifies();
     if let Some((lo, hi)) = clamp_bounds::<T, P>(p) {
         // The gradient flows strictly inside (lo, hi), as in `df`. (`move`: bounds held by value, in registers —
         // by reference they would be reloaded after every store.)
         return map2(x, g, move |v, gv| {
             // `&` and `|`, not `&&`/`||`: no branches, so the loop vectorizes to compares and a blend.
-            let inside = (v > lo) & (v < hi) & (!guided | (gv > zero));
+            let inside = (v > lo) & (v < hi);
             if inside {
                 gv
             } else {
                 zero
             }
         });
-    }
-    if guided {
-        // Guided backpropagation: also drop negative incoming gradients.
-        return map2(x, g, |v, gv| if gv > zero { gv * p.df(v) } else { zero });
     }
     map2(x, g, |v, gv| gv * p.df(v))
 }
@@ -155,13 +144,11 @@ macro_rules! pointwise_op {
                 cx: &$crate::ops::Vjp<'_, T>,
             ) -> Result<Vec<Option<$crate::Tensor<T>>>, $crate::OpError> {
                 if $crate::ops::Op::<T>::mask_interval(self).is_some() {
-                    let guided = cx.relu_rule == $crate::ops::ReluRule::Guided
-                        && <$ty as $crate::ops::Pointwise>::rectifies(self);
-                    return Ok(vec![Some(cx.saved::<$crate::ops::Mask>()?.apply(cx.grad()?, guided))]);
+                    return Ok(vec![Some(cx.saved::<$crate::ops::Mask>()?.apply(cx.grad()?))]);
                 }
                 let at =
                     if <$ty as $crate::ops::Pointwise>::DERIVATIVE_FROM_OUTPUT { cx.output(0)? } else { cx.input(0)? };
-                Ok(vec![Some($crate::ops::pointwise::backward(self, at, cx.grad()?, cx.relu_rule))])
+                Ok(vec![Some($crate::ops::pointwise::backward(self, at, cx.grad()?))])
             }
 
             fn fusion(&self) -> Option<$crate::ops::Fusable> {

@@ -1,8 +1,8 @@
-//! Relu: `max(x, 0)`, with NaN propagated. Its backward honours [`ReluRule::Guided`] for guided backpropagation.
+//! Relu: `max(x, 0)`, with NaN propagated.
 
 use super::pointwise::map1;
 use super::Mask;
-use super::{arity, Op, Outputs, ReluRule, Saves, Vjp};
+use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::Tensor;
 use crate::Element;
@@ -37,11 +37,7 @@ impl<T: Element> Op<T> for Relu {
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let mask = cx.saved::<Mask>()?;
-        Ok(vec![Some(mask.apply(cx.grad()?, cx.relu_rule == ReluRule::Guided))])
-    }
-
-    fn is_rectifier(&self) -> bool {
-        true
+        Ok(vec![Some(mask.apply(cx.grad()?))])
     }
 
     fn fusion(&self) -> Option<super::Fusable> {
@@ -53,32 +49,12 @@ impl<T: Element> Op<T> for Relu {
 mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
-    use ndarray::{arr1, IxDyn};
+    use ndarray::arr1;
 
     #[test]
     fn vjp_matches_finite_differences() {
         let mut rng = Rng::new(1);
         check_vjp(&Relu, &[rng.tensor(&[2, 3, 5, 7], -1.0, 1.0)], &[true], 1);
-    }
-
-    #[test]
-    fn guided_rule_also_drops_negative_gradients() {
-        let y = arr1(&[0.0, 2.0, 3.0]).into_dyn();
-        let g = arr1(&[1.0, -1.0, 4.0]).into_dyn();
-        let shape = [3usize];
-        let (lo, hi) = <Relu as Op<f64>>::mask_interval(&Relu).unwrap();
-        let mask = Mask::open_interval(&y, lo, hi);
-        let cx = Vjp {
-            inputs: vec![None],
-            input_shapes: vec![&shape[..]],
-            outputs: vec![None],
-            saved: Some(&mask),
-            output_grads: vec![Some(&g)],
-            wanted: &[true],
-            relu_rule: ReluRule::Guided,
-        };
-        let dx = Op::<f64>::backward(&Relu, &cx).unwrap().remove(0).unwrap();
-        assert_eq!(dx, arr1(&[0.0, 0.0, 4.0]).into_dyn().into_shape_with_order(IxDyn(&[3])).unwrap());
     }
 
     #[test]

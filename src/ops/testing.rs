@@ -1,6 +1,6 @@
 //! Test helpers: a seeded generator and the finite-difference check every op's VJP must pass.
 
-use super::{Op, ReluRule, Vjp};
+use super::{Op, Vjp};
 use crate::tensor::Tensor;
 use ndarray::IxDyn;
 
@@ -69,7 +69,6 @@ pub fn check_vjp(op: &dyn Op<f64>, inputs: &[Tensor<f64>], check: &[bool], seed:
         saved,
         output_grads: cotangents.iter().map(Some).collect(),
         wanted: check,
-        relu_rule: ReluRule::Exact,
     };
     let grads = op.backward(&cx).expect("backward");
     let h = 1e-6;

@@ -160,3 +160,30 @@ pub fn relative_error(ours: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     ours.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
+
+/// Pairs two sequences that must be equally long: a comparison that zips a shorter (or empty) side would pass
+/// without looking at the rest.
+pub fn pairs<A, B>(a: A, b: B) -> std::iter::Zip<A::IntoIter, B::IntoIter>
+where
+    A: IntoIterator,
+    B: IntoIterator,
+    A::IntoIter: ExactSizeIterator,
+    B::IntoIter: ExactSizeIterator,
+{
+    let (a, b) = (a.into_iter(), b.into_iter());
+    assert_eq!(a.len(), b.len(), "compared sequences differ in length");
+    a.zip(b)
+}
+
+/// Largest `|a − b|` over two equally long, non-empty sequences.
+pub fn max_abs_diff<'a, 'b, A, B>(a: A, b: B) -> f32
+where
+    A: IntoIterator<Item = &'a f32>,
+    B: IntoIterator<Item = &'b f32>,
+    A::IntoIter: ExactSizeIterator,
+    B::IntoIter: ExactSizeIterator,
+{
+    let pairs = pairs(a, b);
+    assert!(pairs.len() > 0, "nothing compared");
+    pairs.fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
