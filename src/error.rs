@@ -1,10 +1,9 @@
 //! Typed errors. Every error names the node, op, value or shapes involved so that a user can find the culprit.
 
-use crate::tensor::fmt_shapes;
-
-/// Errors raised by the engine.
+/// Errors of the engine: building, planning and running a graph, forward and backward.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+#[non_exhaustive]
+pub enum GraphError {
     /// An operator rejected its inputs or attributes.
     #[error("node '{node}' ({op}): {source}")]
     Op {
@@ -37,6 +36,28 @@ pub enum Error {
     /// A value was used in a way the plan did not prepare for.
     #[error("'{name}' is not {role} of this plan; make a plan that names it")]
     NotPlanned { name: String, role: &'static str },
+    /// A plan made for a different graph.
+    #[error("the plan was made for a different graph")]
+    PlanMismatch,
+    /// A value the forward pass did not keep (it was freed after its last use).
+    #[error("value '{name}' was not kept by the forward pass; list it in the plan's `keep`")]
+    NotRetained { name: String },
+    /// A constant replaced by something else, or by a constant of another shape.
+    #[error("constant '{name}': {why}")]
+    Constant { name: String, why: String },
+}
+
+/// Result type of the engine.
+pub type GraphResult<T> = std::result::Result<T, GraphError>;
+
+/// Errors of the application: loading models and inputs, serving explanation and attack requests. Engine errors
+/// arrive wrapped, unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The engine refused a graph, a plan or a pass.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
     /// A weight the architecture needs is absent.
     #[error("weights from {origin}: missing tensor '{key}' (the architecture expects shape {expected:?})")]
     MissingWeight { origin: String, key: String, expected: Vec<usize> },
@@ -85,19 +106,30 @@ pub enum Error {
     /// A method name we do not know.
     #[error("unknown method '{name}' (known: {known})")]
     UnknownMethod { name: String, known: String },
-    /// A request that cannot be served as given.
+    /// An argument out of its range or in a form the function does not take; `name` says which (the message
+    /// names it in the user's words).
+    #[error("{why}")]
+    InvalidArgument { name: &'static str, why: String },
+    /// A model whose inputs or outputs do not fit what is asked of it (e.g. not an image classifier).
     #[error("{0}")]
-    BadRequest(String),
-    /// A plan made for a different graph.
-    #[error("the plan was made for a different graph")]
-    PlanMismatch,
-    /// A value the forward pass did not keep (it was freed after its last use).
-    #[error("value '{name}' was not kept by the forward pass; list it in the plan's `keep`")]
-    NotRetained { name: String },
+    ModelInterface(String),
+    /// A combination that is not offered (a method for a kind of model, an option for an output kind).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The target gives nothing to explain (an empty mask, a class predicted nowhere, a zero score to divide by).
+    #[error("{0}")]
+    NothingToExplain(String),
+    /// An input (image, tensor) holding NaN or ±inf.
+    #[error("{origin} holds a non-finite value (NaN or ±inf); shape {shape:?}")]
+    NonFiniteInput { origin: String, shape: Vec<usize> },
+    /// A broken invariant of this library (a bug: please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-/// Errors raised by a single operator; the executor wraps them into [`Error::Op`] with the node's name.
+/// Errors raised by a single operator; the executor wraps them into [`GraphError::Op`] with the node's name.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpError {
     #[error("expected {expected} inputs, got {got}")]
     Arity { expected: String, got: usize },
@@ -121,5 +153,10 @@ impl OpError {
     }
 }
 
-/// Result type of the engine.
+/// Result type of the application.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shapes as `[2, 3], [3]` for messages.
+pub fn fmt_shapes(shapes: &[Vec<usize>]) -> String {
+    shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+}

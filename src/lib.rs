@@ -47,7 +47,7 @@ pub mod output;
 pub mod render;
 pub mod tensor;
 
-pub use error::{Error, OpError, Result};
+pub use error::{Error, GraphError, GraphResult, OpError, Result};
 pub use gradcam_kernels::Element;
 pub use graph::{
     Activations, BackwardOptions, BackwardOverride, ForwardOptions, Gradients, Graph, GraphBuilder, Plan, ValueId,

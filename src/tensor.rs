@@ -8,11 +8,6 @@ use ndarray::{ArrayD, Axis, IxDyn};
 /// An n-dimensional array; image tensors are NCHW.
 pub type Tensor<T> = ArrayD<T>;
 
-/// Formats shapes as `[1, 3, 224, 224], [64, 3, 7, 7]`.
-pub fn fmt_shapes(shapes: &[Vec<usize>]) -> String {
-    shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
-}
-
 /// The numpy broadcast of two shapes, or `None` if they are incompatible.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());

@@ -4,7 +4,7 @@ mod common;
 
 use common::{random, tiny_resnet};
 use gradcam::ops::{Add, Conv, Relu};
-use gradcam::{Error, ForwardOptions, Graph, GraphBuilder, OpError, Tensor};
+use gradcam::{ForwardOptions, Graph, GraphBuilder, GraphError, OpError, Tensor};
 
 #[test]
 fn mismatched_shapes_at_build_time_name_node_op_and_shapes() {
@@ -14,7 +14,7 @@ fn mismatched_shapes_at_build_time_name_node_op_and_shapes() {
     let err = b.node("conv1", Conv::default(), &[x, w]).unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::Op { ref node, op: "Conv", source: OpError::Shape { .. } } if node == "conv1"),
+        matches!(err, GraphError::Op { ref node, op: "Conv", source: OpError::Shape { .. } } if node == "conv1"),
         "{err:?}"
     );
     assert!(msg.contains("conv1") && msg.contains("[1, 3, 8, 8]") && msg.contains("[4, 2, 3, 3]"), "{msg}");
@@ -38,7 +38,7 @@ fn wrong_input_shape_at_run_time_names_the_input() {
     let g: Graph<f32> = tiny_resnet(1, 4, 3);
     let plan = g.inference_plan(&[]).unwrap();
     let err = g.forward(&plan, vec![("input", random(&[1, 4, 32, 32], 1))]).unwrap_err();
-    assert!(matches!(err, Error::InputShape { ref name, .. } if name == "input"), "{err}");
+    assert!(matches!(err, GraphError::InputShape { ref name, .. } if name == "input"), "{err}");
     let err = g.forward(&plan, vec![("input", random(&[3, 32, 32], 1))]).unwrap_err();
     assert!(err.to_string().contains("[3, 32, 32]"), "{err}");
     // A different batch size is fine.
@@ -55,7 +55,7 @@ fn spatial_size_change_is_caught_by_the_node_that_cannot_take_it() {
     b.node("c", Conv::default(), &[x, w]).unwrap();
     let g = b.build();
     let err = g.forward(&g.inference_plan(&["c"]).unwrap(), vec![("x", random(&[1, 1, 2, 2], 1))]).unwrap_err();
-    assert!(matches!(err, Error::InputShape { .. }), "{err}");
+    assert!(matches!(err, GraphError::InputShape { .. }), "{err}");
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn missing_and_unknown_inputs_are_named() {
     let g: Graph<f32> = tiny_resnet(1, 4, 3);
     let plan = g.inference_plan(&[]).unwrap();
     let err = g.forward(&plan, vec![]).unwrap_err();
-    assert!(matches!(err, Error::MissingInput { ref name, .. } if name == "input"), "{err}");
+    assert!(matches!(err, GraphError::MissingInput { ref name, .. } if name == "input"), "{err}");
     let err = g.forward(&plan, vec![("image", random(&[1, 3, 32, 32], 1))]).unwrap_err();
     assert!(err.to_string().contains("'image' is not an input") && err.to_string().contains("'input'"), "{err}");
 }
@@ -89,7 +89,7 @@ fn nan_input_propagates_as_nan_or_is_reported_on_request() {
 
     let checked = ForwardOptions { check_finite: true, ..Default::default() };
     let err = g.forward_with(&plan, vec![("input", x)], checked).unwrap_err();
-    assert!(matches!(err, Error::NonFinite { .. }) && err.to_string().contains("graph input 'input'"), "{err}");
+    assert!(matches!(err, GraphError::NonFinite { .. }) && err.to_string().contains("graph input 'input'"), "{err}");
 
     // A node that creates infinity is named.
     let mut b = GraphBuilder::<f32>::new();
@@ -110,16 +110,16 @@ fn seeds_must_match_the_plan_and_the_value_shape() {
     let plan = g.plan(&["logits"], &["layer_last"], &[]).unwrap();
     let acts = g.forward(&plan, vec![("input", random(&[1, 3, 32, 32], 1))]).unwrap();
     let err = acts.backward(vec![("logits", common::one_hot(4, 0))]).unwrap_err();
-    assert!(matches!(err, Error::SeedShape { .. }) && err.to_string().contains("[1, 4]"), "{err}");
+    assert!(matches!(err, GraphError::SeedShape { .. }) && err.to_string().contains("[1, 4]"), "{err}");
     let err = acts.backward(vec![("avgpool", random(&[1, 4, 1, 1], 1))]).unwrap_err();
-    assert!(matches!(err, Error::NotPlanned { .. }), "{err}");
+    assert!(matches!(err, GraphError::NotPlanned { .. }), "{err}");
     // A value that was freed cannot be read back.
-    assert!(matches!(acts.get("stem").unwrap_err(), Error::NotRetained { .. }));
+    assert!(matches!(acts.get("stem").unwrap_err(), GraphError::NotRetained { .. }));
 }
 
 #[test]
 fn duplicate_names_are_rejected() {
     let mut b = GraphBuilder::<f32>::new();
     let x = b.input("x", &[2]).unwrap();
-    assert!(matches!(b.node("x", Relu, &[x]).unwrap_err(), Error::DuplicateName { .. }));
+    assert!(matches!(b.node("x", Relu, &[x]).unwrap_err(), GraphError::DuplicateName { .. }));
 }

@@ -175,16 +175,19 @@ fn validate(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &Attack
         }
     }
     if !(cfg.eps.is_finite() && cfg.eps >= 0.0 && cfg.step_size.is_finite() && cfg.step_size >= 0.0) {
-        return Err(Error::BadRequest(format!(
-            "eps ({}) and step size ({}) must be finite and ≥ 0",
-            cfg.eps, cfg.step_size
-        )));
+        return Err(Error::InvalidArgument {
+            name: "eps",
+            why: format!("eps ({}) and step size ({}) must be finite and ≥ 0", cfg.eps, cfg.step_size),
+        });
     }
     if pixels.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { origin: "the image to attack".into(), shape: pixels.shape().to_vec() });
+        return Err(Error::NonFiniteInput { origin: "the image to attack".into(), shape: pixels.shape().to_vec() });
     }
     if pixels.ndim() != 4 || pixels.shape()[0] != 1 {
-        return Err(Error::BadRequest(format!("attacks take one image [1, 3, H, W], got {:?}", pixels.shape())));
+        return Err(Error::InvalidArgument {
+            name: "image",
+            why: format!("attacks take one image [1, 3, H, W], got {:?}", pixels.shape()),
+        });
     }
     Ok(())
 }

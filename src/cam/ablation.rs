@@ -53,7 +53,7 @@ pub(crate) fn ablated_scores(
 /// of [`ablated_scores`]), negated for a counterfactual map.
 pub(crate) fn weights(original: f32, ablated: ArrayView1<'_, f32>, sign: f32) -> Result<Vec<f32>> {
     if original == 0.0 || !original.is_finite() {
-        return Err(crate::error::Error::BadRequest(format!(
+        return Err(crate::error::Error::NothingToExplain(format!(
             "Ablation-CAM divides by the class score, which is {original}: explain another class or target"
         )));
     }

@@ -165,33 +165,39 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     if volume_depth.is_some() {
         let unported = |m: &Method| matches!(m, Method::FullGrad);
         if let Some(m) = req.methods.iter().find(|m| unported(m)) {
-            return Err(Error::BadRequest(format!("{} is not available for volumes [N, C, D, H, W] yet", m.name())));
+            return Err(Error::Unsupported(format!("{} is not available for volumes [N, C, D, H, W] yet", m.name())));
         }
         if req.aug_smooth {
-            return Err(Error::BadRequest("aug_smooth is not available for volumes [N, C, D, H, W] yet".into()));
+            return Err(Error::Unsupported("aug_smooth is not available for volumes [N, C, D, H, W] yet".into()));
         }
     }
     if req.aug_smooth {
         if model.is_segmentation() {
             // The six augmented copies would need the region flipped and fixed from the original image.
-            return Err(Error::BadRequest("aug_smooth is for classifiers, not segmentation outputs".into()));
+            return Err(Error::Unsupported("aug_smooth is for classifiers, not segmentation outputs".into()));
         }
         return super::aug_smooth::explain_smoothed(model, x, req);
     }
     let g = &model.graph;
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
+        return Err(Error::NonFiniteInput { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
     }
     if req.methods.is_empty() {
-        return Err(Error::BadRequest("no method requested".into()));
+        return Err(Error::InvalidArgument { name: "methods", why: "no method requested".into() });
     }
     for (what, n) in [("batch size", req.batch_size), ("samples", req.samples), ("steps", req.steps)] {
         if n == 0 || n > MAX_COPIES {
-            return Err(Error::BadRequest(format!("{what} must be in 1..={MAX_COPIES}, got {n}")));
+            return Err(Error::InvalidArgument {
+                name: "copies",
+                why: format!("{what} must be in 1..={MAX_COPIES}, got {n}"),
+            });
         }
     }
     if !(req.noise.is_finite() && req.noise >= 0.0) {
-        return Err(Error::BadRequest(format!("the noise level must be finite and non-negative, got {}", req.noise)));
+        return Err(Error::InvalidArgument {
+            name: "noise",
+            why: format!("the noise level must be finite and non-negative, got {}", req.noise),
+        });
     }
     let uses_layer = req.methods.iter().any(|m| m.uses_layer());
     let layers = if !uses_layer {
@@ -243,7 +249,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     let wants = |m: CamMethod| req.methods.contains(&Method::Cam(m));
     // Ablation-CAM re-runs the layers after each target: their plans, and the values they are fed.
     let suffixes: Vec<Plan> = if wants(CamMethod::AblationCam) {
-        layers.iter().map(|l| g.suffix_plan(&[l], &[&model.logits])).collect::<Result<_>>()?
+        layers.iter().map(|l| g.suffix_plan(&[l], &[&model.logits])).collect::<crate::error::GraphResult<_>>()?
     } else {
         Vec::new()
     };
@@ -267,7 +273,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
     let acts = g.forward(&plan, vec![(&model.input, x)])?;
     let logits = acts.get(&model.logits)?.clone();
     if logits.ndim() != 2 && logits.ndim() != 4 {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::ModelInterface(format!(
             "the model's output '{}' has shape {:?}: class scores [N, classes] or a segmentation [N, classes, H, W] \
              is needed",
             model.logits,
@@ -275,7 +281,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         )));
     }
     if model.is_segmentation() && req.methods.contains(&Method::Cam(CamMethod::FinerCam)) {
-        return Err(Error::BadRequest("finercam compares a class with its nearest classes: classifiers only".into()));
+        return Err(Error::Unsupported("finercam compares a class with its nearest classes: classifiers only".into()));
     }
     // Per image, a class summary (a segmentation's mean logit per class) for predictions and top-k.
     let rows: Vec<Vec<f32>> = logits.axis_iter(Axis(0)).map(|item| class_row(item.view())).collect();
@@ -343,7 +349,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                     // Each fed value is one image's slice of a batch; a value without the batch axis (computed
                     // from constants alone) cannot be repeated per copy.
                     if value.ndim() == 0 || value.shape()[0] != logits.shape()[0] {
-                        return Err(Error::BadRequest(format!(
+                        return Err(Error::Unsupported(format!(
                             "Ablation-CAM: the layers after '{}' also read '{name}' of shape {:?}, which has no batch \
                              axis; choose another layer",
                             layers[li],
@@ -438,7 +444,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                         let grads = match (method, finer_grads.as_ref(), exact.as_ref()) {
                             (CamMethod::FinerCam, Some(f), _) => f,
                             (_, _, Some(e)) => e,
-                            _ => return Err(Error::BadRequest("internal: no backward pass ran".into())),
+                            _ => return Err(Error::Internal("no backward pass ran".into())),
                         };
                         let gr = layouts[li].image(grads.get(l)?, i)?;
                         method.raw_map_with(a.view(), gr.view(), req.eigen_smooth)?
@@ -451,9 +457,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                             let (rows, w) = raw.dim();
                             raws.push(
                                 raw.into_shape_with_order((depth, rows / depth, w))
-                                    .map_err(|e| {
-                                        Error::BadRequest(format!("internal: volume map of {rows} rows: {e}"))
-                                    })?
+                                    .map_err(|e| Error::Internal(format!("volume map of {rows} rows: {e}")))?
                                     .into_dyn(),
                             );
                         }
@@ -480,7 +484,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                     }
                     Method::FullGrad => {
                         let (Some(input), Some(grads)) = (&input_copy, exact.as_ref()) else {
-                            return Err(Error::BadRequest("internal: FullGrad's backward pass did not run".into()));
+                            return Err(Error::Internal("FullGrad's backward pass did not run".into()));
                         };
                         let (xi, gx) = (image3(input, i), image3(grads.get(&model.input)?, i));
                         let layer_grads: Vec<Array3<f32>> = full_grad_layers
@@ -493,7 +497,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
                     }
                     Method::SmoothGrad | Method::IntegratedGradients => {
                         let Some(m) = path_maps.remove(&(method, i, class)) else {
-                            return Err(Error::BadRequest(format!("internal: no {} map", method.name())));
+                            return Err(Error::Internal(format!("no {} map", method.name())));
                         };
                         (magnitude_map(&m), vec![m.clone().into_dyn()], Some(deprocess(&m)))
                     }

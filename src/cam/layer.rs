@@ -42,7 +42,7 @@ pub fn default_layer_with(graph: &Graph<f32>, logits: &str, opts: &TokenOptions)
             }
         }
     }
-    Err(Error::BadRequest(format!("no activation with a spatial extent feeds '{logits}'; name a layer")))
+    Err(Error::ModelInterface(format!("no activation with a spatial extent feeds '{logits}'; name a layer")))
 }
 
 /// The last LayerNormalization output that a Softmax over tokens (rank ≥ 3: attention weights, not class

@@ -107,15 +107,14 @@ impl CamMethod {
         eigen_smooth: bool,
     ) -> Result<Array2<f32>> {
         if a.shape() != g.shape() && self.needs_gradient() {
-            return Err(Error::BadRequest(format!(
-                "activation {:?} and gradient {:?} differ in shape",
-                a.shape(),
-                g.shape()
-            )));
+            return Err(Error::InvalidArgument {
+                name: "gradient",
+                why: format!("activation {:?} and gradient {:?} differ in shape", a.shape(), g.shape()),
+            });
         }
         Ok(match self {
             CamMethod::ScoreCam | CamMethod::AblationCam => {
-                return Err(Error::BadRequest(format!(
+                return Err(Error::Unsupported(format!(
                     "{self:?} weighs channels by running the model: use cam::explain or raw_map_weighted"
                 )))
             }
@@ -143,11 +142,10 @@ impl CamMethod {
     /// the first principal component of the terms `w_k A_k`.
     pub fn raw_map_weighted(a: ArrayView3<'_, f32>, weights: &[f32], eigen_smooth: bool) -> Result<Array2<f32>> {
         if weights.len() != a.shape()[0] {
-            return Err(Error::BadRequest(format!(
-                "{} channel weights for an activation of {} channels",
-                weights.len(),
-                a.shape()[0]
-            )));
+            return Err(Error::InvalidArgument {
+                name: "weights",
+                why: format!("{} channel weights for an activation of {} channels", weights.len(), a.shape()[0]),
+            });
         }
         Ok(if eigen_smooth {
             super::principal::principal_projection(weighted_terms(a, weights).view(), a)

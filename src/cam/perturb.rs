@@ -13,7 +13,7 @@ use ndarray::{Array2, ArrayView3, ArrayViewD, ArrayViewMut3, ArrayViewMutD, Axis
 fn batch_output<'a>(model: &Model, acts: &'a Activations<'_, f32>, n: usize) -> Result<&'a Tensor<f32>> {
     let out = acts.get(&model.logits)?;
     if out.shape().first() != Some(&n) {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::ModelInterface(format!(
             "the model's output '{}' has shape {:?} for a batch of {n}",
             model.logits,
             out.shape()
@@ -32,7 +32,7 @@ fn as_fed(model: &Model, name: &str, copies: Tensor<f32>) -> Result<Tensor<f32>>
     }
     let mut shape = vec![copies.shape()[0]];
     shape.extend_from_slice(item);
-    copies.into_shape_with_order(IxDyn(&shape)).map_err(|e| Error::BadRequest(format!("internal: {e}")))
+    copies.into_shape_with_order(IxDyn(&shape)).map_err(|e| Error::Internal(format!("{e}")))
 }
 
 /// Runs `count` copies of the values in `feeds` (one item each, without the batch axis) through `plan`, `batch`
@@ -49,7 +49,7 @@ pub(crate) fn batched_scores(
     alter: impl Fn(usize, ArrayViewMutD<'_, f32>),
 ) -> Result<Array2<f32>> {
     if batch == 0 {
-        return Err(Error::BadRequest("the batch size must be at least 1".into()));
+        return Err(Error::InvalidArgument { name: "batch size", why: "the batch size must be at least 1".into() });
     }
     let batch = model.batch_limit(batch);
     let mut scores = Array2::<f32>::zeros((count, objectives.len()));
@@ -101,7 +101,7 @@ pub(crate) fn batched_input_gradients(
     mut take: impl FnMut(usize, usize, ArrayView3<'_, f32>),
 ) -> Result<()> {
     if batch == 0 {
-        return Err(Error::BadRequest("the batch size must be at least 1".into()));
+        return Err(Error::InvalidArgument { name: "batch size", why: "the batch size must be at least 1".into() });
     }
     let batch = model.batch_limit(batch);
     let mut start = 0;
@@ -128,8 +128,7 @@ pub(crate) fn batched_input_gradients(
             for (j, g) in gx.axis_iter(Axis(0)).enumerate() {
                 // A volume's gradient [C, D, H, W] as its stacked slices, like the image it was given.
                 let g = g.as_standard_layout();
-                let g =
-                    g.view().into_shape_with_order(item).map_err(|e| Error::BadRequest(format!("internal: {e}")))?;
+                let g = g.view().into_shape_with_order(item).map_err(|e| Error::Internal(format!("{e}")))?;
                 take(start + j, oi, g);
             }
         }

@@ -45,7 +45,7 @@ impl Objective {
             3 if item.shape()[1] * item.shape()[2] == 1 => Ok(Objective { class, target, region: None }),
             3 => {
                 if target == Target::Probability {
-                    return Err(Error::BadRequest(
+                    return Err(Error::NothingToExplain(
                         "the softmax probability target is for classifiers; a segmentation output sums a class's logits"
                             .into(),
                     ));
@@ -55,7 +55,7 @@ impl Objective {
                     Some(m) => {
                         let (mh, mw) = m.dim();
                         if mh == 0 || mw == 0 {
-                            return Err(Error::BadRequest("the segmentation mask is empty".into()));
+                            return Err(Error::NothingToExplain("the segmentation mask is empty".into()));
                         }
                         (0..h * w).map(|p| m[[(p / w) * mh / h, (p % w) * mw / w]] != 0.0).collect()
                     }
@@ -73,13 +73,13 @@ impl Objective {
                         .collect(),
                 };
                 if !region.iter().any(|&r| r) {
-                    return Err(Error::BadRequest(format!(
+                    return Err(Error::NothingToExplain(format!(
                         "class {class} is predicted at no pixel and no mask covers any: nothing to explain (give a mask)"
                     )));
                 }
                 Ok(Objective { class, target, region: Some(Arc::new(region)) })
             }
-            n => Err(Error::BadRequest(format!(
+            n => Err(Error::ModelInterface(format!(
                 "a model output per image of rank {n} ({:?}): explaining needs [classes] or [classes, H, W]",
                 item.shape()
             ))),

@@ -27,7 +27,10 @@ impl TokenOptions {
         if s == "auto" {
             return Ok(None);
         }
-        let bad = || Error::BadRequest(format!("--tokens takes 'auto' or HxW (e.g. 14x14), got '{s}'"));
+        let bad = || Error::InvalidArgument {
+            name: "--tokens",
+            why: format!("--tokens takes 'auto' or HxW (e.g. 14x14), got '{s}'"),
+        };
         let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
         let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
         if h == 0 || w == 0 || h.checked_mul(w).is_none() {
@@ -57,7 +60,10 @@ impl LayerLayout {
     /// Image `i` of `t` (a value of this layout) as `[C, H, W]`.
     pub fn image(self, t: &Tensor<f32>, i: usize) -> Result<Array3<f32>> {
         let item = t.index_axis(Axis(0), i);
-        let wrong = || Error::BadRequest(format!("layer value of shape {:?} does not fit {self:?}", t.shape()));
+        let wrong = || Error::InvalidArgument {
+            name: "layer layout",
+            why: format!("layer value of shape {:?} does not fit {self:?}", t.shape()),
+        };
         let chw = match self {
             LayerLayout::ChannelsFirst => item.into_dimensionality::<Ix3>().map_err(|_| wrong())?.to_owned(),
             LayerLayout::ChannelsLast => {

@@ -1,7 +1,7 @@
 //! The backward sweep: a plain loop over the planned nodes in reverse topological order.
 
 use super::{Activations, ValueId};
-use crate::error::{Error, OpError, Result};
+use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Op, Vjp};
 use crate::tensor::Tensor;
 use crate::Element;
@@ -64,19 +64,22 @@ pub struct Gradients<T> {
 
 impl<T> Gradients<T> {
     fn id(&self, name: &str) -> Result<ValueId> {
-        self.names.get(name).copied().ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| GraphError::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
     }
 
     /// The gradient of a requested value (by any of its names).
     pub fn get(&self, name: &str) -> Result<&Tensor<T>> {
         let id = self.id(name)?;
-        self.grads.get(&id).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+        self.grads.get(&id).ok_or_else(|| GraphError::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
     }
 
     /// Takes the gradient of a requested value out.
     pub fn take(&mut self, name: &str) -> Result<Tensor<T>> {
         let id = self.id(name)?;
-        self.grads.remove(&id).ok_or_else(|| Error::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
+        self.grads.remove(&id).ok_or_else(|| GraphError::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
     }
 }
 
@@ -125,11 +128,11 @@ impl<T: Element> Activations<'_, T> {
         for (name, seed) in seeds {
             let id = graph.find(name)?;
             if !plan.seeds.contains(&id) {
-                return Err(Error::NotPlanned { name: name.to_string(), role: "a seed" });
+                return Err(GraphError::NotPlanned { name: name.to_string(), role: "a seed" });
             }
-            let value = self.by_id(id).ok_or_else(|| Error::NotRetained { name: name.to_string() })?;
+            let value = self.by_id(id).ok_or_else(|| GraphError::NotRetained { name: name.to_string() })?;
             if value.shape() != seed.shape() {
-                return Err(Error::SeedShape {
+                return Err(GraphError::SeedShape {
                     name: name.to_string(),
                     expected: value.shape().to_vec(),
                     got: seed.shape().to_vec(),
@@ -144,7 +147,7 @@ impl<T: Element> Activations<'_, T> {
             if !plan.run_backward[n] || node.outputs.iter().all(|o| grads[o.0].is_none()) {
                 continue;
             }
-            let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
+            let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
             let mut out_grads: Vec<Option<Tensor<T>>> =
                 node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();

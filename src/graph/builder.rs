@@ -1,7 +1,7 @@
 //! Building graphs in Rust.
 
 use super::{Graph, Node, Source, Value, ValueId};
-use crate::error::{Error, Result};
+use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::Op;
 use crate::tensor::{HalfTensor, Tensor};
 use crate::Element;
@@ -55,7 +55,7 @@ impl<T: Element> GraphBuilder<T> {
 
     fn add_value(&mut self, name: &str, shape: Vec<usize>, source: Source<T>) -> Result<ValueId> {
         if self.graph.by_name.contains_key(name) {
-            return Err(Error::DuplicateName { name: name.to_string() });
+            return Err(GraphError::DuplicateName { name: name.to_string() });
         }
         let id = ValueId(self.graph.values.len());
         self.graph.values.push(Value { name: name.to_string(), shape, source });
@@ -99,7 +99,7 @@ impl<T: Element> GraphBuilder<T> {
         outputs: &[&str],
     ) -> Result<Vec<ValueId>> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|i| self.graph.values[i.0].shape.as_slice()).collect();
-        let out_shapes = op.output_shapes(&shapes).map_err(|source| Error::Op {
+        let out_shapes = op.output_shapes(&shapes).map_err(|source| GraphError::Op {
             node: name.to_string(),
             op: op.op_type(),
             source,
@@ -108,7 +108,7 @@ impl<T: Element> GraphBuilder<T> {
             if shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1))).is_none_or(|n| n > MAX_VALUE_ELEMENTS)
             {
                 let why = format!("output shape {shape:?} exceeds {MAX_VALUE_ELEMENTS} elements");
-                return Err(Error::Op {
+                return Err(GraphError::Op {
                     node: name.to_string(),
                     op: op.op_type(),
                     source: crate::OpError::Invalid(why),
@@ -116,7 +116,7 @@ impl<T: Element> GraphBuilder<T> {
             }
         }
         if out_shapes.len() != outputs.len() {
-            return Err(Error::Op {
+            return Err(GraphError::Op {
                 node: name.to_string(),
                 op: op.op_type(),
                 source: crate::OpError::Invalid(format!(
@@ -138,7 +138,7 @@ impl<T: Element> GraphBuilder<T> {
     /// Gives an existing value a second name (PyTorch module paths: `layer4` is the output of `layer4.1`).
     pub fn alias(&mut self, name: &str, id: ValueId) -> Result<()> {
         if self.graph.by_name.contains_key(name) {
-            return Err(Error::DuplicateName { name: name.to_string() });
+            return Err(GraphError::DuplicateName { name: name.to_string() });
         }
         self.graph.by_name.insert(name.to_string(), id);
         self.graph.aliases.push((name.to_string(), id));

@@ -8,7 +8,7 @@
 
 use super::fuse::{is_f32, winograd_wins, PackKey};
 use super::Graph;
-use crate::error::{Error, OpError, Result};
+use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::Fusable;
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
@@ -55,7 +55,7 @@ impl<T: Element> Graph<T> {
 
     fn run_transposed(&self, n: usize, geo: &ConvGeometry, grad_output: &Tensor<T>) -> Result<Tensor<T>> {
         let node = &self.nodes[n];
-        let wrap = |source| Error::Op { node: node.name.clone(), op: "Conv", source };
+        let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
         let not_f32 = || wrap(OpError::Invalid("packed convolution gradient on a non-f32 graph".into()));
         let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
         let level = simd::level();

@@ -2,7 +2,7 @@
 
 use super::pool::BufferPool;
 use super::{Graph, Source, ValueId};
-use crate::error::{Error, Result};
+use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::Saved;
 use crate::tensor::Tensor;
 use crate::Element;
@@ -10,7 +10,7 @@ use crate::Element;
 /// Options of a forward pass.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ForwardOptions {
-    /// Fail with [`Error::NonFinite`] naming the first input or node that yields NaN or ±inf. Off by default: NaN
+    /// Fail with [`GraphError::NonFinite`] naming the first input or node that yields NaN or ±inf. Off by default: NaN
     /// then simply propagates, as in PyTorch.
     pub check_finite: bool,
     /// Record how long each node (or fused chain) took, in [`Activations::profile`].
@@ -54,7 +54,7 @@ impl<'g, T: Element> Activations<'g, T> {
     /// A kept value (or a constant of the graph).
     pub fn get(&self, name: &str) -> Result<&Tensor<T>> {
         let id = self.graph.find(name)?;
-        self.by_id(id).ok_or_else(|| Error::NotRetained { name: name.to_string() })
+        self.by_id(id).ok_or_else(|| GraphError::NotRetained { name: name.to_string() })
     }
 
     pub(crate) fn by_id(&self, id: ValueId) -> Option<&Tensor<T>> {
@@ -129,24 +129,25 @@ impl<T: Element> Graph<T> {
         options: ForwardOptions,
     ) -> Result<Activations<'_, T>> {
         if plan.retain.len() != self.values.len() {
-            return Err(Error::PlanMismatch);
+            return Err(GraphError::PlanMismatch);
         }
         let mut values: Vec<Option<Tensor<T>>> = (0..self.values.len()).map(|_| None).collect();
         let mut run_shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
         for (name, tensor) in inputs {
             let id = self.find(name).ok().filter(|id| self.inputs.contains(id) || plan.feeds.contains(id));
-            let id = id.ok_or_else(|| Error::NotAnInput { name: name.to_string(), expected: self.input_names() })?;
+            let id =
+                id.ok_or_else(|| GraphError::NotAnInput { name: name.to_string(), expected: self.input_names() })?;
             let declared = &self.values[id.0].shape;
             let got = tensor.shape();
             if got.len() != declared.len() || got.iter().zip(declared).skip(1).any(|(a, b)| a != b) {
-                return Err(Error::InputShape {
+                return Err(GraphError::InputShape {
                     name: name.to_string(),
                     expected: declared.clone(),
                     got: got.to_vec(),
                 });
             }
             if options.check_finite && non_finite(&tensor) {
-                return Err(Error::NonFinite { origin: format!("graph input '{name}'"), shape: got.to_vec() });
+                return Err(GraphError::NonFinite { origin: format!("graph input '{name}'"), shape: got.to_vec() });
             }
             run_shapes[id.0] = got.to_vec();
             // Moved in as it is when already in standard order (no copy of the input).
@@ -156,7 +157,10 @@ impl<T: Element> Graph<T> {
         for &id in self.inputs.iter().chain(&plan.feeds) {
             let used = plan.last_use[id.0].is_some() || plan.retain[id.0];
             if used && values[id.0].is_none() {
-                return Err(Error::MissingInput { name: self.values[id.0].name.clone(), expected: self.input_names() });
+                return Err(GraphError::MissingInput {
+                    name: self.values[id.0].name.clone(),
+                    expected: self.input_names(),
+                });
             }
         }
 
@@ -212,7 +216,7 @@ impl<T: Element> Graph<T> {
             if let Some(chain) = fused {
                 // The plan made the residual before this chain and keeps it until the Add it replaces.
                 let residual = match chain.residual {
-                    Some(r) => Some(values[r.0].as_ref().ok_or_else(|| Error::Op {
+                    Some(r) => Some(values[r.0].as_ref().ok_or_else(|| GraphError::Op {
                         node: node.name.clone(),
                         op: "Conv",
                         source: crate::OpError::Invalid(format!(
@@ -235,7 +239,7 @@ impl<T: Element> Graph<T> {
                 }
                 if options.check_finite && non_finite(&y) {
                     let last = chain.skipped_nodes.last().map_or(node, |&m| &self.nodes[m]);
-                    return Err(Error::NonFinite {
+                    return Err(GraphError::NonFinite {
                         origin: format!("node '{}' ({}, fused)", last.name, last.op.op_type()),
                         shape: y.shape().to_vec(),
                     });
@@ -260,7 +264,7 @@ impl<T: Element> Graph<T> {
                 free_inputs(&mut values, &mut pool);
                 continue;
             }
-            let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
+            let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
             let shapes: Vec<&[usize]> = node
                 .inputs
                 .iter()
@@ -290,7 +294,7 @@ impl<T: Element> Graph<T> {
             }
             if options.check_finite {
                 if let Some(bad) = out.values.iter().find(|v| non_finite(v)) {
-                    return Err(Error::NonFinite {
+                    return Err(GraphError::NonFinite {
                         origin: format!("node '{}' ({})", node.name, node.op.op_type()),
                         shape: bad.shape().to_vec(),
                     });

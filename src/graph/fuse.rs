@@ -18,7 +18,7 @@
 
 use super::pool::BufferPool;
 use super::{Graph, ValueId};
-use crate::error::{Error, OpError, Result};
+use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Conv, Fusable};
 use crate::tensor::{contiguous, Tensor};
 use crate::Element;
@@ -240,7 +240,7 @@ impl<T: Element> Graph<T> {
         pool: &mut BufferPool<T>,
     ) -> Result<Tensor<T>> {
         let node = &self.nodes[chain.conv];
-        let wrap = |source| Error::Op { node: node.name.clone(), op: "Conv", source };
+        let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
         let x32 = (x as &dyn Any)
             .downcast_ref::<Tensor<f32>>()
             .ok_or_else(|| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))?;

@@ -17,7 +17,7 @@ pub use builder::GraphBuilder;
 pub use forward::{Activations, ForwardOptions, NodeTime};
 pub use plan::Plan;
 
-use crate::error::{Error, Result};
+use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::Op;
 use crate::tensor::{HalfTensor, Tensor};
 use crate::Element;
@@ -154,20 +154,28 @@ impl<T: Element> Graph<T> {
     /// Puts `source` (a constant, f32 or 16-bit, of the same shape) in place of the constant `id` and returns the
     /// one it replaces, so that a caller can restore a weight exactly as it was held.
     pub fn swap_constant(&mut self, id: ValueId, source: Source<T>) -> Result<Source<T>> {
-        let v = self.values.get_mut(id.0).ok_or_else(|| Error::BadRequest(format!("no value #{}", id.0)))?;
+        let v = self
+            .values
+            .get_mut(id.0)
+            .ok_or_else(|| GraphError::UnknownValue { name: format!("#{}", id.0), hint: String::new() })?;
         if !matches!(v.source, Source::Constant(_) | Source::HalfConstant(_)) {
-            return Err(Error::BadRequest(format!("'{}' is not a constant", v.name)));
+            return Err(GraphError::Constant { name: v.name.clone(), why: "not a constant".into() });
         }
         let shape = match &source {
             Source::Constant(c) => c.shape().to_vec(),
             Source::HalfConstant(h) => h.shape().to_vec(),
-            _ => return Err(Error::BadRequest(format!("the replacement of '{}' is not a constant", v.name))),
+            _ => {
+                return Err(GraphError::Constant {
+                    name: v.name.clone(),
+                    why: "the replacement is not a constant".into(),
+                })
+            }
         };
         if shape != v.shape {
-            return Err(Error::BadRequest(format!(
-                "constant '{}' has shape {:?}, the replacement {shape:?}",
-                v.name, v.shape
-            )));
+            return Err(GraphError::Constant {
+                name: v.name.clone(),
+                why: format!("has shape {:?}, the replacement {shape:?}", v.shape),
+            });
         }
         let old = std::mem::replace(&mut v.source, source);
         self.packed.clear();
@@ -227,7 +235,7 @@ impl<T: Element> Graph<T> {
 
     /// Looks a value up by name; the error lists the closest existing names.
     pub fn find(&self, name: &str) -> Result<ValueId> {
-        self.by_name.get(name).copied().ok_or_else(|| Error::UnknownValue {
+        self.by_name.get(name).copied().ok_or_else(|| GraphError::UnknownValue {
             name: name.to_string(),
             hint: match self.closest_names(name, 3).as_slice() {
                 [] => String::new(),

@@ -8,7 +8,7 @@
 //! freed right after its last consumer.
 
 use super::{Graph, ValueId};
-use crate::error::Result;
+use crate::error::GraphResult as Result;
 use crate::Element;
 
 /// What to run and keep for one kind of request. Make it once, use it for many forward and backward passes.

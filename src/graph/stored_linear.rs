@@ -7,7 +7,7 @@
 //! copy (the reference these paths are tested against).
 
 use super::{Graph, Node};
-use crate::error::{Error, OpError, Result};
+use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Fusable, Gemm};
 use crate::tensor::{contiguous, HalfTensor, Tensor};
 use crate::Element;
@@ -33,7 +33,7 @@ impl<T: Element> Graph<T> {
         c: Option<&Tensor<T>>,
     ) -> Option<Result<Tensor<T>>> {
         let (gemm, w) = self.stored_linear(node)?;
-        let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
+        let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
         let run = || -> std::result::Result<Tensor<T>, OpError> {
             // The plan chose this path from the declared rank: a run-time value of another rank is an error here
             // (the caller has no widened weight to fall back on).
@@ -76,7 +76,7 @@ impl<T: Element> Graph<T> {
         if grad_output.ndim() != 2 {
             return None;
         }
-        let wrap = |source| Error::Op { node: node.name.clone(), op: node.op.op_type(), source };
+        let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
         let run = || -> std::result::Result<Tensor<T>, OpError> {
             let g = contiguous(as_f32(grad_output)?);
             let (m, n) = (grad_output.shape()[0], grad_output.shape()[1]);

@@ -79,7 +79,10 @@ pub fn deletion_insertion(
 ) -> Result<DeletionInsertion> {
     check_map(image, map)?;
     if steps == 0 || steps > crate::cam::MAX_COPIES {
-        return Err(Error::BadRequest(format!("steps must be in 1..={}, got {steps}", crate::cam::MAX_COPIES)));
+        return Err(Error::InvalidArgument {
+            name: "steps",
+            why: format!("steps must be in 1..={}, got {steps}", crate::cam::MAX_COPIES),
+        });
     }
     let pixels = map.len();
     let width = map.dim().1;

@@ -39,11 +39,11 @@ pub struct Scorer<'m> {
 impl<'m> Scorer<'m> {
     pub fn new(model: &'m Model, target: Target, batch: usize) -> Result<Self> {
         if batch == 0 {
-            return Err(Error::BadRequest("the batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument { name: "batch size", why: "the batch size must be at least 1".into() });
         }
         let shape = &model.graph.value(model.graph.find(&model.logits)?).shape;
         if shape.len() != 2 && !(shape.len() == 4 && shape[2] * shape[3] == 1) {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::ModelInterface(format!(
                 "the metrics score classifiers ([N, classes] outputs); '{}' has shape {shape:?}",
                 model.logits
             )));
@@ -83,11 +83,14 @@ impl<'m> Scorer<'m> {
 /// Checks that a map fits an image `[C, H, W]`.
 fn check_map(image: ArrayView3<'_, f32>, map: &ndarray::Array2<f32>) -> Result<()> {
     if map.dim() != (image.shape()[1], image.shape()[2]) {
-        return Err(Error::BadRequest(format!(
-            "a map of {:?} for an image of {:?}: the map must have the model's input size",
-            map.shape(),
-            image.shape()
-        )));
+        return Err(Error::InvalidArgument {
+            name: "map",
+            why: format!(
+                "a map of {:?} for an image of {:?}: the map must have the model's input size",
+                map.shape(),
+                image.shape()
+            ),
+        });
     }
     Ok(())
 }

@@ -119,8 +119,9 @@ pub(crate) fn impute(image: ArrayView3<'_, f32>, kept: &[bool]) -> Result<Array3
         }
     };
     for (ch, b) in rhs.iter().enumerate() {
-        let x = conjugate_gradient(&apply, b, &diag).ok_or_else(|| {
-            Error::BadRequest("ROAD's imputation did not converge (no kept pixel to fill from?)".into())
+        let x = conjugate_gradient(&apply, b, &diag).ok_or_else(|| Error::InvalidArgument {
+            name: "map",
+            why: "ROAD's imputation did not converge (no kept pixel to fill from?)".into(),
         })?;
         for (k, &p) in missing.iter().enumerate() {
             let noise = NOISE * standard_normal(NOISE_STREAM, ch * n + k);
@@ -181,7 +182,10 @@ pub fn road(
 ) -> Result<Road> {
     check_map(image, map)?;
     if percentiles.is_empty() || percentiles.iter().any(|&p| p > 100) {
-        return Err(Error::BadRequest(format!("ROAD percentiles must be in 0..=100, got {percentiles:?}")));
+        return Err(Error::InvalidArgument {
+            name: "percentiles",
+            why: format!("ROAD percentiles must be in 0..=100, got {percentiles:?}"),
+        });
     }
     let inverse = map.mapv(|v| 1.0 - v);
     let mut copies = vec![image.to_owned()];

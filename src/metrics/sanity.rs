@@ -67,7 +67,7 @@ fn map_of(model: &Model, x: &Tensor<f32>, req: &Request) -> Result<(usize, ndarr
     let e = results
         .first_mut()
         .and_then(|r| r.explanations.first_mut())
-        .ok_or_else(|| Error::BadRequest("the sanity check needs one image, one class and one method".into()))?;
+        .ok_or_else(|| Error::NothingToExplain("the sanity check needs one image, one class and one method".into()))?;
     Ok((e.class, std::mem::take(&mut e.cam)))
 }
 
@@ -82,10 +82,13 @@ pub fn cascading_randomization(
 ) -> Result<Vec<SanityStep>> {
     if model.is_segmentation() {
         // The class's region would follow the randomized model's own prediction from step to step.
-        return Err(Error::BadRequest("the sanity check is for classifiers, not segmentation outputs".into()));
+        return Err(Error::Unsupported("the sanity check is for classifiers, not segmentation outputs".into()));
     }
     if x.ndim() != 4 || x.shape()[0] != 1 {
-        return Err(Error::BadRequest(format!("the sanity check takes one image [1, C, H, W], got {:?}", x.shape())));
+        return Err(Error::InvalidArgument {
+            name: "input",
+            why: format!("the sanity check takes one image [1, C, H, W], got {:?}", x.shape()),
+        });
     }
     let mut req = Request { methods: vec![method], aug_smooth: false, ..req.clone() };
     let (class, original) = map_of(model, x, &req)?;
@@ -95,7 +98,7 @@ pub fn cascading_randomization(
     let count = max_layers.unwrap_or(layers.len()).min(layers.len());
     let mut saved: Vec<(ValueId, Source<f32>)> = Vec::new();
     let mut steps = Vec::with_capacity(count);
-    let mut outcome = Ok(());
+    let mut outcome: Result<()> = Ok(());
     for (layer, ids) in layers.into_iter().take(count) {
         for id in ids {
             let Some(old) = model.graph.constant_value(id).map(|c| c.into_owned()) else { continue };
@@ -103,7 +106,7 @@ pub fn cascading_randomization(
             match model.graph.swap_constant(id, Source::Constant(redrawn(&name, &old))) {
                 Ok(held) => saved.push((id, held)),
                 Err(e) => {
-                    outcome = Err(e);
+                    outcome = Err(e.into());
                     break;
                 }
             }
@@ -125,7 +128,7 @@ pub fn cascading_randomization(
     // Every weight goes back as it was held (16-bit ones stay 16-bit), even if one of them fails.
     for (id, held) in saved.into_iter().rev() {
         if let Err(e) = model.graph.swap_constant(id, held) {
-            outcome = outcome.and(Err(e));
+            outcome = outcome.and(Err(e.into()));
         }
     }
     outcome.map(|_| steps)

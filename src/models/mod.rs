@@ -222,19 +222,23 @@ impl Model {
             return match arch {
                 None => Model::bundled_with(options),
                 Some(a) if Arch::from_name(a)? == Arch::EfficientnetLite0 => Model::bundled_with(options),
-                Some(a) => Err(Error::BadRequest(format!("--arch {a} needs --model <weights.safetensors>"))),
+                Some(a) => Err(Error::InvalidArgument {
+                    name: "--arch",
+                    why: format!("--arch {a} needs --model <weights.safetensors>"),
+                }),
             };
         };
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "onnx" => Model::from_onnx_with(path, options),
             _ => {
-                let arch = arch.ok_or_else(|| {
-                    Error::BadRequest(format!(
+                let arch = arch.ok_or_else(|| Error::InvalidArgument {
+                    name: "--arch",
+                    why: format!(
                         "{}: say which architecture these weights are for with --arch (one of: {})",
                         path.display(),
                         Arch::ALL.map(|a| a.name()).join(", ")
-                    ))
+                    ),
                 })?;
                 Model::from_safetensors_with(Arch::from_name(arch)?, path, options)
             }
@@ -261,7 +265,7 @@ impl Model {
         let m = crate::onnx::load_with_options(path, &import)?;
         let shown = path.display().to_string();
         let [input] = m.inputs.as_slice() else {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::ModelInterface(format!(
                 "{shown}: explaining needs a model with exactly one input, this one has {:?} (use `gradcam infer`)",
                 m.inputs
             )));
@@ -273,15 +277,18 @@ impl Model {
         let signal = in_shape.len() == 4 && in_shape[2] == 1 && input.ends_with("::as_2d");
         let volume = in_shape.len() == 5;
         if in_shape[1..].contains(&0) {
-            return Err(Error::BadRequest(format!("{shown}: input '{input}' has shape {in_shape:?}: an empty axis")));
+            return Err(Error::ModelInterface(format!(
+                "{shown}: input '{input}' has shape {in_shape:?}: an empty axis"
+            )));
         }
         if !volume && (in_shape.len() != 4 || (in_shape[1] != 3 && !signal)) {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::ModelInterface(format!(
                 "{shown}: input '{input}' has shape {in_shape:?}, not [N, 3, H, W] (an image), [N, C, L] (a signal) \
                  or [N, C, D, H, W] (a volume)"
             )));
         }
-        let first = m.outputs.first().ok_or_else(|| Error::BadRequest(format!("{shown}: the model has no output")))?;
+        let first =
+            m.outputs.first().ok_or_else(|| Error::ModelInterface(format!("{shown}: the model has no output")))?;
         // Explanations follow the scores before a final softmax, also when reshapes follow it (SqueezeNet:
         // Flatten → Softmax → Reshape to [N, 1000, 1, 1]).
         let mut logits = first.clone();
@@ -298,7 +305,7 @@ impl Model {
         }
         let shape = &g.value(g.find(&logits)?).shape;
         if shape.len() != 2 && shape.len() != 4 {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::ModelInterface(format!(
                 "{shown}: class scores '{logits}' have shape {shape:?}, not [N, classes] (a classifier) or [N, classes, \
                  H, W] (a segmentation)"
             )));

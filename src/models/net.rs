@@ -51,13 +51,13 @@ impl Net<'_> {
     /// Places the parameter `key` (of `shape`) in the graph, in the precision the weights hold it.
     fn param(&mut self, key: &str, shape: &[usize], init: Init) -> Result<ValueId> {
         match self.w.take(key, shape, init)? {
-            Param::F32(t) => self.b.constant(key, t),
-            Param::Half(h) => self.b.constant_half(key, h),
+            Param::F32(t) => Ok(self.b.constant(key, t)?),
+            Param::Half(h) => Ok(self.b.constant_half(key, h)?),
         }
     }
 
     pub fn node(&mut self, name: &str, op: impl Op<f32> + 'static, inputs: &[ValueId]) -> Result<ValueId> {
-        self.b.node(name, op, inputs)
+        Ok(self.b.node(name, op, inputs)?)
     }
 
     /// `name.weight` (and `name.bias`) convolution.
@@ -74,7 +74,7 @@ impl Net<'_> {
             inputs.push(self.param(&format!("{name}.bias"), &[s.out], Init::Bias { fan_in })?);
         }
         let op = Conv { strides: [s.stride; 2], dilations: [1, 1], pads: s.pads, groups: s.groups };
-        self.b.node(name, op, &inputs)
+        Ok(self.b.node(name, op, &inputs)?)
     }
 
     /// Inference batch-norm with `name.{weight,bias,running_mean,running_var}`.
@@ -89,7 +89,7 @@ impl Net<'_> {
         ] {
             inputs.push(self.param(&format!("{name}.{suffix}"), &[c], init)?);
         }
-        self.b.node(name, ops::BatchNormalization { epsilon }, &inputs)
+        Ok(self.b.node(name, ops::BatchNormalization { epsilon }, &inputs)?)
     }
 
     /// `nn.Linear` with `name.weight` `[out, in]` and `name.bias`.
@@ -97,15 +97,15 @@ impl Net<'_> {
         let fan_in = self.shape(x)[1];
         let w = self.param(&format!("{name}.weight"), &[out, fan_in], Init::Weight { fan_in })?;
         let bias = self.param(&format!("{name}.bias"), &[out], Init::Bias { fan_in })?;
-        self.b.node(name, Gemm::linear(), &[x, w, bias])
+        Ok(self.b.node(name, Gemm::linear(), &[x, w, bias])?)
     }
 
     pub fn relu(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
-        self.b.node(name, Relu, &[x])
+        Ok(self.b.node(name, Relu, &[x])?)
     }
 
     pub fn relu6(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
-        self.b.node(name, Clip::relu6(), &[x])
+        Ok(self.b.node(name, Clip::relu6(), &[x])?)
     }
 
     pub fn alias(&mut self, name: &str, x: ValueId) -> Result<ValueId> {

@@ -573,7 +573,8 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         let floats: Vec<ArrayD<f32>> = consts.iter().map(Const::to_f32).collect();
         let refs: Vec<&ArrayD<f32>> = floats.iter().collect();
         let shapes: Vec<&[usize]> = refs.iter().map(|t| t.shape()).collect();
-        let wrap = |source| Error::Op { node: n.name.clone(), op: op.op_type(), source };
+        let wrap =
+            |source| Error::Graph(crate::error::GraphError::Op { node: n.name.clone(), op: op.op_type(), source });
         let mut elements = 0u64;
         for s in op.output_shapes(&shapes).map_err(wrap)? {
             let count = s.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)));

@@ -34,7 +34,10 @@ impl Colormap {
             "jet" => Ok(Colormap::Jet),
             "turbo" => Ok(Colormap::Turbo),
             "viridis" => Ok(Colormap::Viridis),
-            _ => Err(Error::BadRequest(format!("unknown colormap '{name}' (known: jet, turbo, viridis)"))),
+            _ => Err(Error::InvalidArgument {
+                name: "colormap",
+                why: format!("unknown colormap '{name}' (known: jet, turbo, viridis)"),
+            }),
         }
     }
 
