@@ -34,6 +34,10 @@
 //! # Ok::<(), gradcam::error::Error>(())
 //! ```
 
+// No `unsafe` outside the kernels crate. `deny`, not `forbid`: ndarray's `s!` macro expands to an
+// `#[allow(unsafe_code)]` of its own, which `forbid` rejects.
+#![deny(unsafe_code)]
+
 pub mod attack;
 pub mod cam;
 pub mod error;

@@ -7,9 +7,11 @@
 
 use crate::depthwise;
 use crate::gemm::{gemm, gemm_to_ptr, MatMut, MatRef};
+use crate::geometry::ConvGeometry;
 use crate::im2col::{col2im_channel_tile, im2col_tile, Window};
 use crate::Element;
 use rayon::prelude::*;
+use std::marker::PhantomData;
 
 /// Output columns per task. 256 columns keep a `K × 256` im2col tile within L2 for K up to ~1k (3×3 over 128
 /// channels) and give a 56×56 plane 13 tiles, enough to feed every core with batch 1. Also fixes the summation
@@ -24,119 +26,6 @@ pub const MIN_TASK_ROWS: usize = 128;
 /// Upper bound on im2col elements materialised at once in backward-data (64 MiB of f32): large early layers (VGG
 /// 3×3 over 64 channels at 224²) are processed in column chunks instead of one 115 MB buffer.
 pub const MAX_COL_ELEMS: usize = 16 << 20;
-
-/// Shape and hyper-parameters of one 2-D convolution (NCHW input, OIHW weight).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub out_channels: usize,
-    pub kernel_h: usize,
-    pub kernel_w: usize,
-    pub stride_h: usize,
-    pub stride_w: usize,
-    pub dilation_h: usize,
-    pub dilation_w: usize,
-    pub pad_top: usize,
-    pub pad_left: usize,
-    pub pad_bottom: usize,
-    pub pad_right: usize,
-    pub groups: usize,
-}
-
-impl ConvGeometry {
-    /// Output height, or `None` when the (padded) input is smaller than the dilated kernel (or the sizes overflow).
-    pub fn out_h(&self) -> Option<usize> {
-        let padded = self.in_h.checked_add(self.pad_top)?.checked_add(self.pad_bottom)?;
-        out_len(padded, self.kernel_h, self.stride_h, self.dilation_h)
-    }
-
-    /// Output width, or `None` when the (padded) input is smaller than the dilated kernel (or the sizes overflow).
-    pub fn out_w(&self) -> Option<usize> {
-        let padded = self.in_w.checked_add(self.pad_left)?.checked_add(self.pad_right)?;
-        out_len(padded, self.kernel_w, self.stride_w, self.dilation_w)
-    }
-
-    pub(crate) fn in_per_group(&self) -> usize {
-        self.in_channels / self.groups
-    }
-
-    pub(crate) fn out_per_group(&self) -> usize {
-        self.out_channels / self.groups
-    }
-
-    /// Rows of the im2col matrix: `C_in/groups · KH · KW`.
-    pub fn k(&self) -> usize {
-        self.in_per_group() * self.kernel_h * self.kernel_w
-    }
-
-    pub(crate) fn window(&self) -> Window {
-        Window {
-            in_h: self.in_h,
-            in_w: self.in_w,
-            out_h: self.out_h().unwrap_or(0),
-            out_w: self.out_w().unwrap_or(0),
-            kernel_h: self.kernel_h,
-            kernel_w: self.kernel_w,
-            stride_h: self.stride_h,
-            stride_w: self.stride_w,
-            dilation_h: self.dilation_h,
-            dilation_w: self.dilation_w,
-            pad_top: self.pad_top,
-            pad_left: self.pad_left,
-        }
-    }
-
-    /// True for 1×1, stride-1, unpadded convolutions, whose im2col matrix is the input itself.
-    pub fn is_pointwise(&self) -> bool {
-        self.kernel_h == 1
-            && self.kernel_w == 1
-            && self.stride_h == 1
-            && self.stride_w == 1
-            && self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0
-    }
-
-    /// True when each group reads exactly one input channel (depthwise, possibly with a channel multiplier).
-    pub fn is_depthwise(&self) -> bool {
-        self.groups > 1 && self.groups == self.in_channels
-    }
-
-    pub(crate) fn out_plane(&self) -> usize {
-        self.out_h().unwrap_or(0) * self.out_w().unwrap_or(0)
-    }
-
-    pub(crate) fn in_plane(&self) -> usize {
-        self.in_h * self.in_w
-    }
-
-    /// Number of multiply-adds ×2 of the forward pass.
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.batch * self.out_channels * self.out_plane() * self.k()) as f64
-    }
-
-    pub(crate) fn check(&self, input: usize, weight: usize, output: usize) {
-        assert!(
-            self.groups > 0
-                && self.in_channels.is_multiple_of(self.groups)
-                && self.out_channels.is_multiple_of(self.groups)
-        );
-        assert!(self.out_h().is_some() && self.out_w().is_some(), "conv: kernel larger than padded input");
-        assert_eq!(input, self.batch * self.in_channels * self.in_plane(), "conv: input length");
-        assert_eq!(weight, self.out_channels * self.k(), "conv: weight length");
-        assert_eq!(output, self.batch * self.out_channels * self.out_plane(), "conv: output length");
-    }
-}
-
-/// Output length of a sliding window; `None` if the dilated kernel does not fit.
-pub fn out_len(padded: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
-    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
-    if stride == 0 || padded < span {
-        return None;
-    }
-    Some((padded - span) / stride + 1)
-}
 
 /// Column tiles `(p0, p1)` covering `0..columns`.
 pub(crate) fn tiles(columns: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -171,20 +60,31 @@ pub const TARGET_TASKS: usize = 8;
 
 /// A raw view of the output that lets tasks write disjoint sub-matrices concurrently.
 #[derive(Clone, Copy)]
-pub(crate) struct DisjointOutput<T> {
+pub(crate) struct DisjointOutput<'a, T> {
     ptr: *mut T,
     len: usize,
+    /// The writer borrows the output mutably for as long as it lives: no one else can touch the buffer meanwhile.
+    _borrow: PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: the pointer is only dereferenced through `gemm_into`, whose callers guarantee that concurrent calls write
 // disjoint elements; T itself is Send + Sync (Element requires both).
-unsafe impl<T: Element> Send for DisjointOutput<T> {}
+unsafe impl<T: Element> Send for DisjointOutput<'_, T> {}
 // SAFETY: as above.
-unsafe impl<T: Element> Sync for DisjointOutput<T> {}
+unsafe impl<T: Element> Sync for DisjointOutput<'_, T> {}
 
-impl<T: Element> DisjointOutput<T> {
-    pub(crate) fn new(out: &mut [T]) -> Self {
-        DisjointOutput { ptr: out.as_mut_ptr(), len: out.len() }
+/// One past the last element of a `rows × cols` block at `offset` with row stride `row_stride` (`offset` for an
+/// empty block); `None` if that overflows — so a bounds check built on it cannot wrap around.
+pub(crate) fn block_end(offset: usize, rows: usize, cols: usize, row_stride: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(offset);
+    }
+    (rows - 1).checked_mul(row_stride)?.checked_add(cols)?.checked_add(offset)
+}
+
+impl<'a, T: Element> DisjointOutput<'a, T> {
+    pub(crate) fn new(out: &'a mut [T]) -> Self {
+        DisjointOutput { ptr: out.as_mut_ptr(), len: out.len(), _borrow: PhantomData }
     }
 
     /// Pointer to the block of `rows × cols` elements at `offset` with row stride `row_stride`.
@@ -193,7 +93,7 @@ impl<T: Element> DisjointOutput<T> {
     /// If the block does not lie inside the output.
     pub(crate) fn block(&self, offset: usize, rows: usize, cols: usize, row_stride: usize) -> *mut T {
         assert!(
-            rows == 0 || cols == 0 || offset + (rows - 1) * row_stride + cols <= self.len,
+            block_end(offset, rows, cols, row_stride).is_some_and(|end| end <= self.len),
             "block outside the output"
         );
         self.ptr.wrapping_add(offset)
@@ -205,12 +105,15 @@ impl<T: Element> DisjointOutput<T> {
     /// No other thread may read or write these elements during the call.
     unsafe fn gemm_into(&self, a: MatRef<'_, T>, b: MatRef<'_, T>, offset: usize, row_stride: usize) {
         let (m, n) = (a.rows, b.cols);
-        assert!(m == 0 || n == 0 || offset + (m - 1) * row_stride + n <= self.len, "gemm_into: block outside output");
+        assert!(
+            block_end(offset, m, n, row_stride).is_some_and(|end| end <= self.len),
+            "gemm_into: block outside output"
+        );
         if m == 0 || n == 0 {
             return;
         }
-        // SAFETY: the output block lies inside the buffer (checked above) and the caller guarantees exclusive
-        // access to it; `gemm_to_ptr` checks the operands.
+        // SAFETY: the output block lies inside the buffer (checked above, without overflow) and the caller
+        // guarantees exclusive access to it; `gemm_to_ptr` checks the operands.
         unsafe { gemm_to_ptr(T::one(), a, b, T::one(), self.ptr.add(offset), row_stride, 1) }
     }
 }

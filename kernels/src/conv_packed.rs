@@ -6,11 +6,10 @@
 //! panels); the summation order depends only on the layer's shape, so results are bit-identical on any number of
 //! threads for a given SIMD level.
 
-use crate::conv::{
-    column_tile, rows_per_packed_task, rows_per_task, tiles, ConvGeometry, DisjointOutput, TARGET_TASKS,
-};
+use crate::conv::{column_tile, rows_per_packed_task, rows_per_task, tiles, DisjointOutput, TARGET_TASKS};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
+use crate::geometry::ConvGeometry;
 use crate::im2col::{im2col_panels, im2col_panels_phased, phase_split, split_phases};
 use crate::packed_gemm::{pack_b_into, Clamp, PackedA, RightPanels};
 use crate::precision::{Precision, Stored};

@@ -4,7 +4,7 @@
 //! so they run as direct loops over planes instead: for each tap, a contiguous run of output pixels is updated from
 //! a (strided) run of input pixels, with the valid range computed once per row rather than tested per pixel.
 
-use crate::conv::ConvGeometry;
+use crate::geometry::ConvGeometry;
 use crate::im2col::valid_range;
 use crate::Element;
 use rayon::prelude::*;

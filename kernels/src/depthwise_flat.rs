@@ -14,7 +14,7 @@
 //! Each output is a fixed sequence of operations (bias, then the taps in order), so results do not depend on the
 //! number of threads.
 
-use crate::conv::ConvGeometry;
+use crate::geometry::ConvGeometry;
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;

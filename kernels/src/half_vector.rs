@@ -130,7 +130,7 @@ mod x86 {
             pub(super) unsafe fn $name(w: &[$t], x: &[f32]) -> f32 {
                 let n = w.len().min(x.len());
                 let (wp, xp) = (w.as_ptr(), x.as_ptr());
-                // SAFETY (whole body): every offset below is < n, so inside both slices.
+                // SAFETY: (for the whole block) every offset below is < n, so inside both slices.
                 unsafe {
                     let mut acc = [_mm512_setzero_ps(); 4];
                     let mut i = 0;
@@ -166,7 +166,7 @@ mod x86 {
             pub(super) unsafe fn $name(w: &[$t], x: &[f32]) -> f32 {
                 let n = w.len().min(x.len());
                 let (wp, xp) = (w.as_ptr(), x.as_ptr());
-                // SAFETY (whole body): every offset below is < n, so inside both slices.
+                // SAFETY: (for the whole block) every offset below is < n, so inside both slices.
                 unsafe {
                     let mut acc = [_mm256_setzero_ps(); 4];
                     let mut i = 0;
@@ -205,7 +205,7 @@ mod x86 {
             pub(super) unsafe fn $name(a: f32, w: &[$t], y: &mut [f32]) {
                 let n = w.len().min(y.len());
                 let (wp, yp) = (w.as_ptr(), y.as_mut_ptr());
-                // SAFETY (whole body): every offset below is < n, so inside both slices.
+                // SAFETY: (for the whole block) every offset below is < n, so inside both slices.
                 unsafe {
                     let av = _mm512_set1_ps(a);
                     let mut i = 0;
@@ -232,7 +232,7 @@ mod x86 {
             pub(super) unsafe fn $name(a: f32, w: &[$t], y: &mut [f32]) {
                 let n = w.len().min(y.len());
                 let (wp, yp) = (w.as_ptr(), y.as_mut_ptr());
-                // SAFETY (whole body): every offset below is < n, so inside both slices.
+                // SAFETY: (for the whole block) every offset below is < n, so inside both slices.
                 unsafe {
                     let av = _mm256_set1_ps(a);
                     let mut i = 0;

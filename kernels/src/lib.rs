@@ -9,12 +9,15 @@
 //! the number of threads, so every output element is computed by the same sequence of floating-point operations
 //! whatever the thread count: results are bit-identical on 1, 2 or 64 threads.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod conv;
 pub mod conv_packed;
 pub mod depthwise;
 pub mod depthwise_flat;
 pub mod element;
 pub mod gemm;
+pub mod geometry;
 pub mod half_vector;
 pub mod im2col;
 mod microkernel;
@@ -26,9 +29,10 @@ pub mod stored_matmul;
 pub mod vector;
 pub mod winograd;
 
-pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, ConvGeometry};
+pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
 pub use conv_packed::PackedConv;
 pub use element::Element;
+pub use geometry::ConvGeometry;
 pub use packed_gemm::{Clamp, PackedA};
 pub use pool::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_argmax, max_pool2d_backward, max_pool2d_forward, PoolGeometry,

@@ -151,7 +151,10 @@ impl PackedA {
         bias: Option<&[f32]>,
         scale: Option<&[f32]>,
     ) -> PackedA {
-        assert!(offset + m * k <= source.len(), "packed gemm: rows outside their source");
+        assert!(
+            m.checked_mul(k).and_then(|mk| mk.checked_add(offset)).is_some_and(|end| end <= source.len()),
+            "packed gemm: rows outside their source"
+        );
         let mr = microkernel::mr(level);
         let panels = m.div_ceil(mr);
         let (bias, scale) = (padded_rows(bias, m, panels * mr, "bias"), padded_rows(scale, m, panels * mr, "scale"));

@@ -11,8 +11,8 @@
 //! 16 GEMMs per row block, output transform per output channel); chunk sizes depend only on the layer's shape, and
 //! every output value is computed by one fixed sequence of operations, so results do not depend on thread count.
 
-use crate::conv::ConvGeometry;
 use crate::gemm::MatRef;
+use crate::geometry::ConvGeometry;
 use crate::packed_gemm::{pack_b_into, Clamp, PackedA};
 use crate::precision::Precision;
 use crate::simd::SimdLevel;

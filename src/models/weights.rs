@@ -61,8 +61,6 @@ pub struct Weights {
     origin: Origin,
     /// How weights of rank ≥ 2 are held.
     precision: Precision,
-    /// Keys that are bookkeeping, not weights (`num_batches_tracked`).
-    ignored: usize,
 }
 
 impl std::fmt::Debug for Weights {
@@ -228,10 +226,9 @@ impl Weights {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::Safetensors { origin: origin.to_string(), why: e.to_string() })?;
         let mut tensors = HashMap::new();
-        let mut ignored = 0;
         for (key, view) in st.tensors() {
+            // Bookkeeping, not a weight.
             if key.ends_with("num_batches_tracked") {
-                ignored += 1;
                 continue;
             }
             let mut reader = ParamReader::new(origin, &key, view.dtype(), view.shape(), precision)?;
@@ -240,7 +237,7 @@ impl Weights {
             let param = reader.finish()?;
             tensors.insert(key, param);
         }
-        Ok(Weights { origin_name: origin.to_string(), origin: Origin::Tensors(tensors), precision, ignored })
+        Ok(Weights { origin_name: origin.to_string(), origin: Origin::Tensors(tensors), precision })
     }
 
     /// Reads a safetensors file into f32 parameters (see [`Weights::from_file_as`]).
@@ -275,13 +272,12 @@ impl Weights {
         let data_start = 8 + header_len;
         let data_len = meta.len() - data_start;
         let mut tensors = HashMap::new();
-        let mut ignored = 0;
         let mut entries: Vec<_> = metadata.tensors().into_iter().collect();
         entries.sort_by_key(|(_, info)| info.data_offsets.0);
         let mut piece = vec![0u8; READ_PIECE];
         for (key, info) in entries {
+            // Bookkeeping, not a weight.
             if key.ends_with("num_batches_tracked") {
-                ignored += 1;
                 continue;
             }
             if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
@@ -311,7 +307,7 @@ impl Weights {
             let param = reader.finish()?;
             tensors.insert(key, param);
         }
-        Ok(Weights { origin_name: origin, origin: Origin::Tensors(tensors), precision, ignored })
+        Ok(Weights { origin_name: origin, origin: Origin::Tensors(tensors), precision })
     }
 
     /// Deterministic synthetic weights (see [`synthetic_value`]).
@@ -321,7 +317,7 @@ impl Weights {
 
     /// [`Weights::synthetic`] with weights (rank ≥ 2) held in `precision`.
     pub fn synthetic_as(precision: Precision) -> Self {
-        Weights { origin_name: "the synthetic formula".into(), origin: Origin::Synthetic, precision, ignored: 0 }
+        Weights { origin_name: "the synthetic formula".into(), origin: Origin::Synthetic, precision }
     }
 
     /// Where these weights come from, for messages.
@@ -386,7 +382,6 @@ impl Weights {
                 });
             }
         }
-        let _ = self.ignored;
         Ok(())
     }
 }
@@ -454,7 +449,6 @@ mod tests {
             }
             _ => panic!("tensors expected"),
         }
-        assert_eq!(a.ignored, b.ignored);
         assert!(matches!(truncated, Err(Error::Safetensors { .. })), "{truncated:?}");
     }
 }

@@ -2,65 +2,13 @@
 
 use super::attrs::Attrs;
 use super::constant::{Const, MAX_ELEMENTS};
-use super::import::{Importer, Val, SUPPORTED_OPS};
+use super::context::{
+    const_floats, const_ints, input, need_input, op, unsupported, usize_list, Importer, Lowered, Val,
+};
 use super::proto::NodeProto;
 use crate::error::{Error, Result};
 use crate::ops::*;
 use ndarray::{ArrayD, IxDyn};
-
-/// A lowered node: an engine op over the named data inputs, or a pass-through.
-pub(crate) enum Lowered {
-    Op(Box<dyn Op<f32>>, Vec<String>),
-    Alias(String),
-}
-
-pub(crate) fn op(o: impl Op<f32> + 'static, inputs: &[&str]) -> Lowered {
-    Lowered::Op(Box::new(o), inputs.iter().map(|s| s.to_string()).collect())
-}
-
-pub(crate) fn unsupported(im: &Importer, n: &NodeProto, why: &str) -> Error {
-    let op = if why.is_empty() { n.op_type.clone() } else { format!("{} ({why})", n.op_type) };
-    Error::UnsupportedOp { op, node: n.name.clone(), opset: im.opset, supported: SUPPORTED_OPS.join(", ") }
-}
-
-/// Input `i` of the node, if present and non-empty.
-pub(crate) fn input(n: &NodeProto, i: usize) -> Option<&str> {
-    n.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
-}
-
-pub(crate) fn need_input<'n>(im: &Importer, n: &'n NodeProto, i: usize) -> Result<&'n str> {
-    input(n, i).ok_or_else(|| im.err(format!("node '{}' ({}) lacks input {i}", n.name, n.op_type)))
-}
-
-/// Integer values of a constant input (shapes, axes, pads…).
-pub(crate) fn const_ints(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<i64>>> {
-    let Some(name) = input(n, i) else { return Ok(None) };
-    let c = im.constant(name).ok_or_else(|| unsupported(im, n, &format!("input '{name}' must be a constant")))?;
-    c.to_i64s().map(Some).map_err(|e| im.err(format!("node '{}': input '{name}': {e}", n.name)))
-}
-
-pub(crate) fn const_floats(im: &Importer, n: &NodeProto, i: usize) -> Result<Option<Vec<f32>>> {
-    let Some(name) = input(n, i) else { return Ok(None) };
-    let c = im.constant(name).ok_or_else(|| unsupported(im, n, &format!("input '{name}' must be a constant")))?;
-    Ok(Some(c.to_f32().iter().copied().collect()))
-}
-
-/// Largest window size, stride, dilation or pad accepted (16 Mi): no real model comes near it, and every sum or
-/// product of a few of them stays far from overflow.
-const MAX_WINDOW_ATTR: usize = 1 << 24;
-
-pub(crate) fn usize_list(im: &Importer, n: &NodeProto, v: &[i64], what: &str) -> Result<Vec<usize>> {
-    v.iter()
-        .map(|&x| {
-            let u = usize::try_from(x)
-                .map_err(|_| im.err(format!("node '{}': {what} {v:?} has a negative entry", n.name)))?;
-            if u > MAX_WINDOW_ATTR {
-                return Err(im.err(format!("node '{}': {what} {v:?} has an entry above {MAX_WINDOW_ATTR}", n.name)));
-            }
-            Ok(u)
-        })
-        .collect()
-}
 
 /// 2-D window attributes shared by Conv, ConvTranspose and the pools, with `auto_pad` resolved.
 struct Window {
@@ -518,8 +466,8 @@ pub(crate) fn node(im: &mut Importer, n: &NodeProto) -> Result<()> {
         im.vals.insert(out, Val::Const(c));
         return Ok(());
     }
-    if super::lift_1d::lift(im, n)? {
-        return Ok(());
+    if let Some(steps) = super::lift_1d::lift(im, n)? {
+        return steps.iter().try_for_each(|step| node(im, step));
     }
     if matches!(n.op_type.as_str(), "Resize" | "Upsample")
         && input(n, 0).is_some_and(|x| im.constant(x).is_none())

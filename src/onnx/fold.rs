@@ -3,8 +3,7 @@
 
 use super::attrs::Attrs;
 use super::constant::{checked_shape, decode, Const, MAX_ELEMENTS};
-use super::convert::{const_ints, need_input, unsupported};
-use super::import::Importer;
+use super::context::{const_ints, need_input, unsupported, Importer};
 use super::proto::NodeProto;
 use crate::error::Result;
 use ndarray::{ArrayD, IxDyn};

@@ -5,8 +5,7 @@
 
 use super::attrs::Attrs;
 use super::constant::Const;
-use super::convert::{input, unsupported};
-use super::import::Importer;
+use super::context::{input, unsupported, Importer};
 use super::proto::NodeProto;
 use crate::error::Result;
 use crate::ops::Comparison;

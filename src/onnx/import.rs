@@ -1,94 +1,15 @@
 //! Reading an ONNX model into an engine graph.
 
 use super::constant::{checked_shape, decode, decode_with, Const, FileRange};
+use super::context::{Importer, Val, SUPPORTED_OPS};
 use super::proto::{ModelProto, NodeProto};
 use super::stream::{self, RawRange};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, GraphBuilder, ValueId};
-use crate::tensor::HalfTensor;
+use crate::graph::{Graph, GraphBuilder};
 use gradcam_kernels::Precision;
 use prost::Message;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
-
-/// ONNX operators the importer maps (or folds).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "And",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Clip",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "ConvTranspose",
-    "Div",
-    "Dropout",
-    "Einsum",
-    "Elu",
-    "Equal",
-    "Erf",
-    "Exp",
-    "Expand",
-    "Flatten",
-    "Gather",
-    "Gelu",
-    "Gemm",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "Greater",
-    "GreaterOrEqual",
-    "HardSigmoid",
-    "HardSwish",
-    "Identity",
-    "InstanceNormalization",
-    "LRN",
-    "LayerNormalization",
-    "LeakyRelu",
-    "Less",
-    "LessOrEqual",
-    "LogSoftmax",
-    "MatMul",
-    "Max",
-    "MaxPool",
-    "Min",
-    "Mod",
-    "Mul",
-    "Neg",
-    "Not",
-    "Or",
-    "PRelu",
-    "Pad",
-    "Pow",
-    "Range",
-    "ReduceMean",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "ScatterND",
-    "Selu",
-    "Shape",
-    "Sigmoid",
-    "Slice",
-    "Softmax",
-    "Softplus",
-    "Split",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Sum",
-    "Tanh",
-    "Tile",
-    "Transpose",
-    "Unsqueeze",
-    "Upsample",
-    "Where",
-    "Xor",
-];
 
 /// An imported model.
 #[derive(Debug)]
@@ -100,101 +21,6 @@ pub struct OnnxGraph {
     pub outputs: Vec<String>,
     /// Default-domain opset.
     pub opset: i64,
-}
-
-/// A value during import.
-#[derive(Clone, Debug)]
-pub(crate) enum Val {
-    Const(Const),
-    Dyn(ValueId),
-}
-
-pub(crate) struct Importer<'a> {
-    pub b: GraphBuilder<f32>,
-    pub vals: HashMap<String, Val>,
-    pub opset: i64,
-    pub origin: &'a str,
-    pub dir: Option<&'a Path>,
-    /// How weights (float constants of rank ≥ 2) are held in the graph.
-    pub weights: Precision,
-    /// Bytes that constant folding may still allocate: a tiny file must not compute gigabytes at import time
-    /// (a `Range` or `ConstantOfShape` of 2^27 elements feeding the graph).
-    pub fold_budget: u64,
-}
-
-impl Importer<'_> {
-    pub fn err(&self, why: impl Into<String>) -> Error {
-        Error::Onnx { origin: self.origin.to_string(), why: why.into() }
-    }
-
-    /// Takes `bytes` from the folding budget before node `node` allocates them, or refuses.
-    pub fn reserve_folded(&mut self, node: &NodeProto, bytes: u64) -> Result<()> {
-        if bytes > self.fold_budget {
-            return Err(self.err(format!(
-                "node '{}' ({}): folding it would take {:.0} MB, beyond what is left of the import budget ({:.0} MB; \
-                 --max-memory)",
-                if node.name.is_empty() { node.output.first().map_or("", String::as_str) } else { &node.name },
-                node.op_type,
-                bytes as f64 / 1e6,
-                self.fold_budget as f64 / 1e6
-            )));
-        }
-        self.fold_budget -= bytes;
-        Ok(())
-    }
-
-    pub fn val(&self, name: &str, node: &NodeProto) -> Result<&Val> {
-        self.vals
-            .get(name)
-            .ok_or_else(|| self.err(format!("node '{}' reads '{name}', which nothing produces", node.name)))
-    }
-
-    /// The constant `name`, if it is one.
-    pub fn constant(&self, name: &str) -> Option<&Const> {
-        match self.vals.get(name) {
-            Some(Val::Const(c)) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// `name` as a graph value (placing a constant in the graph if needed).
-    ///
-    /// A placed constant moves into the graph — the importer keeps no copy and from then on treats it as a graph
-    /// value — so each weight exists once.
-    pub fn value(&mut self, name: &str, node: &NodeProto) -> Result<ValueId> {
-        let slot = match self.vals.get_mut(name) {
-            Some(slot) => slot,
-            None => return Err(self.err(format!("node '{}' reads '{name}', which nothing produces", node.name))),
-        };
-        let c = match slot {
-            Val::Dyn(id) => return Ok(*id),
-            Val::Const(c) => std::mem::replace(c, Const::I(ndarray::ArrayD::zeros(ndarray::IxDyn(&[0])))),
-        };
-        let id = match c {
-            Const::H(h) => self.b.constant_half(name, h)?,
-            // A weight folded at import time (a transposed or reshaped initializer) is held like the others.
-            Const::F(a) if a.ndim() >= 2 => match HalfTensor::from_f32(&a, self.weights) {
-                None => self.b.constant(name, a)?,
-                Some(Ok(h)) => self.b.constant_half(name, h)?,
-                Some(Err(i)) => {
-                    let why = format!("value {i} of '{name}' is beyond the range of {}", self.weights);
-                    return Err(self.err(format!("{why} (largest finite: 65504); load it with --weights bf16 or f32")));
-                }
-            },
-            Const::F(a) => self.b.constant(name, a)?,
-            Const::I(a) => self.b.constant(name, a.mapv(|v| v as f32))?,
-        };
-        self.vals.insert(name.to_string(), Val::Dyn(id));
-        Ok(id)
-    }
-
-    /// The shape of `name`, known statically.
-    pub fn shape(&self, name: &str, node: &NodeProto) -> Result<Vec<usize>> {
-        Ok(match self.val(name, node)? {
-            Val::Const(c) => c.shape().to_vec(),
-            Val::Dyn(id) => self.b.shape(*id).to_vec(),
-        })
-    }
 }
 
 /// Orders nodes so that every node comes after the producers of its inputs; a cycle is an error naming its nodes.
@@ -368,7 +194,7 @@ fn parse_with(
     if !(1..=23).contains(&opset) {
         return Err(Error::Onnx {
             origin: origin.into(),
-            why: format!("opset {opset} is not supported (7 to 21 are)"),
+            why: format!("opset {opset} is not supported (1 to 23 are)"),
         });
     }
     let mut im = Importer {
@@ -430,7 +256,8 @@ fn parse_with(
             let id = im.b.input(&lifted, &[n, c, 1, l])?;
             im.vals.insert(lifted.clone(), Val::Dyn(id));
             let at = NodeProto { name: lifted.clone(), ..Default::default() };
-            super::lift_1d::reshape(&mut im, &at, &lifted, &vi.name, &[0, 0, -1])?;
+            let step = super::lift_1d::reshape(&mut im, &at, &lifted, &vi.name, &[0, 0, -1]);
+            super::convert::node(&mut im, &step)?;
             inputs.push(lifted);
             continue;
         }

@@ -4,8 +4,7 @@
 //! import, so it stays a packable constant.
 
 use super::constant::Const;
-use super::convert::node;
-use super::import::{Importer, Val};
+use super::context::{Importer, Val};
 use super::proto::{AttributeProto, NodeProto};
 use crate::error::Result;
 use ndarray::{ArrayD, IxDyn};
@@ -13,19 +12,19 @@ use ndarray::{ArrayD, IxDyn};
 /// The window ops that lift.
 const LIFTED: [&str; 4] = ["Conv", "ConvTranspose", "MaxPool", "AveragePool"];
 
-/// A Reshape node of `input` to `shape` (ONNX semantics: 0 copies, -1 infers) named `output`.
-pub(crate) fn reshape(im: &mut Importer, n: &NodeProto, input: &str, output: &str, shape: &[i64]) -> Result<()> {
+/// A Reshape node of `input` to `shape` (ONNX semantics: 0 copies, -1 infers) named `output`, for the caller to
+/// lower (its shape constant is already in place).
+pub(crate) fn reshape(im: &mut Importer, n: &NodeProto, input: &str, output: &str, shape: &[i64]) -> NodeProto {
     let shape_name = format!("{output}::shape");
     let dims = ArrayD::from_shape_vec(IxDyn(&[shape.len()]), shape.to_vec()).expect("1-D shape");
     im.vals.insert(shape_name.clone(), Val::Const(Const::I(dims)));
-    let step = NodeProto {
+    NodeProto {
         input: vec![input.to_string(), shape_name],
         output: vec![output.to_string()],
         name: format!("{}::{output}", n.name),
         op_type: "Reshape".into(),
         ..Default::default()
-    };
-    node(im, &step)
+    }
 }
 
 /// The 2-D form of a 1-D window attribute: a unit (or zero) first axis in front.
@@ -42,22 +41,24 @@ fn lifted_attribute(a: &AttributeProto) -> AttributeProto {
     a
 }
 
-/// Imports `n` through its 2-D form when it is a 1-D window op; `false` when it is not one.
-pub(crate) fn lift(im: &mut Importer, n: &NodeProto) -> Result<bool> {
+/// The nodes that import `n` through its 2-D form, in order, when it is a 1-D window op (`None` when it is not
+/// one): reshapes to `[N, C, 1, L]`, the 2-D op, a reshape back.
+pub(crate) fn lift(im: &mut Importer, n: &NodeProto) -> Result<Option<Vec<NodeProto>>> {
     if !LIFTED.contains(&n.op_type.as_str()) || n.input.is_empty() || n.output.len() != 1 {
-        return Ok(false);
+        return Ok(None);
     }
     if im.shape(&n.input[0], n)?.len() != 3 {
-        return Ok(false);
+        return Ok(None);
     }
+    let mut steps = Vec::with_capacity(4);
     let out = n.output[0].clone();
     let mut inputs = n.input.clone();
     let x2d = format!("{out}::as_2d");
-    reshape(im, n, &n.input[0], &x2d, &[0, 0, 1, -1])?;
+    steps.push(reshape(im, n, &n.input[0], &x2d, &[0, 0, 1, -1]));
     inputs[0] = x2d;
     if matches!(n.op_type.as_str(), "Conv" | "ConvTranspose") && inputs.len() > 1 && !inputs[1].is_empty() {
         let w2d = format!("{out}::weight_2d");
-        reshape(im, n, &n.input[1], &w2d, &[0, 0, 1, -1])?;
+        steps.push(reshape(im, n, &n.input[1], &w2d, &[0, 0, 1, -1]));
         inputs[1] = w2d;
     }
     let flat = format!("{out}::2d");
@@ -69,7 +70,7 @@ pub(crate) fn lift(im: &mut Importer, n: &NodeProto) -> Result<bool> {
         domain: n.domain.clone(),
         attribute: n.attribute.iter().map(lifted_attribute).collect(),
     };
-    node(im, &lifted)?;
-    reshape(im, n, &flat, &out, &[0, 0, -1])?;
-    Ok(true)
+    steps.push(lifted);
+    steps.push(reshape(im, n, &flat, &out, &[0, 0, -1]));
+    Ok(Some(steps))
 }

@@ -2,8 +2,7 @@
 //! `auto_pad` resolved, mapped onto [`Conv3d`] and [`Pool3d`].
 
 use super::attrs::Attrs;
-use super::convert::{input, need_input, op, unsupported, usize_list, Lowered};
-use super::import::Importer;
+use super::context::{input, need_input, op, unsupported, usize_list, Importer, Lowered};
 use super::proto::NodeProto;
 use crate::error::Result;
 use crate::ops::{Conv3d, ConvTranspose3d, Pool3d, Pool3dKind, Window3d};

@@ -7,6 +7,7 @@
 
 mod attrs;
 mod constant;
+mod context;
 mod convert;
 mod fold;
 mod fold_int;
@@ -18,4 +19,5 @@ mod resize;
 mod stream;
 
 pub use constant::{Const, MAX_ELEMENTS};
-pub use import::{load, load_with, load_with_options, parse, read_tensor, ImportOptions, OnnxGraph, SUPPORTED_OPS};
+pub use context::SUPPORTED_OPS;
+pub use import::{load, load_with, load_with_options, parse, read_tensor, ImportOptions, OnnxGraph};

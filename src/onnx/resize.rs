@@ -2,9 +2,7 @@
 
 use super::attrs::Attrs;
 use super::constant::MAX_ELEMENTS;
-use super::convert::{const_floats, const_ints, unsupported};
-use super::import::Importer;
-use super::import::Val;
+use super::context::{const_floats, const_ints, unsupported, Importer, Val};
 use super::proto::NodeProto;
 use crate::error::Result;
 use crate::ops::{CoordinateMode, NearestRounding, Reshape, Resize, ResizeMode};

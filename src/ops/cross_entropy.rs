@@ -1,8 +1,9 @@
 //! CrossEntropyLoss: mean over the batch of `−log softmax(logits)[target]`.
 //!
 //! Inputs: logits `[N, C]` and targets `[N]` holding class indices (as floats, since the engine has one scalar
-//! type). Targets that are not integers in `0..C` are an error naming the offending entry. FGSM / PGD attacks
-//! differentiate this loss with respect to the image.
+//! type). Targets that are not integers in `0..C` are an error naming the offending entry. For graphs that end in a
+//! loss; the attacks (`attack::pgd`) need only its gradient at the logits, `softmax − one-hot`, and seed the
+//! backward pass with that row directly rather than adding this node to the model's graph.
 
 use super::{arity, softmax::softmax, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;

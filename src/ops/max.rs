@@ -25,7 +25,6 @@ impl<T: Element> Op<T> for Max {
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let (a, b, g) = (cx.input(0)?, cx.input(1)?, cx.grad()?);
         let zero = T::zero();
-        let _ = zero;
         let da = cx.wants(0).then(|| binary::operand_grad(g, a, b, a.shape(), |g, x, y| if y > x { zero } else { g }));
         let db = cx.wants(1).then(|| binary::operand_grad(g, a, b, b.shape(), |g, x, y| if y > x { g } else { zero }));
         Ok(vec![da, db])

@@ -24,7 +24,7 @@ impl PoolAttrs {
 
     fn out_len(&self, len: usize, axis: usize) -> Option<usize> {
         let pads = (self.pads[axis], self.pads[axis + 2]);
-        super::window3d::window_count(
+        gradcam_kernels::geometry::window_count(
             len,
             self.kernel[axis],
             self.strides[axis],

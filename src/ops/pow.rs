@@ -24,8 +24,6 @@ impl<T: Element> Op<T> for Pow {
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let (a, b, g) = (cx.input(0)?, cx.input(1)?, cx.grad()?);
-        let zero = T::zero();
-        let _ = zero;
         let da = cx.wants(0).then(|| binary::operand_grad(g, a, b, a.shape(), |g, x, y| g * y * x.powf(y - T::one())));
         let db = cx.wants(1).then(|| binary::operand_grad(g, a, b, b.shape(), |g, x, y| g * x.powf(y) * x.ln()));
         Ok(vec![da, db])

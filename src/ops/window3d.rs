@@ -2,29 +2,7 @@
 //! rule: the 2-D ops' rule along three axes.
 
 use crate::error::OpError;
-
-/// How many windows of `kernel` taps (`dilation` apart) fit at `stride` along an axis of `len` padded by
-/// `(begin, end)`, rounding up with `ceil_mode` (where the last window must still start inside the input or the leading
-/// padding, as in PyTorch and ONNX); `None` when none fits. Checked arithmetic: the attributes come from files.
-pub(crate) fn window_count(
-    len: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    (begin, end): (usize, usize),
-    ceil_mode: bool,
-) -> Option<usize> {
-    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
-    let padded = len.checked_add(begin)?.checked_add(end)?;
-    if stride == 0 || padded < span {
-        return None;
-    }
-    let mut out = if ceil_mode { (padded - span).div_ceil(stride) + 1 } else { (padded - span) / stride + 1 };
-    if ceil_mode && (out - 1).checked_mul(stride).is_none_or(|start| start >= len + begin) {
-        out -= 1;
-    }
-    Some(out)
-}
+use gradcam_kernels::geometry::window_count;
 
 /// A 3-D sliding window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,7 +47,7 @@ macro_rules! microkernel {
             clamp: Option<$crate::packed_gemm::Clamp>,
         ) {
             const L: usize = $lanes;
-            // SAFETY (whole body): every pointer offset stays inside the blocks described in the contract above.
+            // SAFETY: (for the whole block) every pointer offset stays inside the blocks described in the contract above.
             unsafe {
                 for i in 0..panels {
                     let (a, c) = (a.add(i * a_step), c.add(i * MR * rsc));

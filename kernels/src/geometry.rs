@@ -1,0 +1,129 @@
+//! The geometry of sliding windows: how many fit along an axis, and the shape of one 2-D convolution — shared by
+//! the convolution kernels (im2col, packed, Winograd, depthwise) and the pools.
+
+use crate::im2col::Window;
+
+/// How many windows of `kernel` taps (`dilation` apart) fit at `stride` along an axis of `len` padded by
+/// `(begin, end)`, rounding up with `ceil_mode` (where the last window must still start inside the input or the leading
+/// padding, as in PyTorch and ONNX); `None` when none fits. Checked arithmetic: the attributes come from files.
+pub fn window_count(
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    (begin, end): (usize, usize),
+    ceil_mode: bool,
+) -> Option<usize> {
+    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let padded = len.checked_add(begin)?.checked_add(end)?;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    let mut out = if ceil_mode { (padded - span).div_ceil(stride) + 1 } else { (padded - span) / stride + 1 };
+    if ceil_mode && (out - 1).checked_mul(stride).is_none_or(|start| start >= len + begin) {
+        out -= 1;
+    }
+    Some(out)
+}
+
+/// Shape and hyper-parameters of one 2-D convolution (NCHW input, OIHW weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub pad_bottom: usize,
+    pub pad_right: usize,
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// Output height, or `None` when the (padded) input is smaller than the dilated kernel (or the sizes overflow).
+    pub fn out_h(&self) -> Option<usize> {
+        window_count(self.in_h, self.kernel_h, self.stride_h, self.dilation_h, (self.pad_top, self.pad_bottom), false)
+    }
+
+    /// Output width, or `None` when the (padded) input is smaller than the dilated kernel (or the sizes overflow).
+    pub fn out_w(&self) -> Option<usize> {
+        window_count(self.in_w, self.kernel_w, self.stride_w, self.dilation_w, (self.pad_left, self.pad_right), false)
+    }
+
+    pub(crate) fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+
+    pub(crate) fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    /// Rows of the im2col matrix: `C_in/groups · KH · KW`.
+    pub fn k(&self) -> usize {
+        self.in_per_group() * self.kernel_h * self.kernel_w
+    }
+
+    pub(crate) fn window(&self) -> Window {
+        Window {
+            in_h: self.in_h,
+            in_w: self.in_w,
+            out_h: self.out_h().unwrap_or(0),
+            out_w: self.out_w().unwrap_or(0),
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            pad_top: self.pad_top,
+            pad_left: self.pad_left,
+        }
+    }
+
+    /// True for 1×1, stride-1, unpadded convolutions, whose im2col matrix is the input itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1
+            && self.kernel_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0
+    }
+
+    /// True when each group reads exactly one input channel (depthwise, possibly with a channel multiplier).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels
+    }
+
+    pub(crate) fn out_plane(&self) -> usize {
+        self.out_h().unwrap_or(0) * self.out_w().unwrap_or(0)
+    }
+
+    pub(crate) fn in_plane(&self) -> usize {
+        self.in_h * self.in_w
+    }
+
+    /// Number of multiply-adds ×2 of the forward pass.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.out_channels * self.out_plane() * self.k()) as f64
+    }
+
+    pub(crate) fn check(&self, input: usize, weight: usize, output: usize) {
+        assert!(
+            self.groups > 0
+                && self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups)
+        );
+        assert!(self.out_h().is_some() && self.out_w().is_some(), "conv: kernel larger than padded input");
+        assert_eq!(input, self.batch * self.in_channels * self.in_plane(), "conv: input length");
+        assert_eq!(weight, self.out_channels * self.k(), "conv: weight length");
+        assert_eq!(output, self.batch * self.out_channels * self.out_plane(), "conv: output length");
+    }
+}
