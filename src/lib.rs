@@ -48,6 +48,7 @@ pub mod models;
 pub mod onnx;
 pub mod ops;
 pub mod output;
+pub mod random;
 pub mod render;
 pub mod tensor;
 

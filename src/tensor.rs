@@ -74,10 +74,9 @@ pub fn softmax_row(row: &[f32]) -> Vec<f32> {
 
 /// [`softmax_row`] before rounding to f32 (for derivatives taken through the probabilities).
 pub fn softmax_row_f64(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
+    let wide = ArrayD::from_shape_vec(IxDyn(&[row.len()]), row.iter().map(|&v| v as f64).collect())
+        .expect("a 1-D shape of the row's length");
+    crate::ops::softmax::softmax(&wide, 0).into_raw_vec_and_offset().0
 }
 
 /// A contiguous, row-major view of `t`'s data (copies only if `t` is not already standard layout).

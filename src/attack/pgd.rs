@@ -2,6 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::models::Model;
+use crate::ops::abs::sign;
+use crate::random::{unit24, SplitMix64};
 use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Axis, IxDyn, Zip};
 
@@ -72,17 +74,12 @@ pub struct AttackResult {
     pub history: Vec<StepRecord>,
 }
 
-/// SplitMix64 for the random start: seeded, portable, bit-reproducible.
-struct Rng(u64);
+/// The random start's generator: uniform in `[0, 1)` with 24 bits, seeded, portable, bit-reproducible.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
+        unit24(self.0.next_u64()) as f32
     }
 }
 
@@ -134,15 +131,7 @@ fn goal_met(r: &StepRecord, cfg: &AttackConfig, true_class: usize) -> bool {
 /// The sign of the pixel gradient of `CE(class)`: FGSM's (untargeted) direction.
 pub fn fgsm_direction(model: &Model, pixels: &Tensor<f32>, class: usize) -> Result<Tensor<f32>> {
     let (_, g) = objective_gradient(model, pixels, class, None)?;
-    Ok(g.mapv(|v| {
-        if v > 0.0 {
-            1.0
-        } else if v < 0.0 {
-            -1.0
-        } else {
-            0.0
-        }
-    }))
+    Ok(g.mapv(sign))
 }
 
 /// Fast gradient sign method: one L∞ step of size ε (towards `target` when given, else away from `true_class`).
@@ -217,7 +206,7 @@ pub fn pgd(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &AttackC
     let x0 = pixels.mapv(|v| v.clamp(0.0, 1.0));
     let mut delta = Tensor::<f32>::zeros(x0.raw_dim());
     if cfg.random_start && cfg.eps > 0.0 {
-        let mut rng = Rng(cfg.seed);
+        let mut rng = Rng(SplitMix64::new(cfg.seed));
         delta.mapv_inplace(|_| (2.0 * rng.next() - 1.0) * cfg.eps);
         if cfg.norm == Norm::L2 {
             // A uniform direction with radius ε·u^(1/d) would need a Gaussian; a scaled box sample is in the ball.
@@ -240,16 +229,7 @@ pub fn pgd(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &AttackC
             break;
         }
         match cfg.norm {
-            Norm::Linf => Zip::from(&mut delta).and(&g).for_each(|d, &gv| {
-                *d += cfg.step_size
-                    * if gv > 0.0 {
-                        1.0
-                    } else if gv < 0.0 {
-                        -1.0
-                    } else {
-                        0.0
-                    }
-            }),
+            Norm::Linf => Zip::from(&mut delta).and(&g).for_each(|d, &gv| *d += cfg.step_size * sign(gv)),
             Norm::L2 => {
                 let n = l2(&g);
                 if n > 0.0 {

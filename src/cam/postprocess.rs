@@ -13,16 +13,12 @@ pub fn minmax(x: &Array2<f32>) -> Array2<f32> {
     x.mapv(|v| (v - min) / (max - min + 1e-7))
 }
 
-/// Source index and weight pairs for resizing one axis with half-pixel centres, clamped at the borders.
+/// Source index and weight pairs for resizing one axis with half-pixel centres, clamped at the borders: the
+/// Resize op's own (ONNX `half_pixel`, linear).
 fn taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
-    let scale = input as f64 / output as f64;
-    (0..output)
-        .map(|o| {
-            let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(input - 1);
-            let i1 = (i0 + 1).min(input - 1);
-            (i0, i1, (src - i0 as f64).min(1.0) as f32)
-        })
+    crate::ops::Resize::half_pixel_linear_taps(input, output)
+        .into_iter()
+        .map(|(i0, i1, w)| (i0, i1, w as f32))
         .collect()
 }
 

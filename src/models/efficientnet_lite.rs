@@ -23,9 +23,9 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
 
 /// TF "SAME" padding `[top, left, bottom, right]` for a square kernel on an `h × w` input.
 pub fn same_pads(h: usize, w: usize, kernel: usize, stride: usize) -> [usize; 4] {
-    let total = |len: usize| ((len.div_ceil(stride) - 1) * stride + kernel).saturating_sub(len);
-    let (ph, pw) = (total(h), total(w));
-    [ph / 2, pw / 2, ph - ph / 2, pw - pw / 2]
+    let (top, bottom) = gradcam_kernels::geometry::same_padding(h, kernel, stride, 1, true);
+    let (left, right) = gradcam_kernels::geometry::same_padding(w, kernel, stride, 1, true);
+    [top, left, bottom, right]
 }
 
 fn same_conv(

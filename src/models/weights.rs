@@ -76,11 +76,7 @@ fn fnv1a(key: &str) -> u64 {
 
 /// Uniform in [0, 1) with 24 bits: SplitMix64 of `(hash, index)`, exact in f32 and reproducible in numpy.
 fn unit(hash: u64, index: u64) -> f64 {
-    let mut z = hash.wrapping_add((index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as f64 / (1u64 << 24) as f64
+    crate::random::unit24(crate::random::at(hash, index))
 }
 
 /// A value uniform in [−1, 1) for element `index` of stream `key`, from the same generator as the synthetic weights

@@ -8,6 +8,7 @@ use super::context::{
 use super::proto::NodeProto;
 use crate::error::{Error, Result};
 use crate::ops::*;
+use gradcam_kernels::geometry::same_padding;
 use ndarray::{ArrayD, IxDyn};
 
 /// 2-D window attributes shared by Conv, ConvTranspose and the pools, with `auto_pad` resolved.
@@ -53,13 +54,8 @@ fn window(im: &Importer, n: &NodeProto, x: &[usize], kernel: Option<[usize; 2]>)
         "SAME_UPPER" | "SAME_LOWER" => {
             let mut p = [0; 4];
             for axis in 0..2 {
-                let (len, s) = (x[2 + axis], strides[axis].max(1));
-                let total = ((len.div_ceil(s)).saturating_sub(1) * s + dilations[axis] * (kernel[axis].max(1) - 1) + 1)
-                    .saturating_sub(len);
-                let small = total / 2;
-                let (begin, end) = if auto == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
-                p[axis] = begin;
-                p[axis + 2] = end;
+                (p[axis], p[axis + 2]) =
+                    same_padding(x[2 + axis], kernel[axis], strides[axis], dilations[axis], auto == "SAME_UPPER");
             }
             p
         }

@@ -41,13 +41,13 @@ fn window(im: &Importer, n: &NodeProto, x: &[usize], kernel: Option<[usize; 3]>,
         "VALID" => pads = [0; 6],
         mode @ ("SAME_UPPER" | "SAME_LOWER") => {
             for axis in 0..3 {
-                let (len, s) = (x[2 + axis], strides[axis].max(1));
-                let span = dilations[axis] * (kernel[axis].max(1) - 1) + 1;
-                let total = (len.div_ceil(s).saturating_sub(1) * s + span).saturating_sub(len);
-                let small = total / 2;
-                let (begin, end) = if mode == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
-                pads[axis] = begin;
-                pads[axis + 3] = end;
+                (pads[axis], pads[axis + 3]) = gradcam_kernels::geometry::same_padding(
+                    x[2 + axis],
+                    kernel[axis],
+                    strides[axis],
+                    dilations[axis],
+                    mode == "SAME_UPPER",
+                );
             }
         }
         other => return Err(im.err(format!("node '{}': unknown auto_pad '{other}'", n.name))),

@@ -16,13 +16,18 @@ impl Pointwise for Abs {
     }
 
     fn df<T: Element>(&self, x: T) -> T {
-        if x > T::zero() {
-            T::one()
-        } else if x < T::zero() {
-            -T::one()
-        } else {
-            T::zero()
-        }
+        sign(x)
+    }
+}
+
+/// `sign(x)`: ±1, and 0 at 0 and for NaN (PyTorch's `sign` at 0; FGSM and PGD step by it too).
+pub fn sign<T: Element>(x: T) -> T {
+    if x > T::zero() {
+        T::one()
+    } else if x < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
     }
 }
 

@@ -48,9 +48,7 @@ impl<T: Element> Op<T> for CrossEntropyLoss {
         let t = targets(inputs[1], logits.shape()[1])?;
         let mut total = T::zero();
         for (row, &k) in logits.axis_iter(Axis(0)).zip(&t) {
-            let max = row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-            let lse = max + row.iter().fold(T::zero(), |s, &v| s + (v - max).exp()).ln();
-            total += lse - row[k];
+            total += super::softmax::log_sum_exp(row.iter()) - row[k];
         }
         Ok(Outputs::one(Tensor::from_elem(IxDyn(&[]), total / T::lit(n.max(1) as f64))))
     }

@@ -33,8 +33,7 @@ impl<T: Element> Op<T> for LogSoftmax {
         let axis = normalize_axis(self.axis, inputs[0].ndim())?;
         let mut y = inputs[0].to_owned();
         for mut lane in y.lanes_mut(Axis(axis)) {
-            let max = lane.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-            let lse = max + lane.iter().fold(T::zero(), |s, &v| s + (v - max).exp()).ln();
+            let lse = super::softmax::log_sum_exp(lane.iter());
             lane.mapv_inplace(|v| v - lse);
         }
         Ok(Outputs::one(y))

@@ -99,6 +99,28 @@ impl Resize {
             .collect()
     }
 
+    /// Bilinear taps with half-pixel centres along one axis of `input` → `output` (cv2 INTER_LINEAR, PyTorch
+    /// `align_corners=False`): for every output index, the two input indices it reads and the second one's weight
+    /// (the same index twice, weight 0, where one tap suffices). The CAM maps are resized with these.
+    pub fn half_pixel_linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f64)> {
+        let linear = Resize {
+            out_h: output,
+            out_w: output,
+            mode: ResizeMode::Linear,
+            coordinates: CoordinateMode::HalfPixel,
+            scales: None,
+        };
+        linear
+            .taps(input, output, output as f64 / input as f64)
+            .into_iter()
+            .map(|t| match t.as_slice() {
+                [(i0, _), (i1, w1)] => (*i0, *i1, *w1),
+                [(i, _)] => (*i, *i, 0.0),
+                _ => unreachable!("a linear tap set has one or two entries"),
+            })
+            .collect()
+    }
+
     fn tables(&self, h: usize, w: usize) -> (Taps, Taps) {
         let [sh, sw] = self.scales.unwrap_or([self.out_h as f64 / h as f64, self.out_w as f64 / w as f64]);
         (self.taps(h, self.out_h, sh), self.taps(w, self.out_w, sw))

@@ -18,11 +18,22 @@ impl Default for Softmax {
     }
 }
 
+/// The lane's largest value (−∞ for an empty lane): what softmax and log-sum-exp subtract to stay finite.
+fn lane_max<'a, T: Element>(lane: impl IntoIterator<Item = &'a T>) -> T {
+    lane.into_iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
+}
+
+/// `log Σ exp(v)` over a lane, computed stably as `max + log Σ exp(v − max)` (LogSoftmax, CrossEntropyLoss).
+pub(crate) fn log_sum_exp<'a, T: Element>(lane: impl IntoIterator<Item = &'a T> + Clone) -> T {
+    let max = lane_max(lane.clone());
+    max + lane.into_iter().fold(T::zero(), |s, &v| s + (v - max).exp()).ln()
+}
+
 /// Softmax of `x` along `axis`.
 pub fn softmax<T: Element>(x: &Tensor<T>, axis: usize) -> Tensor<T> {
     let mut y = x.to_owned();
     for mut lane in y.lanes_mut(Axis(axis)) {
-        let max = lane.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        let max = lane_max(lane.iter());
         lane.mapv_inplace(|v| (v - max).exp());
         let sum = lane.iter().fold(T::zero(), |s, &v| s + v);
         lane.mapv_inplace(|v| v / sum);

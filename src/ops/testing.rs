@@ -4,20 +4,16 @@ use super::{Op, Vjp};
 use crate::tensor::Tensor;
 use ndarray::IxDyn;
 
-/// SplitMix64: tiny, seeded, good enough for test data.
-pub struct Rng(u64);
+/// Seeded test data from the library's SplitMix64.
+pub struct Rng(crate::random::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(crate::random::SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[lo, hi)`.
