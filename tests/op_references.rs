@@ -86,7 +86,8 @@ fn run<T: Element, O: Op<T>>(op: &O, case: &str, tol: Tol) -> Result<f64, String
             return Err(format!("output {k}: shape rule says {shape:?}, reference {:?}", want.shape()));
         }
         let (ratio, at, g, r) = worst(g, want, tol).map_err(|e| format!("output {k}: {e}"))?;
-        if !(ratio <= 1.0) {
+        // NaN fails too: it is not within any tolerance.
+        if ratio.is_nan() || ratio > 1.0 {
             return Err(format!(
                 "output {k}: flat index {at}: {g:e} vs reference {r:e} ({ratio:.3e}× the tolerance {tol:?})"
             ));
@@ -263,6 +264,9 @@ fn pools(c: &mut Checker) {
     c.check("avg_pool_include_pad", AveragePool { attrs, count_include_pad: true });
     c.check("avg_pool_exclude_pad_ceil", AveragePool { attrs: ceil, count_include_pad: false });
     c.check("avg_pool_include_pad_ceil", AveragePool { attrs: ceil, count_include_pad: true });
+    let dropped = PoolAttrs { ceil_mode: true, ..PoolAttrs::square(2, 2, 1) };
+    c.check("max_pool_ceil_last_window_dropped", MaxPool(dropped));
+    c.check("avg_pool_ceil_last_window_dropped", AveragePool { attrs: dropped, count_include_pad: true });
 
     let max = |window| Pool3d { window, kind: Pool3dKind::Max };
     let avg = |window, count_include_pad| Pool3d { window, kind: Pool3dKind::Average { count_include_pad } };
@@ -270,6 +274,7 @@ fn pools(c: &mut Checker) {
     c.check("pool3d_max_ceil", max(window([2; 3], [2; 3], [1; 3], [0; 6], true)));
     c.check("pool3d_avg_include_pad", avg(window([3, 3, 2], [2, 1, 2], [1; 3], [1; 6], false), true));
     c.check("pool3d_avg_exclude_pad_ceil", avg(window([2; 3], [2; 3], [1; 3], [1, 0, 1, 1, 0, 1], true), false));
+    c.check("pool3d_avg_ceil_last_window_dropped", avg(window([2; 3], [2; 3], [1; 3], [1; 6], true), true));
 
     c.check("adaptive_avg_pool", AdaptiveAvgPool { output: [3, 4] });
     c.check("adaptive_avg_pool_upsample", AdaptiveAvgPool { output: [4, 7] });
