@@ -26,6 +26,21 @@ pub fn window_count(
     Some(out)
 }
 
+/// TF / ONNX "SAME" padding `(begin, end)` along an axis of `len`: the total that makes the output `⌈len / stride⌉`
+/// long, split evenly with the odd element at the end (`upper`, TF's and ONNX `SAME_UPPER`) or the beginning
+/// (`SAME_LOWER`). A zero stride or kernel counts as 1 (the window's own checks refuse them).
+pub fn same_padding(len: usize, kernel: usize, stride: usize, dilation: usize, upper: bool) -> (usize, usize) {
+    let s = stride.max(1);
+    let span = dilation.saturating_mul(kernel.max(1) - 1).saturating_add(1);
+    let total = (len.div_ceil(s).saturating_sub(1).saturating_mul(s)).saturating_add(span).saturating_sub(len);
+    let small = total / 2;
+    if upper {
+        (small, total - small)
+    } else {
+        (total - small, small)
+    }
+}
+
 /// Shape and hyper-parameters of one 2-D convolution (NCHW input, OIHW weight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -125,5 +140,32 @@ impl ConvGeometry {
         assert_eq!(input, self.batch * self.in_channels * self.in_plane(), "conv: input length");
         assert_eq!(weight, self.out_channels * self.k(), "conv: weight length");
         assert_eq!(output, self.batch * self.out_channels * self.out_plane(), "conv: output length");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values TensorFlow's SAME padding gives (EfficientNet-Lite's stems and stages).
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        assert_eq!(same_padding(224, 3, 2, 1, true), (0, 1));
+        assert_eq!(same_padding(56, 5, 2, 1, true), (1, 2));
+        assert_eq!(same_padding(14, 5, 1, 1, true), (2, 2));
+        assert_eq!(same_padding(7, 1, 1, 1, true), (0, 0));
+        assert_eq!(same_padding(56, 5, 2, 1, false), (2, 1));
+        // Dilation widens the window: 3 taps 2 apart span 5.
+        assert_eq!(same_padding(10, 3, 1, 2, true), (2, 2));
+    }
+
+    #[test]
+    fn window_count_rounds_as_pytorch() {
+        assert_eq!(window_count(112, 3, 2, 1, (1, 1), false), Some(56));
+        assert_eq!(window_count(6, 3, 2, 1, (0, 0), true), Some(3));
+        // ceil mode: a last window starting in the end padding is dropped.
+        assert_eq!(window_count(5, 2, 2, 1, (0, 1), true), Some(3));
+        assert_eq!(window_count(2, 5, 1, 1, (0, 0), false), None);
+        assert_eq!(window_count(8, 3, 0, 1, (0, 0), false), None);
     }
 }
