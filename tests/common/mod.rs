@@ -186,5 +186,8 @@ where
     let pairs = pairs(a, b);
     assert!(pairs.len() > 0, "nothing compared");
     // A NaN difference wins (`f32::max` would drop it), so a NaN output fails every `< tolerance` check.
-    pairs.map(|(x, y)| (x - y).abs()).fold(0f32, |m, d| if d.is_nan() || d > m { d } else { m })
+    // Equal values differ by 0, infinities included (∞ − ∞ would be NaN).
+    pairs
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .fold(0f32, |m, d| if d.is_nan() || d > m { d } else { m })
 }
