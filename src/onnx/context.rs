@@ -54,6 +54,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LogSoftmax",
     "MatMul",
     "Max",
+    "Mean",
     "MaxPool",
     "Min",
     "Mod",
@@ -199,6 +200,11 @@ pub(crate) fn op(o: impl Op<f32> + 'static, inputs: &[&str]) -> Lowered {
 pub(crate) fn unsupported(im: &Importer, n: &NodeProto, why: &str) -> Error {
     let op = if why.is_empty() { n.op_type.clone() } else { format!("{} ({why})", n.op_type) };
     Error::UnsupportedOp { op, node: n.name.clone(), opset: im.opset, supported: SUPPORTED_OPS.join(", ") }
+}
+
+/// The node's first input, or "" (a lowering that needs it finds it missing when it asks for its shape or value).
+pub(crate) fn first(n: &NodeProto) -> &str {
+    input(n, 0).unwrap_or("")
 }
 
 /// Input `i` of the node, if present and non-empty.
