@@ -141,3 +141,37 @@ fn pytorch_operator_cases() {
     assert_eq!(cases.len(), PYTORCH_OPERATOR_CASES, "pytorch-operator cases in fixtures/");
     check_all(cases, "pytorch-operator");
 }
+
+/// Our own small case: Mean of three inputs is their element-wise average (lowered as a Sum chain, then × 1/3).
+#[test]
+fn mean_of_several_inputs_is_their_average() {
+    use gradcam::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    use prost::Message;
+    let node = NodeProto {
+        op_type: "Mean".into(),
+        name: "m".into(),
+        input: vec!["a".into(), "b".into(), "c".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    let info = common::onnx_value_info;
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "test".into(),
+        graph: Some(GraphProto {
+            node: vec![node],
+            name: "g".into(),
+            initializer: vec![],
+            input: vec![info("a", &[1, 3]), info("b", &[1, 3]), info("c", &[1, 3])],
+            output: vec![info("y", &[])],
+        }),
+    }
+    .encode_to_vec();
+    let m = gradcam::onnx::parse(&bytes, None, "mean.onnx").unwrap();
+    let t = |v: [f32; 3]| Tensor::from_shape_vec(IxDyn(&[1, 3]), v.to_vec()).unwrap();
+    let plan = m.graph.inference_plan(&["y"]).unwrap();
+    let inputs = vec![("a", t([1.0, 2.0, 3.0])), ("b", t([4.0, 5.0, 6.0])), ("c", t([7.0, 8.0, 12.0]))];
+    let acts = m.graph.forward(&plan, inputs).unwrap();
+    assert_eq!(acts.get("y").unwrap(), &t([4.0, 5.0, 7.0]));
+}

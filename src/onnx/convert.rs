@@ -228,56 +228,6 @@ mod tests {
     use super::LOWERINGS;
     use crate::onnx::SUPPORTED_OPS;
 
-    use crate::onnx::proto::*;
-    use prost::Message;
-
-    fn info(name: &str, dims: &[i64]) -> ValueInfoProto {
-        ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto {
-                tensor_type: Some(TensorTypeProto {
-                    elem_type: dtype::FLOAT,
-                    shape: Some(TensorShapeProto {
-                        dim: dims.iter().map(|&d| Dimension { dim_value: Some(d), dim_param: None }).collect(),
-                    }),
-                }),
-            }),
-        }
-    }
-
-    /// Mean of three inputs: their element-wise average (a Sum chain, then × 1/3).
-    #[test]
-    fn mean_of_several_inputs_is_their_average() {
-        let node = NodeProto {
-            op_type: "Mean".into(),
-            name: "m".into(),
-            input: vec!["a".into(), "b".into(), "c".into()],
-            output: vec!["y".into()],
-            ..Default::default()
-        };
-        let bytes = ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-            producer_name: "test".into(),
-            graph: Some(GraphProto {
-                node: vec![node],
-                name: "g".into(),
-                initializer: vec![],
-                input: vec![info("a", &[1, 3]), info("b", &[1, 3]), info("c", &[1, 3])],
-                output: vec![info("y", &[])],
-            }),
-        }
-        .encode_to_vec();
-        let m = crate::onnx::parse(&bytes, None, "mean.onnx").unwrap();
-        let t = |v: [f32; 3]| ndarray::Array::from_shape_vec(ndarray::IxDyn(&[1, 3]), v.to_vec()).unwrap();
-        let plan = m.graph.inference_plan(&["y"]).unwrap();
-        let acts = m
-            .graph
-            .forward(&plan, vec![("a", t([1.0, 2.0, 3.0])), ("b", t([4.0, 5.0, 6.0])), ("c", t([7.0, 8.0, 12.0]))])
-            .unwrap();
-        assert_eq!(acts.get("y").unwrap(), &t([4.0, 5.0, 7.0]));
-    }
-
     /// The table and the published list agree: every lowering is listed as supported, and no op has two.
     #[test]
     fn every_lowering_is_a_supported_op_once() {

@@ -137,18 +137,23 @@ pub(super) fn gemm(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
     Ok(op(g, &ins))
 }
 
-/// ONNX Conv.
-pub(super) fn conv(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
-    if im.shape(need_input(im, n, 1)?, n)?.len() == 5 {
-        return super::lower_3d::conv(im, n);
-    }
-    let a = Attrs::of(n);
-    let x = first(n);
+/// A convolution's weight input and its shape, which must be 4-D (`[M, C/groups, kh, kw]`).
+fn weight_2d<'n>(im: &Importer, n: &'n NodeProto) -> Result<(&'n str, Vec<usize>)> {
     let w = need_input(im, n, 1)?;
     let ws = im.shape(w, n)?;
     if ws.len() != 4 {
         return Err(unsupported(im, n, &format!("weight shape {ws:?}: only 2-D convolutions are supported")));
     }
+    Ok((w, ws))
+}
+
+/// ONNX Conv.
+pub(super) fn conv(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
+    if im.shape(need_input(im, n, 1)?, n)?.len() == 5 {
+        return super::lower_3d::conv(im, n);
+    }
+    let (a, x) = (Attrs::of(n), first(n));
+    let (w, ws) = weight_2d(im, n)?;
     let win = window(im, n, &im.shape(x, n)?, Some([ws[2], ws[3]]))?;
     let conv = Conv {
         strides: win.strides,
@@ -166,14 +171,9 @@ pub(super) fn conv_transpose(im: &mut Importer, n: &NodeProto) -> Result<Lowered
     if im.shape(need_input(im, n, 1)?, n)?.len() == 5 {
         return super::lower_3d::conv_transpose(im, n);
     }
-    let a = Attrs::of(n);
-    let x = first(n);
-    let w = need_input(im, n, 1)?;
-    let ws = im.shape(w, n)?;
+    let (a, x) = (Attrs::of(n), first(n));
+    let (w, ws) = weight_2d(im, n)?;
     let xs = im.shape(x, n)?;
-    if ws.len() != 4 {
-        return Err(unsupported(im, n, &format!("weight shape {ws:?}: only 2-D convolutions are supported")));
-    }
     let mut win = window(im, n, &xs, Some([ws[2], ws[3]]))?;
     let out_pad = match a.ints("output_padding") {
         Some(v) if v.len() == 2 => {
