@@ -248,12 +248,16 @@ pub fn read_npy_f32(path: &Path) -> Result<Tensor<f32>> {
     Ok(t)
 }
 
+/// Whether `path` names a `.npy` tensor file (by its extension, any case) rather than an image.
+pub fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
 /// The model-input shape a file implies, from its header alone: a `.npy` array's shape, or `[1, 3, H, W]` for an
 /// image of H × W pixels (used to size an ONNX model whose input sizes are symbolic).
 pub fn input_shape_of(path: &Path) -> Result<Vec<usize>> {
     let shown = path.display().to_string();
-    let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if is_npy {
+    if is_npy(path) {
         let file = open_regular(path).map_err(|e| Error::Io { path: shown.clone(), why: e.to_string() })?;
         let (_, shape) =
             npy_header(&mut std::io::BufReader::new(file)).map_err(|why| Error::Npy { path: shown.clone(), why })?;

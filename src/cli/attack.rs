@@ -147,7 +147,7 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
     if let Some(&c) = args.explain.iter().chain(&args.target).find(|&&c| c >= classes_n) {
         anyhow::bail!("class {c} is out of range: the model has {classes_n} classes");
     }
-    let is_npy = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = gradcam::input::is_npy(&args.input);
     let pixels = if is_npy {
         let x = load_npy(&args.input)?;
         if x.shape()[0] != 1 {

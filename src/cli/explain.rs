@@ -133,7 +133,7 @@ fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec
     if model.volume_depth().is_some() {
         return read_volume(path, model);
     }
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = gradcam::input::is_npy(path);
     if !is_npy {
         let img = load_image_limited(path, model.input_size, max_pixels)?;
         let x = model.normalization.apply(&img.pixels);
@@ -177,7 +177,7 @@ fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec
 /// Reads a `.npy` of signals `[N, C, L]` for a signal model: each becomes `[1, C, 1, L]`, drawn as a line plot
 /// for the overlays.
 fn read_signal(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = gradcam::input::is_npy(path);
     let id = model.graph.find(&model.input)?;
     let (c, l) = match model.graph.value(id).shape.as_slice() {
         &[_, c, 1, l] => (c, l),
@@ -208,7 +208,7 @@ fn read_signal(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
 /// Reads a `.npy` of volumes `[N, C, D, H, W]` for a volume model; each is drawn as a montage of its slices (the
 /// channel mean, grey) for the overlays.
 fn read_volume(path: &Path, model: &Model) -> anyhow::Result<Vec<Item>> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = gradcam::input::is_npy(path);
     let id = model.graph.find(&model.input)?;
     let want = model.graph.value(id).shape[1..].to_vec();
     if !is_npy {

@@ -242,11 +242,7 @@ impl<T: Element> Op<T> for Conv3d {
     }
 
     fn saves(&self, wanted: &[bool]) -> Saves {
-        // ∂x reads the weight, ∂w reads the input.
-        let mut inputs = vec![false; wanted.len()];
-        inputs[0] = wanted.get(1).copied().unwrap_or(false);
-        inputs[1] = wanted[0];
-        Saves { inputs, outputs: false }
+        super::conv::conv_saves(wanted)
     }
 
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
