@@ -31,19 +31,16 @@ fn run(model: &Path, inputs: Vec<Tensor<f32>>, expected: Vec<Const>) -> Result<(
         if got.shape() != want.shape() {
             return Err(format!("output '{name}': shape {:?}, expected {:?}", got.shape(), want.shape()));
         }
-        let worst = common::pairs(got.iter(), want.iter())
-            // Equal values (infinities included) and NaN where the reference has NaN match, as in numpy's
-            // `assert_allclose`, which the ONNX runner uses (some cases hold values beyond f32's range: ±inf here).
-            .map(
-                |(a, b)| {
-                    if a == b || (a.is_nan() && b.is_nan()) {
-                        0.0
-                    } else {
-                        (a - b).abs() / (1e-4 + 1e-3 * b.abs())
-                    }
-                },
-            )
-            .fold(0f32, |m, r| if r.is_nan() || r > m { r } else { m });
+        // Equal values (infinities included) and NaN where the reference has NaN match, as in numpy's
+        // `assert_allclose`, which the ONNX runner uses (some cases hold values beyond f32's range: ±inf here).
+        let error = |(a, b): (&f32, &f32)| {
+            if a == b || (a.is_nan() && b.is_nan()) {
+                0.0
+            } else {
+                (a - b).abs() / (1e-4 + 1e-3 * b.abs())
+            }
+        };
+        let worst = common::worst(common::pairs(got.iter(), want.iter()).map(error));
         if worst.is_nan() || worst > 1.0 {
             return Err(format!("output '{name}': off by {worst:.2}× the tolerance"));
         }

@@ -152,20 +152,22 @@ impl<T: Element> Activations<'_, T> {
             let mut out_grads: Vec<Option<Tensor<T>>> =
                 node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();
             let overridden = options.overrides.filter(|o| o.overrides(node.op.as_ref()));
-            // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
-            // packed / stored kernels where it can.
-            let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
-                _ if overridden.is_some() => None,
-                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
-                    .packed_conv_input_gradient(n, &input_shapes, dy)
-                    .or_else(|| graph.stored_linear_input_gradient(node, dy)),
-                _ => None,
-            };
-            // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
-            // in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency pass).
-            let direct = match overridden {
-                Some(_) => direct,
-                None => direct.or_else(|| self.mask_in_place(n, &mut out_grads).map(Ok)),
+            let direct = if overridden.is_some() {
+                // An overridden op runs the override, never a shortcut of its own rule.
+                None
+            } else {
+                // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
+                // packed / stored kernels where it can.
+                let packed = match (plan.wanted[n].as_slice(), &out_grads[..]) {
+                    ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
+                        .packed_conv_input_gradient(n, &input_shapes, dy)
+                        .or_else(|| graph.stored_linear_input_gradient(node, dy)),
+                    _ => None,
+                };
+                // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the
+                // gradient in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency
+                // pass).
+                packed.or_else(|| self.mask_in_place(n, &mut out_grads).map(Ok))
             };
             let input_grads = match direct {
                 Some(dx) => {

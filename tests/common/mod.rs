@@ -185,9 +185,12 @@ where
 {
     let pairs = pairs(a, b);
     assert!(pairs.len() > 0, "nothing compared");
-    // A NaN difference wins (`f32::max` would drop it), so a NaN output fails every `< tolerance` check.
     // Equal values differ by 0, infinities included (∞ − ∞ would be NaN).
-    pairs
-        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
-        .fold(0f32, |m, d| if d.is_nan() || d > m { d } else { m })
+    worst(pairs.map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() }))
+}
+
+/// The largest of non-negative errors, NaN winning (`f32::max` would drop it), so that a NaN fails every
+/// `< tolerance` check; 0 for none.
+pub fn worst(errors: impl Iterator<Item = f32>) -> f32 {
+    errors.fold(0f32, |m, d| if d.is_nan() || d > m { d } else { m })
 }
