@@ -55,7 +55,7 @@ pub mod tensor;
 pub use error::{Error, GraphError, GraphResult, OpError, Result};
 pub use gradcam_kernels::Element;
 pub use graph::{
-    Activations, BackwardOptions, BackwardOverride, ForwardOptions, Gradients, Graph, GraphBuilder, Plan, ValueId,
+    Activations, BackwardOptions, ForwardOptions, GradientFilter, Gradients, Graph, GraphBuilder, Plan, ValueId,
 };
 pub use models::{Arch, LoadOptions, Model, Precision};
 pub use tensor::Tensor;

@@ -1,13 +1,12 @@
-//! Guided backpropagation's rule (Springenberg et al.), installed into a backward sweep as an override: at every
-//! rectifier the gradient passes only where the input was positive *and* the incoming gradient is positive.
+//! Guided backpropagation's rule (Springenberg et al.), installed into a backward sweep as a gradient filter: at
+//! every rectifier the gradient passes only where the input was positive *and* the incoming gradient is positive.
 //!
 //! A rectifier's true backward is linear in the output gradient and zero wherever its input was not positive, so
-//! the guided rule is that backward applied to `max(g, 0)`: the override clips the incoming gradient and then runs
-//! the op's own rule — whether it reads a saved mask, the input or the output.
+//! the guided rule is that backward applied to `max(g, 0)`: the filter clips the incoming gradient and the op's own
+//! rule does the rest — whether it reads a saved mask (in place, the sweep's shortcut), the input or the output.
 
-use crate::error::OpError;
-use crate::graph::BackwardOverride;
-use crate::ops::{Op, Vjp};
+use crate::graph::GradientFilter;
+use crate::ops::Op;
 use crate::tensor::Tensor;
 use crate::Element;
 
@@ -20,73 +19,64 @@ fn is_rectifier<T: Element>(op: &dyn Op<T>) -> bool {
     matches!(op.mask_interval(), Some((lo, _)) if lo == 0.0)
 }
 
-impl<T: Element> BackwardOverride<T> for GuidedRectifiers {
-    fn overrides(&self, op: &dyn Op<T>) -> bool {
+impl<T: Element> GradientFilter<T> for GuidedRectifiers {
+    fn applies_to(&self, op: &dyn Op<T>) -> bool {
         is_rectifier(op)
     }
 
-    fn backward(&self, op: &dyn Op<T>, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
+    fn filter(&self, gradient: &mut Tensor<T>) {
         let zero = T::zero();
-        // `v > 0` is false for NaN: a NaN gradient is dropped, as the fused rule it replaces did.
-        let positive: Vec<Option<Tensor<T>>> =
-            cx.output_grads.iter().map(|g| g.map(|g| g.mapv(|v| if v > zero { v } else { zero }))).collect();
-        let clipped = Vjp {
-            inputs: cx.inputs.clone(),
-            input_shapes: cx.input_shapes.clone(),
-            outputs: cx.outputs.clone(),
-            saved: cx.saved,
-            output_grads: positive.iter().map(Option::as_ref).collect(),
-            wanted: cx.wanted,
-        };
-        op.backward(&clipped)
+        // `v > 0` is false for NaN: a NaN gradient is dropped, as the fused rule this replaced did.
+        gradient.mapv_inplace(|v| if v > zero { v } else { zero });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{Clip, LeakyRelu, Mask, Relu};
+    use crate::ops::{Clip, LeakyRelu, Mask, Relu, Vjp};
     use ndarray::{arr1, ArrayD};
 
-    fn vjp_with_mask<'a>(mask: &'a Mask, g: &'a ArrayD<f64>, shape: &'a [usize]) -> Vjp<'a, f64> {
-        Vjp {
+    /// The op's own backward on the filtered gradient, as the sweep runs it.
+    fn guided_backward(op: &dyn Op<f64>, y: &ArrayD<f64>, g: &ArrayD<f64>) -> ArrayD<f64> {
+        assert!(GuidedRectifiers.applies_to(op));
+        let (lo, hi) = op.mask_interval().unwrap();
+        let mask = Mask::open_interval(y, lo, hi);
+        let mut filtered = g.clone();
+        GuidedRectifiers.filter(&mut filtered);
+        let shape = [g.len()];
+        let cx = Vjp {
             inputs: vec![None],
-            input_shapes: vec![shape],
+            input_shapes: vec![&shape[..]],
             outputs: vec![None],
-            saved: Some(mask),
-            output_grads: vec![Some(g)],
+            saved: Some(&mask),
+            output_grads: vec![Some(&filtered)],
             wanted: &[true],
-        }
+        };
+        op.backward(&cx).unwrap().remove(0).unwrap()
     }
 
     #[test]
     fn relu_passes_positive_gradients_where_the_input_was_positive() {
         let y = arr1(&[0.0, 2.0, 3.0, 0.0]).into_dyn();
         let g = arr1(&[1.0, -1.0, 4.0, -2.0]).into_dyn();
-        let (lo, hi) = Op::<f64>::mask_interval(&Relu).unwrap();
-        let mask = Mask::open_interval(&y, lo, hi);
-        let shape = [4usize];
-        let cx = vjp_with_mask(&mask, &g, &shape);
-        assert!(BackwardOverride::<f64>::overrides(&GuidedRectifiers, &Relu));
-        let dx = GuidedRectifiers.backward(&Relu, &cx).unwrap().remove(0).unwrap();
-        assert_eq!(dx, arr1(&[0.0, 0.0, 4.0, 0.0]).into_dyn());
-        // The exact rule, for contrast, keeps the negative gradient where the input was positive.
-        let exact = Op::<f64>::backward(&Relu, &cx).unwrap().remove(0).unwrap();
-        assert_eq!(exact, arr1(&[0.0, -1.0, 4.0, 0.0]).into_dyn());
+        assert_eq!(guided_backward(&Relu, &y, &g), arr1(&[0.0, 0.0, 4.0, 0.0]).into_dyn());
     }
 
     #[test]
     fn relu6_is_a_rectifier_and_other_activations_are_not() {
         let relu6 = Clip { min: 0.0, max: 6.0 };
-        assert!(BackwardOverride::<f64>::overrides(&GuidedRectifiers, &relu6));
         let y = arr1(&[0.0, 2.0, 6.0, 5.0]).into_dyn();
         let g = arr1(&[1.0, 3.0, 4.0, -2.0]).into_dyn();
-        let (lo, hi) = Op::<f64>::mask_interval(&relu6).unwrap();
-        let mask = Mask::open_interval(&y, lo, hi);
-        let shape = [4usize];
-        let dx = GuidedRectifiers.backward(&relu6, &vjp_with_mask(&mask, &g, &shape)).unwrap().remove(0).unwrap();
-        assert_eq!(dx, arr1(&[0.0, 3.0, 0.0, 0.0]).into_dyn());
-        assert!(!BackwardOverride::<f64>::overrides(&GuidedRectifiers, &Clip { min: -1.0, max: 1.0 }));
-        assert!(!BackwardOverride::<f64>::overrides(&GuidedRectifiers, &LeakyRelu { alpha: 0.01 }));
+        assert_eq!(guided_backward(&relu6, &y, &g), arr1(&[0.0, 3.0, 0.0, 0.0]).into_dyn());
+        assert!(!GradientFilter::<f64>::applies_to(&GuidedRectifiers, &Clip { min: -1.0, max: 1.0 }));
+        assert!(!GradientFilter::<f64>::applies_to(&GuidedRectifiers, &LeakyRelu { alpha: 0.01 }));
+    }
+
+    #[test]
+    fn the_filter_drops_negative_and_nan_gradients() {
+        let mut g = arr1(&[1.5, -1.0, 0.0, f64::NAN]).into_dyn();
+        GradientFilter::<f64>::filter(&GuidedRectifiers, &mut g);
+        assert_eq!(g, arr1(&[1.5, 0.0, 0.0, 0.0]).into_dyn());
     }
 }

@@ -1,32 +1,33 @@
 //! The backward sweep: a plain loop over the planned nodes in reverse topological order.
 
 use super::{Activations, ValueId};
-use crate::error::{GraphError, GraphResult as Result, OpError};
+use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{Op, Vjp};
 use crate::tensor::Tensor;
 use crate::Element;
 use std::collections::HashMap;
 
-/// A backward rule that replaces some ops' own for one sweep: how a method with rules of its own (guided
-/// backpropagation) plugs into the engine, which knows nothing of it.
-pub trait BackwardOverride<T: Element>: Sync {
-    /// Whether this override replaces `op`'s backward.
-    fn overrides(&self, op: &dyn Op<T>) -> bool;
+/// A change to the incoming gradient of some ops, made before their own backward rule runs: how a method with rules
+/// of its own (guided backpropagation: only positive gradients pass a rectifier) plugs into the engine, which knows
+/// nothing of it. The op's rule — and the sweep's shortcuts for it, such as a mask applied in place — then run on
+/// the filtered gradient.
+pub trait GradientFilter<T: Element>: Sync {
+    /// Whether this filter changes `op`'s incoming gradient.
+    fn applies_to(&self, op: &dyn Op<T>) -> bool;
 
-    /// The input gradients of `op`, in place of its own rule (which the override may call, e.g. on a modified
-    /// output gradient).
-    fn backward(&self, op: &dyn Op<T>, cx: &Vjp<'_, T>) -> std::result::Result<Vec<Option<Tensor<T>>>, OpError>;
+    /// Rewrites an output gradient of such an op, in place (the sweep owns it).
+    fn filter(&self, gradient: &mut Tensor<T>);
 }
 
 /// Options of a backward sweep.
 pub struct BackwardOptions<'a, T> {
-    /// Backward rules that replace some ops' own (none: every op's true derivative).
-    pub overrides: Option<&'a dyn BackwardOverride<T>>,
+    /// A filter of some ops' incoming gradients (none: every op's true derivative).
+    pub filter: Option<&'a dyn GradientFilter<T>>,
 }
 
 impl<T> Default for BackwardOptions<'_, T> {
     fn default() -> Self {
-        BackwardOptions { overrides: None }
+        BackwardOptions { filter: None }
     }
 }
 
@@ -40,7 +41,7 @@ impl<T> Copy for BackwardOptions<'_, T> {}
 
 impl<T> std::fmt::Debug for BackwardOptions<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackwardOptions").field("overrides", &self.overrides.is_some()).finish()
+        f.debug_struct("BackwardOptions").field("filter", &self.filter.is_some()).finish()
     }
 }
 
@@ -151,24 +152,20 @@ impl<T: Element> Activations<'_, T> {
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
             let mut out_grads: Vec<Option<Tensor<T>>> =
                 node.outputs.iter().map(|&o| if is_wrt(o) { grads[o.0].clone() } else { grads[o.0].take() }).collect();
-            let overridden = options.overrides.filter(|o| o.overrides(node.op.as_ref()));
-            let direct = if overridden.is_some() {
-                // An overridden op runs the override, never a shortcut of its own rule.
-                None
-            } else {
-                // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
-                // packed / stored kernels where it can.
-                let packed = match (plan.wanted[n].as_slice(), &out_grads[..]) {
-                    ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
-                        .packed_conv_input_gradient(n, &input_shapes, dy)
-                        .or_else(|| graph.stored_linear_input_gradient(node, dy)),
-                    _ => None,
-                };
-                // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the
-                // gradient in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency
-                // pass).
-                packed.or_else(|| self.mask_in_place(n, &mut out_grads).map(Ok))
+            if let Some(filter) = options.filter.filter(|f| f.applies_to(node.op.as_ref())) {
+                out_grads.iter_mut().flatten().for_each(|g| filter.filter(g));
+            }
+            // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
+            // packed / stored kernels where it can.
+            let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
+                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
+                    .packed_conv_input_gradient(n, &input_shapes, dy)
+                    .or_else(|| graph.stored_linear_input_gradient(node, dy)),
+                _ => None,
             };
+            // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
+            // in place — no new buffer, no zero fill (fresh buffers were ≈ 10 % of a MobileNet saliency pass).
+            let direct = direct.or_else(|| self.mask_in_place(n, &mut out_grads).map(Ok));
             let input_grads = match direct {
                 Some(dx) => {
                     let mut grads = vec![None; node.inputs.len()];
@@ -203,11 +200,7 @@ impl<T: Element> Activations<'_, T> {
                         output_grads: out_grads.iter().map(|g| g.as_ref()).collect(),
                         wanted: &plan.wanted[n],
                     };
-                    match overridden {
-                        Some(o) => o.backward(node.op.as_ref(), &cx),
-                        None => node.op.backward(&cx),
-                    }
-                    .map_err(wrap)?
+                    node.op.backward(&cx).map_err(wrap)?
                 }
             };
             let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };

@@ -12,7 +12,7 @@ mod plan;
 mod pool;
 mod stored_linear;
 
-pub use backward::{BackwardOptions, BackwardOverride, Gradients, VjpRecord};
+pub use backward::{BackwardOptions, GradientFilter, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
 pub use forward::{Activations, ForwardOptions, NodeTime};
 pub use plan::Plan;
