@@ -131,7 +131,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     // MobileNetV2's depthwise layers: (channels, input size, stride).
-    for (channels, hw, stride) in [(96, 112, 2), (144, 56, 1), (192, 28, 1), (960, 7, 1)] {
+    for (channels, hw, stride) in [(96, 112, 2), (144, 56, 1), (192, 28, 1), (384, 14, 1), (576, 14, 2), (960, 7, 1)] {
         let geo = ConvGeometry {
             in_channels: channels,
             out_channels: channels,

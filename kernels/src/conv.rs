@@ -51,9 +51,10 @@ pub(crate) fn rows_per_packed_task(rows: usize, tiles: usize, mr: usize) -> usiz
     per_task * mr.max(1)
 }
 
-/// Fewest row panels per task on the packed path: each task streams its tile's packed columns from L2 once per
-/// panel it owns, so one-panel tasks would re-read them for every 12 rows.
-pub const MIN_PACKED_TASK_PANELS: usize = 2;
+/// Fewest row panels per task on the packed path. One: a layer's tile (at most [`COL_TILE`] columns of a K-row
+/// operand) stays in L2 while its tasks stream it, and two-panel tasks left MobileNetV2's 64-row projections at 14²
+/// with three tasks for two threads (one idle a third of the time).
+pub const MIN_PACKED_TASK_PANELS: usize = 1;
 
 /// Tasks per image and group that the tiling aims for at batch 1 (more come from the batch).
 pub const TARGET_TASKS: usize = 8;

@@ -14,6 +14,7 @@
 //! Each output is a fixed sequence of operations (bias, then the taps in order), so results do not depend on the
 //! number of threads.
 
+use crate::depthwise_rows::RowFilter;
 use crate::geometry::ConvGeometry;
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
@@ -24,7 +25,7 @@ use std::cell::RefCell;
 const BLOCK: usize = 64;
 
 /// Outputs per parallel task (whole planes; the grouping depends only on the layer's shape).
-const TASK_OUTPUTS: usize = 16 * 1024;
+const TASK_OUTPUTS: usize = 4 * 1024;
 
 /// One plane's filter: where the source lands in the padded scratch and which scratch offset each tap reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +86,34 @@ impl PlaneFilter {
             row_len,
             bases,
         }
+    }
+
+    /// The forward filter of a depthwise `geo`.
+    fn forward_of(geo: &ConvGeometry) -> PlaneFilter {
+        PlaneFilter::new(
+            [geo.in_h, geo.in_w],
+            [1, 1],
+            [geo.pad_top, geo.pad_left],
+            [geo.kernel_h, geo.kernel_w],
+            [geo.dilation_h, geo.dilation_w],
+            [geo.stride_h, geo.stride_w],
+            [geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)],
+        )
+    }
+
+    /// The input-gradient filter of `geo` (padding within the kernel's reach), run with the flipped kernel: the
+    /// output gradient upsampled by the stride and padded so that input pixel `(iy, ix)` sees exactly the outputs
+    /// whose windows covered it.
+    fn backward_of(geo: &ConvGeometry) -> PlaneFilter {
+        PlaneFilter::new(
+            [geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)],
+            [geo.stride_h, geo.stride_w],
+            [(geo.kernel_h - 1) * geo.dilation_h - geo.pad_top, (geo.kernel_w - 1) * geo.dilation_w - geo.pad_left],
+            [geo.kernel_h, geo.kernel_w],
+            [geo.dilation_h, geo.dilation_w],
+            [1, 1],
+            [geo.in_h, geo.in_w],
+        )
     }
 
     /// Length of the flat output: whole register blocks.
@@ -256,6 +285,22 @@ fn taps(level: SimdLevel, s: &[f32], bases: &[usize], w: &[f32], bias: f32, clam
     }
 }
 
+/// Whether output rows `width` wide are narrow enough for the row kernel ([`RowFilter`]), which reads a stride-1
+/// layer's source rows in place with masked loads: on rows of at most [`ROW_VECTORS_MAX`] vectors (MobileNet's 7-
+/// and 14-pixel planes) the flat kernel's two copies per row cost more than the taps. Both compute the same
+/// operations in the same order, so the choice never changes a result.
+fn narrow_rows(width: usize, level: SimdLevel) -> bool {
+    let lanes = match level {
+        SimdLevel::Avx512 => 16,
+        SimdLevel::Avx2 => 8,
+        _ => return false,
+    };
+    width <= ROW_VECTORS_MAX * lanes
+}
+
+/// Widest output row (in vectors) that [`narrow_rows`] sends to the row kernel.
+const ROW_VECTORS_MAX: usize = 2;
+
 /// Planes per parallel task for planes of `plane` outputs.
 fn planes_per_task(plane: usize) -> usize {
     (TASK_OUTPUTS / plane.max(1)).max(1)
@@ -283,15 +328,9 @@ pub fn forward(
     }
     let taps = geo.kernel_h * geo.kernel_w;
     let mult = geo.out_channels / geo.in_channels;
-    let filter = PlaneFilter::new(
-        [geo.in_h, geo.in_w],
-        [1, 1],
-        [geo.pad_top, geo.pad_left],
-        [geo.kernel_h, geo.kernel_w],
-        [geo.dilation_h, geo.dilation_w],
-        [geo.stride_h, geo.stride_w],
-        [geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)],
-    );
+    let filter = PlaneFilter::forward_of(geo);
+    let rows = RowFilter::of(geo).filter(|_| narrow_rows(geo.out_w().unwrap_or(0), level));
+    let lanes = rows.as_ref().map(|r| r.lanes(level));
     let per_task = planes_per_task(out_plane);
     output.par_chunks_mut(out_plane * per_task).enumerate().for_each(|(task, planes)| {
         for (i, out) in planes.chunks_exact_mut(out_plane).enumerate() {
@@ -299,7 +338,14 @@ pub fn forward(
             let (n, co) = (plane / geo.out_channels, plane % geo.out_channels);
             let c = n * geo.in_channels + co / mult;
             let src = &input[c * in_plane..(c + 1) * in_plane];
-            filter.run(src, &weight[co * taps..(co + 1) * taps], bias[co], clamp, out, level);
+            let w = &weight[co * taps..(co + 1) * taps];
+            let done = match (&rows, &lanes) {
+                (Some(r), Some(l)) => r.run(src, w, bias[co], clamp, out, l),
+                _ => false,
+            };
+            if !done {
+                filter.run(src, w, bias[co], clamp, out, level);
+            }
         }
     });
 }
@@ -334,25 +380,24 @@ pub fn backward_data(
     }
     let (kh, kw) = (geo.kernel_h, geo.kernel_w);
     let taps = kh * kw;
-    // The flipped kernel over the output gradient upsampled by the stride and padded so that input pixel
-    // (iy, ix) sees exactly the outputs whose windows covered it.
-    let filter = PlaneFilter::new(
-        [geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)],
-        [geo.stride_h, geo.stride_w],
-        [reach_h - geo.pad_top, reach_w - geo.pad_left],
-        [kh, kw],
-        [geo.dilation_h, geo.dilation_w],
-        [1, 1],
-        [geo.in_h, geo.in_w],
-    );
+    let filter = PlaneFilter::backward_of(geo);
     let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| (0..taps).map(move |t| w[taps - 1 - t])).collect();
+    let rows = RowFilter::backward_of(geo).filter(|_| narrow_rows(geo.in_w, level));
+    let lanes = rows.as_ref().map(|r| r.lanes(level));
     let per_task = planes_per_task(in_plane);
     grad_input.par_chunks_mut(in_plane * per_task).enumerate().for_each(|(task, planes)| {
         for (i, dx) in planes.chunks_exact_mut(in_plane).enumerate() {
             let plane = task * per_task + i;
             let c = plane % geo.in_channels;
             let dy = &grad_output[plane * out_plane..(plane + 1) * out_plane];
-            filter.run(dy, &flipped[c * taps..(c + 1) * taps], 0.0, Clamp::NONE, dx, level);
+            let w = &flipped[c * taps..(c + 1) * taps];
+            let done = match (&rows, &lanes) {
+                (Some(r), Some(l)) => r.run(dy, w, 0.0, Clamp::NONE, dx, l),
+                _ => false,
+            };
+            if !done {
+                filter.run(dy, w, 0.0, Clamp::NONE, dx, level);
+            }
         }
     });
     true
@@ -394,7 +439,59 @@ mod tests {
             all.push(ConvGeometry { in_w: w, stride_h: 2, stride_w: 2, pad_left: pad, pad_right: pad, ..base });
         }
         all.push(ConvGeometry { in_h: 30, in_w: 1, kernel_w: 1, pad_left: 0, pad_right: 0, ..base });
+        // Stride-1 rows around the row kernel's widths (two AVX2 / AVX-512 vectors) and wider: both kernels run.
+        for w in [16, 17, 20, 32, 33, 40] {
+            all.push(ConvGeometry { batch: 1, in_h: 4, in_w: w, ..base });
+        }
+        all.push(ConvGeometry {
+            batch: 1,
+            in_h: 9,
+            in_w: 37,
+            kernel_h: 5,
+            kernel_w: 5,
+            dilation_h: 2,
+            dilation_w: 2,
+            pad_top: 4,
+            pad_left: 3,
+            pad_bottom: 4,
+            pad_right: 5,
+            ..base
+        });
         all
+    }
+
+    /// The row kernel and the flat kernel perform the same operations in the same order, so which one a layer gets
+    /// never shows in its results: compared bit for bit on every stride-1 geometry, forward and backward.
+    #[test]
+    fn row_and_flat_kernels_are_bit_identical() {
+        let mut compared = 0;
+        for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
+            for (i, geo) in geometries().iter().enumerate() {
+                let (taps, in_plane, out_plane) = (geo.k(), geo.in_plane(), geo.out_plane());
+                let x = data(in_plane, i);
+                let dy = data(out_plane, i + 1);
+                let w = data(taps, i + 2);
+                let clamp = Clamp { lo: -0.5, hi: 0.75 };
+                if let Some(rows) = RowFilter::of(geo) {
+                    let (mut flat, mut row) = (vec![f32::NAN; out_plane], vec![f32::NAN; out_plane]);
+                    PlaneFilter::forward_of(geo).run(&x, &w, 0.25, clamp, &mut flat, level);
+                    assert!(rows.run(&x, &w, 0.25, clamp, &mut row, &rows.lanes(level)));
+                    let same = flat.iter().zip(&row).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{level} forward {geo:?}");
+                    compared += 1;
+                }
+                if let Some(rows) = RowFilter::backward_of(geo) {
+                    let (mut flat, mut row) = (vec![f32::NAN; in_plane], vec![f32::NAN; in_plane]);
+                    PlaneFilter::backward_of(geo).run(&dy, &w, 0.0, Clamp::NONE, &mut flat, level);
+                    assert!(rows.run(&dy, &w, 0.0, Clamp::NONE, &mut row, &rows.lanes(level)));
+                    let same = flat.iter().zip(&row).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{level} backward {geo:?}");
+                    compared += 1;
+                }
+            }
+        }
+        let levels = supported_levels().len() - 1;
+        assert!(compared >= 20 * levels, "only {compared} comparisons");
     }
 
     fn close(got: &[f32], want: &[f32], taps: usize, what: &str) {

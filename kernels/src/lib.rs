@@ -15,6 +15,7 @@ pub mod conv;
 pub mod conv_packed;
 pub mod depthwise;
 pub mod depthwise_flat;
+mod depthwise_rows;
 pub mod element;
 pub mod gemm;
 pub mod geometry;
