@@ -180,7 +180,11 @@ fn resnet_layers(c: &mut Criterion) {
         stride_w: 2,
         ..geometry(&Layer { name: "", cin, cout, k, hw })
     };
-    for (name, geo) in [("stem_7x7s2_3-64_224", strided(3, 64, 7, 224)), ("3x3s2_64-128_56", strided(64, 128, 3, 56))] {
+    for (name, geo) in [
+        ("stem_7x7s2_3-64_224", strided(3, 64, 7, 224)),
+        ("stem_3x3s2_3-32_224", strided(3, 32, 3, 224)),
+        ("3x3s2_64-128_56", strided(64, 128, 3, 56)),
+    ] {
         let (x, w) = (data(geo.in_channels * geo.in_h * geo.in_w), data(geo.out_channels * geo.k()));
         let packed =
             PackedConv::new(level, &w, None, geo.out_channels, geo.in_channels, [geo.kernel_h, geo.kernel_w], 1);

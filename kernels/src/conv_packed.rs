@@ -363,29 +363,33 @@ fn forward(
                     if panels.len() < len {
                         panels.resize(len, 0.0);
                     }
-                    let pack = |(jp, panel): (usize, &mut [f32])| {
-                        // In place, the one panel packed is the tail: the columns past the whole panels.
-                        let (q0, q1) = if in_place {
-                            (p0 + tw / nr * nr, p1)
-                        } else {
-                            (p0 + jp * nr, (p0 + (jp + 1) * nr).min(p1))
-                        };
+                    // Columns q0..q1 (whole panels from q0) packed into `out`.
+                    let pack = |q0: usize, q1: usize, out: &mut [f32]| {
                         if in_place {
                             let mut unused = Vec::new();
                             let view = column_tile(geo, &win, x, (q0, q1), &mut unused);
-                            pack_b_into(view, nr, panel);
+                            pack_b_into(view, nr, out);
                         } else if stride.is_some() {
-                            im2col_panels_phased(phased_x, cig, &win, q0, q1, nr, panel);
+                            im2col_panels_phased(phased_x, cig, &win, q0, q1, nr, out);
                         } else {
-                            im2col_panels(x, cig, &win, q0, q1, nr, panel);
+                            im2col_panels(x, cig, &win, q0, q1, nr, out);
                         }
                     };
-                    // With few tiles the packing itself is split by panel, or it would run on one thread while the
-                    // others wait for it (a choice of the shape only: packing moves data, the results are equal).
-                    if col_tiles.len() < TARGET_TASKS {
-                        panels[..len].par_chunks_mut(k.max(1) * nr).enumerate().for_each(pack);
+                    if in_place {
+                        // The one panel packed is the tail: the columns past the whole panels.
+                        if len > 0 {
+                            pack(p0 + tw / nr * nr, p1, &mut panels[..len]);
+                        }
+                    } else if col_tiles.len() < TARGET_TASKS {
+                        // With few tiles the packing itself is split by panel, or it would run on one thread while
+                        // the others wait for it (a choice of the shape only: packing moves data, the results are
+                        // equal).
+                        panels[..len]
+                            .par_chunks_mut(k.max(1) * nr)
+                            .enumerate()
+                            .for_each(|(jp, panel)| pack(p0 + jp * nr, (p0 + (jp + 1) * nr).min(p1), panel));
                     } else {
-                        panels[..len].chunks_mut(k.max(1) * nr).enumerate().for_each(pack);
+                        pack(p0, p1, &mut panels[..len]);
                     }
                     let right = if in_place {
                         RightPanels::InPlace { data: &x[p0..], row_stride: in_plane, tail: &panels[..len] }

@@ -201,11 +201,26 @@ struct Planes {
     width: usize,
 }
 
-/// Column panels (the layout of [`im2col_panels`]) of a convolution whose taps each read a sub-plane exactly as
-/// wide as an output row: output column `q` of tap `t` reads sub-plane index `q + dy·width + dx`, one contiguous run
-/// per panel row, masked where it falls outside the sub-plane. The masks depend on the tap and the panel only.
+per_level! {
+    /// Column panels (the layout of [`im2col_panels`]) of a convolution whose taps each read a sub-plane exactly as
+    /// wide as an output row: output column `q` of tap `t` reads sub-plane index `q + dy·width + dx`, one contiguous run
+    /// per panel row, masked where it falls outside the sub-plane. The masks depend on the tap and the panel only.
+    #[allow(clippy::too_many_arguments)]
+    fn masked_panels(
+        src: &[f32],
+        channels: usize,
+        planes: Planes,
+        taps: &[TapRead],
+        p0: usize,
+        p1: usize,
+        nr: usize,
+        out: &mut [f32]
+    ); simd: masked_panels_body, portable: masked_panels_body
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn masked_panels(
+fn masked_panels_body(
     src: &[f32],
     channels: usize,
     planes: Planes,
@@ -219,6 +234,8 @@ fn masked_panels(
     let k = channels * t_count;
     assert!(src.len() >= channels * planes.subs * sub_len, "im2col_panels: source too short");
     let mut masks = vec![0u32; t_count * nr];
+    // Per tap: whether every column of the current panel reads inside the sub-plane (a plain copy).
+    let mut unmasked = vec![false; t_count];
     // Output row and column of each column of the panel in i32 (the mask loop vectorizes; sizes are below 2^30,
     // see MAX_SIDE); columns past p1 get a row outside every tap's reach.
     let (mut ys, mut xs) = (vec![0i32; nr], vec![0i32; nr]);
@@ -233,22 +250,26 @@ fn masked_panels(
                 (y, x) = (y + 1, 0);
             }
         }
-        for (tap, mask) in taps.iter().zip(masks.chunks_exact_mut(nr)) {
+        for ((tap, mask), whole) in taps.iter().zip(masks.chunks_exact_mut(nr)).zip(&mut unmasked) {
             let (dy, dx) = (tap.dy as i32, tap.dx as i32);
-            for ((m, &y), &x) in mask.iter_mut().zip(&ys).zip(&xs) {
+            let (mask, ys, xs) = (&mut mask[..nr], &ys[..nr], &xs[..nr]);
+            for j in 0..nr {
                 // Negative coordinates wrap to huge unsigned ones: one comparison per bound.
-                let inside = (((y + dy) as u32) < h) & (((x + dx) as u32) < w);
-                *m = 0u32.wrapping_sub(inside as u32);
+                let inside = (((ys[j] + dy) as u32) < h) & (((xs[j] + dx) as u32) < w);
+                mask[j] = if inside { u32::MAX } else { 0 };
             }
+            *whole = mask.iter().fold(u32::MAX, |all, &m| all & m) == u32::MAX;
         }
-        for (row, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            let (c, t) = (row / t_count, row % t_count);
-            let tap = taps[t];
-            let mask = &masks[t * nr..(t + 1) * nr];
+        // Rows channel by channel, tap by tap (no division per row).
+        let rows = panel.chunks_exact_mut(nr);
+        let row_taps = (0..channels).flat_map(|c| taps.iter().enumerate().map(move |(t, tap)| (c, t, tap)));
+        for (dst, (c, t, tap)) in rows.zip(row_taps) {
             let plane = (c * planes.subs + tap.sub) * sub_len;
             let start = (plane + q0) as isize + tap.dy * planes.width as isize + tap.dx;
+            let mask = &masks[t * nr..(t + 1) * nr];
             // The read may start before the source or end after it (masked columns only): then element by element.
             match usize::try_from(start).ok().filter(|&s| s + nr <= src.len()) {
+                Some(s) if unmasked[t] => crate::packed_gemm::copy_short(dst, &src[s..s + nr]),
                 Some(s) => {
                     for ((d, &v), &m) in dst.iter_mut().zip(&src[s..s + nr]).zip(mask) {
                         *d = f32::from_bits(v.to_bits() & m);
@@ -301,10 +322,37 @@ fn small_enough(win: &Window) -> bool {
 /// # Panics
 /// If the lengths do not match or `s` does not divide the plane (see [`phase_split`]).
 pub fn split_phases(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]) {
+    split_phases_per_level(input, channels, in_h, in_w, s, out)
+}
+
+per_level! {
+    fn split_phases_per_level(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]);
+    simd: split_phases_body, portable: split_phases_body
+}
+
+#[inline(always)]
+fn split_phases_body(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]) {
     assert!(s > 0 && in_h.is_multiple_of(s) && in_w.is_multiple_of(s), "split_phases: {s} does not divide the plane");
     let plane = in_h * in_w;
     assert!(input.len() >= channels * plane && out.len() >= channels * plane, "split_phases: lengths");
     let (ph, pw) = (in_h / s, in_w / s);
+    if s == 2 {
+        // Both column phases of a source row in one pass over its pairs (vectorized with shuffles).
+        for (x, o) in input.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).take(channels) {
+            let (even_rows, odd_rows) = o.split_at_mut(2 * ph * pw);
+            for (a, phase_pair) in [even_rows, odd_rows].into_iter().enumerate() {
+                let (b0, b1) = phase_pair.split_at_mut(ph * pw);
+                for (i, (d0, d1)) in b0.chunks_exact_mut(pw).zip(b1.chunks_exact_mut(pw)).enumerate() {
+                    let src = &x[(2 * i + a) * in_w..(2 * i + a + 1) * in_w];
+                    for ((pair, e), f) in src.chunks_exact(2).zip(d0.iter_mut()).zip(d1.iter_mut()) {
+                        *e = pair[0];
+                        *f = pair[1];
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (x, o) in input.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).take(channels) {
         for (phase, dst) in o.chunks_exact_mut(ph * pw).enumerate() {
             let (a, b) = (phase / s, phase % s);

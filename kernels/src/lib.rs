@@ -11,6 +11,36 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// Defines `fn $name` (with the given visibility) that runs `$simd` compiled for the active SIMD level
+/// ([`simd::level`]), or `$portable` on the portable one: plain Rust loops that LLVM vectorizes with the level's
+/// instructions instead of the SSE2 baseline.
+macro_rules! per_level {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?; simd: $simd:ident, portable: $portable:ident) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                $simd($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                $simd($($arg),*)
+            }
+            match $crate::simd::level() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: level() only returns levels this CPU supports.
+                $crate::simd::SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                $crate::simd::SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $portable($($arg),*),
+            }
+        }
+    };
+}
+
 pub mod conv;
 pub mod conv_packed;
 pub mod depthwise;

@@ -326,9 +326,10 @@ impl PackedA {
                 for jp in 0..col_panels {
                     let cols = nr.min(n - jp * nr);
                     let (bp, ldb) = right.block(jp, kb, k, n, nr);
-                    // Whole tiles without a scale or residual: every full row panel in one microkernel call.
+                    // Whole-width tiles without a scale or residual: every row panel in one microkernel call, the
+                    // last one writing only its rows below r1.
                     let scaled = !self.scale.is_empty();
-                    let fast_end = if cols == nr && !scaled && residual.is_none() { r1 / mr } else { r0 / mr };
+                    let fast_end = if cols == nr && !scaled && residual.is_none() { r1.div_ceil(mr) } else { r0 / mr };
                     if fast_end > r0 / mr {
                         let ip = r0 / mr;
                         let (ap, a_step) = match &self.data {
@@ -337,13 +338,14 @@ impl PackedA {
                         };
                         let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..fast_end * mr]);
                         let epilogue = last.then_some(clamp);
-                        // SAFETY: panels ip..fast_end lie inside the caller's block (whole rows below r1, columns
+                        // SAFETY: panels ip..fast_end lie inside the caller's block (rows below r1, columns
                         // jp·nr + nr ≤ n); `ap` holds kc·mr values for each of them, a_step apart (whole panels
                         // are packed or widened); `bp` holds nr values at each of kc rows ldb apart
                         // (`RightPanels::block`); the level is supported (PackedA was built for it).
                         unsafe {
                             tile.run_panels(
                                 fast_end - ip,
+                                r1 - (fast_end - 1) * mr,
                                 kc,
                                 ap.as_ptr(),
                                 a_step,
@@ -386,14 +388,28 @@ impl PackedA {
                                 prefetch(res.wrapping_add(offset + r * rsc + cols - 1));
                             }
                         }
-                        let call = |dst: *mut f32, stride: usize| {
+                        let call = |dst: *mut f32, stride: usize, kernel_rows: usize| {
                             // SAFETY: `ap` holds kc·mr values from this offset (whole panels are packed,
                             // zero-padded) and `bp` nr values at each of kc rows ldb apart (`RightPanels::block`);
-                            // `dst` is an mr × nr block with row stride `stride` (a full tile inside C, or the edge
-                            // buffer). The level is supported: PackedA was built for it, which microkernel::tile
-                            // checked.
+                            // `dst` is a kernel_rows × nr block with row stride `stride` (a whole-width tile inside
+                            // C, or the edge buffer). The level is supported: PackedA was built for it, which
+                            // microkernel::tile checked.
                             unsafe {
-                                tile.run_panels(1, kc, ap.as_ptr(), 0, lda, bp, ldb, dst, stride, load, bias, epilogue)
+                                tile.run_panels(
+                                    1,
+                                    kernel_rows,
+                                    kc,
+                                    ap.as_ptr(),
+                                    0,
+                                    lda,
+                                    bp,
+                                    ldb,
+                                    dst,
+                                    stride,
+                                    load,
+                                    bias,
+                                    epilogue,
+                                )
                             };
                             if last && scaled {
                                 // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
@@ -413,8 +429,9 @@ impl PackedA {
                                 }
                             }
                         };
-                        if rows == mr && cols == nr {
-                            call(out, rsc);
+                        // A scaled tile is finished over all mr rows (`finish_tile`): in C only when it has them.
+                        if cols == nr && (rows == mr || !scaled) {
+                            call(out, rsc, rows);
                         } else {
                             // Partial tile: run the same kernel on a padded copy, then write back the valid part.
                             for r in 0..rows {
@@ -423,7 +440,7 @@ impl PackedA {
                                     edge[r * nr + j] = if load { unsafe { *out.add(r * rsc + j) } } else { 0.0 };
                                 }
                             }
-                            call(edge.as_mut_ptr(), nr);
+                            call(edge.as_mut_ptr(), nr, mr);
                             for r in 0..rows {
                                 for j in 0..cols {
                                     // SAFETY: as above.
@@ -691,6 +708,68 @@ mod tests {
                         let w = clamp.apply(w as f32);
                         let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
                         assert!((got - w).abs() <= tol, "{level} {m}x{k}x{n} acc={acc} at {i}: {got} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A product whose height is not a multiple of the panel's writes its rows and nothing below them: the last
+    /// panel's extra rows (zeros in A) are neither stored nor loaded, on every path (plain, accumulating, with a
+    /// residual, scaled), and the rows it writes match the reference.
+    #[test]
+    fn short_last_panels_write_only_their_rows() {
+        let (k, n) = (19, 70);
+        for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
+            let nr = PackedA::pack(level, MatRef::row_major(&[0.0], 1, 1), None).b_panel_width().expect("SIMD");
+            for m in [1, 5, 8, 13, 37] {
+                let a = data(m * k, m as u64);
+                let b = data(k * n, 7);
+                let bias = data(m, 8);
+                let scale: Vec<f32> = data(m, 9).iter().map(|v| 1.0 + v.abs()).collect();
+                let residual = data(m * n, 10);
+                let mut panels = Vec::new();
+                pack_b(MatRef::row_major(&b, k, n), nr, &mut panels);
+                let plain = PackedA::pack(level, MatRef::row_major(&a, m, k), Some(&bias));
+                let scaled =
+                    PackedA::pack_scaled(level, MatRef::row_major(&a, m, k), Some(&bias), Some(&scale), Precision::F32);
+                for (what, packed, accumulate, res) in [
+                    ("plain", &plain, false, None),
+                    ("accumulate", &plain, true, None),
+                    ("residual", &plain, false, Some(residual.as_ptr())),
+                    ("scaled", &scaled, false, None),
+                ] {
+                    // C is the first m rows of a buffer whose 16 rows below are NaN guards.
+                    let c0 = data(m * n, 11);
+                    let mut c = c0.clone();
+                    c.resize((m + 16) * n, f32::NAN);
+                    // SAFETY: rows 0..m of `c` (row stride n), exclusively borrowed; the residual has the same
+                    // shape and is a separate buffer.
+                    unsafe {
+                        packed.gemm_rows_packed_residual(
+                            0,
+                            m,
+                            RightPanels::Packed(&panels),
+                            n,
+                            c.as_mut_ptr(),
+                            n,
+                            accumulate,
+                            Clamp::NONE,
+                            res,
+                        )
+                    };
+                    assert!(c[m * n..].iter().all(|v| v.is_nan()), "{level} {what} m={m}: wrote below the product");
+                    let want = reference(&a, &b, &bias, &c0, m, k, n, accumulate);
+                    for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                        let (r, j) = (i / n, i % n);
+                        let w = match what {
+                            "residual" => w + residual[i] as f64,
+                            // scale·(A·B) + bias: the reference added the bias before the scale.
+                            "scaled" => (w - bias[r] as f64) * scale[r] as f64 + bias[r] as f64,
+                            _ => w,
+                        } as f32;
+                        let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs()) * 4.0;
+                        assert!((got - w).abs() <= tol, "{level} {what} m={m} at ({r}, {j}): {got} vs {w}");
                     }
                 }
             }

@@ -4,36 +4,6 @@
 //! (`#[target_feature]`): 512- or 256-bit vectors and fused multiply-add instead of the SSE2 baseline. The level
 //! is read once per call from [`crate::simd::level`].
 
-use crate::simd::{level, SimdLevel};
-
-/// Defines `pub fn $name` that runs `$simd` compiled for the active SIMD level, or `$portable` on the portable one.
-macro_rules! per_level {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?; simd: $simd:ident, portable: $portable:ident) => {
-        $(#[$doc])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            fn avx512($($arg: $ty),*) $(-> $ret)? {
-                $simd($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) $(-> $ret)? {
-                $simd($($arg),*)
-            }
-            match level() {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: level() only returns levels this CPU supports.
-                SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
-                _ => $portable($($arg),*),
-            }
-        }
-    };
-}
-
 #[inline(always)]
 fn axpy_fused(a: f32, x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {

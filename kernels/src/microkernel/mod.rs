@@ -28,12 +28,14 @@ macro_rules! microkernel {
         /// # Safety
         /// The CPU supports the target features; for each panel, `A` holds `kc·mr` readable values from its start
         /// (`kc` per row, `lda` apart, when `ROW_MAJOR`), `b` `2·lanes` readable values at each `b + p·ldb`,
-        /// `p < kc`; `c` is a writable `panels·mr × 2·lanes` block with row stride `rsc` owned by this thread;
+        /// `p < kc`; `c` is a writable `panels·mr × 2·lanes` block with row stride `rsc` owned by this thread, less
+        /// the rows past `last_rows ≤ mr` of the last panel, which are neither read nor written;
         /// `bias` (if any) has at least `panels·mr` values (checked by the caller, [`super::Tile::run_panels`]).
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
         pub(super) unsafe fn $name<const ROW_MAJOR: bool>(
             panels: usize,
+            last_rows: usize,
             kc: usize,
             a: *const f32,
             a_step: usize,
@@ -51,9 +53,11 @@ macro_rules! microkernel {
             unsafe {
                 for i in 0..panels {
                     let (a, c) = (a.add(i * a_step), c.add(i * MR * rsc));
+                    // Rows of C this panel owns: all of them but in a short last panel (whose A rows are zeros).
+                    let rows = if i + 1 == panels { last_rows } else { MR };
                     let mut acc = [[$zero(); 2]; MR];
                     if load {
-                        for r in 0..MR {
+                        for r in 0..rows {
                             acc[r][0] = $load(c.add(r * rsc));
                             acc[r][1] = $load(c.add(r * rsc + L));
                         }
@@ -85,7 +89,7 @@ macro_rules! microkernel {
                             }
                         }
                     }
-                    for r in 0..MR {
+                    for r in 0..rows {
                         $store(c.add(r * rsc), acc[r][0]);
                         $store(c.add(r * rsc + L), acc[r][1]);
                     }
@@ -149,7 +153,8 @@ pub(crate) fn tile(level: SimdLevel) -> Tile {
 
 impl Tile {
     /// Runs the microkernel over `kc` steps for `panels` consecutive row panels against the same `B`: panel `i`
-    /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, and writes rows `i·mr ..` of `C`. Accumulators start
+    /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, and writes rows `i·mr ..` of `C` — only the first
+    /// `last_rows` of the last panel, so that a product whose height is not a multiple of `mr` needs no copy. Accumulators start
     /// from `C` when `load`, plus `bias` when given, else from zero; `clamp` is applied before the store.
     ///
     /// Each panel of `A` is packed (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc`
@@ -158,12 +163,14 @@ impl Tile {
     /// # Safety
     /// For each panel, `A` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of its rows
     /// (row-major); `b` for `nr` reads at each of `b + p·ldb`, `p < kc`; `c` for reads and writes of a
-    /// `panels·mr × nr` block with row stride `rsc` that no other thread touches; `bias`, when given, holds at least
+    /// `panels·mr × nr` block (less the rows past `last_rows` of the last panel) with row stride `rsc` that no other
+    /// thread touches; `bias`, when given, holds at least
     /// `panels·mr` values. The tile must come from [`tile`] (which checked that the CPU supports its level).
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_panels(
         &self,
         panels: usize,
+        last_rows: usize,
         kc: usize,
         a: *const f32,
         a_step: usize,
@@ -179,25 +186,30 @@ impl Tile {
         if let Some(bias) = bias {
             assert!(bias.len() >= panels * self.mr, "microkernel: bias shorter than the panels");
         }
+        assert!(last_rows <= self.mr, "microkernel: {last_rows} rows in a panel of {}", self.mr);
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX-512F support.
             SimdLevel::Avx512 => unsafe {
                 match lda {
-                    None => avx512::kernel_12x32::<false>(panels, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp),
-                    Some(lda) => {
-                        avx512::kernel_12x32::<true>(panels, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp)
-                    }
+                    None => avx512::kernel_12x32::<false>(
+                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp,
+                    ),
+                    Some(lda) => avx512::kernel_12x32::<true>(
+                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp,
+                    ),
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX2 and FMA support.
             SimdLevel::Avx2 => unsafe {
                 match lda {
-                    None => avx2::kernel_6x16::<false>(panels, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp),
-                    Some(lda) => {
-                        avx2::kernel_6x16::<true>(panels, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp)
-                    }
+                    None => avx2::kernel_6x16::<false>(
+                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp,
+                    ),
+                    Some(lda) => avx2::kernel_6x16::<true>(
+                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp,
+                    ),
                 }
             },
             _ => unreachable!("tile() has no portable tile"),
