@@ -326,10 +326,10 @@ impl PackedA {
                 for jp in 0..col_panels {
                     let cols = nr.min(n - jp * nr);
                     let (bp, ldb) = right.block(jp, kb, k, n, nr);
-                    // Whole-width tiles without a scale or residual: every row panel in one microkernel call, the
-                    // last one writing only its rows below r1.
+                    // Whole-width tiles without a scale: every row panel in one microkernel call, the last one
+                    // writing only its rows below r1, the residual (if any) added in the kernel's epilogue.
                     let scaled = !self.scale.is_empty();
-                    let fast_end = if cols == nr && !scaled && residual.is_none() { r1.div_ceil(mr) } else { r0 / mr };
+                    let fast_end = if cols == nr && !scaled { r1.div_ceil(mr) } else { r0 / mr };
                     if fast_end > r0 / mr {
                         let ip = r0 / mr;
                         let (ap, a_step) = match &self.data {
@@ -338,10 +338,13 @@ impl PackedA {
                         };
                         let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..fast_end * mr]);
                         let epilogue = last.then_some(clamp);
+                        let res = residual.filter(|_| last).map(|r| r.wrapping_add((ip * mr - r0) * rsc + jp * nr));
                         // SAFETY: panels ip..fast_end lie inside the caller's block (rows below r1, columns
                         // jp·nr + nr ≤ n); `ap` holds kc·mr values for each of them, a_step apart (whole panels
                         // are packed or widened); `bp` holds nr values at each of kc rows ldb apart
-                        // (`RightPanels::block`); the level is supported (PackedA was built for it).
+                        // (`RightPanels::block`); `res` points into the residual at the same offset as C (its
+                        // block has the same layout, per the contract); the level is supported (PackedA was built
+                        // for it).
                         unsafe {
                             tile.run_panels(
                                 fast_end - ip,
@@ -356,6 +359,7 @@ impl PackedA {
                                 rsc,
                                 accumulate || !first,
                                 bias,
+                                res,
                                 epilogue,
                             )
                         };
@@ -408,6 +412,7 @@ impl PackedA {
                                     stride,
                                     load,
                                     bias,
+                                    None,
                                     epilogue,
                                 )
                             };
@@ -575,7 +580,7 @@ impl RightPanels<'_> {
 
 /// Asks the cache for the line holding `p` (a hint: never faults, whatever the address).
 #[inline(always)]
-fn prefetch(p: *const f32) {
+pub(crate) fn prefetch(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is part of x86-64's baseline (SSE) and does not access memory architecturally: any
     // address is allowed.

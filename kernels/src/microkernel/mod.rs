@@ -30,7 +30,8 @@ macro_rules! microkernel {
         /// (`kc` per row, `lda` apart, when `ROW_MAJOR`), `b` `2·lanes` readable values at each `b + p·ldb`,
         /// `p < kc`; `c` is a writable `panels·mr × 2·lanes` block with row stride `rsc` owned by this thread, less
         /// the rows past `last_rows ≤ mr` of the last panel, which are neither read nor written;
-        /// `bias` (if any) has at least `panels·mr` values (checked by the caller, [`super::Tile::run_panels`]).
+        /// `bias` (if any) has at least `panels·mr` values (checked by the caller, [`super::Tile::run_panels`]);
+        /// `residual` (if any) is readable wherever `c` is written, at the same offsets.
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
         pub(super) unsafe fn $name<const ROW_MAJOR: bool>(
@@ -46,6 +47,7 @@ macro_rules! microkernel {
             rsc: usize,
             load: bool,
             bias: Option<&[f32]>,
+            residual: Option<*const f32>,
             clamp: Option<$crate::packed_gemm::Clamp>,
         ) {
             const L: usize = $lanes;
@@ -56,6 +58,15 @@ macro_rules! microkernel {
                     // Rows of C this panel owns: all of them but in a short last panel (whose A rows are zeros).
                     let rows = if i + 1 == panels { last_rows } else { MR };
                     let mut acc = [[$zero(); 2]; MR];
+                    let residual = residual.map(|r| r.add(i * MR * rsc));
+                    if let Some(res) = residual {
+                        // Its rows lie a plane apart, which the hardware prefetcher does not follow: fetched while
+                        // the products run.
+                        for r in 0..rows {
+                            $crate::packed_gemm::prefetch(res.add(r * rsc));
+                            $crate::packed_gemm::prefetch(res.add(r * rsc + 2 * L - 1));
+                        }
+                    }
                     if load {
                         for r in 0..rows {
                             acc[r][0] = $load(c.add(r * rsc));
@@ -77,6 +88,12 @@ macro_rules! microkernel {
                             let av = $splat(if ROW_MAJOR { *a.add(r * lda + p) } else { *a.add(p * MR + r) });
                             acc[r][0] = $fma(av, b0, acc[r][0]);
                             acc[r][1] = $fma(av, b1, acc[r][1]);
+                        }
+                    }
+                    if let Some(res) = residual {
+                        for r in 0..rows {
+                            acc[r][0] = $add(acc[r][0], $load(res.add(r * rsc)));
+                            acc[r][1] = $add(acc[r][1], $load(res.add(r * rsc + L)));
                         }
                     }
                     if let Some(cl) = clamp {
@@ -153,7 +170,8 @@ pub(crate) fn tile(level: SimdLevel) -> Tile {
 
 impl Tile {
     /// Runs the microkernel over `kc` steps for `panels` consecutive row panels against the same `B`: panel `i`
-    /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, and writes rows `i·mr ..` of `C` — only the first
+    /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, adds `residual` (the block laid out as `C`, after the
+    /// products and before the clamp) and writes rows `i·mr ..` of `C` — only the first
     /// `last_rows` of the last panel, so that a product whose height is not a multiple of `mr` needs no copy. Accumulators start
     /// from `C` when `load`, plus `bias` when given, else from zero; `clamp` is applied before the store.
     ///
@@ -164,7 +182,7 @@ impl Tile {
     /// For each panel, `A` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of its rows
     /// (row-major); `b` for `nr` reads at each of `b + p·ldb`, `p < kc`; `c` for reads and writes of a
     /// `panels·mr × nr` block (less the rows past `last_rows` of the last panel) with row stride `rsc` that no other
-    /// thread touches; `bias`, when given, holds at least
+    /// thread touches, and `residual`, when given, for reads at the same offsets; `bias`, when given, holds at least
     /// `panels·mr` values. The tile must come from [`tile`] (which checked that the CPU supports its level).
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_panels(
@@ -181,6 +199,7 @@ impl Tile {
         rsc: usize,
         load: bool,
         bias: Option<&[f32]>,
+        residual: Option<*const f32>,
         clamp: Option<Clamp>,
     ) {
         if let Some(bias) = bias {
@@ -193,10 +212,10 @@ impl Tile {
             SimdLevel::Avx512 => unsafe {
                 match lda {
                     None => avx512::kernel_12x32::<false>(
-                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp,
+                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                     Some(lda) => avx512::kernel_12x32::<true>(
-                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp,
+                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                 }
             },
@@ -205,10 +224,10 @@ impl Tile {
             SimdLevel::Avx2 => unsafe {
                 match lda {
                     None => avx2::kernel_6x16::<false>(
-                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, clamp,
+                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                     Some(lda) => avx2::kernel_6x16::<true>(
-                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, clamp,
+                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                 }
             },
