@@ -131,6 +131,13 @@ impl PlaneFilter {
     ///
     /// Only the cells a source pixel lands in are written: the rest (padding, slack) must already be zero.
     fn lay_out(&self, src: &[f32], scratch: &mut [f32]) {
+        lay_out_per_level(self, src, scratch)
+    }
+
+    /// [`PlaneFilter::lay_out`]'s loops, compiled per SIMD level (the stride-2 column split vectorizes with
+    /// shuffles; the SSE2 baseline moved one value at a time).
+    #[inline(always)]
+    fn lay_out_body(&self, src: &[f32], scratch: &mut [f32]) {
         let (sh, sw, l) = (self.stride_h, self.stride_w, self.row_len);
         for (iy, row) in src.chunks_exact(self.src_w).take(self.src_h).enumerate() {
             let r = self.pad_top + iy * self.up_h;
@@ -222,6 +229,16 @@ impl PlaneFilter {
             }
         });
     }
+}
+
+per_level! {
+    fn lay_out_per_level(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]);
+    simd: lay_out_body, portable: lay_out_body
+}
+
+#[inline(always)]
+fn lay_out_body(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]) {
+    filter.lay_out_body(src, scratch)
 }
 
 /// A thread's scratch plane and flat output, and the filter whose layout the scratch holds.
