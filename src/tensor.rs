@@ -4,6 +4,7 @@ use crate::error::OpError;
 use crate::Element;
 use gradcam_kernels::{HalfVec, Precision};
 use ndarray::{ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
 
 /// An n-dimensional array; image tensors are NCHW.
 pub type Tensor<T> = ArrayD<T>;
@@ -87,6 +88,91 @@ pub fn contiguous<T: Element>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
     }
 }
 
+/// The offset, in a standard-layout tensor of shape `outer` (its innermost axis `inner_len` long), of the first
+/// element of row `row` of the block at `start` whose rows are `block` (all axes but the innermost).
+fn block_row_offset(row: usize, start: &[usize], block: &[usize], outer: &[usize], inner_len: usize) -> usize {
+    let (mut rest, mut offset, mut stride) = (row, start[start.len() - 1], inner_len);
+    for a in (0..block.len()).rev() {
+        offset += (start[a] + rest % block[a]) * stride;
+        rest /= block[a];
+        stride *= outer[a];
+    }
+    offset
+}
+
+/// Rows per parallel task of the block copies (whole rows; copies only, so the split never shows in a result).
+const ROWS_PER_TASK: usize = 64;
+
+/// The block of `t` at `start` (one index per axis) of shape `shape`, as a standard-layout tensor: one `memcpy`
+/// per innermost row, rows in parallel. ndarray's `to_owned` of a sliced view goes element by element.
+///
+/// # Panics
+/// If the block does not lie inside `t` (a caller's bug).
+pub fn crop<T: Element>(t: &Tensor<T>, start: &[usize], shape: &[usize]) -> Tensor<T> {
+    let r = t.ndim();
+    assert!(start.len() == r && shape.len() == r, "crop: one start and length per axis");
+    assert!((0..r).all(|a| start[a] + shape[a] <= t.shape()[a]), "crop: block outside the tensor");
+    let (Some(src), Some(&row_len)) = (t.as_slice(), shape.last()) else {
+        return t
+            .slice_each_axis(|ax| {
+                ndarray::Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + shape[ax.axis.index()])
+            })
+            .to_owned();
+    };
+    let mut out = Tensor::zeros(IxDyn(shape));
+    let Some(dst) = out.as_slice_mut() else { unreachable!("a new tensor is standard layout") };
+    let (outer, inner_len) = (&t.shape()[..r - 1], t.shape()[r - 1]);
+    dst.par_chunks_mut(row_len.max(1)).with_min_len(ROWS_PER_TASK).enumerate().for_each(|(row, d)| {
+        let at = block_row_offset(row, start, &shape[..r - 1], outer, inner_len);
+        d.copy_from_slice(&src[at..at + d.len()]);
+    });
+    out
+}
+
+/// `t[start .. start + block.shape()] ← block`: one `memcpy` per innermost row, rows in parallel (ndarray's `assign`
+/// into a sliced view goes element by element).
+///
+/// # Panics
+/// If the block does not lie inside `t` or their ranks differ (a caller's bug).
+pub fn paste<T: Element>(t: &mut Tensor<T>, start: &[usize], block: &Tensor<T>) {
+    let r = t.ndim();
+    let shape = block.shape().to_vec();
+    assert!(start.len() == r && shape.len() == r, "paste: one start and length per axis");
+    assert!((0..r).all(|a| start[a] + shape[a] <= t.shape()[a]), "paste: block outside the tensor");
+    if r == 0 {
+        return t.assign(block);
+    }
+    let (outer, inner_len) = (t.shape()[..r - 1].to_vec(), t.shape()[r - 1]);
+    let src = contiguous(block);
+    let (Some(dst), Some(&row_len)) = (t.as_slice_mut(), shape.last()) else {
+        let mut view = t.slice_each_axis_mut(|ax| {
+            ndarray::Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + shape[ax.axis.index()])
+        });
+        view.assign(block);
+        return;
+    };
+    if row_len == 0 {
+        return;
+    }
+    // Rows of the block land at increasing, disjoint offsets: hand each task its own rows of `dst`.
+    let rows: Vec<(usize, &[T])> = src
+        .chunks_exact(row_len)
+        .enumerate()
+        .map(|(row, s)| (block_row_offset(row, start, &shape[..r - 1], &outer, inner_len), s))
+        .collect();
+    let mut pieces = Vec::with_capacity(rows.len());
+    let mut rest = dst;
+    let mut consumed = 0;
+    for &(at, s) in &rows {
+        let (_, tail) = rest.split_at_mut(at - consumed);
+        let (piece, after) = tail.split_at_mut(s.len());
+        pieces.push((piece, s));
+        rest = after;
+        consumed = at + s.len();
+    }
+    pieces.into_par_iter().with_min_len(ROWS_PER_TASK).for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 /// A constant held in 16 bits (`--weights f16|bf16`): its shape and values. Kernels that know the format read it
 /// as it is; anything else gets a widened f32 copy for the duration of one op.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,7 +233,37 @@ impl HalfTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::ArrayD;
+    use ndarray::{ArrayD, Dimension, Slice};
+
+    /// Block copies give what ndarray's sliced views give, in every rank from 1 to 4, with empty blocks too.
+    #[test]
+    fn crop_and_paste_equal_sliced_views() {
+        let cases: [(&[usize], &[usize], &[usize]); 7] = [
+            (&[], &[], &[]),
+            (&[9], &[2], &[5]),
+            (&[4, 6], &[1, 2], &[2, 3]),
+            (&[2, 3, 5, 7], &[0, 1, 1, 2], &[2, 2, 3, 4]),
+            (&[2, 3, 5, 7], &[1, 0, 0, 0], &[1, 3, 5, 7]),
+            (&[3, 70, 9], &[1, 2, 3], &[2, 65, 5]),
+            (&[2, 3, 5, 7], &[1, 1, 1, 1], &[1, 2, 0, 3]),
+        ];
+        for (outer, start, shape) in cases {
+            let t = ArrayD::from_shape_fn(IxDyn(outer), |i| {
+                i.slice().iter().fold(0.0f32, |a, &v| a * 10.0 + v as f32)
+            });
+            let slice = |ax: ndarray::AxisDescription| {
+                Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + shape[ax.axis.index()])
+            };
+            let want = t.slice_each_axis(slice).to_owned();
+            assert_eq!(crop(&t, start, shape), want, "{outer:?} {start:?} {shape:?}");
+            let block = want.mapv(|v| -v - 1.0);
+            let mut pasted = t.clone();
+            paste(&mut pasted, start, &block);
+            let mut expected = t.clone();
+            expected.slice_each_axis_mut(slice).assign(&block);
+            assert_eq!(pasted, expected, "{outer:?} {start:?} {shape:?}");
+        }
+    }
 
     #[test]
     fn half_tensors_round_widen_and_refuse_overflow() {

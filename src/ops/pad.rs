@@ -5,7 +5,7 @@ use super::{arity, Op, Outputs, Saves, Vjp};
 use crate::error::OpError;
 use crate::tensor::Tensor;
 use crate::Element;
-use ndarray::{Axis, IxDyn, Slice};
+use ndarray::{Axis, IxDyn};
 
 /// Padding mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,11 +102,7 @@ impl<T: Element> Op<T> for Pad {
         if self.mode == PadMode::Constant {
             // Fast path: fill, then copy the input block.
             let mut y = Tensor::from_elem(IxDyn(&shape), T::lit(self.value));
-            let mut view = y.view_mut();
-            for a in 0..r {
-                view.slice_axis_inplace(ndarray::Axis(a), Slice::from(self.pads[a]..self.pads[a] + x.shape()[a]));
-            }
-            view.assign(x);
+            crate::tensor::paste(&mut y, &self.pads[..r], x);
             return Ok(Outputs::one(y));
         }
         let maps = self.index_maps(x.shape());
@@ -129,11 +125,7 @@ impl<T: Element> Op<T> for Pad {
         let r = shape.len();
         if self.mode == PadMode::Constant {
             // The gradient of the input is the interior of the output gradient: one block copy.
-            let interior = g.slice_each_axis(|ax| {
-                let (a, before) = (ax.axis.index(), self.pads[ax.axis.index()]);
-                Slice::from(before..before + shape[a])
-            });
-            return Ok(vec![Some(interior.to_owned())]);
+            return Ok(vec![Some(crate::tensor::crop(g, &self.pads[..r], shape))]);
         }
         // Reflect/edge: undo the padding one axis at a time, adding each output slice into the input slice it was
         // copied from (whole sub-arrays at a time).
