@@ -29,13 +29,20 @@ pub fn resize_bilinear(x: &Array2<f32>, out_h: usize, out_w: usize) -> Array2<f3
         return Array2::zeros((out_h, out_w));
     }
     let (ty, tx) = (taps(h, out_h), taps(w, out_w));
-    Array2::from_shape_fn((out_h, out_w), |(oy, ox)| {
-        let (y0, y1, fy) = ty[oy];
-        let (x0, x1, fx) = tx[ox];
-        let top = x[[y0, x0]] * (1.0 - fx) + x[[y0, x1]] * fx;
-        let bottom = x[[y1, x0]] * (1.0 - fx) + x[[y1, x1]] * fx;
-        top * (1.0 - fy) + bottom * fy
-    })
+    // Each source row resized across first (the `top` / `bottom` rows of every output row: the same operations,
+    // computed once per source row instead of once per output pixel), then the rows blended.
+    let across: Vec<Vec<f32>> = x
+        .rows()
+        .into_iter()
+        .map(|row| tx.iter().map(|&(x0, x1, fx)| row[x0] * (1.0 - fx) + row[x1] * fx).collect())
+        .collect();
+    let mut out = Array2::zeros((out_h, out_w));
+    for (mut dst, &(y0, y1, fy)) in out.rows_mut().into_iter().zip(&ty) {
+        for ((d, &top), &bottom) in dst.iter_mut().zip(&across[y0]).zip(&across[y1]) {
+            *d = top * (1.0 - fy) + bottom * fy;
+        }
+    }
+    out
 }
 
 /// Bilinear resize of every channel of a `[C, H, W]` array.

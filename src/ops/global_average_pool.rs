@@ -47,8 +47,18 @@ impl<T: Element> Op<T> for GlobalAveragePool {
         let shape = cx.input_shapes[0];
         let (_, size) = planes(shape);
         let scale = T::one() / T::lit(size.max(1) as f64);
-        let g = cx.grad()?.broadcast(IxDyn(shape)).ok_or_else(|| OpError::Invalid("gradient shape".into()))?;
-        Ok(vec![Some(g.mapv(|v| v * scale))])
+        // Every position of plane i gets g_i / size: one fill per plane (a broadcast view's `mapv` visits the planes
+        // element by element through dynamic indices).
+        let g = cx.grad()?;
+        if g.len() * size != shape.iter().product::<usize>() {
+            return Err(OpError::Invalid("gradient shape".into()));
+        }
+        let g = crate::tensor::contiguous(g);
+        let mut dx = vec![T::zero(); g.len() * size];
+        for (plane, &v) in dx.chunks_exact_mut(size.max(1)).zip(g.iter()) {
+            plane.fill(v * scale);
+        }
+        Ok(vec![Some(crate::tensor::from_vec(shape, dx)?)])
     }
 }
 

@@ -49,7 +49,10 @@ fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Opti
         return Some(y);
     }
     let rows = b.as_slice()?;
-    // Row p of B is rows[p·n .. (p + 1)·n]: y_i = Σ_p a_ip · B_p, accumulated in order of p.
+    // Row p of B is rows[p·n .. (p + 1)·n]: y_i = Σ_p a_ip · B_p, accumulated in order of p. Rows whose
+    // coefficients are zero are skipped: a classifier's input gradient for one class (a one-hot seed) reads one row
+    // of the weight instead of all of them. Adding 0·B_p to a sum that starts at +0 never changes it (signed zeros
+    // included) unless B_p holds an infinity or NaN — weights no model that produced finite scores has.
     for (row, out) in a_rows.iter().zip(y.axis_iter_mut(Axis(0))) {
         let mut out = out;
         let out = out.as_slice_mut()?;
@@ -60,10 +63,15 @@ fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Opti
             let quads = row.len() / 4 * 4;
             for p in (0..quads).step_by(4) {
                 let a = [row[p], row[p + 1], row[p + 2], row[p + 3]];
+                if a.iter().all(|v| v.is_zero()) {
+                    continue;
+                }
                 T::axpy4(a, [b_row(p), b_row(p + 1), b_row(p + 2), b_row(p + 3)], chunk);
             }
             for (p, &ap) in row.iter().enumerate().skip(quads) {
-                T::axpy(ap, b_row(p), chunk);
+                if !ap.is_zero() {
+                    T::axpy(ap, b_row(p), chunk);
+                }
             }
         });
     }
@@ -83,6 +91,12 @@ mod tests {
         assert_eq!(thin_matmul(&a.view(), &b.view()).unwrap(), want);
         let bt = b.t().to_owned();
         assert_eq!(thin_matmul(&a.view(), &bt.t()).unwrap(), want);
+        // Zero coefficients (a one-hot row, a zero row) are skipped and give the same sums.
+        let mut sparse = Array2::<f64>::zeros((3, 150));
+        sparse[[0, 7]] = 2.5;
+        sparse[[2, 149]] = -1.0;
+        sparse[[2, 3]] = 0.5;
+        assert_eq!(thin_matmul(&sparse.view(), &b.view()).unwrap(), sparse.dot(&b));
         let tall = Array2::<f64>::zeros((5, 150));
         assert!(thin_matmul(&tall.view(), &b.view()).is_none());
     }
