@@ -326,10 +326,11 @@ impl PackedA {
                 for jp in 0..col_panels {
                     let cols = nr.min(n - jp * nr);
                     let (bp, ldb) = right.block(jp, kb, k, n, nr);
-                    // Whole-width tiles without a scale: every row panel in one microkernel call, the last one
-                    // writing only its rows below r1, the residual (if any) added in the kernel's epilogue.
+                    // Tiles without a scale: every row panel in one microkernel call, the last one writing only its
+                    // rows below r1, a partial column panel only its columns, the residual (if any) added in the
+                    // kernel's epilogue.
                     let scaled = !self.scale.is_empty();
-                    let fast_end = if cols == nr && !scaled { r1.div_ceil(mr) } else { r0 / mr };
+                    let fast_end = if scaled { r0 / mr } else { r1.div_ceil(mr) };
                     if fast_end > r0 / mr {
                         let ip = r0 / mr;
                         let (ap, a_step) = match &self.data {
@@ -339,8 +340,8 @@ impl PackedA {
                         let bias = (first && !self.bias.is_empty()).then(|| &self.bias[ip * mr..fast_end * mr]);
                         let epilogue = last.then_some(clamp);
                         let res = residual.filter(|_| last).map(|r| r.wrapping_add((ip * mr - r0) * rsc + jp * nr));
-                        // SAFETY: panels ip..fast_end lie inside the caller's block (rows below r1, columns
-                        // jp·nr + nr ≤ n); `ap` holds kc·mr values for each of them, a_step apart (whole panels
+                        // SAFETY: panels ip..fast_end lie inside the caller's block (rows below r1, the kernel
+                        // writing columns jp·nr .. jp·nr + cols ≤ n); `ap` holds kc·mr values for each of them, a_step apart (whole panels
                         // are packed or widened); `bp` holds nr values at each of kc rows ldb apart
                         // (`RightPanels::block`); `res` points into the residual at the same offset as C (its
                         // block has the same layout, per the contract); the level is supported (PackedA was built
@@ -349,6 +350,7 @@ impl PackedA {
                             tile.run_panels(
                                 fast_end - ip,
                                 r1 - (fast_end - 1) * mr,
+                                cols,
                                 kc,
                                 ap.as_ptr(),
                                 a_step,
@@ -402,6 +404,7 @@ impl PackedA {
                                 tile.run_panels(
                                     1,
                                     kernel_rows,
+                                    nr,
                                     kc,
                                     ap.as_ptr(),
                                     0,

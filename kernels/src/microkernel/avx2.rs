@@ -2,6 +2,36 @@
 
 use std::arch::x86_64::*;
 
+/// The mask of the first `n ≤ 8` lanes (all bits set in a selected lane).
+#[inline(always)]
+fn lane_mask(n: usize) -> __m256i {
+    let bits: [i32; 8] = std::array::from_fn(|l| if l < n { -1 } else { 0 });
+    // SAFETY: an unaligned load of eight i32 from a local array.
+    unsafe { _mm256_loadu_si256(bits.as_ptr().cast()) }
+}
+
+/// Lanes of `m` loaded from `p`, the others zero.
+///
+/// # Safety
+/// AVX2 is available; the lanes `m` selects are readable at `p` (the others are not accessed).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn masked_load(p: *const f32, m: __m256i) -> __m256 {
+    // SAFETY: the contract above.
+    unsafe { _mm256_maskload_ps(p, m) }
+}
+
+/// Stores the lanes of `v` that `m` selects at `p`.
+///
+/// # Safety
+/// AVX2 is available; the lanes `m` selects are writable at `p` (the others are not accessed).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn masked_store(p: *mut f32, m: __m256i, v: __m256) {
+    // SAFETY: the contract above.
+    unsafe { _mm256_maskstore_ps(p, m, v) }
+}
+
 microkernel! {
     /// See [`super::Tile::run_panels`].
     fn kernel_6x16, feature = "avx2,fma", mr = 6, lanes = 8,

@@ -2,6 +2,34 @@
 
 use std::arch::x86_64::*;
 
+/// The mask of the first `n ≤ 16` lanes.
+#[inline(always)]
+fn lane_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// Lanes of `m` loaded from `p`, the others zero.
+///
+/// # Safety
+/// AVX-512F is available; the lanes `m` selects are readable at `p` (the others are not accessed).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn masked_load(p: *const f32, m: __mmask16) -> __m512 {
+    // SAFETY: the contract above.
+    unsafe { _mm512_maskz_loadu_ps(m, p) }
+}
+
+/// Stores the lanes of `v` that `m` selects at `p`.
+///
+/// # Safety
+/// AVX-512F is available; the lanes `m` selects are writable at `p` (the others are not accessed).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn masked_store(p: *mut f32, m: __mmask16, v: __m512) {
+    // SAFETY: the contract above.
+    unsafe { _mm512_mask_storeu_ps(p, m, v) }
+}
+
 microkernel! {
     /// See [`super::Tile::run_panels`].
     fn kernel_12x32, feature = "avx512f", mr = 12, lanes = 16,

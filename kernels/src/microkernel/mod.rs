@@ -14,6 +14,19 @@ macro_rules! microkernel {
         zero = $zero:ident, load = $load:ident, store = $store:ident, splat = $splat:ident,
         add = $add:ident, fma = $fma:ident, min = $min:ident, max = $max:ident
     ) => {
+        /// Loads and stores of a vector at `p` whose first `valid` lanes (of `L`) are columns of the tile: all
+        /// lanes when the tile is whole, else the masked form (masked-off lanes are neither read nor written).
+        macro_rules! load_lanes {
+            ($p:expr, $m:expr, $whole:expr) => {
+                if $whole { $load($p) } else { masked_load($p, $m) }
+            };
+        }
+        macro_rules! store_lanes {
+            ($p:expr, $m:expr, $whole:expr, $v:expr) => {
+                if $whole { $store($p, $v) } else { masked_store($p, $m, $v) }
+            };
+        }
+
         /// Rows of the tile.
         pub(super) const MR: usize = $mr;
         /// Columns of the tile: two vectors.
@@ -28,8 +41,8 @@ macro_rules! microkernel {
         /// # Safety
         /// The CPU supports the target features; for each panel, `A` holds `kc·mr` readable values from its start
         /// (`kc` per row, `lda` apart, when `ROW_MAJOR`), `b` `2·lanes` readable values at each `b + p·ldb`,
-        /// `p < kc`; `c` is a writable `panels·mr × 2·lanes` block with row stride `rsc` owned by this thread, less
-        /// the rows past `last_rows ≤ mr` of the last panel, which are neither read nor written;
+        /// `p < kc`; `c` is a writable `panels·mr × cols` block (`cols ≤ 2·lanes`) with row stride `rsc` owned by
+        /// this thread, less the rows past `last_rows ≤ mr` of the last panel, which are neither read nor written;
         /// `bias` (if any) has at least `panels·mr` values (checked by the caller, [`super::Tile::run_panels`]);
         /// `residual` (if any) is readable wherever `c` is written, at the same offsets.
         #[target_feature(enable = $feature)]
@@ -37,6 +50,7 @@ macro_rules! microkernel {
         pub(super) unsafe fn $name<const ROW_MAJOR: bool>(
             panels: usize,
             last_rows: usize,
+            cols: usize,
             kc: usize,
             a: *const f32,
             a_step: usize,
@@ -51,7 +65,12 @@ macro_rules! microkernel {
             clamp: Option<$crate::packed_gemm::Clamp>,
         ) {
             const L: usize = $lanes;
-            // SAFETY: (for the whole block) every pointer offset stays inside the blocks described in the contract above.
+            // A tile narrower than NR (the last panel of a plane that is not a multiple of NR wide) reads and writes
+            // C and the residual through lane masks; B is zero-padded past its columns.
+            let whole = cols >= NR;
+            let masks = [lane_mask(cols.min(L)), lane_mask(cols.saturating_sub(L).min(L))];
+            // SAFETY: (for the whole block) every pointer offset stays inside the blocks described in the contract
+            // above; the masked loads and stores touch only the tile's columns.
             unsafe {
                 for i in 0..panels {
                     let (a, c) = (a.add(i * a_step), c.add(i * MR * rsc));
@@ -63,14 +82,14 @@ macro_rules! microkernel {
                         // Its rows lie a plane apart, which the hardware prefetcher does not follow: fetched while
                         // the products run.
                         for r in 0..rows {
-                            $crate::packed_gemm::prefetch(res.add(r * rsc));
-                            $crate::packed_gemm::prefetch(res.add(r * rsc + 2 * L - 1));
+                            $crate::packed_gemm::prefetch(res.wrapping_add(r * rsc));
+                            $crate::packed_gemm::prefetch(res.wrapping_add(r * rsc + cols.min(NR) - 1));
                         }
                     }
                     if load {
                         for r in 0..rows {
-                            acc[r][0] = $load(c.add(r * rsc));
-                            acc[r][1] = $load(c.add(r * rsc + L));
+                            acc[r][0] = load_lanes!(c.add(r * rsc), masks[0], whole);
+                            acc[r][1] = load_lanes!(c.wrapping_add(r * rsc + L), masks[1], whole);
                         }
                     }
                     if let Some(bias) = bias {
@@ -92,8 +111,8 @@ macro_rules! microkernel {
                     }
                     if let Some(res) = residual {
                         for r in 0..rows {
-                            acc[r][0] = $add(acc[r][0], $load(res.add(r * rsc)));
-                            acc[r][1] = $add(acc[r][1], $load(res.add(r * rsc + L)));
+                            acc[r][0] = $add(acc[r][0], load_lanes!(res.add(r * rsc), masks[0], whole));
+                            acc[r][1] = $add(acc[r][1], load_lanes!(res.wrapping_add(r * rsc + L), masks[1], whole));
                         }
                     }
                     if let Some(cl) = clamp {
@@ -107,8 +126,8 @@ macro_rules! microkernel {
                         }
                     }
                     for r in 0..rows {
-                        $store(c.add(r * rsc), acc[r][0]);
-                        $store(c.add(r * rsc + L), acc[r][1]);
+                        store_lanes!(c.add(r * rsc), masks[0], whole, acc[r][0]);
+                        store_lanes!(c.wrapping_add(r * rsc + L), masks[1], whole, acc[r][1]);
                     }
                 }
             }
@@ -172,7 +191,8 @@ impl Tile {
     /// Runs the microkernel over `kc` steps for `panels` consecutive row panels against the same `B`: panel `i`
     /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, adds `residual` (the block laid out as `C`, after the
     /// products and before the clamp) and writes rows `i·mr ..` of `C` — only the first
-    /// `last_rows` of the last panel, so that a product whose height is not a multiple of `mr` needs no copy. Accumulators start
+    /// `last_rows` of the last panel, and only the first `cols` columns of each row (masked), so that a product whose
+    /// height or width is not a multiple of the tile's needs no copy. Accumulators start
     /// from `C` when `load`, plus `bias` when given, else from zero; `clamp` is applied before the store.
     ///
     /// Each panel of `A` is packed (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc`
@@ -181,7 +201,7 @@ impl Tile {
     /// # Safety
     /// For each panel, `A` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of its rows
     /// (row-major); `b` for `nr` reads at each of `b + p·ldb`, `p < kc`; `c` for reads and writes of a
-    /// `panels·mr × nr` block (less the rows past `last_rows` of the last panel) with row stride `rsc` that no other
+    /// `panels·mr × cols` block (less the rows past `last_rows` of the last panel) with row stride `rsc` that no other
     /// thread touches, and `residual`, when given, for reads at the same offsets; `bias`, when given, holds at least
     /// `panels·mr` values. The tile must come from [`tile`] (which checked that the CPU supports its level).
     #[allow(clippy::too_many_arguments)]
@@ -189,6 +209,7 @@ impl Tile {
         &self,
         panels: usize,
         last_rows: usize,
+        cols: usize,
         kc: usize,
         a: *const f32,
         a_step: usize,
@@ -206,16 +227,17 @@ impl Tile {
             assert!(bias.len() >= panels * self.mr, "microkernel: bias shorter than the panels");
         }
         assert!(last_rows <= self.mr, "microkernel: {last_rows} rows in a panel of {}", self.mr);
+        assert!(cols > 0 && cols <= self.nr, "microkernel: {cols} columns in a panel of {}", self.nr);
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX-512F support.
             SimdLevel::Avx512 => unsafe {
                 match lda {
                     None => avx512::kernel_12x32::<false>(
-                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                     Some(lda) => avx512::kernel_12x32::<true>(
-                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                 }
             },
@@ -224,10 +246,10 @@ impl Tile {
             SimdLevel::Avx2 => unsafe {
                 match lda {
                     None => avx2::kernel_6x16::<false>(
-                        panels, last_rows, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                     Some(lda) => avx2::kernel_6x16::<true>(
-                        panels, last_rows, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
                     ),
                 }
             },
