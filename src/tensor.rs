@@ -88,6 +88,15 @@ pub fn contiguous<T: Element>(t: &Tensor<T>) -> std::borrow::Cow<'_, [T]> {
     }
 }
 
+/// Whether `t` holds a NaN or an infinity: over its memory in blocks (the per-block test vectorizes; `any` over an
+/// n-dimensional iterator went value by value through dynamic indices).
+pub fn has_non_finite<T: Element>(t: &Tensor<T>) -> bool {
+    match t.as_slice_memory_order() {
+        Some(values) => values.chunks(1024).any(|block| block.iter().fold(false, |bad, v| bad | !v.is_finite())),
+        None => t.iter().any(|v| !v.is_finite()),
+    }
+}
+
 /// The offset, in a standard-layout tensor of shape `outer` (its innermost axis `inner_len` long), of the first
 /// element of row `row` of the block at `start` whose rows are `block` (all axes but the innermost).
 fn block_row_offset(row: usize, start: &[usize], block: &[usize], outer: &[usize], inner_len: usize) -> usize {
@@ -235,6 +244,21 @@ mod tests {
     use super::*;
     use ndarray::{ArrayD, Dimension, Slice};
 
+    #[test]
+    fn non_finite_values_are_found_anywhere() {
+        let mut t = ArrayD::from_shape_fn(IxDyn(&[3, 1000]), |i| (i[0] * 1000 + i[1]) as f32 * 1e-3);
+        assert!(!has_non_finite(&t));
+        for (at, v) in [([2, 999], f32::NAN), ([0, 0], f32::INFINITY), ([1, 500], f32::NEG_INFINITY)] {
+            let mut bad = t.clone();
+            bad[at] = v;
+            assert!(has_non_finite(&bad), "{v} at {at:?}");
+            // Transposed (memory order is not logical order) and sliced (no contiguous memory) views too.
+            assert!(has_non_finite(&bad.t().to_owned()) && has_non_finite(&bad.clone().reversed_axes()));
+        }
+        t[[1, 1]] = f32::MAX;
+        assert!(!has_non_finite(&t));
+    }
+
     /// Block copies give what ndarray's sliced views give, in every rank from 1 to 4, with empty blocks too.
     #[test]
     fn crop_and_paste_equal_sliced_views() {
@@ -248,20 +272,26 @@ mod tests {
             (&[2, 3, 5, 7], &[1, 1, 1, 1], &[1, 2, 0, 3]),
         ];
         for (outer, start, shape) in cases {
-            let t = ArrayD::from_shape_fn(IxDyn(outer), |i| {
-                i.slice().iter().fold(0.0f32, |a, &v| a * 10.0 + v as f32)
-            });
+            let t = ArrayD::from_shape_fn(IxDyn(outer), |i| i.slice().iter().fold(0.0f32, |a, &v| a * 10.0 + v as f32));
             let slice = |ax: ndarray::AxisDescription| {
                 Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + shape[ax.axis.index()])
             };
             let want = t.slice_each_axis(slice).to_owned();
             assert_eq!(crop(&t, start, shape), want, "{outer:?} {start:?} {shape:?}");
+            // A tensor that is not in standard layout takes ndarray's path, with the same result.
+            let reversed = t.clone().reversed_axes();
+            let rstart: Vec<usize> = start.iter().rev().copied().collect();
+            let rshape: Vec<usize> = shape.iter().rev().copied().collect();
+            assert_eq!(crop(&reversed, &rstart, &rshape), want.clone().reversed_axes(), "reversed {outer:?}");
             let block = want.mapv(|v| -v - 1.0);
             let mut pasted = t.clone();
             paste(&mut pasted, start, &block);
             let mut expected = t.clone();
             expected.slice_each_axis_mut(slice).assign(&block);
             assert_eq!(pasted, expected, "{outer:?} {start:?} {shape:?}");
+            let mut pasted_reversed = t.clone().reversed_axes();
+            paste(&mut pasted_reversed, &rstart, &block.clone().reversed_axes());
+            assert_eq!(pasted_reversed, expected.reversed_axes(), "reversed {outer:?}");
         }
     }
 

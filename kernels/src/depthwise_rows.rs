@@ -3,9 +3,9 @@
 //! [`crate::depthwise_flat`] copies every plane into a zero-padded scratch and copies the valid columns back out:
 //! on MobileNet-sized planes those two copies cost more than the arithmetic. With a stride of 1 no phase split is
 //! needed, so this kernel reads the taps from the input itself: each output row is cut into vectors of `L` lanes,
-//! and the load of tap `(ky, kx)` for a vector masks off the lanes whose source column lies outside the row (and
-//! all lanes of a source row outside the plane), which reads those lanes as zero — the padding — without touching
-//! memory outside the plane. Results are written to the output row with a masked store.
+//! and the load of tap `(ky, kx)` for a vector masks off the lanes whose source column lies outside the row (a
+//! source row outside the plane is read from a row of zeros with the same masks), which reads those lanes as zero —
+//! the padding — without touching memory outside the plane. Results are written to the output row with a masked store.
 //!
 //! Every output is `bias`, then `+ w_t · x_t` for the taps in row-major order by fused multiply-add (padding reads
 //! as 0), then the clamp: exactly the operations of the flat kernel's SIMD levels, so the two are bit-identical.
@@ -15,7 +15,7 @@ use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 
 /// The geometry of one plane's filter (stride 1).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RowFilter {
     in_h: usize,
     in_w: usize,
@@ -29,6 +29,9 @@ pub(crate) struct RowFilter {
 /// Per output vector of a row and tap column: which lanes read inside the row — the same for every row and plane,
 /// computed once per call.
 pub(crate) struct Lanes {
+    /// The filter the masks were computed for: [`RowFilter::run`] refuses any other (its reads stay inside the plane
+    /// only with its own masks).
+    filter: RowFilter,
     /// The SIMD level the table was made for, which [`RowFilter::run`] runs.
     level: SimdLevel,
     lanes: usize,
@@ -63,7 +66,7 @@ impl Lanes {
                 ranges[vs.start * kw..vs.end * kw].iter().all(|&(lo, hi)| lo == 0 && hi == lanes)
             })
             .collect();
-        Lanes { level, lanes, vectors, ranges, bits, words, whole, zeros: vec![0.0; f.in_w] }
+        Lanes { filter: f.clone(), level, lanes, vectors, ranges, bits, words, whole, zeros: vec![0.0; f.in_w] }
     }
 }
 
@@ -110,7 +113,8 @@ impl RowFilter {
             SimdLevel::Avx2 => 8,
             _ => {
                 let (ranges, bits, words, whole, zeros) = Default::default();
-                return Lanes { level, lanes: 0, vectors: 0, ranges, bits, words, whole, zeros };
+                let filter = self.clone();
+                return Lanes { filter, level, lanes: 0, vectors: 0, ranges, bits, words, whole, zeros };
             }
         };
         Lanes::new(self, level, width)
@@ -144,6 +148,7 @@ impl RowFilter {
         assert!(src.len() >= self.in_h * self.in_w, "depthwise rows: input plane too short");
         assert!(weights.len() >= self.kernel[0] * self.kernel[1], "depthwise rows: too few weights");
         assert!(out.len() >= self.out_h * self.out_w, "depthwise rows: output plane too short");
+        assert!(lanes.filter == *self, "depthwise rows: a lane table made for another filter");
         let kw = self.kernel[1];
         assert!(lanes.ranges.len() == lanes.vectors * kw && lanes.vectors * lanes.lanes >= self.out_w);
         match level {

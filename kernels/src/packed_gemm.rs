@@ -295,7 +295,8 @@ impl PackedA {
             let k = self.k;
             let col_panels = n.div_ceil(nr);
             let first_panel = r0 / mr;
-            // Partial tiles run in this buffer (row stride nr), on the stack: no allocation per call.
+            // Partial tiles of a scaled product run in this buffer (row stride nr), on the stack: no allocation per
+            // call.
             let mut edge = [0.0f32; microkernel::MAX_TILE];
             let mut kb = 0;
             while kb < k.max(1) {
@@ -366,7 +367,10 @@ impl PackedA {
                             )
                         };
                     }
+                    // Scaled products only: tile by tile, each finished by `finish_tile` (scale, then bias and
+                    // clamp) before the residual.
                     for ip in fast_end.max(r0 / mr)..r1.div_ceil(mr) {
+                        debug_assert!(scaled, "only scaled products take the per-tile path");
                         let rows = mr.min(r1 - ip * mr);
                         // In-place 16-bit rows were widened row-major (row stride kc).
                         let lda = self.rows_at.map(|_| kc);
@@ -374,12 +378,9 @@ impl PackedA {
                             Stored::F32(v) => &v[(ip * k + kb) * mr..],
                             Stored::Half(_) => &wide[(ip - first_panel) * kc * mr..],
                         };
-                        // With a scale, bias and clamp wait for the scaled sum (see `finish_tile`).
-                        let bias =
-                            (first && !scaled && !self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
-                        // The clamp waits for the residual too.
+                        // The bias and clamp wait for the scaled sum (see `finish_tile`), the clamp for the residual
+                        // too.
                         let inner_clamp = if residual.is_some() { Clamp::NONE } else { clamp };
-                        let epilogue = (last && !scaled).then_some(inner_clamp);
                         let load = accumulate || !first;
                         let offset = (ip * mr - r0) * rsc + jp * nr;
                         // SAFETY: the tile lies inside the caller's block (rows ≤ r1 − r0, columns < n).
@@ -414,12 +415,12 @@ impl PackedA {
                                     dst,
                                     stride,
                                     load,
-                                    bias,
                                     None,
-                                    epilogue,
+                                    None,
+                                    None,
                                 )
                             };
-                            if last && scaled {
+                            if last {
                                 // SAFETY: as above, `dst` is an mr × nr block with row stride `stride`.
                                 unsafe { self.finish_tile(ip * mr, dst, stride, nr, inner_clamp) };
                             }
@@ -437,8 +438,9 @@ impl PackedA {
                                 }
                             }
                         };
-                        // A scaled tile is finished over all mr rows (`finish_tile`): in C only when it has them.
-                        if cols == nr && (rows == mr || !scaled) {
+                        // A scaled tile is finished over all mr rows and nr columns (`finish_tile`): in C only when
+                        // it has them.
+                        if cols == nr && rows == mr {
                             call(out, rsc, rows);
                         } else {
                             // Partial tile: run the same kernel on a padded copy, then write back the valid part.

@@ -169,7 +169,7 @@ fn validate(model: &Model, pixels: &Tensor<f32>, true_class: usize, cfg: &Attack
             why: format!("eps ({}) and step size ({}) must be finite and ≥ 0", cfg.eps, cfg.step_size),
         });
     }
-    if pixels.iter().any(|v| !v.is_finite()) {
+    if crate::tensor::has_non_finite(pixels) {
         return Err(Error::NonFiniteInput { origin: "the image to attack".into(), shape: pixels.shape().to_vec() });
     }
     if pixels.ndim() != 4 || pixels.shape()[0] != 1 {

@@ -179,7 +179,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         return super::aug_smooth::explain_smoothed(model, x, req);
     }
     let g = &model.graph;
-    if x.iter().any(|v| !v.is_finite()) {
+    if crate::tensor::has_non_finite(&x) {
         return Err(Error::NonFiniteInput { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
     }
     if req.methods.is_empty() {

@@ -138,7 +138,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let mut bound = Vec::new();
     for (name, path) in m.inputs.iter().zip(&args.inputs) {
         let t = gradcam::input::read_npy_f32(path)?;
-        if t.iter().any(|v| !v.is_finite()) {
+        if gradcam::tensor::has_non_finite(&t) {
             anyhow::bail!("{}: the input holds NaN or infinite values", path.display());
         }
         bound.push((name.as_str(), t));

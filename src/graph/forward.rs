@@ -112,7 +112,7 @@ fn mask_of<T: Element>(interval: Option<(f64, f64)>, y: &Tensor<T>) -> Option<Sa
 }
 
 fn non_finite<T: Element>(t: &Tensor<T>) -> bool {
-    t.iter().any(|v| !v.is_finite())
+    crate::tensor::has_non_finite(t)
 }
 
 impl<T: Element> Graph<T> {

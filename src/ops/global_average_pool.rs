@@ -50,8 +50,9 @@ impl<T: Element> Op<T> for GlobalAveragePool {
         // Every position of plane i gets g_i / size: one fill per plane (a broadcast view's `mapv` visits the planes
         // element by element through dynamic indices).
         let g = cx.grad()?;
-        if g.len() * size != shape.iter().product::<usize>() {
-            return Err(OpError::Invalid("gradient shape".into()));
+        let pooled: Vec<usize> = shape.iter().enumerate().map(|(a, &d)| if a < 2 { d } else { 1 }).collect();
+        if g.shape() != pooled.as_slice() {
+            return Err(OpError::Invalid(format!("gradient shape {:?}, expected {pooled:?}", g.shape())));
         }
         let g = crate::tensor::contiguous(g);
         let mut dx = vec![T::zero(); g.len() * size];

@@ -21,6 +21,10 @@ const CHUNK: usize = 64;
 const ROW_CHUNK: usize = 1024;
 
 /// `A·B`: the thin path when it applies, else ndarray's general product. Every 2-D product of the ops goes here.
+///
+/// The thin path skips the rows of `B` whose coefficient in `A` is zero (a one-hot gradient seed reads one row):
+/// exact, signed zeros included, except that a zero coefficient times an infinity or NaN in `B` contributes nothing
+/// instead of NaN.
 pub(crate) fn matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Array2<T> {
     thin_matmul(a, b).unwrap_or_else(|| a.dot(b))
 }
@@ -52,7 +56,7 @@ fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Opti
     // Row p of B is rows[p·n .. (p + 1)·n]: y_i = Σ_p a_ip · B_p, accumulated in order of p. Rows whose
     // coefficients are zero are skipped: a classifier's input gradient for one class (a one-hot seed) reads one row
     // of the weight instead of all of them. Adding 0·B_p to a sum that starts at +0 never changes it (signed zeros
-    // included) unless B_p holds an infinity or NaN — weights no model that produced finite scores has.
+    // included) unless B_p holds an infinity or NaN (see `matmul`).
     for (row, out) in a_rows.iter().zip(y.axis_iter_mut(Axis(0))) {
         let mut out = out;
         let out = out.as_slice_mut()?;

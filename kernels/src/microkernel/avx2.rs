@@ -3,11 +3,13 @@
 use std::arch::x86_64::*;
 
 /// The mask of the first `n ≤ 8` lanes (all bits set in a selected lane).
-#[inline(always)]
-fn lane_mask(n: usize) -> __m256i {
-    let bits: [i32; 8] = std::array::from_fn(|l| if l < n { -1 } else { 0 });
-    // SAFETY: an unaligned load of eight i32 from a local array.
-    unsafe { _mm256_loadu_si256(bits.as_ptr().cast()) }
+///
+/// # Safety
+/// AVX2 is available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lane_mask(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 }
 
 /// Lanes of `m` loaded from `p`, the others zero.

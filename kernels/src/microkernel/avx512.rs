@@ -3,8 +3,11 @@
 use std::arch::x86_64::*;
 
 /// The mask of the first `n ≤ 16` lanes.
+///
+/// # Safety
+/// None needed (mask arithmetic); `unsafe` only to share the AVX2 variant's signature.
 #[inline(always)]
-fn lane_mask(n: usize) -> __mmask16 {
+unsafe fn lane_mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 

@@ -1,4 +1,5 @@
-//! Register-tile GEMM microkernels, one per SIMD level: `C[MR × NR] = clamp(init + Σ_p A[:, p] · B[p, :])`.
+//! Register-tile GEMM microkernels, one per SIMD level: `C[MR × NR] = clamp(init + Σ_p A[:, p] · B[p, :] +
+//! residual)`.
 //!
 //! `A` comes as a packed row panel (`MR` values per `p`), `B` as a packed column panel (`NR` values per `p`). Each
 //! `p` broadcasts `MR` weights and multiplies them into `NR / lanes` vectors of `B`: the accumulators fill most of
@@ -14,8 +15,8 @@ macro_rules! microkernel {
         zero = $zero:ident, load = $load:ident, store = $store:ident, splat = $splat:ident,
         add = $add:ident, fma = $fma:ident, min = $min:ident, max = $max:ident
     ) => {
-        /// Loads and stores of a vector at `p` whose first `valid` lanes (of `L`) are columns of the tile: all
-        /// lanes when the tile is whole, else the masked form (masked-off lanes are neither read nor written).
+        /// Loads and stores of a vector at `p` whose lanes in mask `m` are columns of the tile: all lanes when the
+        /// tile is whole, else the masked form (masked-off lanes are neither read nor written).
         macro_rules! load_lanes {
             ($p:expr, $m:expr, $whole:expr) => {
                 if $whole { $load($p) } else { masked_load($p, $m) }
@@ -68,10 +69,10 @@ macro_rules! microkernel {
             // A tile narrower than NR (the last panel of a plane that is not a multiple of NR wide) reads and writes
             // C and the residual through lane masks; B is zero-padded past its columns.
             let whole = cols >= NR;
-            let masks = [lane_mask(cols.min(L)), lane_mask(cols.saturating_sub(L).min(L))];
-            // SAFETY: (for the whole block) every pointer offset stays inside the blocks described in the contract
-            // above; the masked loads and stores touch only the tile's columns.
+            // SAFETY: (for the whole block) the CPU supports the target features; every pointer offset stays inside
+            // the blocks described in the contract above; the masked loads and stores touch only the tile's columns.
             unsafe {
+                let masks = [lane_mask(cols.min(L)), lane_mask(cols.saturating_sub(L).min(L))];
                 for i in 0..panels {
                     let (a, c) = (a.add(i * a_step), c.add(i * MR * rsc));
                     // Rows of C this panel owns: all of them but in a short last panel (whose A rows are zeros).
@@ -143,7 +144,7 @@ mod avx512;
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 
-/// Elements of the largest tile: the size of the on-stack buffer that partial tiles run in.
+/// Elements of the largest tile: the size of the on-stack buffer that partial tiles of scaled products run in.
 #[cfg(target_arch = "x86_64")]
 pub(crate) const MAX_TILE: usize = {
     let (a, b) = (avx512::MR * avx512::NR, avx2::MR * avx2::NR);
@@ -226,7 +227,7 @@ impl Tile {
         if let Some(bias) = bias {
             assert!(bias.len() >= panels * self.mr, "microkernel: bias shorter than the panels");
         }
-        assert!(last_rows <= self.mr, "microkernel: {last_rows} rows in a panel of {}", self.mr);
+        assert!((1..=self.mr).contains(&last_rows), "microkernel: {last_rows} rows in a panel of {}", self.mr);
         assert!(cols > 0 && cols <= self.nr, "microkernel: {cols} columns in a panel of {}", self.nr);
         match self.level {
             #[cfg(target_arch = "x86_64")]
