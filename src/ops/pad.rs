@@ -123,6 +123,10 @@ impl<T: Element> Op<T> for Pad {
         let shape = cx.input_shapes[0];
         let g = cx.grad()?;
         let r = shape.len();
+        let padded = Op::<T>::output_shapes(self, &[shape])?.remove(0);
+        if g.shape() != padded.as_slice() {
+            return Err(OpError::Invalid(format!("Pad: gradient shaped {:?}, output {padded:?}", g.shape())));
+        }
         if self.mode == PadMode::Constant {
             // The gradient of the input is the interior of the output gradient: one block copy.
             return Ok(vec![Some(crate::tensor::crop(g, &self.pads[..r], shape))]);
@@ -152,6 +156,26 @@ mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
     use ndarray::arr1;
+
+    /// A gradient of the wrong shape is an error, not a block copy outside the tensor.
+    #[test]
+    fn a_misshaped_gradient_is_refused() {
+        let op = Pad { pads: vec![0, 1, 2, 0, 1, 2], mode: PadMode::Constant, value: 0.0 };
+        let shape = [2usize, 3, 4];
+        for wrong in [[2usize, 5, 7], [2, 5, 9], [1, 5, 8]] {
+            let g = Tensor::<f32>::zeros(IxDyn(&wrong));
+            let cx = Vjp {
+                inputs: vec![None],
+                input_shapes: vec![&shape],
+                outputs: vec![None],
+                saved: None,
+                output_grads: vec![Some(&g)],
+                wanted: &[true],
+            };
+            let err = op.backward(&cx).expect_err("misshaped gradient");
+            assert!(err.to_string().contains("gradient shaped"), "{err}");
+        }
+    }
 
     #[test]
     fn vjp_matches_finite_differences_for_every_mode() {
