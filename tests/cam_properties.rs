@@ -7,7 +7,7 @@ use common::{max_abs_diff, random};
 use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
 use gradcam::input::{decode_image, image_to_tensor, Normalization};
 use gradcam::models::imagenet_labels;
-use gradcam::ops::{Conv, Flatten, Gemm, GlobalAveragePool, Relu};
+use gradcam::ops::{Conv, Flatten, Gemm, GlobalAveragePool, Relu, Reshape};
 use gradcam::{GraphBuilder, Model, Tensor};
 use ndarray::{Array2, Axis};
 
@@ -174,4 +174,51 @@ fn a_layer_named_twice_is_explained_once() {
     assert_eq!(b.layers, ["head_act"]);
     assert_eq!(b.raw.len(), 1);
     assert_eq!(a.cam, b.cam);
+}
+
+/// A model exported for a fixed batch (its Reshape holds the batch size, as torch.onnx writes `x.view(8, -1)`) takes
+/// that batch whole: Grad-CAM on it gives each image the map a batch-agnostic twin gives. It used to be split into
+/// single images, which the Reshape then refused ("inner dimensions differ" at the classifier).
+#[test]
+fn a_model_traced_for_a_fixed_batch_is_explained_whole() {
+    let (batch, c, classes, side) = (3, 6, 5, 10);
+    let build = |fixed: bool| {
+        let mut b = GraphBuilder::<f32>::new();
+        let x = b.input("input", &[batch, 3, side, side]).unwrap();
+        let wc = b.constant("conv.weight", random(&[c, 3, 3, 3], 21)).unwrap();
+        let conv = b.node("conv", Conv::new(1, 1), &[x, wc]).unwrap();
+        let a = b.node("features", Relu, &[conv]).unwrap();
+        let gap = b.node("gap", GlobalAveragePool, &[a]).unwrap();
+        let flat = if fixed {
+            b.node("flatten", Reshape { shape: vec![batch as i64, -1] }, &[gap]).unwrap()
+        } else {
+            b.node("flatten", Flatten::default(), &[gap]).unwrap()
+        };
+        let fw = b.constant("fc.weight", random(&[classes, c], 22)).unwrap();
+        let logits = b.node("fc", Gemm::linear(), &[flat, fw]).unwrap();
+        b.output(logits);
+        Model {
+            graph: b.build(),
+            name: if fixed { "fixed-batch".into() } else { "any-batch".into() },
+            arch: None,
+            input: "input".into(),
+            logits: "fc".into(),
+            input_size: [side, side],
+            labels: None,
+            normalization: Normalization::imagenet(),
+            normalization_assumed: false,
+        }
+    };
+    let (fixed, any) = (build(true), build(false));
+    assert!(fixed.graph.accepts_batch(batch) && !fixed.graph.accepts_batch(1));
+    let x: Tensor<f32> = random(&[batch, 3, side, side], 23);
+    let req = gradcam(&["features"], 2, false);
+    let got = explain(&fixed, x.clone(), &req).expect("the fixed batch runs whole");
+    let want = explain(&any, x, &req).unwrap();
+    assert_eq!(got.len(), batch);
+    for (g, w) in common::pairs(&got, &want) {
+        let (g, w) = (&g.explanations[0].raw[0], &w.explanations[0].raw[0]);
+        assert!(w.iter().any(|&v| v != 0.0), "a map with something in it");
+        assert!(max_abs_diff(g.iter(), w.iter()) <= 1e-6, "fixed-batch and batch-agnostic maps differ");
+    }
 }

@@ -151,8 +151,9 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 /// requested class (two when guided methods are asked for).
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
     let n = x.shape().first().copied().unwrap_or(0);
-    if n > 1 && model.single_item() {
-        // A graph traced for one item runs the batch one image at a time.
+    if n > 1 && !model.graph.accepts_batch(n) && model.graph.accepts_batch(1) {
+        // A graph traced for one item runs the batch one image at a time. One traced for a fixed batch (an export
+        // whose Reshape holds the batch size) runs that batch as it is: split, its items would not fit.
         let mut results = Vec::with_capacity(n);
         for item in x.axis_iter(Axis(0)) {
             results.extend(explain(model, item.insert_axis(Axis(0)).to_owned(), req)?);
