@@ -302,20 +302,10 @@ fn taps(level: SimdLevel, s: &[f32], bases: &[usize], w: &[f32], bias: f32, clam
     }
 }
 
-/// Whether output rows `width` wide are narrow enough for the row kernel ([`RowFilter`]), which reads a stride-1
-/// layer's source rows in place with masked loads: on rows of at most [`ROW_VECTORS_MAX`] vectors (MobileNet's 7-
-/// and 14-pixel planes) the flat kernel's two copies per row cost more than the taps. Both compute the same
-/// operations in the same order, so the choice never changes a result.
-fn narrow_rows(width: usize, level: SimdLevel) -> bool {
-    let lanes = match level {
-        SimdLevel::Avx512 => 16,
-        SimdLevel::Avx2 => 8,
-        _ => return false,
-    };
-    width <= ROW_VECTORS_MAX * lanes
-}
-
-/// Widest output row (in vectors) that [`narrow_rows`] sends to the row kernel.
+/// Widest output row, in vectors, that runs on the row kernel ([`RowFilter`], which reads a stride-1 layer's source
+/// rows in place with masked loads): on rows of at most two vectors (MobileNet's 7- and 14-pixel planes) the flat
+/// kernel's two copies per row cost more than the taps. Both compute the same operations in the same order, so the
+/// choice never changes a result.
 const ROW_VECTORS_MAX: usize = 2;
 
 /// Planes per parallel task for planes of `plane` outputs.
@@ -346,8 +336,7 @@ pub fn forward(
     let taps = geo.kernel_h * geo.kernel_w;
     let mult = geo.out_channels / geo.in_channels;
     let filter = PlaneFilter::forward_of(geo);
-    let rows = RowFilter::of(geo).filter(|_| narrow_rows(geo.out_w().unwrap_or(0), level));
-    let lanes = rows.as_ref().map(|r| r.lanes(level));
+    let rows = RowFilter::of(geo).map(|r| r.lanes(level)).filter(|l| l.rows_fit(ROW_VECTORS_MAX));
     let per_task = planes_per_task(out_plane);
     output.par_chunks_mut(out_plane * per_task).enumerate().for_each(|(task, planes)| {
         for (i, out) in planes.chunks_exact_mut(out_plane).enumerate() {
@@ -356,11 +345,7 @@ pub fn forward(
             let c = n * geo.in_channels + co / mult;
             let src = &input[c * in_plane..(c + 1) * in_plane];
             let w = &weight[co * taps..(co + 1) * taps];
-            let done = match (&rows, &lanes) {
-                (Some(r), Some(l)) => r.run(src, w, bias[co], clamp, out, l),
-                _ => false,
-            };
-            if !done {
+            if !rows.as_ref().is_some_and(|r| r.run(src, w, bias[co], clamp, out)) {
                 filter.run(src, w, bias[co], clamp, out, level);
             }
         }
@@ -399,8 +384,7 @@ pub fn backward_data(
     let taps = kh * kw;
     let filter = PlaneFilter::backward_of(geo);
     let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| (0..taps).map(move |t| w[taps - 1 - t])).collect();
-    let rows = RowFilter::backward_of(geo).filter(|_| narrow_rows(geo.in_w, level));
-    let lanes = rows.as_ref().map(|r| r.lanes(level));
+    let rows = RowFilter::backward_of(geo).map(|r| r.lanes(level)).filter(|l| l.rows_fit(ROW_VECTORS_MAX));
     let per_task = planes_per_task(in_plane);
     grad_input.par_chunks_mut(in_plane * per_task).enumerate().for_each(|(task, planes)| {
         for (i, dx) in planes.chunks_exact_mut(in_plane).enumerate() {
@@ -408,11 +392,7 @@ pub fn backward_data(
             let c = plane % geo.in_channels;
             let dy = &grad_output[plane * out_plane..(plane + 1) * out_plane];
             let w = &flipped[c * taps..(c + 1) * taps];
-            let done = match (&rows, &lanes) {
-                (Some(r), Some(l)) => r.run(dy, w, 0.0, Clamp::NONE, dx, l),
-                _ => false,
-            };
-            if !done {
+            if !rows.as_ref().is_some_and(|r| r.run(dy, w, 0.0, Clamp::NONE, dx)) {
                 filter.run(dy, w, 0.0, Clamp::NONE, dx, level);
             }
         }
@@ -492,7 +472,7 @@ mod tests {
                 if let Some(rows) = RowFilter::of(geo) {
                     let (mut flat, mut row) = (vec![f32::NAN; out_plane], vec![f32::NAN; out_plane]);
                     PlaneFilter::forward_of(geo).run(&x, &w, 0.25, clamp, &mut flat, level);
-                    assert!(rows.run(&x, &w, 0.25, clamp, &mut row, &rows.lanes(level)));
+                    assert!(rows.lanes(level).run(&x, &w, 0.25, clamp, &mut row));
                     let same = flat.iter().zip(&row).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{level} forward {geo:?}");
                     compared += 1;
@@ -500,7 +480,7 @@ mod tests {
                 if let Some(rows) = RowFilter::backward_of(geo) {
                     let (mut flat, mut row) = (vec![f32::NAN; in_plane], vec![f32::NAN; in_plane]);
                     PlaneFilter::backward_of(geo).run(&dy, &w, 0.0, Clamp::NONE, &mut flat, level);
-                    assert!(rows.run(&dy, &w, 0.0, Clamp::NONE, &mut row, &rows.lanes(level)));
+                    assert!(rows.lanes(level).run(&dy, &w, 0.0, Clamp::NONE, &mut row));
                     let same = flat.iter().zip(&row).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{level} backward {geo:?}");
                     compared += 1;

@@ -29,10 +29,10 @@ pub(crate) struct RowFilter {
 /// Per output vector of a row and tap column: which lanes read inside the row — the same for every row and plane,
 /// computed once per call.
 pub(crate) struct Lanes {
-    /// The filter the masks were computed for: [`RowFilter::run`] refuses any other (its reads stay inside the plane
-    /// only with its own masks).
+    /// The filter the masks were computed for, which [`Lanes::run`] runs (its reads stay inside the plane only with
+    /// its own masks).
     filter: RowFilter,
-    /// The SIMD level the table was made for, which [`RowFilter::run`] runs.
+    /// The SIMD level the table was made for, which [`Lanes::run`] runs.
     level: SimdLevel,
     lanes: usize,
     vectors: usize,
@@ -129,40 +129,38 @@ impl RowFilter {
         let hi = (self.in_w + self.pad[1]).saturating_sub(shift).min(lanes).min(self.out_w - x0);
         (lo, hi.max(lo))
     }
+}
 
-    /// `out ← clamp(bias + Σ_t w_t · tap_t(src))` over one plane on the level `lanes` was made for (by
-    /// [`RowFilter::lanes`]), or `false` (nothing written) on a level without this kernel (the portable one).
+impl Lanes {
+    /// `out ← clamp(bias + Σ_t w_t · tap_t(src))` over one plane of the filter this table was made for (by
+    /// [`RowFilter::lanes`]), on its level, or `false` (nothing written) on a level without this kernel (the
+    /// portable one).
     ///
     /// # Panics
     /// If `src`, `weights` or `out` are shorter than the geometry needs.
-    pub(crate) fn run(
-        &self,
-        src: &[f32],
-        weights: &[f32],
-        bias: f32,
-        clamp: Clamp,
-        out: &mut [f32],
-        lanes: &Lanes,
-    ) -> bool {
-        let level = lanes.level;
-        assert!(src.len() >= self.in_h * self.in_w, "depthwise rows: input plane too short");
-        assert!(weights.len() >= self.kernel[0] * self.kernel[1], "depthwise rows: too few weights");
-        assert!(out.len() >= self.out_h * self.out_w, "depthwise rows: output plane too short");
-        assert!(lanes.filter == *self, "depthwise rows: a lane table made for another filter");
-        let kw = self.kernel[1];
-        assert!(lanes.ranges.len() == lanes.vectors * kw && lanes.vectors * lanes.lanes >= self.out_w);
+    pub(crate) fn run(&self, src: &[f32], weights: &[f32], bias: f32, clamp: Clamp, out: &mut [f32]) -> bool {
+        let (f, level) = (&self.filter, self.level);
+        assert!(src.len() >= f.in_h * f.in_w, "depthwise rows: input plane too short");
+        assert!(weights.len() >= f.kernel[0] * f.kernel[1], "depthwise rows: too few weights");
+        assert!(out.len() >= f.out_h * f.out_w, "depthwise rows: output plane too short");
+        let kw = f.kernel[1];
+        assert!(self.ranges.len() == self.vectors * kw && self.vectors * self.lanes >= f.out_w);
         match level {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the guard checked that the CPU runs AVX-512F; the lengths were checked above.
-            SimdLevel::Avx512 if level.supported() => unsafe {
-                self.plane_avx512(src, weights, bias, clamp, out, lanes)
-            },
+            // SAFETY: the guard checked that the CPU runs AVX-512F; the lengths were checked above, and the masks are
+            // the filter's own (this table was made from it).
+            SimdLevel::Avx512 if level.supported() => unsafe { f.plane_avx512(src, weights, bias, clamp, out, self) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, for AVX2 and FMA.
-            SimdLevel::Avx2 if level.supported() => unsafe { self.plane_avx2(src, weights, bias, clamp, out, lanes) },
+            SimdLevel::Avx2 if level.supported() => unsafe { f.plane_avx2(src, weights, bias, clamp, out, self) },
             _ => return false,
         }
         true
+    }
+
+    /// Whether the output rows fit `vectors` vectors on a level that has this kernel.
+    pub(crate) fn rows_fit(&self, vectors: usize) -> bool {
+        self.lanes > 0 && self.vectors <= vectors
     }
 }
 
@@ -429,7 +427,7 @@ mod tests {
                 for clamp in [Clamp::NONE, Clamp { lo: -0.25, hi: 0.5 }] {
                     let want = reference(geo, &src, &w, 0.125, clamp);
                     let mut got = vec![f32::NAN; want.len()];
-                    assert!(f.run(&src, &w, 0.125, clamp, &mut got, &lanes));
+                    assert!(lanes.run(&src, &w, 0.125, clamp, &mut got));
                     let same = got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits());
                     assert!(same && got.len() == want.len(), "{level} {geo:?} {clamp:?}: {got:?} vs {want:?}");
                 }
@@ -450,7 +448,7 @@ mod tests {
         for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
             let mut out = [f32::NAN; 15 + 20];
             let f = RowFilter::of(&geo).unwrap();
-            assert!(f.run(&buffer[24..39], &w, 0.0, Clamp::NONE, &mut out[..15], &f.lanes(level)));
+            assert!(f.lanes(level).run(&buffer[24..39], &w, 0.0, Clamp::NONE, &mut out[..15]));
             assert_eq!(&out[..15], &want[..], "{level}");
             assert!(out[15..].iter().all(|v| v.is_nan()), "{level}: wrote past the plane");
         }
