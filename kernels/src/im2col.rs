@@ -316,17 +316,13 @@ fn small_enough(win: &Window) -> bool {
         && win.dilation_w.saturating_mul(win.kernel_w) < MAX_SIDE
 }
 
-/// Splits each of `channels` planes of `input` into its `s × s` phases: `out[c][a][b][i][j] = input[c][s·i + a][s·j
-/// + b]`.
-///
-/// # Panics
-/// If the lengths do not match or `s` does not divide the plane (see [`phase_split`]).
-pub fn split_phases(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]) {
-    split_phases_per_level(input, channels, in_h, in_w, s, out)
-}
-
 per_level! {
-    fn split_phases_per_level(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]);
+    /// Splits each of `channels` planes of `input` into its `s × s` phases: `out[c][a][b][i][j] = input[c][s·i + a][s·j
+    /// + b]`.
+    ///
+    /// # Panics
+    /// If the lengths do not match or `s` does not divide the plane (see [`phase_split`]).
+    pub fn split_phases(input: &[f32], channels: usize, in_h: usize, in_w: usize, s: usize, out: &mut [f32]);
     simd: split_phases_body, portable: split_phases_body
 }
 

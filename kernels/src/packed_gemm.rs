@@ -395,16 +395,16 @@ impl PackedA {
                                 prefetch(res.wrapping_add(offset + r * rsc + cols - 1));
                             }
                         }
-                        let call = |dst: *mut f32, stride: usize, kernel_rows: usize| {
+                        let call = |dst: *mut f32, stride: usize| {
                             // SAFETY: `ap` holds kc·mr values from this offset (whole panels are packed,
                             // zero-padded) and `bp` nr values at each of kc rows ldb apart (`RightPanels::block`);
-                            // `dst` is a kernel_rows × nr block with row stride `stride` (a whole-width tile inside
-                            // C, or the edge buffer). The level is supported: PackedA was built for it, which
+                            // `dst` is an mr × nr block with row stride `stride` (a whole tile inside C, or the edge
+                            // buffer). The level is supported: PackedA was built for it, which
                             // microkernel::tile checked.
                             unsafe {
                                 tile.run_panels(
                                     1,
-                                    kernel_rows,
+                                    mr,
                                     nr,
                                     kc,
                                     ap.as_ptr(),
@@ -441,7 +441,7 @@ impl PackedA {
                         // A scaled tile is finished over all mr rows and nr columns (`finish_tile`): in C only when
                         // it has them.
                         if cols == nr && rows == mr {
-                            call(out, rsc, rows);
+                            call(out, rsc);
                         } else {
                             // Partial tile: run the same kernel on a padded copy, then write back the valid part.
                             for r in 0..rows {
@@ -450,7 +450,7 @@ impl PackedA {
                                     edge[r * nr + j] = if load { unsafe { *out.add(r * rsc + j) } } else { 0.0 };
                                 }
                             }
-                            call(edge.as_mut_ptr(), nr, mr);
+                            call(edge.as_mut_ptr(), nr);
                             for r in 0..rows {
                                 for j in 0..cols {
                                     // SAFETY: as above.

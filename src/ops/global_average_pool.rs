@@ -50,7 +50,7 @@ impl<T: Element> Op<T> for GlobalAveragePool {
         // Every position of plane i gets g_i / size: one fill per plane (a broadcast view's `mapv` visits the planes
         // element by element through dynamic indices).
         let g = cx.grad()?;
-        let pooled: Vec<usize> = shape.iter().enumerate().map(|(a, &d)| if a < 2 { d } else { 1 }).collect();
+        let pooled = Op::<T>::output_shapes(self, &[shape])?.remove(0);
         if g.shape() != pooled.as_slice() {
             return Err(OpError::Invalid(format!("gradient shape {:?}, expected {pooled:?}", g.shape())));
         }
