@@ -8,8 +8,15 @@
 //! What a pass leaves in its pool is kept by the graph ([`SparePool`]) for the next pass: otherwise the first layers
 //! of every pass would allocate fresh, zero-filled buffers (≈ 6 % of a MobileNetV2 forward went to `memset`).
 //!
-//! The pool holds at most [`MAX_POOLED_BYTES`]: past that, the oldest buffers go back to the allocator. Unbounded,
-//! it kept every value no later layer reused — most of a network's activations (ResNet-50: ≈ 100 MB).
+//! The pool holds at most [`MAX_POOLED_BYTES`], or [`LARGEST_VALUES_POOLED`] times the largest value it was offered
+//! when that is more. Unbounded, it kept every value no later layer reused — most of a network's activations
+//! (ResNet-50: ≈ 100 MB). A fixed cap, though, shut out the large activations of a batch (MobileNetV2's 112²
+//! expansion is 38.5 MB at batch 8), which allocators map fresh from the kernel on every request: each pass paid
+//! their page faults again, and batch 8 ran 1.5× slower per image than batch 1.
+//!
+//! Past the cap it drops first the buffers of lengths no layer has asked for, then the smallest. Small buffers come
+//! back cheaply from the allocator's free lists. Dropping the oldest instead failed on repeated passes: the oldest
+//! buffers are the first layers', which the next pass asks for first.
 
 use crate::tensor::Tensor;
 use crate::Element;
@@ -18,8 +25,13 @@ use std::collections::HashMap;
 /// Values smaller than this are left to the allocator (its own free lists serve them well).
 const MIN_POOLED: usize = 16 * 1024;
 
-/// Most bytes the pool keeps: a few of the largest activations of a 224² CNN (VGG-16's are 12.8 MB).
+/// Most bytes the pool keeps for small activations: a few of the largest of a 224² CNN at batch 1 (VGG-16's are
+/// 12.8 MB).
 pub(super) const MAX_POOLED_BYTES: usize = 32 << 20;
+
+/// How many of the largest value the pool may hold: a layer's input and output of that size, and one more for the
+/// next layer's output, are what a chain of same-sized layers cycles through.
+const LARGEST_VALUES_POOLED: usize = 3;
 
 /// The pool a graph keeps between passes. A pass takes it whole and gives it back when it ends, so concurrent passes
 /// on one graph never share a buffer (the second simply starts empty).
@@ -49,17 +61,21 @@ impl<T> SparePool<T> {
     }
 }
 
-/// Freed buffers by length, and the order they came in (to drop the oldest first).
+/// Freed buffers by length, and the order they came in.
 pub(super) struct BufferPool<T> {
     free: HashMap<usize, Vec<Vec<T>>>,
     /// Lengths of the pooled buffers, oldest first.
     order: std::collections::VecDeque<usize>,
     bytes: usize,
+    /// Bytes of the largest buffer ever offered: sets the cap.
+    largest: usize,
+    /// Lengths some layer has asked for (kept across passes).
+    wanted: std::collections::HashSet<usize>,
 }
 
 impl<T> BufferPool<T> {
     pub(super) fn new() -> Self {
-        BufferPool { free: HashMap::new(), order: Default::default(), bytes: 0 }
+        BufferPool { free: HashMap::new(), order: Default::default(), bytes: 0, largest: 0, wanted: Default::default() }
     }
 }
 
@@ -70,6 +86,11 @@ impl<T: Element> BufferPool<T> {
         self.free.values().flatten().map(|b| b.len() * std::mem::size_of::<T>()).sum()
     }
 
+    /// Most bytes held (see the module's doc).
+    fn cap(&self) -> usize {
+        MAX_POOLED_BYTES.max(LARGEST_VALUES_POOLED.saturating_mul(self.largest))
+    }
+
     /// Keeps the buffer of a value nothing reads any more.
     pub(super) fn recycle(&mut self, t: Tensor<T>) {
         if t.len() < MIN_POOLED || !t.is_standard_layout() {
@@ -78,16 +99,22 @@ impl<T: Element> BufferPool<T> {
         let len = t.len();
         let (data, offset) = t.into_raw_vec_and_offset();
         let size = len * std::mem::size_of::<T>();
-        if offset != Some(0) || data.len() != len || size > MAX_POOLED_BYTES {
+        if offset != Some(0) || data.len() != len {
             return;
         }
+        self.largest = self.largest.max(size);
         self.free.entry(len).or_default().push(data);
         self.order.push_back(len);
         self.bytes += size;
-        // Oldest first: the buffers of layers long past are the least likely to be reused.
-        while self.bytes > MAX_POOLED_BYTES {
-            let Some(old) = self.order.pop_front() else { break };
-            // Within one length, the oldest buffer is at the bottom of its stack.
+        while self.bytes > self.cap() {
+            // The oldest of a length no layer asked for, else the oldest of the smallest length (`min_by_key` keeps
+            // the first of equals). Either is the first entry of its length in `order`: the bottom of its stack.
+            let victim = self
+                .order
+                .iter()
+                .position(|l| !self.wanted.contains(l))
+                .or_else(|| (0..self.order.len()).min_by_key(|&i| self.order[i]));
+            let Some(old) = victim.and_then(|i| self.order.remove(i)) else { break };
             if let Some(stack) = self.free.get_mut(&old).filter(|s| !s.is_empty()) {
                 stack.remove(0);
                 self.bytes -= old * std::mem::size_of::<T>();
@@ -97,6 +124,7 @@ impl<T: Element> BufferPool<T> {
 
     /// A buffer of exactly `len` elements with unspecified contents, if one was freed; the caller overwrites it.
     pub(super) fn take(&mut self, len: usize) -> Option<Vec<T>> {
+        self.wanted.insert(len);
         let b = self.free.get_mut(&len).and_then(Vec::pop)?;
         self.bytes -= len * std::mem::size_of::<T>();
         // The newest buffer of that length left: so does the newest entry of its length.
@@ -127,7 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn holds_at_most_its_cap_dropping_the_oldest_first() {
+    fn holds_at_most_its_cap_dropping_unasked_lengths_oldest_first() {
         let mut pool = BufferPool::<f32>::new();
         let quarter = MAX_POOLED_BYTES / 4 / 4;
         // Five buffers of a quarter of the cap each, of two lengths: the first one (a `quarter`) is dropped.
@@ -141,5 +169,40 @@ mod tests {
         assert_eq!(pool.take(quarter).unwrap()[0], 2.0);
         assert!(pool.take(quarter).is_none(), "the oldest was dropped");
         assert_eq!(pool.held(), pool.bytes);
+    }
+
+    #[test]
+    fn keeps_the_lengths_layers_ask_for_dropping_the_smallest_first() {
+        let mut pool = BufferPool::<f32>::new();
+        let quarter = MAX_POOLED_BYTES / 4 / 4;
+        let (small, large) = (quarter - 8, quarter);
+        // Both lengths have been asked for (the pool was empty then).
+        assert!(pool.take(small).is_none() && pool.take(large).is_none());
+        // An unasked length, then two of each asked length, then one more large buffer: 6 quarters for a cap of 4.
+        let unasked = quarter - 16;
+        for (i, len) in [unasked, large, small, large, small, large].into_iter().enumerate() {
+            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
+        }
+        assert!(pool.held() <= MAX_POOLED_BYTES, "{} bytes held", pool.held());
+        assert_eq!(pool.held(), pool.bytes);
+        assert!(pool.take(unasked).is_none(), "the unasked length goes first, though it is the oldest of all");
+        // Then the oldest of the smaller length: every large buffer stays.
+        assert_eq!([1.0, 3.0, 5.0].map(|_| pool.take(large).unwrap()[0]), [5.0, 3.0, 1.0]);
+        assert_eq!(pool.take(small).unwrap()[0], 4.0);
+        assert!(pool.take(small).is_none());
+        assert_eq!(pool.held(), 0);
+    }
+
+    #[test]
+    fn a_value_larger_than_the_floor_raises_the_cap() {
+        let mut pool = BufferPool::<f32>::new();
+        // A batch's activation of twice the floor: it and two more of its size are kept, a fourth is not.
+        let len = 2 * MAX_POOLED_BYTES / std::mem::size_of::<f32>();
+        assert!(pool.take(len).is_none());
+        for i in 0..4 {
+            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
+        }
+        assert_eq!(pool.held(), LARGEST_VALUES_POOLED * 2 * MAX_POOLED_BYTES);
+        assert_eq!(pool.take(len).unwrap()[0], 3.0, "the newest is handed out first");
     }
 }
