@@ -10,7 +10,8 @@ totals per operator type. Profiling adds a little per node; compare per-node tim
     target/release/gradcam bench --model /work/bench-models/mobilenet_v2.onnx --method forward \\
         --profile --profile-nodes 200
 
-The input is seeded N(0, 1) noise of the model's input shape (symbolic dimensions become 1).
+The input is seeded N(0, 1) noise of the model's input shape (symbolic dimensions become 1, or B from the
+environment for the batch dimension: `B=8` to set beside `gradcam bench --batch 8`).
 """
 
 import collections
@@ -37,7 +38,8 @@ def main():
     so.profile_file_prefix = "/tmp/ort_node_profile"
     session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+    batch = int(os.environ.get("B", "1"))
+    shape = [d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(session.get_inputs()[0].shape)]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for _ in range(10):
         session.run(None, {name: x})

@@ -327,6 +327,7 @@ impl PackedA {
                 for jp in 0..col_panels {
                     let cols = nr.min(n - jp * nr);
                     let (bp, ldb) = right.block(jp, kb, k, n, nr);
+                    let b_next = right.next_in_place(jp, kb, k, n, nr);
                     // Tiles without a scale: every row panel in one microkernel call, the last one writing only its
                     // rows below r1, a partial column panel only its columns, the residual (if any) added in the
                     // kernel's epilogue.
@@ -358,6 +359,7 @@ impl PackedA {
                                 self.rows_at.map(|_| kc),
                                 bp,
                                 ldb,
+                                b_next,
                                 c.add(jp * nr),
                                 rsc,
                                 accumulate || !first,
@@ -412,6 +414,7 @@ impl PackedA {
                                     lda,
                                     bp,
                                     ldb,
+                                    None,
                                     dst,
                                     stride,
                                     load,
@@ -579,6 +582,15 @@ impl RightPanels<'_> {
                 (data[kb * row_stride + jp * nr..].as_ptr(), row_stride)
             }
             RightPanels::InPlace { tail, .. } => (tail[kb * nr..].as_ptr(), nr),
+        }
+    }
+
+    /// Where rows `kb..` of column panel `jp + 1` start when that panel is read in place (for a prefetch: the
+    /// hardware prefetcher does not follow rows a plane apart); `None` for packed panels, which it streams.
+    fn next_in_place(&self, jp: usize, kb: usize, k: usize, n: usize, nr: usize) -> Option<*const f32> {
+        match *self {
+            RightPanels::InPlace { .. } if (jp + 2) * nr <= n => Some(self.block(jp + 1, kb, k, n, nr).0),
+            _ => None,
         }
     }
 }

@@ -58,6 +58,7 @@ macro_rules! microkernel {
             lda: usize,
             b: *const f32,
             ldb: usize,
+            b_next: *const f32,
             c: *mut f32,
             rsc: usize,
             load: bool,
@@ -100,7 +101,14 @@ macro_rules! microkernel {
                             acc[r][1] = $add(acc[r][1], v);
                         }
                     }
+                    // The next column panel, when it is read in place (rows a plane apart, too many streams for the
+                    // hardware prefetcher): fetched while the first row panel runs, once.
+                    let fetch_next = i == 0 && !b_next.is_null();
                     for p in 0..kc {
+                        if fetch_next {
+                            $crate::packed_gemm::prefetch(b_next.wrapping_add(p * ldb));
+                            $crate::packed_gemm::prefetch(b_next.wrapping_add(p * ldb + NR - 1));
+                        }
                         let b0 = $load(b.add(p * ldb));
                         let b1 = $load(b.add(p * ldb + L));
                         for r in 0..MR {
@@ -217,6 +225,7 @@ impl Tile {
         lda: Option<usize>,
         b: *const f32,
         ldb: usize,
+        b_next: Option<*const f32>,
         c: *mut f32,
         rsc: usize,
         load: bool,
@@ -224,6 +233,7 @@ impl Tile {
         residual: Option<*const f32>,
         clamp: Option<Clamp>,
     ) {
+        let b_next = b_next.unwrap_or(std::ptr::null());
         if let Some(bias) = bias {
             assert!(bias.len() >= panels * self.mr, "microkernel: bias shorter than the panels");
         }
@@ -235,10 +245,11 @@ impl Tile {
             SimdLevel::Avx512 => unsafe {
                 match lda {
                     None => avx512::kernel_12x32::<false>(
-                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
                     ),
                     Some(lda) => avx512::kernel_12x32::<true>(
-                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
+                        clamp,
                     ),
                 }
             },
@@ -247,10 +258,11 @@ impl Tile {
             SimdLevel::Avx2 => unsafe {
                 match lda {
                     None => avx2::kernel_6x16::<false>(
-                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
                     ),
                     Some(lda) => avx2::kernel_6x16::<true>(
-                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, c, rsc, load, bias, residual, clamp,
+                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
+                        clamp,
                     ),
                 }
             },
