@@ -417,7 +417,7 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         let guided_grads = if guided {
             Some(acts.backward_with(
                 vec![(&model.logits, seed)],
-                BackwardOptions { filter: Some(&super::guided::GuidedRectifiers) },
+                BackwardOptions { filter: Some(&super::guided::GuidedRectifiers), ..Default::default() },
             )?)
         } else {
             None

@@ -192,40 +192,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Ok(times)
     })?;
     if args.profile {
-        let plan = model.graph.inference_plan(&[&model.logits])?;
-        let options = gradcam::ForwardOptions { profile: true, ..Default::default() };
-        let mut per_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
-        let mut per_node: std::collections::BTreeMap<(String, String), f64> = Default::default();
         let rounds = 5;
-        pool.install(|| -> anyhow::Result<()> {
-            for _ in 0..rounds {
-                let acts = model.graph.forward_with(&plan, vec![(&model.input, x.clone())], options)?;
-                for t in acts.profile() {
-                    let e = per_op.entry(t.op.clone()).or_default();
-                    e.0 += t.seconds / rounds as f64;
-                    e.1 += 1;
-                    *per_node.entry((t.node.clone(), t.op.clone())).or_default() += t.seconds / rounds as f64;
-                }
-            }
-            Ok(())
-        })?;
-        let total: f64 = per_op.values().map(|v| v.0).sum();
-        let mut rows: Vec<_> = per_op.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        let mut report = format!("forward profile (mean of {rounds} passes, {:.2} ms in nodes):\n", total * 1e3);
-        for (op, (secs, count)) in rows {
-            report += &format!(
-                "  {:>8.3} ms {:>5.1} %  {:>4} × {op}\n",
-                secs * 1e3,
-                100.0 * secs / total.max(1e-12),
-                count / rounds
-            );
-        }
-        let mut nodes: Vec<_> = per_node.into_iter().collect();
-        nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
-        report += "slowest nodes:\n";
-        for ((node, op), secs) in nodes.into_iter().take(args.profile_nodes) {
-            report += &format!("  {:>8.3} ms {:>5.1} %  {node} ({op})\n", secs * 1e3, 100.0 * secs / total.max(1e-12));
+        let mut report = pool.install(|| profile_forward(&model, &x, rounds, args.profile_nodes))?;
+        if matches!(args.method.as_str(), "saliency" | "pgd-step") {
+            report += &pool.install(|| profile_backward(&model, &x, rounds, args.profile_nodes))?;
         }
         if args.json {
             eprint!("{report}");
@@ -284,4 +254,68 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Per-node times of `rounds` forward passes: the per-operator totals, then the `top` slowest nodes.
+fn profile_forward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -> anyhow::Result<String> {
+    let plan = model.graph.inference_plan(&[&model.logits])?;
+    let options = gradcam::ForwardOptions { profile: true, ..Default::default() };
+    let mut passes = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let acts = model.graph.forward_with(&plan, vec![(&model.input, x.clone())], options)?;
+        passes.push(acts.profile().to_vec());
+    }
+    Ok(profile_report("forward", &passes, top))
+}
+
+/// Per-node times of `rounds` backward sweeps from the top-1 logit of each image to the input (a saliency map's,
+/// a PGD step's work after its forward pass).
+fn profile_backward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -> anyhow::Result<String> {
+    let plan = model.graph.plan(&[&model.logits], &[&model.input], &[&model.logits])?;
+    let options = gradcam::BackwardOptions { profile: true, ..Default::default() };
+    let mut passes = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let acts = model.graph.forward(&plan, vec![(&model.input, x.clone())])?;
+        let logits = acts.get(&model.logits)?;
+        let mut seed = Tensor::zeros(logits.raw_dim());
+        for (mut s, row) in seed.outer_iter_mut().zip(logits.outer_iter()) {
+            if let Some((best, _)) = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
+                if let Some(v) = s.iter_mut().nth(best) {
+                    *v = 1.0;
+                }
+            }
+        }
+        let grads = acts.backward_with(vec![(&model.logits, seed)], options)?;
+        passes.push(grads.profile);
+    }
+    Ok(profile_report("backward", &passes, top))
+}
+
+/// The mean time per operator type and the `top` slowest nodes over several profiled passes.
+fn profile_report(what: &str, passes: &[Vec<gradcam::graph::NodeTime>], top: usize) -> String {
+    let rounds = passes.len().max(1) as f64;
+    let mut per_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    let mut per_node: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
+    for t in passes.iter().flatten() {
+        let e = per_op.entry(&t.op).or_default();
+        e.0 += t.seconds / rounds;
+        e.1 += 1;
+        *per_node.entry((&t.node, &t.op)).or_default() += t.seconds / rounds;
+    }
+    let total: f64 = per_op.values().map(|v| v.0).sum();
+    let share = |secs: f64| 100.0 * secs / total.max(1e-12);
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let mut report = format!("{what} profile (mean of {} passes, {:.2} ms in nodes):\n", passes.len(), total * 1e3);
+    for (op, (secs, count)) in rows {
+        let count = count / passes.len().max(1);
+        report += &format!("  {:>8.3} ms {:>5.1} %  {count:>4} × {op}\n", secs * 1e3, share(secs));
+    }
+    let mut nodes: Vec<_> = per_node.into_iter().collect();
+    nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    report += "slowest nodes:\n";
+    for ((node, op), secs) in nodes.into_iter().take(top) {
+        report += &format!("  {:>8.3} ms {:>5.1} %  {node} ({op})\n", secs * 1e3, share(secs));
+    }
+    report
 }

@@ -23,11 +23,13 @@ pub trait GradientFilter<T: Element>: Sync {
 pub struct BackwardOptions<'a, T> {
     /// A filter of some ops' incoming gradients (none: every op's true derivative).
     pub filter: Option<&'a dyn GradientFilter<T>>,
+    /// Record how long each node's backward rule took, in [`Gradients::profile`].
+    pub profile: bool,
 }
 
 impl<T> Default for BackwardOptions<'_, T> {
     fn default() -> Self {
-        BackwardOptions { filter: None }
+        BackwardOptions { filter: None, profile: false }
     }
 }
 
@@ -41,7 +43,10 @@ impl<T> Copy for BackwardOptions<'_, T> {}
 
 impl<T> std::fmt::Debug for BackwardOptions<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackwardOptions").field("filter", &self.filter.is_some()).finish()
+        f.debug_struct("BackwardOptions")
+            .field("filter", &self.filter.is_some())
+            .field("profile", &self.profile)
+            .finish()
     }
 }
 
@@ -61,6 +66,9 @@ pub struct Gradients<T> {
     /// Every name (aliases included) of every requested value.
     names: HashMap<String, ValueId>,
     pub trace: Vec<VjpRecord>,
+    /// Per-node backward times (the rule and the accumulation of its input gradients), when
+    /// [`BackwardOptions::profile`] asked for them.
+    pub profile: Vec<super::forward::NodeTime>,
 }
 
 impl<T> Gradients<T> {
@@ -144,10 +152,12 @@ impl<T: Element> Activations<'_, T> {
 
         let is_wrt = |id: ValueId| plan.wrt.contains(&id);
         let mut trace = Vec::new();
+        let mut profile = Vec::new();
         for (n, node) in graph.nodes.iter().enumerate().rev() {
             if !plan.run_backward[n] || node.outputs.iter().all(|o| grads[o.0].is_none()) {
                 continue;
             }
+            let started = options.profile.then(std::time::Instant::now);
             let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();
             let mut out_grads: Vec<Option<Tensor<T>>> =
@@ -218,6 +228,10 @@ impl<T: Element> Activations<'_, T> {
                 accumulate(&mut grads[i.0], g);
             }
             trace.push(record);
+            if let Some(t) = started {
+                let (node, op) = (node.name.clone(), node.op.op_type().to_string());
+                profile.push(super::forward::NodeTime { node, op, seconds: t.elapsed().as_secs_f64() });
+            }
         }
 
         let mut out = HashMap::new();
@@ -237,6 +251,6 @@ impl<T: Element> Activations<'_, T> {
             };
             out.insert(w, g);
         }
-        Ok(Gradients { grads: out, names, trace })
+        Ok(Gradients { grads: out, names, trace, profile })
     }
 }
