@@ -5,6 +5,8 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // Many passes of megabyte buffers: reuse freed memory instead of page-faulting fresh maps every layer.
+    gradcam_kernels::memory::keep_freed_memory();
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         // A closed pipe (`gradcam layers | head`) is not an error.

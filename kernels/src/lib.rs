@@ -51,6 +51,7 @@ pub mod gemm;
 pub mod geometry;
 pub mod half_vector;
 pub mod im2col;
+pub mod memory;
 mod microkernel;
 pub mod packed_gemm;
 pub mod pool;
