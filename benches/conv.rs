@@ -110,11 +110,14 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(format!("forward_{threads}t"), l.name), |bch| {
             all.install(|| bch.iter(|| conv2d_forward(&geo, black_box(&x), &w, None, &mut y)))
         });
-        if l.k == 3 {
-            let level = simd::level();
-            let packed = PackedConv::new(level, &w, None, m, l.cin, [3, 3], 1);
-            let winograd = PackedConv::winograd(level, &w, None, m, l.cin);
-            for (name, weights) in [("packed", &packed), ("winograd", &winograd)] {
+        let level = simd::level();
+        let packed = PackedConv::new(level, &w, None, m, l.cin, [l.k, l.k], 1);
+        // Small planes also on the transposed product (output pixels on the tile's rows), where this CPU has it.
+        let pixel_rows = (l.hw <= 14).then(|| PackedConv::pixel_rows(level, &w, None, m, l.cin, [l.k, l.k])).flatten();
+        let winograd = (l.k == 3).then(|| PackedConv::winograd(level, &w, None, m, l.cin));
+        let layouts = [("packed", Some(&packed)), ("pixel_rows", pixel_rows.as_ref()), ("winograd", winograd.as_ref())];
+        for (name, weights) in layouts.into_iter().filter_map(|(n, w)| w.map(|w| (n, w))) {
+            {
                 group.bench_function(BenchmarkId::new(format!("{name}_{threads}t"), l.name), |bch| {
                     all.install(|| {
                         bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), weights, Clamp::RELU, &mut y))

@@ -7,6 +7,7 @@
 //! threads for a given SIMD level.
 
 use crate::conv::{column_tile, rows_per_packed_task, rows_per_task, tiles, DisjointOutput, TARGET_TASKS};
+use crate::conv_pixel_rows::{self, PixelRowWeights};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
 use crate::geometry::ConvGeometry;
@@ -38,6 +39,8 @@ enum Layout {
     Depthwise { weight: Stored, shared: bool, scale: Vec<f32>, bias: Vec<f32> },
     /// 3×3 stride-1 filters transformed for Winograd F(2×2, 3×3).
     Winograd(WinogradWeights),
+    /// Packed for the transposed product of small planes (see [`crate::conv_pixel_rows`]).
+    PixelRows(PixelRowWeights),
 }
 
 /// The dimensions a convolution's weights are laid out for.
@@ -217,6 +220,26 @@ impl PackedConv {
         PackedConv { level, out_channels, in_per_group: in_channels, kernel: [3, 3], groups: 1, layout }
     }
 
+    /// Like [`PackedConv::new`] for an ungrouped convolution on a small plane (where
+    /// [`conv_pixel_rows::wins`]): the weights packed for the transposed product, output pixels on the
+    /// microkernel's rows. `None` where `level` has no such tile (only AVX-512 has).
+    ///
+    /// # Panics
+    /// If the lengths disagree with the dimensions.
+    pub fn pixel_rows(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_channels: usize,
+        kernel: [usize; 2],
+    ) -> Option<PackedConv> {
+        let k = in_channels * kernel[0] * kernel[1];
+        let weights = PixelRowWeights::new(level, weight, bias, out_channels, k)?;
+        let layout = Layout::PixelRows(weights);
+        Some(PackedConv { level, out_channels, in_per_group: in_channels, kernel, groups: 1, layout })
+    }
+
     /// Whether this is the Winograd layout.
     pub fn is_winograd(&self) -> bool {
         matches!(self.layout, Layout::Winograd(_))
@@ -237,6 +260,7 @@ impl PackedConv {
                 own + (scale.len() + bias.len()) * 4
             }
             Layout::Winograd(w) => w.bytes(),
+            Layout::PixelRows(w) => w.bytes(),
         }
     }
 
@@ -281,7 +305,7 @@ pub fn conv2d_forward_packed_residual(
 fn adds_in_epilogue(packed: &PackedConv) -> bool {
     match &packed.layout {
         Layout::Gemm(_) => packed.level != SimdLevel::Portable,
-        Layout::Winograd(_) => true,
+        Layout::Winograd(_) | Layout::PixelRows(_) => true,
         Layout::Depthwise { .. } => false,
     }
 }
@@ -320,6 +344,9 @@ fn forward(
             return depthwise_flat::forward(geo, input, &weight, bias, clamp, output, packed.level);
         }
         Layout::Winograd(weights) => return winograd::forward(geo, input, weights, clamp, residual, output),
+        Layout::PixelRows(weights) => {
+            return conv_pixel_rows::forward(geo, input, weights, clamp, residual, output);
+        }
         Layout::Gemm(groups) => groups,
     };
     let (cig, cog) = (geo.in_per_group(), geo.out_per_group());

@@ -43,6 +43,7 @@ macro_rules! per_level {
 
 pub mod conv;
 pub mod conv_packed;
+pub mod conv_pixel_rows;
 pub mod depthwise;
 pub mod depthwise_flat;
 mod depthwise_rows;

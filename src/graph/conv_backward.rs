@@ -60,7 +60,7 @@ impl<T: Element> Graph<T> {
         let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
         let level = simd::level();
         let winograd = winograd_wins(geo);
-        let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true };
+        let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true, pixel_rows: false };
         let packed = self.packed.get_or_make(key, || {
             let w: Vec<f32> = self
                 .constant_value(node.inputs[1])

@@ -73,6 +73,8 @@ pub(super) struct PackKey {
     pub level: SimdLevel,
     pub winograd: bool,
     pub transposed: bool,
+    /// Packed for the transposed product of a small plane (`conv_pixel_rows`).
+    pub pixel_rows: bool,
 }
 
 /// Folded and packed weights of a graph's convolutions, made on first use.
@@ -261,9 +263,13 @@ impl<T: Element> Graph<T> {
         }
         let level = simd::level();
         let winograd = winograd_wins(&geo);
-        let key =
-            PackKey { conv: chain.conv, batch_norm: chain.batch_norm.map(|b| b.0), level, winograd, transposed: false };
-        let packed = self.packed.get_or_make(key, || self.pack_conv(chain, level, winograd));
+        // f32 weights only: 16-bit ones are read in place by the packed path.
+        let pixel_rows = !winograd
+            && self.half_constant(node.inputs[1]).is_none()
+            && gradcam_kernels::conv_pixel_rows::wins(&geo, level);
+        let batch_norm = chain.batch_norm.map(|b| b.0);
+        let key = PackKey { conv: chain.conv, batch_norm, level, winograd, transposed: false, pixel_rows };
+        let packed = self.packed.get_or_make(key, || self.pack_conv(chain, level, winograd, pixel_rows));
         let clamp = chain.clamp.unwrap_or(Clamp::NONE);
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let len = out_shape.iter().product();
@@ -294,8 +300,8 @@ impl<T: Element> Graph<T> {
     }
 
     /// Folds the chain's batch-norm (if any) into the convolution's weights and bias, and packs them for `level`
-    /// (transformed for Winograd F(2×2, 3×3) if `winograd`).
-    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel, winograd: bool) -> PackedConv {
+    /// (transformed for Winograd F(2×2, 3×3) if `winograd`, for the transposed product if `pixel_rows`).
+    fn pack_conv(&self, chain: &FusedConv, level: SimdLevel, winograd: bool, pixel_rows: bool) -> PackedConv {
         let node = &self.nodes[chain.conv];
         let f64s = |id: ValueId| -> Vec<f64> {
             self.constant_value(id)
@@ -350,16 +356,12 @@ impl<T: Element> Graph<T> {
         if winograd {
             return PackedConv::winograd_as(level, &w, bias, scale, out_channels, w_shape[1], precision);
         }
-        PackedConv::new_as(
-            level,
-            &w,
-            bias,
-            scale,
-            out_channels,
-            w_shape[1],
-            [w_shape[2], w_shape[3]],
-            chain.attrs.groups,
-            precision,
-        )
+        let kernel = [w_shape[2], w_shape[3]];
+        // (`None` only on a level without the tile, which `conv_pixel_rows::wins` already ruled out.)
+        let pixel = pixel_rows.then(|| PackedConv::pixel_rows(level, &w, bias, out_channels, w_shape[1], kernel));
+        if let Some(p) = pixel.flatten() {
+            return p;
+        }
+        PackedConv::new_as(level, &w, bias, scale, out_channels, w_shape[1], kernel, chain.attrs.groups, precision)
     }
 }

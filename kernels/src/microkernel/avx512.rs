@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 /// # Safety
 /// None needed (mask arithmetic); `unsafe` only to share the AVX2 variant's signature.
 #[inline(always)]
-unsafe fn lane_mask(n: usize) -> __mmask16 {
+pub(super) unsafe fn lane_mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
@@ -17,7 +17,7 @@ unsafe fn lane_mask(n: usize) -> __mmask16 {
 /// AVX-512F is available; the lanes `m` selects are readable at `p` (the others are not accessed).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn masked_load(p: *const f32, m: __mmask16) -> __m512 {
+pub(super) unsafe fn masked_load(p: *const f32, m: __mmask16) -> __m512 {
     // SAFETY: the contract above.
     unsafe { _mm512_maskz_loadu_ps(m, p) }
 }
@@ -28,7 +28,7 @@ unsafe fn masked_load(p: *const f32, m: __mmask16) -> __m512 {
 /// AVX-512F is available; the lanes `m` selects are writable at `p` (the others are not accessed).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn masked_store(p: *mut f32, m: __mmask16, v: __m512) {
+pub(super) unsafe fn masked_store(p: *mut f32, m: __mmask16, v: __m512) {
     // SAFETY: the contract above.
     unsafe { _mm512_mask_storeu_ps(p, m, v) }
 }

@@ -148,6 +148,8 @@ macro_rules! microkernel {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_pixel;
 
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
@@ -196,6 +198,20 @@ pub(crate) fn tile(level: SimdLevel) -> Tile {
     }
 }
 
+/// The tile of a level, `None` for the portable level and levels this CPU lacks.
+pub(crate) fn tile_if_supported(level: SimdLevel) -> Option<Tile> {
+    (level != SimdLevel::Portable && level.supported()).then(|| tile(level))
+}
+
+/// The tile whose rows are output pixels ([`crate::conv_pixel_rows`]), on the levels that have one (AVX-512).
+pub(crate) fn pixel_tile(level: SimdLevel) -> Option<Tile> {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 if level.supported() => Some(Tile { level, mr: avx512_pixel::MR, nr: avx512_pixel::NR }),
+        _ => None,
+    }
+}
+
 impl Tile {
     /// Runs the microkernel over `kc` steps for `panels` consecutive row panels against the same `B`: panel `i`
     /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, adds `residual` (the block laid out as `C`, after the
@@ -212,7 +228,8 @@ impl Tile {
     /// (row-major); `b` for `nr` reads at each of `b + p·ldb`, `p < kc`; `c` for reads and writes of a
     /// `panels·mr × cols` block (less the rows past `last_rows` of the last panel) with row stride `rsc` that no other
     /// thread touches, and `residual`, when given, for reads at the same offsets; `bias`, when given, holds at least
-    /// `panels·mr` values. The tile must come from [`tile`] (which checked that the CPU supports its level).
+    /// `panels·mr` values. The tile must come from [`tile`] or [`pixel_tile`] (which checked that the CPU supports its
+    /// level).
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_panels(
         &self,
@@ -240,6 +257,19 @@ impl Tile {
         assert!((1..=self.mr).contains(&last_rows), "microkernel: {last_rows} rows in a panel of {}", self.mr);
         assert!(cols > 0 && cols <= self.nr, "microkernel: {cols} columns in a panel of {}", self.nr);
         match self.level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: forwarded contract; pixel_tile() verified AVX-512F support.
+            SimdLevel::Avx512 if self.mr == avx512_pixel::MR => unsafe {
+                match lda {
+                    None => avx512_pixel::kernel_7x32::<false>(
+                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
+                    ),
+                    Some(lda) => avx512_pixel::kernel_7x32::<true>(
+                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
+                        clamp,
+                    ),
+                }
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX-512F support.
             SimdLevel::Avx512 => unsafe {
