@@ -26,6 +26,9 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Most bytes of pixel panels (`A`) packed at once: images beyond it run in further chunks.
+const MAX_PANEL_BYTES: usize = 4 << 20;
+
 /// Channels per task of the epilogue: 16 values, one cache line of each pixel's row of products.
 const EPILOGUE_CHANNELS: usize = 16;
 
@@ -112,7 +115,10 @@ pub(crate) fn forward(
     }
     let Tile { mr, nr, .. } = weights.tile;
     let (pixel_panels, channel_panels) = (pixels.div_ceil(mr), channels.div_ceil(nr));
-    let last_rows = pixels - (pixel_panels - 1) * mr;
+    // Each image's pixels take whole panels (rows past the plane are zero in A and ignored in the products), so the
+    // images of a chunk are one tall product: every block of weights is read once per chunk, not once per image.
+    let rows_per_image = pixel_panels * mr;
+    let images_per_chunk = (MAX_PANEL_BYTES / (rows_per_image * k * 4).max(1)).clamp(1, geo.batch.max(1));
     // Column panels per task: the layer's shape alone decides the split (and so the order of nothing: each output's
     // sum is its own).
     let per_task = channel_panels.div_ceil(TARGET_TASKS).max(1);
@@ -123,18 +129,21 @@ pub(crate) fn forward(
     // all fall in one L1 set.
     let stride = channels.next_multiple_of(16) + 16;
     let win = geo.window();
-    for (n, out) in output.chunks_exact_mut(out_image).enumerate() {
-        let x = &input[n * in_image..(n + 1) * in_image];
+    for (chunk, out) in output.chunks_mut(images_per_chunk * out_image).enumerate() {
+        let (n0, images) = (chunk * images_per_chunk, out.len() / out_image);
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (a, products) = &mut *guard;
-            // A: the image's im2col columns (pixels) packed in panels of mr, one panel per task.
-            a.resize(pixel_panels * mr * k, 0.0);
+            // A: the images' im2col columns (pixels) packed in panels of mr.
+            a.resize(images * rows_per_image * k, 0.0);
             a.par_chunks_mut(mr * k).enumerate().for_each(|(i, panel)| {
-                im2col_panels(x, geo.in_channels, &win, i * mr, ((i + 1) * mr).min(pixels), mr, panel);
+                let (n, p0) = (n0 + i / pixel_panels, i % pixel_panels * mr);
+                let x = &input[n * in_image..(n + 1) * in_image];
+                im2col_panels(x, geo.in_channels, &win, p0, (p0 + mr).min(pixels), mr, panel);
             });
             // Pixel-major products, starting from 0 + bias as the packed path's accumulators do.
-            products.resize(pixels * stride, 0.0);
+            let rows = images * rows_per_image;
+            products.resize(rows * stride, 0.0);
             products.par_chunks_mut(stride).for_each(|row| {
                 row.iter_mut().zip(&weights.bias).for_each(|(v, &b)| *v = 0.0 + b);
             });
@@ -146,16 +155,16 @@ pub(crate) fn forward(
                     let kc = KC.min(k - kb);
                     for jp in panels.clone() {
                         let cols = nr.min(channels - jp * nr);
-                        let block = c.block(jp * nr, pixels, cols, stride);
+                        let block = c.block(jp * nr, rows, cols, stride);
                         let b = &weights.panels[(jp * k + kb) * nr..(jp * k + kb + kc) * nr];
                         // SAFETY: task `panels` alone writes columns jp·nr .. jp·nr + cols of the products (the
                         // tasks partition the column panels), a block `block` checked to lie inside them; `a` holds
-                        // kc·mr values from kb·mr in each of the pixel_panels panels (k·mr apart); `b` holds kc rows
+                        // kc·mr values from kb·mr in each of its rows / mr panels (k·mr apart); `b` holds kc rows
                         // of nr values; the tile's level is supported (pixel_tile checked it).
                         unsafe {
                             weights.tile.run_panels(
-                                pixel_panels,
-                                last_rows,
+                                rows / mr,
+                                mr,
                                 cols,
                                 kc,
                                 a[kb * mr..].as_ptr(),
@@ -179,18 +188,21 @@ pub(crate) fn forward(
             // Channel-major output: the products, then the residual, then the clamp (the packed epilogue's order), in
             // blocks of channels that share the cache lines of each pixel's row.
             let products = &products[..];
-            out.par_chunks_mut(EPILOGUE_CHANNELS * pixels).enumerate().for_each(|(blk, planes)| {
-                let ch0 = blk * EPILOGUE_CHANNELS;
-                let res =
-                    residual.map(|r| &r[n * out_image + ch0 * pixels..n * out_image + ch0 * pixels + planes.len()]);
-                for p in 0..pixels {
-                    let row = &products[p * stride + ch0..p * stride + ch0 + planes.len() / pixels];
-                    for (j, &v) in row.iter().enumerate() {
-                        let at = j * pixels + p;
-                        let v = res.map_or(v, |r| v + r[at]);
-                        planes[at] = clamp.apply_fast(v);
+            out.par_chunks_mut(out_image).enumerate().for_each(|(img, out_n)| {
+                let n = n0 + img;
+                out_n.par_chunks_mut(EPILOGUE_CHANNELS * pixels).enumerate().for_each(|(blk, planes)| {
+                    let ch0 = blk * EPILOGUE_CHANNELS;
+                    let at0 = n * out_image + ch0 * pixels;
+                    let res = residual.map(|r| &r[at0..at0 + planes.len()]);
+                    for p in 0..pixels {
+                        let row = (img * rows_per_image + p) * stride + ch0;
+                        for (j, &v) in products[row..row + planes.len() / pixels].iter().enumerate() {
+                            let at = j * pixels + p;
+                            let v = res.map_or(v, |r| v + r[at]);
+                            planes[at] = clamp.apply_fast(v);
+                        }
                     }
-                }
+                });
             });
         });
     }
@@ -204,7 +216,8 @@ mod tests {
     use crate::simd::supported_levels;
 
     /// Small planes: ResNet's and MobileNet's last stage (7²), a strided layer, 1×1 layers, channel counts
-    /// that are not a multiple of a column panel, a plane not a multiple of the tile's rows, batch 2.
+    /// that are not a multiple of a column panel, a plane not a multiple of the tile's rows, batches run as one
+    /// product and in chunks.
     fn geometries() -> Vec<ConvGeometry> {
         let g = |cin: usize, cout: usize, k: usize, side: usize, stride: usize, batch: usize| ConvGeometry {
             batch,
@@ -229,6 +242,8 @@ mod tests {
             g(24, 50, 1, 9, 1, 2),
             g(20, 64, 3, 10, 1, 1),
             g(16, 64, 3, 5, 1, 3),
+            // 5.3 MB of pixel panels per image: one image per chunk.
+            g(3000, 32, 3, 7, 1, 2),
         ]
     }
 
