@@ -60,7 +60,9 @@ impl<T: Element> Graph<T> {
         let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
         let level = simd::level();
         let winograd = winograd_wins(geo);
-        let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true, pixel_rows: false };
+        let f32_weights = self.half_constant(node.inputs[1]).is_none();
+        let pixel_rows = !winograd && f32_weights && gradcam_kernels::conv_pixel_rows::wins(geo, level);
+        let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true, pixel_rows };
         let packed = self.packed.get_or_make(key, || {
             let w: Vec<f32> = self
                 .constant_value(node.inputs[1])
@@ -69,10 +71,14 @@ impl<T: Element> Graph<T> {
             let flipped = flip_transpose(&w, geo.in_channels, geo.out_channels, geo.kernel_h, geo.kernel_w);
             // Held like the forward weights: 16-bit weights stay 16-bit (flipping moves values, no rounding).
             let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
+            let kernel = [geo.kernel_h, geo.kernel_w];
+            let pixel = pixel_rows
+                .then(|| PackedConv::pixel_rows(level, &flipped, None, geo.out_channels, geo.in_channels, kernel));
             if winograd {
                 PackedConv::winograd_as(level, &flipped, None, None, geo.out_channels, geo.in_channels, precision)
+            } else if let Some(p) = pixel.flatten() {
+                p
             } else {
-                let kernel = [geo.kernel_h, geo.kernel_w];
                 let (co, ci) = (geo.out_channels, geo.in_channels);
                 PackedConv::new_as(level, &flipped, None, None, co, ci, kernel, 1, precision)
             }
