@@ -265,6 +265,7 @@ fn mobilenet_layers(c: &mut Criterion) {
         ("1x1_576-96_14", 576, 96, 14, false, 1),
         ("1x1_160-960_7", 160, 960, 7, true, 1),
         ("1x1_960-320_7", 960, 320, 7, false, 1),
+        ("1x1_320-1280_7", 320, 1280, 7, true, 1),
         ("1x1_16-96_112_b8", 16, 96, 112, true, 8),
         ("1x1_144-24_56_b8", 144, 24, 56, false, 8),
     ];
@@ -272,13 +273,18 @@ fn mobilenet_layers(c: &mut Criterion) {
         let geo = ConvGeometry { batch, ..geometry(&Layer { name: "", cin, cout, k: 1, hw }) };
         let (x, w, b) = (data(batch * cin * hw * hw), data(cout * cin), data(cout));
         let packed = PackedConv::new(level, &w, Some(&b), cout, cin, [1, 1], 1);
+        // The 7² layers also on the transposed product, where this CPU has it.
+        let pixel_rows = (hw <= 7).then(|| PackedConv::pixel_rows(level, &w, Some(&b), cout, cin, [1, 1])).flatten();
         let clamp = if relu6 { Clamp { lo: 0.0, hi: 6.0 } } else { Clamp::NONE };
         let mut y = vec![0f32; batch * cout * hw * hw];
         group.throughput(Throughput::Elements(geo.flops() as u64));
         for (pool, t) in [(&one, 1), (&all, threads)] {
-            group.bench_function(BenchmarkId::new(format!("packed_{t}t"), name), |bch| {
-                pool.install(|| bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), &packed, clamp, &mut y)))
-            });
+            for (layout, weights) in [("packed", Some(&packed)), ("pixel_rows", pixel_rows.as_ref())] {
+                let Some(weights) = weights else { continue };
+                group.bench_function(BenchmarkId::new(format!("{layout}_{t}t"), name), |bch| {
+                    pool.install(|| bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), weights, clamp, &mut y)))
+                });
+            }
         }
     }
     group.finish();

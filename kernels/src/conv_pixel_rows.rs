@@ -33,15 +33,18 @@ const MAX_PANEL_BYTES: usize = 4 << 20;
 const EPILOGUE_CHANNELS: usize = 16;
 
 /// Whether the transposed product computes fewer tile cells than the packed one for `geo` on `level` (by more than
-/// 5 %), on a plane of at most 10² pixels. Only ungrouped layers, and only where the level has the pixel tile
-/// (AVX-512). (Measured on Zen 4, 2 threads: 7² layers ran 21–34 % faster; on 14² the two paths tied, the packed
-/// one reading a 1×1 layer's input in place where this one packs it.)
+/// 5 %), on a plane of at most 10² pixels, with at least 384 products per output. Only ungrouped layers, and only
+/// where the level has the pixel tile (AVX-512). Measured on Zen 4, 2 threads (criterion `conv`, `mobilenet`): at 7²,
+/// 3×3 512→512 1.86 → 1.69 ms, 1×1 2048→512 0.76 → 0.62 ms, 1×1 960→320 263 → 227 µs; 1×1 320→1280 tied and
+/// 160→960 lost 10 % (packing the pixels and writing the output transposed cost more than the short products
+/// save); at 14² the two paths tied.
 pub fn wins(geo: &ConvGeometry, level: SimdLevel) -> bool {
     const MAX_PLANE: usize = 100;
+    const MIN_K: usize = 384;
     let Some(px) = pixel_tile(level) else { return false };
     let Some(ch) = crate::microkernel::tile_if_supported(level) else { return false };
     let (pixels, channels) = (geo.out_plane(), geo.out_channels);
-    if geo.groups != 1 || pixels == 0 || pixels > MAX_PLANE || channels == 0 {
+    if geo.groups != 1 || pixels == 0 || pixels > MAX_PLANE || channels == 0 || geo.k() < MIN_K {
         return false;
     }
     let cells = |rows: usize, mr: usize, cols: usize, nr: usize| rows.div_ceil(mr) * mr * cols.div_ceil(nr) * nr;
@@ -119,9 +122,10 @@ pub(crate) fn forward(
     // images of a chunk are one tall product: every block of weights is read once per chunk, not once per image.
     let rows_per_image = pixel_panels * mr;
     let images_per_chunk = (MAX_PANEL_BYTES / (rows_per_image * k * 4).max(1)).clamp(1, geo.batch.max(1));
-    // Column panels per task: the layer's shape alone decides the split (and so the order of nothing: each output's
+    // One column panel per task unless there are many: two panels a task left 10-panel layers (320 channels) with
+    // five tasks for two threads. The layer's shape alone decides the split (which orders nothing: each output's
     // sum is its own).
-    let per_task = channel_panels.div_ceil(TARGET_TASKS).max(1);
+    let per_task = channel_panels.div_ceil(4 * TARGET_TASKS).max(1);
     let tasks: Vec<std::ops::Range<usize>> =
         (0..channel_panels).step_by(per_task).map(|j| j..(j + per_task).min(channel_panels)).collect();
     let (in_image, out_image) = (geo.in_channels * geo.in_plane(), channels * pixels);
@@ -236,12 +240,12 @@ mod tests {
             ..base_3x3(1, 1, 1)
         };
         vec![
-            g(40, 90, 3, 7, 1, 1),
+            g(48, 90, 3, 7, 1, 1),
             g(64, 64, 3, 14, 2, 2),
-            g(300, 96, 1, 7, 1, 1),
-            g(24, 50, 1, 9, 1, 2),
-            g(20, 64, 3, 10, 1, 1),
-            g(16, 64, 3, 5, 1, 3),
+            g(400, 96, 1, 7, 1, 1),
+            g(400, 50, 1, 9, 1, 2),
+            g(48, 64, 3, 10, 1, 1),
+            g(48, 64, 3, 5, 1, 3),
             // 5.3 MB of pixel panels per image: one image per chunk.
             g(3000, 32, 3, 7, 1, 2),
         ]
@@ -312,6 +316,18 @@ mod tests {
         assert!(wins(&g(512, 7), level) && wins(&g(2048, 7), level));
         assert!(!wins(&g(256, 14), level) && !wins(&g(64, 56), level), "larger planes stay on the packed tiles");
         assert!(!wins(&ConvGeometry { groups: 512, ..g(512, 7) }, level), "grouped layers stay");
+        let short = ConvGeometry {
+            kernel_h: 1,
+            kernel_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+            in_channels: 160,
+            out_channels: 960,
+            ..g(1, 7)
+        };
+        assert!(!wins(&short, level), "products of 160 stay on the packed tiles");
         assert!(!wins(&g(512, 7), SimdLevel::Portable));
     }
 }
