@@ -117,13 +117,9 @@ fn bench(c: &mut Criterion) {
         let winograd = (l.k == 3).then(|| PackedConv::winograd(level, &w, None, m, l.cin));
         let layouts = [("packed", Some(&packed)), ("pixel_rows", pixel_rows.as_ref()), ("winograd", winograd.as_ref())];
         for (name, weights) in layouts.into_iter().filter_map(|(n, w)| w.map(|w| (n, w))) {
-            {
-                group.bench_function(BenchmarkId::new(format!("{name}_{threads}t"), l.name), |bch| {
-                    all.install(|| {
-                        bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), weights, Clamp::RELU, &mut y))
-                    })
-                });
-            }
+            group.bench_function(BenchmarkId::new(format!("{name}_{threads}t"), l.name), |bch| {
+                all.install(|| bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), weights, Clamp::RELU, &mut y)))
+            });
         }
         let mut dx = vec![0f32; x.len()];
         group.bench_function(BenchmarkId::new("backward_data_1t", l.name), |bch| {

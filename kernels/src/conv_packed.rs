@@ -284,8 +284,9 @@ pub fn conv2d_forward_packed(geo: &ConvGeometry, input: &[f32], packed: &PackedC
 
 /// `output ← clamp(conv(input, packed weights) + bias + residual)`: a residual connection (`Add`, then ReLU) in the
 /// convolution's epilogue, summed in the order of a separate `Add` (the convolution's value first), so the result
-/// is bit-identical to the unfused ops. GEMM (SIMD levels) and Winograd layouts add each tile while it is in cache;
-/// the others (depthwise, the portable level) add in one pass after the convolution.
+/// is bit-identical to the unfused ops. GEMM (SIMD levels) and Winograd layouts add each tile while it is in cache,
+/// the pixel-row layout while writing its products out; the others (depthwise, the portable level) add in one pass
+/// after the convolution.
 ///
 /// # Panics
 /// As [`conv2d_forward_packed`], and if `residual` is not as long as `output`.

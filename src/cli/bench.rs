@@ -194,7 +194,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.profile {
         let rounds = 5;
         let mut report = pool.install(|| profile_forward(&model, &x, rounds, args.profile_nodes))?;
-        if matches!(args.method.as_str(), "saliency" | "pgd-step") {
+        if args.method == "saliency" {
             report += &pool.install(|| profile_backward(&model, &x, rounds, args.profile_nodes))?;
         }
         if args.json {
@@ -268,8 +268,8 @@ fn profile_forward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) ->
     Ok(profile_report("forward", &passes, top))
 }
 
-/// Per-node times of `rounds` backward sweeps from the top-1 logit of each image to the input (a saliency map's,
-/// a PGD step's work after its forward pass).
+/// Per-node times of `rounds` backward sweeps from the top-1 logit of each image to the input: a saliency map's work
+/// after its forward pass. (A PGD step seeds every logit, image by image, so its classifier costs more.)
 fn profile_backward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -> anyhow::Result<String> {
     let plan = model.graph.plan(&[&model.logits], &[&model.input], &[&model.logits])?;
     let options = gradcam::BackwardOptions { profile: true, ..Default::default() };
@@ -277,14 +277,17 @@ fn profile_backward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -
     for _ in 0..rounds {
         let acts = model.graph.forward(&plan, vec![(&model.input, x.clone())])?;
         let logits = acts.get(&model.logits)?;
-        let mut seed = Tensor::zeros(logits.raw_dim());
-        for (mut s, row) in seed.outer_iter_mut().zip(logits.outer_iter()) {
+        // One-hot at each image's top class (logits without a batch axis are one image).
+        let images = if logits.ndim() >= 2 { logits.shape()[0] } else { 1 };
+        let per_image = logits.len() / images.max(1);
+        let mut seed = vec![0.0f32; logits.len()];
+        let values: Vec<f32> = logits.iter().copied().collect();
+        for (s, row) in seed.chunks_mut(per_image.max(1)).zip(values.chunks(per_image.max(1))) {
             if let Some((best, _)) = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
-                if let Some(v) = s.iter_mut().nth(best) {
-                    *v = 1.0;
-                }
+                s[best] = 1.0;
             }
         }
+        let seed = Tensor::from_shape_vec(logits.raw_dim(), seed)?;
         let grads = acts.backward_with(vec![(&model.logits, seed)], options)?;
         passes.push(grads.profile);
     }

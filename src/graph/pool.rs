@@ -8,15 +8,16 @@
 //! What a pass leaves in its pool is kept by the graph ([`SparePool`]) for the next pass: otherwise the first layers
 //! of every pass would allocate fresh, zero-filled buffers (≈ 6 % of a MobileNetV2 forward went to `memset`).
 //!
-//! The pool holds at most [`MAX_POOLED_BYTES`], or [`LARGEST_VALUES_POOLED`] times the largest value it was offered
-//! when that is more. Unbounded, it kept every value no later layer reused — most of a network's activations
-//! (ResNet-50: ≈ 100 MB). A fixed cap, though, shut out the large activations of a batch (MobileNetV2's 112²
-//! expansion is 38.5 MB at batch 8), which allocators map fresh from the kernel on every request: each pass paid
-//! their page faults again, and batch 8 ran 1.5× slower per image than batch 1.
+//! The pool holds at most [`MAX_POOLED_BYTES`], or [`LARGEST_VALUES_POOLED`] times the largest value offered in
+//! this pass or the last one when that is more (so one large batch does not leave the graph holding its buffers).
+//! Unbounded, it kept every value no later layer reused — most of a network's activations (ResNet-50: ≈ 100 MB). A
+//! fixed cap, though, shut out the large activations of a batch (MobileNetV2's 112² expansion is 38.5 MB at batch 8),
+//! which allocators map fresh from the kernel on every request: each pass paid their page faults again, and batch 8
+//! ran 1.5× slower per image than batch 1.
 //!
-//! Past the cap it drops first the buffers of lengths no layer has asked for, then the smallest. Small buffers come
-//! back cheaply from the allocator's free lists. Dropping the oldest instead failed on repeated passes: the oldest
-//! buffers are the first layers', which the next pass asks for first.
+//! Past the cap it drops first the buffers of lengths no layer has asked for (in this pass or the last), then the
+//! smallest: small buffers come back cheaply from the allocator's free lists. Dropping the oldest instead failed on
+//! repeated passes: the oldest buffers are the first layers', which the next pass asks for first.
 
 use crate::tensor::Tensor;
 use crate::Element;
@@ -55,8 +56,12 @@ impl<T> SparePool<T> {
         std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), BufferPool::new())
     }
 
-    /// Keeps what a pass freed for the next one.
-    pub(super) fn put_back(&self, pool: BufferPool<T>) {
+    /// Keeps what a pass freed for the next one, trimmed to what that pass alone would justify.
+    pub(super) fn put_back(&self, mut pool: BufferPool<T>)
+    where
+        T: Element,
+    {
+        pool.end_pass();
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pool;
     }
 }
@@ -67,15 +72,29 @@ pub(super) struct BufferPool<T> {
     /// Lengths of the pooled buffers, oldest first.
     order: std::collections::VecDeque<usize>,
     bytes: usize,
-    /// Bytes of the largest buffer ever offered: sets the cap.
-    largest: usize,
-    /// Lengths some layer has asked for (kept across passes).
-    wanted: std::collections::HashSet<usize>,
+    /// Bytes held however small the values: [`MAX_POOLED_BYTES`] (smaller in tests).
+    floor: usize,
+    /// Bytes of the largest buffer offered in the last pass and in this one: they set the cap, so one large batch
+    /// does not leave a graph holding its buffers for good.
+    largest: [usize; 2],
+    /// Lengths layers asked for in the last pass and in this one.
+    wanted: [std::collections::HashSet<usize>; 2],
 }
 
 impl<T> BufferPool<T> {
     pub(super) fn new() -> Self {
-        BufferPool { free: HashMap::new(), order: Default::default(), bytes: 0, largest: 0, wanted: Default::default() }
+        BufferPool::with_floor(MAX_POOLED_BYTES)
+    }
+
+    fn with_floor(floor: usize) -> Self {
+        BufferPool {
+            free: HashMap::new(),
+            order: Default::default(),
+            bytes: 0,
+            floor,
+            largest: [0; 2],
+            wanted: Default::default(),
+        }
     }
 }
 
@@ -88,7 +107,39 @@ impl<T: Element> BufferPool<T> {
 
     /// Most bytes held (see the module's doc).
     fn cap(&self) -> usize {
-        MAX_POOLED_BYTES.max(LARGEST_VALUES_POOLED.saturating_mul(self.largest))
+        let largest = self.largest[0].max(self.largest[1]);
+        self.floor.max(LARGEST_VALUES_POOLED.saturating_mul(largest))
+    }
+
+    /// Whether a layer asked for buffers of `len` elements in the last pass or this one.
+    fn is_wanted(&self, len: usize) -> bool {
+        self.wanted.iter().any(|w| w.contains(&len))
+    }
+
+    /// Ends a pass: what it saw becomes "the last pass", and the pool is trimmed to the cap that leaves.
+    fn end_pass(&mut self) {
+        self.largest = [self.largest[1], 0];
+        self.wanted.swap(0, 1);
+        self.wanted[1].clear();
+        self.trim();
+    }
+
+    /// Drops buffers until the pool is within its cap (see the module's doc for the order).
+    fn trim(&mut self) {
+        while self.bytes > self.cap() {
+            // The oldest of a length no layer asked for, else the oldest of the smallest length (`min_by_key` keeps
+            // the first of equals). Either is the first entry of its length in `order`: the bottom of its stack.
+            let victim = self
+                .order
+                .iter()
+                .position(|&l| !self.is_wanted(l))
+                .or_else(|| (0..self.order.len()).min_by_key(|&i| self.order[i]));
+            let Some(old) = victim.and_then(|i| self.order.remove(i)) else { break };
+            if let Some(stack) = self.free.get_mut(&old).filter(|s| !s.is_empty()) {
+                stack.remove(0);
+                self.bytes -= old * std::mem::size_of::<T>();
+            }
+        }
     }
 
     /// Keeps the buffer of a value nothing reads any more.
@@ -102,29 +153,16 @@ impl<T: Element> BufferPool<T> {
         if offset != Some(0) || data.len() != len {
             return;
         }
-        self.largest = self.largest.max(size);
+        self.largest[1] = self.largest[1].max(size);
         self.free.entry(len).or_default().push(data);
         self.order.push_back(len);
         self.bytes += size;
-        while self.bytes > self.cap() {
-            // The oldest of a length no layer asked for, else the oldest of the smallest length (`min_by_key` keeps
-            // the first of equals). Either is the first entry of its length in `order`: the bottom of its stack.
-            let victim = self
-                .order
-                .iter()
-                .position(|l| !self.wanted.contains(l))
-                .or_else(|| (0..self.order.len()).min_by_key(|&i| self.order[i]));
-            let Some(old) = victim.and_then(|i| self.order.remove(i)) else { break };
-            if let Some(stack) = self.free.get_mut(&old).filter(|s| !s.is_empty()) {
-                stack.remove(0);
-                self.bytes -= old * std::mem::size_of::<T>();
-            }
-        }
+        self.trim();
     }
 
     /// A buffer of exactly `len` elements with unspecified contents, if one was freed; the caller overwrites it.
     pub(super) fn take(&mut self, len: usize) -> Option<Vec<T>> {
-        self.wanted.insert(len);
+        self.wanted[1].insert(len);
         let b = self.free.get_mut(&len).and_then(Vec::pop)?;
         self.bytes -= len * std::mem::size_of::<T>();
         // The newest buffer of that length left: so does the newest entry of its length.
@@ -194,15 +232,22 @@ mod tests {
     }
 
     #[test]
-    fn a_value_larger_than_the_floor_raises_the_cap() {
-        let mut pool = BufferPool::<f32>::new();
-        // A batch's activation of twice the floor: it and two more of its size are kept, a fourth is not.
-        let len = 2 * MAX_POOLED_BYTES / std::mem::size_of::<f32>();
+    fn a_value_larger_than_the_floor_raises_the_cap_for_two_passes() {
+        // A floor of 1 MB; a batch's activation of twice that: it and two more of its size are kept, a fourth is not.
+        let mut pool = BufferPool::<f32>::with_floor(1 << 20);
+        let len = 2 * (1 << 20) / std::mem::size_of::<f32>();
         assert!(pool.take(len).is_none());
         for i in 0..4 {
             pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
         }
-        assert_eq!(pool.held(), LARGEST_VALUES_POOLED * 2 * MAX_POOLED_BYTES);
+        assert_eq!(pool.held(), LARGEST_VALUES_POOLED * (2 << 20));
         assert_eq!(pool.take(len).unwrap()[0], 3.0, "the newest is handed out first");
+        pool.end_pass();
+        assert_eq!(pool.held(), 2 * (2 << 20), "the next pass still has room for them");
+        // A pass of small values only: at its end the large buffers go, down to the floor.
+        pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[MIN_POOLED]), 0.0));
+        pool.end_pass();
+        assert!(pool.held() <= 1 << 20, "{} bytes held", pool.held());
+        assert!(pool.take(MIN_POOLED).is_some(), "the small value is kept");
     }
 }

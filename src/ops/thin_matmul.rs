@@ -1,4 +1,4 @@
-//! Products `A·B` with few rows in `A` (a classifier at batch 1–4): row-vector times matrix without packing.
+//! Products `A·B` with few rows in `A` (a classifier at batch 1–16): row-vector times matrix without packing.
 //!
 //! A general GEMM packs all of `B` on every call — for VGG-16's first classifier layer that is a 411 MB copy to
 //! multiply one row. Here each output element is a dot product of contiguous runs (when `B`'s columns are
@@ -15,6 +15,13 @@ use rayon::prelude::*;
 /// where a general product would first pack all of it.
 pub const MAX_THIN_ROWS: usize = 16;
 
+/// Rows of `A` that always take the thin path; more (up to [`MAX_THIN_ROWS`]) only while `A` fits in L2
+/// ([`MAX_SHARED_A_BYTES`]), since the dot-product layout reads all of `A` again for every column of `B`.
+const ALWAYS_THIN_ROWS: usize = 4;
+
+/// Most bytes of `A` above [`ALWAYS_THIN_ROWS`] rows (VGG-16's first classifier layer at batch 8 is 0.8 MB).
+const MAX_SHARED_A_BYTES: usize = 1 << 20;
+
 /// Output columns per parallel task of the dot-product layout (each reads whole columns of `B`).
 const CHUNK: usize = 64;
 
@@ -26,16 +33,19 @@ const ROW_CHUNK: usize = 1024;
 ///
 /// The thin path skips the rows of `B` whose coefficient in `A` is zero (a one-hot gradient seed reads one row):
 /// exact, signed zeros included, except that a zero coefficient times an infinity or NaN in `B` contributes nothing
-/// instead of NaN. Each row of the result is computed as it would be alone: a batch gives each image the bits it
-/// gets by itself.
+/// instead of NaN. On the thin path each row of the result is computed as it would be alone: a batch gives each
+/// image the bits it gets by itself.
 pub(crate) fn matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Array2<T> {
     thin_matmul(a, b).unwrap_or_else(|| a.dot(b))
 }
 
-/// `A·B` when `A` has at most [`MAX_THIN_ROWS`] rows and `B` has contiguous rows or columns; `None` otherwise.
+/// `A·B` when `A` has at most [`MAX_THIN_ROWS`] rows (see [`ALWAYS_THIN_ROWS`]) and `B` has contiguous rows or
+/// columns; `None` otherwise.
 fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Option<Array2<T>> {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-    if m == 0 || m > MAX_THIN_ROWS || b.nrows() != k || n == 0 {
+    let a_bytes = m * k * std::mem::size_of::<T>();
+    if m == 0 || m > MAX_THIN_ROWS || (m > ALWAYS_THIN_ROWS && a_bytes > MAX_SHARED_A_BYTES) || b.nrows() != k || n == 0
+    {
         return None;
     }
     let a_rows: Vec<Vec<T>> = a.outer_iter().map(|r| r.to_vec()).collect();
@@ -65,8 +75,8 @@ fn thin_matmul<T: Element>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Opti
         let len = block.ncols();
         let b_row = |p: usize| &rows[p * n + j0..p * n + j0 + len];
         // Each output row's run of this block (rows of `y` are contiguous).
-        let mut outs: Vec<&mut [T]> = block.rows_mut().into_iter().filter_map(|r| r.into_slice()).collect();
-        debug_assert_eq!(outs.len(), m);
+        let mut outs: Vec<&mut [T]> =
+            block.rows_mut().into_iter().map(|r| r.into_slice().expect("rows of a new array are contiguous")).collect();
         let quads = k / 4 * 4;
         for p in (0..quads).step_by(4) {
             // Four rows of B, read once for every row of A.
@@ -110,6 +120,11 @@ mod tests {
         assert_eq!(thin_matmul(&sparse.view(), &b.view()).unwrap(), sparse.dot(&b));
         let tall = Array2::<f64>::zeros((MAX_THIN_ROWS + 1, 150));
         assert!(thin_matmul(&tall.view(), &b.view()).is_none());
+        // Between 4 and 16 rows only while A fits in L2.
+        let long = Array2::<f32>::zeros((8, MAX_SHARED_A_BYTES / 16));
+        let wide = Array2::<f32>::zeros((MAX_SHARED_A_BYTES / 16, 3));
+        assert!(thin_matmul(&long.view(), &wide.view()).is_none());
+        assert!(thin_matmul(&long.slice(ndarray::s![..4, ..]), &wide.view()).is_some());
     }
 
     #[test]

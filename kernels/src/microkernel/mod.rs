@@ -222,6 +222,8 @@ impl Tile {
     ///
     /// Each panel of `A` is packed (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc`
     /// rows of `nr` values with row stride `ldb` (`nr` for a packed panel, a plane's length when read in place).
+    /// `b_next`, when given, is where the next column panel's rows start (same stride `ldb`): only a prefetch hint,
+    /// issued while the first row panel runs, so any address is allowed.
     ///
     /// # Safety
     /// For each panel, `A` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of its rows
