@@ -60,8 +60,7 @@ impl<T: Element> Graph<T> {
         let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
         let level = simd::level();
         let winograd = winograd_wins(geo);
-        let f32_weights = self.half_constant(node.inputs[1]).is_none();
-        let pixel_rows = !winograd && f32_weights && gradcam_kernels::conv_pixel_rows::wins(geo, level);
+        let pixel_rows = self.pixel_rows_win(node.inputs[1], geo, level);
         let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true, pixel_rows };
         let packed = self.packed.get_or_make(key, || {
             let w: Vec<f32> = self
@@ -71,16 +70,13 @@ impl<T: Element> Graph<T> {
             let flipped = flip_transpose(&w, geo.in_channels, geo.out_channels, geo.kernel_h, geo.kernel_w);
             // Held like the forward weights: 16-bit weights stay 16-bit (flipping moves values, no rounding).
             let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
-            let kernel = [geo.kernel_h, geo.kernel_w];
-            let pixel = pixel_rows
-                .then(|| PackedConv::pixel_rows(level, &flipped, None, geo.out_channels, geo.in_channels, kernel));
-            if winograd {
-                PackedConv::winograd_as(level, &flipped, None, None, geo.out_channels, geo.in_channels, precision)
-            } else if let Some(p) = pixel.flatten() {
-                p
-            } else {
-                let (co, ci) = (geo.out_channels, geo.in_channels);
-                PackedConv::new_as(level, &flipped, None, None, co, ci, kernel, 1, precision)
+            let (kernel, co, ci) = ([geo.kernel_h, geo.kernel_w], geo.out_channels, geo.in_channels);
+            // (`pixel_rows` is never set with `winograd`; `None` only on a level without the tile, ruled out too.)
+            let pixel = pixel_rows.then(|| PackedConv::pixel_rows(level, &flipped, None, co, ci, kernel)).flatten();
+            match pixel {
+                Some(p) => p,
+                None if winograd => PackedConv::winograd_as(level, &flipped, None, None, co, ci, precision),
+                None => PackedConv::new_as(level, &flipped, None, None, co, ci, kernel, 1, precision),
             }
         });
         let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];

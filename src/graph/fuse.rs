@@ -130,6 +130,15 @@ pub(super) fn is_f32<T: 'static>() -> bool {
 }
 
 impl<T: Element> Graph<T> {
+    /// Whether convolution `geo`, whose weight is value `weight`, runs as the pixel-row product
+    /// (`conv_pixel_rows::wins`) rather than Winograd or the packed GEMM: f32 weights only (16-bit ones are read in
+    /// place by the packed path).
+    pub(super) fn pixel_rows_win(&self, weight: ValueId, geo: &ConvGeometry, level: SimdLevel) -> bool {
+        !winograd_wins(geo)
+            && self.half_constant(weight).is_none()
+            && gradcam_kernels::conv_pixel_rows::wins(geo, level)
+    }
+
     fn all_constant(&self, ids: &[ValueId]) -> bool {
         ids.iter().all(|&i| self.is_constant(i))
     }
@@ -263,10 +272,7 @@ impl<T: Element> Graph<T> {
         }
         let level = simd::level();
         let winograd = winograd_wins(&geo);
-        // f32 weights only: 16-bit ones are read in place by the packed path.
-        let pixel_rows = !winograd
-            && self.half_constant(node.inputs[1]).is_none()
-            && gradcam_kernels::conv_pixel_rows::wins(&geo, level);
+        let pixel_rows = self.pixel_rows_win(node.inputs[1], &geo, level);
         let batch_norm = chain.batch_norm.map(|b| b.0);
         let key = PackKey { conv: chain.conv, batch_norm, level, winograd, transposed: false, pixel_rows };
         let packed = self.packed.get_or_make(key, || self.pack_conv(chain, level, winograd, pixel_rows));
