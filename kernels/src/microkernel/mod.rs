@@ -258,46 +258,32 @@ impl Tile {
         }
         assert!((1..=self.mr).contains(&last_rows), "microkernel: {last_rows} rows in a panel of {}", self.mr);
         assert!(cols > 0 && cols <= self.nr, "microkernel: {cols} columns in a panel of {}", self.nr);
+        // One kernel's packed (`lda` = None) or row-major variant, with the caller's arguments.
+        #[cfg(target_arch = "x86_64")]
+        macro_rules! call {
+            ($kernel:path) => {{
+                use $kernel as kernel;
+                match lda {
+                    None => kernel::<false>(
+                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
+                    ),
+                    Some(lda) => kernel::<true>(
+                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
+                        clamp,
+                    ),
+                }
+            }};
+        }
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; pixel_tile() verified AVX-512F support.
-            SimdLevel::Avx512 if self.mr == avx512_pixel::MR => unsafe {
-                match lda {
-                    None => avx512_pixel::kernel_7x32::<false>(
-                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
-                    ),
-                    Some(lda) => avx512_pixel::kernel_7x32::<true>(
-                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
-                        clamp,
-                    ),
-                }
-            },
+            SimdLevel::Avx512 if self.mr == avx512_pixel::MR => unsafe { call!(avx512_pixel::kernel_7x32) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX-512F support.
-            SimdLevel::Avx512 => unsafe {
-                match lda {
-                    None => avx512::kernel_12x32::<false>(
-                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
-                    ),
-                    Some(lda) => avx512::kernel_12x32::<true>(
-                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
-                        clamp,
-                    ),
-                }
-            },
+            SimdLevel::Avx512 => unsafe { call!(avx512::kernel_12x32) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; tile() verified AVX2 and FMA support.
-            SimdLevel::Avx2 => unsafe {
-                match lda {
-                    None => avx2::kernel_6x16::<false>(
-                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
-                    ),
-                    Some(lda) => avx2::kernel_6x16::<true>(
-                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
-                        clamp,
-                    ),
-                }
-            },
+            SimdLevel::Avx2 => unsafe { call!(avx2::kernel_6x16) },
             _ => unreachable!("tile() has no portable tile"),
         }
     }
