@@ -109,6 +109,13 @@ fn block_row_offset(row: usize, start: &[usize], block: &[usize], outer: &[usize
     offset
 }
 
+/// The slice of axis `ax` that the block at `start` of shape `shape` covers (for ndarray's sliced views, the path
+/// of tensors not in standard layout).
+fn block_slice(start: &[usize], shape: &[usize], ax: ndarray::AxisDescription) -> ndarray::Slice {
+    let a = ax.axis.index();
+    ndarray::Slice::from(start[a]..start[a] + shape[a])
+}
+
 /// Rows per parallel task of the block copies (whole rows; copies only, so the split never shows in a result).
 const ROWS_PER_TASK: usize = 64;
 
@@ -122,11 +129,7 @@ pub fn crop<T: Element>(t: &Tensor<T>, start: &[usize], shape: &[usize]) -> Tens
     assert!(start.len() == r && shape.len() == r, "crop: one start and length per axis");
     assert!((0..r).all(|a| start[a] + shape[a] <= t.shape()[a]), "crop: block outside the tensor");
     let (Some(src), Some(&row_len)) = (t.as_slice(), shape.last()) else {
-        return t
-            .slice_each_axis(|ax| {
-                ndarray::Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + shape[ax.axis.index()])
-            })
-            .to_owned();
+        return t.slice_each_axis(|ax| block_slice(start, shape, ax)).to_owned();
     };
     let mut out = Tensor::zeros(IxDyn(shape));
     let Some(dst) = out.as_slice_mut() else { unreachable!("a new tensor is standard layout") };
@@ -154,25 +157,18 @@ pub fn paste<T: Element>(t: &mut Tensor<T>, start: &[usize], block: &Tensor<T>) 
     let (outer, inner_len) = (t.shape()[..r - 1].to_vec(), t.shape()[r - 1]);
     let src = contiguous(block);
     let (Some(dst), Some(&row_len)) = (t.as_slice_mut(), shape.last()) else {
-        let mut view = t.slice_each_axis_mut(|ax| {
-            ndarray::Slice::from(start[ax.axis.index()]..start[ax.axis.index()] + shape[ax.axis.index()])
-        });
-        view.assign(block);
+        t.slice_each_axis_mut(|ax| block_slice(start, &shape, ax)).assign(block);
         return;
     };
     if row_len == 0 {
         return;
     }
     // Rows of the block land at increasing, disjoint offsets: hand each task its own rows of `dst`.
-    let rows: Vec<(usize, &[T])> = src
-        .chunks_exact(row_len)
-        .enumerate()
-        .map(|(row, s)| (block_row_offset(row, start, &shape[..r - 1], &outer, inner_len), s))
-        .collect();
-    let mut pieces = Vec::with_capacity(rows.len());
+    let mut pieces = Vec::with_capacity(src.len() / row_len);
     let mut rest = dst;
     let mut consumed = 0;
-    for &(at, s) in &rows {
+    for (row, s) in src.chunks_exact(row_len).enumerate() {
+        let at = block_row_offset(row, start, &shape[..r - 1], &outer, inner_len);
         let (_, tail) = rest.split_at_mut(at - consumed);
         let (piece, after) = tail.split_at_mut(s.len());
         pieces.push((piece, s));
