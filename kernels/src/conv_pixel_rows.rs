@@ -2,9 +2,9 @@
 //! along its vectors.
 //!
 //! The packed GEMM ([`crate::conv_packed`]) puts output channels on the tile's 12 rows and pixels along its two
-//! 16-lane vectors, so a 7² plane (the last stage of ResNets and MobileNets) fills 49 of 64 columns and a 14² plane
-//! 196 of 224. Transposed, a 7-row tile covers 49 pixels in seven whole panels (14² in 28), and 512 channels are 16
-//! whole column panels. The products land in a pixel-major scratch that the epilogue writes out channel-major, adding
+//! 16-lane vectors, so a 7² plane (the last stage of ResNets and MobileNets) fills 49 of 64 columns. Transposed, a
+//! 7-row tile covers 49 pixels in seven whole panels, and 512 channels are 16 whole column panels ([`wins`] says
+//! where that pays). The products land in a pixel-major scratch that the epilogue writes out channel-major, adding
 //! the residual and clamping on the way.
 //!
 //! Every output is the same sequence of operations as on the packed path — `0 + bias`, the products over `K` in
@@ -86,11 +86,6 @@ impl PixelRowWeights {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         (self.panels.len() + self.bias.len()) * 4
-    }
-
-    /// The level the weights were packed for.
-    pub fn level(&self) -> SimdLevel {
-        self.tile.level
     }
 }
 
