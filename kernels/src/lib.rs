@@ -47,6 +47,7 @@ pub mod conv_pixel_rows;
 pub mod depthwise;
 pub mod depthwise_flat;
 mod depthwise_rows;
+pub mod device;
 pub mod element;
 pub mod gemm;
 pub mod geometry;

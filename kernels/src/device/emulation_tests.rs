@@ -1,0 +1,311 @@
+//! The CUDA kernels, run through the host emulation, against the CPU kernels of this crate.
+
+use super::{Activation, BinaryOp, Device};
+use crate::geometry::{window_count, ConvGeometry};
+use crate::pool::PoolGeometry;
+
+fn device() -> Option<Device> {
+    match Device::host_emulation() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("device emulation tests skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}: element {i}: {g} vs {w}");
+    }
+}
+
+fn conv_cases() -> Vec<ConvGeometry> {
+    let mut cases = Vec::new();
+    for (groups, cin, cout, k, stride, pad, dilation) in [
+        (1, 3, 5, 3, 1, 1, 1),
+        (1, 4, 6, 3, 2, 1, 1),
+        (1, 2, 3, 1, 1, 0, 1),
+        (1, 3, 4, 3, 1, 2, 2),
+        (2, 4, 6, 3, 2, 0, 1),
+        (6, 6, 6, 3, 1, 1, 1),
+        (6, 6, 12, 5, 2, 2, 1),
+    ] {
+        cases.push(ConvGeometry {
+            batch: 2,
+            in_channels: cin,
+            in_h: 9,
+            in_w: 7,
+            out_channels: cout,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: stride,
+            stride_w: stride,
+            dilation_h: dilation,
+            dilation_w: dilation,
+            pad_top: pad,
+            pad_left: pad,
+            pad_bottom: pad,
+            pad_right: pad + 1,
+            groups,
+        });
+    }
+    cases
+}
+
+#[test]
+fn convolution_and_its_input_gradient_match_the_cpu() {
+    let Some(dev) = device() else { return };
+    for (c, geo) in conv_cases().into_iter().enumerate() {
+        let (oh, ow) = (geo.out_h().unwrap(), geo.out_w().unwrap());
+        let x = values(geo.batch * geo.in_channels * geo.in_h * geo.in_w, 1 + c as u64);
+        let w = values(geo.out_channels * geo.in_channels / geo.groups * geo.kernel_h * geo.kernel_w, 50 + c as u64);
+        let bias = values(geo.out_channels, 90 + c as u64);
+        let out_len = geo.batch * geo.out_channels * oh * ow;
+        let mut want = vec![0.0; out_len];
+        crate::conv2d_forward(&geo, &x, &w, Some(&bias), &mut want);
+        let (dx, dw, db) = (dev.upload(&x).unwrap(), dev.upload(&w).unwrap(), dev.upload(&bias).unwrap());
+        let mut y = dev.zeros(out_len).unwrap();
+        dev.conv(&geo, &dx, &dw, Some(&db), &mut y).unwrap();
+        assert_close(&dev.download(&y).unwrap(), &want, &format!("conv case {c}"));
+
+        let dy = values(out_len, 200 + c as u64);
+        let mut want = vec![0.0; x.len()];
+        crate::conv2d_backward_data(&geo, &w, &dy, &mut want);
+        let mut grad = dev.zeros(x.len()).unwrap();
+        dev.conv_backward_data(&geo, &dev.upload(&dy).unwrap(), &dw, &mut grad).unwrap();
+        assert_close(&dev.download(&grad).unwrap(), &want, &format!("conv backward case {c}"));
+    }
+}
+
+#[test]
+fn wrong_buffer_sizes_are_refused_before_launching() {
+    let Some(dev) = device() else { return };
+    let geo = conv_cases()[0];
+    let x = dev.zeros(10).unwrap();
+    let w = dev.zeros(10).unwrap();
+    let mut y = dev.zeros(10).unwrap();
+    assert!(dev.conv(&geo, &x, &w, None, &mut y).is_err());
+    assert!(dev.activation(Activation::Sigmoid, &x, &mut dev.zeros(9).unwrap()).is_err());
+    let big = dev.zeros(4).unwrap();
+    assert!(dev.gemm((2, 2, 2), (&big, 1, false), (&big, 0, false), (&mut y, 0), 1.0, 0.0).is_err());
+}
+
+fn pool_cases() -> Vec<(PoolGeometry, bool)> {
+    let mut cases = Vec::new();
+    for (k, s, p, d, ceil, include_pad) in
+        [(3, 2, 1, 1, false, false), (2, 2, 0, 1, true, true), (3, 1, 1, 2, false, true), (3, 2, 1, 1, true, false)]
+    {
+        let (h, w) = (9, 8);
+        let out_h = window_count(h, k, s, d, (p, p), ceil).unwrap();
+        let out_w = window_count(w, k, s, d, (p, p), ceil).unwrap();
+        let geo = PoolGeometry {
+            planes: 5,
+            in_h: h,
+            in_w: w,
+            out_h,
+            out_w,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: s,
+            stride_w: s,
+            dilation_h: d,
+            dilation_w: d,
+            pad_top: p,
+            pad_left: p,
+            pad_bottom: p,
+            pad_right: p,
+        };
+        cases.push((geo, include_pad));
+    }
+    cases
+}
+
+#[test]
+fn pooling_and_its_gradients_match_the_cpu() {
+    let Some(dev) = device() else { return };
+    for (c, (geo, include_pad)) in pool_cases().into_iter().enumerate() {
+        let input = geo.planes * geo.in_h * geo.in_w;
+        let output = geo.planes * geo.out_h * geo.out_w;
+        // Coarse values: ties are common, so the first-maximum rule is exercised.
+        let x: Vec<f32> = values(input, 7 + c as u64).iter().map(|v| (v * 4.0).round()).collect();
+        let dy = values(output, 70 + c as u64);
+        let (xb, dyb) = (dev.upload(&x).unwrap(), dev.upload(&dy).unwrap());
+
+        let mut want = vec![0.0; output];
+        crate::max_pool2d_forward(&geo, &x, &mut want);
+        let mut y = dev.zeros(output).unwrap();
+        dev.max_pool(&geo, &xb, &mut y).unwrap();
+        assert_close(&dev.download(&y).unwrap(), &want, &format!("max pool case {c}"));
+
+        let mut argmax = vec![0u32; output];
+        crate::max_pool2d_argmax(&geo, &x, &mut argmax);
+        let mut want = vec![0.0; input];
+        crate::max_pool2d_backward(&geo, &argmax, &dy, &mut want);
+        let mut dx = dev.zeros(input).unwrap();
+        dev.max_pool_backward(&geo, &xb, &dyb, &mut dx).unwrap();
+        assert_close(&dev.download(&dx).unwrap(), &want, &format!("max pool backward case {c}"));
+
+        let mut want = vec![0.0; output];
+        crate::avg_pool2d_forward(&geo, include_pad, &x, &mut want);
+        dev.avg_pool(&geo, include_pad, &xb, &mut y).unwrap();
+        assert_close(&dev.download(&y).unwrap(), &want, &format!("avg pool case {c}"));
+
+        let mut want = vec![0.0; input];
+        crate::avg_pool2d_backward(&geo, include_pad, &dy, &mut want);
+        dev.avg_pool_backward(&geo, include_pad, &dyb, &mut dx).unwrap();
+        assert_close(&dev.download(&dx).unwrap(), &want, &format!("avg pool backward case {c}"));
+    }
+}
+
+#[test]
+fn activations_and_their_slopes_match_finite_differences() {
+    let Some(dev) = device() else { return };
+    let x: Vec<f32> = values(400, 3).iter().map(|v| v * 5.0).collect();
+    let xb = dev.upload(&x).unwrap();
+    let ones = dev.upload(&vec![1.0; x.len()]).unwrap();
+    let acts = [
+        Activation::Clamp(0.0, f32::INFINITY),
+        Activation::Clamp(0.0, 6.0),
+        Activation::LeakyRelu(0.1),
+        Activation::Sigmoid,
+        Activation::Silu,
+        Activation::HardSwish,
+        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Activation::Tanh,
+        Activation::Elu(1.0),
+        Activation::Gelu,
+        Activation::Selu { alpha: 1.67326, gamma: 1.0507 },
+        Activation::Softplus,
+    ];
+    for act in acts {
+        let mut y = dev.zeros(x.len()).unwrap();
+        dev.activation(act, &xb, &mut y).unwrap();
+        let y = dev.download(&y).unwrap();
+        let mut slope = dev.zeros(x.len()).unwrap();
+        dev.activation_backward(act, &xb, &ones, &mut slope).unwrap();
+        let slope = dev.download(&slope).unwrap();
+        let f = |v: f64| -> f64 {
+            let v32 = dev.upload(&[v as f32]).unwrap();
+            let mut out = dev.zeros(1).unwrap();
+            dev.activation(act, &v32, &mut out).unwrap();
+            f64::from(dev.download(&out).unwrap()[0])
+        };
+        for (i, &v) in x.iter().enumerate().step_by(7) {
+            let h = 1e-2;
+            // Away from the kinks, a central difference in f32 is good to about 1e-3.
+            let kinks = [0.0, 6.0, -3.0, 3.0, -2.5, 2.5];
+            if kinks.iter().any(|k| (f64::from(v) - k).abs() < 2.0 * h) {
+                continue;
+            }
+            let numeric = (f(f64::from(v) + h) - f(f64::from(v) - h)) / (2.0 * h);
+            assert!((f64::from(slope[i]) - numeric).abs() < 2e-3, "{act:?} at {v}: {} vs {numeric}", slope[i]);
+            assert!(y[i].is_finite());
+        }
+    }
+}
+
+#[test]
+fn broadcasting_binary_ops_and_their_gradients() {
+    let Some(dev) = device() else { return };
+    let out = [2, 3, 4];
+    let (sa, sb) = ([2, 1, 4], [3, 1]);
+    let a = values(8, 11);
+    let b: Vec<f32> = values(3, 12).iter().map(|v| v + 2.0).collect();
+    let dy = values(24, 13);
+    let (ab, bb, dyb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&dy).unwrap());
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+        let f = |u: f32, v: f32| match op {
+            BinaryOp::Add => u + v,
+            BinaryOp::Sub => u - v,
+            BinaryOp::Mul => u * v,
+            BinaryOp::Div => u / v,
+        };
+        let (mut want, mut da, mut db) = (vec![0.0; 24], vec![0.0f32; 8], vec![0.0f32; 3]);
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..4 {
+                    let (u, v, g) = (a[i * 4 + k], b[j], dy[(i * 3 + j) * 4 + k]);
+                    want[(i * 3 + j) * 4 + k] = f(u, v);
+                    let (du, dv) = match op {
+                        BinaryOp::Add => (1.0, 1.0),
+                        BinaryOp::Sub => (1.0, -1.0),
+                        BinaryOp::Mul => (v, u),
+                        BinaryOp::Div => (1.0 / v, -u / (v * v)),
+                    };
+                    da[i * 4 + k] += g * du;
+                    db[j] += g * dv;
+                }
+            }
+        }
+        let mut y = dev.zeros(24).unwrap();
+        dev.binary(op, &ab, &sa, &bb, &sb, &mut y, &out).unwrap();
+        assert_close(&dev.download(&y).unwrap(), &want, &format!("{op:?}"));
+        let mut ga = dev.zeros(8).unwrap();
+        dev.binary_backward(op, 0, Some(&ab), &sa, Some(&bb), &sb, &dyb, &out, &mut ga).unwrap();
+        assert_close(&dev.download(&ga).unwrap(), &da, &format!("{op:?} left gradient"));
+        let mut gb = dev.zeros(3).unwrap();
+        dev.binary_backward(op, 1, Some(&ab), &sa, Some(&bb), &sb, &dyb, &out, &mut gb).unwrap();
+        assert_close(&dev.download(&gb).unwrap(), &db, &format!("{op:?} right gradient"));
+    }
+}
+
+#[test]
+fn boxes_pad_crop_and_place() {
+    let Some(dev) = device() else { return };
+    let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    let xb = dev.upload(&x).unwrap();
+    // Pad [3, 4] by one row on top and two columns on the left into [5, 6].
+    let mut padded = dev.zeros(30).unwrap();
+    dev.box_read(&[5, 6], &[3, 4], &[1, 2], -1.0, &xb, &mut padded).unwrap();
+    let p = dev.download(&padded).unwrap();
+    assert_eq!(&p[..6], &[-1.0; 6]);
+    assert_eq!(&p[6..12], &[-1.0, -1.0, 0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(&p[24..30], &[-1.0; 6]);
+    // Crop it back.
+    let mut back = dev.zeros(12).unwrap();
+    dev.box_read(&[3, 4], &[5, 6], &[-1, -2], 0.0, &padded, &mut back).unwrap();
+    assert_eq!(dev.download(&back).unwrap(), x);
+    // Place x at the bottom right of a zero [4, 5].
+    let mut target = dev.zeros(20).unwrap();
+    dev.box_write(&[4, 5], &[3, 4], &[1, 1], &xb, &mut target).unwrap();
+    let t = dev.download(&target).unwrap();
+    assert_eq!(&t[..5], &[0.0; 5]);
+    assert_eq!(&t[5..10], &[0.0, 0.0, 1.0, 2.0, 3.0]);
+    assert!(dev.box_write(&[4, 5], &[3, 4], &[2, 1], &xb, &mut target).is_err());
+}
+
+#[test]
+fn channel_affine_and_plane_means() {
+    let Some(dev) = device() else { return };
+    let x = values(2 * 3 * 5, 21);
+    let (scale, shift) = (values(3, 22), values(3, 23));
+    let mut y = dev.zeros(30).unwrap();
+    let xb = dev.upload(&x).unwrap();
+    dev.channel_affine(&xb, Some(&dev.upload(&scale).unwrap()), Some(&dev.upload(&shift).unwrap()), 3, 5, &mut y)
+        .unwrap();
+    let want: Vec<f32> = x.iter().enumerate().map(|(k, v)| v * scale[(k / 5) % 3] + shift[(k / 5) % 3]).collect();
+    assert_close(&dev.download(&y).unwrap(), &want, "affine");
+    let mut means = dev.zeros(6).unwrap();
+    dev.plane_mean(5, &xb, &mut means).unwrap();
+    let want: Vec<f32> = x.chunks(5).map(|c| c.iter().sum::<f32>() / 5.0).collect();
+    assert_close(&dev.download(&means).unwrap(), &want, "plane means");
+    let mut spread = dev.zeros(30).unwrap();
+    dev.plane_mean_backward(5, &means, &mut spread).unwrap();
+    let want: Vec<f32> = (0..30).map(|k| want[k / 5] / 5.0).collect();
+    assert_close(&dev.download(&spread).unwrap(), &want, "plane mean gradient");
+}
