@@ -43,6 +43,9 @@ pub enum GraphError {
     #[error("value '{name}' was not kept by the forward pass; list it in the plan's `keep`")]
     NotRetained { name: String },
     /// A constant replaced by something else, or by a constant of another shape.
+    /// A device could not run a node (the message names the node and what failed).
+    #[error("{0}")]
+    Device(String),
     #[error("constant '{name}': {why}")]
     Constant { name: String, why: String },
 }

@@ -62,9 +62,9 @@ pub struct VjpRecord {
 /// Gradients of the requested values, plus a trace of the backward rules that ran.
 #[derive(Debug)]
 pub struct Gradients<T> {
-    grads: HashMap<ValueId, Tensor<T>>,
+    pub(super) grads: HashMap<ValueId, Tensor<T>>,
     /// Every name (aliases included) of every requested value.
-    names: HashMap<String, ValueId>,
+    pub(super) names: HashMap<String, ValueId>,
     pub trace: Vec<VjpRecord>,
     /// Per-node backward times (the rule and the accumulation of its input gradients), when
     /// [`BackwardOptions::profile`] asked for them.
@@ -132,6 +132,9 @@ impl<T: Element> Activations<'_, T> {
         seeds: Vec<(&str, Tensor<T>)>,
         options: BackwardOptions<'_, T>,
     ) -> Result<Gradients<T>> {
+        if let Some(on_device) = &self.device {
+            return self.backward_on_device(on_device, seeds, options);
+        }
         let (graph, plan) = (self.graph, &self.plan);
         let mut grads: Vec<Option<Tensor<T>>> = (0..graph.values.len()).map(|_| None).collect();
         for (name, seed) in seeds {

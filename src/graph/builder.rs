@@ -49,6 +49,7 @@ impl<T: Element> GraphBuilder<T> {
                 fusion: true,
                 packed: Default::default(),
                 spare: Default::default(),
+                device: None,
             },
         }
     }

@@ -35,6 +35,8 @@ pub struct Activations<'g, T: Element> {
     /// Run-time shape of every value that was computed or bound (the batch may differ from the declared one).
     pub(crate) shapes: Vec<Vec<usize>>,
     pub(crate) profile: Vec<NodeTime>,
+    /// The values left on the device, when the pass ran on one.
+    pub(crate) device: Option<super::device::DeviceActivations>,
 }
 
 impl<T: Element> std::fmt::Debug for Activations<'_, T> {
@@ -164,6 +166,9 @@ impl<T: Element> Graph<T> {
             }
         }
 
+        if self.device.is_some() {
+            return self.forward_on_device(plan, values, run_shapes, options);
+        }
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
         let mut pool = self.spare.take();
         // Nodes replaced by a fused chain that already ran.
@@ -313,6 +318,6 @@ impl<T: Element> Graph<T> {
             free_inputs(&mut values, &mut pool);
         }
         self.spare.put_back(pool);
-        Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes, profile })
+        Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes, profile, device: None })
     }
 }

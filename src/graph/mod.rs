@@ -6,6 +6,8 @@
 mod backward;
 mod builder;
 mod conv_backward;
+mod device;
+mod device_backward;
 mod forward;
 mod fuse;
 mod plan;
@@ -73,6 +75,8 @@ pub struct Graph<T: Element> {
     packed: fuse::PackCache,
     /// Buffers the last forward pass freed, handed to the next one (see [`pool`]).
     spare: pool::SparePool<T>,
+    /// Where plans run: `None` is the CPU.
+    device: Option<device::DeviceState>,
 }
 
 impl<T: Element> Graph<T> {
@@ -101,6 +105,17 @@ impl<T: Element> Graph<T> {
     /// Off, every op runs on its own: the reference the fused path is tested against.
     pub fn set_fusion(&mut self, enabled: bool) {
         self.fusion = enabled;
+    }
+
+    /// Runs later forward passes and backward sweeps on `device` (`None`: the CPU, the default). Weights are
+    /// uploaded on first use and stay there while the device is set.
+    pub fn set_device(&mut self, device: Option<std::sync::Arc<gradcam_kernels::device::Device>>) {
+        self.device = device.map(device::DeviceState::new);
+    }
+
+    /// The device plans run on (`None`: the CPU).
+    pub fn device(&self) -> Option<&gradcam_kernels::device::Device> {
+        self.device.as_ref().map(|d| d.device.as_ref())
     }
 
     /// Bytes of all computed values for one item of a batch (axis 0 taken as the batch axis): an upper bound of the
@@ -179,6 +194,9 @@ impl<T: Element> Graph<T> {
         }
         let old = std::mem::replace(&mut v.source, source);
         self.packed.clear();
+        if let Some(d) = &self.device {
+            d.forget();
+        }
         Ok(old)
     }
 

@@ -234,7 +234,7 @@ impl<'a, T> Vjp<'a, T> {
 }
 
 /// An operator, generic over the scalar type so that every op can be checked in f64.
-pub trait Op<T: Element>: Debug + Send + Sync {
+pub trait Op<T: Element>: Debug + Send + Sync + Any {
     /// The ONNX-style operator name ("Conv", "Relu", …).
     fn op_type(&self) -> &'static str;
 

@@ -1,0 +1,139 @@
+//! The device executor (`--device cuda`) on whole models: forward, Grad-CAM, saliency and guided backpropagation
+//! equal the CPU path. Without a GPU the device is the host emulation of the CUDA kernels (the same `.cu`
+//! sources compiled by the C++ compiler, see `gradcam_kernels::device::host`), so the lowering of every op, the
+//! kernels' arithmetic and the bookkeeping of device values are all checked here; with `--features cuda` and a GPU,
+//! `GRADCAM_TEST_CUDA=1` runs the same checks on the GPU.
+
+mod common;
+
+use gradcam::cam::{explain, CamMethod, ClassChoice, Method, Request};
+use gradcam::models::{Arch, Weights};
+use gradcam::{Model, Tensor};
+use gradcam_kernels::device::Device;
+use std::sync::Arc;
+
+fn device() -> Option<Arc<Device>> {
+    let made = if std::env::var("GRADCAM_TEST_CUDA").is_ok_and(|v| v == "1") {
+        Device::cuda(0)
+    } else {
+        Device::host_emulation()
+    };
+    match made {
+        Ok(d) => Some(Arc::new(d)),
+        Err(e) => {
+            eprintln!("device tests skipped: {e}");
+            None
+        }
+    }
+}
+
+fn close(a: &[f32], b: &[f32], rtol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let (worst, at) = a.iter().zip(b).enumerate().fold((0f32, 0), |(w, at), (i, (x, y))| {
+        let e = (x - y).abs() / scale;
+        if e > w {
+            (e, i)
+        } else {
+            (w, at)
+        }
+    });
+    assert!(worst <= rtol, "{what}: element {at}: {} vs {} (scale {scale})", a[at], b[at]);
+}
+
+fn methods() -> Request {
+    Request {
+        classes: ClassChoice::Top(1),
+        methods: vec![
+            Method::Cam(CamMethod::GradCam),
+            Method::Cam(CamMethod::GradCamPlusPlus),
+            Method::Saliency,
+            Method::GuidedBackprop,
+        ],
+        ..Request::default()
+    }
+}
+
+/// Relative L2 distance of `a` from `b`.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (d / n.max(1e-300)).sqrt()
+}
+
+/// Runs `model` on the CPU, then on the device, and compares logits, maps and raw gradients: each element within
+/// 1e-4 of the largest magnitude. With `clipped`, gradients through the whole network (saliency, guided
+/// backpropagation) cross every ReLU6, where an element one ulp from 0 or 6 can fall on the other side under the
+/// other summation order and move its gradient: those compare in the relative L2 sense, as the fused and unfused
+/// CPU paths do (tests/fusion.rs).
+fn compare(mut model: Model, input: Tensor<f32>, what: &str, clipped: bool) {
+    let Some(dev) = device() else { return };
+    let request = methods();
+    let cpu = explain(&model, input.clone(), &request).unwrap().remove(0);
+    model.graph.set_device(Some(dev));
+    let on_device = explain(&model, input, &request).unwrap().remove(0);
+    assert_eq!(cpu.predictions[0].class, on_device.predictions[0].class, "{what}: top class");
+    let (p, q) = (&cpu.predictions[0], &on_device.predictions[0]);
+    assert!((p.logit - q.logit).abs() <= 1e-4 * p.logit.abs().max(1.0), "{what}: logit {} vs {}", p.logit, q.logit);
+    for (a, b) in cpu.explanations.iter().zip(&on_device.explanations) {
+        let name = format!("{what} {}", a.method.name());
+        let whole_network = matches!(a.method, Method::Saliency | Method::GuidedBackprop);
+        for (ra, rb) in a.raw.iter().zip(&b.raw) {
+            let (ra, rb) = (ra.as_slice().unwrap(), rb.as_slice().unwrap());
+            if clipped && whole_network {
+                let e = rel_l2(rb, ra);
+                assert!(e < 5e-3, "{name}: gradient differs by {e:.2e} (relative L2)");
+            } else {
+                close(rb, ra, 1e-4, &format!("{name} raw"));
+            }
+        }
+        if !(clipped && whole_network) {
+            close(b.cam.as_slice().unwrap(), a.cam.as_slice().unwrap(), 1e-4, &format!("{name} map"));
+        }
+    }
+}
+
+fn photo() -> Tensor<f32> {
+    common::cast(&common::npy_f32("models/inputs/chelsea.npy"))
+}
+
+#[test]
+fn resnet18_on_the_device_equals_the_cpu() {
+    compare(Model::build(Arch::Resnet18, Weights::synthetic(), [224, 224], 1000).unwrap(), photo(), "resnet18", false);
+}
+
+#[test]
+fn bundled_efficientnet_lite0_on_the_device_equals_the_cpu() {
+    compare(Model::bundled().unwrap(), photo(), "efficientnet_lite0", true);
+}
+
+#[test]
+fn vgg16_bn_at_a_small_size_on_the_device_equals_the_cpu() {
+    let model = Model::build(Arch::Vgg16Bn, Weights::synthetic(), [64, 64], 10).unwrap();
+    compare(model, common::random(&[1, 3, 64, 64], 5), "vgg16_bn", false);
+}
+
+/// A segmentation model with ops the device has no kernels for (resizing, among others): they run their CPU
+/// rules on copies, and the results still equal the CPU path.
+#[test]
+fn onnx_segmentation_model_with_cpu_fallback_ops_on_the_device_equals_the_cpu() {
+    let Some(dev) = device() else { return };
+    let mut model = Model::from_onnx(&common::fixture("onnx/segmentation/lraspp_mnv3s.onnx")).unwrap();
+    let image = gradcam::input::load_image(&common::fixture("images/chelsea.png"), model.input_size).unwrap();
+    let x = model.normalization.apply(&image.pixels);
+    let request = Request {
+        classes: ClassChoice::Classes(vec![1]),
+        methods: vec![Method::Cam(CamMethod::GradCam), Method::Saliency],
+        ..Request::default()
+    };
+    let cpu = explain(&model, x.clone(), &request).unwrap().remove(0);
+    model.graph.set_device(Some(dev));
+    let on_device = explain(&model, x, &request).unwrap().remove(0);
+    for (a, b) in cpu.explanations.iter().zip(&on_device.explanations) {
+        for (ra, rb) in a.raw.iter().zip(&b.raw) {
+            let e = rel_l2(rb.as_slice().unwrap(), ra.as_slice().unwrap());
+            assert!(e < 5e-3, "{}: differs by {e:.2e} (relative L2)", a.method.name());
+        }
+    }
+    assert_eq!(cpu.explanations.len(), 2);
+}
