@@ -53,6 +53,7 @@ pub mod render;
 pub mod tensor;
 
 pub use error::{Error, GraphError, GraphResult, OpError, Result};
+pub use gradcam_kernels::device::{Device, DeviceError};
 pub use gradcam_kernels::Element;
 pub use graph::{
     Activations, BackwardOptions, ForwardOptions, GradientFilter, Gradients, Graph, GraphBuilder, Plan, ValueId,

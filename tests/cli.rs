@@ -625,3 +625,23 @@ fn explain_a_vision_transformer_with_token_options() {
     assert!(!o.status.success());
     assert!(stderr_line(&o).contains("--tokens"));
 }
+
+/// `--device cuda` on a machine or build that cannot use CUDA: one line that says why, a non-zero exit, nothing
+/// written; a malformed device is refused by the argument parser.
+#[test]
+fn device_cuda_without_cuda_fails_with_one_clear_line() {
+    let out = gradcam(&["layers", "--device", "cuda"]);
+    if out.status.success() {
+        eprintln!("a usable CUDA device is present: the failure path is not exercised here");
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let line = stderr.trim_end();
+    let says_why =
+        line.contains("--features cuda") || line.contains("could not be loaded") || line.contains("no CUDA device");
+    assert!(line.starts_with("error: --device cuda:0: ") && says_why, "{line}");
+    let out = gradcam(&["layers", "--device", "tpu"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cpu, cuda or cuda:N"));
+}

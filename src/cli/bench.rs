@@ -219,6 +219,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "threads": threads,
                 "simd": simd_level.name(),
                 "cpu": cpu,
+                "device": model.graph.device().map_or_else(|| "cpu".to_string(), |d| d.name()),
                 "median_ms": med,
                 "min_ms": min,
                 "max_ms": max,

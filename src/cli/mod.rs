@@ -77,6 +77,30 @@ pub struct ModelArgs {
     /// shapes go to the inputs in order. Default: taken from the first input file (an image's size, a .npy's shape).
     #[arg(long = "input-shape", value_name = "[NAME=]DIMS", value_parser = parse_input_shape)]
     pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
+    /// Where the model runs: cpu (the default), or cuda / cuda:N for NVIDIA GPU N (needs a build with
+    /// `--features cuda`, and the NVIDIA driver, NVRTC and cuBLAS at run time).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+}
+
+/// The `--device` argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+}
+
+/// `cpu`, `cuda` or `cuda:N`.
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    match s.trim() {
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| format!("'{s}' is not a device: cpu, cuda or cuda:N")),
+    }
 }
 
 /// `[NAME=]D0,D1,…` with positive sizes.
@@ -174,6 +198,10 @@ impl ModelArgs {
         }
         if let Some(path) = &self.labels {
             model.labels = Some(read_labels(path, model.classes())?);
+        }
+        if let DeviceChoice::Cuda(ordinal) = self.device {
+            let device = gradcam::Device::cuda(ordinal).map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: {e}"))?;
+            model.graph.set_device(Some(std::sync::Arc::new(device)));
         }
         Ok(model)
     }
