@@ -291,7 +291,10 @@ impl Device {
             (Some(h), Some(w)) => (h, w),
             _ => return Err(size_error(format!("no convolution window fits in {geo:?}"))),
         };
-        if geo.groups == 0 || !geo.in_channels.is_multiple_of(geo.groups) || !geo.out_channels.is_multiple_of(geo.groups) {
+        if geo.groups == 0
+            || !geo.in_channels.is_multiple_of(geo.groups)
+            || !geo.out_channels.is_multiple_of(geo.groups)
+        {
             return Err(size_error(format!("groups {} do not divide the channels", geo.groups)));
         }
         let input = count(&[geo.batch, geo.in_channels, geo.in_h, geo.in_w])?;
