@@ -10,7 +10,7 @@
 //! grid-stride loop, each item writing its own outputs and summing in a fixed order (no atomics): results do not
 //! depend on the launch shape, and repeat bit for bit from run to run. Matrix products go to cuBLAS, which is
 //! reproducible from run to run on one GPU with one library version as long as it is not asked to split the
-//! reduction across streams (gradcam uses one stream and the default workspace; see [`cuda`]).
+//! reduction across streams (gradcam uses one stream and the default workspace; see `device/cuda.rs`).
 
 mod kernels;
 pub use kernels::{Activation, BinaryOp};
