@@ -15,7 +15,7 @@ use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{self, Op, Saved};
 use crate::tensor::Tensor;
 use crate::Element;
-use gradcam_kernels::device::{Activation, BinaryOp, Buffer, Device, DeviceError};
+use gradcam_kernels::device::{Activation, BinaryOp, Buffer, Device, DeviceError, MAX_RANK};
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -380,7 +380,7 @@ impl<T: Element> Graph<T> {
             dev.activation(act, &args[0].buffer, &mut y)?;
             return done(y);
         }
-        if let (Some(bin), [a, b]) = (binary_of(op), args) {
+        if let (Some(bin), [a, b], true) = (binary_of(op), args, out_shape.len() <= MAX_RANK) {
             let mut y = fresh()?;
             dev.binary(bin, &a.buffer, &a.shape, &b.buffer, &b.shape, &mut y, &out_shape)?;
             return done(y);

@@ -9,7 +9,7 @@ use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{self, Vjp};
 use crate::tensor::Tensor;
 use crate::Element;
-use gradcam_kernels::device::{BinaryOp, Buffer, Device, DeviceError};
+use gradcam_kernels::device::{BinaryOp, Buffer, Device, DeviceError, MAX_RANK};
 use std::any::Any;
 use std::collections::HashMap;
 
@@ -79,6 +79,12 @@ impl<T: Element> Activations<'_, T> {
                 accumulate(dev, &mut grads[i.0], g).map_err(derr)?;
             }
             trace.push(record);
+            // Its output gradients are used up (unless requested): their memory goes back at once.
+            for &o in &node.outputs {
+                if !plan.wrt.contains(&o) {
+                    grads[o.0] = None;
+                }
+            }
             if let Some(t) = started {
                 dev.synchronize().map_err(derr)?;
                 let (node, op) = (node.name.clone(), op_type.to_string());
@@ -136,7 +142,7 @@ impl<T: Element> Activations<'_, T> {
             dev.activation_backward(act, x.buffer(), dy.buffer(), &mut dx)?;
             return first(dx);
         }
-        if let Some(bin) = super::device::binary_of(op) {
+        if let (Some(bin), true) = (super::device::binary_of(op), dy.shape().len() <= MAX_RANK) {
             let (Some(a), Some(b)) = (input(0)?, input(1)?) else { return Ok(None) };
             let mut out = vec![None; node.inputs.len()];
             for (k, slot) in out.iter_mut().enumerate().take(2) {
@@ -234,6 +240,10 @@ impl<T: Element> Activations<'_, T> {
         let op_type = node.op.op_type();
         let derr = |e| device_error(&node.name, op_type, e);
         let fetch = |id: ValueId| -> Result<Option<Tensor<T>>> {
+            // Constants from the graph itself, in T (no download, no rounding to f32).
+            if let Some(c) = graph.constant_value(id) {
+                return Ok(Some(c.into_owned()));
+            }
             match on_device.value(graph, id, dev).map_err(derr)? {
                 Some(v) => Ok(Some(v.download(dev).map_err(derr)?)),
                 None => Ok(None),
@@ -287,8 +297,10 @@ fn accumulate(dev: &Device, slot: &mut Option<DeviceValue>, g: DeviceValue) -> s
     *slot = Some(match slot.take() {
         None => g,
         Some(acc) => {
-            let mut sum = dev.zeros(acc.buffer().len())?;
-            dev.binary(BinaryOp::Add, acc.buffer(), acc.shape(), g.buffer(), g.shape(), &mut sum, acc.shape())?;
+            // Same shapes: added as flat vectors (any rank).
+            let flat = [acc.buffer().len()];
+            let mut sum = dev.zeros(flat[0])?;
+            dev.binary(BinaryOp::Add, acc.buffer(), &flat, g.buffer(), &flat, &mut sum, &flat)?;
             DeviceValue::new(sum, acc.shape().to_vec())
         }
     });

@@ -49,6 +49,8 @@ fn call_error(what: &str, why: impl std::fmt::Debug) -> DeviceError {
 
 /// What one device shares between every [`Cuda`] opened on it.
 struct Shared {
+    ctx: Arc<CudaContext>,
+    ordinal: usize,
     stream: Arc<CudaStream>,
     blas: cudarc::cublas::CudaBlas,
     functions: HashMap<&'static str, CudaFunction>,
@@ -57,16 +59,25 @@ struct Shared {
     blas_lock: Mutex<()>,
 }
 
-// SAFETY: the only member that is not Send + Sync by itself is the cuBLAS handle inside `blas`, and every use of it
-// holds `blas_lock`.
-unsafe impl Send for Shared {}
-// SAFETY: as above.
-unsafe impl Sync for Shared {}
-
 /// Devices opened so far in this process, by ordinal.
 fn opened() -> &'static Mutex<HashMap<usize, Arc<Shared>>> {
     static OPENED: OnceLock<Mutex<HashMap<usize, Arc<Shared>>>> = OnceLock::new();
     OPENED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Device memory that makes its context current before it is freed, whatever thread drops it (the free is
+/// queued on the device's stream, after the work that uses it).
+struct DeviceSlice {
+    slice: Option<CudaSlice<f32>>,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for DeviceSlice {
+    fn drop(&mut self) {
+        // A failure here leaves the memory to the context's teardown; cudarc records the error.
+        let _ = self.ctx.bind_to_thread();
+        drop(self.slice.take());
+    }
 }
 
 pub(crate) struct Cuda {
@@ -86,6 +97,9 @@ impl Cuda {
             return Err(DeviceError::NoDevice { ordinal, count });
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| call_error("cuCtxCreate", e))?;
+        // SAFETY: gradcam uses one stream per device and passes raw device addresses to its kernels, which
+        // cudarc's events cannot follow anyway: the stream's own order is what orders every use of a buffer.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(|e| call_error("cuDeviceGetName", e))?;
         let stream = ctx.default_stream();
         let options = cudarc::nvrtc::CompileOptions { name: Some("gradcam.cu".into()), ..Default::default() };
@@ -100,6 +114,8 @@ impl Cuda {
         }
         let blas = cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| call_error("cublasCreate", e))?;
         let shared = Arc::new(Shared {
+            ctx,
+            ordinal,
             stream,
             blas,
             functions,
@@ -111,16 +127,25 @@ impl Cuda {
     }
 
     fn wrap(&self, slice: CudaSlice<f32>) -> Buffer {
-        let (ptr, _sync) = slice.device_ptr(&self.shared.stream);
+        let (ptr, sync) = slice.device_ptr(&self.shared.stream);
+        drop(sync);
         let len = slice.len();
-        drop(_sync);
-        Buffer { ptr, len, _owner: Box::new(slice) }
+        let owner = DeviceSlice { slice: Some(slice), ctx: self.shared.ctx.clone() };
+        Buffer { ptr, len, space: self.space(), _owner: Box::new(owner) }
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.shared.ctx.bind_to_thread().map_err(|e| call_error("cuCtxSetCurrent", e))
     }
 }
 
 impl Backend for Cuda {
     fn name(&self) -> String {
         self.shared.name.clone()
+    }
+
+    fn space(&self) -> u64 {
+        self.shared.ordinal as u64 + 1
     }
 
     fn zeros(&self, len: usize) -> Result<Buffer> {
@@ -141,7 +166,8 @@ impl Backend for Cuda {
     fn download(&self, buffer: &Buffer, out: &mut [f32]) -> Result<()> {
         let slice = buffer
             ._owner
-            .downcast_ref::<CudaSlice<f32>>()
+            .downcast_ref::<DeviceSlice>()
+            .and_then(|d| d.slice.as_ref())
             .ok_or_else(|| call_error("download", "a buffer of another device"))?;
         if out.len() != buffer.len {
             return Err(DeviceError::Size(format!("download of {} elements into {}", buffer.len, out.len())));
@@ -170,8 +196,9 @@ impl Backend for Cuda {
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
         let int = |v: usize| i32::try_from(v).map_err(|_| DeviceError::Size(format!("product size {v} over 2^31")));
         let _guard = self.shared.blas_lock.lock().map_err(|_| call_error("cublasSgemm", "a previous call panicked"))?;
+        self.bind()?;
         // SAFETY: the caller guarantees the three addresses hold the matrices of these shapes; the handle is bound
-        // to this device's stream and used by one thread at a time (blas_lock).
+        // to this device's stream, its context is current, and one thread at a time uses it (blas_lock).
         unsafe {
             cudarc::cublas::result::sgemm(
                 *self.shared.blas.handle(),

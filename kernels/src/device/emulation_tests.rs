@@ -309,3 +309,39 @@ fn channel_affine_and_plane_means() {
     let want: Vec<f32> = (0..30).map(|k| want[k / 5] / 5.0).collect();
     assert_close(&dev.download(&spread).unwrap(), &want, "plane mean gradient");
 }
+
+#[test]
+fn parameters_that_would_wrap_and_foreign_buffers_are_refused() {
+    let Some(dev) = device() else { return };
+    // A stride that would read as negative in the kernels' 64-bit arithmetic.
+    let geo = PoolGeometry {
+        planes: 1,
+        in_h: 2,
+        in_w: 1,
+        out_h: 1,
+        out_w: 1,
+        kernel_h: 2,
+        kernel_w: 1,
+        stride_h: usize::MAX,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        pad_top: 0,
+        pad_left: 0,
+        pad_bottom: 0,
+        pad_right: 0,
+    };
+    let dy = dev.zeros(1).unwrap();
+    let mut dx = dev.zeros(2).unwrap();
+    assert!(dev.avg_pool_backward(&geo, false, &dy, &mut dx).is_err());
+    let x = dev.zeros(4).unwrap();
+    let mut y = dev.zeros(4).unwrap();
+    assert!(dev.box_read(&[4], &[4], &[i64::MIN], 0.0, &x, &mut y).is_err());
+    // A buffer of another memory space (another GPU, or the GPU under emulation) never reaches a kernel.
+    let mut foreign = dev.zeros(4).unwrap();
+    foreign.space = 7;
+    assert!(dev.activation(Activation::Tanh, &foreign, &mut y).is_err());
+    assert!(dev.activation(Activation::Tanh, &x, &mut foreign).is_err());
+    assert!(dev.download(&foreign).is_err());
+    assert!(dev.gemm((2, 2, 2), (&foreign, 0, false), (&x, 0, false), (&mut y, 0), 1.0, 0.0).is_err());
+}

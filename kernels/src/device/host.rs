@@ -22,8 +22,16 @@ fn library() -> Result<&'static libloading::Library> {
 }
 
 fn compile() -> Result<libloading::Library> {
-    let dir = std::env::temp_dir().join(format!("gradcam-device-emulation-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| DeviceError::Compile(format!("{}: {e}", dir.display())))?;
+    // A directory of our own: created here (it must not exist yet), so nobody else's library can be loaded.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("gradcam-device-emulation-{}-{stamp}", std::process::id()));
+    std::fs::create_dir(&dir).map_err(|e| DeviceError::Compile(format!("{}: {e}", dir.display())))?;
+    let built = build_in(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    built
+}
+
+fn build_in(dir: &std::path::Path) -> Result<libloading::Library> {
     let source: PathBuf = dir.join("kernels.cpp");
     let library: PathBuf = dir.join("kernels.so");
     std::fs::write(&source, format!("{SHIM}\n{}", super::program()))
@@ -38,12 +46,10 @@ fn compile() -> Result<libloading::Library> {
     if !output.status.success() {
         return Err(DeviceError::Compile(String::from_utf8_lossy(&output.stderr).into_owned()));
     }
-    // SAFETY: the library was just built from our own sources; loading it runs no initializers besides the C++
-    // runtime's.
-    let loaded = unsafe { libloading::Library::new(&library) }
-        .map_err(|e| DeviceError::Compile(format!("{}: {e}", library.display())));
-    let _ = std::fs::remove_dir_all(&dir);
-    loaded
+    // SAFETY: the library was just built from our own sources in a directory this call created; loading it runs
+    // no initializers besides the C++ runtime's.
+    unsafe { libloading::Library::new(&library) }
+        .map_err(|e| DeviceError::Compile(format!("{}: {e}", library.display())))
 }
 
 pub struct HostEmulation {
@@ -61,16 +67,20 @@ impl Backend for HostEmulation {
         "host emulation of the CUDA kernels".to_string()
     }
 
+    fn space(&self) -> u64 {
+        0
+    }
+
     fn zeros(&self, len: usize) -> Result<Buffer> {
         let mut data = vec![0.0f32; len];
         let ptr = data.as_mut_ptr() as u64;
-        Ok(Buffer { ptr, len, _owner: Box::new(data) })
+        Ok(Buffer { ptr, len, space: 0, _owner: Box::new(data) })
     }
 
     fn upload(&self, data: &[f32]) -> Result<Buffer> {
         let mut data = data.to_vec();
         let ptr = data.as_mut_ptr() as u64;
-        Ok(Buffer { ptr, len: data.len(), _owner: Box::new(data) })
+        Ok(Buffer { ptr, len: data.len(), space: 0, _owner: Box::new(data) })
     }
 
     fn download(&self, buffer: &Buffer, out: &mut [f32]) -> Result<()> {

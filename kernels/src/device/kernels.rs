@@ -67,13 +67,9 @@ fn to_i64(v: usize) -> i64 {
     v as i64
 }
 
-/// Checks `buffer` holds exactly `len` elements.
-fn exact(buffer: &Buffer, len: usize, what: &str) -> Result<u64> {
-    if buffer.len() != len {
-        return Err(size_error(format!("{what}: {} elements, expected {len}", buffer.len())));
-    }
-    Ok(buffer.ptr)
-}
+/// Largest size, stride, padding or dilation a launch accepts: small enough that no index a kernel forms from them
+/// (products of two such values, plus sums) overflows or wraps negative in 64 bits.
+const MAX_PARAMETER: usize = i32::MAX as usize;
 
 fn count(shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| size_error("shape overflows"))
@@ -103,13 +99,36 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Result<[i64; MAX_RANK]> 
     Ok(strides)
 }
 
-fn put(dst: &mut [i64], values: &[usize]) {
+/// Writes geometry parameters, refusing any above [`MAX_PARAMETER`].
+fn put(dst: &mut [i64], values: &[usize]) -> Result<()> {
     for (d, &v) in dst.iter_mut().zip(values) {
+        if v > MAX_PARAMETER {
+            return Err(size_error(format!("parameter {v} is above {MAX_PARAMETER}")));
+        }
         *d = to_i64(v);
     }
+    Ok(())
 }
 
 impl Device {
+    /// The address of `buffer`, after checking that it lives on this device and holds exactly `len` elements.
+    fn exact(&self, buffer: &Buffer, len: usize, what: &str) -> Result<u64> {
+        self.at(buffer, 0, len, what)?;
+        if buffer.len() != len {
+            return Err(size_error(format!("{what}: {} elements, expected {len}", buffer.len())));
+        }
+        Ok(buffer.ptr)
+    }
+
+    /// The address of element `at` of `buffer`, after checking that it lives on this device and that `count`
+    /// elements from there lie inside it.
+    fn at(&self, buffer: &Buffer, at: usize, count: usize, what: &str) -> Result<u64> {
+        if buffer.space != self.space {
+            return Err(size_error(format!("{what}: a buffer of another device")));
+        }
+        buffer.at(at, count, what)
+    }
+
     fn run(&self, kernel: &'static str, args: &RawArgs) -> Result<()> {
         if args.n == 0 {
             return Ok(());
@@ -123,8 +142,8 @@ impl Device {
     pub fn activation(&self, act: Activation, x: &Buffer, y: &mut Buffer) -> Result<()> {
         let (code, p0, p1) = act.code();
         let mut a = RawArgs { n: to_i64(x.len()), ..RawArgs::default() };
-        a.x[0] = x.ptr;
-        a.y[0] = exact(y, x.len(), "activation output")?;
+        a.x[0] = self.exact(x, x.len(), "activation input")?;
+        a.y[0] = self.exact(y, x.len(), "activation output")?;
         a.i[0] = code;
         a.f[0] = p0;
         a.f[1] = p1;
@@ -135,9 +154,9 @@ impl Device {
     pub fn activation_backward(&self, act: Activation, x: &Buffer, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
         let (code, p0, p1) = act.code();
         let mut a = RawArgs { n: to_i64(x.len()), ..RawArgs::default() };
-        a.x[0] = x.ptr;
-        a.x[1] = exact(dy, x.len(), "activation output gradient")?;
-        a.y[0] = exact(dx, x.len(), "activation input gradient")?;
+        a.x[0] = self.exact(x, x.len(), "activation input")?;
+        a.x[1] = self.exact(dy, x.len(), "activation output gradient")?;
+        a.y[0] = self.exact(dx, x.len(), "activation input gradient")?;
         a.i[0] = code;
         a.f[0] = p0;
         a.f[1] = p1;
@@ -150,7 +169,7 @@ impl Device {
             return Err(size_error(format!("rank {} is above {MAX_RANK}", out.len())));
         }
         a.i[at] = to_i64(out.len());
-        put(&mut a.i[at + 1..at + 1 + MAX_RANK], out);
+        put(&mut a.i[at + 1..at + 1 + MAX_RANK], out)?;
         a.i[at + 1 + MAX_RANK..at + 1 + 2 * MAX_RANK].copy_from_slice(&broadcast_strides(a_shape, out)?);
         a.i[at + 1 + 2 * MAX_RANK..at + 1 + 3 * MAX_RANK].copy_from_slice(&broadcast_strides(b_shape, out)?);
         Ok(())
@@ -169,9 +188,9 @@ impl Device {
         out: &[usize],
     ) -> Result<()> {
         let mut a = RawArgs { n: to_i64(count(out)?), ..RawArgs::default() };
-        a.x[0] = exact(lhs, count(lhs_shape)?, "left operand")?;
-        a.x[1] = exact(rhs, count(rhs_shape)?, "right operand")?;
-        a.y[0] = exact(y, count(out)?, "binary output")?;
+        a.x[0] = self.exact(lhs, count(lhs_shape)?, "left operand")?;
+        a.x[1] = self.exact(rhs, count(rhs_shape)?, "right operand")?;
+        a.y[0] = self.exact(y, count(out)?, "binary output")?;
         a.i[0] = op as i64;
         Self::broadcast_layout(&mut a, 1, lhs_shape, rhs_shape, out)?;
         self.run("binary_forward", &a)
@@ -203,17 +222,17 @@ impl Device {
         };
         let mut a = RawArgs { n: to_i64(count(target)?), ..RawArgs::default() };
         a.x[0] = match (lhs, needs.0) {
-            (Some(l), _) => exact(l, count(lhs_shape)?, "left operand")?,
+            (Some(l), _) => self.exact(l, count(lhs_shape)?, "left operand")?,
             (None, false) => 0,
             (None, true) => return Err(size_error(format!("{op:?} backward needs the left operand"))),
         };
         a.x[1] = match (rhs, needs.1) {
-            (Some(r), _) => exact(r, count(rhs_shape)?, "right operand")?,
+            (Some(r), _) => self.exact(r, count(rhs_shape)?, "right operand")?,
             (None, false) => 0,
             (None, true) => return Err(size_error(format!("{op:?} backward needs the right operand"))),
         };
-        a.x[2] = exact(dy, count(out)?, "output gradient")?;
-        a.y[0] = exact(dx, count(target)?, "operand gradient")?;
+        a.x[2] = self.exact(dy, count(out)?, "output gradient")?;
+        a.y[0] = self.exact(dx, count(target)?, "operand gradient")?;
         a.i[0] = op as i64;
         a.i[1] = to_i64(which.min(1));
         Self::broadcast_layout(&mut a, 2, lhs_shape, rhs_shape, out)?;
@@ -242,10 +261,10 @@ impl Device {
             return Err(size_error(format!("{} elements are not whole planes of {channels}×{spatial}", x.len())));
         }
         let mut a = RawArgs { n: to_i64(x.len()), ..RawArgs::default() };
-        a.x[0] = x.ptr;
-        a.x[1] = scale.map(|s| exact(s, channels, "channel scale")).transpose()?.unwrap_or(0);
-        a.x[2] = shift.map(|s| exact(s, channels, "channel shift")).transpose()?.unwrap_or(0);
-        a.y[0] = exact(y, x.len(), "affine output")?;
+        a.x[0] = self.exact(x, x.len(), "affine input")?;
+        a.x[1] = scale.map(|s| self.exact(s, channels, "channel scale")).transpose()?.unwrap_or(0);
+        a.x[2] = shift.map(|s| self.exact(s, channels, "channel shift")).transpose()?.unwrap_or(0);
+        a.y[0] = self.exact(y, x.len(), "affine output")?;
         a.i[0] = to_i64(channels);
         a.i[1] = to_i64(spatial);
         self.run("channel_affine", &a)
@@ -273,11 +292,11 @@ impl Device {
             m,
             n,
             k,
-            a: a.at(a_at, mk, "product A")?,
+            a: self.at(a, a_at, mk, "product A")?,
             trans_a,
-            b: b.at(b_at, kn, "product B")?,
+            b: self.at(b, b_at, kn, "product B")?,
             trans_b,
-            c: c.at(c_at, mn, "product C")?,
+            c: self.at(c, c_at, mn, "product C")?,
             alpha,
             beta,
         };
@@ -303,7 +322,7 @@ impl Device {
         Ok((input, weight, output, oh, ow))
     }
 
-    fn conv_args(geo: &ConvGeometry, oh: usize, ow: usize) -> RawArgs {
+    fn conv_args(geo: &ConvGeometry, oh: usize, ow: usize) -> Result<RawArgs> {
         let mut a = RawArgs::default();
         put(
             &mut a.i[..16],
@@ -325,8 +344,8 @@ impl Device {
                 geo.out_channels,
                 geo.batch,
             ],
-        );
-        a
+        )?;
+        Ok(a)
     }
 
     /// A 2-D convolution (NCHW, OIHW weights, optional per-output-channel bias). Ungrouped: im2col of each image
@@ -340,11 +359,11 @@ impl Device {
         y: &mut Buffer,
     ) -> Result<()> {
         let (input, weight, output, oh, ow) = Self::conv_sizes(geo)?;
-        let mut a = Self::conv_args(geo, oh, ow);
-        a.x[0] = exact(x, input, "convolution input")?;
-        a.x[1] = exact(w, weight, "convolution weight")?;
-        a.x[2] = bias.map(|b| exact(b, geo.out_channels, "convolution bias")).transpose()?.unwrap_or(0);
-        a.y[0] = exact(y, output, "convolution output")?;
+        let mut a = Self::conv_args(geo, oh, ow)?;
+        a.x[0] = self.exact(x, input, "convolution input")?;
+        a.x[1] = self.exact(w, weight, "convolution weight")?;
+        a.x[2] = bias.map(|b| self.exact(b, geo.out_channels, "convolution bias")).transpose()?.unwrap_or(0);
+        a.y[0] = self.exact(y, output, "convolution output")?;
         if geo.groups > 1 {
             a.n = to_i64(output);
             return self.run("conv_direct", &a);
@@ -355,8 +374,8 @@ impl Device {
         let (image_in, image_out) = (geo.in_channels * geo.in_h * geo.in_w, geo.out_channels * pixels);
         for b in 0..geo.batch {
             let mut im = a;
-            im.x[0] = x.at(b * image_in, image_in, "convolution image")?;
-            im.y[0] = columns.ptr;
+            im.x[0] = self.at(x, b * image_in, image_in, "convolution image")?;
+            im.y[0] = self.exact(&columns, columns.len(), "columns")?;
             im.n = to_i64(columns.len());
             self.run("im2col", &im)?;
             self.gemm(
@@ -371,9 +390,9 @@ impl Device {
         if let Some(bias) = bias {
             // In place: the affine kernel reads each element before it writes it.
             let mut shifted = RawArgs { n: to_i64(output), ..RawArgs::default() };
-            shifted.x[0] = y.ptr;
-            shifted.x[2] = bias.ptr;
-            shifted.y[0] = y.ptr;
+            shifted.x[0] = self.exact(y, output, "convolution output")?;
+            shifted.x[2] = self.exact(bias, geo.out_channels, "convolution bias")?;
+            shifted.y[0] = shifted.x[0];
             shifted.i[0] = to_i64(geo.out_channels);
             shifted.i[1] = to_i64(pixels);
             self.run("channel_affine", &shifted)?;
@@ -384,10 +403,10 @@ impl Device {
     /// The input gradient of [`Device::conv`] given the output gradient `dy`.
     pub fn conv_backward_data(&self, geo: &ConvGeometry, dy: &Buffer, w: &Buffer, dx: &mut Buffer) -> Result<()> {
         let (input, weight, output, oh, ow) = Self::conv_sizes(geo)?;
-        let mut a = Self::conv_args(geo, oh, ow);
-        a.x[0] = exact(dy, output, "convolution output gradient")?;
-        a.x[1] = exact(w, weight, "convolution weight")?;
-        a.y[0] = exact(dx, input, "convolution input gradient")?;
+        let mut a = Self::conv_args(geo, oh, ow)?;
+        a.x[0] = self.exact(dy, output, "convolution output gradient")?;
+        a.x[1] = self.exact(w, weight, "convolution weight")?;
+        a.y[0] = self.exact(dx, input, "convolution input gradient")?;
         if geo.groups > 1 {
             a.n = to_i64(input);
             return self.run("conv_direct_backward_data", &a);
@@ -407,8 +426,8 @@ impl Device {
                 0.0,
             )?;
             let mut back = a;
-            back.x[0] = columns.ptr;
-            back.y[0] = dx.at(b * image_in, image_in, "convolution image gradient")?;
+            back.x[0] = self.exact(&columns, columns.len(), "columns")?;
+            back.y[0] = self.at(dx, b * image_in, image_in, "convolution image gradient")?;
             back.n = to_i64(image_in);
             self.run("col2im", &back)?;
         }
@@ -442,15 +461,15 @@ impl Device {
                 geo.pad_right,
                 usize::from(include_pad),
             ],
-        );
+        )?;
         Ok((a, input, output))
     }
 
     /// Max pooling (the first maximum of each window; NaN wins; a window over padding only gives 0).
     pub fn max_pool(&self, geo: &PoolGeometry, x: &Buffer, y: &mut Buffer) -> Result<()> {
         let (mut a, input, output) = Self::pool_args(geo, false)?;
-        a.x[0] = exact(x, input, "pool input")?;
-        a.y[0] = exact(y, output, "pool output")?;
+        a.x[0] = self.exact(x, input, "pool input")?;
+        a.y[0] = self.exact(y, output, "pool output")?;
         a.n = to_i64(output);
         self.run("max_pool_forward", &a)
     }
@@ -458,9 +477,9 @@ impl Device {
     /// The input gradient of [`Device::max_pool`]: each window's gradient goes to its maximum.
     pub fn max_pool_backward(&self, geo: &PoolGeometry, x: &Buffer, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
         let (mut a, input, output) = Self::pool_args(geo, false)?;
-        a.x[0] = exact(x, input, "pool input")?;
-        a.x[1] = exact(dy, output, "pool output gradient")?;
-        a.y[0] = exact(dx, input, "pool input gradient")?;
+        a.x[0] = self.exact(x, input, "pool input")?;
+        a.x[1] = self.exact(dy, output, "pool output gradient")?;
+        a.y[0] = self.exact(dx, input, "pool input gradient")?;
         a.n = to_i64(input);
         self.run("max_pool_backward", &a)
     }
@@ -468,8 +487,8 @@ impl Device {
     /// Average pooling.
     pub fn avg_pool(&self, geo: &PoolGeometry, include_pad: bool, x: &Buffer, y: &mut Buffer) -> Result<()> {
         let (mut a, input, output) = Self::pool_args(geo, include_pad)?;
-        a.x[0] = exact(x, input, "pool input")?;
-        a.y[0] = exact(y, output, "pool output")?;
+        a.x[0] = self.exact(x, input, "pool input")?;
+        a.y[0] = self.exact(y, output, "pool output")?;
         a.n = to_i64(output);
         self.run("avg_pool_forward", &a)
     }
@@ -477,8 +496,8 @@ impl Device {
     /// The input gradient of [`Device::avg_pool`].
     pub fn avg_pool_backward(&self, geo: &PoolGeometry, include_pad: bool, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
         let (mut a, input, output) = Self::pool_args(geo, include_pad)?;
-        a.x[0] = exact(dy, output, "pool output gradient")?;
-        a.y[0] = exact(dx, input, "pool input gradient")?;
+        a.x[0] = self.exact(dy, output, "pool output gradient")?;
+        a.y[0] = self.exact(dx, input, "pool input gradient")?;
         a.n = to_i64(input);
         self.run("avg_pool_backward", &a)
     }
@@ -489,8 +508,8 @@ impl Device {
             return Err(size_error(format!("{} elements are not whole planes of {size}", x.len())));
         }
         let mut a = RawArgs { n: to_i64(x.len() / size), ..RawArgs::default() };
-        a.x[0] = x.ptr;
-        a.y[0] = exact(y, x.len() / size, "plane means")?;
+        a.x[0] = self.exact(x, x.len(), "plane input")?;
+        a.y[0] = self.exact(y, x.len() / size, "plane means")?;
         a.i[0] = to_i64(size);
         self.run("plane_mean", &a)
     }
@@ -499,8 +518,8 @@ impl Device {
     pub fn plane_mean_backward(&self, size: usize, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
         let planes = dy.len();
         let mut a = RawArgs { n: to_i64(dx.len()), ..RawArgs::default() };
-        a.x[0] = dy.ptr;
-        a.y[0] = exact(dx, planes.checked_mul(size).ok_or_else(|| size_error("overflow"))?, "plane gradient")?;
+        a.x[0] = self.exact(dy, planes, "plane mean gradient")?;
+        a.y[0] = self.exact(dx, planes.checked_mul(size).ok_or_else(|| size_error("overflow"))?, "plane gradient")?;
         a.i[0] = to_i64(size);
         self.run("plane_mean_backward", &a)
     }
@@ -512,8 +531,11 @@ impl Device {
         }
         let mut a = RawArgs::default();
         a.i[0] = to_i64(out.len());
-        put(&mut a.i[1..1 + MAX_RANK], out);
-        put(&mut a.i[1 + MAX_RANK..1 + 2 * MAX_RANK], input);
+        put(&mut a.i[1..1 + MAX_RANK], out)?;
+        put(&mut a.i[1 + MAX_RANK..1 + 2 * MAX_RANK], input)?;
+        if origin.iter().any(|o| o.unsigned_abs() > MAX_PARAMETER as u64) {
+            return Err(size_error(format!("box origin {origin:?} is out of range")));
+        }
         a.i[1 + 2 * MAX_RANK..1 + 2 * MAX_RANK + origin.len()].copy_from_slice(origin);
         Ok(a)
     }
@@ -530,8 +552,8 @@ impl Device {
         y: &mut Buffer,
     ) -> Result<()> {
         let mut a = Self::box_args(out, input, origin)?;
-        a.x[0] = exact(x, count(input)?, "box source")?;
-        a.y[0] = exact(y, count(out)?, "box output")?;
+        a.x[0] = self.exact(x, count(input)?, "box source")?;
+        a.y[0] = self.exact(y, count(out)?, "box output")?;
         a.f[0] = fill;
         a.n = to_i64(count(out)?);
         self.run("box_read", &a)
@@ -544,8 +566,8 @@ impl Device {
             return Err(size_error(format!("box {input:?} at {origin:?} does not fit in {out:?}")));
         }
         let mut a = Self::box_args(out, input, origin)?;
-        a.x[0] = exact(x, count(input)?, "box source")?;
-        a.y[0] = exact(y, count(out)?, "box target")?;
+        a.x[0] = self.exact(x, count(input)?, "box source")?;
+        a.y[0] = self.exact(y, count(out)?, "box target")?;
         a.n = to_i64(count(input)?);
         self.run("box_write", &a)
     }

@@ -13,7 +13,7 @@
 //! reduction across streams (gradcam uses one stream and the default workspace; see `device/cuda.rs`).
 
 mod kernels;
-pub use kernels::{Activation, BinaryOp};
+pub use kernels::{Activation, BinaryOp, MAX_RANK};
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -111,6 +111,8 @@ pub type Result<T> = std::result::Result<T, DeviceError>;
 pub struct Buffer {
     /// Device address of the first element (a host address under emulation).
     ptr: u64,
+    /// The memory it lives in (see [`Backend::space`]): a launch refuses buffers of another.
+    space: u64,
     len: usize,
     /// What frees the memory.
     _owner: Box<dyn std::any::Any + Send + Sync>,
@@ -172,6 +174,9 @@ pub struct GemmCall {
 pub trait Backend: Send + Sync {
     /// The device, in words (e.g. "NVIDIA H100 80GB HBM3 (cuda:0)").
     fn name(&self) -> String;
+    /// Which memory its buffers live in: equal for backends whose buffers each other's kernels may read (host
+    /// memory is 0, CUDA device N is N + 1).
+    fn space(&self) -> u64;
     /// A zeroed buffer of `len` elements.
     fn zeros(&self, len: usize) -> Result<Buffer>;
     /// A buffer holding `data`.
@@ -196,6 +201,8 @@ pub trait Backend: Send + Sync {
 /// A device, ready to run kernels.
 pub struct Device {
     backend: Box<dyn Backend>,
+    /// The backend's memory space, checked against every buffer a launch is given.
+    space: u64,
 }
 
 impl fmt::Debug for Device {
@@ -209,7 +216,7 @@ impl Device {
     pub fn cuda(ordinal: usize) -> Result<Device> {
         #[cfg(feature = "cuda")]
         {
-            Ok(Device { backend: Box::new(cuda::Cuda::open(ordinal)?) })
+            Ok(Device::with(Box::new(cuda::Cuda::open(ordinal)?)))
         }
         #[cfg(not(feature = "cuda"))]
         {
@@ -222,7 +229,13 @@ impl Device {
     /// testable without a GPU. Needs a C++ compiler (`CXX`, else `c++`) at run time.
     #[cfg(feature = "device-emulation")]
     pub fn host_emulation() -> Result<Device> {
-        Ok(Device { backend: Box::new(host::HostEmulation::open()?) })
+        Ok(Device::with(Box::new(host::HostEmulation::open()?)))
+    }
+
+    #[cfg(any(feature = "cuda", feature = "device-emulation"))]
+    fn with(backend: Box<dyn Backend>) -> Device {
+        let space = backend.space();
+        Device { backend, space }
     }
 
     /// The device, in words.
@@ -240,6 +253,9 @@ impl Device {
 
     /// The buffer's contents.
     pub fn download(&self, buffer: &Buffer) -> Result<Vec<f32>> {
+        if buffer.space != self.space {
+            return Err(DeviceError::Size("download of a buffer of another device".into()));
+        }
         let mut out = vec![0.0; buffer.len()];
         self.backend.download(buffer, &mut out)?;
         Ok(out)
