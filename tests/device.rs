@@ -137,3 +137,44 @@ fn onnx_segmentation_model_with_cpu_fallback_ops_on_the_device_equals_the_cpu() 
     }
     assert_eq!(cpu.explanations.len(), 2);
 }
+
+/// Constant padding, unit-step slicing and concatenation run as device box copies, a strided slice falls back to
+/// its CPU rule; outputs and input gradients equal the CPU path.
+#[test]
+fn padding_slicing_and_concatenation_on_the_device_equal_the_cpu() {
+    use gradcam::ops::{Concat, Mul, Pad, PadMode, Slice};
+    let Some(dev) = device() else { return };
+    let build = || {
+        let mut b = gradcam::GraphBuilder::<f32>::new();
+        let x = b.input("x", &[2, 3, 5, 6]).unwrap();
+        let pad = Pad { pads: vec![0, 0, 1, 2, 0, 0, 2, 1], mode: PadMode::Constant, value: 0.5 };
+        let padded = b.node("pad", pad, &[x]).unwrap();
+        let rows = Slice { starts: vec![1], ends: vec![6], axes: Some(vec![2]), steps: None };
+        let rows = b.node("rows", rows, &[padded]).unwrap();
+        let cols = Slice { starts: vec![-7], ends: vec![-1], axes: Some(vec![3]), steps: None };
+        let cols = b.node("cols", cols, &[rows]).unwrap();
+        let joined = b.node("joined", Concat { axis: -3 }, &[cols, x]).unwrap();
+        let squared = b.node("squared", Mul, &[joined, joined]).unwrap();
+        let strided = Slice { starts: vec![0], ends: vec![6], axes: Some(vec![3]), steps: Some(vec![2]) };
+        let strided = b.node("strided", strided, &[squared]).unwrap();
+        b.output(strided);
+        b.build()
+    };
+    let x: Tensor<f32> = common::random(&[2, 3, 5, 6], 9);
+    let run = |graph: &gradcam::Graph<f32>| {
+        let plan = graph.plan(&["strided"], &["x", "joined"], &[]).unwrap();
+        let acts = graph.forward(&plan, vec![("x", x.clone())]).unwrap();
+        let y = acts.get("strided").unwrap().clone();
+        let seed: Tensor<f32> = common::random(y.shape(), 10);
+        let grads = acts.backward(vec![("strided", seed)]).unwrap();
+        (y, grads.get("x").unwrap().clone(), grads.get("joined").unwrap().clone())
+    };
+    let cpu = run(&build());
+    let mut on_device = build();
+    on_device.set_device(Some(dev));
+    let device = run(&on_device);
+    assert_eq!(cpu.0.shape(), [2, 6, 5, 3]);
+    close(device.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-6, "output");
+    close(device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-6, "input gradient");
+    close(device.2.as_slice().unwrap(), cpu.2.as_slice().unwrap(), 1e-6, "concatenation gradient");
+}

@@ -425,7 +425,7 @@ impl<T: Element> Graph<T> {
         if let Some(gemm) = any.downcast_ref::<ops::Gemm>() {
             return self.gemm_forward(dev, gemm, args, &out_shape);
         }
-        Ok(None)
+        Ok(super::device_layout::forward(dev, op, args, &out_shape)?.map(|y| vec![y]))
     }
 
     /// `Gemm` with 2-D operands, `alpha` on the product and `beta = 1` on a bias that broadcasts.

@@ -166,10 +166,13 @@ impl<T: Element> Activations<'_, T> {
             }
             return Ok(Some(out));
         }
+        let shapes: Vec<Vec<usize>> = (0..node.inputs.len()).map(shape_of).collect();
+        if let Some(out) = super::device_layout::backward(dev, op, &shapes, wanted, dy)? {
+            return Ok(Some(out));
+        }
         if !only_first {
             return Ok(None);
         }
-        let shapes: Vec<Vec<usize>> = (0..node.inputs.len()).map(shape_of).collect();
         let shape_refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
         if let Some(conv) = any.downcast_ref::<ops::Conv>() {
             let (Ok(geo), Some(w)) = (conv.geometry(&shape_refs), input(1)?) else { return Ok(None) };

@@ -8,6 +8,7 @@ mod builder;
 mod conv_backward;
 mod device;
 mod device_backward;
+mod device_layout;
 mod forward;
 mod fuse;
 mod plan;

@@ -48,6 +48,19 @@ impl Slice {
         Ok(out)
     }
 
+    /// Where the output starts in the input along every axis, when every step is 1 (the output is then a box of
+    /// the input: what device kernels copy); `None` for other steps.
+    pub(crate) fn box_origin(&self, shape: &[usize]) -> Option<Vec<i64>> {
+        let mut origin = vec![0i64; shape.len()];
+        for (axis, start, _, step) in self.resolve(shape).ok()? {
+            if step != 1 {
+                return None;
+            }
+            origin[axis] = start as i64;
+        }
+        Some(origin)
+    }
+
     fn output_shape(&self, shape: &[usize]) -> Result<Vec<usize>, OpError> {
         let mut s = shape.to_vec();
         for (axis, start, end, step) in self.resolve(shape)? {
