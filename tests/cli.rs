@@ -641,6 +641,10 @@ fn device_cuda_without_cuda_fails_with_one_clear_line() {
     let says_why =
         line.contains("--features cuda") || line.contains("could not be loaded") || line.contains("no CUDA device");
     assert!(line.starts_with("error: --device cuda:0: ") && says_why, "{line}");
+    let model = common::fixture("onnx/segmentation/lraspp_mnv3s.onnx").display().to_string();
+    let out = gradcam(&["infer", "--model", &model, "--input", "unused.npy", "--device", "cuda"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr_line(&out), line);
     let out = gradcam(&["layers", "--device", "tpu"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpu, cuda or cuda:N"));

@@ -35,6 +35,9 @@ pub struct InferArgs {
     /// Shape of an input whose sizes are symbolic, `[NAME=]D0,D1,…`, repeatable (default: each `--input`'s shape).
     #[arg(long = "input-shape", value_name = "[NAME=]DIMS", value_parser = super::parse_input_shape)]
     pub input_shapes: Vec<(Option<String>, Vec<usize>)>,
+    /// Where the model runs: cpu (the default), cuda or cuda:N (see `gradcam explain --help`).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = super::parse_device)]
+    pub device: super::DeviceChoice,
 }
 
 /// A file name for a value name (ONNX names may contain `/` and `:`).
@@ -108,7 +111,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         import.fold_budget = max;
     }
     import.input_shapes = args.input_shapes.clone();
-    let m = match onnx::load_with_options(&args.model, &import) {
+    let mut m = match onnx::load_with_options(&args.model, &import) {
         // Symbolic sizes: each input file's shape (batch 1), in order.
         Err(gradcam::Error::SymbolicInput { .. }) if args.input_shapes.is_empty() => {
             import.input_shapes = args
@@ -135,6 +138,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             args.inputs.len()
         );
     }
+    super::use_device(&mut m.graph, args.device)?;
     let mut bound = Vec::new();
     for (name, path) in m.inputs.iter().zip(&args.inputs) {
         let t = gradcam::input::read_npy_f32(path)?;

@@ -90,6 +90,15 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+/// Runs `graph` on the chosen device (the CPU needs nothing).
+fn use_device(graph: &mut gradcam::Graph<f32>, choice: DeviceChoice) -> anyhow::Result<()> {
+    if let DeviceChoice::Cuda(ordinal) = choice {
+        let device = gradcam::Device::cuda(ordinal).map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: {e}"))?;
+        graph.set_device(Some(std::sync::Arc::new(device)));
+    }
+    Ok(())
+}
+
 /// `cpu`, `cuda` or `cuda:N`.
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     match s.trim() {
@@ -199,10 +208,7 @@ impl ModelArgs {
         if let Some(path) = &self.labels {
             model.labels = Some(read_labels(path, model.classes())?);
         }
-        if let DeviceChoice::Cuda(ordinal) = self.device {
-            let device = gradcam::Device::cuda(ordinal).map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: {e}"))?;
-            model.graph.set_device(Some(std::sync::Arc::new(device)));
-        }
+        use_device(&mut model.graph, self.device)?;
         Ok(model)
     }
 }
