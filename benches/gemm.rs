@@ -3,6 +3,9 @@
 //! Throughput is in FLOP/s ("elem/s" = 2·M·K·N per second). Weights are packed once, outside the timed loop, as
 //! the model loader does; the right operand is packed inside it, as every convolution call does.
 //!
+//! Beside them, `fma_peak/<level>` measures the level's FMA peak on this machine (register-only FMAs, see
+//! `gradcam_kernels::peak`), so each kernel's share of the peak is a ratio of two numbers from one run.
+//!
 //! Run: `cargo bench --bench gemm`. Numbers go into BENCHMARKS.md with the CPU and its FMA peak.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -26,6 +29,19 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
 
 fn data(len: usize) -> Vec<f32> {
     (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect()
+}
+
+fn peak(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fma_peak");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let rounds = 100_000;
+    for level in supported_levels() {
+        group.throughput(Throughput::Elements(gradcam_kernels::peak::probe_flops(level, rounds)));
+        group.bench_function(BenchmarkId::new("registers", level.to_string()), |bch| {
+            bch.iter(|| black_box(gradcam_kernels::peak::fma_peak_probe(level, black_box(rounds), 1.0)))
+        });
+    }
+    group.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -76,5 +92,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, peak, bench);
 criterion_main!(benches);

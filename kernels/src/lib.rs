@@ -56,6 +56,7 @@ pub mod im2col;
 pub mod memory;
 mod microkernel;
 pub mod packed_gemm;
+pub mod peak;
 pub mod pool;
 pub mod precision;
 pub mod simd;
