@@ -178,3 +178,50 @@ fn padding_slicing_and_concatenation_on_the_device_equal_the_cpu() {
     close(device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-6, "input gradient");
     close(device.2.as_slice().unwrap(), cpu.2.as_slice().unwrap(), 1e-6, "concatenation gradient");
 }
+
+/// Two images at once, twice: the device gives each image what the CPU gives it, and repeats itself bit for bit.
+#[test]
+fn a_batch_on_the_device_equals_the_cpu_and_repeats_exactly() {
+    let Some(dev) = device() else { return };
+    let mut model = Model::build(Arch::Resnet18, Weights::synthetic(), [96, 96], 10).unwrap();
+    let x: Tensor<f32> = common::random(&[2, 3, 96, 96], 21);
+    let plan = model.graph.plan(&[&model.logits], &[&model.input], &[]).unwrap();
+    let run = |model: &Model| {
+        let acts = model.graph.forward(&plan, vec![(&model.input, x.clone())]).unwrap();
+        let logits = acts.get(&model.logits).unwrap().clone();
+        let grads = acts.backward(vec![(&model.logits, Tensor::ones(logits.raw_dim()))]).unwrap();
+        (logits, grads.get(&model.input).unwrap().clone())
+    };
+    let cpu = run(&model);
+    model.graph.set_device(Some(dev));
+    let (first, again) = (run(&model), run(&model));
+    close(first.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-4, "logits");
+    close(first.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-4, "input gradient");
+    assert_eq!(first.0, again.0, "logits differ between runs");
+    assert_eq!(first.1, again.1, "gradients differ between runs");
+}
+
+/// The diagnostic forward names the first node whose output is not finite, on the device as on the CPU.
+#[test]
+fn non_finite_values_are_named_by_node_on_the_device() {
+    use gradcam::ops::{Div, Relu};
+    let Some(dev) = device() else { return };
+    let mut b = gradcam::GraphBuilder::<f32>::new();
+    let x = b.input("x", &[1, 2, 3, 3]).unwrap();
+    let ok = b.node("relu", Relu, &[x]).unwrap();
+    let zero = b.constant("zero", Tensor::zeros(ndarray::IxDyn(&[1]))).unwrap();
+    let bad = b.node("divide", Div, &[ok, zero]).unwrap();
+    let y = b.node("after", Relu, &[bad]).unwrap();
+    b.output(y);
+    let mut graph = b.build();
+    let x: Tensor<f32> = common::random(&[1, 2, 3, 3], 22);
+    let plan = graph.inference_plan(&["after"]).unwrap();
+    let finite = gradcam::ForwardOptions { check_finite: true, ..Default::default() };
+    let cpu = graph.forward_with(&plan, vec![("x", x.clone())], finite).unwrap_err().to_string();
+    graph.set_device(Some(dev));
+    let err = graph.forward_with(&plan, vec![("x", x.clone())], finite).unwrap_err().to_string();
+    assert!(err.starts_with("node 'divide' (Div)"), "{err}");
+    assert_eq!(err, cpu);
+    // Without the check, the pass runs and the non-finite values propagate.
+    assert!(graph.forward(&plan, vec![("x", x)]).is_ok());
+}

@@ -312,6 +312,18 @@ impl<T: Element> Graph<T> {
                     seconds: t.elapsed().as_secs_f64(),
                 });
             }
+            if options.check_finite {
+                // A diagnostic mode: each output is read back to name the first node that yields NaN or ±inf.
+                for value in &outputs {
+                    let data = dev.download(&value.buffer).map_err(derr)?;
+                    if data.iter().any(|v| !v.is_finite()) {
+                        return Err(GraphError::NonFinite {
+                            origin: format!("node '{}' ({op_type})", node.name),
+                            shape: value.shape.clone(),
+                        });
+                    }
+                }
+            }
             for (&id, value) in node.outputs.iter().zip(outputs) {
                 run_shapes[id.0] = value.shape.clone();
                 if keep[id.0] || plan.last_use[id.0].is_some() {
@@ -331,16 +343,6 @@ impl<T: Element> Graph<T> {
             if let (Some(v), true) = (&values[id.0], plan.retain[id.0]) {
                 let data = dev.download(&v.buffer).map_err(|e| device_error(&self.values[id.0].name, "download", e))?;
                 host[id.0] = Some(from_f32(data, &v.shape));
-            }
-        }
-        if options.check_finite {
-            if let Some((id, _)) =
-                host.iter().enumerate().find(|(_, t)| t.as_ref().is_some_and(crate::tensor::has_non_finite))
-            {
-                return Err(GraphError::NonFinite {
-                    origin: format!("value '{}' (on the device)", self.values[id].name),
-                    shape: run_shapes[id].clone(),
-                });
             }
         }
         Ok(Activations {
