@@ -225,3 +225,13 @@ fn non_finite_values_are_named_by_node_on_the_device() {
     // Without the check, the pass runs and the non-finite values propagate.
     assert!(graph.forward(&plan, vec![("x", x)]).is_ok());
 }
+
+/// Vision transformers (a ViT and a Swin from ONNX: products with batch axes, softmax, layer norm, transposes,
+/// GELU through erf) on the device equal the CPU path.
+#[test]
+fn vision_transformers_on_the_device_equal_the_cpu() {
+    for name in ["vit", "swin"] {
+        let model = Model::from_onnx(&common::fixture(&format!("onnx/transformers/{name}.onnx"))).unwrap();
+        compare(model, photo(), name, false);
+    }
+}

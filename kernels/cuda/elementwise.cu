@@ -13,6 +13,7 @@
 #define ACT_GELU 8          // exact (erf) form
 #define ACT_SELU 9          // f0 = alpha, f1 = gamma
 #define ACT_SOFTPLUS 10
+#define ACT_ERF 11
 
 __device__ float sigmoid_of(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -32,6 +33,7 @@ __device__ float activation(int code, float x, float p0, float p1) {
     case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     case ACT_SELU: return x > 0.0f ? p1 * x : p1 * p0 * (expf(x) - 1.0f);
     case ACT_SOFTPLUS: return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
+    case ACT_ERF: return erff(x);
     }
     return x;
 }
@@ -66,6 +68,7 @@ __device__ float activation_slope(int code, float x, float p0, float p1) {
     }
     case ACT_SELU: return x > 0.0f ? p1 : p1 * p0 * expf(x);
     case ACT_SOFTPLUS: return sigmoid_of(x);
+    case ACT_ERF: return 1.1283791670955126f * expf(-x * x);
     }
     return 1.0f;
 }

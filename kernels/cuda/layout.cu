@@ -42,3 +42,19 @@ extern "C" __global__ void box_write(Args a) {
         a.y[0][offset] = a.x[0][k];
     }
 }
+
+// y0 = x0 with its axes permuted: a.i[0] = rank, then the output sizes (MAX_RANK slots), then for each output
+// axis the stride of the input axis it comes from. a.n = elements.
+extern "C" __global__ void permute(Args a) {
+    i64 rank = a.i[0];
+    const i64* out = a.i + 1;
+    const i64* strides = a.i + 1 + MAX_RANK;
+    GRID_STRIDE(k, a.n) {
+        i64 rest = k, offset = 0;
+        for (i64 d = rank - 1; d >= 0; d--) {
+            offset += (rest % out[d]) * strides[d];
+            rest /= out[d];
+        }
+        a.y[0][k] = a.x[0][offset];
+    }
+}

@@ -151,6 +151,8 @@ pub(super) fn activation_of<T: Element>(op: &dyn Op<T>) -> Option<Activation> {
         Some(Activation::Selu { alpha: f(s.alpha), gamma: f(s.gamma) })
     } else if any.is::<ops::Softplus>() {
         Some(Activation::Softplus)
+    } else if any.is::<ops::Erf>() {
+        Some(Activation::Erf)
     } else {
         None
     }
@@ -426,6 +428,9 @@ impl<T: Element> Graph<T> {
         }
         if let Some(gemm) = any.downcast_ref::<ops::Gemm>() {
             return self.gemm_forward(dev, gemm, args, &out_shape);
+        }
+        if let Some(y) = super::device_tokens::forward(dev, op, args, &out_shape)? {
+            return Ok(Some(vec![y]));
         }
         Ok(super::device_layout::forward(dev, op, args, &out_shape)?.map(|y| vec![y]))
     }

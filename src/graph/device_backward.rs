@@ -170,6 +170,13 @@ impl<T: Element> Activations<'_, T> {
         if let Some(out) = super::device_layout::backward(dev, op, &shapes, wanted, dy)? {
             return Ok(Some(out));
         }
+        let output = || match node.outputs.as_slice() {
+            [o] => on_device.value(graph, *o, dev),
+            _ => Ok(None),
+        };
+        if let Some(out) = super::device_tokens::backward(dev, op, (&shapes, wanted), &input, &output, dy)? {
+            return Ok(Some(out));
+        }
         if !only_first {
             return Ok(None);
         }

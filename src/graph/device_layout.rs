@@ -1,5 +1,6 @@
-//! Device lowerings of the ops that move elements without arithmetic: constant padding, slicing with unit steps
-//! and concatenation, forward and backward, all as box copies (`box_read` / `box_write` in kernels/cuda/layout.cu).
+//! Device lowerings of the ops that move elements without arithmetic: constant padding, slicing with unit steps,
+//! concatenation and gathering one index of an axis, forward and backward, all as box copies (`box_read` /
+//! `box_write` in kernels/cuda/layout.cu).
 
 use super::device::DeviceValue;
 use crate::ops::{self, Op, PadMode};
@@ -21,6 +22,16 @@ fn signed(v: &[usize]) -> Vec<i64> {
 fn concat_axis(concat: &ops::Concat, rank: usize) -> Option<usize> {
     let a = if concat.axis < 0 { concat.axis + rank as i64 } else { concat.axis };
     usize::try_from(a).ok().filter(|&a| a < rank)
+}
+
+/// The one index a `Gather` takes along its axis of an input shaped `shape`, as `(axis, index)`; `None` for
+/// several indices (or one out of range).
+fn single_gather(gather: &ops::Gather, shape: &[usize]) -> Option<(usize, usize)> {
+    let axis = concat_axis(&ops::Concat { axis: gather.axis }, shape.len())?;
+    let [index] = gather.indices.as_slice() else { return None };
+    let dim = shape[axis] as i64;
+    let index = if *index < 0 { index + dim } else { *index };
+    usize::try_from(index).ok().filter(|&i| i < shape[axis]).map(|i| (axis, i))
 }
 
 /// The forward of a layout op on the device, or `None` when it is not one (or not in a form the kernels take).
@@ -51,6 +62,21 @@ pub(super) fn forward<T: Element>(
         let origin: Vec<i64> = origin.iter().map(|o| -o).collect();
         let mut y = dev.zeros(count(out_shape))?;
         dev.box_read(out_shape, x.shape(), &origin, 0.0, x.buffer(), &mut y)?;
+        return done(y);
+    }
+    if let Some(gather) = any.downcast_ref::<ops::Gather>() {
+        // One index: the slab at that index, read as a box of the input (its layout is the output's).
+        let x = &args[0];
+        let Some((axis, index)) = single_gather(gather, x.shape()) else { return Ok(None) };
+        if x.shape().len() > MAX_RANK {
+            return Ok(None);
+        }
+        let mut slab = x.shape().to_vec();
+        slab[axis] = 1;
+        let mut origin = vec![0i64; slab.len()];
+        origin[axis] = -(index as i64);
+        let mut y = dev.zeros(count(out_shape))?;
+        dev.box_read(&slab, x.shape(), &origin, 0.0, x.buffer(), &mut y)?;
         return done(y);
     }
     if let Some(concat) = any.downcast_ref::<ops::Concat>() {
@@ -100,6 +126,21 @@ pub(super) fn backward<T: Element>(
         // The output gradient put back where the slice was taken, zeros elsewhere.
         let mut dx = dev.zeros(count(x))?;
         dev.box_read(x, dy.shape(), &origin, 0.0, dy.buffer(), &mut dx)?;
+        return first(dx);
+    }
+    if let Some(gather) = any.downcast_ref::<ops::Gather>() {
+        let x = &input_shapes[0];
+        let Some((axis, index)) = single_gather(gather, x) else { return Ok(None) };
+        if x.len() > MAX_RANK {
+            return Ok(None);
+        }
+        // The output gradient put back at its index, zeros elsewhere.
+        let mut slab = x.clone();
+        slab[axis] = 1;
+        let mut origin = vec![0i64; slab.len()];
+        origin[axis] = index as i64;
+        let mut dx = dev.zeros(count(x))?;
+        dev.box_read(x, &slab, &origin, 0.0, dy.buffer(), &mut dx)?;
         return first(dx);
     }
     if let Some(concat) = any.downcast_ref::<ops::Concat>() {

@@ -9,6 +9,7 @@ mod conv_backward;
 mod device;
 mod device_backward;
 mod device_layout;
+mod device_tokens;
 mod forward;
 mod fuse;
 mod plan;

@@ -191,6 +191,7 @@ fn activations_and_their_slopes_match_finite_differences() {
         Activation::Gelu,
         Activation::Selu { alpha: 1.67326, gamma: 1.0507 },
         Activation::Softplus,
+        Activation::Erf,
     ];
     for act in acts {
         let mut y = dev.zeros(x.len()).unwrap();
@@ -344,4 +345,90 @@ fn parameters_that_would_wrap_and_foreign_buffers_are_refused() {
     assert!(dev.activation(Activation::Tanh, &x, &mut foreign).is_err());
     assert!(dev.download(&foreign).is_err());
     assert!(dev.gemm((2, 2, 2), (&foreign, 0, false), (&x, 0, false), (&mut y, 0), 1.0, 0.0).is_err());
+}
+
+#[test]
+fn permutations_softmax_and_layer_norm_rows() {
+    let Some(dev) = device() else { return };
+    // Permute [2, 3, 4] by (2, 0, 1): y[c, a, b] = x[a, b, c].
+    let x: Vec<f32> = (0..24).map(|v| v as f32).collect();
+    let mut y = dev.zeros(24).unwrap();
+    dev.permute(&[2, 3, 4], &[2, 0, 1], &dev.upload(&x).unwrap(), &mut y).unwrap();
+    let y = dev.download(&y).unwrap();
+    for a in 0..2 {
+        for b in 0..3 {
+            for c in 0..4 {
+                assert_eq!(y[(c * 2 + a) * 3 + b], x[(a * 3 + b) * 4 + c]);
+            }
+        }
+    }
+    assert!(dev.permute(&[2, 3, 4], &[0, 0, 1], &dev.zeros(24).unwrap(), &mut dev.zeros(24).unwrap()).is_err());
+
+    let m = 7;
+    let x: Vec<f32> = values(3 * m, 31).iter().map(|v| v * 4.0).collect();
+    let (scale, bias) = (values(m, 32), values(m, 33));
+    let dy = values(3 * m, 34);
+    let xb = dev.upload(&x).unwrap();
+    let mut y = dev.zeros(3 * m).unwrap();
+    dev.softmax_rows(m, &xb, &mut y).unwrap();
+    let soft = dev.download(&y).unwrap();
+    for row in 0..3 {
+        let r = &x[row * m..(row + 1) * m];
+        let top = r.iter().fold(f32::MIN, |a, &b| a.max(b));
+        let sum: f32 = r.iter().map(|v| (v - top).exp()).sum();
+        let want: Vec<f32> = r.iter().map(|v| (v - top).exp() / sum).collect();
+        assert_close(&soft[row * m..(row + 1) * m], &want, "softmax");
+    }
+    // Gradients against central differences of ⟨dy, f(x)⟩ in f64 on the host reference formulas.
+    let softmax = |x: &[f64]| -> Vec<f64> {
+        x.chunks(m)
+            .flat_map(|r| {
+                let top = r.iter().fold(f64::MIN, |a, &b| a.max(b));
+                let s: f64 = r.iter().map(|v| (v - top).exp()).sum();
+                r.iter().map(move |v| (v - top).exp() / s).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let layer_norm = |x: &[f64]| -> Vec<f64> {
+        x.chunks(m)
+            .flat_map(|r| {
+                let mean = r.iter().sum::<f64>() / m as f64;
+                let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m as f64;
+                let inv = 1.0 / (var + 1e-5).sqrt();
+                r.iter()
+                    .enumerate()
+                    .map(|(k, v)| (v - mean) * inv * f64::from(scale[k]) + f64::from(bias[k]))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let numeric = |f: &dyn Fn(&[f64]) -> Vec<f64>| -> Vec<f32> {
+        let base: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        (0..x.len())
+            .map(|i| {
+                let (mut up, mut down) = (base.clone(), base.clone());
+                up[i] += 1e-4;
+                down[i] -= 1e-4;
+                let (fu, fd) = (f(&up), f(&down));
+                let d: f64 = fu.iter().zip(&fd).zip(&dy).map(|((a, b), g)| (a - b) * f64::from(*g)).sum();
+                (d / 2e-4) as f32
+            })
+            .collect()
+    };
+    let dyb = dev.upload(&dy).unwrap();
+    let mut dx = dev.zeros(3 * m).unwrap();
+    dev.softmax_rows_backward(m, &dev.upload(&soft).unwrap(), &dyb, &mut dx).unwrap();
+    assert_close(&dev.download(&dx).unwrap(), &numeric(&softmax), "softmax gradient");
+
+    let (sb, bb) = (dev.upload(&scale).unwrap(), dev.upload(&bias).unwrap());
+    dev.layer_norm_rows(m, 1e-5, &xb, (&sb, Some(&bb)), &mut y).unwrap();
+    let base: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let want: Vec<f32> = layer_norm(&base).iter().map(|&v| v as f32).collect();
+    assert_close(&dev.download(&y).unwrap(), &want, "layer norm");
+    dev.layer_norm_rows_backward(m, 1e-5, (&xb, &sb), &dyb, &mut dx).unwrap();
+    let got = dev.download(&dx).unwrap();
+    let want = numeric(&layer_norm);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < 2e-3 * (1.0 + w.abs()), "layer norm gradient {i}: {g} vs {w}");
+    }
 }

@@ -30,6 +30,7 @@ pub enum Activation {
         gamma: f32,
     },
     Softplus,
+    Erf,
 }
 
 impl Activation {
@@ -46,6 +47,7 @@ impl Activation {
             Activation::Gelu => (8, 0.0, 0.0),
             Activation::Selu { alpha, gamma } => (9, alpha, gamma),
             Activation::Softplus => (10, 0.0, 0.0),
+            Activation::Erf => (11, 0.0, 0.0),
         }
     }
 }
@@ -570,5 +572,97 @@ impl Device {
         a.y[0] = self.exact(y, count(out)?, "box target")?;
         a.n = to_i64(count(input)?);
         self.run("box_write", &a)
+    }
+
+    /// `y` = `x` (shape `shape`) with its axes permuted: output axis `d` is input axis `perm[d]`.
+    pub fn permute(&self, shape: &[usize], perm: &[usize], x: &Buffer, y: &mut Buffer) -> Result<()> {
+        let rank = shape.len();
+        let mut seen = [false; MAX_RANK];
+        let valid = rank > 0
+            && rank <= MAX_RANK
+            && perm.len() == rank
+            && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+        if !valid {
+            return Err(size_error(format!("permutation {perm:?} of a rank-{rank} tensor")));
+        }
+        let mut in_strides = [0usize; MAX_RANK];
+        let mut stride = 1;
+        for d in (0..rank).rev() {
+            in_strides[d] = stride;
+            stride *= shape[d];
+        }
+        let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let len = count(shape)?;
+        let mut a = RawArgs { n: to_i64(len), ..RawArgs::default() };
+        a.x[0] = self.exact(x, len, "permute input")?;
+        a.y[0] = self.exact(y, len, "permute output")?;
+        a.i[0] = to_i64(rank);
+        put(&mut a.i[1..1 + MAX_RANK], &out)?;
+        put(&mut a.i[1 + MAX_RANK..1 + 2 * MAX_RANK], &strides)?;
+        self.run("permute", &a)
+    }
+
+    /// The row layout shared by the row kernels: rows of `m` elements filling `len`.
+    fn rows(len: usize, m: usize) -> Result<RawArgs> {
+        if m == 0 || m > MAX_PARAMETER || !len.is_multiple_of(m) {
+            return Err(size_error(format!("{len} elements are not whole rows of {m}")));
+        }
+        let mut a = RawArgs { n: to_i64(len / m), ..RawArgs::default() };
+        a.i[0] = to_i64(m);
+        Ok(a)
+    }
+
+    /// `y` = the softmax of each row of `m` elements of `x`.
+    pub fn softmax_rows(&self, m: usize, x: &Buffer, y: &mut Buffer) -> Result<()> {
+        let mut a = Self::rows(x.len(), m)?;
+        a.x[0] = self.exact(x, x.len(), "softmax input")?;
+        a.y[0] = self.exact(y, x.len(), "softmax output")?;
+        self.run("softmax_rows", &a)
+    }
+
+    /// The input gradient of [`Device::softmax_rows`] from its output `y` and output gradient `dy`.
+    pub fn softmax_rows_backward(&self, m: usize, y: &Buffer, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
+        let mut a = Self::rows(y.len(), m)?;
+        a.x[0] = self.exact(y, y.len(), "softmax output")?;
+        a.x[1] = self.exact(dy, y.len(), "softmax output gradient")?;
+        a.y[0] = self.exact(dx, y.len(), "softmax input gradient")?;
+        self.run("softmax_rows_backward", &a)
+    }
+
+    /// Layer normalization of each row of `m` elements of `x`, with a per-element `scale` and optional `bias`.
+    pub fn layer_norm_rows(
+        &self,
+        m: usize,
+        epsilon: f32,
+        x: &Buffer,
+        (scale, bias): (&Buffer, Option<&Buffer>),
+        y: &mut Buffer,
+    ) -> Result<()> {
+        let mut a = Self::rows(x.len(), m)?;
+        a.x[0] = self.exact(x, x.len(), "layer norm input")?;
+        a.x[1] = self.exact(scale, m, "layer norm scale")?;
+        a.x[2] = bias.map(|b| self.exact(b, m, "layer norm bias")).transpose()?.unwrap_or(0);
+        a.y[0] = self.exact(y, x.len(), "layer norm output")?;
+        a.f[0] = epsilon;
+        self.run("layer_norm_rows", &a)
+    }
+
+    /// The input gradient of [`Device::layer_norm_rows`].
+    pub fn layer_norm_rows_backward(
+        &self,
+        m: usize,
+        epsilon: f32,
+        (x, scale): (&Buffer, &Buffer),
+        dy: &Buffer,
+        dx: &mut Buffer,
+    ) -> Result<()> {
+        let mut a = Self::rows(x.len(), m)?;
+        a.x[0] = self.exact(x, x.len(), "layer norm input")?;
+        a.x[1] = self.exact(scale, m, "layer norm scale")?;
+        a.x[2] = self.exact(dy, x.len(), "layer norm output gradient")?;
+        a.y[0] = self.exact(dx, x.len(), "layer norm input gradient")?;
+        a.f[0] = epsilon;
+        self.run("layer_norm_rows_backward", &a)
     }
 }

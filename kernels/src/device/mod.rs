@@ -23,18 +23,19 @@ pub mod host;
 use std::fmt;
 
 /// The sources NVRTC (or the host compiler) builds, in order, after [`PRELUDE`].
-pub const SOURCES: [(&str, &str); 4] = [
+pub const SOURCES: [(&str, &str); 5] = [
     ("elementwise.cu", include_str!("../../cuda/elementwise.cu")),
     ("conv.cu", include_str!("../../cuda/conv.cu")),
     ("pool.cu", include_str!("../../cuda/pool.cu")),
     ("layout.cu", include_str!("../../cuda/layout.cu")),
+    ("rows.cu", include_str!("../../cuda/rows.cu")),
 ];
 
 /// Definitions every source relies on (the argument block, the grid-stride loop).
 pub const PRELUDE: &str = include_str!("../../cuda/prelude.cuh");
 
 /// Every kernel the sources define, by name.
-pub const KERNELS: [&str; 17] = [
+pub const KERNELS: [&str; 22] = [
     "activation_forward",
     "activation_backward",
     "binary_forward",
@@ -52,6 +53,11 @@ pub const KERNELS: [&str; 17] = [
     "plane_mean_backward",
     "box_read",
     "box_write",
+    "permute",
+    "softmax_rows",
+    "softmax_rows_backward",
+    "layer_norm_rows",
+    "layer_norm_rows_backward",
 ];
 
 /// The whole program: the prelude, then every source.
