@@ -138,8 +138,8 @@ fn onnx_segmentation_model_with_cpu_fallback_ops_on_the_device_equals_the_cpu() 
     assert_eq!(cpu.explanations.len(), 2);
 }
 
-/// Constant padding, unit-step slicing and concatenation run as device box copies, a strided slice falls back to
-/// its CPU rule; outputs and input gradients equal the CPU path.
+/// Constant padding, slicing (unit and larger steps) and concatenation run as device copies; outputs and input
+/// gradients equal the CPU path.
 #[test]
 fn padding_slicing_and_concatenation_on_the_device_equal_the_cpu() {
     use gradcam::ops::{Concat, Mul, Pad, PadMode, Slice};

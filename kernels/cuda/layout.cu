@@ -58,3 +58,31 @@ extern "C" __global__ void permute(Args a) {
         a.y[0][k] = a.x[0][offset];
     }
 }
+
+// A strided slice: the small tensor s (sizes a.i[1..]) against the large tensor l (sizes a.i[1 + MAX_RANK..]);
+// element o of s is element start + o * step of l on every axis (starts at a.i[1 + 2 * MAX_RANK..], positive steps
+// at a.i[1 + 3 * MAX_RANK..]). a.n = elements of s.
+__device__ i64 strided_offset(const i64* p, i64 k) {
+    i64 rank = p[0];
+    const i64* small = p + 1;
+    const i64* large = p + 1 + MAX_RANK;
+    const i64* start = p + 1 + 2 * MAX_RANK;
+    const i64* step = p + 1 + 3 * MAX_RANK;
+    i64 offset = 0, scale = 1;
+    for (i64 d = rank - 1; d >= 0; d--) {
+        offset += (start[d] + (k % small[d]) * step[d]) * scale;
+        k /= small[d];
+        scale *= large[d];
+    }
+    return offset;
+}
+
+// y0 (the slice) read from x0 (the large tensor).
+extern "C" __global__ void strided_read(Args a) {
+    GRID_STRIDE(k, a.n) { a.y[0][k] = a.x[0][strided_offset(a.i, k)]; }
+}
+
+// x0 (the slice) written into y0 (the large tensor) at its places; the rest of y0 is left as it is.
+extern "C" __global__ void strided_write(Args a) {
+    GRID_STRIDE(k, a.n) { a.y[0][strided_offset(a.i, k)] = a.x[0][k]; }
+}

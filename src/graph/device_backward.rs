@@ -208,7 +208,8 @@ impl<T: Element> Activations<'_, T> {
             dev.avg_pool_backward(&geo, pool.count_include_pad, dy.buffer(), &mut dx)?;
             return first(dx);
         }
-        if any.is::<ops::GlobalAveragePool>() {
+        let to_one = any.downcast_ref::<ops::AdaptiveAvgPool>().is_some_and(|p| p.output == [1, 1]);
+        if any.is::<ops::GlobalAveragePool>() || to_one {
             let plane: usize = shapes[0].iter().skip(2).product();
             let mut dx = fresh(0)?;
             dev.plane_mean_backward(plane, dy.buffer(), &mut dx)?;

@@ -1,4 +1,4 @@
-//! Device lowerings of the ops that move elements without arithmetic: constant padding, slicing with unit steps,
+//! Device lowerings of the ops that move elements without arithmetic: constant padding, slicing with positive steps,
 //! concatenation and gathering one index of an axis, forward and backward, all as box copies (`box_read` /
 //! `box_write` in kernels/cuda/layout.cu).
 
@@ -58,10 +58,9 @@ pub(super) fn forward<T: Element>(
     }
     if let Some(slice) = any.downcast_ref::<ops::Slice>() {
         let x = &args[0];
-        let Some(origin) = slice.box_origin(x.shape()) else { return Ok(None) };
-        let origin: Vec<i64> = origin.iter().map(|o| -o).collect();
+        let Some((start, step)) = slice.strided_box(x.shape()) else { return Ok(None) };
         let mut y = dev.zeros(count(out_shape))?;
-        dev.box_read(out_shape, x.shape(), &origin, 0.0, x.buffer(), &mut y)?;
+        dev.strided_read((out_shape, x.shape()), (&start, &step), x.buffer(), &mut y)?;
         return done(y);
     }
     if let Some(gather) = any.downcast_ref::<ops::Gather>() {
@@ -122,10 +121,10 @@ pub(super) fn backward<T: Element>(
     }
     if let Some(slice) = any.downcast_ref::<ops::Slice>() {
         let x = &input_shapes[0];
-        let Some(origin) = slice.box_origin(x) else { return Ok(None) };
+        let Some((start, step)) = slice.strided_box(x) else { return Ok(None) };
         // The output gradient put back where the slice was taken, zeros elsewhere.
         let mut dx = dev.zeros(count(x))?;
-        dev.box_read(x, dy.shape(), &origin, 0.0, dy.buffer(), &mut dx)?;
+        dev.strided_write((dy.shape(), x), (&start, &step), dy.buffer(), &mut dx)?;
         return first(dx);
     }
     if let Some(gather) = any.downcast_ref::<ops::Gather>() {

@@ -48,17 +48,15 @@ impl Slice {
         Ok(out)
     }
 
-    /// Where the output starts in the input along every axis, when every step is 1 (the output is then a box of
-    /// the input: what device kernels copy); `None` for other steps.
-    pub(crate) fn box_origin(&self, shape: &[usize]) -> Option<Vec<i64>> {
-        let mut origin = vec![0i64; shape.len()];
-        for (axis, start, _, step) in self.resolve(shape).ok()? {
-            if step != 1 {
-                return None;
-            }
-            origin[axis] = start as i64;
+    /// Where the output starts in the input and its step, per axis, when every step is positive (the output is then
+    /// a strided box of the input: what device kernels copy); `None` for negative steps.
+    pub(crate) fn strided_box(&self, shape: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+        let (mut start, mut step) = (vec![0usize; shape.len()], vec![1usize; shape.len()]);
+        for (axis, first, _, by) in self.resolve(shape).ok()? {
+            start[axis] = usize::try_from(first).ok()?;
+            step[axis] = usize::try_from(by).ok().filter(|&s| s > 0)?;
         }
-        Some(origin)
+        Some((start, step))
     }
 
     fn output_shape(&self, shape: &[usize]) -> Result<Vec<usize>, OpError> {

@@ -432,3 +432,21 @@ fn permutations_softmax_and_layer_norm_rows() {
         assert!((g - w).abs() < 2e-3 * (1.0 + w.abs()), "layer norm gradient {i}: {g} vs {w}");
     }
 }
+
+#[test]
+fn strided_slices_read_and_write_back() {
+    let Some(dev) = device() else { return };
+    // x[1::2, 0:5:3] of a [5, 6] tensor.
+    let x: Vec<f32> = (0..30).map(|v| v as f32).collect();
+    let mut y = dev.zeros(4).unwrap();
+    let xb = dev.upload(&x).unwrap();
+    dev.strided_read((&[2, 2], &[5, 6]), (&[1, 0], &[2, 3]), &xb, &mut y).unwrap();
+    assert_eq!(dev.download(&y).unwrap(), vec![6.0, 9.0, 18.0, 21.0]);
+    let mut back = dev.zeros(30).unwrap();
+    dev.strided_write((&[2, 2], &[5, 6]), (&[1, 0], &[2, 3]), &y, &mut back).unwrap();
+    let back = dev.download(&back).unwrap();
+    assert_eq!(back.iter().filter(|&&v| v != 0.0).count(), 4);
+    assert_eq!((back[6], back[9], back[18], back[21]), (6.0, 9.0, 18.0, 21.0));
+    // A slice reaching past the end is refused before launching.
+    assert!(dev.strided_read((&[3, 2], &[5, 6]), (&[1, 0], &[2, 3]), &xb, &mut dev.zeros(6).unwrap()).is_err());
+}

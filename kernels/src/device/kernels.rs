@@ -665,4 +665,56 @@ impl Device {
         a.f[0] = epsilon;
         self.run("layer_norm_rows_backward", &a)
     }
+
+    /// The layout of the strided kernels: a slice `small` of `large` taking element `start + o·step` per axis.
+    fn strided_args(small: &[usize], large: &[usize], start: &[usize], step: &[usize]) -> Result<RawArgs> {
+        let rank = small.len();
+        let fits = rank > 0
+            && rank <= MAX_RANK
+            && [large.len(), start.len(), step.len()].iter().all(|&r| r == rank)
+            && (0..rank).all(|d| {
+                step[d] > 0
+                    && (small[d] == 0
+                        || start[d].checked_add((small[d] - 1).saturating_mul(step[d])).is_some_and(|e| e < large[d]))
+            });
+        if !fits {
+            return Err(size_error(format!("slice {small:?} from {start:?} by {step:?} does not fit {large:?}")));
+        }
+        let mut a = RawArgs { n: to_i64(count(small)?), ..RawArgs::default() };
+        a.i[0] = to_i64(rank);
+        put(&mut a.i[1..1 + MAX_RANK], small)?;
+        put(&mut a.i[1 + MAX_RANK..1 + 2 * MAX_RANK], large)?;
+        put(&mut a.i[1 + 2 * MAX_RANK..1 + 3 * MAX_RANK], start)?;
+        put(&mut a.i[1 + 3 * MAX_RANK..1 + 4 * MAX_RANK], step)?;
+        Ok(a)
+    }
+
+    /// `y` (shape `small`) = the elements `start + o·step` of `x` (shape `large`): a slice with positive steps.
+    pub fn strided_read(
+        &self,
+        (small, large): (&[usize], &[usize]),
+        (start, step): (&[usize], &[usize]),
+        x: &Buffer,
+        y: &mut Buffer,
+    ) -> Result<()> {
+        let mut a = Self::strided_args(small, large, start, step)?;
+        a.x[0] = self.exact(x, count(large)?, "slice source")?;
+        a.y[0] = self.exact(y, count(small)?, "slice")?;
+        self.run("strided_read", &a)
+    }
+
+    /// Writes `x` (shape `small`) to the elements `start + o·step` of `y` (shape `large`); the rest of `y` is
+    /// left as it is. Distinct elements of `x` land on distinct elements of `y` (positive steps).
+    pub fn strided_write(
+        &self,
+        (small, large): (&[usize], &[usize]),
+        (start, step): (&[usize], &[usize]),
+        x: &Buffer,
+        y: &mut Buffer,
+    ) -> Result<()> {
+        let mut a = Self::strided_args(small, large, start, step)?;
+        a.x[0] = self.exact(x, count(small)?, "slice")?;
+        a.y[0] = self.exact(y, count(large)?, "slice target")?;
+        self.run("strided_write", &a)
+    }
 }

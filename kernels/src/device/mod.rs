@@ -35,7 +35,7 @@ pub const SOURCES: [(&str, &str); 5] = [
 pub const PRELUDE: &str = include_str!("../../cuda/prelude.cuh");
 
 /// Every kernel the sources define, by name.
-pub const KERNELS: [&str; 22] = [
+pub const KERNELS: [&str; 24] = [
     "activation_forward",
     "activation_backward",
     "binary_forward",
@@ -54,6 +54,8 @@ pub const KERNELS: [&str; 22] = [
     "box_read",
     "box_write",
     "permute",
+    "strided_read",
+    "strided_write",
     "softmax_rows",
     "softmax_rows_backward",
     "layer_norm_rows",
