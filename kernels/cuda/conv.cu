@@ -40,15 +40,11 @@ extern "C" __global__ void col2im(Args a) {
         i64 x = k % g.w, y = (k / g.w) % g.h, c = k / (g.w * g.h);
         float sum = 0.0f;
         for (i64 ky = 0; ky < g.kh; ky++) {
-            i64 ty = y + g.pt - ky * g.dh;
-            if (ty < 0 || ty % g.sh != 0) continue;
-            i64 oy = ty / g.sh;
-            if (oy >= g.oh) continue;
+            i64 oy = tap_output(y, g.pt, ky, g.dh, g.sh, g.oh);
+            if (oy < 0) continue;
             for (i64 kx = 0; kx < g.kw; kx++) {
-                i64 tx = x + g.pl - kx * g.dw;
-                if (tx < 0 || tx % g.sw != 0) continue;
-                i64 ox = tx / g.sw;
-                if (ox >= g.ow) continue;
+                i64 ox = tap_output(x, g.pl, kx, g.dw, g.sw, g.ow);
+                if (ox < 0) continue;
                 sum += a.x[0][((c * g.kh + ky) * g.kw + kx) * cols + oy * g.ow + ox];
             }
         }
@@ -96,15 +92,11 @@ extern "C" __global__ void conv_direct_backward_data(Args a) {
             const float* grad = a.x[0] + ((b * g.oc + o) * g.oh) * g.ow;
             const float* taps = a.x[1] + (o * cin + ci) * g.kh * g.kw;
             for (i64 ky = 0; ky < g.kh; ky++) {
-                i64 ty = y + g.pt - ky * g.dh;
-                if (ty < 0 || ty % g.sh != 0) continue;
-                i64 oy = ty / g.sh;
-                if (oy >= g.oh) continue;
+                i64 oy = tap_output(y, g.pt, ky, g.dh, g.sh, g.oh);
+                if (oy < 0) continue;
                 for (i64 kx = 0; kx < g.kw; kx++) {
-                    i64 tx = x + g.pl - kx * g.dw;
-                    if (tx < 0 || tx % g.sw != 0) continue;
-                    i64 ox = tx / g.sw;
-                    if (ox >= g.ow) continue;
+                    i64 ox = tap_output(x, g.pl, kx, g.dw, g.sw, g.ow);
+                    if (ox < 0) continue;
                     sum += grad[oy * g.ow + ox] * taps[ky * g.kw + kx];
                 }
             }

@@ -57,12 +57,11 @@ extern "C" __global__ void max_pool_backward(Args a) {
         const float* grad = a.x[1] + p * g.oh * g.ow;
         float sum = 0.0f;
         for (i64 ky = 0; ky < g.kh; ky++) {
-            i64 ty = y + g.pt - ky * g.dh;
-            if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.oh) continue;
+            i64 oy = tap_output(y, g.pt, ky, g.dh, g.sh, g.oh);
+            if (oy < 0) continue;
             for (i64 kx = 0; kx < g.kw; kx++) {
-                i64 tx = x + g.pl - kx * g.dw;
-                if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.ow) continue;
-                i64 oy = ty / g.sh, ox = tx / g.sw;
+                i64 ox = tap_output(x, g.pl, kx, g.dw, g.sw, g.ow);
+                if (ox < 0) continue;
                 if (window_argmax(g, plane, oy, ox) == y * g.w + x) sum += grad[oy * g.ow + ox];
             }
         }
@@ -114,12 +113,11 @@ extern "C" __global__ void avg_pool_backward(Args a) {
         const float* grad = a.x[0] + p * g.oh * g.ow;
         float sum = 0.0f;
         for (i64 ky = 0; ky < g.kh; ky++) {
-            i64 ty = y + g.pt - ky * g.dh;
-            if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.oh) continue;
+            i64 oy = tap_output(y, g.pt, ky, g.dh, g.sh, g.oh);
+            if (oy < 0) continue;
             for (i64 kx = 0; kx < g.kw; kx++) {
-                i64 tx = x + g.pl - kx * g.dw;
-                if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.ow) continue;
-                i64 oy = ty / g.sh, ox = tx / g.sw;
+                i64 ox = tap_output(x, g.pl, kx, g.dw, g.sw, g.ow);
+                if (ox < 0) continue;
                 i64 d = window_divisor(g, oy, ox);
                 if (d > 0) sum += grad[oy * g.ow + ox] / (float)d;
             }

@@ -21,3 +21,12 @@ struct Args {
     for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < (count); idx += (i64)blockDim.x * gridDim.x)
 
 #define MAX_RANK 6
+
+// The output position whose window reads input position `pos` through tap `tap` (windows start at
+// out * stride - pad, taps `dilation` apart), or -1 when no output window does: what every gather-style input
+// gradient (col2im, the direct convolution's, the pools') walks.
+__device__ i64 tap_output(i64 pos, i64 pad, i64 tap, i64 dilation, i64 stride, i64 outputs) {
+    i64 t = pos + pad - tap * dilation;
+    if (t < 0 || t % stride != 0 || t / stride >= outputs) return -1;
+    return t / stride;
+}
