@@ -235,3 +235,43 @@ fn vision_transformers_on_the_device_equal_the_cpu() {
         compare(model, photo(), name, false);
     }
 }
+
+/// Products with batch axes on the device, both operands wanted: where one operand is broadcast over batch items,
+/// its gradient sums their products (the accumulating path), as on the CPU.
+#[test]
+fn batched_products_and_their_gradients_on_the_device_equal_the_cpu() {
+    use gradcam::ops::MatMul;
+    let Some(dev) = device() else { return };
+    for (sa, sb) in [
+        (vec![2, 3, 4], vec![4, 5]),
+        (vec![3, 4], vec![2, 4, 5]),
+        (vec![2, 1, 3, 4], vec![5, 4, 6]),
+        (vec![2, 2, 3, 4], vec![2, 2, 4, 3]),
+    ] {
+        let build = || {
+            let mut b = gradcam::GraphBuilder::<f32>::new();
+            let x = b.input("a", &sa).unwrap();
+            let y = b.input("b", &sb).unwrap();
+            let p = b.node("product", MatMul, &[x, y]).unwrap();
+            b.output(p);
+            b.build()
+        };
+        let (a, b): (Tensor<f32>, Tensor<f32>) = (common::random(&sa, 31), common::random(&sb, 32));
+        let run = |graph: &gradcam::Graph<f32>| {
+            let plan = graph.plan(&["product"], &["a", "b"], &[]).unwrap();
+            let acts = graph.forward(&plan, vec![("a", a.clone()), ("b", b.clone())]).unwrap();
+            let y = acts.get("product").unwrap().clone();
+            let seed: Tensor<f32> = common::random(y.shape(), 33);
+            let g = acts.backward(vec![("product", seed)]).unwrap();
+            (y, g.get("a").unwrap().clone(), g.get("b").unwrap().clone())
+        };
+        let cpu = run(&build());
+        let mut graph = build();
+        graph.set_device(Some(dev.clone()));
+        let on_device = run(&graph);
+        let what = format!("{sa:?} × {sb:?}");
+        close(on_device.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-5, &format!("{what} product"));
+        close(on_device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-5, &format!("{what} left gradient"));
+        close(on_device.2.as_slice().unwrap(), cpu.2.as_slice().unwrap(), 1e-5, &format!("{what} right gradient"));
+    }
+}

@@ -9,6 +9,9 @@
 //! matter: on the device every op runs on its own, and every value a backward rule reads stays on the device.
 //!
 //! Weights are uploaded once per graph (and folded batch-norm scales once per node) and reused by every pass.
+//!
+//! `ForwardOptions::check_finite` reads every output back and names the first node whose output is not finite;
+//! since nothing is fused here, that may be a node inside a chain the CPU names by its last node.
 
 use super::{Activations, Graph, Source, ValueId};
 use crate::error::{GraphError, GraphResult as Result};

@@ -1,7 +1,8 @@
 //! The backward sweep on a device: [`Activations::backward_with`] for a forward pass that ran there (see
-//! `device`). Rules with a device lowering run on the device kernels; any other rule, a rule asked for a weight
-//! gradient, and a rule whose incoming gradient a [`super::GradientFilter`] rewrites (guided backpropagation) run
-//! on the CPU on copies of what they read.
+//! `device`). Rules with a device lowering run on the device kernels (products and concatenations for any operand;
+//! the others for their first input); any other rule — one asked for a weight gradient the device does not
+//! compute, and one whose incoming gradient a [`super::GradientFilter`] rewrites (guided backpropagation) — runs on
+//! the CPU on copies of what it reads.
 
 use super::device::{DeviceActivations, DeviceValue};
 use super::{Activations, BackwardOptions, Gradients, ValueId, VjpRecord};

@@ -1,6 +1,6 @@
 //! Device lowerings of the ops that move elements without arithmetic: constant padding, slicing with positive steps,
-//! concatenation and gathering one index of an axis, forward and backward, all as box copies (`box_read` /
-//! `box_write` in kernels/cuda/layout.cu).
+//! concatenation and gathering one index of an axis, forward and backward, as box copies (`box_read` / `box_write`)
+//! and strided copies (`strided_read` / `strided_write`, for slices) in kernels/cuda/layout.cu.
 
 use super::device::DeviceValue;
 use crate::ops::{self, Op, PadMode};

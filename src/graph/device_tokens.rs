@@ -92,7 +92,7 @@ pub(super) fn forward<T: Element>(
     if let Some(softmax) = any.downcast_ref::<ops::Softmax>() {
         let x = &args[0];
         let rank = x.shape().len();
-        if axis_of(softmax.axis, rank) != Some(rank.wrapping_sub(1)) {
+        if axis_of(softmax.axis, rank) != Some(rank.wrapping_sub(1)) || count(x.shape()) == 0 {
             return Ok(None);
         }
         let mut y = dev.zeros(count(out_shape))?;
@@ -103,7 +103,7 @@ pub(super) fn forward<T: Element>(
         let x = &args[0];
         let Some(axis) = axis_of(norm.axis, x.shape().len()) else { return Ok(None) };
         let m = count(&x.shape()[axis..]);
-        if args[1..].iter().any(|p| p.buffer().len() != m) {
+        if m == 0 || count(x.shape()) == 0 || args[1..].iter().any(|p| p.buffer().len() != m) {
             return Ok(None);
         }
         let mut y = dev.zeros(count(out_shape))?;
@@ -183,7 +183,7 @@ pub(super) fn backward<T: Element>(
     let x_shape = &shapes[0];
     if let Some(softmax) = any.downcast_ref::<ops::Softmax>() {
         let rank = x_shape.len();
-        if axis_of(softmax.axis, rank) != Some(rank.wrapping_sub(1)) {
+        if axis_of(softmax.axis, rank) != Some(rank.wrapping_sub(1)) || count(x_shape) == 0 {
             return Ok(None);
         }
         let Some(y) = output()? else { return Ok(None) };
@@ -196,7 +196,7 @@ pub(super) fn backward<T: Element>(
         let Some(axis) = axis_of(norm.axis, x_shape.len()) else { return Ok(None) };
         let m = count(&x_shape[axis..]);
         let (Some(x), Some(scale)) = (input(0)?, input(1)?) else { return Ok(None) };
-        if scale.buffer().len() != m {
+        if m == 0 || count(x_shape) == 0 || scale.buffer().len() != m {
             return Ok(None);
         }
         let mut dx = dev.zeros(count(x_shape))?;

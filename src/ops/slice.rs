@@ -28,9 +28,14 @@ impl Slice {
         if axes.len() != n || steps.len() != n {
             return Err(OpError::attribute("axes/steps", "must have as many entries as starts"));
         }
-        let mut out = Vec::with_capacity(n);
+        let mut out: Vec<(usize, isize, isize, isize)> = Vec::with_capacity(n);
         for i in 0..n {
             let axis = normalize_axis(axes[i], shape.len())?;
+            // ONNX leaves a repeated axis undefined; applied one after the other, the second range would index an
+            // axis the first already cut.
+            if out.iter().any(|&(a, ..)| a == axis) {
+                return Err(OpError::attribute("axes", format!("axis {axis} is named twice")));
+            }
             let dim = shape[axis] as i64;
             let step = steps[i];
             if step == 0 {
@@ -52,9 +57,11 @@ impl Slice {
     /// a strided box of the input: what device kernels copy); `None` for negative steps.
     pub(crate) fn strided_box(&self, shape: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
         let (mut start, mut step) = (vec![0usize; shape.len()], vec![1usize; shape.len()]);
+        let out = self.output_shape(shape).ok()?;
         for (axis, first, _, by) in self.resolve(shape).ok()? {
             start[axis] = usize::try_from(first).ok()?;
-            step[axis] = usize::try_from(by).ok().filter(|&s| s > 0)?;
+            // Along an axis of at most one output element the step is never taken.
+            step[axis] = if out[axis] <= 1 { 1 } else { usize::try_from(by).ok().filter(|&s| s > 0)? };
         }
         Some((start, step))
     }
@@ -130,6 +137,13 @@ impl<T: Element> Op<T> for Slice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_axis_is_refused() {
+        let op = Slice { starts: vec![2, 1], ends: vec![8, 3], axes: Some(vec![0, -1]), steps: None };
+        let err = <Slice as Op<f32>>::output_shapes(&op, &[&[10]]).unwrap_err();
+        assert!(err.to_string().contains("named twice"), "{err}");
+    }
     use crate::ops::testing::{check_vjp, Rng};
     use ndarray::arr1;
 

@@ -563,7 +563,11 @@ impl Device {
 
     /// Writes all of `x` (shape `input`) into `y` (shape `out`) at `origin`; the box must lie inside `y`.
     pub fn box_write(&self, out: &[usize], input: &[usize], origin: &[i64], x: &Buffer, y: &mut Buffer) -> Result<()> {
-        let inside = input.iter().zip(out).zip(origin).all(|((&i, &o), &at)| at >= 0 && at as usize + i <= o);
+        let inside = input
+            .iter()
+            .zip(out)
+            .zip(origin)
+            .all(|((&i, &o), &at)| at >= 0 && (at as usize).checked_add(i).is_some_and(|end| end <= o));
         if !inside {
             return Err(size_error(format!("box {input:?} at {origin:?} does not fit in {out:?}")));
         }
@@ -585,6 +589,7 @@ impl Device {
         if !valid {
             return Err(size_error(format!("permutation {perm:?} of a rank-{rank} tensor")));
         }
+        let len = count(shape)?;
         let mut in_strides = [0usize; MAX_RANK];
         let mut stride = 1;
         for d in (0..rank).rev() {
@@ -593,7 +598,6 @@ impl Device {
         }
         let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
         let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-        let len = count(shape)?;
         let mut a = RawArgs { n: to_i64(len), ..RawArgs::default() };
         a.x[0] = self.exact(x, len, "permute input")?;
         a.y[0] = self.exact(y, len, "permute output")?;
