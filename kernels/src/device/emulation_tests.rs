@@ -14,17 +14,9 @@ fn device() -> Option<Device> {
     }
 }
 
-/// Deterministic values in [-1, 1).
+/// Deterministic values in [-1, 1) (the kernels' shared test data).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    crate::conv::tests::data_f32(len, seed as usize)
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
