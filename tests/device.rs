@@ -1,8 +1,8 @@
 //! The device executor (`--device cuda`) on whole models: forward, Grad-CAM, saliency and guided backpropagation
 //! equal the CPU path. Without a GPU the device is the host emulation of the CUDA kernels (the same `.cu`
 //! sources compiled by the C++ compiler, see `gradcam_kernels::device::host`), so the lowering of every op, the
-//! kernels' arithmetic and the bookkeeping of device values are all checked here; with `--features cuda` and a GPU,
-//! `GRADCAM_TEST_CUDA=1` runs the same checks on the GPU.
+//! kernels' arithmetic and the bookkeeping of device values are all checked here. Built with `--features cuda` on
+//! a machine with a GPU, the same checks run on GPU 0 (and say so when no GPU can be used).
 
 mod common;
 
@@ -12,13 +12,15 @@ use gradcam::{Model, Tensor};
 use gradcam_kernels::device::Device;
 use std::sync::Arc;
 
+/// The device the tests run on: built with `--features cuda`, GPU 0 when one can be used (and a line saying why
+/// not when it cannot); otherwise the host emulation of the CUDA kernels.
 fn device() -> Option<Arc<Device>> {
-    let made = if std::env::var("GRADCAM_TEST_CUDA").is_ok_and(|v| v == "1") {
-        Device::cuda(0)
-    } else {
-        Device::host_emulation()
-    };
-    match made {
+    #[cfg(feature = "cuda")]
+    match Device::cuda(0) {
+        Ok(d) => return Some(Arc::new(d)),
+        Err(e) => eprintln!("device tests: GPU runs skipped ({e}); running on the host emulation"),
+    }
+    match Device::host_emulation() {
         Ok(d) => Some(Arc::new(d)),
         Err(e) => {
             eprintln!("device tests skipped: {e}");

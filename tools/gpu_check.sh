@@ -6,7 +6,7 @@ set -uo pipefail
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi: not found"
 ls /usr/local/cuda*/lib64/libnvrtc.so* /usr/local/cuda*/lib64/libcublas.so* 2>/dev/null | head -4
 cargo build --release --features cuda 2>&1 | tail -1
-GRADCAM_TEST_CUDA=1 cargo test --release --features cuda --test device -- --nocapture 2>&1 | grep -E "test |skipped|panicked|result"
+cargo test --release --features cuda --test device -- --nocapture 2>&1 | grep -E "test |skipped|panicked|result"
 cargo test --release --features cuda -p gradcam-kernels device 2>&1 | grep -E "CUDA|result"
 for method in forward gradcam saliency; do
     for device in cpu cuda; do
