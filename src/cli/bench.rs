@@ -242,6 +242,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.warmup
         );
         say!("cpu      {cpu} (kernels: {simd_level})");
+        if let Some(device) = model.graph.device() {
+            say!("device   {}", device.name());
+        }
         say!(
             "weights  {:.1} MB in {} (loaded in {load_ms:.1} ms{})",
             model.graph.constant_bytes() as f64 / 1e6,
