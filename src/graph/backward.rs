@@ -100,6 +100,25 @@ fn accumulate<T: Element>(slot: &mut Option<Tensor<T>>, g: Tensor<T>) {
 }
 
 impl<T: Element> Activations<'_, T> {
+    /// The id of seed `name`, which the plan must name as a seed.
+    pub(super) fn planned_seed(&self, name: &str) -> Result<ValueId> {
+        let id = self.graph.find(name)?;
+        if !self.plan.seeds.contains(&id) {
+            return Err(GraphError::NotPlanned { name: name.to_string(), role: "a seed" });
+        }
+        Ok(id)
+    }
+
+    /// Every name (aliases included) of every `wrt` value, as [`Gradients`] answers to them.
+    pub(super) fn wrt_names(&self) -> HashMap<String, ValueId> {
+        self.graph
+            .names()
+            .into_iter()
+            .filter(|(_, id)| self.plan.wrt.contains(id))
+            .map(|(n, id)| (n.to_string(), id))
+            .collect()
+    }
+
     /// The input gradient of node `n` made from its output gradient in place, where `n` is a clamp-like activation
     /// with a saved mask (and its own rule applies); else `None` (the op's own backward runs). The output gradient
     /// is the sweep's own (taken, or cloned for a `wrt`), so overwriting it is safe.
@@ -138,10 +157,7 @@ impl<T: Element> Activations<'_, T> {
         let (graph, plan) = (self.graph, &self.plan);
         let mut grads: Vec<Option<Tensor<T>>> = (0..graph.values.len()).map(|_| None).collect();
         for (name, seed) in seeds {
-            let id = graph.find(name)?;
-            if !plan.seeds.contains(&id) {
-                return Err(GraphError::NotPlanned { name: name.to_string(), role: "a seed" });
-            }
+            let id = self.planned_seed(name)?;
             let value = self.by_id(id).ok_or_else(|| GraphError::NotRetained { name: name.to_string() })?;
             if value.shape() != seed.shape() {
                 return Err(GraphError::SeedShape {
@@ -238,12 +254,7 @@ impl<T: Element> Activations<'_, T> {
         }
 
         let mut out = HashMap::new();
-        let names = graph
-            .names()
-            .into_iter()
-            .filter(|(_, id)| plan.wrt.contains(id))
-            .map(|(n, id)| (n.to_string(), id))
-            .collect();
+        let names = self.wrt_names();
         for &w in &plan.wrt {
             let g = match grads[w.0].take() {
                 Some(g) => g,

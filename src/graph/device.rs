@@ -13,7 +13,7 @@
 //! `ForwardOptions::check_finite` reads every output back and names the first node whose output is not finite;
 //! since nothing is fused here, that may be a node inside a chain the CPU names by its last node.
 
-use super::{Activations, Graph, Source, ValueId};
+use super::{Activations, Graph, ValueId};
 use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{self, Op, Saved};
 use crate::tensor::Tensor;
@@ -98,12 +98,10 @@ impl DeviceActivations {
         &self,
         graph: &Graph<T>,
         id: ValueId,
-        _dev: &Device,
     ) -> std::result::Result<Option<DeviceValue>, DeviceError> {
         if graph.is_constant(id) {
             let state = graph.device_state().expect("a device pass has a device");
-            let buffer = graph.device_constant(state, id)?;
-            return Ok(Some(DeviceValue { buffer, shape: graph.values[id.0].shape.clone() }));
+            return graph.device_constant(state, id).map(Some);
         }
         Ok(self.values[id.0].clone())
     }
@@ -122,7 +120,8 @@ fn from_f32<T: Element>(data: Vec<f32>, shape: &[usize]) -> Tensor<T> {
     Tensor::from_shape_vec(ndarray::IxDyn(shape), data).expect("the buffer holds the shape's elements")
 }
 
-fn count(shape: &[usize]) -> usize {
+/// Elements of a tensor of `shape`.
+pub(super) fn count(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
@@ -193,15 +192,16 @@ impl<T: Element> Graph<T> {
     }
 
     /// Constant `id` in device memory, uploaded on first use.
-    fn device_constant(&self, state: &DeviceState, id: ValueId) -> std::result::Result<Arc<Buffer>, DeviceError> {
+    fn device_constant(&self, state: &DeviceState, id: ValueId) -> std::result::Result<DeviceValue, DeviceError> {
+        let shape = self.values[id.0].shape.clone();
         let mut cache = state.constants.lock().map_err(|_| DeviceError::Size("poisoned weight cache".into()))?;
-        if let Some(b) = cache.get(&id.0) {
-            return Ok(b.clone());
+        if let Some(buffer) = cache.get(&id.0) {
+            return Ok(DeviceValue { buffer: buffer.clone(), shape });
         }
         let value = self.constant_value(id).expect("called for constants only");
         let buffer = Arc::new(state.device.upload(&to_f32(&value))?);
         cache.insert(id.0, buffer.clone());
-        Ok(buffer)
+        Ok(DeviceValue { buffer, shape })
     }
 
     /// The per-channel scale and shift of inference batch-norm node `n` (inputs: x, scale, bias, mean, var, all
@@ -251,8 +251,7 @@ impl<T: Element> Graph<T> {
         let mut values: Vec<Option<DeviceValue>> = (0..self.values.len()).map(|_| None).collect();
         for (id, t) in host_inputs.into_iter().enumerate() {
             if let Some(t) = t {
-                let buffer = dev.upload(&to_f32(&t)).map_err(|e| device_error("input", "upload", e))?;
-                values[id] = Some(DeviceValue { buffer: Arc::new(buffer), shape: t.shape().to_vec() });
+                values[id] = Some(DeviceValue::upload(dev, &t).map_err(|e| device_error("input", "upload", e))?);
             }
         }
         // Every input and output of a node whose backward runs stays on the device (its rule may read any).
@@ -273,12 +272,10 @@ impl<T: Element> Graph<T> {
             let derr = |e| device_error(&node.name, op_type, e);
             let mut args: Vec<DeviceValue> = Vec::with_capacity(node.inputs.len());
             for &i in &node.inputs {
-                let v = match &self.values[i.0].source {
-                    Source::Constant(_) | Source::HalfConstant(_) => DeviceValue {
-                        buffer: self.device_constant(state, i).map_err(derr)?,
-                        shape: self.values[i.0].shape.clone(),
-                    },
-                    _ => values[i.0].clone().expect("plan keeps every input of a running node until its last use"),
+                let v = if self.is_constant(i) {
+                    self.device_constant(state, i).map_err(derr)?
+                } else {
+                    values[i.0].clone().expect("plan keeps every input of a running node until its last use")
                 };
                 args.push(v);
             }
@@ -289,11 +286,8 @@ impl<T: Element> Graph<T> {
                 Some(out) => out,
                 None => {
                     // The op's CPU rule on host copies of its operands.
-                    let host: Vec<Tensor<T>> = args
-                        .iter()
-                        .map(|a| dev.download(&a.buffer).map(|d| from_f32(d, &a.shape)))
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(derr)?;
+                    let host: Vec<Tensor<T>> =
+                        args.iter().map(|a| a.download(dev)).collect::<std::result::Result<_, _>>().map_err(derr)?;
                     let refs: Vec<&Tensor<T>> = host.iter().collect();
                     let out = node.op.forward(&refs).map_err(wrap)?;
                     if plan.run_backward[n] {
@@ -301,10 +295,7 @@ impl<T: Element> Graph<T> {
                     }
                     out.values
                         .iter()
-                        .map(|t| {
-                            let buffer = dev.upload(&to_f32(t))?;
-                            Ok(DeviceValue { buffer: Arc::new(buffer), shape: t.shape().to_vec() })
-                        })
+                        .map(|t| DeviceValue::upload(dev, t))
                         .collect::<std::result::Result<Vec<_>, DeviceError>>()
                         .map_err(derr)?
                 }
@@ -346,8 +337,7 @@ impl<T: Element> Graph<T> {
         let read = plan.seeds.iter().chain(&plan.wrt).chain(&plan.keep).chain(&self.outputs);
         for &id in read {
             if let (Some(v), true) = (&values[id.0], plan.retain[id.0]) {
-                let data = dev.download(&v.buffer).map_err(|e| device_error(&self.values[id.0].name, "download", e))?;
-                host[id.0] = Some(from_f32(data, &v.shape));
+                host[id.0] = Some(v.download(dev).map_err(|e| device_error(&self.values[id.0].name, "download", e))?);
             }
         }
         Ok(Activations {
@@ -378,9 +368,9 @@ impl<T: Element> Graph<T> {
             _ => return Ok(None),
         };
         let fresh = || dev.zeros(count(&out_shape));
-        let done = |buffer: Buffer| Ok(Some(vec![DeviceValue { buffer: Arc::new(buffer), shape: out_shape.clone() }]));
+        let done = |buffer: Buffer| Ok(Some(vec![DeviceValue::new(buffer, out_shape.clone())]));
         if is_view(op) {
-            return Ok(Some(vec![DeviceValue { buffer: args[0].buffer.clone(), shape: out_shape.clone() }]));
+            return Ok(Some(vec![args[0].reshaped(out_shape.clone())]));
         }
         if let Some(act) = activation_of(op) {
             let mut y = fresh()?;
@@ -467,6 +457,6 @@ impl<T: Element> Graph<T> {
             dev.binary(BinaryOp::Add, &y, &[m, n], &c.buffer, &c.shape, &mut sum, &[m, n])?;
             y = sum;
         }
-        Ok(Some(vec![DeviceValue { buffer: Arc::new(y), shape: out_shape.to_vec() }]))
+        Ok(Some(vec![DeviceValue::new(y, out_shape.to_vec())]))
     }
 }

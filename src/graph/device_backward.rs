@@ -29,10 +29,7 @@ impl<T: Element> Activations<'_, T> {
         let dev = &graph.device.as_ref().expect("a device pass has a device").device;
         let mut grads: Vec<Option<DeviceValue>> = (0..graph.values.len()).map(|_| None).collect();
         for (name, seed) in seeds {
-            let id = graph.find(name)?;
-            if !plan.seeds.contains(&id) {
-                return Err(GraphError::NotPlanned { name: name.to_string(), role: "a seed" });
-            }
+            let id = self.planned_seed(name)?;
             let expected = &self.shapes[id.0];
             if expected.as_slice() != seed.shape() {
                 return Err(GraphError::SeedShape {
@@ -92,12 +89,7 @@ impl<T: Element> Activations<'_, T> {
                 profile.push(super::forward::NodeTime { node, op, seconds: t.elapsed().as_secs_f64() });
             }
         }
-        let names = graph
-            .names()
-            .into_iter()
-            .filter(|(_, id)| plan.wrt.contains(id))
-            .map(|(n, id)| (n.to_string(), id))
-            .collect();
+        let names = self.wrt_names();
         let mut out = HashMap::new();
         for &w in &plan.wrt {
             let g = match grads[w.0].take() {
@@ -124,14 +116,14 @@ impl<T: Element> Activations<'_, T> {
         let op = node.op.as_ref();
         let any: &dyn Any = op;
         let shape_of = |k: usize| self.shapes[node.inputs[k].0].clone();
-        let input = |k: usize| on_device.value(graph, node.inputs[k], dev);
+        let input = |k: usize| on_device.value(graph, node.inputs[k]);
         let only_first = wanted.iter().skip(1).all(|w| !w);
         let first = |buffer: Buffer| {
             let mut out = vec![None; node.inputs.len()];
             out[0] = Some(DeviceValue::new(buffer, shape_of(0)));
             Ok(Some(out))
         };
-        let fresh = |k: usize| dev.zeros(self.shapes[node.inputs[k].0].iter().product());
+        let fresh = |k: usize| dev.zeros(super::device::count(&self.shapes[node.inputs[k].0]));
         if super::device::is_view(op) && only_first {
             let mut out = vec![None; node.inputs.len()];
             out[0] = Some(dy.reshaped(shape_of(0)));
@@ -172,7 +164,7 @@ impl<T: Element> Activations<'_, T> {
             return Ok(Some(out));
         }
         let output = || match node.outputs.as_slice() {
-            [o] => on_device.value(graph, *o, dev),
+            [o] => on_device.value(graph, *o),
             _ => Ok(None),
         };
         if let Some(out) = super::device_tokens::backward(dev, op, (&shapes, wanted), &input, &output, dy)? {
@@ -256,7 +248,7 @@ impl<T: Element> Activations<'_, T> {
             if let Some(c) = graph.constant_value(id) {
                 return Ok(Some(c.into_owned()));
             }
-            match on_device.value(graph, id, dev).map_err(derr)? {
+            match on_device.value(graph, id).map_err(derr)? {
                 Some(v) => Ok(Some(v.download(dev).map_err(derr)?)),
                 None => Ok(None),
             }

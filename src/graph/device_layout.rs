@@ -2,32 +2,23 @@
 //! concatenation and gathering one index of an axis, forward and backward, as box copies (`box_read` / `box_write`)
 //! and strided copies (`strided_read` / `strided_write`, for slices) in kernels/cuda/layout.cu.
 
-use super::device::DeviceValue;
+use super::device::{count, DeviceValue};
 use crate::ops::{self, Op, PadMode};
+use crate::tensor::normalize_axis;
 use crate::Element;
 use gradcam_kernels::device::{Device, DeviceError, MAX_RANK};
 use std::any::Any;
 
 type Lowered<T> = Result<Option<T>, DeviceError>;
 
-fn count(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
 fn signed(v: &[usize]) -> Vec<i64> {
     v.iter().map(|&p| p as i64).collect()
-}
-
-/// The concatenation axis of `concat` for tensors of rank `rank`.
-fn concat_axis(concat: &ops::Concat, rank: usize) -> Option<usize> {
-    let a = if concat.axis < 0 { concat.axis + rank as i64 } else { concat.axis };
-    usize::try_from(a).ok().filter(|&a| a < rank)
 }
 
 /// The one index a `Gather` takes along its axis of an input shaped `shape`, as `(axis, index)`; `None` for
 /// several indices (or one out of range).
 fn single_gather(gather: &ops::Gather, shape: &[usize]) -> Option<(usize, usize)> {
-    let axis = concat_axis(&ops::Concat { axis: gather.axis }, shape.len())?;
+    let axis = normalize_axis(gather.axis, shape.len()).ok()?;
     let [index] = gather.indices.as_slice() else { return None };
     let dim = shape[axis] as i64;
     let index = if *index < 0 { index + dim } else { *index };
@@ -79,7 +70,7 @@ pub(super) fn forward<T: Element>(
         return done(y);
     }
     if let Some(concat) = any.downcast_ref::<ops::Concat>() {
-        let Some(axis) = concat_axis(concat, out_shape.len()) else { return Ok(None) };
+        let Some(axis) = normalize_axis(concat.axis, out_shape.len()).ok() else { return Ok(None) };
         let mut y = dev.zeros(count(out_shape))?;
         let mut origin = vec![0i64; out_shape.len()];
         for part in args {
@@ -143,7 +134,7 @@ pub(super) fn backward<T: Element>(
         return first(dx);
     }
     if let Some(concat) = any.downcast_ref::<ops::Concat>() {
-        let Some(axis) = concat_axis(concat, dy.shape().len()) else { return Ok(None) };
+        let Some(axis) = normalize_axis(concat.axis, dy.shape().len()).ok() else { return Ok(None) };
         let mut out = vec![None; input_shapes.len()];
         let mut at = 0i64;
         for (k, shape) in input_shapes.iter().enumerate() {

@@ -1,23 +1,14 @@
 //! Device lowerings of the ops transformers are made of: matrix products with batch axes, softmax and layer
 //! normalization over the last axes, and axis permutations, forward and backward.
 
-use super::device::DeviceValue;
+use super::device::{count, DeviceValue};
 use crate::ops::{self, Op};
+use crate::tensor::normalize_axis;
 use crate::Element;
 use gradcam_kernels::device::{Device, DeviceError, MAX_RANK};
 use std::any::Any;
 
 type Lowered<T> = Result<Option<T>, DeviceError>;
-
-fn count(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// `axis` of a rank-`rank` tensor, negative counting from the end.
-fn axis_of(axis: i64, rank: usize) -> Option<usize> {
-    let a = if axis < 0 { axis + rank as i64 } else { axis };
-    usize::try_from(a).ok().filter(|&a| a < rank)
-}
 
 /// The permutation of a `Transpose` of a rank-`rank` tensor (reversed axes by default).
 fn permutation(t: &ops::Transpose, rank: usize) -> Vec<usize> {
@@ -92,7 +83,7 @@ pub(super) fn forward<T: Element>(
     if let Some(softmax) = any.downcast_ref::<ops::Softmax>() {
         let x = &args[0];
         let rank = x.shape().len();
-        if axis_of(softmax.axis, rank) != Some(rank.wrapping_sub(1)) || count(x.shape()) == 0 {
+        if normalize_axis(softmax.axis, rank).ok() != Some(rank.wrapping_sub(1)) || count(x.shape()) == 0 {
             return Ok(None);
         }
         let mut y = dev.zeros(count(out_shape))?;
@@ -101,7 +92,7 @@ pub(super) fn forward<T: Element>(
     }
     if let Some(norm) = any.downcast_ref::<ops::LayerNormalization>() {
         let x = &args[0];
-        let Some(axis) = axis_of(norm.axis, x.shape().len()) else { return Ok(None) };
+        let Some(axis) = normalize_axis(norm.axis, x.shape().len()).ok() else { return Ok(None) };
         let m = count(&x.shape()[axis..]);
         if m == 0 || count(x.shape()) == 0 || args[1..].iter().any(|p| p.buffer().len() != m) {
             return Ok(None);
@@ -183,7 +174,7 @@ pub(super) fn backward<T: Element>(
     let x_shape = &shapes[0];
     if let Some(softmax) = any.downcast_ref::<ops::Softmax>() {
         let rank = x_shape.len();
-        if axis_of(softmax.axis, rank) != Some(rank.wrapping_sub(1)) || count(x_shape) == 0 {
+        if normalize_axis(softmax.axis, rank).ok() != Some(rank.wrapping_sub(1)) || count(x_shape) == 0 {
             return Ok(None);
         }
         let Some(y) = output()? else { return Ok(None) };
@@ -193,7 +184,7 @@ pub(super) fn backward<T: Element>(
         return Ok(Some(grads));
     }
     if let Some(norm) = any.downcast_ref::<ops::LayerNormalization>() {
-        let Some(axis) = axis_of(norm.axis, x_shape.len()) else { return Ok(None) };
+        let Some(axis) = normalize_axis(norm.axis, x_shape.len()).ok() else { return Ok(None) };
         let m = count(&x_shape[axis..]);
         let (Some(x), Some(scale)) = (input(0)?, input(1)?) else { return Ok(None) };
         if m == 0 || count(x_shape) == 0 || scale.buffer().len() != m {
