@@ -442,3 +442,90 @@ fn strided_slices_read_and_write_back() {
     // A slice reaching past the end is refused before launching.
     assert!(dev.strided_read((&[3, 2], &[5, 6]), (&[1, 0], &[2, 3]), &xb, &mut dev.zeros(6).unwrap()).is_err());
 }
+
+#[test]
+fn axis_resampling_matches_its_table_and_the_transposed_table_is_its_adjoint() {
+    use super::transpose_taps;
+    let Some(dev) = device() else { return };
+    // A ragged table over an axis of 4 → 5: an empty row, a repeated index, every input read.
+    let rows: Vec<Vec<(usize, f32)>> =
+        vec![vec![(0, 1.0)], vec![(1, 0.25), (2, 0.75)], vec![], vec![(3, 0.5), (3, 0.5)], vec![(2, -1.0), (0, 2.0)]];
+    let (outer, inner) = (3, 2);
+    let x = values(outer * 4 * inner, 41);
+    let table = dev.resample_table(4, &rows).unwrap();
+    let mut y = dev.zeros(outer * 5 * inner).unwrap();
+    dev.axis_resample(&table, outer, inner, &dev.upload(&x).unwrap(), &mut y).unwrap();
+    let mut want = vec![0.0f32; outer * 5 * inner];
+    for o in 0..outer {
+        for (j, row) in rows.iter().enumerate() {
+            for r in 0..inner {
+                want[(o * 5 + j) * inner + r] = row.iter().map(|&(i, w)| w * x[(o * 4 + i) * inner + r]).sum();
+            }
+        }
+    }
+    let y = dev.download(&y).unwrap();
+    assert_close(&y, &want, "resample");
+    // <R x, g> = <x, Rᵀ g>.
+    let g = values(outer * 5 * inner, 42);
+    let back = dev.resample_table(5, &transpose_taps(4, &rows)).unwrap();
+    let mut dx = dev.zeros(x.len()).unwrap();
+    dev.axis_resample(&back, outer, inner, &dev.upload(&g).unwrap(), &mut dx).unwrap();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum::<f64>();
+    let (lhs, rhs) = (dot(&y, &g), dot(&x, &dev.download(&dx).unwrap()));
+    assert!((lhs - rhs).abs() < 1e-5 * (1.0 + lhs.abs()), "adjoint: {lhs} vs {rhs}");
+    // Out-of-range taps are refused on the host, before anything reaches the device.
+    assert!(dev.resample_table(4, &[vec![(4, 1.0)]]).is_err());
+    assert!(dev
+        .axis_resample(&table, outer + 1, inner, &dev.upload(&x).unwrap(), &mut dev.zeros(40).unwrap())
+        .is_err());
+}
+
+#[test]
+fn local_response_normalization_and_its_gradient() {
+    use super::LrnParameters;
+    let Some(dev) = device() else { return };
+    let (batch, channels, inner) = (2, 7, 3);
+    let x: Vec<f32> = values(batch * channels * inner, 51).iter().map(|v| 2.0 * v).collect();
+    let xb = dev.upload(&x).unwrap();
+    for size in [1, 2, 3, 5] {
+        let p = LrnParameters { channels, inner, size, alpha: 0.3, beta: 0.75, bias: 1.5 };
+        let run = |x: &[f32]| {
+            let mut y = dev.zeros(x.len()).unwrap();
+            dev.lrn(&p, &dev.upload(x).unwrap(), &mut y).unwrap();
+            dev.download(&y).unwrap()
+        };
+        // The definition, in f64.
+        let (before, after) = ((size - 1) / 2, size - 1 - (size - 1) / 2);
+        let want: Vec<f32> = (0..x.len())
+            .map(|k| {
+                let (r, c, b) = (k % inner, (k / inner) % channels, k / (inner * channels));
+                let lo = c.saturating_sub(before);
+                let hi = (c + after + 1).min(channels);
+                let sq: f64 = (lo..hi).map(|q| f64::from(x[(b * channels + q) * inner + r]).powi(2)).sum();
+                let d = 1.5 + 0.3 / size as f64 * sq;
+                (f64::from(x[k]) * d.powf(-0.75)) as f32
+            })
+            .collect();
+        assert_close(&run(&x), &want, &format!("LRN size {size}"));
+        // The gradient against central differences of the forward, through a random projection.
+        let g = values(x.len(), 52 + size as u64);
+        let mut dx = dev.zeros(x.len()).unwrap();
+        dev.lrn_backward(&p, &xb, &dev.upload(&g).unwrap(), &mut dx).unwrap();
+        let dx = dev.download(&dx).unwrap();
+        for k in [0, 5, 11, 20, 33, x.len() - 1] {
+            let h = 1e-2f32;
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[k] += h;
+            down[k] -= h;
+            let proj = |y: Vec<f32>| y.iter().zip(&g).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
+            let fd = (proj(run(&up)) - proj(run(&down))) / (2.0 * f64::from(h));
+            assert!(
+                (f64::from(dx[k]) - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                "LRN size {size} dx[{k}]: {} vs {fd}",
+                dx[k]
+            );
+        }
+    }
+    let bad = LrnParameters { channels: 4, inner: 3, size: 3, alpha: 1.0, beta: 1.0, bias: 1.0 };
+    assert!(dev.lrn(&bad, &xb, &mut dev.zeros(x.len()).unwrap()).is_err());
+}

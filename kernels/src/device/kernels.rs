@@ -61,17 +61,17 @@ pub enum BinaryOp {
     Div,
 }
 
-fn size_error(what: impl Into<String>) -> DeviceError {
+pub(super) fn size_error(what: impl Into<String>) -> DeviceError {
     DeviceError::Size(what.into())
 }
 
-fn to_i64(v: usize) -> i64 {
+pub(super) fn to_i64(v: usize) -> i64 {
     v as i64
 }
 
 /// Largest size, stride, padding or dilation a launch accepts: small enough that no index a kernel forms from them
 /// (products of two such values, plus sums) overflows or wraps negative in 64 bits.
-const MAX_PARAMETER: usize = i32::MAX as usize;
+pub(super) const MAX_PARAMETER: usize = i32::MAX as usize;
 
 fn count(shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| size_error("shape overflows"))
@@ -102,7 +102,7 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Result<[i64; MAX_RANK]> 
 }
 
 /// Writes geometry parameters, refusing any above [`MAX_PARAMETER`].
-fn put(dst: &mut [i64], values: &[usize]) -> Result<()> {
+pub(super) fn put(dst: &mut [i64], values: &[usize]) -> Result<()> {
     for (d, &v) in dst.iter_mut().zip(values) {
         if v > MAX_PARAMETER {
             return Err(size_error(format!("parameter {v} is above {MAX_PARAMETER}")));
@@ -114,7 +114,7 @@ fn put(dst: &mut [i64], values: &[usize]) -> Result<()> {
 
 impl Device {
     /// The address of `buffer`, after checking that it lives on this device and holds exactly `len` elements.
-    fn exact(&self, buffer: &Buffer, len: usize, what: &str) -> Result<u64> {
+    pub(super) fn exact(&self, buffer: &Buffer, len: usize, what: &str) -> Result<u64> {
         self.at(buffer, 0, len, what)?;
         if buffer.len() != len {
             return Err(size_error(format!("{what}: {} elements, expected {len}", buffer.len())));
@@ -131,11 +131,11 @@ impl Device {
         buffer.at(at, count, what)
     }
 
-    fn run(&self, kernel: &'static str, args: &RawArgs) -> Result<()> {
+    pub(super) fn run(&self, kernel: &'static str, args: &RawArgs) -> Result<()> {
         if args.n == 0 {
             return Ok(());
         }
-        // SAFETY: every public method below checks each address it puts in `args` against its buffer's length
+        // SAFETY: every public method below (and those of lrn.rs and resample.rs) checks each address it puts in `args` against its buffer's length
         // for everything the kernel touches with these parameters (see the kernel's comment in kernels/cuda).
         unsafe { self.backend.launch(kernel, args) }
     }

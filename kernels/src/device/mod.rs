@@ -13,7 +13,11 @@
 //! reduction across streams (gradcam uses one stream and the default workspace; see `device/cuda.rs`).
 
 mod kernels;
+mod lrn;
+mod resample;
 pub use kernels::{Activation, BinaryOp, MAX_RANK};
+pub use lrn::LrnParameters;
+pub use resample::{transpose_taps, ResampleTable, Taps};
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -23,19 +27,21 @@ pub mod host;
 use std::fmt;
 
 /// The sources NVRTC (or the host compiler) builds, in order, after [`PRELUDE`].
-pub const SOURCES: [(&str, &str); 5] = [
+pub const SOURCES: [(&str, &str); 7] = [
     ("elementwise.cu", include_str!("../../cuda/elementwise.cu")),
     ("conv.cu", include_str!("../../cuda/conv.cu")),
     ("pool.cu", include_str!("../../cuda/pool.cu")),
     ("layout.cu", include_str!("../../cuda/layout.cu")),
     ("rows.cu", include_str!("../../cuda/rows.cu")),
+    ("resample.cu", include_str!("../../cuda/resample.cu")),
+    ("lrn.cu", include_str!("../../cuda/lrn.cu")),
 ];
 
 /// Definitions every source relies on (the argument block, the grid-stride loop).
 pub const PRELUDE: &str = include_str!("../../cuda/prelude.cuh");
 
 /// Every kernel the sources define, by name.
-pub const KERNELS: [&str; 24] = [
+pub const KERNELS: [&str; 27] = [
     "activation_forward",
     "activation_backward",
     "binary_forward",
@@ -60,6 +66,9 @@ pub const KERNELS: [&str; 24] = [
     "softmax_rows_backward",
     "layer_norm_rows",
     "layer_norm_rows_backward",
+    "axis_resample",
+    "lrn_forward",
+    "lrn_backward",
 ];
 
 /// The whole program: the prelude, then every source.
