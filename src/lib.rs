@@ -56,7 +56,8 @@ pub use error::{Error, GraphError, GraphResult, OpError, Result};
 pub use gradcam_kernels::device::{Device, DeviceError};
 pub use gradcam_kernels::Element;
 pub use graph::{
-    Activations, BackwardOptions, ForwardOptions, GradientFilter, Gradients, Graph, GraphBuilder, Plan, ValueId,
+    Activations, BackwardOptions, ForwardOptions, GradientFilter, Gradients, Graph, GraphBuilder, HostFallback, Plan,
+    ValueId,
 };
 pub use models::{Arch, LoadOptions, Model, Precision};
 pub use tensor::Tensor;

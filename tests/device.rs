@@ -74,6 +74,7 @@ fn compare(mut model: Model, input: Tensor<f32>, what: &str, clipped: bool) {
     let cpu = explain(&model, input.clone(), &request).unwrap().remove(0);
     model.graph.set_device(Some(dev));
     let on_device = explain(&model, input, &request).unwrap().remove(0);
+    assert_eq!(model.graph.device_host_fallbacks(), [], "{what}: every forward and backward rule on the device");
     assert_eq!(cpu.predictions[0].class, on_device.predictions[0].class, "{what}: top class");
     let (p, q) = (&cpu.predictions[0], &on_device.predictions[0]);
     assert!((p.logit - q.logit).abs() <= 1e-4 * p.logit.abs().max(1.0), "{what}: logit {} vs {}", p.logit, q.logit);
@@ -115,10 +116,10 @@ fn vgg16_bn_at_a_small_size_on_the_device_equals_the_cpu() {
     compare(model, common::random(&[1, 3, 64, 64], 5), "vgg16_bn", false);
 }
 
-/// A segmentation model with ops the device has no kernels for (resizing, among others): they run their CPU
-/// rules on copies, and the results still equal the CPU path.
+/// A segmentation model (MobileNetV3 with squeeze-excitation, hard-swish, bilinear upsampling) runs wholly on the
+/// device, and equals the CPU path.
 #[test]
-fn onnx_segmentation_model_with_cpu_fallback_ops_on_the_device_equals_the_cpu() {
+fn onnx_segmentation_model_on_the_device_equals_the_cpu() {
     let Some(dev) = device() else { return };
     let mut model = Model::from_onnx(&common::fixture("onnx/segmentation/lraspp_mnv3s.onnx")).unwrap();
     let image = gradcam::input::load_image(&common::fixture("images/chelsea.png"), model.input_size).unwrap();
@@ -131,6 +132,7 @@ fn onnx_segmentation_model_with_cpu_fallback_ops_on_the_device_equals_the_cpu() 
     let cpu = explain(&model, x.clone(), &request).unwrap().remove(0);
     model.graph.set_device(Some(dev));
     let on_device = explain(&model, x, &request).unwrap().remove(0);
+    assert_eq!(model.graph.device_host_fallbacks(), []);
     for (a, b) in cpu.explanations.iter().zip(&on_device.explanations) {
         for (ra, rb) in a.raw.iter().zip(&b.raw) {
             let e = rel_l2(rb.as_slice().unwrap(), ra.as_slice().unwrap());
@@ -275,5 +277,134 @@ fn batched_products_and_their_gradients_on_the_device_equal_the_cpu() {
         close(on_device.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-5, &format!("{what} product"));
         close(on_device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-5, &format!("{what} left gradient"));
         close(on_device.2.as_slice().unwrap(), cpu.2.as_slice().unwrap(), 1e-5, &format!("{what} right gradient"));
+    }
+}
+
+/// Local response normalization, resizes in every interpolation and coordinate mode, and adaptive pooling that
+/// shrinks, grows and keeps a size run on the device: outputs and input gradients equal the CPU path.
+#[test]
+fn lrn_resizing_and_adaptive_pooling_on_the_device_equal_the_cpu() {
+    use gradcam::ops::{AdaptiveAvgPool, CoordinateMode, Lrn, NearestRounding, Resize, ResizeMode};
+    let Some(dev) = device() else { return };
+    let resizes = [
+        (ResizeMode::Linear, CoordinateMode::HalfPixel, [11, 8]),
+        (ResizeMode::Linear, CoordinateMode::AlignCorners, [4, 9]),
+        (ResizeMode::Linear, CoordinateMode::PytorchHalfPixel, [1, 5]),
+        (ResizeMode::Nearest(NearestRounding::Floor), CoordinateMode::Asymmetric, [14, 12]),
+        (ResizeMode::Nearest(NearestRounding::RoundPreferFloor), CoordinateMode::HalfPixel, [3, 2]),
+    ];
+    for (mode, coordinates, [out_h, out_w]) in resizes {
+        let build = || {
+            let mut b = gradcam::GraphBuilder::<f32>::new();
+            let x = b.input("x", &[2, 6, 7, 6]).unwrap();
+            let lrn = b.node("lrn", Lrn { size: 5, alpha: 1e-2, beta: 0.75, bias: 2.0 }, &[x]).unwrap();
+            let resize = Resize { out_h, out_w, mode, coordinates, scales: None };
+            let resized = b.node("resized", resize, &[lrn]).unwrap();
+            let shrunk = b.node("shrunk", AdaptiveAvgPool { output: [3, 2] }, &[resized]).unwrap();
+            let grown = b.node("grown", AdaptiveAvgPool { output: [5, 4] }, &[shrunk]).unwrap();
+            let same = b.node("same", AdaptiveAvgPool { output: [5, 4] }, &[grown]).unwrap();
+            b.output(same);
+            b.build()
+        };
+        let x: Tensor<f32> = common::random(&[2, 6, 7, 6], 41);
+        let run = |graph: &gradcam::Graph<f32>| {
+            let plan = graph.plan(&["same"], &["x", "resized"], &[]).unwrap();
+            let acts = graph.forward(&plan, vec![("x", x.clone())]).unwrap();
+            let y = acts.get("same").unwrap().clone();
+            let seed: Tensor<f32> = common::random(y.shape(), 42);
+            let g = acts.backward(vec![("same", seed)]).unwrap();
+            (y, g.get("x").unwrap().clone(), g.get("resized").unwrap().clone())
+        };
+        let cpu = run(&build());
+        let mut graph = build();
+        graph.set_device(Some(dev.clone()));
+        let on_device = run(&graph);
+        assert_eq!(graph.device_host_fallbacks(), []);
+        let what = format!("{mode:?} {coordinates:?} to {out_h}×{out_w}");
+        close(on_device.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-5, &format!("{what}: output"));
+        close(on_device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-5, &format!("{what}: input gradient"));
+        close(on_device.2.as_slice().unwrap(), cpu.2.as_slice().unwrap(), 1e-5, &format!("{what}: resize gradient"));
+    }
+}
+
+/// An op without a device lowering still runs (its CPU rule on host copies), equals the CPU path, and is named,
+/// forward and backward, by `device_host_fallbacks`.
+#[test]
+fn ops_without_a_device_lowering_run_on_the_host_and_are_reported() {
+    use gradcam::ops::{InstanceNormalization, Relu};
+    let Some(dev) = device() else { return };
+    let build = || {
+        let mut b = gradcam::GraphBuilder::<f32>::new();
+        let x = b.input("x", &[1, 3, 4, 5]).unwrap();
+        let scale = b.constant("scale", common::random(&[3], 51)).unwrap();
+        let bias = b.constant("bias", common::random(&[3], 52)).unwrap();
+        let normed = b.node("normed", InstanceNormalization::default(), &[x, scale, bias]).unwrap();
+        let y = b.node("relu", Relu, &[normed]).unwrap();
+        b.output(y);
+        b.build()
+    };
+    let x: Tensor<f32> = common::random(&[1, 3, 4, 5], 53);
+    let run = |graph: &gradcam::Graph<f32>| {
+        let plan = graph.plan(&["relu"], &["x"], &[]).unwrap();
+        let acts = graph.forward(&plan, vec![("x", x.clone())]).unwrap();
+        let y = acts.get("relu").unwrap().clone();
+        let g = acts.backward(vec![("relu", Tensor::ones(y.raw_dim()))]).unwrap();
+        (y, g.get("x").unwrap().clone())
+    };
+    let cpu = run(&build());
+    let mut graph = build();
+    graph.set_device(Some(dev));
+    assert_eq!(graph.device_host_fallbacks(), []);
+    let on_device = run(&graph);
+    close(on_device.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-5, "output");
+    close(on_device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-5, "input gradient");
+    let report: Vec<(String, &str, bool)> =
+        graph.device_host_fallbacks().into_iter().map(|f| (f.node, f.op, f.backward)).collect();
+    assert_eq!(
+        report,
+        [("normed".to_string(), "InstanceNormalization", false), ("normed".to_string(), "InstanceNormalization", true)]
+    );
+}
+
+/// The ONNX project's nine `light/` architectures (AlexNet and GoogLeNet with LRN, DenseNet, Inception-v2,
+/// ResNet-50, ShuffleNet, SqueezeNet, VGG-19, ZFNet) run wholly on the device: outputs and input gradients equal
+/// the CPU path.
+#[test]
+fn onnx_light_architectures_run_wholly_on_the_device() {
+    use gradcam::onnx::load;
+    let Some(dev) = device() else { return };
+    for name in [
+        "bvlc_alexnet",
+        "densenet121",
+        "inception_v1",
+        "inception_v2",
+        "resnet50",
+        "shufflenet",
+        "squeezenet",
+        "vgg19",
+        "zfnet512",
+    ] {
+        let mut m = load(&common::fixture(&format!("onnx/light/light_{name}.onnx"))).unwrap();
+        let input = m.inputs[0].clone();
+        // The pass ends at the logits: with the light models' constant weights, a gradient through their final
+        // softmax (whose input gradient sums to zero) cancels to rounding noise in the constant classifier.
+        let softmax = m.graph.nodes().iter().rev().find(|n| n.op.op_type() == "Softmax");
+        let output = softmax.map_or_else(|| m.outputs[0].clone(), |n| m.graph.value(n.inputs[0]).name.clone());
+        let shape = m.graph.value(m.graph.find(&input).unwrap()).shape.clone();
+        let x: Tensor<f32> = common::random(&shape, 61);
+        let run = |graph: &gradcam::Graph<f32>| {
+            let plan = graph.plan(&[&output], &[&input], &[]).unwrap();
+            let acts = graph.forward(&plan, vec![(&input, x.clone())]).unwrap();
+            let y = acts.get(&output).unwrap().clone();
+            let seed: Tensor<f32> = common::random(y.shape(), 62);
+            let g = acts.backward(vec![(&output, seed)]).unwrap();
+            (y, g.get(&input).unwrap().clone())
+        };
+        let cpu = run(&m.graph);
+        m.graph.set_device(Some(dev.clone()));
+        let on_device = run(&m.graph);
+        assert_eq!(m.graph.device_host_fallbacks(), [], "{name}");
+        close(on_device.0.as_slice().unwrap(), cpu.0.as_slice().unwrap(), 1e-4, &format!("{name} output"));
+        close(on_device.1.as_slice().unwrap(), cpu.1.as_slice().unwrap(), 1e-4, &format!("{name} input gradient"));
     }
 }

@@ -14,6 +14,7 @@
 #define ACT_SELU 9          // f0 = alpha, f1 = gamma
 #define ACT_SOFTPLUS 10
 #define ACT_ERF 11
+#define ACT_POSITIVE_PART 12  // x > 0 ? x : 0, NaN to 0 (guided backpropagation's gradient filter)
 
 __device__ float sigmoid_of(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -34,6 +35,7 @@ __device__ float activation(int code, float x, float p0, float p1) {
     case ACT_SELU: return x > 0.0f ? p1 * x : p1 * p0 * (expf(x) - 1.0f);
     case ACT_SOFTPLUS: return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
     case ACT_ERF: return erff(x);
+    case ACT_POSITIVE_PART: return x > 0.0f ? x : 0.0f;
     }
     return x;
 }
@@ -69,6 +71,7 @@ __device__ float activation_slope(int code, float x, float p0, float p1) {
     case ACT_SELU: return x > 0.0f ? p1 : p1 * p0 * expf(x);
     case ACT_SOFTPLUS: return sigmoid_of(x);
     case ACT_ERF: return 1.1283791670955126f * expf(-x * x);
+    case ACT_POSITIVE_PART: return x > 0.0f ? 1.0f : 0.0f;
     }
     return 1.0f;
 }

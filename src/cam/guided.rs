@@ -29,6 +29,10 @@ impl<T: Element> GradientFilter<T> for GuidedRectifiers {
         // `v > 0` is false for NaN: a NaN gradient is dropped, as the fused rule this replaced did.
         gradient.mapv_inplace(|v| if v > zero { v } else { zero });
     }
+
+    fn keeps_positive_part(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -209,6 +209,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let images_per_s = args.batch as f64 / (med / 1e3);
     let rss = peak_rss_mb();
     let cpu = cpu_name();
+    // Nodes whose rule ran on the host because the device has no lowering for it: each costs two copies.
+    let fallbacks: Vec<String> = model
+        .graph
+        .device_host_fallbacks()
+        .into_iter()
+        .map(|f| format!("{} ({}, {})", f.node, f.op, if f.backward { "backward" } else { "forward" }))
+        .collect();
     if args.json {
         say!(
             "{}",
@@ -220,6 +227,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "simd": simd_level.name(),
                 "cpu": cpu,
                 "device": model.graph.device().map_or_else(|| "cpu".to_string(), |d| d.name()),
+                "host_fallbacks": fallbacks,
                 "median_ms": med,
                 "min_ms": min,
                 "max_ms": max,
@@ -244,6 +252,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         say!("cpu      {cpu} (kernels: {simd_level})");
         if let Some(device) = model.graph.device() {
             say!("device   {}", device.name());
+            match fallbacks.as_slice() {
+                [] => say!("fallback none: every rule ran on the device"),
+                some => say!("fallback {} rule(s) ran on the host: {}", some.len(), some.join(", ")),
+            }
         }
         say!(
             "weights  {:.1} MB in {} (loaded in {load_ms:.1} ms{})",

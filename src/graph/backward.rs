@@ -17,6 +17,12 @@ pub trait GradientFilter<T: Element>: Sync {
 
     /// Rewrites an output gradient of such an op, in place (the sweep owns it).
     fn filter(&self, gradient: &mut Tensor<T>);
+
+    /// Whether [`GradientFilter::filter`] keeps exactly the positive part of the gradient (`g > 0 ? g : 0`, NaN to
+    /// 0): a device then applies it with its own kernel and runs the op's rule there, instead of on the host.
+    fn keeps_positive_part(&self) -> bool {
+        false
+    }
 }
 
 /// Options of a backward sweep.

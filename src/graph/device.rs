@@ -3,8 +3,9 @@
 //!
 //! The plan is the CPU's: the same nodes run, the same values reach the caller. Each op is lowered to the device
 //! kernels of `gradcam_kernels::device` where a lowering exists (convolutions, batch-norm, activations, broadcasting
-//! arithmetic, pooling, products, views); any other op runs its CPU rule on copies of its operands and its results
-//! go back to the device, so every model runs. Only the graph inputs go to the device and only the values the
+//! arithmetic, pooling, resizing, LRN, products, layout copies, views); any other op runs its CPU rule on copies of
+//! its operands and its results go back to the device, so every model runs — and the node is recorded, so that
+//! [`Graph::device_host_fallbacks`] can say which ops did. Only the graph inputs go to the device and only the values the
 //! caller reads (seeds, `wrt` and kept values, graph outputs, the requested gradients) come back. Fusion is a CPU
 //! matter: on the device every op runs on its own, and every value a backward rule reads stays on the device.
 //!
@@ -18,9 +19,9 @@ use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{self, Op, Saved};
 use crate::tensor::Tensor;
 use crate::Element;
-use gradcam_kernels::device::{Activation, BinaryOp, Buffer, Device, DeviceError, MAX_RANK};
+use gradcam_kernels::device::{Activation, BinaryOp, Buffer, Device, DeviceError, LrnParameters, MAX_RANK};
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// A value in device memory: views (reshapes) share the buffer.
@@ -68,11 +69,30 @@ pub(crate) struct DeviceState {
     constants: Mutex<HashMap<usize, Arc<Buffer>>>,
     /// Per batch-norm node: the per-channel scale and shift it folds to.
     affine: Mutex<HashMap<usize, ChannelAffine>>,
+    /// The nodes (by index) whose forward (`false`) or backward (`true`) rule ran on the host.
+    host_runs: Mutex<BTreeSet<(usize, bool)>>,
+}
+
+/// A node whose rule ran on the host because the device has no lowering for it (see
+/// [`Graph::device_host_fallbacks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostFallback {
+    pub node: String,
+    pub op: &'static str,
+    /// The backward rule (`false`: the forward).
+    pub backward: bool,
 }
 
 impl DeviceState {
     pub(crate) fn new(device: Arc<Device>) -> DeviceState {
-        DeviceState { device, constants: Mutex::default(), affine: Mutex::default() }
+        DeviceState { device, constants: Mutex::default(), affine: Mutex::default(), host_runs: Mutex::default() }
+    }
+
+    /// Records that node `n`'s forward (or backward) rule ran on the host.
+    pub(super) fn note_host_run(&self, n: usize, backward: bool) {
+        if let Ok(mut runs) = self.host_runs.lock() {
+            runs.insert((n, backward));
+        }
     }
 
     /// Forgets uploaded weights (a constant was replaced).
@@ -175,6 +195,19 @@ pub(super) fn binary_of<T: Element>(op: &dyn Op<T>) -> Option<BinaryOp> {
     }
 }
 
+/// The device form of LRN over an input of `shape` (`[N, C, spatial…]`).
+pub(super) fn lrn_parameters(lrn: &ops::Lrn, shape: &[usize]) -> Option<LrnParameters> {
+    let [_, channels, rest @ ..] = shape else { return None };
+    Some(LrnParameters {
+        channels: *channels,
+        inner: rest.iter().product(),
+        size: lrn.size,
+        alpha: lrn.alpha as f32,
+        beta: lrn.beta as f32,
+        bias: lrn.bias as f32,
+    })
+}
+
 /// Ops whose output is their first input with another shape.
 pub(super) fn is_view<T: Element>(op: &dyn Op<T>) -> bool {
     let any: &dyn Any = op;
@@ -189,6 +222,21 @@ pub(super) fn is_view<T: Element>(op: &dyn Op<T>) -> bool {
 impl<T: Element> Graph<T> {
     fn device_state(&self) -> Option<&DeviceState> {
         self.device.as_ref()
+    }
+
+    /// Every node whose forward or backward rule has run on the host (on copies of its operands) since the device
+    /// was set, in node order: the ops and rules the device has no lowering for. Empty on the CPU.
+    pub fn device_host_fallbacks(&self) -> Vec<HostFallback> {
+        let Some(runs) = self.device.as_ref().and_then(|s| s.host_runs.lock().ok().map(|r| r.clone())) else {
+            return Vec::new();
+        };
+        runs.into_iter()
+            .map(|(n, backward)| HostFallback {
+                node: self.nodes[n].name.clone(),
+                op: self.nodes[n].op.op_type(),
+                backward,
+            })
+            .collect()
     }
 
     /// Constant `id` in device memory, uploaded on first use.
@@ -286,6 +334,7 @@ impl<T: Element> Graph<T> {
                 Some(out) => out,
                 None => {
                     // The op's CPU rule on host copies of its operands.
+                    state.note_host_run(n, false);
                     let host: Vec<Tensor<T>> =
                         args.iter().map(|a| a.download(dev)).collect::<std::result::Result<_, _>>().map_err(derr)?;
                     let refs: Vec<&Tensor<T>> = host.iter().collect();
@@ -418,6 +467,15 @@ impl<T: Element> Graph<T> {
             let plane: usize = args[0].shape.iter().skip(2).product();
             let mut y = fresh()?;
             dev.plane_mean(plane, &args[0].buffer, &mut y)?;
+            return done(y);
+        }
+        if let Some(y) = super::device_resample::forward(dev, op, args)? {
+            return Ok(Some(vec![y]));
+        }
+        if let Some(lrn) = any.downcast_ref::<ops::Lrn>() {
+            let Some(p) = lrn_parameters(lrn, &args[0].shape) else { return Ok(None) };
+            let mut y = fresh()?;
+            dev.lrn(&p, &args[0].buffer, &mut y)?;
             return done(y);
         }
         if let Some(gemm) = any.downcast_ref::<ops::Gemm>() {

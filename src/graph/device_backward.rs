@@ -10,7 +10,7 @@ use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{self, Vjp};
 use crate::tensor::Tensor;
 use crate::Element;
-use gradcam_kernels::device::{BinaryOp, Buffer, Device, DeviceError, MAX_RANK};
+use gradcam_kernels::device::{Activation, BinaryOp, Buffer, Device, DeviceError, MAX_RANK};
 use std::any::Any;
 use std::collections::HashMap;
 
@@ -56,11 +56,24 @@ impl<T: Element> Activations<'_, T> {
                     Some(dy) => self.lower_backward(on_device, dev, n, dy).map_err(derr)?,
                     None => None,
                 },
+                // A positive-part filter (guided backpropagation) runs as a device kernel before the op's rule.
+                (Some(f), [out]) if f.keeps_positive_part() => match &grads[out.0] {
+                    Some(dy) => {
+                        let mut kept = dev.zeros(dy.buffer().len()).map_err(derr)?;
+                        dev.activation(Activation::PositivePart, dy.buffer(), &mut kept).map_err(derr)?;
+                        let kept = DeviceValue::new(kept, dy.shape().to_vec());
+                        self.lower_backward(on_device, dev, n, &kept).map_err(derr)?
+                    }
+                    None => None,
+                },
                 _ => None,
             };
             let input_grads = match lowered {
                 Some(g) => g,
-                None => self.host_rule(on_device, dev, n, &grads, filtered)?,
+                None => {
+                    graph.device.as_ref().expect("a device pass has a device").note_host_run(n, true);
+                    self.host_rule(on_device, dev, n, &grads, filtered)?
+                }
             };
             let mut record = VjpRecord { node: node.name.clone(), op: op_type, input_grads: Vec::new() };
             for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {
@@ -206,6 +219,19 @@ impl<T: Element> Activations<'_, T> {
             let plane: usize = shapes[0].iter().skip(2).product();
             let mut dx = fresh(0)?;
             dev.plane_mean_backward(plane, dy.buffer(), &mut dx)?;
+            return first(dx);
+        }
+        if let Some(dx) = super::device_resample::backward(dev, op, &shapes[0], dy)? {
+            let mut out = vec![None; node.inputs.len()];
+            out[0] = Some(dx);
+            return Ok(Some(out));
+        }
+        if let Some(lrn) = any.downcast_ref::<ops::Lrn>() {
+            let (Some(p), Some(x)) = (super::device::lrn_parameters(lrn, &shapes[0]), input(0)?) else {
+                return Ok(None);
+            };
+            let mut dx = fresh(0)?;
+            dev.lrn_backward(&p, x.buffer(), dy.buffer(), &mut dx)?;
             return first(dx);
         }
         if let Some(gemm) = any.downcast_ref::<ops::Gemm>() {

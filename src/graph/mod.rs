@@ -9,6 +9,7 @@ mod conv_backward;
 mod device;
 mod device_backward;
 mod device_layout;
+mod device_resample;
 mod device_tokens;
 mod forward;
 mod fuse;
@@ -18,6 +19,7 @@ mod stored_linear;
 
 pub use backward::{BackwardOptions, GradientFilter, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
+pub use device::HostFallback;
 pub use forward::{Activations, ForwardOptions, NodeTime};
 pub use plan::Plan;
 

@@ -17,6 +17,20 @@ fn window(i: usize, len: usize, out: usize) -> std::ops::Range<usize> {
     (i * len / out)..((i + 1) * len).div_ceil(out)
 }
 
+impl AdaptiveAvgPool {
+    /// The pool along one axis of `len` to `out` as taps `(index, 1/window)`: the 2-D pool is the (separable)
+    /// product of the one along the height and the one along the width.
+    pub(crate) fn axis_taps(len: usize, out: usize) -> Vec<Vec<(usize, f64)>> {
+        (0..out)
+            .map(|i| {
+                let range = window(i, len, out);
+                let share = 1.0 / range.len() as f64;
+                range.map(|k| (k, share)).collect()
+            })
+            .collect()
+    }
+}
+
 impl<T: Element> Op<T> for AdaptiveAvgPool {
     fn op_type(&self) -> &'static str {
         "AdaptiveAvgPool"

@@ -44,7 +44,7 @@ pub struct Resize {
 }
 
 /// For every output index along one axis, the input indices it reads and their weights.
-type Taps = Vec<Vec<(usize, f64)>>;
+pub(crate) type Taps = Vec<Vec<(usize, f64)>>;
 
 impl Resize {
     /// Source taps `(index, weight)` of every output index along one axis.
@@ -121,7 +121,8 @@ impl Resize {
             .collect()
     }
 
-    fn tables(&self, h: usize, w: usize) -> (Taps, Taps) {
+    /// The taps along the height and the width of an `h`×`w` input: the resize is their (separable) product.
+    pub(crate) fn tables(&self, h: usize, w: usize) -> (Taps, Taps) {
         let [sh, sw] = self.scales.unwrap_or([self.out_h as f64 / h as f64, self.out_w as f64 / w as f64]);
         (self.taps(h, self.out_h, sh), self.taps(w, self.out_w, sw))
     }

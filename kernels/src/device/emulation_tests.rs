@@ -184,6 +184,7 @@ fn activations_and_their_slopes_match_finite_differences() {
         Activation::Selu { alpha: 1.67326, gamma: 1.0507 },
         Activation::Softplus,
         Activation::Erf,
+        Activation::PositivePart,
     ];
     for act in acts {
         let mut y = dev.zeros(x.len()).unwrap();
@@ -210,6 +211,13 @@ fn activations_and_their_slopes_match_finite_differences() {
             assert!(y[i].is_finite());
         }
     }
+    // The positive part drops NaN (as guided backpropagation's CPU filter does); a ReLU clamp keeps it.
+    let nan = dev.upload(&[f32::NAN, -1.0, 2.0]).unwrap();
+    let mut y = dev.zeros(3).unwrap();
+    dev.activation(Activation::PositivePart, &nan, &mut y).unwrap();
+    assert_eq!(dev.download(&y).unwrap(), [0.0, 0.0, 2.0]);
+    dev.activation(Activation::Clamp(0.0, f32::INFINITY), &nan, &mut y).unwrap();
+    assert!(dev.download(&y).unwrap()[0].is_nan());
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub enum Activation {
     },
     Softplus,
     Erf,
+    /// `x > 0 ? x : 0`, NaN to 0 (unlike `Clamp(0, ∞)`, which keeps NaN): guided backpropagation's filter of the
+    /// gradients entering rectifiers.
+    PositivePart,
 }
 
 impl Activation {
@@ -48,6 +51,7 @@ impl Activation {
             Activation::Selu { alpha, gamma } => (9, alpha, gamma),
             Activation::Softplus => (10, 0.0, 0.0),
             Activation::Erf => (11, 0.0, 0.0),
+            Activation::PositivePart => (12, 0.0, 0.0),
         }
     }
 }
