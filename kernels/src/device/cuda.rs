@@ -43,6 +43,22 @@ fn check_libraries() -> Result<()> {
     Ok(())
 }
 
+/// The kernel program compiled by NVRTC (which needs no GPU and no driver, only its own library).
+fn compile() -> Result<cudarc::nvrtc::Ptx> {
+    let options = cudarc::nvrtc::CompileOptions { name: Some("gradcam.cu".into()), ..Default::default() };
+    cudarc::nvrtc::compile_ptx_with_opts(super::program(), options).map_err(|e| DeviceError::Compile(format!("{e:?}")))
+}
+
+/// The PTX NVRTC makes of the kernel program, where NVRTC can be loaded: lets machines without a GPU check that
+/// the sources compile as CUDA (the host emulation compiles them as C++).
+pub fn compile_to_ptx() -> Result<String> {
+    // SAFETY: only tries to open the library by cudarc's candidate names (dlopen); nothing is called.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(DeviceError::MissingLibrary { library: "libnvrtc.so", purpose: "CUDA runtime compiler (NVRTC)" });
+    }
+    Ok(compile()?.to_src())
+}
+
 fn call_error(what: &str, why: impl std::fmt::Debug) -> DeviceError {
     DeviceError::Call { what: what.to_string(), why: format!("{why:?}") }
 }
@@ -102,9 +118,7 @@ impl Cuda {
         unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(|e| call_error("cuDeviceGetName", e))?;
         let stream = ctx.default_stream();
-        let options = cudarc::nvrtc::CompileOptions { name: Some("gradcam.cu".into()), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(super::program(), options)
-            .map_err(|e| DeviceError::Compile(format!("{e:?}")))?;
+        let ptx = compile()?;
         let module = ctx.load_module(ptx).map_err(|e| call_error("cuModuleLoadData", e))?;
         let mut functions = HashMap::new();
         for kernel in super::KERNELS {

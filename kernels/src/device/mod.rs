@@ -21,6 +21,8 @@ pub use resample::{transpose_taps, ResampleTable, Taps};
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::compile_to_ptx;
 #[cfg(feature = "device-emulation")]
 pub mod host;
 
@@ -422,6 +424,26 @@ mod cuda_tests {
                 assert!(err.to_string().contains("libcuda.so"), "{err}");
             }
             Err(err) => eprintln!("CUDA present but not usable here: {err}"),
+        }
+    }
+
+    /// Where NVRTC can be loaded (no GPU needed: e.g. the `nvidia-cuda-nvrtc-cu12` wheel's library on
+    /// LD_LIBRARY_PATH), the kernel sources compile as CUDA and the PTX defines every kernel the launches name.
+    #[test]
+    fn nvrtc_compiles_every_kernel_where_it_can_be_loaded() {
+        match compile_to_ptx() {
+            Ok(ptx) => {
+                for kernel in KERNELS {
+                    assert!(ptx.contains(&format!(".entry {kernel}(")), "{kernel} is not in the PTX");
+                }
+                eprintln!("NVRTC compiled all {} kernels ({} bytes of PTX)", KERNELS.len(), ptx.len());
+                // For tools/nvrtc_check.sh, which assembles it with ptxas for real GPUs.
+                if let Some(path) = std::env::var_os("GRADCAM_PTX_OUT") {
+                    std::fs::write(&path, &ptx).unwrap();
+                }
+            }
+            Err(DeviceError::MissingLibrary { .. }) => eprintln!("NVRTC check skipped: libnvrtc cannot be loaded here"),
+            Err(err) => panic!("the kernel sources do not compile as CUDA: {err}"),
         }
     }
 }
