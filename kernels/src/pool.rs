@@ -86,20 +86,7 @@ fn nan_max<T: Element>(a: T, b: T) -> T {
     }
 }
 
-/// `best[j] = max(best[j], taps[j·stride])` (or `= taps[j·stride]` when `init`): the whole-window path for strides
-/// above 2 (strides 1 and 2 read contiguous runs, see [`max_of_runs`]).
-#[inline(always)]
-fn row_max<T: Element>(best: &mut [T], taps: &[T], stride: usize, init: bool) {
-    let n = best.len();
-    assert!(n == 0 || taps.len() > (n - 1) * stride, "pool: row of taps too short");
-    if init {
-        best.iter_mut().enumerate().for_each(|(j, b)| *b = taps[j * stride]);
-    } else {
-        best.iter_mut().enumerate().for_each(|(j, b)| *b = nan_max(*b, taps[j * stride]));
-    }
-}
-
-/// `best[j] = max over the runs of run[j]` (NaN wins; the runs in order, as [`row_max`] would take them), in blocks
+/// `best[j] = max over the runs of run[j]` (NaN wins; the runs in order), in blocks
 /// kept in registers and stored once; the last block overlaps the one before rather than falling back to scalar code
 /// (a maximum taken twice is the same maximum).
 #[inline(always)]
@@ -175,85 +162,73 @@ pub fn max_pool2d_forward<T: Element>(geo: &PoolGeometry, input: &[T], output: &
     });
 }
 
-/// One plane of [`max_pool2d_forward`], inlined into each SIMD level's copy (the comparisons vectorize).
+/// Window widths whose taps [`max_plane`] lists on the stack.
+const STACK_TAPS: usize = 16;
+
+/// `out[j] = run[j·stride]`.
 #[inline(always)]
-fn max_plane<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], out: &mut [T]) {
-    let inner = table.inner.clone();
-    // The even and odd columns of each tap row (stride 2).
-    let mut phases: Vec<Vec<T>> = vec![Vec::new(); 2 * geo.kernel_h];
-    for (oy, &(ky0, ky1)) in table.rows.iter().enumerate() {
-        let out_row = &mut out[oy * geo.out_w..][..geo.out_w];
-        let row_of = |ky: usize| (oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top) * geo.in_w;
-        if ky0 < ky1 && !inner.is_empty() {
-            // Whole windows: every tap a contiguous run of the row, their maximum taken in registers block by block
-            // (tap-by-tap passes over the output row stored each partial maximum with a masked store, which the
-            // next pass could not forward: the 3×3/2 pool of ResNet took 9× onnxruntime's time).
-            let best = &mut out_row[inner.clone()];
-            let n = best.len();
-            let last = (n - 1) * geo.stride_w;
-            let mut taps: Vec<&[T]> = Vec::with_capacity(geo.kernel_h * geo.kernel_w);
-            match geo.stride_w {
-                1 => {
-                    for ky in ky0..ky1 {
-                        for kx in 0..geo.kernel_w {
-                            let first = row_of(ky) + inner.start + kx * geo.dilation_w - geo.pad_left;
-                            taps.push(&x[first..first + n]);
-                        }
-                    }
-                }
-                2 => {
-                    // Each tap row split once into its even and odd columns: then every tap is a contiguous run.
-                    let span = last + (geo.kernel_w - 1) * geo.dilation_w + 1;
-                    for (ky, pair) in (ky0..ky1).zip(phases.chunks_exact_mut(2)) {
-                        let first = row_of(ky) + inner.start * 2 - geo.pad_left;
-                        let segment = &x[first..first + span];
-                        let (even, odd) = pair.split_at_mut(1);
-                        let (even, odd) = (&mut even[0], &mut odd[0]);
-                        even.resize(span.div_ceil(2), T::zero());
-                        odd.resize(span / 2, T::zero());
-                        for ((e, o), two) in even.iter_mut().zip(odd.iter_mut()).zip(segment.chunks_exact(2)) {
-                            (*e, *o) = (two[0], two[1]);
-                        }
-                        if span % 2 == 1 {
-                            even[span / 2] = segment[span - 1];
-                        }
-                    }
-                    for pair in phases.chunks_exact(2).take(ky1 - ky0) {
-                        for kx in 0..geo.kernel_w {
-                            let offset = kx * geo.dilation_w;
-                            let phase = &pair[offset % 2];
-                            taps.push(&phase[offset / 2..offset / 2 + n]);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            if taps.is_empty() {
-                // Larger strides: tap by tap with strided reads.
-                for ky in ky0..ky1 {
-                    for kx in 0..geo.kernel_w {
-                        let first = row_of(ky) + inner.start * geo.stride_w + kx * geo.dilation_w - geo.pad_left;
-                        row_max(best, &x[first..=first + last], geo.stride_w, ky == ky0 && kx == 0);
-                    }
-                }
-            } else {
-                max_of_runs(best, &taps);
+fn pick_every<T: Element>(out: &mut [T], run: &[T], stride: usize) {
+    let n = out.len();
+    match stride {
+        1 => out.copy_from_slice(&run[..n]),
+        2 => {
+            let run = &run[..2 * n - 1];
+            for j in 0..n {
+                out[j] = run[2 * j];
             }
         }
-        for (ox, &(kx0, kx1)) in table.cols.iter().enumerate() {
-            if ky0 < ky1 && inner.contains(&ox) {
-                continue;
-            }
-            let ix0 = (ox * geo.stride_w + kx0 * geo.dilation_w).wrapping_sub(geo.pad_left);
-            let mut best = None;
-            for ky in ky0..ky1 {
-                for kx in kx0..kx1 {
-                    let v = x[row_of(ky) + ix0 + (kx - kx0) * geo.dilation_w];
-                    best = Some(best.map_or(v, |b| nan_max(b, v)));
-                }
-            }
+        _ => out.iter_mut().zip(run.iter().step_by(stride)).for_each(|(o, &v)| *o = v),
+    }
+}
+
+/// One plane of [`max_pool2d_forward`], inlined into each SIMD level's copy (the comparisons vectorize).
+///
+/// The maximum over a window is the maximum over its rows of the maximum over its columns, and exact in any order
+/// (NaN wins whichever way it is reached), so each output row is made in two passes: the window's input rows
+/// folded into one row (`column_max`, contiguous, in registers), then each output the maximum of its taps along
+/// that row. Outputs whose window hangs over the left or right edge take only the taps inside.
+#[inline(always)]
+fn max_plane<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], out: &mut [T]) {
+    let mut column_max: Vec<T> = vec![T::zero(); geo.in_w];
+    let mut window_max: Vec<T> = vec![T::zero(); geo.in_w];
+    let mut taps: Vec<&[T]> = Vec::with_capacity(geo.kernel_h.max(geo.kernel_w));
+    for (oy, &(ky0, ky1)) in table.rows.iter().enumerate() {
+        let out_row = &mut out[oy * geo.out_w..][..geo.out_w];
+        if ky0 == ky1 {
             // A window over padding only (ceil_mode) gives 0.
-            out_row[ox] = best.unwrap_or(T::zero());
+            out_row.fill(T::zero());
+            continue;
+        }
+        let row = |ky: usize| {
+            let first = (oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top) * geo.in_w;
+            &x[first..first + geo.in_w]
+        };
+        taps.clear();
+        taps.extend((ky0..ky1).map(row));
+        max_of_runs(&mut column_max, &taps);
+        let inner = table.inner.clone();
+        if !inner.is_empty() {
+            // Each inner output's window maximum at the window's first column (`run`), then every stride-th of them.
+            let best = &mut out_row[inner.clone()];
+            let first = inner.start * geo.stride_w - geo.pad_left;
+            let span = (best.len() - 1) * geo.stride_w + 1;
+            let run = &mut window_max[..span];
+            let tap = |kx: usize| &column_max[first + kx * geo.dilation_w..][..span];
+            if geo.kernel_w <= STACK_TAPS {
+                let mut runs: [&[T]; STACK_TAPS] = [&[]; STACK_TAPS];
+                runs.iter_mut().enumerate().take(geo.kernel_w).for_each(|(kx, r)| *r = tap(kx));
+                max_of_runs(run, &runs[..geo.kernel_w]);
+            } else {
+                max_of_runs(run, &(0..geo.kernel_w).map(tap).collect::<Vec<_>>());
+            }
+            pick_every(best, run, geo.stride_w);
+        }
+        // The outputs whose window hangs over an edge.
+        for ox in (0..inner.start).chain(inner.end..geo.out_w) {
+            let (kx0, kx1) = table.cols[ox];
+            let ix0 = (ox * geo.stride_w + kx0 * geo.dilation_w).wrapping_sub(geo.pad_left);
+            let taps = (kx0..kx1).map(|kx| column_max[ix0 + (kx - kx0) * geo.dilation_w]);
+            out_row[ox] = taps.reduce(nan_max).unwrap_or(T::zero());
         }
     }
 }
