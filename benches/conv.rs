@@ -4,7 +4,8 @@
 //!
 //! The packed-weight paths the fused graph uses run beside it on all threads: im2col + packed GEMM against Winograd
 //! F(2×2, 3×3) on the 3×3 layers (`packed_*` / `winograd_*`), and on MobileNet depthwise layers the generic
-//! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 flat multi-tap kernel (`depthwise_flat_*`).
+//! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 flat multi-tap kernel (`depthwise_flat_*`),
+//! and that kernel's input gradient (`depthwise_flat_backward_*`).
 //!
 //! A second group (`resnet/…`) times ResNet layers as the fused graph runs them: the strided stem and 3×3/2 layers,
 //! a 1×1 projection with its residual in the epilogue beside the separate Add and ReLU, and the 3×3/2 max pool.
@@ -130,7 +131,9 @@ fn bench(c: &mut Criterion) {
         });
     }
     // MobileNetV2's depthwise layers: (channels, input size, stride).
-    for (channels, hw, stride) in [(96, 112, 2), (144, 56, 1), (192, 28, 1), (384, 14, 1), (576, 14, 2), (960, 7, 1)] {
+    for (channels, hw, stride) in
+        [(96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (192, 28, 2), (384, 14, 1), (576, 14, 2), (960, 7, 1)]
+    {
         let geo = ConvGeometry {
             in_channels: channels,
             out_channels: channels,
@@ -160,6 +163,12 @@ fn bench(c: &mut Criterion) {
             all.install(|| {
                 bch.iter(|| depthwise_flat::forward(&geo, black_box(&x), &w, &b, Clamp::RELU, &mut y, level))
             })
+        });
+        // The input gradient (saliency, guided backpropagation and attacks run it through every layer).
+        group.bench_function(BenchmarkId::new(format!("depthwise_flat_backward_{threads}t"), &name), |bch| {
+            let level = simd::level();
+            let mut dx = vec![0f32; x.len()];
+            all.install(|| bch.iter(|| depthwise_flat::backward_data(&geo, &w, black_box(&y), &mut dx, level)))
         });
     }
     group.finish();
