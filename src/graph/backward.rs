@@ -1,7 +1,7 @@
 //! The backward sweep: a plain loop over the planned nodes in reverse topological order.
 
 use super::{Activations, ValueId};
-use crate::error::{GraphError, GraphResult as Result};
+use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Op, Vjp};
 use crate::tensor::Tensor;
 use crate::Element;
@@ -144,6 +144,37 @@ impl<T: Element> Activations<'_, T> {
         Some(g)
     }
 
+    /// `∂L/∂x` of convolution node `n` (any geometry; weights from the graph or the forward pass) written into a
+    /// pooled buffer: the kernel overwrites every element, so the buffer needs no zero fill. `None` for other ops
+    /// (or weights the pass did not keep): the caller runs the op's own rule.
+    fn conv_input_gradient(
+        &self,
+        n: usize,
+        input_shapes: &[&[usize]],
+        grad_output: &Tensor<T>,
+        pool: &mut super::pool::BufferPool<T>,
+    ) -> Option<Result<Tensor<T>>> {
+        let node = &self.graph.nodes[n];
+        let Some(crate::ops::Fusable::Conv(attrs)) = node.op.fusion() else { return None };
+        let weight = match self.graph.constant_value(node.inputs[1]) {
+            Some(w) => w,
+            None => std::borrow::Cow::Borrowed(self.by_id(node.inputs[1])?),
+        };
+        let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
+        let geo = match attrs.geometry(input_shapes) {
+            Ok(g) => g,
+            Err(e) => return Some(Err(wrap(e))),
+        };
+        let len: usize = input_shapes[0].iter().product();
+        let mut dx = pool.take(len).unwrap_or_else(|| vec![T::zero(); len]);
+        let (w, dy) = (crate::tensor::contiguous(&weight), crate::tensor::contiguous(grad_output));
+        gradcam_kernels::conv2d_backward_data(&geo, &w, &dy, &mut dx);
+        Some(
+            Tensor::from_shape_vec(ndarray::IxDyn(input_shapes[0]), dx)
+                .map_err(|e| wrap(OpError::Invalid(e.to_string()))),
+        )
+    }
+
     /// Backpropagates `seeds` (value name, gradient of that value) to the plan's `wrt` values.
     ///
     /// Call it as often as needed (one class after another) without re-running the forward pass.
@@ -176,6 +207,10 @@ impl<T: Element> Activations<'_, T> {
         }
 
         let is_wrt = |id: ValueId| plan.wrt.contains(&id);
+        // Gradients used up by their rule go back to the graph's buffer pool (they have the sizes of activations),
+        // and the convolution input gradients — which overwrite every element — come from it: no zero fill, no
+        // fresh pages.
+        let mut pool = graph.spare.take();
         let mut trace = Vec::new();
         let mut profile = Vec::new();
         for (n, node) in graph.nodes.iter().enumerate().rev() {
@@ -194,8 +229,9 @@ impl<T: Element> Activations<'_, T> {
             // packed / stored kernels where it can.
             let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
                 ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
-                    .packed_conv_input_gradient(n, &input_shapes, dy)
-                    .or_else(|| graph.stored_linear_input_gradient(node, dy)),
+                    .packed_conv_input_gradient(n, &input_shapes, dy, &mut pool)
+                    .or_else(|| graph.stored_linear_input_gradient(node, dy))
+                    .or_else(|| self.conv_input_gradient(n, &input_shapes, dy, &mut pool)),
                 _ => None,
             };
             // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
@@ -238,6 +274,7 @@ impl<T: Element> Activations<'_, T> {
                     node.op.backward(&cx).map_err(wrap)?
                 }
             };
+            out_grads.into_iter().flatten().for_each(|g| pool.recycle(g));
             let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };
             for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let Some(g) = g.filter(|_| plan.wanted[n][k]) else { continue };
@@ -259,6 +296,7 @@ impl<T: Element> Activations<'_, T> {
             }
         }
 
+        graph.spare.put_back(pool);
         let mut out = HashMap::new();
         let names = self.wrt_names();
         for &w in &plan.wrt {

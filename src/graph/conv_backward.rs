@@ -25,6 +25,7 @@ impl<T: Element> Graph<T> {
         n: usize,
         input_shapes: &[&[usize]],
         grad_output: &Tensor<T>,
+        pool: &mut super::pool::BufferPool<T>,
     ) -> Option<Result<Tensor<T>>> {
         let node = &self.nodes[n];
         let Some(Fusable::Conv(attrs)) = node.op.fusion() else { return None };
@@ -50,10 +51,17 @@ impl<T: Element> Graph<T> {
             pad_right: reach_w - geo.pad_right,
             ..geo
         };
-        Some(self.run_transposed(n, &transposed, grad_output))
+        Some(self.run_transposed(n, &transposed, grad_output, pool))
     }
 
-    fn run_transposed(&self, n: usize, geo: &ConvGeometry, grad_output: &Tensor<T>) -> Result<Tensor<T>> {
+    /// The transposed convolution `geo` of `grad_output`, into a pooled buffer (the kernels overwrite it whole).
+    fn run_transposed(
+        &self,
+        n: usize,
+        geo: &ConvGeometry,
+        grad_output: &Tensor<T>,
+        pool: &mut super::pool::BufferPool<T>,
+    ) -> Result<Tensor<T>> {
         let node = &self.nodes[n];
         let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
         let not_f32 = || wrap(OpError::Invalid("packed convolution gradient on a non-f32 graph".into()));
@@ -80,7 +88,10 @@ impl<T: Element> Graph<T> {
             }
         });
         let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
-        let mut dx = vec![0.0f32; shape.iter().product()];
+        let len = shape.iter().product();
+        // T is f32 here (checked above): the pooled buffer is one of f32.
+        let pooled: Option<Box<dyn Any>> = pool.take(len).map(|b| Box::new(b) as Box<dyn Any>);
+        let mut dx = pooled.and_then(|b| b.downcast::<Vec<f32>>().ok()).map_or_else(|| vec![0.0f32; len], |b| *b);
         conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, &mut dx);
         let dx =
             Tensor::from_shape_vec(ndarray::IxDyn(&shape), dx).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
