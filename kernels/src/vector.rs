@@ -179,9 +179,60 @@ per_level! {
     pub fn keep_bits(words: &[u64], x: &mut [f32]); simd: keep_bits_body, portable: keep_bits_body
 }
 
+#[inline(always)]
+fn interval_bits_body(ys: &[f32], lo: f32, hi: f32, words: &mut [u64]) {
+    // An infinite `hi` bounds nothing (`v < ∞` is false for ∞ itself, which a ReLU passes); NaN passes neither.
+    let unbounded = hi == f32::INFINITY;
+    let pass = |v: f32| (v > lo) & (unbounded | (v < hi));
+    for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
+        *word = match <&[f32; 64]>::try_from(ys) {
+            Ok(ys) => {
+                // A whole word: four (AVX-512) or eight (AVX2) vector compares into lane masks, or-ed into place.
+                let mut w = 0u64;
+                for (b, &v) in ys.iter().enumerate() {
+                    w |= u64::from(pass(v)) << b;
+                }
+                w
+            }
+            Err(_) => ys.iter().enumerate().fold(0u64, |w, (b, &v)| w | (u64::from(pass(v)) << b)),
+        };
+    }
+}
+
+per_level! {
+    /// Bit `i` of `words` (bit `i % 64` of `words[i / 64]`) set where `lo < ys[i] < hi` (an infinite `hi` is no
+    /// bound), over the elements `words` covers: the one-bit mask of a clamp-like activation, from its output.
+    pub fn interval_bits(ys: &[f32], lo: f32, hi: f32, words: &mut [u64]); simd: interval_bits_body, portable: interval_bits_body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interval_bits_match_the_definition() {
+        let n: usize = 5 * 64 + 37;
+        let mut ys: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 / 2.0 - 3.0).collect();
+        ys[3] = f32::NAN;
+        ys[70] = f32::INFINITY;
+        ys[71] = f32::NEG_INFINITY;
+        ys[72] = 6.0;
+        ys[73] = 0.0;
+        for (lo, hi) in [(0.0, f32::INFINITY), (0.0, 6.0), (-1.5, 2.0)] {
+            let want: Vec<u64> = (0..n.div_ceil(64))
+                .map(|w| {
+                    (0..64).filter(|b| w * 64 + b < n).fold(0u64, |acc, b| {
+                        let v = ys[w * 64 + b];
+                        let pass = v > lo && (hi == f32::INFINITY || v < hi);
+                        acc | (u64::from(pass) << b)
+                    })
+                })
+                .collect();
+            let mut got = vec![0u64; want.len()];
+            interval_bits(&ys, lo, hi, &mut got);
+            assert_eq!(got, want, "({lo}, {hi}) on {}", crate::simd::level());
+        }
+    }
 
     #[test]
     fn axpy4_equals_four_axpys_bit_for_bit() {

@@ -26,6 +26,17 @@ impl Mask {
         let pass = move |v: T| (v > lo) & (unbounded | (v < hi));
         let len = y.len();
         let mut bits = vec![0u64; len.div_ceil(64)];
+        if let (Some(ys), Some(lo), Some(hi)) = (
+            (y as &dyn std::any::Any).downcast_ref::<Tensor<f32>>().and_then(|y| y.as_slice()),
+            lo.to_f32(),
+            hi.to_f32(),
+        ) {
+            // f32: the kernels' compare into lane masks, per SIMD level.
+            bits.par_chunks_mut(TASK / 64)
+                .zip(ys.par_chunks(TASK))
+                .for_each(|(words, ys)| gradcam_kernels::vector::interval_bits(ys, lo, hi, words));
+            return Mask { bits, len };
+        }
         match y.as_slice() {
             Some(ys) => bits.par_chunks_mut(TASK / 64).zip(ys.par_chunks(TASK)).for_each(|(words, ys)| {
                 for (word, ys) in words.iter_mut().zip(ys.chunks(64)) {
