@@ -242,25 +242,168 @@ pub fn max_pool2d_argmax<T: Element>(geo: &PoolGeometry, input: &[T], argmax: &m
         return;
     }
     let table = TapTable::new(geo);
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn avx512<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], arg: &mut [u32]) {
+        argmax_plane(geo, table, x, arg)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], arg: &mut [u32]) {
+        argmax_plane(geo, table, x, arg)
+    }
+    let simd = level();
     argmax.par_chunks_mut(op).enumerate().for_each(|(p, arg)| {
         let x = &input[p * ip..(p + 1) * ip];
-        for (oy, &(ky0, ky1)) in table.rows.iter().enumerate() {
-            for (ox, &(kx0, kx1)) in table.cols.iter().enumerate() {
-                let mut best: Option<(T, usize)> = None;
-                for ky in ky0..ky1 {
-                    let row = (oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top) * geo.in_w;
-                    for kx in kx0..kx1 {
-                        let i = row + ox * geo.stride_w + kx * geo.dilation_w - geo.pad_left;
-                        let v = x[i];
-                        if best.is_none_or(|(b, _)| v > b || (v.is_nan() && !b.is_nan())) {
-                            best = Some((v, i));
-                        }
-                    }
-                }
-                arg[oy * geo.out_w + ox] = best.map_or(NO_ARGMAX, |(_, i)| i as u32);
-            }
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: level() only returns levels this CPU supports.
+            SimdLevel::Avx512 => unsafe { avx512(geo, &table, x, arg) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            SimdLevel::Avx2 => unsafe { avx2(geo, &table, x, arg) },
+            _ => argmax_plane(geo, &table, x, arg),
         }
     });
+}
+
+/// The first maximum of each whole window along one row (window `j` starting at column `first + j·stride`): tap by
+/// tap across the row, so that the compares vectorize. `S` is the stride when it is a constant the compiler can
+/// use (1, 2), or 0 for the geometry's own.
+#[inline(always)]
+fn row_argmax<T: Element, const S: usize>(
+    geo: &PoolGeometry,
+    row: &[T],
+    first: usize,
+    values: &mut [T],
+    columns: &mut [u32],
+) {
+    let stride = if S == 0 { geo.stride_w } else { S };
+    let n = values.len();
+    let columns = &mut columns[..n];
+    // Blocks of B windows in registers, stored once (an in-place select per tap became a branch and a conditional
+    // store); the last block overlaps the one before rather than falling back to scalar code (it recomputes the
+    // same answers).
+    const B: usize = 16;
+    let block = |j0: usize| -> ([T; B], [u32; B]) {
+        let (mut bv, mut bc) = ([T::zero(); B], [0u32; B]);
+        for l in 0..B {
+            let at = first + (j0 + l) * stride;
+            (bv[l], bc[l]) = (row[at], at as u32);
+        }
+        for kx in 1..geo.kernel_w {
+            let offset = first + kx * geo.dilation_w + j0 * stride;
+            let taps = &row[offset..offset + (B - 1) * stride + 1];
+            for l in 0..B {
+                let v = taps[l * stride];
+                let d = displaces(v, bv[l]);
+                bv[l] = if d { v } else { bv[l] };
+                bc[l] = if d { (offset + l * stride) as u32 } else { bc[l] };
+            }
+        }
+        (bv, bc)
+    };
+    if n < B {
+        for j in 0..n {
+            let at = first + j * stride;
+            let (mut bv, mut bc) = (row[at], at as u32);
+            for kx in 1..geo.kernel_w {
+                let c = at + kx * geo.dilation_w;
+                if displaces(row[c], bv) {
+                    (bv, bc) = (row[c], c as u32);
+                }
+            }
+            (values[j], columns[j]) = (bv, bc);
+        }
+        return;
+    }
+    let mut j = 0;
+    while j < n {
+        let j0 = j.min(n - B);
+        let (bv, bc) = block(j0);
+        values[j0..j0 + B].copy_from_slice(&bv);
+        columns[j0..j0 + B].copy_from_slice(&bc);
+        j = j0 + B;
+    }
+}
+
+/// Whether `v` displaces `best` as a window's maximum: greater, or the first NaN.
+#[inline(always)]
+fn displaces<T: Element>(v: T, best: T) -> bool {
+    // Non-short-circuit operators: a select, not a branch (the data decide it at random).
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+/// One plane of [`max_pool2d_argmax`], in two passes: each input row's first maximum over every output column's
+/// taps, then each output's first maximum over its rows' results, rows in order. Keeping the first of the maximal
+/// taps is associative over a row-major scan split by rows, so this is exactly the tap-by-tap scan's answer, with
+/// each row's horizontal pass shared by the windows that overlap it.
+#[inline(always)]
+fn argmax_plane<T: Element>(geo: &PoolGeometry, table: &TapTable, x: &[T], arg: &mut [u32]) {
+    let (in_w, out_w) = (geo.in_w, geo.out_w);
+    // Per input row and output column: the value and the column of the row's first maximum over the column's taps
+    // (columns without taps — windows over padding only — are set apart at the end).
+    let mut row_value: Vec<T> = vec![T::zero(); geo.in_h * out_w];
+    let mut row_column: Vec<u32> = vec![0; geo.in_h * out_w];
+    for ((row, values), columns) in
+        x.chunks_exact(in_w).zip(row_value.chunks_exact_mut(out_w)).zip(row_column.chunks_exact_mut(out_w))
+    {
+        // Whole windows tap by tap across the row (the compares vectorize), the edge windows one by one.
+        let inner = table.inner.clone();
+        if !inner.is_empty() {
+            let first = inner.start * geo.stride_w - geo.pad_left;
+            let (values, columns) = (&mut values[inner.clone()], &mut columns[inner.clone()]);
+            match geo.stride_w {
+                1 => row_argmax::<T, 1>(geo, row, first, values, columns),
+                2 => row_argmax::<T, 2>(geo, row, first, values, columns),
+                _ => row_argmax::<T, 0>(geo, row, first, values, columns),
+            }
+        }
+        for ox in (0..inner.start).chain(inner.end..out_w) {
+            let (kx0, kx1) = table.cols[ox];
+            if kx0 == kx1 {
+                continue;
+            }
+            let first = ox * geo.stride_w + kx0 * geo.dilation_w - geo.pad_left;
+            let (mut bv, mut bi) = (row[first], first as u32);
+            for kx in kx0 + 1..kx1 {
+                let c = first + (kx - kx0) * geo.dilation_w;
+                let d = displaces(row[c], bv);
+                bv = if d { row[c] } else { bv };
+                bi = if d { c as u32 } else { bi };
+            }
+            (values[ox], columns[ox]) = (bv, bi);
+        }
+    }
+    let mut best: Vec<T> = vec![T::zero(); out_w];
+    for (oy, &(ky0, ky1)) in table.rows.iter().enumerate() {
+        let out = &mut arg[oy * out_w..(oy + 1) * out_w];
+        if ky0 == ky1 {
+            out.fill(NO_ARGMAX);
+            continue;
+        }
+        let row_of = |ky: usize| oy * geo.stride_h + ky * geo.dilation_h - geo.pad_top;
+        let r = row_of(ky0);
+        best.copy_from_slice(&row_value[r * out_w..(r + 1) * out_w]);
+        for (o, &c) in out.iter_mut().zip(&row_column[r * out_w..(r + 1) * out_w]) {
+            *o = (r * in_w) as u32 + c;
+        }
+        for ky in ky0 + 1..ky1 {
+            let r = row_of(ky);
+            let (values, columns) = (&row_value[r * out_w..(r + 1) * out_w], &row_column[r * out_w..(r + 1) * out_w]);
+            let base = (r * in_w) as u32;
+            for ((o, b), (&v, &c)) in out.iter_mut().zip(best.iter_mut()).zip(values.iter().zip(columns)) {
+                let d = displaces(v, *b);
+                *b = if d { v } else { *b };
+                *o = if d { base + c } else { *o };
+            }
+        }
+        for (o, &(kx0, kx1)) in out.iter_mut().zip(&table.cols) {
+            if kx0 == kx1 {
+                *o = NO_ARGMAX;
+            }
+        }
+    }
 }
 
 /// Routes each output gradient to its window's maximum (overwrites `grad_input`).
@@ -490,6 +633,50 @@ mod tests {
         // Corner window sees 4 of 9 taps.
         assert!((y[0] - 4.0 / 9.0).abs() < 1e-15);
         assert!((y[4] - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_nan_then_the_first_maximum_in_row_major_order() {
+        // Overlapping 3×3/2 windows over a plane with ties and NaNs: the two-pass argmax equals the tap-by-tap scan.
+        let g = PoolGeometry {
+            planes: 1,
+            in_h: 9,
+            in_w: 11,
+            out_h: 5,
+            out_w: 6,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+        };
+        let x: Vec<f32> =
+            (0..99).map(|i| if i % 13 == 5 || i == 40 { f32::NAN } else { ((i * 7) % 4) as f32 }).collect();
+        let mut arg = vec![0; 30];
+        max_pool2d_argmax(&g, &x, &mut arg);
+        for oy in 0..5 {
+            for ox in 0..6 {
+                let mut want: Option<(f32, u32)> = None;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                        if iy < 0 || ix < 0 || iy >= 9 || ix >= 11 {
+                            continue;
+                        }
+                        let i = (iy * 11 + ix) as usize;
+                        if want.is_none_or(|(b, _)| displaces(x[i], b)) {
+                            want = Some((x[i], i as u32));
+                        }
+                    }
+                }
+                assert_eq!(arg[oy * 6 + ox], want.unwrap().1, "output ({oy}, {ox})");
+            }
+        }
     }
 
     #[test]
