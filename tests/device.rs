@@ -280,8 +280,9 @@ fn batched_products_and_their_gradients_on_the_device_equal_the_cpu() {
     }
 }
 
-/// Local response normalization, resizes in every interpolation and coordinate mode, and adaptive pooling that
-/// shrinks, grows and keeps a size run on the device: outputs and input gradients equal the CPU path.
+/// Local response normalization, resizes in both interpolations, every coordinate mode and every nearest rounding,
+/// and adaptive pooling that shrinks, grows and keeps a size run on the device: outputs and input gradients equal
+/// the CPU path.
 #[test]
 fn lrn_resizing_and_adaptive_pooling_on_the_device_equal_the_cpu() {
     use gradcam::ops::{AdaptiveAvgPool, CoordinateMode, Lrn, NearestRounding, Resize, ResizeMode};
@@ -290,8 +291,11 @@ fn lrn_resizing_and_adaptive_pooling_on_the_device_equal_the_cpu() {
         (ResizeMode::Linear, CoordinateMode::HalfPixel, [11, 8]),
         (ResizeMode::Linear, CoordinateMode::AlignCorners, [4, 9]),
         (ResizeMode::Linear, CoordinateMode::PytorchHalfPixel, [1, 5]),
+        (ResizeMode::Linear, CoordinateMode::Asymmetric, [13, 3]),
         (ResizeMode::Nearest(NearestRounding::Floor), CoordinateMode::Asymmetric, [14, 12]),
         (ResizeMode::Nearest(NearestRounding::RoundPreferFloor), CoordinateMode::HalfPixel, [3, 2]),
+        (ResizeMode::Nearest(NearestRounding::RoundPreferCeil), CoordinateMode::AlignCorners, [9, 7]),
+        (ResizeMode::Nearest(NearestRounding::Ceil), CoordinateMode::PytorchHalfPixel, [5, 11]),
     ];
     for (mode, coordinates, [out_h, out_w]) in resizes {
         let build = || {

@@ -17,8 +17,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 cd "$(dirname "$0")/.."
 LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GRADCAM_PTX_OUT="$out/gradcam.ptx" \
-    cargo test --release -p gradcam-kernels --features cuda nvrtc_compiles -- --nocapture 2>&1 | grep -E "NVRTC|test result"
-[ -s "$out/gradcam.ptx" ] || { echo "NVRTC produced no PTX" >&2; exit 1; }
+    cargo test --release -p gradcam-kernels --features cuda nvrtc_compiles -- --nocapture > "$out/test.log" 2>&1 || true
+grep -E "NVRTC|test result" "$out/test.log" || true
+[ -s "$out/gradcam.ptx" ] || { echo "NVRTC produced no PTX; the test's output ends:" >&2; tail -20 "$out/test.log" >&2; exit 1; }
 if [ -x "$ptxas" ]; then
     for arch in "${archs[@]}"; do
         "$ptxas" -arch="$arch" -O3 "$out/gradcam.ptx" -o "$out/gradcam_$arch.cubin"

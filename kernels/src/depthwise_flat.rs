@@ -425,7 +425,8 @@ const PHASED_MIN_OUT_W: usize = 8;
 /// just those taps. Together the phases run each tap once per output — instead of the whole kernel over the
 /// zero-upsampled gradient (what [`PlaneFilter::backward_of`] runs at stride 1), where three quarters of the
 /// products of a stride of 2 are products with zeros. The taps of each phase run in the order that filter runs
-/// them (flipped), and the products it would add with zeros add exactly nothing: the results are its results.
+/// them (flipped), and for finite weights the products it would add with zeros add exactly nothing: the results
+/// are its results (an infinite or NaN weight times those zeros made NaN there; here it does not).
 struct PhasedBackward {
     /// The output gradient laid out once per plane, padded so that every phase's taps read inside it.
     layout: PlaneFilter,
@@ -529,11 +530,15 @@ impl PhasedBackward {
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
             let Buffers { scratch, flat, laid_out_for } = &mut *guard;
-            if laid_out_for.as_ref() != Some(&self.layout) {
+            // The layout fixes which cells hold the source, but not how far the taps read past it: a longer read
+            // than the scratch holds clears it again.
+            if laid_out_for.as_ref() != Some(&self.layout) || scratch.len() < self.scratch_len {
                 scratch.clear();
                 scratch.resize(self.scratch_len, 0.0);
-                flat.resize(self.flat_len, 0.0);
                 *laid_out_for = Some(self.layout.clone());
+            }
+            if flat.len() < self.flat_len {
+                flat.resize(self.flat_len, 0.0);
             }
             self.layout.lay_out(dy, scratch);
             let mut w = [0.0f32; 64];

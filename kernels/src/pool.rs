@@ -241,6 +241,11 @@ pub fn max_pool2d_argmax<T: Element>(geo: &PoolGeometry, input: &[T], argmax: &m
     if op == 0 {
         return;
     }
+    if ip == 0 {
+        // An empty plane (padding can still give it outputs): every window covers padding only.
+        argmax.fill(NO_ARGMAX);
+        return;
+    }
     let table = TapTable::new(geo);
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
@@ -637,46 +642,77 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_nan_then_the_first_maximum_in_row_major_order() {
-        // Overlapping 3×3/2 windows over a plane with ties and NaNs: the two-pass argmax equals the tap-by-tap scan.
-        let g = PoolGeometry {
-            planes: 1,
-            in_h: 9,
-            in_w: 11,
-            out_h: 5,
-            out_w: 6,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 2,
-            stride_w: 2,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-        };
-        let x: Vec<f32> =
-            (0..99).map(|i| if i % 13 == 5 || i == 40 { f32::NAN } else { ((i * 7) % 4) as f32 }).collect();
-        let mut arg = vec![0; 30];
-        max_pool2d_argmax(&g, &x, &mut arg);
-        for oy in 0..5 {
-            for ox in 0..6 {
-                let mut want: Option<(f32, u32)> = None;
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
-                        if iy < 0 || ix < 0 || iy >= 9 || ix >= 11 {
-                            continue;
-                        }
-                        let i = (iy * 11 + ix) as usize;
-                        if want.is_none_or(|(b, _)| displaces(x[i], b)) {
-                            want = Some((x[i], i as u32));
+        // Overlapping 3×3/2 windows over planes with ties and NaNs, narrow (the scalar row path) and wide (the
+        // register blocks, their overlapping last block included): the two-pass argmax equals the tap-by-tap scan.
+        for in_w in [11, 41, 70] {
+            let out_w = (in_w + 2 - 3) / 2 + 1;
+            let g = PoolGeometry {
+                planes: 1,
+                in_h: 9,
+                in_w,
+                out_h: 5,
+                out_w,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h: 2,
+                stride_w: 2,
+                dilation_h: 1,
+                dilation_w: 1,
+                pad_top: 1,
+                pad_left: 1,
+                pad_bottom: 1,
+                pad_right: 1,
+            };
+            let x: Vec<f32> =
+                (0..9 * in_w).map(|i| if i % 13 == 5 || i == 40 { f32::NAN } else { ((i * 7) % 4) as f32 }).collect();
+            let mut arg = vec![0; 5 * out_w];
+            max_pool2d_argmax(&g, &x, &mut arg);
+            for oy in 0..5 {
+                for ox in 0..out_w {
+                    let mut want: Option<(f32, u32)> = None;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                            if iy < 0 || ix < 0 || iy >= 9 || ix >= in_w as isize {
+                                continue;
+                            }
+                            let i = (iy * in_w as isize + ix) as usize;
+                            if want.is_none_or(|(b, _)| displaces(x[i], b)) {
+                                want = Some((x[i], i as u32));
+                            }
                         }
                     }
+                    assert_eq!(arg[oy * out_w + ox], want.unwrap().1, "width {in_w}, output ({oy}, {ox})");
                 }
-                assert_eq!(arg[oy * 6 + ox], want.unwrap().1, "output ({oy}, {ox})");
             }
         }
+    }
+
+    /// A zero-width plane that padding still gives an output: every window covers padding only.
+    #[test]
+    fn an_empty_plane_pools_to_zero_with_no_argmax() {
+        let g = PoolGeometry {
+            planes: 2,
+            in_h: 3,
+            in_w: 0,
+            out_h: 2,
+            out_w: 1,
+            kernel_h: 2,
+            kernel_w: 2,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 1,
+        };
+        let (mut y, mut arg) = (vec![f32::NAN; 4], vec![0u32; 4]);
+        max_pool2d_forward(&g, &[], &mut y);
+        max_pool2d_argmax::<f32>(&g, &[], &mut arg);
+        assert_eq!(y, [0.0; 4]);
+        assert_eq!(arg, [NO_ARGMAX; 4]);
     }
 
     #[test]

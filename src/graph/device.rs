@@ -90,9 +90,7 @@ impl DeviceState {
 
     /// Records that node `n`'s forward (or backward) rule ran on the host.
     pub(super) fn note_host_run(&self, n: usize, backward: bool) {
-        if let Ok(mut runs) = self.host_runs.lock() {
-            runs.insert((n, backward));
-        }
+        self.host_runs.lock().unwrap_or_else(|e| e.into_inner()).insert((n, backward));
     }
 
     /// Forgets uploaded weights (a constant was replaced).
@@ -227,9 +225,9 @@ impl<T: Element> Graph<T> {
     /// Every node whose forward or backward rule has run on the host (on copies of its operands) since the device
     /// was set, in node order: the ops and rules the device has no lowering for. Empty on the CPU.
     pub fn device_host_fallbacks(&self) -> Vec<HostFallback> {
-        let Some(runs) = self.device.as_ref().and_then(|s| s.host_runs.lock().ok().map(|r| r.clone())) else {
-            return Vec::new();
-        };
+        let Some(state) = self.device.as_ref() else { return Vec::new() };
+        // A poisoned lock only means a pass panicked: what it recorded is still right.
+        let runs = state.host_runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         runs.into_iter()
             .map(|(n, backward)| HostFallback {
                 node: self.nodes[n].name.clone(),

@@ -39,6 +39,8 @@ pub fn transpose_taps(in_len: usize, rows: &Taps) -> Vec<Vec<(usize, f32)>> {
     let mut out = vec![Vec::new(); in_len];
     for (j, row) in rows.iter().enumerate() {
         for &(i, w) in row {
+            // An index past the axis is dropped here; `resample_table` refuses it in a forward table.
+            debug_assert!(i < in_len, "tap {i} outside an axis of {in_len}");
             if let Some(slot) = out.get_mut(i) {
                 slot.push((j, w));
             }
