@@ -383,21 +383,15 @@ pub fn backward_data(
     }
     let (kh, kw) = (geo.kernel_h, geo.kernel_w);
     let taps = kh * kw;
-    if (geo.stride_h > 1 || geo.stride_w > 1) && geo.out_w().unwrap_or(0) >= PHASED_MIN_OUT_W {
-        let phased = PhasedBackward::of(geo);
-        let per_task = planes_per_task(in_plane);
-        grad_input.par_chunks_mut(in_plane * per_task).enumerate().for_each(|(task, planes)| {
-            for (i, dx) in planes.chunks_exact_mut(in_plane).enumerate() {
-                let plane = task * per_task + i;
-                let c = plane % geo.in_channels;
-                let dy = &grad_output[plane * out_plane..(plane + 1) * out_plane];
-                phased.run(dy, &weight[c * taps..(c + 1) * taps], dx, level);
-            }
-        });
-        return true;
-    }
+    // Strided layers with rows wide enough run by stride phase; the others as the flipped filter over the
+    // (upsampled) output gradient, on the row kernel where their rows are narrow.
+    let strided = geo.stride_h > 1 || geo.stride_w > 1;
+    let phased = (strided && geo.out_w().unwrap_or(0) >= PHASED_MIN_OUT_W).then(|| PhasedBackward::of(geo));
     let filter = PlaneFilter::backward_of(geo);
-    let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| (0..taps).map(move |t| w[taps - 1 - t])).collect();
+    let flipped: Vec<f32> = match phased {
+        Some(_) => Vec::new(),
+        None => weight.chunks_exact(taps).flat_map(|w| (0..taps).map(move |t| w[taps - 1 - t])).collect(),
+    };
     let rows = RowFilter::backward_of(geo).map(|r| r.lanes(level)).filter(|l| l.rows_fit(ROW_VECTORS_MAX));
     let per_task = planes_per_task(in_plane);
     grad_input.par_chunks_mut(in_plane * per_task).enumerate().for_each(|(task, planes)| {
@@ -405,6 +399,10 @@ pub fn backward_data(
             let plane = task * per_task + i;
             let c = plane % geo.in_channels;
             let dy = &grad_output[plane * out_plane..(plane + 1) * out_plane];
+            if let Some(phased) = &phased {
+                phased.run(dy, &weight[c * taps..(c + 1) * taps], dx, level);
+                continue;
+            }
             let w = &flipped[c * taps..(c + 1) * taps];
             if !rows.as_ref().is_some_and(|r| r.run(dy, w, 0.0, Clamp::NONE, dx)) {
                 filter.run(dy, w, 0.0, Clamp::NONE, dx, level);
