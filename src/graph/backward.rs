@@ -210,7 +210,7 @@ impl<T: Element> Activations<'_, T> {
         // Gradients used up by their rule go back to the graph's buffer pool (they have the sizes of activations),
         // and the convolution input gradients — which overwrite every element — come from it: no zero fill, no
         // fresh pages.
-        let mut pool = graph.spare.take();
+        let mut pool = graph.spare.lend();
         let mut trace = Vec::new();
         let mut profile = Vec::new();
         for (n, node) in graph.nodes.iter().enumerate().rev() {
@@ -296,7 +296,7 @@ impl<T: Element> Activations<'_, T> {
             }
         }
 
-        graph.spare.put_back(pool);
+        drop(pool);
         let mut out = HashMap::new();
         let names = self.wrt_names();
         for &w in &plan.wrt {

@@ -170,7 +170,7 @@ impl<T: Element> Graph<T> {
             return self.forward_on_device(plan, values, run_shapes, options);
         }
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
-        let mut pool = self.spare.take();
+        let mut pool = self.spare.lend();
         // Nodes replaced by a fused chain that already ran.
         let mut absorbed = vec![false; self.nodes.len()];
         let mut profile = Vec::new();
@@ -317,7 +317,7 @@ impl<T: Element> Graph<T> {
             // Free what no later node and no backward rule reads.
             free_inputs(&mut values, &mut pool);
         }
-        self.spare.put_back(pool);
+        drop(pool);
         Ok(Activations { graph: self, plan: plan.clone(), values, saved, shapes: run_shapes, profile, device: None })
     }
 }

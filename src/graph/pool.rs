@@ -50,14 +50,48 @@ impl<T> std::fmt::Debug for SparePool<T> {
     }
 }
 
+impl<T: Element> SparePool<T> {
+    /// The buffers kept from the last pass, lent to a pass until the returned guard drops — when the pass ends,
+    /// whether it succeeded or returned an error half-way (a pool not given back would leave the next pass to
+    /// allocate, and page-fault, every buffer afresh).
+    pub(super) fn lend(&self) -> LentPool<'_, T> {
+        LentPool { spare: self, pool: self.take() }
+    }
+}
+
+/// A pass's pool, given back to the graph's [`SparePool`] when dropped.
+pub(super) struct LentPool<'a, T: Element> {
+    spare: &'a SparePool<T>,
+    pool: BufferPool<T>,
+}
+
+impl<T: Element> std::ops::Deref for LentPool<'_, T> {
+    type Target = BufferPool<T>;
+    fn deref(&self) -> &BufferPool<T> {
+        &self.pool
+    }
+}
+
+impl<T: Element> std::ops::DerefMut for LentPool<'_, T> {
+    fn deref_mut(&mut self) -> &mut BufferPool<T> {
+        &mut self.pool
+    }
+}
+
+impl<T: Element> Drop for LentPool<'_, T> {
+    fn drop(&mut self) {
+        self.spare.put_back(std::mem::replace(&mut self.pool, BufferPool::new()));
+    }
+}
+
 impl<T> SparePool<T> {
     /// The buffers kept from the last pass (a poisoned lock only means a pass panicked: its buffers are still fine).
-    pub(super) fn take(&self) -> BufferPool<T> {
+    fn take(&self) -> BufferPool<T> {
         std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), BufferPool::new())
     }
 
     /// Keeps what a pass freed for the next one, trimmed to what that pass alone would justify.
-    pub(super) fn put_back(&self, mut pool: BufferPool<T>)
+    fn put_back(&self, mut pool: BufferPool<T>)
     where
         T: Element,
     {
@@ -176,6 +210,18 @@ impl<T: Element> BufferPool<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lent_pool_comes_back_when_the_pass_stops_early() {
+        let spare = SparePool::<f32>::default();
+        let failing_pass = || -> Result<(), &str> {
+            let mut pool = spare.lend();
+            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[MIN_POOLED]), 1.0));
+            Err("an op failed")
+        };
+        assert!(failing_pass().is_err());
+        assert!(spare.lend().take(MIN_POOLED).is_some(), "the buffer freed before the error is back in the graph");
+    }
 
     #[test]
     fn hands_back_buffers_of_the_same_length_only() {
