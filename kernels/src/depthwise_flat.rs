@@ -210,15 +210,9 @@ impl PlaneFilter {
     fn run(&self, src: &[f32], weights: &[f32], bias: f32, clamp: Clamp, out: &mut [f32], level: SimdLevel) {
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let Buffers { scratch, flat, laid_out_for } = &mut *guard;
-            // Every plane of one filter writes the same scratch cells, so the zeros around them survive from one
-            // plane to the next: clear only when the filter changes.
-            if laid_out_for.as_ref() != Some(self) {
-                scratch.clear();
-                scratch.resize(self.scratch_len(), 0.0);
-                flat.resize(self.flat_len(), 0.0);
-                *laid_out_for = Some(self.clone());
-            }
+            guard.prepare(self, self.scratch_len(), self.flat_len());
+            let Buffers { scratch, flat, .. } = &mut *guard;
+            let flat = &mut flat[..self.flat_len()];
             self.lay_out(src, scratch);
             taps(level, scratch, &self.bases, weights, bias, clamp, flat);
             for (dst, row) in out.chunks_exact_mut(self.out_w).zip(flat.chunks(self.row_len)) {
@@ -252,6 +246,22 @@ struct Buffers {
 impl Buffers {
     const fn new() -> Buffers {
         Buffers { scratch: Vec::new(), flat: Vec::new(), laid_out_for: None }
+    }
+
+    /// Makes the scratch ready for `layout` (at least `scratch_len` long) and the flat output at least `flat_len`.
+    ///
+    /// Every plane of one layout writes the same scratch cells, so the zeros around them survive from one plane to
+    /// the next: the scratch is cleared only when the layout changes — or when a read reaches further than it holds
+    /// (the layout fixes where the source lands, not how far the taps read past it).
+    fn prepare(&mut self, layout: &PlaneFilter, scratch_len: usize, flat_len: usize) {
+        if self.laid_out_for.as_ref() != Some(layout) || self.scratch.len() < scratch_len {
+            self.scratch.clear();
+            self.scratch.resize(scratch_len, 0.0);
+            self.laid_out_for = Some(layout.clone());
+        }
+        if self.flat.len() < flat_len {
+            self.flat.resize(flat_len, 0.0);
+        }
     }
 }
 
@@ -527,17 +537,8 @@ impl PhasedBackward {
         let [sh, sw] = self.stride;
         BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let Buffers { scratch, flat, laid_out_for } = &mut *guard;
-            // The layout fixes which cells hold the source, but not how far the taps read past it: a longer read
-            // than the scratch holds clears it again.
-            if laid_out_for.as_ref() != Some(&self.layout) || scratch.len() < self.scratch_len {
-                scratch.clear();
-                scratch.resize(self.scratch_len, 0.0);
-                *laid_out_for = Some(self.layout.clone());
-            }
-            if flat.len() < self.flat_len {
-                flat.resize(self.flat_len, 0.0);
-            }
+            guard.prepare(&self.layout, self.scratch_len, self.flat_len);
+            let Buffers { scratch, flat, .. } = &mut *guard;
             self.layout.lay_out(dy, scratch);
             let mut w = [0.0f32; 64];
             for phase in &self.phases {

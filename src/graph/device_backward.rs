@@ -26,7 +26,8 @@ impl<T: Element> Activations<'_, T> {
         options: BackwardOptions<'_, T>,
     ) -> Result<Gradients<T>> {
         let (graph, plan) = (self.graph, &self.plan);
-        let dev = &graph.device.as_ref().expect("a device pass has a device").device;
+        let state = graph.device.as_ref().expect("a device pass has a device");
+        let dev = &state.device;
         let mut grads: Vec<Option<DeviceValue>> = (0..graph.values.len()).map(|_| None).collect();
         for (name, seed) in seeds {
             let id = self.planned_seed(name)?;
@@ -71,7 +72,7 @@ impl<T: Element> Activations<'_, T> {
             let input_grads = match lowered {
                 Some(g) => g,
                 None => {
-                    graph.device.as_ref().expect("a device pass has a device").note_host_run(n, true);
+                    state.note_host_run(n, true);
                     self.host_rule(on_device, dev, n, &grads, filtered)?
                 }
             };
