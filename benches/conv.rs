@@ -10,7 +10,9 @@
 //! A second group (`resnet/…`) times ResNet layers as the fused graph runs them: the strided stem and 3×3/2 layers,
 //! a 1×1 projection with its residual in the epilogue beside the separate Add and ReLU, and the 3×3/2 max pool.
 //!
-//! A third group (`mobilenet/…`) times MobileNetV2's pointwise layers on one thread and on all.
+//! A third group (`mobilenet/…`) times pointwise layers (MobileNetV2's, and the 7²–28² shapes where the pixel-row
+//! layout starts and stops paying) on one thread and on all, the planes up to 28² on both layouts, and the 112²
+//! expansion with its data evicted from the caches between calls (`cold_*`).
 //!
 //! Run: `cargo bench --bench conv`. Numbers go into BENCHMARKS.md.
 
@@ -272,14 +274,24 @@ fn mobilenet_layers(c: &mut Criterion) {
         ("1x1_960-320_7", 960, 320, 7, false, 1),
         ("1x1_320-1280_7", 320, 1280, 7, true, 1),
         ("1x1_16-96_112_b8", 16, 96, 112, true, 8),
+        // Where the transposed product (pixel rows) starts and stops paying: EfficientNet-Lite0's and MobileNetV2's
+        // other 7² shapes, ResNet-50's 14² and 28² bottleneck convolutions.
+        ("1x1_960-160_7", 960, 160, 7, false, 1),
+        ("1x1_192-1152_7", 192, 1152, 7, true, 1),
+        ("1x1_64-384_7", 64, 384, 7, true, 1),
+        ("1x1_256-1024_14", 256, 1024, 14, false, 1),
+        ("1x1_1024-256_14", 1024, 256, 14, false, 1),
+        ("1x1_512-128_28", 512, 128, 28, false, 1),
+        ("1x1_128-512_28", 128, 512, 28, false, 1),
         ("1x1_144-24_56_b8", 144, 24, 56, false, 8),
     ];
     for (name, cin, cout, hw, relu6, batch) in layers {
         let geo = ConvGeometry { batch, ..geometry(&Layer { name: "", cin, cout, k: 1, hw }) };
         let (x, w, b) = (data(batch * cin * hw * hw), data(cout * cin), data(cout));
         let packed = PackedConv::new(level, &w, Some(&b), cout, cin, [1, 1], 1);
-        // The 7² layers also on the transposed product, where this CPU has it.
-        let pixel_rows = (hw <= 7).then(|| PackedConv::pixel_rows(level, &w, Some(&b), cout, cin, [1, 1])).flatten();
+        // The planes up to 28² also on the transposed product, where this CPU has it (the graph picks it only where
+        // `conv_pixel_rows::wins`).
+        let pixel_rows = (hw <= 28).then(|| PackedConv::pixel_rows(level, &w, Some(&b), cout, cin, [1, 1])).flatten();
         let clamp = if relu6 { Clamp { lo: 0.0, hi: 6.0 } } else { Clamp::NONE };
         let mut y = vec![0f32; batch * cout * hw * hw];
         group.throughput(Throughput::Elements(geo.flops() as u64));
@@ -290,6 +302,28 @@ fn mobilenet_layers(c: &mut Criterion) {
                     pool.install(|| bch.iter(|| conv2d_forward_packed(&geo, black_box(&x), weights, clamp, &mut y)))
                 });
             }
+        }
+        if name == "1x1_16-96_112" {
+            // The same layer as a forward pass meets it: its 4.8 MB output and its input evicted from the caches by
+            // the rest of the network (here 64 MB written between calls, untimed). On the Zen 4 VM this doubled the
+            // time (memory-bound: the stores first read each line in), which is why its in-model time is 2× the
+            // warm one above. `GRADCAM_BENCH_FLUSH_MB` sets how much is written (e.g. 12 for an L3-sized flush).
+            let mb: usize = std::env::var("GRADCAM_BENCH_FLUSH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+            let mut flush = vec![0f32; mb << 18];
+            group.bench_function(BenchmarkId::new(format!("cold_{threads}t"), name), |bch| {
+                all.install(|| {
+                    bch.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for i in 0..iters {
+                            flush.iter_mut().for_each(|v| *v += i as f32);
+                            let t = std::time::Instant::now();
+                            conv2d_forward_packed(&geo, black_box(&x), &packed, clamp, &mut y);
+                            total += t.elapsed();
+                        }
+                        total
+                    })
+                })
+            });
         }
     }
     group.finish();

@@ -29,18 +29,16 @@ thread_local! {
 /// Most bytes of pixel panels (`A`) packed at once: images beyond it run in further chunks.
 const MAX_PANEL_BYTES: usize = 4 << 20;
 
-/// Channels per task of the epilogue: 16 values, one cache line of each pixel's row of products.
-const EPILOGUE_CHANNELS: usize = 16;
-
 /// Whether the transposed product computes fewer tile cells than the packed one for `geo` on `level` (by more than
-/// 5 %), on a plane of at most 10² pixels, with at least 384 products per output. Only ungrouped layers, and only
-/// where the level has the pixel tile (AVX-512). Measured on Zen 4, 2 threads (criterion `conv`, `mobilenet`): at 7²,
-/// 3×3 512→512 1.86 → 1.69 ms, 1×1 2048→512 0.76 → 0.62 ms, 1×1 960→320 263 → 227 µs; 1×1 320→1280 tied and
-/// 160→960 lost 10 % (packing the pixels and writing the output transposed cost more than the short products
-/// save); at 14² the two paths tied.
+/// 5 %), on a plane of at most 10² pixels, with at least 128 products per output. Only ungrouped layers, and only
+/// where the level has the pixel tile (AVX-512). Measured on Zen 4, 2 threads (criterion `conv`, `mobilenet`), packed
+/// against pixel rows: at 7², 3×3 512→512 1.86 → 1.41 ms, 1×1 2048→512 0.76 → 0.52 ms, 960→320 263 → 166 µs,
+/// 960→160 153 → 98 µs, 320→1280 311 → 279 µs, 160→960 106 → 97 µs, 192→1152 165 → 160 µs; 64→384 lost
+/// (20 → 33 µs: too few products to pay for packing the pixels). At 14² the two paths tie (1×1 1024→256) or the
+/// packed one wins (576→96, 96→576); at 28² the packed one wins by 20–40 %.
 pub fn wins(geo: &ConvGeometry, level: SimdLevel) -> bool {
     const MAX_PLANE: usize = 100;
-    const MIN_K: usize = 384;
+    const MIN_K: usize = 128;
     let Some(px) = pixel_tile(level) else { return false };
     let Some(ch) = crate::microkernel::tile_if_supported(level) else { return false };
     let (pixels, channels) = (geo.out_plane(), geo.out_channels);
@@ -118,11 +116,11 @@ pub(crate) fn forward(
     let rows_per_image = pixel_panels * mr;
     let images_per_chunk = (MAX_PANEL_BYTES / (rows_per_image * k * 4).max(1)).clamp(1, geo.batch.max(1));
     // One column panel per task unless there are many: two panels a task left 10-panel layers (320 channels) with
-    // five tasks for two threads. The layer's shape alone decides the split (which orders nothing: each output's
-    // sum is its own).
+    // five tasks for two threads. Layers with fewer panels than TARGET_TASKS split their rows of pixels too (960→160
+    // at 7²: five panels, five tasks, had one thread idle for a fifth of the layer). The layer's shape alone decides
+    // the split (which orders nothing: each output's sum is its own).
     let per_task = channel_panels.div_ceil(4 * TARGET_TASKS).max(1);
-    let tasks: Vec<std::ops::Range<usize>> =
-        (0..channel_panels).step_by(per_task).map(|j| j..(j + per_task).min(channel_panels)).collect();
+    let channel_tasks = channel_panels.div_ceil(per_task);
     let (in_image, out_image) = (geo.in_channels * geo.in_plane(), channels * pixels);
     // Row stride of the products: kept off multiples of 4 KB, or a wide layer's rows (2048 channels: 8 KB) would all
     // fall in one L1 set.
@@ -133,45 +131,75 @@ pub(crate) fn forward(
     let win = geo.window();
     for (chunk, out) in output.chunks_mut(images_per_chunk * out_image).enumerate() {
         let (n0, images) = (chunk * images_per_chunk, out.len() / out_image);
+        let row_panels = images * pixel_panels;
+        let row_splits = TARGET_TASKS.div_ceil(channel_tasks).min(row_panels).max(1);
+        let panels_per_split = row_panels.div_ceil(row_splits);
+        let tasks: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = (0..channel_panels)
+            .step_by(per_task)
+            .flat_map(|j| {
+                let columns = j..(j + per_task).min(channel_panels);
+                (0..row_panels)
+                    .step_by(panels_per_split)
+                    .map(move |i| (columns.clone(), i * mr..(i + panels_per_split).min(row_panels) * mr))
+            })
+            .collect();
         // This thread's buffers, taken for the call and put back after it: a worker waiting in the parallel loops
         // below may run another pass's job that comes here too (it then allocates its own).
         let (mut a, mut products) = BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
         {
             // A: the images' im2col columns (pixels) packed in panels of mr (none when k is 0: bias only).
             a.resize(images * rows_per_image * k, 0.0);
+            let pointwise = geo.is_pointwise();
             a.par_chunks_mut((mr * k).max(1)).enumerate().for_each(|(i, panel)| {
                 let (n, p0) = (n0 + i / pixel_panels, i % pixel_panels * mr);
                 let x = &input[n * in_image..(n + 1) * in_image];
-                im2col_panels(x, geo.in_channels, &win, p0, (p0 + mr).min(pixels), mr, panel);
+                let p1 = (p0 + mr).min(pixels);
+                if pointwise {
+                    // A 1×1 layer's rows are its input channels: a run of the panel's pixels from each plane.
+                    for (dst, plane) in panel.chunks_exact_mut(mr).zip(x.chunks_exact(pixels)) {
+                        crate::packed_gemm::copy_short(&mut dst[..p1 - p0], &plane[p0..p1]);
+                        dst[p1 - p0..].fill(0.0);
+                    }
+                } else {
+                    im2col_panels(x, geo.in_channels, &win, p0, p1, mr, panel);
+                }
             });
-            // Pixel-major products, starting from 0 + bias: the packed path's accumulators start from zero and add the
-            // bias (or nothing, and a zero bias adds +0 to +0: the same bits).
-            let rows = images * rows_per_image;
-            products.resize(rows * stride, 0.0);
-            products.par_chunks_mut(stride).for_each(|row| {
-                row.iter_mut().zip(&weights.bias).for_each(|(v, &b)| *v = 0.0 + b);
-            });
+            products.resize(images * rows_per_image * stride, 0.0);
             let c = crate::conv::DisjointOutput::new(&mut products[..]);
+            let o = crate::conv::DisjointOutput::new(out);
             let a = &a[..];
-            tasks.par_iter().for_each(|panels| {
+            // Each task: its block of the pixel-major products (from 0 + bias, then the products over K), then the
+            // same block of the channel-major output — while the products are still in its cache.
+            tasks.par_iter().for_each(|(panels, row_range)| {
+                let (r0, rows) = (row_range.start, row_range.len());
+                let (ch0, ch1) = (panels.start * nr, (panels.end * nr).min(channels));
+                let block = c.block(r0 * stride + ch0, rows, ch1 - ch0, stride);
+                for r in 0..rows {
+                    // SAFETY: this task alone touches rows r0.. r0 + rows, columns ch0..ch1 of the products (the
+                    // tasks partition them), a block `block` checked to lie inside them.
+                    let row = unsafe { std::slice::from_raw_parts_mut(block.add(r * stride), ch1 - ch0) };
+                    // The packed path's accumulators start from zero and add the bias (or nothing, and a zero bias
+                    // adds +0 to +0: the same bits).
+                    row.iter_mut().zip(&weights.bias[ch0..ch1]).for_each(|(v, &b)| *v = 0.0 + b);
+                }
                 let mut kb = 0;
                 while kb < k {
                     let kc = KC.min(k - kb);
                     for jp in panels.clone() {
                         let cols = nr.min(channels - jp * nr);
-                        let block = c.block(jp * nr, rows, cols, stride);
+                        let block = c.block(r0 * stride + jp * nr, rows, cols, stride);
                         let b = &weights.panels[(jp * k + kb) * nr..(jp * k + kb + kc) * nr];
-                        // SAFETY: task `panels` alone writes columns jp·nr .. jp·nr + cols of the products (the
-                        // tasks partition the column panels), a block `block` checked to lie inside them; `a` holds
-                        // kc·mr values from kb·mr in each of its rows / mr panels (k·mr apart); `b` holds kc rows
-                        // of nr values; the tile's level is supported (pixel_tile checked it).
+                        // SAFETY: as above, this task alone writes this block of the products, checked to lie
+                        // inside them; `a` holds kc·mr values from kb·mr in each of its row panels (k·mr apart,
+                        // the task's from r0 / mr); `b` holds kc rows of nr values; the tile's level is supported
+                        // (pixel_tile checked it).
                         unsafe {
                             weights.tile.run_panels(
                                 rows / mr,
                                 mr,
                                 cols,
                                 kc,
-                                a[kb * mr..].as_ptr(),
+                                a[(r0 / mr * k + kb) * mr..].as_ptr(),
                                 k * mr,
                                 None,
                                 b.as_ptr(),
@@ -188,29 +216,43 @@ pub(crate) fn forward(
                     }
                     kb += kc;
                 }
-            });
-            // Channel-major output: the products, then the residual, then the clamp (the packed epilogue's order), in
-            // blocks of channels that share the cache lines of each pixel's row.
-            let products = &products[..];
-            out.par_chunks_mut(out_image).enumerate().for_each(|(img, out_n)| {
-                let n = n0 + img;
-                out_n.par_chunks_mut(EPILOGUE_CHANNELS * pixels).enumerate().for_each(|(blk, planes)| {
-                    let ch0 = blk * EPILOGUE_CHANNELS;
-                    let at0 = n * out_image + ch0 * pixels;
-                    let res = residual.map(|r| &r[at0..at0 + planes.len()]);
-                    for p in 0..pixels {
-                        let row = (img * rows_per_image + p) * stride + ch0;
-                        for (j, &v) in products[row..row + planes.len() / pixels].iter().enumerate() {
+                // Channel-major output: the products, then the residual, then the clamp (the packed epilogue's
+                // order), for the task's pixels of each image its rows cover.
+                let (first, last) = (r0 / rows_per_image, (r0 + rows - 1) / rows_per_image);
+                for img in first..=last {
+                    let image_rows = img * rows_per_image;
+                    let p_lo = r0.max(image_rows) - image_rows;
+                    let p_hi = (r0 + rows).min(image_rows + rows_per_image) - image_rows;
+                    let p_hi = p_hi.min(pixels);
+                    if p_lo >= p_hi {
+                        continue;
+                    }
+                    let at0 = img * out_image + ch0 * pixels;
+                    let planes = o.block(at0, ch1 - ch0, pixels, pixels);
+                    let res = residual.map(|r| &r[(n0 * out_image + at0)..][..(ch1 - ch0) * pixels]);
+                    for p in p_lo..p_hi {
+                        let row = (image_rows + p) * stride;
+                        for (j, &v) in products_row(&c, row + ch0, ch1 - ch0).iter().enumerate() {
                             let at = j * pixels + p;
                             let v = res.map_or(v, |r| v + r[at]);
-                            planes[at] = clamp.apply_fast(v);
+                            // SAFETY: this task alone writes channels ch0..ch1 of pixels p_lo..p_hi of this image
+                            // (tasks partition channels and rows of pixels), inside `planes` (checked above).
+                            unsafe { *planes.add(at) = clamp.apply_fast(v) };
                         }
                     }
-                });
+                }
             });
         }
         BUFFERS.with(|cell| *cell.borrow_mut() = (a, products));
     }
+}
+
+/// `len` products from `at`, read by the task that wrote them.
+fn products_row<'a>(c: &'a crate::conv::DisjointOutput<'_, f32>, at: usize, len: usize) -> &'a [f32] {
+    let p = c.block(at, 1, len, len);
+    // SAFETY: the block lies inside the products (checked by `block`), and only the calling task, which wrote
+    // these values, touches them while the slice lives.
+    unsafe { std::slice::from_raw_parts(p, len) }
 }
 
 #[cfg(test)]
@@ -330,10 +372,11 @@ mod tests {
             pad_left: 0,
             pad_bottom: 0,
             pad_right: 0,
-            in_channels: 160,
-            out_channels: 960,
+            in_channels: 64,
+            out_channels: 384,
             ..g(1, 7)
         };
-        assert!(!wins(&short, level), "products of 160 stay on the packed tiles");
+        assert!(!wins(&short, level), "products of 64 stay on the packed tiles");
+        assert!(wins(&ConvGeometry { in_channels: 160, out_channels: 960, ..short }, level), "products of 160 do not");
     }
 }

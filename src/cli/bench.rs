@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Also time every node of one forward pass and print the time per operator type (to stderr with --json).
     #[arg(long)]
     pub profile: bool,
+    /// How many profiled passes `--profile` takes the median of (per node; this machine kind is noisy).
+    #[arg(long, value_name = "N", default_value_t = 21)]
+    pub profile_passes: usize,
     /// How many of the slowest nodes `--profile` lists after the per-operator totals.
     #[arg(long, value_name = "N", default_value_t = 15)]
     pub profile_nodes: usize,
@@ -192,7 +195,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Ok(times)
     })?;
     if args.profile {
-        let rounds = 5;
+        let rounds = args.profile_passes.max(1);
         let mut report = pool.install(|| profile_forward(&model, &x, rounds, args.profile_nodes))?;
         if args.method == "saliency" {
             report += &pool.install(|| profile_backward(&model, &x, rounds, args.profile_nodes))?;
@@ -310,24 +313,38 @@ fn profile_backward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -
     Ok(profile_report("backward", &passes, top))
 }
 
-/// The mean time per operator type and the `top` slowest nodes over several profiled passes.
+/// The median time per node and per operator type (each the median of its per-pass sums) and the `top` slowest
+/// nodes over several profiled passes. Medians, not means: one pass that a neighbour on the machine slowed down
+/// should not move the report.
 fn profile_report(what: &str, passes: &[Vec<gradcam::graph::NodeTime>], top: usize) -> String {
-    let rounds = passes.len().max(1) as f64;
-    let mut per_op: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
-    let mut per_node: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
-    for t in passes.iter().flatten() {
-        let e = per_op.entry(&t.op).or_default();
-        e.0 += t.seconds / rounds;
-        e.1 += 1;
-        *per_node.entry((&t.node, &t.op)).or_default() += t.seconds / rounds;
+    let mut per_op: std::collections::BTreeMap<&str, (Vec<f64>, usize)> = Default::default();
+    let mut per_node: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
+    for (i, pass) in passes.iter().enumerate() {
+        for t in pass {
+            let e = per_op.entry(&t.op).or_default();
+            if e.0.len() <= i {
+                e.0.resize(i + 1, 0.0);
+            }
+            e.0[i] += t.seconds;
+            if i == 0 {
+                e.1 += 1;
+            }
+            per_node.entry((&t.node, &t.op)).or_default().push(t.seconds);
+        }
     }
-    let total: f64 = per_op.values().map(|v| v.0).sum();
+    let median_of = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        median(&v)
+    };
+    let per_op: Vec<(&str, f64, usize)> =
+        per_op.into_iter().map(|(op, (sums, count))| (op, median_of(sums), count)).collect();
+    let per_node: Vec<((&str, &str), f64)> = per_node.into_iter().map(|(k, v)| (k, median_of(v))).collect();
+    let total: f64 = per_op.iter().map(|v| v.1).sum();
     let share = |secs: f64| 100.0 * secs / total.max(1e-12);
-    let mut rows: Vec<_> = per_op.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-    let mut report = format!("{what} profile (mean of {} passes, {:.2} ms in nodes):\n", passes.len(), total * 1e3);
-    for (op, (secs, count)) in rows {
-        let count = count / passes.len().max(1);
+    let mut rows = per_op;
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut report = format!("{what} profile (median of {} passes, {:.2} ms in nodes):\n", passes.len(), total * 1e3);
+    for (op, secs, count) in rows {
         report += &format!("  {:>8.3} ms {:>5.1} %  {count:>4} × {op}\n", secs * 1e3, share(secs));
     }
     let mut nodes: Vec<_> = per_node.into_iter().collect();
