@@ -135,9 +135,10 @@ impl PlaneFilter {
     }
 
     /// [`PlaneFilter::lay_out`]'s loops, compiled per SIMD level (the stride-2 column split vectorizes with
-    /// shuffles; the SSE2 baseline moved one value at a time).
+    /// shuffles; the SSE2 baseline moved one value at a time). `AVX512`: compiled into the AVX-512 copy, which splits
+    /// stride-2 rows with two-source permutes ([`deinterleave_avx512`]).
     #[inline(always)]
-    fn lay_out_body(&self, src: &[f32], scratch: &mut [f32]) {
+    fn lay_out_body<const AVX512: bool>(&self, src: &[f32], scratch: &mut [f32]) {
         let (sh, sw, l) = (self.stride_h, self.stride_w, self.row_len);
         for (iy, row) in src.chunks_exact(self.src_w).take(self.src_h).enumerate() {
             let r = self.pad_top + iy * self.up_h;
@@ -168,9 +169,18 @@ impl PlaneFilter {
                     let second = &mut lo[second_at..second_at + n];
                     (&mut hi[..n], second)
                 };
-                for ((pair, a), b) in row.chunks_exact(2).zip(first.iter_mut()).zip(second.iter_mut()) {
-                    *a = pair[0];
-                    *b = pair[1];
+                #[cfg(target_arch = "x86_64")]
+                if AVX512 {
+                    // SAFETY: this copy of the loop is compiled into (and only called from) the AVX-512 copy of
+                    // `lay_out_per_level`, which runs only where the CPU has AVX-512F.
+                    unsafe { deinterleave_avx512(&row[..2 * n], first, second) };
+                }
+                // (AVX512 is only ever true on x86-64.)
+                if !AVX512 {
+                    for ((pair, a), b) in row.chunks_exact(2).zip(first.iter_mut()).zip(second.iter_mut()) {
+                        *a = pair[0];
+                        *b = pair[1];
+                    }
                 }
                 // What the paired pass left: an odd-width row's last column, or a column the other phase had no
                 // room for.
@@ -222,14 +232,63 @@ impl PlaneFilter {
     }
 }
 
-per_level! {
-    fn lay_out_per_level(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]);
-    simd: lay_out_body, portable: lay_out_body
+/// [`PlaneFilter::lay_out_body`] compiled for the SIMD level in use.
+fn lay_out_per_level(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn avx512(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]) {
+        filter.lay_out_body::<true>(src, scratch)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]) {
+        filter.lay_out_body::<false>(src, scratch)
+    }
+    match crate::simd::level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() only returns levels this CPU supports.
+        SimdLevel::Avx512 => unsafe { avx512(filter, src, scratch) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe { avx2(filter, src, scratch) },
+        _ => filter.lay_out_body::<false>(src, scratch),
+    }
 }
 
-#[inline(always)]
-fn lay_out_body(filter: &PlaneFilter, src: &[f32], scratch: &mut [f32]) {
-    filter.lay_out_body(src, scratch)
+/// `even[i] = pairs[2i]`, `odd[i] = pairs[2i + 1]`: 16 pairs per two loads, two permutes and two stores, the last
+/// (fewer) pairs through lane masks — a stride-2 row split into its column phases.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+///
+/// # Panics
+/// If `even` or `odd` is shorter than half of `pairs`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn deinterleave_avx512(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = pairs.len() / 2;
+    assert!(even.len() >= n && odd.len() >= n, "deinterleave: outputs too short");
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (src, (e, o)) = (pairs.as_ptr(), (even.as_mut_ptr(), odd.as_mut_ptr()));
+    let mut i = 0;
+    while i < n {
+        let count = (n - i).min(16);
+        // Lanes of the two source vectors (2·count values from 2i) and of the two outputs (count from i).
+        let lanes = |c: usize| if c >= 16 { u16::MAX } else { ((1u32 << c) - 1) as u16 };
+        let (lo, hi, out) = (lanes(2 * count), lanes((2 * count).saturating_sub(16)), lanes(count));
+        // SAFETY: the masks select values 2i .. 2i + 2·count ≤ pairs.len() of `pairs` and i .. i + count ≤ n of each
+        // output (checked above); masked-off lanes are not accessed (the second load's address may lie past the end
+        // when its mask is empty: hence `wrapping_add`).
+        unsafe {
+            let a = _mm512_maskz_loadu_ps(lo, src.add(2 * i));
+            let b = _mm512_maskz_loadu_ps(hi, src.wrapping_add(2 * i + 16));
+            _mm512_mask_storeu_ps(e.add(i), out, _mm512_permutex2var_ps(a, evens, b));
+            _mm512_mask_storeu_ps(o.add(i), out, _mm512_permutex2var_ps(a, odds, b));
+        }
+        i += count;
+    }
 }
 
 thread_local! {
@@ -593,7 +652,8 @@ mod tests {
             ..base
         });
         all.push(ConvGeometry { in_h: 14, in_w: 14, stride_h: 2, stride_w: 2, pad_top: 0, pad_left: 0, ..base });
-        for (pad, w) in [(0, 13), (1, 13), (2, 12), (3, 15)] {
+        // Stride-2 rows of up to 7 pairs, and of 16, 17, 20, 32 and 35 (the AVX-512 split's whole and masked blocks).
+        for (pad, w) in [(0, 13), (1, 13), (2, 12), (3, 15), (1, 34), (0, 33), (2, 40), (0, 64), (1, 71)] {
             all.push(ConvGeometry { in_w: w, stride_h: 2, stride_w: 2, pad_left: pad, pad_right: pad, ..base });
         }
         all.push(ConvGeometry { in_h: 30, in_w: 1, kernel_w: 1, pad_left: 0, pad_right: 0, ..base });
