@@ -14,6 +14,7 @@
 //! Each output is a fixed sequence of operations (bias, then the taps in order), so results do not depend on the
 //! number of threads.
 
+use crate::depthwise_plane::FlatPlane;
 use crate::depthwise_rows::RowFilter;
 use crate::geometry::ConvGeometry;
 use crate::packed_gemm::Clamp;
@@ -406,6 +407,7 @@ pub fn forward(
     let taps = geo.kernel_h * geo.kernel_w;
     let mult = geo.out_channels / geo.in_channels;
     let filter = PlaneFilter::forward_of(geo);
+    let small = FlatPlane::of(geo, level);
     let rows = RowFilter::of(geo).map(|r| r.lanes(level)).filter(|l| l.rows_fit(ROW_VECTORS_MAX));
     let per_task = planes_per_task(out_plane);
     output.par_chunks_mut(out_plane * per_task).enumerate().for_each(|(task, planes)| {
@@ -415,7 +417,9 @@ pub fn forward(
             let c = n * geo.in_channels + co / mult;
             let src = &input[c * in_plane..(c + 1) * in_plane];
             let w = &weight[co * taps..(co + 1) * taps];
-            if !rows.as_ref().is_some_and(|r| r.run(src, w, bias[co], clamp, out)) {
+            if let Some(small) = &small {
+                small.run(src, w, bias[co], clamp, out);
+            } else if !rows.as_ref().is_some_and(|r| r.run(src, w, bias[co], clamp, out)) {
                 filter.run(src, w, bias[co], clamp, out, level);
             }
         }
@@ -462,6 +466,17 @@ pub fn backward_data(
         None => weight.chunks_exact(taps).flat_map(|w| (0..taps).map(move |t| w[taps - 1 - t])).collect(),
     };
     let rows = RowFilter::backward_of(geo).map(|r| r.lanes(level)).filter(|l| l.rows_fit(ROW_VECTORS_MAX));
+    // A stride-1 "same" layer's gradient is the same kind of convolution (the padding mirrored): small planes run
+    // on the flat-plane kernel.
+    let same = !strided && geo.out_h() == Some(geo.in_h) && geo.out_w() == Some(geo.in_w);
+    let mirrored = ConvGeometry {
+        pad_top: reach_h - geo.pad_top,
+        pad_left: reach_w - geo.pad_left,
+        pad_bottom: reach_h.saturating_sub(geo.pad_bottom),
+        pad_right: reach_w.saturating_sub(geo.pad_right),
+        ..*geo
+    };
+    let small = same.then(|| FlatPlane::of(&mirrored, level)).flatten();
     let per_task = planes_per_task(in_plane);
     grad_input.par_chunks_mut(in_plane * per_task).enumerate().for_each(|(task, planes)| {
         for (i, dx) in planes.chunks_exact_mut(in_plane).enumerate() {
@@ -473,7 +488,9 @@ pub fn backward_data(
                 continue;
             }
             let w = &flipped[c * taps..(c + 1) * taps];
-            if !rows.as_ref().is_some_and(|r| r.run(dy, w, 0.0, Clamp::NONE, dx)) {
+            if let Some(small) = &small {
+                small.run(dy, w, 0.0, Clamp::NONE, dx);
+            } else if !rows.as_ref().is_some_and(|r| r.run(dy, w, 0.0, Clamp::NONE, dx)) {
                 filter.run(dy, w, 0.0, Clamp::NONE, dx, level);
             }
         }
@@ -621,9 +638,36 @@ impl PhasedBackward {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::conv::tests::variants;
+
+    /// The forward pass of a depthwise `geo` (multiplier 1) on the flat kernel alone, plane by plane, on AVX-512's
+    /// fused multiply-add: the reference the other f32 kernels are bit-identical to.
+    pub(crate) fn flat_only(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], clamp: Clamp) -> Vec<f32> {
+        let (filter, taps) = (PlaneFilter::forward_of(geo), geo.kernel_h * geo.kernel_w);
+        let mut y = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
+        for (p, out) in y.chunks_mut(geo.out_plane()).enumerate() {
+            let c = p % geo.out_channels;
+            let src = &x[p * geo.in_plane()..(p + 1) * geo.in_plane()];
+            filter.run(src, &w[c * taps..(c + 1) * taps], b[c], clamp, out, SimdLevel::Avx512);
+        }
+        y
+    }
+
+    /// The input gradient of a depthwise `geo` (multiplier 1) on the flat kernel alone (the flipped filter over the
+    /// upsampled output gradient), plane by plane, on AVX-512's fused multiply-add.
+    pub(crate) fn flat_backward_only(geo: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+        let (filter, taps) = (PlaneFilter::backward_of(geo), geo.kernel_h * geo.kernel_w);
+        let mut dx = vec![0.0f32; geo.batch * geo.in_channels * geo.in_plane()];
+        for (p, out) in dx.chunks_mut(geo.in_plane()).enumerate() {
+            let c = p % geo.in_channels;
+            let flipped: Vec<f32> = (0..taps).map(|t| w[c * taps + taps - 1 - t]).collect();
+            let src = &dy[p * geo.out_plane()..(p + 1) * geo.out_plane()];
+            filter.run(src, &flipped, 0.0, Clamp::NONE, out, SimdLevel::Avx512);
+        }
+        dx
+    }
     use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
     use crate::depthwise;
     use crate::simd::supported_levels;

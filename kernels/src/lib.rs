@@ -46,6 +46,7 @@ pub mod conv_packed;
 pub mod conv_pixel_rows;
 pub mod depthwise;
 pub mod depthwise_flat;
+mod depthwise_plane;
 mod depthwise_rows;
 pub mod device;
 pub mod element;
