@@ -68,8 +68,8 @@ pub(crate) struct DisjointOutput<'a, T> {
     _borrow: PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: the pointer is only dereferenced through `gemm_into`, whose callers guarantee that concurrent calls write
-// disjoint elements; T itself is Send + Sync (Element requires both).
+// SAFETY: the pointer is only dereferenced through `gemm_into` or through the blocks `block` returns, whose users
+// guarantee that concurrent tasks touch disjoint elements; T itself is Send + Sync (Element requires both).
 unsafe impl<T: Element> Send for DisjointOutput<'_, T> {}
 // SAFETY: as above.
 unsafe impl<T: Element> Sync for DisjointOutput<'_, T> {}

@@ -232,7 +232,10 @@ pub(crate) fn forward(
                     let res = residual.map(|r| &r[(n0 * out_image + at0)..][..(ch1 - ch0) * pixels]);
                     for p in p_lo..p_hi {
                         let row = (image_rows + p) * stride;
-                        for (j, &v) in products_row(&c, row + ch0, ch1 - ch0).iter().enumerate() {
+                        // SAFETY: this task wrote these products (columns ch0..ch1 of its rows) and alone
+                        // touches them.
+                        let products = unsafe { products_row(&c, row + ch0, ch1 - ch0) };
+                        for (j, &v) in products.iter().enumerate() {
                             let at = j * pixels + p;
                             let v = res.map_or(v, |r| v + r[at]);
                             // SAFETY: this task alone writes channels ch0..ch1 of pixels p_lo..p_hi of this image
@@ -248,10 +251,15 @@ pub(crate) fn forward(
 }
 
 /// `len` products from `at`, read by the task that wrote them.
-fn products_row<'a>(c: &'a crate::conv::DisjointOutput<'_, f32>, at: usize, len: usize) -> &'a [f32] {
+///
+/// # Safety
+/// No other thread may write these `len` values while the returned slice lives (the calling task owns them).
+///
+/// # Panics
+/// If they do not lie inside the products.
+unsafe fn products_row<'a>(c: &'a crate::conv::DisjointOutput<'_, f32>, at: usize, len: usize) -> &'a [f32] {
     let p = c.block(at, 1, len, len);
-    // SAFETY: the block lies inside the products (checked by `block`), and only the calling task, which wrote
-    // these values, touches them while the slice lives.
+    // SAFETY: the block lies inside the products (checked by `block`); the caller owns it (the contract).
     unsafe { std::slice::from_raw_parts(p, len) }
 }
 
@@ -293,6 +301,9 @@ mod tests {
             g(3000, 32, 3, 7, 1, 2),
             // 1.8 MB per image: chunks of two images, then one.
             g(1000, 32, 3, 7, 1, 3),
+            // Nine channel panels (no pixel-row split), and 33 (two panels a task).
+            g(160, 288, 1, 7, 1, 2),
+            g(128, 1056, 1, 5, 1, 1),
         ]
     }
 
@@ -338,7 +349,9 @@ mod tests {
             let rows = PixelRowWeights::new(level, &w, Some(&b), geo.out_channels, geo.k()).unwrap();
             let run = |threads| {
                 let mut y = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
-                on_threads(threads, || forward(geo, &x, &rows, Clamp::NONE, None, &mut y));
+                // With a residual and a clamp: the epilogue runs in the tasks too.
+                let (res, clamp) = (data(y.len(), i + 3), Clamp { lo: 0.0, hi: 6.0 });
+                on_threads(threads, || forward(geo, &x, &rows, clamp, Some(&res), &mut y));
                 y.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
             };
             let one = run(1);

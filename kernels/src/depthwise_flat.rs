@@ -140,6 +140,7 @@ impl PlaneFilter {
     /// stride-2 rows with two-source permutes ([`deinterleave_avx512`]).
     #[inline(always)]
     fn lay_out_body<const AVX512: bool>(&self, src: &[f32], scratch: &mut [f32]) {
+        debug_assert!(!AVX512 || SimdLevel::Avx512.supported(), "the AVX-512 layout on a CPU without AVX-512F");
         let (sh, sw, l) = (self.stride_h, self.stride_w, self.row_len);
         for (iy, row) in src.chunks_exact(self.src_w).take(self.src_h).enumerate() {
             let r = self.pad_top + iy * self.up_h;
@@ -867,6 +868,24 @@ pub(crate) mod tests {
         }
         // The multiplier and the wide pads are declined; everything else ran.
         assert!(ran > 2 * declined && declined >= 2, "{ran} ran, {declined} declined");
+    }
+
+    #[test]
+    fn avx512_row_split_matches_the_pair_loop_on_every_length() {
+        if !SimdLevel::Avx512.supported() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for n in 0..=40 {
+            let pairs = data(2 * n, n);
+            let (mut even, mut odd) = (vec![f32::NAN; n + 1], vec![f32::NAN; n + 1]);
+            // SAFETY: the CPU has AVX-512F (checked above).
+            unsafe { deinterleave_avx512(&pairs, &mut even[..n], &mut odd[..n]) };
+            for i in 0..n {
+                assert_eq!((even[i].to_bits(), odd[i].to_bits()), (pairs[2 * i].to_bits(), pairs[2 * i + 1].to_bits()));
+            }
+            assert!(even[n].is_nan() && odd[n].is_nan(), "wrote past {n} pairs");
+        }
     }
 
     #[test]

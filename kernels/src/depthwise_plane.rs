@@ -55,7 +55,8 @@ impl FlatPlane {
         let (mut offsets, mut masks) = (Vec::with_capacity(taps), Vec::with_capacity(taps * vectors));
         for ky in 0..geo.kernel_h {
             for kx in 0..geo.kernel_w {
-                // Source of output (y, x): (y + dy, x + dx); all below 2^6, so isize arithmetic is exact.
+                // Source of output (y, x): (y + dy, x + dx), in isize (a plane of at most 64 pixels; the kernel's
+                // reach and padding are a geometry's sizes, far below isize's range).
                 let dy = (ky * geo.dilation_h) as isize - geo.pad_top as isize;
                 let dx = (kx * geo.dilation_w) as isize - geo.pad_left as isize;
                 offsets.push(dy * w as isize + dx);
@@ -184,6 +185,10 @@ mod tests {
             geometry([5, 6], 3, 2),
             geometry([3, 9], 5, 1),
             geometry([1, 1], 3, 1),
+            // Non-square kernels and planes of 64 pixels that are not square.
+            ConvGeometry { kernel_h: 1, kernel_w: 3, pad_top: 0, pad_bottom: 0, ..geometry([7, 7], 3, 1) },
+            ConvGeometry { kernel_h: 3, kernel_w: 5, pad_left: 2, pad_right: 2, ..geometry([2, 32], 3, 1) },
+            ConvGeometry { kernel_w: 1, pad_left: 0, pad_right: 0, ..geometry([64, 1], 3, 1) },
             // TensorFlow's SAME padding of an even kernel: one more row and column after than before.
             ConvGeometry {
                 kernel_h: 4,

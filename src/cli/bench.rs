@@ -317,19 +317,22 @@ fn profile_backward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -
 /// nodes over several profiled passes. Medians, not means: one pass that a neighbour on the machine slowed down
 /// should not move the report.
 fn profile_report(what: &str, passes: &[Vec<gradcam::graph::NodeTime>], top: usize) -> String {
+    // Per op and per node, its time in each pass (0 where a pass did not run it), and the most nodes of each op
+    // that one pass ran.
+    let n = passes.len().max(1);
     let mut per_op: std::collections::BTreeMap<&str, (Vec<f64>, usize)> = Default::default();
     let mut per_node: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
     for (i, pass) in passes.iter().enumerate() {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
         for t in pass {
-            let e = per_op.entry(&t.op).or_default();
-            if e.0.len() <= i {
-                e.0.resize(i + 1, 0.0);
+            per_op.entry(&t.op).or_insert_with(|| (vec![0.0; n], 0)).0[i] += t.seconds;
+            *counts.entry(&t.op).or_default() += 1;
+            per_node.entry((&t.node, &t.op)).or_insert_with(|| vec![0.0; n])[i] += t.seconds;
+        }
+        for (op, c) in counts {
+            if let Some(e) = per_op.get_mut(op) {
+                e.1 = e.1.max(c);
             }
-            e.0[i] += t.seconds;
-            if i == 0 {
-                e.1 += 1;
-            }
-            per_node.entry((&t.node, &t.op)).or_default().push(t.seconds);
         }
     }
     let median_of = |mut v: Vec<f64>| {
@@ -343,7 +346,11 @@ fn profile_report(what: &str, passes: &[Vec<gradcam::graph::NodeTime>], top: usi
     let share = |secs: f64| 100.0 * secs / total.max(1e-12);
     let mut rows = per_op;
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut report = format!("{what} profile (median of {} passes, {:.2} ms in nodes):\n", passes.len(), total * 1e3);
+    let mut report = format!(
+        "{what} profile (median of {} passes; {:.2} ms in nodes, the sum of the per-operator medians):\n",
+        passes.len(),
+        total * 1e3
+    );
     for (op, secs, count) in rows {
         report += &format!("  {:>8.3} ms {:>5.1} %  {count:>4} × {op}\n", secs * 1e3, share(secs));
     }
@@ -354,4 +361,29 @@ fn profile_report(what: &str, passes: &[Vec<gradcam::graph::NodeTime>], top: usi
         report += &format!("  {:>8.3} ms {:>5.1} %  {node} ({op})\n", secs * 1e3, share(secs));
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::profile_report;
+    use gradcam::graph::NodeTime;
+
+    fn t(node: &str, op: &str, ms: f64) -> NodeTime {
+        NodeTime { node: node.into(), op: op.into(), seconds: ms / 1e3 }
+    }
+
+    #[test]
+    fn profile_takes_medians_and_counts_a_missing_node_as_zero() {
+        // Conv "a" is slow in one pass of three; Relu "r" ran in one pass only (0 ms in the others).
+        let passes = vec![
+            vec![t("a", "Conv", 1.0), t("b", "Conv", 2.0), t("r", "Relu", 9.0)],
+            vec![t("a", "Conv", 5.0), t("b", "Conv", 2.0)],
+            vec![t("a", "Conv", 1.0), t("b", "Conv", 2.0)],
+        ];
+        let report = profile_report("forward", &passes, 3);
+        assert!(report.contains("median of 3 passes; 3.00 ms in nodes"), "{report}");
+        assert!(report.contains("3.000 ms 100.0 %     2 × Conv"), "{report}");
+        assert!(report.contains("0.000 ms   0.0 %     1 × Relu"), "{report}");
+        assert!(report.contains("1.000 ms  33.3 %  a (Conv)"), "{report}");
+    }
 }
