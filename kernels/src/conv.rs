@@ -8,7 +8,7 @@
 use crate::depthwise;
 use crate::gemm::{gemm, gemm_to_ptr, MatMut, MatRef};
 use crate::geometry::ConvGeometry;
-use crate::im2col::{col2im_channel_tile, im2col_tile, Window};
+use crate::im2col::{col2im_channel_tile_phase, im2col_tile, Window};
 use crate::Element;
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -224,20 +224,32 @@ pub fn conv2d_backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_o
                     });
                 });
                 let taps = geo.kernel_h * geo.kernel_w;
-                dx.par_chunks_mut(in_plane).enumerate().for_each(|(c, plane)| {
-                    for &(p0, p1) in &chunk_tiles {
-                        let tw = p1 - p0;
-                        let base = k * (p0 - c0);
-                        let rows = &dcol[base + c * taps * tw..base + (c + 1) * taps * tw];
-                        if geo.is_pointwise() {
-                            for (d, &s) in plane[p0..p1].iter_mut().zip(rows) {
-                                *d += s;
-                            }
-                        } else {
-                            col2im_channel_tile(rows, &win, p0, p1, plane);
+                if geo.is_pointwise() {
+                    dx.par_chunks_mut(in_plane).enumerate().for_each(|(c, plane)| {
+                        for &(p0, p1) in &chunk_tiles {
+                            let (tw, base) = (p1 - p0, k * (p0 - c0));
+                            let rows = &dcol[base + c * taps * tw..base + (c + 1) * taps * tw];
+                            plane[p0..p1].iter_mut().zip(rows).for_each(|(d, &s)| *d += s);
                         }
-                    }
-                });
+                    });
+                } else {
+                    // One task per channel and stride phase: the taps of one phase class write only that phase's
+                    // pixels, so the tasks write disjoint pixels, each in the order of the plane-wide loop (tiles,
+                    // then taps). A stem's three channels were three tasks for two threads.
+                    let phases = geo.stride_h * geo.stride_w;
+                    let out = DisjointOutput::new(&mut *dx);
+                    (0..cig * phases).into_par_iter().for_each(|task| {
+                        let (c, phase) = (task / phases, task % phases);
+                        let plane = out.block(c * in_plane, 1, in_plane, in_plane);
+                        for &(p0, p1) in &chunk_tiles {
+                            let (tw, base) = (p1 - p0, k * (p0 - c0));
+                            let rows = &dcol[base + c * taps * tw..base + (c + 1) * taps * tw];
+                            // SAFETY: `plane` is channel c's plane of this image and group (checked by `block`);
+                            // tasks of other channels write other planes, and tasks of this channel other phases.
+                            unsafe { col2im_channel_tile_phase(rows, &win, p0, p1, plane, in_plane, phase) };
+                        }
+                    });
+                }
                 c0 = c1;
             }
         }

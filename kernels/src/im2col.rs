@@ -388,6 +388,46 @@ pub fn im2col_panels_phased(
 
 /// Adds the rows of `col` that belong to one input channel (`KH·KW` rows × `p1 − p0` columns) back into that
 /// channel's gradient plane: the adjoint of [`im2col_tile`] restricted to one channel.
+/// [`col2im_channel_tile`] for the taps of one stride phase only: tap `(ky, kx)` writes pixels whose row is
+/// `ky·dilation_h − pad_top` and whose column is `kx·dilation_w − pad_left` modulo the strides, so the taps split
+/// into `stride_h·stride_w` classes that write disjoint pixels; `phase` (`row class · stride_w + column class`)
+/// picks one. Each pixel receives its additions in the same order as from [`col2im_channel_tile`].
+///
+/// # Safety
+/// `plane` must be valid for reads and writes of `plane_len` values (the `in_h × in_w` plane), and no other thread
+/// may access this phase's pixels of it during the call.
+pub unsafe fn col2im_channel_tile_phase<T: Element>(
+    col: &[T],
+    win: &Window,
+    p0: usize,
+    p1: usize,
+    plane: *mut T,
+    plane_len: usize,
+    phase: usize,
+) {
+    assert!(plane_len >= win.in_h * win.in_w, "col2im: plane too short");
+    let width = p1 - p0;
+    let class = |offset: isize, stride: usize| offset.rem_euclid(stride.max(1) as isize) as usize;
+    let mut row = 0;
+    for ky in 0..win.kernel_h {
+        for kx in 0..win.kernel_w {
+            let tap_phase =
+                class(win.row_offset(ky), win.stride_h) * win.stride_w + class(win.col_offset(kx), win.stride_w);
+            if tap_phase == phase {
+                let src = &col[row * width..(row + 1) * width];
+                win.for_each_run(ky, kx, p0, p1, |lo, hi, out, inp| {
+                    for i in 0..hi - lo {
+                        // SAFETY: `for_each_run` gives runs that read inside the plane (index < in_h·in_w ≤
+                        // plane_len, checked above); the pixel is of this tap's phase, which the caller owns.
+                        unsafe { *plane.add(inp + i * win.stride_w) += src[out + i] };
+                    }
+                });
+            }
+            row += 1;
+        }
+    }
+}
+
 pub fn col2im_channel_tile<T: Element>(col: &[T], win: &Window, p0: usize, p1: usize, plane: &mut [T]) {
     let width = p1 - p0;
     let mut row = 0;
@@ -593,6 +633,40 @@ mod tests {
         col2im_channel_tile(&y, &w, p0, p1, &mut back);
         let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
         assert_eq!(lhs, rhs);
+    }
+
+    #[test]
+    fn col2im_by_phase_adds_what_the_whole_tile_adds_bit_for_bit() {
+        // Stride 2 both ways, dilation 2 across, padding above: four phase classes; and a stride-3 window.
+        let stride3 = Window {
+            in_h: 7,
+            in_w: 8,
+            out_h: 3,
+            out_w: 3,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 3,
+            stride_w: 3,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 1,
+            pad_left: 1,
+        };
+        for w in [win(), stride3] {
+            let (p0, p1) = (1, w.out_h * w.out_w);
+            let taps = w.kernel_h * w.kernel_w;
+            let y: Vec<f64> = (0..taps * (p1 - p0)).map(|i| ((i * 5 % 13) as f64) * 0.37 - 1.1).collect();
+            let start: Vec<f64> = (0..w.in_h * w.in_w).map(|i| (i % 7) as f64 * 0.01).collect();
+            let mut whole = start.clone();
+            col2im_channel_tile(&y, &w, p0, p1, &mut whole);
+            let mut phased = start.clone();
+            for phase in 0..w.stride_h * w.stride_w {
+                // SAFETY: `phased` holds the whole plane and nothing else touches it.
+                unsafe { col2im_channel_tile_phase(&y, &w, p0, p1, phased.as_mut_ptr(), phased.len(), phase) };
+            }
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&phased), bits(&whole), "{w:?}");
+        }
     }
 
     #[test]
