@@ -222,8 +222,7 @@ pub(crate) fn forward(
                 for img in first..=last {
                     let image_rows = img * rows_per_image;
                     let p_lo = r0.max(image_rows) - image_rows;
-                    let p_hi = (r0 + rows).min(image_rows + rows_per_image) - image_rows;
-                    let p_hi = p_hi.min(pixels);
+                    let p_hi = ((r0 + rows).min(image_rows + rows_per_image) - image_rows).min(pixels);
                     if p_lo >= p_hi {
                         continue;
                     }

@@ -642,6 +642,9 @@ impl PhasedBackward {
 pub(crate) mod tests {
     use super::*;
     use crate::conv::tests::variants;
+    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
+    use crate::depthwise;
+    use crate::simd::supported_levels;
 
     /// The forward pass of a depthwise `geo` (multiplier 1) on the flat kernel alone, plane by plane, on AVX-512's
     /// fused multiply-add: the reference the other f32 kernels are bit-identical to.
@@ -669,9 +672,6 @@ pub(crate) mod tests {
         }
         dx
     }
-    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
-    use crate::depthwise;
-    use crate::simd::supported_levels;
 
     /// Depthwise geometries: the shared variants of a depthwise base (strides, pads, dilations, odd sizes, batch
     /// 2), a channel multiplier, pads beyond the kernel's reach, and MobileNet's narrow planes.

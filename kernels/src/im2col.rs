@@ -388,6 +388,11 @@ pub fn im2col_panels_phased(
 
 /// Adds the rows of `col` that belong to one input channel (`KH·KW` rows × `p1 − p0` columns) back into that
 /// channel's gradient plane: the adjoint of [`im2col_tile`] restricted to one channel.
+pub fn col2im_channel_tile<T: Element>(col: &[T], win: &Window, p0: usize, p1: usize, plane: &mut [T]) {
+    // SAFETY: `plane` is borrowed exclusively for the call, with its length.
+    unsafe { col2im_taps(col, win, p0, p1, plane.as_mut_ptr(), plane.len(), None) }
+}
+
 /// [`col2im_channel_tile`] for the taps of one stride phase only: tap `(ky, kx)` writes pixels whose row is
 /// `ky·dilation_h − pad_top` and whose column is `kx·dilation_w − pad_left` modulo the strides, so the taps split
 /// into `stride_h·stride_w` classes that write disjoint pixels; `phase` (`row class · stride_w + column class`)
@@ -405,6 +410,23 @@ pub unsafe fn col2im_channel_tile_phase<T: Element>(
     plane_len: usize,
     phase: usize,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe { col2im_taps(col, win, p0, p1, plane, plane_len, Some(phase)) }
+}
+
+/// The loop of both: every tap in row-major order, or only the taps of `phase`.
+///
+/// # Safety
+/// As [`col2im_channel_tile_phase`], for the pixels of `phase` (of every phase when `None`).
+unsafe fn col2im_taps<T: Element>(
+    col: &[T],
+    win: &Window,
+    p0: usize,
+    p1: usize,
+    plane: *mut T,
+    plane_len: usize,
+    phase: Option<usize>,
+) {
     assert!(plane_len >= win.in_h * win.in_w, "col2im: plane too short");
     let width = p1 - p0;
     let class = |offset: isize, stride: usize| offset.rem_euclid(stride.max(1) as isize) as usize;
@@ -413,7 +435,7 @@ pub unsafe fn col2im_channel_tile_phase<T: Element>(
         for kx in 0..win.kernel_w {
             let tap_phase =
                 class(win.row_offset(ky), win.stride_h) * win.stride_w + class(win.col_offset(kx), win.stride_w);
-            if tap_phase == phase {
+            if phase.is_none_or(|p| p == tap_phase) {
                 let src = &col[row * width..(row + 1) * width];
                 win.for_each_run(ky, kx, p0, p1, |lo, hi, out, inp| {
                     for i in 0..hi - lo {
@@ -423,22 +445,6 @@ pub unsafe fn col2im_channel_tile_phase<T: Element>(
                     }
                 });
             }
-            row += 1;
-        }
-    }
-}
-
-pub fn col2im_channel_tile<T: Element>(col: &[T], win: &Window, p0: usize, p1: usize, plane: &mut [T]) {
-    let width = p1 - p0;
-    let mut row = 0;
-    for ky in 0..win.kernel_h {
-        for kx in 0..win.kernel_w {
-            let src = &col[row * width..(row + 1) * width];
-            win.for_each_run(ky, kx, p0, p1, |lo, hi, out, inp| {
-                for i in 0..hi - lo {
-                    plane[inp + i * win.stride_w] += src[out + i];
-                }
-            });
             row += 1;
         }
     }

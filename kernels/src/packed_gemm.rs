@@ -675,23 +675,22 @@ pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
     for (d, s) in (&mut d).zip(&mut s) {
         copy_block::<16>(d, s);
     }
-    let (d, s) = (d.into_remainder(), s.remainder());
-    let d = copy_head::<8>(d, s);
-    let d = copy_head::<4>(d, &s[s.len() - d.len()..]);
-    let d = copy_head::<2>(d, &s[s.len() - d.len()..]);
-    copy_head::<1>(d, &s[s.len() - d.len()..]);
+    let (d, s) = copy_head::<8>(d.into_remainder(), s.remainder());
+    let (d, s) = copy_head::<4>(d, s);
+    let (d, s) = copy_head::<2>(d, s);
+    copy_head::<1>(d, s);
 }
 
-/// Copies the first `N` values of `src` into `dst` when both hold at least `N` (a fixed-size move) and returns the
-/// rest of `dst`, else copies nothing and returns `dst` whole.
+/// Copies the first `N` values of `src` into `dst` when both hold at least `N` (a fixed-size move) and returns what
+/// is left of each, else copies nothing and returns both whole.
 #[inline(always)]
-fn copy_head<'a, const N: usize>(dst: &'a mut [f32], src: &[f32]) -> &'a mut [f32] {
+fn copy_head<'a, 'b, const N: usize>(dst: &'a mut [f32], src: &'b [f32]) -> (&'a mut [f32], &'b [f32]) {
     if dst.len() < N || src.len() < N {
-        return dst;
+        return (dst, src);
     }
-    let (head, rest) = dst.split_at_mut(N);
-    copy_block::<N>(head, &src[..N]);
-    rest
+    let ((head, rest), (from, left)) = (dst.split_at_mut(N), src.split_at(N));
+    copy_block::<N>(head, from);
+    (rest, left)
 }
 
 /// `dst = src` for exactly `N` values.

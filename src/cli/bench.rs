@@ -317,22 +317,19 @@ fn profile_backward(model: &Model, x: &Tensor<f32>, rounds: usize, top: usize) -
 /// nodes over several profiled passes. Medians, not means: one pass that a neighbour on the machine slowed down
 /// should not move the report.
 fn profile_report(what: &str, passes: &[Vec<gradcam::graph::NodeTime>], top: usize) -> String {
-    // Per op and per node, its time in each pass (0 where a pass did not run it), and the most nodes of each op
-    // that one pass ran.
+    // Per op and per node, its time in each pass (0 where a pass did not run it); an op's count is its nodes.
     let n = passes.len().max(1);
     let mut per_op: std::collections::BTreeMap<&str, (Vec<f64>, usize)> = Default::default();
     let mut per_node: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
     for (i, pass) in passes.iter().enumerate() {
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
         for t in pass {
             per_op.entry(&t.op).or_insert_with(|| (vec![0.0; n], 0)).0[i] += t.seconds;
-            *counts.entry(&t.op).or_default() += 1;
             per_node.entry((&t.node, &t.op)).or_insert_with(|| vec![0.0; n])[i] += t.seconds;
         }
-        for (op, c) in counts {
-            if let Some(e) = per_op.get_mut(op) {
-                e.1 = e.1.max(c);
-            }
+    }
+    for (_, op) in per_node.keys() {
+        if let Some(e) = per_op.get_mut(op) {
+            e.1 += 1;
         }
     }
     let median_of = |mut v: Vec<f64>| {
