@@ -166,13 +166,10 @@ impl<T: Element> Activations<'_, T> {
             Err(e) => return Some(Err(wrap(e))),
         };
         let len: usize = input_shapes[0].iter().product();
-        let mut dx = pool.take(len).unwrap_or_else(|| vec![T::zero(); len]);
+        let mut dx = pool.take_or_zeroed(len);
         let (w, dy) = (crate::tensor::contiguous(&weight), crate::tensor::contiguous(grad_output));
-        gradcam_kernels::conv2d_backward_data(&geo, &w, &dy, &mut dx);
-        Some(
-            Tensor::from_shape_vec(ndarray::IxDyn(input_shapes[0]), dx)
-                .map_err(|e| wrap(OpError::Invalid(e.to_string()))),
-        )
+        gradcam_kernels::conv2d_backward_data(&geo, &w, &dy, dx.values());
+        Some(dx.into_tensor(input_shapes[0]).map_err(|e| wrap(OpError::Invalid(e.to_string()))))
     }
 
     /// Backpropagates `seeds` (value name, gradient of that value) to the plan's `wrt` values.

@@ -7,6 +7,7 @@
 //! geometries (strides, groups; depthwise has its own fast kernel) keep the op's own rule.
 
 use super::fuse::{is_f32, winograd_wins, PackKey};
+use super::pool::Buffer;
 use super::Graph;
 use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::Fusable;
@@ -91,10 +92,9 @@ impl<T: Element> Graph<T> {
         let len = shape.iter().product();
         // T is f32 here (checked above): the pooled buffer is one of f32.
         let pooled: Option<Box<dyn Any>> = pool.take(len).map(|b| Box::new(b) as Box<dyn Any>);
-        let mut dx = pooled.and_then(|b| b.downcast::<Vec<f32>>().ok()).map_or_else(|| vec![0.0f32; len], |b| *b);
-        conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, &mut dx);
-        let dx =
-            Tensor::from_shape_vec(ndarray::IxDyn(&shape), dx).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
+        let mut dx = pooled.and_then(|b| b.downcast::<Buffer<f32>>().ok()).map_or_else(|| Buffer::zeroed(len), |b| *b);
+        conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, dx.values());
+        let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
         let boxed: Box<dyn Any> = Box::new(dx);
         boxed.downcast::<Tensor<T>>().map(|b| *b).map_err(|_| not_f32())
     }

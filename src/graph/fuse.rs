@@ -16,7 +16,7 @@
 //! on first use and cached in the graph for its lifetime, per SIMD level. Fusion applies to f32 graphs; f64 graphs
 //! (gradient checks) always run op by op.
 
-use super::pool::BufferPool;
+use super::pool::{Buffer, BufferPool};
 use super::{Graph, ValueId};
 use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Conv, Fusable};
@@ -280,8 +280,9 @@ impl<T: Element> Graph<T> {
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let len = out_shape.iter().product();
         // Every kernel behind conv2d_forward_packed writes every output element: a recycled buffer needs no zeroing.
-        let recycled = pool.take(len).and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Vec<f32>>().ok());
-        let mut y = recycled.map_or_else(|| vec![0.0f32; len], |b| *b);
+        let recycled = pool.take(len).and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Buffer<f32>>().ok());
+        let mut buffer = recycled.map_or_else(|| Buffer::zeroed(len), |b| *b);
+        let y = buffer.values();
         match residual {
             Some(r) => {
                 // Added in the convolution's epilogue, in the order of the Add it replaces.
@@ -292,12 +293,11 @@ impl<T: Element> Graph<T> {
                     let what = format!("fused residual shaped {:?}, output {:?}", r32.shape(), out_shape);
                     return Err(wrap(OpError::Invalid(what)));
                 }
-                conv2d_forward_packed_residual(&geo, &contiguous(x32), &packed, clamp, &contiguous(r32), &mut y);
+                conv2d_forward_packed_residual(&geo, &contiguous(x32), &packed, clamp, &contiguous(r32), y);
             }
-            None => conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, &mut y),
+            None => conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, y),
         }
-        let y =
-            Tensor::from_shape_vec(ndarray::IxDyn(&out_shape), y).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
+        let y = buffer.into_tensor(&out_shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
         let boxed: Box<dyn Any> = Box::new(y);
         boxed
             .downcast::<Tensor<T>>()

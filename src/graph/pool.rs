@@ -1,9 +1,15 @@
-//! Buffers of values freed during a forward pass, handed to later values of the same length.
+//! Buffers of values freed during a pass, handed to later values that fit in them.
 //!
-//! Activations are freed right after their last reader; the next layers of a CNN often produce values of exactly
-//! the same size. Reusing those buffers saves the allocator's work and — for the multi-megabyte ones, which the
-//! allocator maps fresh from the kernel — the page faults and the kernel's zeroing of every page. Only the fused
-//! convolution kernels take buffers from the pool (they overwrite every element).
+//! Activations are freed right after their last reader. Reusing their buffers saves the allocator's work and — for
+//! the multi-megabyte ones, which the allocator maps fresh from the kernel — the page faults and the kernel's zeroing
+//! of every page. Only the convolution kernels take buffers from the pool (they overwrite every element).
+//!
+//! A request takes the smallest freed buffer that holds it (at most [`MAX_OVERSIZE`] times its length; the newest of
+//! equals), and the value uses the front of it. Buffers of exactly the requested length, as the pool first handed
+//! out, kept one buffer per activation size: MobileNetV2 cycled through ≈ 18 MB of them, which with its 14 MB of
+//! weights no longer fits a 32 MB L3, so the 112² layers wrote to memory gone cold since the last pass. Sharing
+//! buffers across sizes shrinks that set to what is live at once, and hands a layer memory its neighbours just
+//! used (single-threaded MobileNetV2 forward, Zen 4: 10.4 → 9.6 ms, the 112² layers 15–40 % faster each).
 //!
 //! What a pass leaves in its pool is kept by the graph ([`SparePool`]) for the next pass: otherwise the first layers
 //! of every pass would allocate fresh, zero-filled buffers (≈ 6 % of a MobileNetV2 forward went to `memset`).
@@ -15,19 +21,16 @@
 //! which allocators map fresh from the kernel on every request: each pass paid their page faults again, and batch 8
 //! ran 1.5× slower per image than batch 1.
 //!
-//! Past the cap it drops first the buffers of lengths no layer has asked for (in this pass or the last), then the
-//! smallest: small buffers come back cheaply from the allocator's free lists. Dropping the oldest instead failed on
-//! repeated passes: the oldest buffers are the first layers', which the next pass asks for first.
-//!
-//! At the end of a pass, each length keeps at most as many buffers as layers asked for in this pass or the last.
-//! Values that come from outside — the graph input, moved in without a copy — are recycled like any other, so
-//! without this bound every pass added one more input-sized buffer no layer would take: in a benchmark loop they
-//! filled the cap within 30 passes and then pushed out the small buffers layers did ask for, which each later pass
-//! allocated and zeroed afresh (≈ 3 % of a MobileNetV2 forward went to `memset`).
+//! A buffer no request took for [`MAX_IDLE_PASSES`] pass ends is dropped. Values that come from outside — the graph
+//! input, moved in without a copy — are recycled like any other, so without this every pass added one more
+//! input-sized buffer: in a benchmark loop they filled the cap within 30 passes and then pushed out buffers layers
+//! did take, which each later pass allocated and zeroed afresh (≈ 3 % of a MobileNetV2 forward went to `memset`).
+//! Past the cap it drops the idlest first, then the smallest: small buffers come back cheaply from the allocator's
+//! free lists. Dropping the oldest instead failed on repeated passes: the oldest buffers are the first layers',
+//! which the next pass asks for first.
 
 use crate::tensor::Tensor;
 use crate::Element;
-use std::collections::HashMap;
 
 /// Values smaller than this are left to the allocator (its own free lists serve them well).
 const MIN_POOLED: usize = 16 * 1024;
@@ -39,6 +42,14 @@ pub(super) const MAX_POOLED_BYTES: usize = 32 << 20;
 /// How many of the largest value the pool may hold: a layer's input and output of that size, and one more for the
 /// next layer's output, are what a chain of same-sized layers cycles through.
 const LARGEST_VALUES_POOLED: usize = 3;
+
+/// Longest buffer, in lengths of the request, that a request takes: a value keeps its whole buffer alive, so a
+/// small value held for the backward pass must not pin one many times its size.
+const MAX_OVERSIZE: usize = 4;
+
+/// Pass ends a buffer may sit through untaken before it is dropped: three, so that a buffer only the backward
+/// passes take survives the forward passes between them.
+const MAX_IDLE_PASSES: u8 = 3;
 
 /// The pool a graph keeps between passes. A pass takes it whole and gives it back when it ends, so concurrent passes
 /// on one graph never share a buffer (the second simply starts empty).
@@ -106,19 +117,51 @@ impl<T> SparePool<T> {
     }
 }
 
-/// Freed buffers by length, and the order they came in.
+/// A freed buffer: all of it initialized (it held a value of its full length, or the front of it did and the rest
+/// was initialized before).
+struct Spare<T> {
+    data: Vec<T>,
+    /// Pass ends it has sat through since it was freed.
+    idle: u8,
+}
+
+/// Freed buffers, oldest first.
 pub(super) struct BufferPool<T> {
-    free: HashMap<usize, Vec<Vec<T>>>,
-    /// Lengths of the pooled buffers, oldest first.
-    order: std::collections::VecDeque<usize>,
+    free: Vec<Spare<T>>,
     bytes: usize,
     /// Bytes held however small the values: [`MAX_POOLED_BYTES`] (smaller in tests).
     floor: usize,
     /// Bytes of the largest buffer offered in the last pass and in this one: they set the cap, so one large batch
     /// does not leave a graph holding its buffers for good.
     largest: [usize; 2],
-    /// How many buffers of each length layers asked for in the last pass and in this one.
-    wanted: [HashMap<usize, usize>; 2],
+}
+
+/// A buffer lent for one value: at least `len` initialized values, of which the value is the first `len`.
+pub(super) struct Buffer<T> {
+    data: Vec<T>,
+    len: usize,
+}
+
+impl<T: Element> Buffer<T> {
+    /// A fresh buffer of `len` zeros, for a request the pool could not serve.
+    pub(super) fn zeroed(len: usize) -> Buffer<T> {
+        Buffer { data: vec![T::zero(); len], len }
+    }
+
+    /// The value's elements (unspecified contents in a pooled buffer: the caller overwrites them).
+    pub(super) fn values(&mut self) -> &mut [T] {
+        &mut self.data[..self.len]
+    }
+
+    /// The value, shaped `shape`: a tensor over the front of the buffer, which keeps the whole buffer (and gives it
+    /// back whole when recycled).
+    pub(super) fn into_tensor(self, shape: &[usize]) -> Result<Tensor<T>, ndarray::ShapeError> {
+        if self.data.len() == self.len {
+            return Tensor::from_shape_vec(ndarray::IxDyn(shape), self.data);
+        }
+        let front = ndarray::Array1::from_vec(self.data).slice_move(ndarray::s![..self.len]);
+        front.into_shape_with_order(ndarray::IxDyn(shape))
+    }
 }
 
 impl<T> BufferPool<T> {
@@ -127,14 +170,7 @@ impl<T> BufferPool<T> {
     }
 
     fn with_floor(floor: usize) -> Self {
-        BufferPool {
-            free: HashMap::new(),
-            order: Default::default(),
-            bytes: 0,
-            floor,
-            largest: [0; 2],
-            wanted: Default::default(),
-        }
+        BufferPool { free: Vec::new(), bytes: 0, floor, largest: [0; 2] }
     }
 }
 
@@ -142,7 +178,7 @@ impl<T: Element> BufferPool<T> {
     /// Bytes held.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.free.values().flatten().map(|b| b.len() * std::mem::size_of::<T>()).sum()
+        self.free.iter().map(|s| s.data.len() * std::mem::size_of::<T>()).sum()
     }
 
     /// Most bytes held (see the module's doc).
@@ -151,50 +187,37 @@ impl<T: Element> BufferPool<T> {
         self.floor.max(LARGEST_VALUES_POOLED.saturating_mul(largest))
     }
 
-    /// Whether a layer asked for buffers of `len` elements in the last pass or this one.
-    fn is_wanted(&self, len: usize) -> bool {
-        self.wanted.iter().any(|w| w.contains_key(&len))
+    /// Removes the buffer at `i`.
+    fn remove(&mut self, i: usize) -> Vec<T> {
+        let spare = self.free.remove(i);
+        self.bytes -= spare.data.len() * std::mem::size_of::<T>();
+        spare.data
     }
 
-    /// Ends a pass: each length keeps at most as many buffers as the last two passes asked for (see the module's
-    /// doc), what this pass saw becomes "the last pass", and the pool is trimmed to the cap that leaves.
+    /// Ends a pass: buffers idle for [`MAX_IDLE_PASSES`] pass ends go, what this pass saw becomes "the last pass",
+    /// and the pool is trimmed to the cap that leaves.
     fn end_pass(&mut self) {
         let size = std::mem::size_of::<T>();
-        for (&len, stack) in self.free.iter_mut() {
-            let asked = self.wanted.iter().filter_map(|w| w.get(&len)).max().copied().unwrap_or(0);
-            let excess = stack.len().saturating_sub(asked);
-            // The oldest go: the bottom of the stack, and the first entries of that length in `order`.
-            stack.drain(..excess);
-            self.bytes -= excess * len * size;
-            let mut left = excess;
-            self.order.retain(|&l| {
-                let drop = l == len && left > 0;
-                left -= usize::from(drop);
-                !drop
-            });
-        }
-        self.free.retain(|_, stack| !stack.is_empty());
+        let bytes = &mut self.bytes;
+        self.free.retain_mut(|s| {
+            s.idle = s.idle.saturating_add(1);
+            let keep = s.idle < MAX_IDLE_PASSES;
+            if !keep {
+                *bytes -= s.data.len() * size;
+            }
+            keep
+        });
         self.largest = [self.largest[1], 0];
-        self.wanted.swap(0, 1);
-        self.wanted[1].clear();
         self.trim();
     }
 
-    /// Drops buffers until the pool is within its cap (see the module's doc for the order).
+    /// Drops buffers until the pool is within its cap: the idlest first, then the smallest, then the oldest.
     fn trim(&mut self) {
         while self.bytes > self.cap() {
-            // The oldest of a length no layer asked for, else the oldest of the smallest length (`min_by_key` keeps
-            // the first of equals). Either is the first entry of its length in `order`: the bottom of its stack.
-            let victim = self
-                .order
-                .iter()
-                .position(|&l| !self.is_wanted(l))
-                .or_else(|| (0..self.order.len()).min_by_key(|&i| self.order[i]));
-            let Some(old) = victim.and_then(|i| self.order.remove(i)) else { break };
-            if let Some(stack) = self.free.get_mut(&old).filter(|s| !s.is_empty()) {
-                stack.remove(0);
-                self.bytes -= old * std::mem::size_of::<T>();
-            }
+            let victim = (0..self.free.len())
+                .min_by_key(|&i| (std::cmp::Reverse(self.free[i].idle), self.free[i].data.len(), i));
+            let Some(i) = victim else { break };
+            self.remove(i);
         }
     }
 
@@ -205,27 +228,33 @@ impl<T: Element> BufferPool<T> {
         }
         let len = t.len();
         let (data, offset) = t.into_raw_vec_and_offset();
-        let size = len * std::mem::size_of::<T>();
-        if offset != Some(0) || data.len() != len {
+        // A value in standard order from the buffer's start: the buffer (all of it initialized) is free.
+        if offset != Some(0) || data.len() < len {
             return;
         }
+        let size = data.len() * std::mem::size_of::<T>();
         self.largest[1] = self.largest[1].max(size);
-        self.free.entry(len).or_default().push(data);
-        self.order.push_back(len);
+        self.free.push(Spare { data, idle: 0 });
         self.bytes += size;
         self.trim();
     }
 
-    /// A buffer of exactly `len` elements with unspecified contents, if one was freed; the caller overwrites it.
-    pub(super) fn take(&mut self, len: usize) -> Option<Vec<T>> {
-        *self.wanted[1].entry(len).or_default() += 1;
-        let b = self.free.get_mut(&len).and_then(Vec::pop)?;
-        self.bytes -= len * std::mem::size_of::<T>();
-        // The newest buffer of that length left: so does the newest entry of its length.
-        if let Some(i) = self.order.iter().rposition(|&l| l == len) {
-            self.order.remove(i);
+    /// The smallest freed buffer that holds `len` elements and is at most [`MAX_OVERSIZE`] times that long (the
+    /// newest of equals), if any; its contents are unspecified and the caller overwrites them.
+    pub(super) fn take(&mut self, len: usize) -> Option<Buffer<T>> {
+        if len < MIN_POOLED {
+            return None;
         }
-        Some(b)
+        let fits = |s: &Spare<T>| (len..=len.saturating_mul(MAX_OVERSIZE)).contains(&s.data.len());
+        let best = (0..self.free.len())
+            .filter(|&i| fits(&self.free[i]))
+            .min_by_key(|&i| (self.free[i].data.len(), std::cmp::Reverse(i)))?;
+        Some(Buffer { data: self.remove(best), len })
+    }
+
+    /// [`BufferPool::take`], or a fresh buffer of zeros.
+    pub(super) fn take_or_zeroed(&mut self, len: usize) -> Buffer<T> {
+        self.take(len).unwrap_or_else(|| Buffer::zeroed(len))
     }
 }
 
@@ -233,13 +262,23 @@ impl<T: Element> BufferPool<T> {
 mod tests {
     use super::*;
 
+    fn value(len: usize, fill: f32) -> Tensor<f32> {
+        Tensor::from_elem(ndarray::IxDyn(&[len]), fill)
+    }
+
+    /// Takes a buffer of `len` (fresh if none fits) and makes the value `fill` of it.
+    fn produce(pool: &mut BufferPool<f32>, len: usize, fill: f32) -> Tensor<f32> {
+        let mut b = pool.take_or_zeroed(len);
+        b.values().fill(fill);
+        b.into_tensor(&[len]).unwrap()
+    }
+
     #[test]
     fn a_lent_pool_comes_back_when_the_pass_stops_early() {
         let spare = SparePool::<f32>::default();
         let failing_pass = || -> Result<(), &str> {
             let mut pool = spare.lend();
-            assert!(pool.take(MIN_POOLED).is_none());
-            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[MIN_POOLED]), 1.0));
+            pool.recycle(value(MIN_POOLED, 1.0));
             Err("an op failed")
         };
         assert!(failing_pass().is_err());
@@ -247,57 +286,105 @@ mod tests {
     }
 
     #[test]
-    fn hands_back_buffers_of_the_same_length_only() {
+    fn hands_out_the_smallest_buffer_that_fits_within_the_oversize_limit() {
         let mut pool = BufferPool::<f32>::new();
-        pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[2, MIN_POOLED]), 1.5));
-        pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[3]), 1.0));
+        let n = MIN_POOLED;
+        pool.recycle(value(3, 1.0));
         assert!(pool.take(3).is_none(), "small values are not pooled");
-        assert!(pool.take(MIN_POOLED).is_none());
-        let b = pool.take(2 * MIN_POOLED).expect("pooled");
-        assert_eq!(b.len(), 2 * MIN_POOLED);
-        assert!(pool.take(2 * MIN_POOLED).is_none(), "each buffer is handed out once");
+        for (len, fill) in [(5 * n, 5.0), (2 * n, 2.0), (3 * n, 3.0), (2 * n, 2.5)] {
+            pool.recycle(value(len, fill));
+        }
+        // The smallest that fits, the newest of equals; the value is the front of it.
+        let mut b = pool.take(2 * n - 5).expect("fits");
+        assert_eq!((b.values().len(), b.values()[0]), (2 * n - 5, 2.5));
+        assert_eq!(pool.take(2 * n).unwrap().values()[0], 2.0);
+        assert_eq!(pool.take(2 * n).unwrap().values()[0], 3.0);
+        // The 5n buffer left is more than MAX_OVERSIZE times a request of n, and not for one of 2n.
+        assert!(pool.take(n).is_none(), "more than MAX_OVERSIZE times the request");
+        assert_eq!(pool.take(2 * n).unwrap().values().len(), 2 * n);
+        assert_eq!(pool.held(), 0);
+        assert_eq!(pool.bytes, 0);
         // A transposed view's buffer is not in standard order: not pooled.
         pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[MIN_POOLED, 2]), 0.0).reversed_axes());
         assert!(pool.take(2 * MIN_POOLED).is_none());
     }
 
     #[test]
-    fn holds_at_most_its_cap_dropping_unasked_lengths_oldest_first() {
+    fn a_value_made_in_a_longer_buffer_gives_the_whole_buffer_back() {
+        let mut pool = BufferPool::<f32>::new();
+        let long = 3 * MIN_POOLED;
+        pool.recycle(value(long, 7.0));
+        let shape = [2, MIN_POOLED / 2];
+        let mut b = pool.take(MIN_POOLED).unwrap();
+        b.values().iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+        let t = b.into_tensor(&shape).unwrap();
+        assert_eq!(t.shape(), &shape);
+        assert!(t.is_standard_layout());
+        assert_eq!(t[[1, 0]], (MIN_POOLED / 2) as f32);
+        assert_eq!(t.iter().count(), MIN_POOLED);
+        pool.recycle(t);
+        assert_eq!(pool.held(), long * 4, "the whole buffer is back");
+        let again = pool.take(long).expect("long enough again");
+        assert_eq!(again.data.len(), long);
+        assert_eq!(again.data[long - 1], 7.0, "the tail the value did not use is as it was");
+        // A shape of another size is an error, not a panic.
+        assert!(Buffer::<f32>::zeroed(6).into_tensor(&[4, 2]).is_err());
+        assert!(Buffer { data: vec![0.0f32; 8], len: 6 }.into_tensor(&[4, 2]).is_err());
+    }
+
+    #[test]
+    fn holds_at_most_its_cap_dropping_the_smallest_first() {
         let mut pool = BufferPool::<f32>::new();
         let quarter = MAX_POOLED_BYTES / 4 / 4;
-        // Five buffers of a quarter of the cap each, of two lengths: the first one (a `quarter`) is dropped.
+        // Five buffers of a quarter of the cap each, of two lengths: the first of the smaller length goes.
         for (i, len) in [quarter, quarter - 8, quarter, quarter - 8, quarter].into_iter().enumerate() {
-            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
+            pool.recycle(value(len, i as f32));
         }
         assert!(pool.held() <= MAX_POOLED_BYTES, "{} bytes held", pool.held());
         assert_eq!(pool.held(), pool.bytes);
-        let newest = pool.take(quarter).unwrap();
-        assert_eq!(newest[0], 4.0);
-        assert_eq!(pool.take(quarter).unwrap()[0], 2.0);
-        assert!(pool.take(quarter).is_none(), "the oldest was dropped");
+        assert_eq!([4.0, 2.0, 0.0].map(|_| pool.take(quarter).unwrap().values()[0]), [4.0, 2.0, 0.0]);
+        assert_eq!(pool.take(quarter - 8).unwrap().values()[0], 3.0);
+        assert!(pool.take(quarter - 8).is_none(), "the oldest of the smaller length was dropped");
         assert_eq!(pool.held(), pool.bytes);
     }
 
     #[test]
-    fn keeps_the_lengths_layers_ask_for_dropping_the_smallest_first() {
+    fn drops_buffers_no_request_took_for_three_pass_ends() {
+        // Each pass: the graph input comes from outside and is freed after the first layer, whose output is freed
+        // after the second. Without the idle limit one more input-sized buffer stayed behind in every pass.
         let mut pool = BufferPool::<f32>::new();
-        let quarter = MAX_POOLED_BYTES / 4 / 4;
-        let (small, large) = (quarter - 8, quarter);
-        // Both lengths have been asked for (the pool was empty then).
-        assert!(pool.take(small).is_none() && pool.take(large).is_none());
-        // An unasked length, then two of each asked length, then one more large buffer: 6 quarters for a cap of 4.
-        let unasked = quarter - 16;
-        for (i, len) in [unasked, large, small, large, small, large].into_iter().enumerate() {
-            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
-        }
-        assert!(pool.held() <= MAX_POOLED_BYTES, "{} bytes held", pool.held());
+        let (input, output) = (2 * MIN_POOLED, 3 * MIN_POOLED);
+        let held: Vec<usize> = (0..8)
+            .map(|_| {
+                let first = produce(&mut pool, output, 1.0);
+                pool.recycle(value(input, 0.0));
+                let second = produce(&mut pool, output, 2.0);
+                pool.recycle(first);
+                pool.recycle(second);
+                pool.end_pass();
+                pool.held()
+            })
+            .collect();
+        // Two output buffers and the inputs of the last three passes, at most.
+        let bound = (2 * output + 3 * input) * 4;
+        assert!(held.iter().all(|&h| h <= bound), "{held:?}");
+        assert_eq!(held[7], held[6], "steady: {held:?}");
         assert_eq!(pool.held(), pool.bytes);
-        assert!(pool.take(unasked).is_none(), "the unasked length goes first, though it is the oldest of all");
-        // Then the oldest of the smaller length: every large buffer stays.
-        assert_eq!([1.0, 3.0, 5.0].map(|_| pool.take(large).unwrap()[0]), [5.0, 3.0, 1.0]);
-        assert_eq!(pool.take(small).unwrap()[0], 4.0);
-        assert!(pool.take(small).is_none());
-        assert_eq!(pool.held(), 0);
+    }
+
+    #[test]
+    fn a_buffer_only_every_other_pass_takes_survives_the_passes_between() {
+        // Forward and backward passes alternate on one pool; the backward's buffer must outlive the forward pass.
+        let mut pool = BufferPool::<f32>::new();
+        let gradient = 5 * MIN_POOLED;
+        for pass in 0..6 {
+            if pass % 2 == 1 {
+                let hit = pool.take(gradient).is_some();
+                assert_eq!(hit, pass > 1, "pass {pass}");
+                pool.recycle(value(gradient, 0.0));
+            }
+            pool.end_pass();
+        }
     }
 
     #[test]
@@ -305,49 +392,17 @@ mod tests {
         // A floor of 1 MB; a batch's activation of twice that: it and two more of its size are kept, a fourth is not.
         let mut pool = BufferPool::<f32>::with_floor(1 << 20);
         let len = 2 * (1 << 20) / std::mem::size_of::<f32>();
-        for _ in 0..3 {
-            assert!(pool.take(len).is_none());
-        }
         for i in 0..4 {
-            pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[len]), i as f32));
+            pool.recycle(value(len, i as f32));
         }
         assert_eq!(pool.held(), LARGEST_VALUES_POOLED * (2 << 20));
-        assert_eq!(pool.take(len).unwrap()[0], 3.0, "the newest is handed out first");
+        assert_eq!(pool.take(len).unwrap().values()[0], 3.0, "the newest is handed out first");
         pool.end_pass();
         assert_eq!(pool.held(), 2 * (2 << 20), "the next pass still has room for them");
         // A pass of small values only: at its end the large buffers go, down to the floor.
-        assert!(pool.take(MIN_POOLED).is_none());
-        pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[MIN_POOLED]), 0.0));
+        pool.recycle(value(MIN_POOLED, 0.0));
         pool.end_pass();
         assert!(pool.held() <= 1 << 20, "{} bytes held", pool.held());
         assert!(pool.take(MIN_POOLED).is_some(), "the small value is kept");
-    }
-
-    #[test]
-    fn keeps_no_more_buffers_of_a_length_than_the_last_two_passes_asked_for() {
-        // Each pass: the layer's output is taken (a miss at first), then the graph input, which came from outside,
-        // and the output are freed. The input's length is asked for once per pass by a later layer.
-        let mut pool = BufferPool::<f32>::new();
-        let (input, output) = (2 * MIN_POOLED, 3 * MIN_POOLED);
-        let held: Vec<usize> = (0..6)
-            .map(|_| {
-                let _ = pool.take(output);
-                pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[input]), 0.0));
-                let reused = pool.take(input).unwrap_or_else(|| vec![0.0; input]);
-                pool.recycle(Tensor::from_shape_vec(ndarray::IxDyn(&[input]), reused).unwrap());
-                pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[output]), 0.0));
-                pool.end_pass();
-                pool.held()
-            })
-            .collect();
-        // Without the bound, one more input-sized buffer stays behind in every pass.
-        assert_eq!(held, vec![(input + output) * 4; 6]);
-        assert_eq!(pool.held(), pool.bytes);
-        assert_eq!(pool.order.len(), 2);
-        // A length no layer asked for in two passes is not kept at all.
-        pool.recycle(Tensor::from_elem(ndarray::IxDyn(&[5 * MIN_POOLED]), 0.0));
-        pool.end_pass();
-        assert!(pool.take(5 * MIN_POOLED).is_none());
-        assert_eq!(pool.held(), pool.bytes);
     }
 }
