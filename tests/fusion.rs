@@ -62,8 +62,9 @@ fn values_inside_chains_stay_addressable_with_equal_gradients() {
 
 /// TF-style "SAME" padding exported as a zero `Pad` node in front of a convolution (EfficientNet-Lite's ONNX export):
 /// folded into the convolution's own padding, for a regular and a depthwise convolution with stride 2 and
-/// asymmetric pads, with the same output and input gradient as running the `Pad` on its own — and kept as a node
-/// when its output is requested, or when it does not pad with zeros.
+/// asymmetric pads, with the same output and input gradient as running the `Pad` on its own (the backward sweep takes
+/// the convolution's input gradient for the `Pad`'s input directly) — and kept as a node when its output is
+/// requested, or when it does not pad with zeros.
 #[test]
 fn zero_pads_fold_into_the_following_convolution() {
     for (groups, in_per_group) in [(1, 6), (6, 1)] {
@@ -99,6 +100,12 @@ fn zero_pads_fold_into_the_following_convolution() {
                 );
                 let e = rel_err(gf.get("x").unwrap(), gp.get("x").unwrap());
                 assert!(e < 1e-5, "groups {groups} {mode:?}: input gradient differs by {e:.2e}");
+                // A folded Pad's rule (a crop of the gradient) does not run: the convolution's input gradient is
+                // taken for the Pad's input directly.
+                let pad_rule_ran = gf.trace.iter().any(|r| r.node == "pad");
+                assert_eq!(pad_rule_ran, !folded, "groups {groups} {mode:?} {value} keep {keep_pad}");
+                let conv = gf.trace.iter().find(|r| r.node == "conv").expect("the convolution's rule ran");
+                assert_eq!(conv.input_grads, [if folded { "x" } else { "pad" }]);
             }
         }
     }

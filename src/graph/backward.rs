@@ -145,14 +145,17 @@ impl<T: Element> Activations<'_, T> {
     }
 
     /// `∂L/∂x` of convolution node `n` (any geometry; weights from the graph or the forward pass) written into a
-    /// pooled buffer: the kernel overwrites every element, so the buffer needs no zero fill. `None` for other ops
-    /// (or weights the pass did not keep): the caller runs the op's own rule.
+    /// pooled buffer, which saves the allocation and its page faults (the kernel zeroes the buffer itself where it
+    /// accumulates). `None` for other ops (or weights the pass did not keep): the caller runs the op's own rule.
+    /// `fold` and `outlives_pass` as for [`super::Graph::packed_conv_input_gradient`].
     fn conv_input_gradient(
         &self,
         n: usize,
         input_shapes: &[&[usize]],
         grad_output: &Tensor<T>,
         pool: &mut super::pool::BufferPool<T>,
+        fold: Option<[usize; 4]>,
+        outlives_pass: bool,
     ) -> Option<Result<Tensor<T>>> {
         let node = &self.graph.nodes[n];
         let Some(crate::ops::Fusable::Conv(attrs)) = node.op.fusion() else { return None };
@@ -161,15 +164,18 @@ impl<T: Element> Activations<'_, T> {
             None => std::borrow::Cow::Borrowed(self.by_id(node.inputs[1])?),
         };
         let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
-        let geo = match attrs.geometry(input_shapes) {
+        let mut geo = match attrs.geometry(input_shapes) {
             Ok(g) => g,
             Err(e) => return Some(Err(wrap(e))),
         };
-        let len: usize = input_shapes[0].iter().product();
-        let mut dx = pool.take_or_zeroed(len);
+        if let Some(pads) = fold {
+            super::fuse::fold_pad(&mut geo, pads);
+        }
+        let shape = [geo.batch, geo.in_channels, geo.in_h, geo.in_w];
+        let mut dx = pool.take_or_zeroed(shape.iter().product(), outlives_pass);
         let (w, dy) = (crate::tensor::contiguous(&weight), crate::tensor::contiguous(grad_output));
         gradcam_kernels::conv2d_backward_data(&geo, &w, &dy, dx.values());
-        Some(dx.into_tensor(input_shapes[0]).map_err(|e| wrap(OpError::Invalid(e.to_string()))))
+        Some(dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string()))))
     }
 
     /// Backpropagates `seeds` (value name, gradient of that value) to the plan's `wrt` values.
@@ -208,6 +214,22 @@ impl<T: Element> Activations<'_, T> {
         // and the convolution input gradients — which overwrite every element — come from it: no zero fill, no
         // fresh pages.
         let mut pool = graph.spare.lend();
+        // Convolutions whose leading zero `Pad` the forward pass folded in (graph::fuse): their input gradient is
+        // taken for the `Pad`'s input directly, with the folded padding, so the `Pad`'s own rule — a crop, a copy of
+        // the gradient (15 % of EfficientNet-Lite0's saliency backward) — never runs. Not where the caller wants the
+        // `Pad` output's gradient, or a filter changes the `Pad`'s.
+        let folds: HashMap<usize, (ValueId, [usize; 4])> = plan
+            .fusion
+            .iter()
+            .enumerate()
+            .filter_map(|(p, chain)| {
+                let (pad_out, pads) = chain.as_ref()?.pad?;
+                let pad = &graph.nodes[p];
+                let filtered = options.filter.is_some_and(|f| f.applies_to(pad.op.as_ref()));
+                let foldable = plan.run_backward[p] && plan.wanted[p].first() == Some(&true) && !is_wrt(pad_out);
+                (foldable && !filtered).then_some((chain.as_ref()?.conv, (*pad.inputs.first()?, pads)))
+            })
+            .collect();
         let mut trace = Vec::new();
         let mut profile = Vec::new();
         for (n, node) in graph.nodes.iter().enumerate().rev() {
@@ -224,11 +246,21 @@ impl<T: Element> Activations<'_, T> {
             }
             // A convolution or a product with a 16-bit weight, asked only for its input gradient, runs it on the
             // packed / stored kernels where it can.
+            // The value the input gradient goes to: the convolution's input, or the input of a folded `Pad`.
+            let mut first_input = node.inputs.first().copied();
             let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
-                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => graph
-                    .packed_conv_input_gradient(n, &input_shapes, dy, &mut pool)
-                    .or_else(|| graph.stored_linear_input_gradient(node, dy))
-                    .or_else(|| self.conv_input_gradient(n, &input_shapes, dy, &mut pool)),
+                ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => {
+                    let fold = folds.get(&n).copied();
+                    let target = fold.map(|(pad_in, _)| pad_in).or(first_input);
+                    let (pads, outlives) = (fold.map(|(_, pads)| pads), target.is_some_and(is_wrt));
+                    let conv = graph
+                        .packed_conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives)
+                        .or_else(|| self.conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives));
+                    if conv.is_some() {
+                        first_input = target;
+                    }
+                    conv.or_else(|| graph.stored_linear_input_gradient(node, dy))
+                }
                 _ => None,
             };
             // A clamp-like activation (ReLU, ReLU6, Clip) whose output gradient we own: its mask clears the gradient
@@ -275,11 +307,13 @@ impl<T: Element> Activations<'_, T> {
             let mut record = VjpRecord { node: node.name.clone(), op: node.op.op_type(), input_grads: Vec::new() };
             for (k, (&i, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let Some(g) = g.filter(|_| plan.wanted[n][k]) else { continue };
-                if g.shape() != input_shapes[k] {
+                let i = if k == 0 { first_input.unwrap_or(i) } else { i };
+                let expected = self.shapes[i.0].as_slice();
+                if g.shape() != expected {
                     let what = format!(
                         "internal error: gradient of input {k} has shape {:?}, input has {:?}",
                         g.shape(),
-                        input_shapes[k]
+                        expected
                     );
                     return Err(wrap(crate::OpError::Invalid(what)));
                 }

@@ -6,7 +6,7 @@
 //! GEMM and Winograd kernels as the forward pass, with the transposed weights packed once per graph. Other
 //! geometries (strides, groups; depthwise has its own fast kernel) keep the op's own rule.
 
-use super::fuse::{is_f32, winograd_wins, PackKey};
+use super::fuse::{fold_pad, is_f32, winograd_wins, PackKey};
 use super::pool::Buffer;
 use super::Graph;
 use crate::error::{GraphError, GraphResult as Result, OpError};
@@ -20,20 +20,26 @@ use std::any::Any;
 impl<T: Element> Graph<T> {
     /// `∂L/∂x` of convolution node `n` given `∂L/∂y`, or `None` where the packed path does not apply (the caller
     /// then runs the op's own backward): f32 graphs, constant weights, stride 1, no groups, pads within the kernel's
-    /// reach.
+    /// reach. With `fold`, the padding of a zero `Pad` in front that the forward pass folded in: the gradient is
+    /// then the `Pad` input's. `outlives_pass`: the gradient is one the caller asked for (an exact-length buffer).
     pub(super) fn packed_conv_input_gradient(
         &self,
         n: usize,
         input_shapes: &[&[usize]],
         grad_output: &Tensor<T>,
         pool: &mut super::pool::BufferPool<T>,
+        fold: Option<[usize; 4]>,
+        outlives_pass: bool,
     ) -> Option<Result<Tensor<T>>> {
         let node = &self.nodes[n];
         let Some(Fusable::Conv(attrs)) = node.op.fusion() else { return None };
         if !is_f32::<T>() || !self.is_constant(node.inputs[1]) {
             return None;
         }
-        let geo = attrs.geometry(input_shapes).ok()?;
+        let mut geo = attrs.geometry(input_shapes).ok()?;
+        if let Some(pads) = fold {
+            fold_pad(&mut geo, pads);
+        }
         let reach_h = geo.dilation_h * (geo.kernel_h - 1);
         let reach_w = geo.dilation_w * (geo.kernel_w - 1);
         let pads_fit = geo.pad_top.max(geo.pad_bottom) <= reach_h && geo.pad_left.max(geo.pad_right) <= reach_w;
@@ -52,7 +58,7 @@ impl<T: Element> Graph<T> {
             pad_right: reach_w - geo.pad_right,
             ..geo
         };
-        Some(self.run_transposed(n, &transposed, grad_output, pool))
+        Some(self.run_transposed(n, &transposed, grad_output, pool, outlives_pass))
     }
 
     /// The transposed convolution `geo` of `grad_output`, into a pooled buffer (the kernels overwrite it whole).
@@ -62,6 +68,7 @@ impl<T: Element> Graph<T> {
         geo: &ConvGeometry,
         grad_output: &Tensor<T>,
         pool: &mut super::pool::BufferPool<T>,
+        outlives_pass: bool,
     ) -> Result<Tensor<T>> {
         let node = &self.nodes[n];
         let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
@@ -91,7 +98,8 @@ impl<T: Element> Graph<T> {
         let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let len = shape.iter().product();
         // T is f32 here (checked above): the pooled buffer is one of f32.
-        let pooled: Option<Box<dyn Any>> = pool.take(len).map(|b| Box::new(b) as Box<dyn Any>);
+        let taken = if outlives_pass { pool.take_exact(len) } else { pool.take(len) };
+        let pooled: Option<Box<dyn Any>> = taken.map(|b| Box::new(b) as Box<dyn Any>);
         let mut dx = pooled.and_then(|b| b.downcast::<Buffer<f32>>().ok()).map_or_else(|| Buffer::zeroed(len), |b| *b);
         conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, dx.values());
         let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;

@@ -231,7 +231,7 @@ impl<T: Element> Graph<T> {
                     })?),
                     None => None,
                 };
-                let y = self.run_fused(chain, args[0], residual, &mut pool)?;
+                let y = self.run_fused(chain, args[0], residual, &mut pool, plan.retain[chain.output.0])?;
                 if let Some(t) = started {
                     let ops: Vec<&str> = std::iter::once(node.op.op_type())
                         .chain(chain.skipped_nodes.iter().map(|&m| self.nodes[m].op.op_type()))

@@ -28,6 +28,17 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Moves a folded zero `Pad`'s `[top, left, bottom, right]` into `geo`, the geometry of the convolution on the
+/// padded input: the same convolution, on the `Pad`'s input.
+pub(super) fn fold_pad(geo: &mut ConvGeometry, [top, left, bottom, right]: [usize; 4]) {
+    geo.in_h = geo.in_h.saturating_sub(top + bottom);
+    geo.in_w = geo.in_w.saturating_sub(left + right);
+    geo.pad_top += top;
+    geo.pad_left += left;
+    geo.pad_bottom += bottom;
+    geo.pad_right += right;
+}
+
 /// One fused chain, planned for one request.
 #[derive(Clone, Debug)]
 pub(crate) struct FusedConv {
@@ -242,13 +253,14 @@ impl<T: Element> Graph<T> {
     }
 
     /// Runs a fused chain on `x` (the convolution's data input) into a buffer from `pool` where one fits; returns
-    /// the chain's output.
+    /// the chain's output (`kept`: the plan keeps it past the pass).
     pub(super) fn run_fused(
         &self,
         chain: &FusedConv,
         x: &Tensor<T>,
         residual: Option<&Tensor<T>>,
         pool: &mut BufferPool<T>,
+        kept: bool,
     ) -> Result<Tensor<T>> {
         let node = &self.nodes[chain.conv];
         let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
@@ -263,12 +275,8 @@ impl<T: Element> Graph<T> {
             shapes.push(&self.values[i.0].shape);
         }
         let mut geo = chain.attrs.geometry(&shapes).map_err(wrap)?;
-        if let Some((_, [top, left, bottom, right])) = chain.pad {
-            (geo.in_h, geo.in_w) = (geo.in_h - top - bottom, geo.in_w - left - right);
-            geo.pad_top += top;
-            geo.pad_left += left;
-            geo.pad_bottom += bottom;
-            geo.pad_right += right;
+        if let Some((_, pads)) = chain.pad {
+            fold_pad(&mut geo, pads);
         }
         let level = simd::level();
         let winograd = winograd_wins(&geo);
@@ -280,7 +288,9 @@ impl<T: Element> Graph<T> {
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let len = out_shape.iter().product();
         // Every kernel behind conv2d_forward_packed writes every output element: a recycled buffer needs no zeroing.
-        let recycled = pool.take(len).and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Buffer<f32>>().ok());
+        // A value the plan keeps takes a buffer of its own length (see graph::pool).
+        let taken = if kept { pool.take_exact(len) } else { pool.take(len) };
+        let recycled = taken.and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Buffer<f32>>().ok());
         let mut buffer = recycled.map_or_else(|| Buffer::zeroed(len), |b| *b);
         let y = buffer.values();
         match residual {

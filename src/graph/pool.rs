@@ -9,12 +9,15 @@
 //! out, kept one buffer per activation size: MobileNetV2 cycled through ≈ 18 MB of them, which with its 14 MB of
 //! weights no longer fits a 32 MB L3, so the 112² layers wrote to memory gone cold since the last pass. Sharing
 //! buffers across sizes shrinks that set to what is live at once, and hands a layer memory its neighbours just
-//! used (single-threaded MobileNetV2 forward, Zen 4: 10.4 → 9.6 ms, the 112² layers 15–40 % faster each).
+//! used (single-threaded MobileNetV2 forward, Zen 4: 10.4 → 9.7 ms, the 112² layers 15–40 % faster each). A value
+//! that outlives the pass — one the plan keeps, or a gradient the caller asked for — takes a buffer of exactly its
+//! length ([`BufferPool::take_exact`]): it pins its whole buffer for as long as the caller holds it, and a clone
+//! copies the whole buffer.
 //!
 //! What a pass leaves in its pool is kept by the graph ([`SparePool`]) for the next pass: otherwise the first layers
 //! of every pass would allocate fresh, zero-filled buffers (≈ 6 % of a MobileNetV2 forward went to `memset`).
 //!
-//! The pool holds at most [`MAX_POOLED_BYTES`], or [`LARGEST_VALUES_POOLED`] times the largest value offered in
+//! The pool holds at most [`MAX_POOLED_BYTES`], or [`LARGEST_VALUES_POOLED`] times the largest buffer offered in
 //! this pass or the last one when that is more (so one large batch does not leave the graph holding its buffers).
 //! Unbounded, it kept every value no later layer reused — most of a network's activations (ResNet-50: ≈ 100 MB). A
 //! fixed cap, though, shut out the large activations of a batch (MobileNetV2's 112² expansion is 38.5 MB at batch 8),
@@ -47,9 +50,10 @@ const LARGEST_VALUES_POOLED: usize = 3;
 /// small value held for the backward pass must not pin one many times its size.
 const MAX_OVERSIZE: usize = 4;
 
-/// Pass ends a buffer may sit through untaken before it is dropped: three, so that a buffer only the backward
-/// passes take survives the forward passes between them.
-const MAX_IDLE_PASSES: u8 = 3;
+/// Pass ends a buffer may sit through untaken before it is dropped: enough that a buffer only one kind of pass takes
+/// survives the passes of other kinds between two of its own (an explainer runs up to three backward passes per
+/// forward pass), few enough that buffers of values from outside do not pile up.
+const MAX_IDLE_PASSES: u8 = 5;
 
 /// The pool a graph keeps between passes. A pass takes it whole and gives it back when it ends, so concurrent passes
 /// on one graph never share a buffer (the second simply starts empty).
@@ -242,19 +246,31 @@ impl<T: Element> BufferPool<T> {
     /// The smallest freed buffer that holds `len` elements and is at most [`MAX_OVERSIZE`] times that long (the
     /// newest of equals), if any; its contents are unspecified and the caller overwrites them.
     pub(super) fn take(&mut self, len: usize) -> Option<Buffer<T>> {
+        self.take_within(len, len.saturating_mul(MAX_OVERSIZE))
+    }
+
+    /// A freed buffer of exactly `len` elements (the newest), for a value that outlives the pass.
+    pub(super) fn take_exact(&mut self, len: usize) -> Option<Buffer<T>> {
+        self.take_within(len, len)
+    }
+
+    /// The smallest freed buffer of `len` to `longest` elements, the newest of equals.
+    fn take_within(&mut self, len: usize, longest: usize) -> Option<Buffer<T>> {
         if len < MIN_POOLED {
             return None;
         }
-        let fits = |s: &Spare<T>| (len..=len.saturating_mul(MAX_OVERSIZE)).contains(&s.data.len());
+        let fits = |s: &Spare<T>| (len..=longest).contains(&s.data.len());
         let best = (0..self.free.len())
             .filter(|&i| fits(&self.free[i]))
             .min_by_key(|&i| (self.free[i].data.len(), std::cmp::Reverse(i)))?;
         Some(Buffer { data: self.remove(best), len })
     }
 
-    /// [`BufferPool::take`], or a fresh buffer of zeros.
-    pub(super) fn take_or_zeroed(&mut self, len: usize) -> Buffer<T> {
-        self.take(len).unwrap_or_else(|| Buffer::zeroed(len))
+    /// [`BufferPool::take`] (or [`BufferPool::take_exact`] for a value that outlives the pass), else a fresh buffer
+    /// of zeros.
+    pub(super) fn take_or_zeroed(&mut self, len: usize, outlives_pass: bool) -> Buffer<T> {
+        let taken = if outlives_pass { self.take_exact(len) } else { self.take(len) };
+        taken.unwrap_or_else(|| Buffer::zeroed(len))
     }
 }
 
@@ -268,7 +284,7 @@ mod tests {
 
     /// Takes a buffer of `len` (fresh if none fits) and makes the value `fill` of it.
     fn produce(pool: &mut BufferPool<f32>, len: usize, fill: f32) -> Tensor<f32> {
-        let mut b = pool.take_or_zeroed(len);
+        let mut b = pool.take_or_zeroed(len, false);
         b.values().fill(fill);
         b.into_tensor(&[len]).unwrap()
     }
@@ -301,7 +317,11 @@ mod tests {
         assert_eq!(pool.take(2 * n).unwrap().values()[0], 3.0);
         // The 5n buffer left is more than MAX_OVERSIZE times a request of n, and not for one of 2n.
         assert!(pool.take(n).is_none(), "more than MAX_OVERSIZE times the request");
+        assert!(pool.take_exact(2 * n).is_none(), "an exact request takes only its own length");
         assert_eq!(pool.take(2 * n).unwrap().values().len(), 2 * n);
+        // Exactly MAX_OVERSIZE times the request fits.
+        pool.recycle(value(MAX_OVERSIZE * n, 4.0));
+        assert_eq!(pool.take(n).unwrap().values()[0], 4.0);
         assert_eq!(pool.held(), 0);
         assert_eq!(pool.bytes, 0);
         // A transposed view's buffer is not in standard order: not pooled.
@@ -346,15 +366,23 @@ mod tests {
         assert_eq!(pool.take(quarter - 8).unwrap().values()[0], 3.0);
         assert!(pool.take(quarter - 8).is_none(), "the oldest of the smaller length was dropped");
         assert_eq!(pool.held(), pool.bytes);
+        // Past the cap the idlest goes first, though it is the largest.
+        pool.recycle(value(quarter + 8, 9.0));
+        pool.end_pass();
+        for i in 0..4 {
+            pool.recycle(value(quarter, i as f32));
+        }
+        assert!(pool.take_exact(quarter + 8).is_none(), "the idle buffer was dropped first");
+        assert_eq!(pool.held(), 4 * quarter * 4);
     }
 
     #[test]
-    fn drops_buffers_no_request_took_for_three_pass_ends() {
+    fn drops_buffers_no_request_took_for_max_idle_pass_ends() {
         // Each pass: the graph input comes from outside and is freed after the first layer, whose output is freed
         // after the second. Without the idle limit one more input-sized buffer stayed behind in every pass.
         let mut pool = BufferPool::<f32>::new();
         let (input, output) = (2 * MIN_POOLED, 3 * MIN_POOLED);
-        let held: Vec<usize> = (0..8)
+        let held: Vec<usize> = (0..12)
             .map(|_| {
                 let first = produce(&mut pool, output, 1.0);
                 pool.recycle(value(input, 0.0));
@@ -365,24 +393,25 @@ mod tests {
                 pool.held()
             })
             .collect();
-        // Two output buffers and the inputs of the last three passes, at most.
-        let bound = (2 * output + 3 * input) * 4;
+        // Two output buffers and the inputs of the last MAX_IDLE_PASSES passes, at most.
+        let bound = (2 * output + MAX_IDLE_PASSES as usize * input) * 4;
         assert!(held.iter().all(|&h| h <= bound), "{held:?}");
-        assert_eq!(held[7], held[6], "steady: {held:?}");
+        assert_eq!(held[11], held[10], "steady: {held:?}");
+        assert!(held[11] < held[11 - MAX_IDLE_PASSES as usize] + input * 4, "{held:?}");
         assert_eq!(pool.held(), pool.bytes);
     }
 
     #[test]
-    fn a_buffer_only_every_other_pass_takes_survives_the_passes_between() {
-        // Forward and backward passes alternate on one pool; the backward's buffer must outlive the forward pass.
+    fn a_buffer_one_kind_of_pass_takes_survives_the_passes_of_other_kinds_between() {
+        // An explainer's round: one forward pass, then up to three backward passes. The forward's buffer must
+        // outlive the backward passes, and the other way round.
         let mut pool = BufferPool::<f32>::new();
-        let gradient = 5 * MIN_POOLED;
-        for pass in 0..6 {
-            if pass % 2 == 1 {
-                let hit = pool.take(gradient).is_some();
-                assert_eq!(hit, pass > 1, "pass {pass}");
-                pool.recycle(value(gradient, 0.0));
-            }
+        let (activation, gradient) = (5 * MIN_POOLED, 7 * MIN_POOLED);
+        for pass in 0..16 {
+            let len = if pass % 4 == 0 { activation } else { gradient };
+            let hit = pool.take_exact(len).is_some();
+            assert_eq!(hit, pass > 1, "pass {pass}");
+            pool.recycle(value(len, 0.0));
             pool.end_pass();
         }
     }
