@@ -111,6 +111,41 @@ fn zero_pads_fold_into_the_following_convolution() {
     }
 }
 
+/// Stride-1 convolutions after a zero `Pad`: 3×3 layers whose folded padding stays within the kernel's reach (the
+/// packed input gradient takes the fold, and the `Pad`'s rule does not run), and a 1×1 whose folded padding does not
+/// (the packed kernel runs at the padded size and the `Pad`'s crop follows). The input gradient equals the op-by-op
+/// path either way.
+#[test]
+fn folded_pads_before_stride_one_convolutions_keep_the_input_gradient() {
+    // (kernel, ONNX pads [n, c, h, w begins, then ends], whether the Pad's rule still runs)
+    let cases = [
+        (3, [0, 0, 1, 1, 0, 0, 1, 1], false),
+        (3, [0, 0, 0, 1, 0, 0, 2, 1], false),
+        (1, [0, 0, 1, 1, 0, 0, 1, 1], true),
+    ];
+    for (i, (k, pads, pad_rule_runs)) in cases.into_iter().enumerate() {
+        let mut b = GraphBuilder::<f32>::new();
+        let x = b.input("x", &[2, 8, 10, 9]).unwrap();
+        let padded = b.node("pad", Pad { pads: pads.to_vec(), mode: PadMode::Constant, value: 0.0 }, &[x]).unwrap();
+        let w = b.constant("w", random(&[6, 8, k, k], 40 + i as u64)).unwrap();
+        let y = b.node("conv", Conv::default(), &[padded, w]).unwrap();
+        let out = b.node("relu6", Clip { min: 0.0, max: 6.0 }, &[y]).unwrap();
+        b.output(out);
+        let g = b.build();
+        let plan = g.plan(&["relu6"], &["x"], &[]).unwrap();
+        assert_eq!(plan.fused_chains(), (1, 2), "case {i}: the Pad folds in the forward pass");
+        let input = random::<f32>(&[2, 8, 10, 9], 50 + i as u64);
+        let fused = g.forward(&plan, vec![("x", input.clone())]).unwrap();
+        let plain = g.forward(&plan.clone().unfused(), vec![("x", input)]).unwrap();
+        let seed = random::<f32>(plain.get("relu6").unwrap().shape(), 60 + i as u64);
+        let (gf, gp) =
+            (fused.backward(vec![("relu6", seed.clone())]).unwrap(), plain.backward(vec![("relu6", seed)]).unwrap());
+        let e = rel_err(gf.get("x").unwrap(), gp.get("x").unwrap());
+        assert!(e < 1e-5, "case {i}: input gradient differs by {e:.2e}");
+        assert_eq!(gf.trace.iter().any(|r| r.node == "pad"), pad_rule_runs, "case {i}");
+    }
+}
+
 /// The input gradient of stride-1 convolutions runs as a convolution with transposed, flipped weights on the packed
 /// kernels (Winograd where the forward would use it): the same gradient as each op's own backward rule, for 1×1,
 /// 3×3 (Winograd-sized and not), dilated 3×3 and asymmetric-padded 5×5 layers, and strided ones that keep the rule.

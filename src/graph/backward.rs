@@ -61,7 +61,8 @@ impl<T> std::fmt::Debug for BackwardOptions<'_, T> {
 pub struct VjpRecord {
     pub node: String,
     pub op: &'static str,
-    /// Names of the inputs whose gradient was computed.
+    /// Names of the values that received a gradient: the node's inputs — or, for a convolution whose leading zero
+    /// `Pad` was folded in, that `Pad`'s input in place of its output (the `Pad`'s own rule then does not run).
     pub input_grads: Vec<String>,
 }
 
@@ -96,6 +97,23 @@ impl<T> Gradients<T> {
         let id = self.id(name)?;
         self.grads.remove(&id).ok_or_else(|| GraphError::NotPlanned { name: name.to_string(), role: "a `wrt` value" })
     }
+}
+
+/// `t` over a buffer of exactly its length. A gradient handed to the caller may have been made in a longer pool
+/// buffer (graph::pool: a mask applied in place, a sum into a pooled gradient), which it would pin for as long as the
+/// caller holds it, and copy whole when cloned.
+fn exact_storage<T: Element>(t: Tensor<T>) -> Tensor<T> {
+    if !t.is_standard_layout() {
+        return t;
+    }
+    let (len, shape) = (t.len(), t.shape().to_vec());
+    let (data, offset) = t.into_raw_vec_and_offset();
+    let exact = match offset {
+        // Standard layout: the elements are the `len` values from the offset.
+        Some(start) if data.len() != len => data[start..start + len].to_vec(),
+        _ => data,
+    };
+    Tensor::from_shape_vec(ndarray::IxDyn(&shape), exact).expect("a standard-layout tensor's elements fill its shape")
 }
 
 fn accumulate<T: Element>(slot: &mut Option<Tensor<T>>, g: Tensor<T>) {
@@ -251,15 +269,31 @@ impl<T: Element> Activations<'_, T> {
             let direct = match (plan.wanted[n].as_slice(), &out_grads[..]) {
                 ([true, rest @ ..], [Some(dy)]) if plan.packed_backward && rest.iter().all(|w| !w) => {
                     let fold = folds.get(&n).copied();
-                    let target = fold.map(|(pad_in, _)| pad_in).or(first_input);
-                    let (pads, outlives) = (fold.map(|(_, pads)| pads), target.is_some_and(is_wrt));
-                    let conv = graph
-                        .packed_conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives)
-                        .or_else(|| self.conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives));
-                    if conv.is_some() {
-                        first_input = target;
+                    let pads = fold.map(|(_, pads)| pads);
+                    let folded_target = fold.map(|(pad_in, _)| pad_in).or(first_input);
+                    let outlives = |target: Option<ValueId>| target.is_some_and(is_wrt);
+                    let mut packed = |pads, target| {
+                        graph.packed_conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives(target))
+                    };
+                    // Folded padding can exceed the kernel's reach where the convolution's own fits (a 1×1 after
+                    // a Pad): the packed kernel at the padded size and the Pad's crop then still beat the generic
+                    // kernel.
+                    let conv = match packed(pads, folded_target) {
+                        Some(dx) => Some((dx, folded_target)),
+                        None => fold.and_then(|_| packed(None, first_input)).map(|dx| (dx, first_input)),
+                    };
+                    let conv = conv.or_else(|| {
+                        let outlives = outlives(folded_target);
+                        let dx = self.conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives)?;
+                        Some((dx, folded_target))
+                    });
+                    match conv {
+                        Some((dx, target)) => {
+                            first_input = target;
+                            Some(dx)
+                        }
+                        None => graph.stored_linear_input_gradient(node, dy),
                     }
-                    conv.or_else(|| graph.stored_linear_input_gradient(node, dy))
                 }
                 _ => None,
             };
@@ -332,7 +366,7 @@ impl<T: Element> Activations<'_, T> {
         let names = self.wrt_names();
         for &w in &plan.wrt {
             let g = match grads[w.0].take() {
-                Some(g) => g,
+                Some(g) => exact_storage(g),
                 None => {
                     // Not connected to any seed: the gradient is zero.
                     Tensor::zeros(self.shapes[w.0].clone())

@@ -55,7 +55,8 @@ impl Plan {
         &self.feeds
     }
 
-    /// Number of nodes whose backward will run.
+    /// Number of nodes whose backward the plan runs. A zero `Pad` folded into the convolution after it counts,
+    /// though the sweep usually takes the convolution's input gradient straight to the `Pad`'s input instead.
     pub fn backward_nodes(&self) -> usize {
         self.run_backward.iter().filter(|&&b| b).count()
     }
