@@ -5,7 +5,7 @@ mod common;
 
 use common::{npy_f32, one_hot, random};
 use gradcam::ops::{Clip, Conv, Pad, PadMode};
-use gradcam::{GraphBuilder, Model, Tensor};
+use gradcam::{Graph, GraphBuilder, Model, Tensor};
 
 fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
@@ -60,6 +60,19 @@ fn values_inside_chains_stay_addressable_with_equal_gradients() {
     assert!(chains >= 49 && absorbed >= chains, "{chains} chains absorbing {absorbed} ops");
 }
 
+/// `x → pad → conv → relu6`: the graph of a TF-style padded layer, with an optional bias.
+fn pad_conv_relu6(x_shape: &[usize], pad: Pad, w: Tensor<f32>, bias: Option<Tensor<f32>>, conv: Conv) -> Graph<f32> {
+    let mut b = GraphBuilder::<f32>::new();
+    let x = b.input("x", x_shape).unwrap();
+    let padded = b.node("pad", pad, &[x]).unwrap();
+    let mut inputs = vec![padded, b.constant("w", w).unwrap()];
+    inputs.extend(bias.map(|bias| b.constant("b", bias).unwrap()));
+    let y = b.node("conv", conv, &inputs).unwrap();
+    let out = b.node("relu6", Clip { min: 0.0, max: 6.0 }, &[y]).unwrap();
+    b.output(out);
+    b.build()
+}
+
 /// TF-style "SAME" padding exported as a zero `Pad` node in front of a convolution (EfficientNet-Lite's ONNX export):
 /// folded into the convolution's own padding, for a regular and a depthwise convolution with stride 2 and
 /// asymmetric pads, with the same output and input gradient as running the `Pad` on its own (the backward sweep takes
@@ -69,18 +82,11 @@ fn values_inside_chains_stay_addressable_with_equal_gradients() {
 fn zero_pads_fold_into_the_following_convolution() {
     for (groups, in_per_group) in [(1, 6), (6, 1)] {
         for (mode, value) in [(PadMode::Constant, 0.0), (PadMode::Constant, 0.5), (PadMode::Edge, 0.0)] {
-            let mut b = GraphBuilder::<f32>::new();
-            let x = b.input("x", &[2, 6, 9, 10]).unwrap();
             let pad = Pad { pads: vec![0, 0, 0, 1, 0, 0, 2, 1], mode, value };
-            let padded = b.node("pad", pad, &[x]).unwrap();
             let out_channels = if groups == 1 { 5 } else { 6 };
-            let w = b.constant("w", random(&[out_channels, in_per_group, 3, 3], 3)).unwrap();
-            let bias = b.constant("b", random(&[out_channels], 4)).unwrap();
+            let w = random(&[out_channels, in_per_group, 3, 3], 3);
             let conv = Conv { strides: [2, 2], groups, ..Conv::default() };
-            let y = b.node("conv", conv, &[padded, w, bias]).unwrap();
-            let out = b.node("relu6", Clip { min: 0.0, max: 6.0 }, &[y]).unwrap();
-            b.output(out);
-            let g = b.build();
+            let g = pad_conv_relu6(&[2, 6, 9, 10], pad, w, Some(random(&[out_channels], 4)), conv);
             let input = random::<f32>(&[2, 6, 9, 10], 5);
             let zero_pad = mode == PadMode::Constant && value == 0.0;
             for keep_pad in [false, true] {
@@ -124,14 +130,8 @@ fn folded_pads_before_stride_one_convolutions_keep_the_input_gradient() {
         (1, [0, 0, 1, 1, 0, 0, 1, 1], true),
     ];
     for (i, (k, pads, pad_rule_runs)) in cases.into_iter().enumerate() {
-        let mut b = GraphBuilder::<f32>::new();
-        let x = b.input("x", &[2, 8, 10, 9]).unwrap();
-        let padded = b.node("pad", Pad { pads: pads.to_vec(), mode: PadMode::Constant, value: 0.0 }, &[x]).unwrap();
-        let w = b.constant("w", random(&[6, 8, k, k], 40 + i as u64)).unwrap();
-        let y = b.node("conv", Conv::default(), &[padded, w]).unwrap();
-        let out = b.node("relu6", Clip { min: 0.0, max: 6.0 }, &[y]).unwrap();
-        b.output(out);
-        let g = b.build();
+        let pad = Pad { pads: pads.to_vec(), mode: PadMode::Constant, value: 0.0 };
+        let g = pad_conv_relu6(&[2, 8, 10, 9], pad, random(&[6, 8, k, k], 40 + i as u64), None, Conv::default());
         let plan = g.plan(&["relu6"], &["x"], &[]).unwrap();
         assert_eq!(plan.fused_chains(), (1, 2), "case {i}: the Pad folds in the forward pass");
         let input = random::<f32>(&[2, 8, 10, 9], 50 + i as u64);

@@ -246,7 +246,7 @@ pub fn conv2d_backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_o
                             let rows = &dcol[base + c * taps * tw..base + (c + 1) * taps * tw];
                             // SAFETY: `plane` is channel c's plane of this image and group (checked by `block`);
                             // tasks of other channels write other planes, and tasks of this channel other phases.
-                            unsafe { col2im_channel_tile_phase(rows, &win, p0, p1, plane, in_plane, phase) };
+                            unsafe { col2im_channel_tile_phase(rows, &win, p0, p1, plane, in_plane, Some(phase)) };
                         }
                     });
                 }

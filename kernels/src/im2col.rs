@@ -390,35 +390,18 @@ pub fn im2col_panels_phased(
 /// channel's gradient plane: the adjoint of [`im2col_tile`] restricted to one channel.
 pub fn col2im_channel_tile<T: Element>(col: &[T], win: &Window, p0: usize, p1: usize, plane: &mut [T]) {
     // SAFETY: `plane` is borrowed exclusively for the call, with its length.
-    unsafe { col2im_taps(col, win, p0, p1, plane.as_mut_ptr(), plane.len(), None) }
+    unsafe { col2im_channel_tile_phase(col, win, p0, p1, plane.as_mut_ptr(), plane.len(), None) }
 }
 
-/// [`col2im_channel_tile`] for the taps of one stride phase only: tap `(ky, kx)` writes pixels whose row is
-/// `ky·dilation_h − pad_top` and whose column is `kx·dilation_w − pad_left` modulo the strides, so the taps split
-/// into `stride_h·stride_w` classes that write disjoint pixels; `phase` (`row class · stride_w + column class`)
-/// picks one. Each pixel receives its additions in the same order as from [`col2im_channel_tile`].
+/// [`col2im_channel_tile`] for the taps of one stride phase only (all taps for `None`): tap `(ky, kx)` writes pixels
+/// whose row is `ky·dilation_h − pad_top` and whose column is `kx·dilation_w − pad_left` modulo the strides, so the
+/// taps split into `stride_h·stride_w` classes that write disjoint pixels; `phase` (`row class · stride_w + column
+/// class`) picks one. Each pixel receives its additions in the same order as from [`col2im_channel_tile`].
 ///
 /// # Safety
 /// `plane` must be valid for reads and writes of `plane_len` values (the `in_h × in_w` plane), and no other thread
-/// may access this phase's pixels of it during the call.
+/// may access this phase's pixels of it (every pixel, for `None`) during the call.
 pub unsafe fn col2im_channel_tile_phase<T: Element>(
-    col: &[T],
-    win: &Window,
-    p0: usize,
-    p1: usize,
-    plane: *mut T,
-    plane_len: usize,
-    phase: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { col2im_taps(col, win, p0, p1, plane, plane_len, Some(phase)) }
-}
-
-/// The loop of both: every tap in row-major order, or only the taps of `phase`.
-///
-/// # Safety
-/// As [`col2im_channel_tile_phase`], for the pixels of `phase` (of every phase when `None`).
-unsafe fn col2im_taps<T: Element>(
     col: &[T],
     win: &Window,
     p0: usize,
@@ -668,7 +651,7 @@ mod tests {
             let mut phased = start.clone();
             for phase in 0..w.stride_h * w.stride_w {
                 // SAFETY: `phased` holds the whole plane and nothing else touches it.
-                unsafe { col2im_channel_tile_phase(&y, &w, p0, p1, phased.as_mut_ptr(), phased.len(), phase) };
+                unsafe { col2im_channel_tile_phase(&y, &w, p0, p1, phased.as_mut_ptr(), phased.len(), Some(phase)) };
             }
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&phased), bits(&whole), "{w:?}");

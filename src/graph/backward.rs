@@ -241,11 +241,12 @@ impl<T: Element> Activations<'_, T> {
             .iter()
             .enumerate()
             .filter_map(|(p, chain)| {
-                let (pad_out, pads) = chain.as_ref()?.pad?;
+                let chain = chain.as_ref()?;
+                let (pad_out, pads) = chain.pad?;
                 let pad = &graph.nodes[p];
                 let filtered = options.filter.is_some_and(|f| f.applies_to(pad.op.as_ref()));
                 let foldable = plan.run_backward[p] && plan.wanted[p].first() == Some(&true) && !is_wrt(pad_out);
-                (foldable && !filtered).then_some((chain.as_ref()?.conv, (*pad.inputs.first()?, pads)))
+                (foldable && !filtered).then_some((chain.conv, (*pad.inputs.first()?, pads)))
             })
             .collect();
         let mut trace = Vec::new();
@@ -283,8 +284,8 @@ impl<T: Element> Activations<'_, T> {
                         None => fold.and_then(|_| packed(None, first_input)).map(|dx| (dx, first_input)),
                     };
                     let conv = conv.or_else(|| {
-                        let outlives = outlives(folded_target);
-                        let dx = self.conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, outlives)?;
+                        let to_caller = outlives(folded_target);
+                        let dx = self.conv_input_gradient(n, &input_shapes, dy, &mut pool, pads, to_caller)?;
                         Some((dx, folded_target))
                     });
                     match conv {

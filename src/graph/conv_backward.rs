@@ -7,7 +7,6 @@
 //! geometries (strides, groups; depthwise has its own fast kernel) keep the op's own rule.
 
 use super::fuse::{fold_pad, is_f32, winograd_wins, PackKey};
-use super::pool::Buffer;
 use super::Graph;
 use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::Fusable;
@@ -98,9 +97,7 @@ impl<T: Element> Graph<T> {
         let shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
         let len = shape.iter().product();
         // T is f32 here (checked above): the pooled buffer is one of f32.
-        let taken = if outlives_pass { pool.take_exact(len) } else { pool.take(len) };
-        let pooled: Option<Box<dyn Any>> = taken.map(|b| Box::new(b) as Box<dyn Any>);
-        let mut dx = pooled.and_then(|b| b.downcast::<Buffer<f32>>().ok()).map_or_else(|| Buffer::zeroed(len), |b| *b);
+        let mut dx = pool.take_f32_or_zeroed(len, outlives_pass);
         conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, dx.values());
         let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
         let boxed: Box<dyn Any> = Box::new(dx);

@@ -16,7 +16,7 @@
 //! on first use and cached in the graph for its lifetime, per SIMD level. Fusion applies to f32 graphs; f64 graphs
 //! (gradient checks) always run op by op.
 
-use super::pool::{Buffer, BufferPool};
+use super::pool::BufferPool;
 use super::{Graph, ValueId};
 use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Conv, Fusable};
@@ -289,9 +289,7 @@ impl<T: Element> Graph<T> {
         let len = out_shape.iter().product();
         // Every kernel behind conv2d_forward_packed writes every output element: a recycled buffer needs no zeroing.
         // A value the plan keeps takes a buffer of its own length (see graph::pool).
-        let taken = if kept { pool.take_exact(len) } else { pool.take(len) };
-        let recycled = taken.and_then(|b| (Box::new(b) as Box<dyn Any>).downcast::<Buffer<f32>>().ok());
-        let mut buffer = recycled.map_or_else(|| Buffer::zeroed(len), |b| *b);
+        let mut buffer = pool.take_f32_or_zeroed(len, kept);
         let y = buffer.values();
         match residual {
             Some(r) => {

@@ -273,8 +273,24 @@ impl<T: Element> BufferPool<T> {
     /// [`BufferPool::take`] (or [`BufferPool::take_exact`] for a value that outlives the pass), else a fresh buffer
     /// of zeros.
     pub(super) fn take_or_zeroed(&mut self, len: usize, outlives_pass: bool) -> Buffer<T> {
-        let taken = if outlives_pass { self.take_exact(len) } else { self.take(len) };
-        taken.unwrap_or_else(|| Buffer::zeroed(len))
+        self.take_for(len, outlives_pass).unwrap_or_else(|| Buffer::zeroed(len))
+    }
+
+    /// [`BufferPool::take_or_zeroed`] as a buffer of f32, for the f32 kernels of a graph the caller checked is f32
+    /// (of another element type, a fresh buffer).
+    pub(super) fn take_f32_or_zeroed(&mut self, len: usize, outlives_pass: bool) -> Buffer<f32> {
+        let taken = self.take_for(len, outlives_pass);
+        let f32s = taken.and_then(|b| (Box::new(b) as Box<dyn std::any::Any>).downcast::<Buffer<f32>>().ok());
+        f32s.map_or_else(|| Buffer::zeroed(len), |b| *b)
+    }
+
+    /// [`BufferPool::take`], or [`BufferPool::take_exact`] for a value that outlives the pass.
+    fn take_for(&mut self, len: usize, outlives_pass: bool) -> Option<Buffer<T>> {
+        if outlives_pass {
+            self.take_exact(len)
+        } else {
+            self.take(len)
+        }
     }
 }
 
