@@ -162,6 +162,32 @@ impl<T: Element> Activations<'_, T> {
         Some(g)
     }
 
+    /// The input gradient of node `n` made in place from its output gradient by the op's
+    /// [`crate::ops::Op::input_gradient_in_place`], where the first input alone wants one and has the output's
+    /// shape; else `None`, with `out_grads` untouched. Like [`Self::mask_in_place`], the output gradient is the
+    /// sweep's own.
+    fn in_place(
+        &self,
+        n: usize,
+        out_grads: &mut [Option<Tensor<T>>],
+        cx: &Vjp<'_, T>,
+    ) -> Option<std::result::Result<Tensor<T>, OpError>> {
+        let first_only = matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w));
+        let [slot] = out_grads else { return None };
+        let same_shape = slot.as_ref().is_some_and(|g| cx.input_shapes.first() == Some(&g.shape()));
+        if !first_only || !same_shape {
+            return None;
+        }
+        let mut g = slot.take()?;
+        match self.graph.nodes[n].op.input_gradient_in_place(cx, &mut g) {
+            Some(done) => Some(done.map(|()| g)),
+            None => {
+                *slot = Some(g);
+                None
+            }
+        }
+    }
+
     /// `∂L/∂x` of convolution node `n` (any geometry; weights from the graph or the forward pass) written into a
     /// pooled buffer, which saves the allocation and its page faults (the kernel zeroes the buffer itself where it
     /// accumulates). `None` for other ops (or weights the pass did not keep): the caller runs the op's own rule.
@@ -327,15 +353,22 @@ impl<T: Element> Activations<'_, T> {
                         .iter()
                         .map(|&o| if plan.saves_outputs[n] { self.by_id(o) } else { None })
                         .collect();
-                    let cx = Vjp {
-                        inputs,
+                    let cx = |output_grads| Vjp {
+                        inputs: inputs.clone(),
                         input_shapes: input_shapes.clone(),
-                        outputs,
+                        outputs: outputs.clone(),
                         saved: self.saved[n].as_deref(),
-                        output_grads: out_grads.iter().map(|g| g.as_ref()).collect(),
+                        output_grads,
                         wanted: &plan.wanted[n],
                     };
-                    node.op.backward(&cx).map_err(wrap)?
+                    match self.in_place(n, &mut out_grads, &cx(vec![None])) {
+                        Some(dx) => {
+                            let mut grads = vec![None; node.inputs.len()];
+                            grads[0] = Some(dx.map_err(wrap)?);
+                            grads
+                        }
+                        None => node.op.backward(&cx(out_grads.iter().map(|g| g.as_ref()).collect())).map_err(wrap)?,
+                    }
                 }
             };
             out_grads.into_iter().flatten().for_each(|g| pool.recycle(g));

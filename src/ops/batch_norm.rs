@@ -8,6 +8,9 @@ use crate::Element;
 use ndarray::{Axis, IxDyn};
 use rayon::prelude::*;
 
+/// Elements per task of the in-place input gradient (small planes are grouped: a 7×7 layer is not 1000 tasks).
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
+
 /// Inference-mode batch normalization.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormalization {
@@ -93,6 +96,27 @@ impl<T: Element> Op<T> for BatchNormalization {
         Some(Fusable::BatchNorm { epsilon: self.epsilon })
     }
 
+    /// `g · a` per channel, `a = scale / √(var + ε)`, as [`Op::backward`] computes it (bit-identical), in place:
+    /// one pass over the gradient instead of a broadcast product into a new tensor.
+    fn input_gradient_in_place(&self, cx: &Vjp<'_, T>, g: &mut Tensor<T>) -> Option<Result<(), OpError>> {
+        let (scale, var) = (cx.input(1).ok()?, cx.input(4).ok()?);
+        let channels = *g.shape().get(1)?;
+        if !g.is_standard_layout() || scale.len() != channels || var.len() != channels {
+            return None;
+        }
+        let eps = T::lit(self.epsilon);
+        let a: Vec<T> = var.iter().zip(scale).map(|(&v, &s)| T::one() / (v + eps).sqrt() * s).collect();
+        let plane: usize = g.shape()[2..].iter().product();
+        let xs = g.as_slice_mut()?;
+        if plane > 0 {
+            xs.par_chunks_mut(plane).with_min_len(ELEMENTS_PER_TASK.div_ceil(plane)).enumerate().for_each(|(i, p)| {
+                let ak = a[i % channels];
+                p.iter_mut().for_each(|v| *v *= ak);
+            });
+        }
+        Some(Ok(()))
+    }
+
     fn backward(&self, cx: &Vjp<'_, T>) -> Result<Vec<Option<Tensor<T>>>, OpError> {
         let g = cx.grad()?;
         let r = g.ndim();
@@ -144,6 +168,38 @@ mod tests {
                 rng.tensor(&[c], 0.5, 2.0),
             ];
             check_vjp(&BatchNormalization { epsilon: 1e-3 }, &inputs, &[true; 5], 3);
+        }
+    }
+
+    #[test]
+    fn in_place_input_gradient_equals_the_rule_bit_for_bit() {
+        let mut rng = Rng::new(7);
+        // Planes of 1 (rank 2), odd sizes, and enough 7×7 planes that tasks group several of them.
+        for shape in [vec![2, 3, 4, 5], vec![3, 4], vec![1, 5, 7], vec![2, 400, 7, 7]] {
+            let c = shape[1];
+            let inputs = [
+                rng.tensor(&shape, -2.0, 2.0),
+                rng.tensor(&[c], 0.5, 1.5),
+                rng.tensor(&[c], -1.0, 1.0),
+                rng.tensor(&[c], -0.5, 0.5),
+                rng.tensor(&[c], 0.5, 2.0),
+            ];
+            let g = rng.tensor(&shape, -1.0, 1.0);
+            let op = BatchNormalization { epsilon: 1e-3 };
+            let wanted = [true, false, false, false, false];
+            let kept = Op::<f64>::saves(&op, &wanted).inputs;
+            let cx = |output_grads| Vjp {
+                inputs: inputs.iter().zip(&kept).map(|(t, &k)| k.then_some(t)).collect(),
+                input_shapes: inputs.iter().map(|t| t.shape()).collect(),
+                outputs: vec![None],
+                saved: None,
+                output_grads,
+                wanted: &wanted,
+            };
+            let rule = op.backward(&cx(vec![Some(&g)])).unwrap().remove(0).unwrap();
+            let mut in_place = g.clone();
+            op.input_gradient_in_place(&cx(vec![None]), &mut in_place).expect("applies").unwrap();
+            assert_eq!(rule, in_place, "{shape:?}");
         }
     }
 }

@@ -259,6 +259,14 @@ pub trait Op<T: Element>: Debug + Send + Sync + Any {
         None
     }
 
+    /// The first input's gradient made from the output gradient `g` in place, for ops where it is `g` changed
+    /// element by element (same shape): a long backward sweep then needs no new buffer and no second pass over
+    /// memory at such a node. Asked only when the first input alone wants a gradient; `cx` has the kept inputs and
+    /// saved state but no output gradients. `None`: [`Op::backward`] runs instead.
+    fn input_gradient_in_place(&self, _cx: &Vjp<'_, T>, _g: &mut Tensor<T>) -> Option<Result<(), OpError>> {
+        None
+    }
+
     /// The part this op can play in a fused convolution (see `graph::fuse`); `None` for most ops.
     fn fusion(&self) -> Option<Fusable> {
         None
