@@ -147,24 +147,29 @@ fn folded_pads_before_stride_one_convolutions_keep_the_input_gradient() {
 }
 
 /// The input gradient of stride-1 convolutions runs as a convolution with transposed, flipped weights on the packed
-/// kernels (Winograd where the forward would use it): the same gradient as each op's own backward rule, for 1×1,
-/// 3×3 (Winograd-sized and not), dilated 3×3 and asymmetric-padded 5×5 layers, and strided ones that keep the rule.
+/// kernels (Winograd where the forward would use it), and that of strided ones as columns `Wᵀ·∂L/∂y` on the packed
+/// kernels and col2im: the same gradient as each op's own backward rule, for 1×1, 3×3 (Winograd-sized and not),
+/// dilated 3×3 and asymmetric-padded 5×5 layers, and strided 3×3, 7×7 (a stem), 1×1 (a downsample) and dilated
+/// ones with unequal strides.
 #[test]
 fn packed_input_gradients_equal_the_ops_own_rule() {
     // (in, out, kernel, pads [t, l, b, r], dilation, stride, size)
     let cases = [
-        (24, 20, 1, [0, 0, 0, 0], 1, 1, 17),
-        (32, 24, 3, [1, 1, 1, 1], 1, 1, 20),
-        (8, 6, 3, [1, 1, 1, 1], 1, 1, 9),
-        (16, 18, 3, [2, 2, 2, 2], 2, 1, 15),
-        (12, 10, 5, [1, 2, 3, 0], 1, 1, 13),
-        (16, 16, 3, [1, 1, 1, 1], 1, 2, 16),
+        (24, 20, 1, [0, 0, 0, 0], 1, [1, 1], 17),
+        (32, 24, 3, [1, 1, 1, 1], 1, [1, 1], 20),
+        (8, 6, 3, [1, 1, 1, 1], 1, [1, 1], 9),
+        (16, 18, 3, [2, 2, 2, 2], 2, [1, 1], 15),
+        (12, 10, 5, [1, 2, 3, 0], 1, [1, 1], 13),
+        (16, 16, 3, [1, 1, 1, 1], 1, [2, 2], 16),
+        (3, 16, 7, [3, 3, 3, 3], 1, [2, 2], 21),
+        (16, 24, 1, [0, 0, 0, 0], 1, [2, 2], 14),
+        (6, 10, 3, [2, 1, 1, 2], 2, [2, 3], 17),
     ];
     for (i, &(cin, cout, k, pads, d, s, size)) in cases.iter().enumerate() {
         let mut b = GraphBuilder::<f32>::new();
         let x = b.input("x", &[2, cin, size, size]).unwrap();
         let w = b.constant("w", random(&[cout, cin, k, k], 10 + i as u64)).unwrap();
-        let conv = Conv { strides: [s, s], dilations: [d, d], pads, ..Conv::default() };
+        let conv = Conv { strides: s, dilations: [d, d], pads, ..Conv::default() };
         let y = b.node("conv", conv, &[x, w]).unwrap();
         b.output(y);
         let g = b.build();

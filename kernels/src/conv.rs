@@ -256,6 +256,30 @@ pub fn conv2d_backward_data<T: Element>(geo: &ConvGeometry, weight: &[T], grad_o
     });
 }
 
+/// Adds one image's columns into its input gradient: `dcol` is `k × out_plane` (row `c·taps + tap` for input
+/// channel `c`, as im2col lays out one tile spanning the whole plane), `dx` is `in_channels × in_h × in_w`. For
+/// ungrouped convolutions whose columns `Wᵀ·∂L/∂y` come from elsewhere (the packed kernels). One task per channel and
+/// stride phase, as in [`conv2d_backward_data`]; each pixel receives its additions in tap order.
+///
+/// # Panics
+/// If the convolution is grouped or a length disagrees with `geo`.
+pub fn col2im_image<T: Element>(geo: &ConvGeometry, dcol: &[T], dx: &mut [T]) {
+    assert_eq!(geo.groups, 1, "col2im_image: grouped convolution");
+    let (in_plane, out_plane, taps) = (geo.in_plane(), geo.out_plane(), geo.kernel_h * geo.kernel_w);
+    assert_eq!(dcol.len(), geo.k() * out_plane, "col2im_image: columns length");
+    assert_eq!(dx.len(), geo.in_channels * in_plane, "col2im_image: input gradient length");
+    let (win, phases) = (geo.window(), geo.stride_h * geo.stride_w);
+    let out = DisjointOutput::new(dx);
+    (0..geo.in_channels * phases).into_par_iter().for_each(|task| {
+        let (c, phase) = (task / phases, task % phases);
+        let plane = out.block(c * in_plane, 1, in_plane, in_plane);
+        let rows = &dcol[c * taps * out_plane..(c + 1) * taps * out_plane];
+        // SAFETY: `plane` is channel c's plane (checked by `block`); tasks of other channels write other planes,
+        // and tasks of this channel other phases.
+        unsafe { col2im_channel_tile_phase(rows, &win, 0, out_plane, plane, in_plane, Some(phase)) };
+    });
+}
+
 /// `grad_weight ← ∂⟨grad_output, conv(input, w)⟩/∂w` summed over the batch (overwrites `grad_weight`).
 pub fn conv2d_backward_weight<T: Element>(geo: &ConvGeometry, input: &[T], grad_output: &[T], grad_weight: &mut [T]) {
     geo.check(input.len(), grad_weight.len(), grad_output.len());
@@ -432,6 +456,36 @@ pub(crate) mod tests {
             let via_w: f64 = w.iter().zip(&dw).map(|(a, b)| a * b).sum();
             assert!((lhs - via_x).abs() < 1e-9 * lhs.abs().max(1.0), "{geo:?}");
             assert!((lhs - via_w).abs() < 1e-9 * lhs.abs().max(1.0), "{geo:?}");
+        }
+    }
+
+    #[test]
+    fn col2im_image_of_the_columns_is_the_input_gradient() {
+        // Ungrouped variants (strides with asymmetric pads, dilations, pointwise, several tiles), and a stride-2
+        // stem whose taps fall in every phase.
+        let stem = ConvGeometry { stride_h: 2, stride_w: 2, in_h: 12, in_w: 13, ..base_3x3(3, 8, 1) };
+        for geo in geometries().into_iter().filter(|g| g.groups == 1).chain([stem]) {
+            let (k, out_plane, in_len) = (geo.k(), geo.out_plane(), geo.in_channels * geo.in_plane());
+            let w = data(geo.out_channels * k, 7);
+            let dy = data(geo.batch * geo.out_channels * out_plane, 8);
+            let mut want = vec![0.0; geo.batch * in_len];
+            conv2d_backward_data(&geo, &w, &dy, &mut want);
+            let mut got = vec![0.0; want.len()];
+            for (b, dx) in got.chunks_mut(in_len).enumerate() {
+                // dcol[r][p] = Σ_co W[co][r] · dy[co][p], the product the packed kernels make.
+                let dy = &dy[b * geo.out_channels * out_plane..];
+                let mut dcol = vec![0.0; k * out_plane];
+                for (r, row) in dcol.chunks_mut(out_plane).enumerate() {
+                    for co in 0..geo.out_channels {
+                        let wr = w[co * k + r];
+                        row.iter_mut().zip(&dy[co * out_plane..]).for_each(|(d, &g)| *d += wr * g);
+                    }
+                }
+                col2im_image(&geo, &dcol, dx);
+            }
+            for (a, e) in got.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-10, "{geo:?}: {a} vs {e}");
+            }
         }
     }
 }

@@ -65,7 +65,7 @@ pub mod stored_matmul;
 pub mod vector;
 pub mod winograd;
 
-pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
+pub use conv::{col2im_image, conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
 pub use conv_packed::PackedConv;
 pub use element::Element;
 pub use geometry::ConvGeometry;

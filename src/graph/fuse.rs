@@ -86,6 +86,9 @@ pub(super) struct PackKey {
     pub transposed: bool,
     /// Packed for the transposed product of a small plane (`conv_pixel_rows`).
     pub pixel_rows: bool,
+    /// `Wᵀ` alone (`k × C_out`, neither flipped nor transformed): the product that makes a strided convolution's
+    /// input-gradient columns (`graph::conv_backward`).
+    pub columns: bool,
 }
 
 /// Folded and packed weights of a graph's convolutions, made on first use.
@@ -282,7 +285,8 @@ impl<T: Element> Graph<T> {
         let winograd = winograd_wins(&geo);
         let pixel_rows = self.pixel_rows_win(node.inputs[1], &geo, level);
         let batch_norm = chain.batch_norm.map(|b| b.0);
-        let key = PackKey { conv: chain.conv, batch_norm, level, winograd, transposed: false, pixel_rows };
+        let key =
+            PackKey { conv: chain.conv, batch_norm, level, winograd, transposed: false, pixel_rows, columns: false };
         let packed = self.packed.get_or_make(key, || self.pack_conv(chain, level, winograd, pixel_rows));
         let clamp = chain.clamp.unwrap_or(Clamp::NONE);
         let out_shape = [geo.batch, geo.out_channels, geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0)];
