@@ -65,11 +65,13 @@ done
 echo "== PyTorch on the same GPU"
 timeout 200 python3 tools/gpu_peers.py --binary "$binary" --models-dir /tmp/gpu-models 2>&1 | grep -v Warning
 
-echo "== compute-sanitizer memcheck: one saliency and one Grad-CAM run"
+echo "== compute-sanitizer memcheck: one saliency and one Grad-CAM run, at batch 1 and 2 (batched products)"
 if command -v compute-sanitizer > /dev/null; then
     for method in saliency gradcam; do
-        timeout 120 compute-sanitizer --tool memcheck --print-limit 5 \
-            "$binary" bench --method "$method" --device cuda --iters 1 --warmup 0 2>&1 | tail -4
+        for batch in 1 2; do
+            timeout 120 compute-sanitizer --tool memcheck --print-limit 5 "$binary" bench --method "$method" \
+                --device cuda --batch "$batch" --iters 1 --warmup 0 2>&1 | tail -4
+        done
     done
 else
     echo "compute-sanitizer: not found"

@@ -211,6 +211,34 @@ impl Backend for Cuda {
         let int = |v: usize| i32::try_from(v).map_err(|_| DeviceError::Size(format!("product size {v} over 2^31")));
         let _guard = self.shared.blas_lock.lock().map_err(|_| call_error("cublasSgemm", "a previous call panicked"))?;
         self.bind()?;
+        if call.count != 1 {
+            let long = |v: usize| i64::try_from(v).map_err(|_| DeviceError::Size(format!("product stride {v}")));
+            // cuBLAS's first operand is our B, its second our A (see ColumnMajorGemm).
+            // SAFETY: as below, for each of the `count` products (the caller checked every one).
+            return unsafe {
+                cudarc::cublas::result::sgemm_strided_batched(
+                    *self.shared.blas.handle(),
+                    op(cm.trans_first),
+                    op(cm.trans_second),
+                    int(cm.m)?,
+                    int(cm.n)?,
+                    int(cm.k)?,
+                    &call.alpha,
+                    cm.first as *const f32,
+                    int(cm.ld_first.max(1))?,
+                    long(call.stride_b)?,
+                    cm.second as *const f32,
+                    int(cm.ld_second.max(1))?,
+                    long(call.stride_a)?,
+                    &call.beta,
+                    cm.c as *mut f32,
+                    int(cm.ldc.max(1))?,
+                    long(call.stride_c)?,
+                    int(call.count)?,
+                )
+            }
+            .map_err(|e| call_error("cublasSgemmStridedBatched", e));
+        }
         // SAFETY: the caller guarantees the three addresses hold the matrices of these shapes; the handle is bound
         // to this device's stream, its context is current, and one thread at a time uses it (blas_lock).
         unsafe {

@@ -1,6 +1,6 @@
 //! The CUDA kernels, run through the host emulation, against the CPU kernels of this crate.
 
-use super::{Activation, BinaryOp, Device};
+use super::{Activation, BinaryOp, Buffer, Device};
 use crate::geometry::{window_count, ConvGeometry};
 use crate::pool::PoolGeometry;
 
@@ -56,6 +56,12 @@ fn conv_cases() -> Vec<ConvGeometry> {
             groups,
         });
     }
+    // A plain 1×1 (its products read the input and write the input gradient directly) and a 3×3, each at a batch of
+    // three: in test builds the columns of two images fill one product, so the last image is a group of its own.
+    let plain =
+        ConvGeometry { kernel_h: 1, kernel_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0, ..cases[0] };
+    cases.push(ConvGeometry { batch: 3, ..plain });
+    cases.push(ConvGeometry { batch: 3, ..cases[0] });
     cases
 }
 
@@ -95,6 +101,30 @@ fn wrong_buffer_sizes_are_refused_before_launching() {
     assert!(dev.activation(Activation::Sigmoid, &x, &mut dev.zeros(9).unwrap()).is_err());
     let big = dev.zeros(4).unwrap();
     assert!(dev.gemm((2, 2, 2), (&big, 1, false), (&big, 0, false), (&mut y, 0), 1.0, 0.0).is_err());
+    // Batched products: the last one must fit too, and their outputs must not overlap.
+    let (a, b) = (dev.zeros(8).unwrap(), dev.zeros(8).unwrap());
+    let batched = |count, stride_c, c: &mut Buffer| {
+        dev.gemm_batched((2, 2, 2), (count, [4, 4, stride_c]), (&a, 0, false), (&b, 0, false), (c, 0), 1.0, 0.0)
+    };
+    assert!(batched(2, 4, &mut dev.zeros(8).unwrap()).is_ok());
+    assert!(batched(3, 4, &mut dev.zeros(12).unwrap()).is_err(), "A and B hold two products, not three");
+    assert!(batched(2, 2, &mut dev.zeros(8).unwrap()).is_err(), "overlapping outputs");
+}
+
+#[test]
+fn batched_products_equal_one_product_at_a_time() {
+    let Some(dev) = device() else { return };
+    // Three 3×4 · 4×5 products sharing A (stride 0), B read transposed, C with a gap between its matrices.
+    let (a, b) = (values(12, 1), values(3 * 20, 2));
+    let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+    let mut batched = dev.zeros(3 * 16).unwrap();
+    let call = (3, [0, 20, 16]);
+    dev.gemm_batched((3, 5, 4), call, (&da, 0, false), (&db, 0, true), (&mut batched, 0), 1.0, 0.0).unwrap();
+    let mut single = dev.zeros(3 * 16).unwrap();
+    for i in 0..3 {
+        dev.gemm((3, 5, 4), (&da, 0, false), (&db, i * 20, true), (&mut single, i * 16), 1.0, 0.0).unwrap();
+    }
+    assert_eq!(dev.download(&batched).unwrap(), dev.download(&single).unwrap());
 }
 
 fn pool_cases() -> Vec<(PoolGeometry, bool)> {

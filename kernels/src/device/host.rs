@@ -105,6 +105,13 @@ impl Backend for HostEmulation {
     }
 
     unsafe fn gemm(&self, call: &GemmCall) -> Result<()> {
+        if call.count != 1 {
+            for i in 0..call.count {
+                // SAFETY: the caller guarantees every product of the batch lies in live buffers.
+                unsafe { self.gemm(&call.nth(i))? };
+            }
+            return Ok(());
+        }
         let (m, n, k) = (call.m, call.n, call.k);
         let (rsa, csa) = if call.trans_a { (1, m as isize) } else { (k as isize, 1) };
         let (rsb, csb) = if call.trans_b { (1, k as isize) } else { (n as isize, 1) };

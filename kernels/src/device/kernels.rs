@@ -8,6 +8,14 @@ use crate::pool::PoolGeometry;
 /// Largest tensor rank the broadcasting and box kernels take (`MAX_RANK` in `prelude.cuh`).
 pub const MAX_RANK: usize = 6;
 
+/// Most elements of one convolution call's im2col columns (256 MB): a batch's columns share one product up to
+/// this, so a large layer at a large batch does not take gigabytes.
+#[cfg(not(test))]
+const MAX_COLUMNS: usize = 64 << 20;
+/// Two images' columns of the emulation tests' first 3×3 case (27 taps × 9·8 pixels), so that they cover groups.
+#[cfg(test)]
+const MAX_COLUMNS: usize = 2 * 27 * 72;
+
 /// An element-wise activation (codes as in `elementwise.cu`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
@@ -281,6 +289,23 @@ impl Device {
     pub fn gemm(
         &self,
         (m, n, k): (usize, usize, usize),
+        a: (&Buffer, usize, bool),
+        b: (&Buffer, usize, bool),
+        c: (&mut Buffer, usize),
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        self.gemm_batched((m, n, k), (1, [0; 3]), a, b, c, alpha, beta)
+    }
+
+    /// `count` products as [`Device::gemm`], the i-th on matrices `i·strides` elements further (`[a, b, c]`; 0
+    /// shares one): one launch for a batch. C's matrices must not overlap (unchecked strides of C below its size
+    /// would race on the device).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_batched(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        (count, [stride_a, stride_b, stride_c]): (usize, [usize; 3]),
         (a, a_at, trans_a): (&Buffer, usize, bool),
         (b, b_at, trans_b): (&Buffer, usize, bool),
         (c, c_at): (&mut Buffer, usize),
@@ -291,9 +316,17 @@ impl Device {
         let (Some(mk), Some(kn), Some(mn)) = (mk, kn, mn) else {
             return Err(size_error("product sizes overflow"));
         };
-        if mn == 0 {
+        if mn == 0 || count == 0 {
             return Ok(());
         }
+        if count > 1 && stride_c < mn {
+            return Err(size_error(format!("batched products' outputs overlap (stride {stride_c} < {mn})")));
+        }
+        // The first and the last product of the batch lie inside the buffers, so every one between does.
+        let last = |at: usize, stride: usize, what: &str| {
+            let offset = (count - 1).checked_mul(stride).and_then(|o| o.checked_add(at));
+            offset.ok_or_else(|| size_error(format!("{what}: batch offsets overflow")))
+        };
         let call = GemmCall {
             m,
             n,
@@ -305,8 +338,16 @@ impl Device {
             c: self.at(c, c_at, mn, "product C")?,
             alpha,
             beta,
+            count,
+            stride_a,
+            stride_b,
+            stride_c,
         };
-        // SAFETY: the three addresses were checked above to hold m×k, k×n and m×n elements.
+        self.at(a, last(a_at, stride_a, "product A")?, mk, "product A")?;
+        self.at(b, last(b_at, stride_b, "product B")?, kn, "product B")?;
+        self.at(c, last(c_at, stride_c, "product C")?, mn, "product C")?;
+        // SAFETY: the first and the last product's addresses were checked above to hold m×k, k×n and m×n elements;
+        // the strides are not negative, so every product between lies inside the buffers too.
         unsafe { self.backend.gemm(&call) }
     }
 
@@ -354,8 +395,22 @@ impl Device {
         Ok(a)
     }
 
-    /// A 2-D convolution (NCHW, OIHW weights, optional per-output-channel bias). Ungrouped: im2col of each image
-    /// into a scratch buffer and one GEMM; grouped (depthwise included): the direct kernel.
+    /// How many images' columns one product takes: all of the batch, unless their columns would pass
+    /// [`MAX_COLUMNS`] elements (a large layer at a large batch; at least one image).
+    fn images_per_columns(image_columns: usize, batch: usize) -> usize {
+        (MAX_COLUMNS / image_columns.max(1)).clamp(1, batch.max(1))
+    }
+
+    /// Whether convolution `geo` is a plain matrix product per image: ungrouped 1×1, stride 1, no padding (its
+    /// im2col would copy the input as it is, and its col2im the columns).
+    fn is_plain_pointwise(geo: &ConvGeometry) -> bool {
+        let unpadded = [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4];
+        geo.groups == 1 && [geo.kernel_h, geo.kernel_w, geo.stride_h, geo.stride_w] == [1; 4] && unpadded
+    }
+
+    /// A 2-D convolution (NCHW, OIHW weights, optional per-output-channel bias). Ungrouped: the batch's columns
+    /// (im2col of each image; a plain 1×1 reads its input as they are) and one batched GEMM; grouped (depthwise
+    /// included): the direct kernel.
     pub fn conv(
         &self,
         geo: &ConvGeometry,
@@ -376,22 +431,30 @@ impl Device {
         }
         let taps = geo.in_channels * geo.kernel_h * geo.kernel_w;
         let pixels = oh * ow;
-        let columns = self.zeros(count(&[taps, pixels])?)?;
         let (image_in, image_out) = (geo.in_channels * geo.in_h * geo.in_w, geo.out_channels * pixels);
-        for b in 0..geo.batch {
-            let mut im = a;
-            im.x[0] = self.at(x, b * image_in, image_in, "convolution image")?;
-            im.y[0] = self.exact(&columns, columns.len(), "columns")?;
-            im.n = to_i64(columns.len());
-            self.run("im2col", &im)?;
-            self.gemm(
-                (geo.out_channels, pixels, taps),
-                (w, 0, false),
-                (&columns, 0, false),
-                (y, b * image_out),
-                1.0,
-                0.0,
-            )?;
+        let product = (geo.out_channels, pixels, taps);
+        if Self::is_plain_pointwise(geo) {
+            // Each image's input is its own columns: one product for the batch, no im2col.
+            let batch = (geo.batch, [0, image_in, image_out]);
+            self.gemm_batched(product, batch, (w, 0, false), (x, 0, false), (y, 0), 1.0, 0.0)?;
+        } else {
+            // The columns of a group of images, then one product for the group.
+            let image_columns = count(&[taps, pixels])?;
+            let group = Self::images_per_columns(image_columns, geo.batch);
+            let columns = self.zeros(count(&[group, image_columns])?)?;
+            for first in (0..geo.batch).step_by(group) {
+                let images = group.min(geo.batch - first);
+                for i in 0..images {
+                    let mut im = a;
+                    im.x[0] = self.at(x, (first + i) * image_in, image_in, "convolution image")?;
+                    im.y[0] = self.at(&columns, i * image_columns, image_columns, "columns")?;
+                    im.n = to_i64(image_columns);
+                    self.run("im2col", &im)?;
+                }
+                let batch = (images, [0, image_columns, image_out]);
+                let out = (&mut *y, first * image_out);
+                self.gemm_batched(product, batch, (w, 0, false), (&columns, 0, false), out, 1.0, 0.0)?;
+            }
         }
         if let Some(bias) = bias {
             // In place: the affine kernel reads each element before it writes it.
@@ -419,23 +482,29 @@ impl Device {
         }
         let taps = geo.in_channels * geo.kernel_h * geo.kernel_w;
         let pixels = oh * ow;
-        let mut columns = self.zeros(count(&[taps, pixels])?)?;
         let (image_in, image_out) = (geo.in_channels * geo.in_h * geo.in_w, geo.out_channels * pixels);
-        for b in 0..geo.batch {
-            // columns (taps × pixels) = Wᵀ (taps × out) · dy_b (out × pixels).
-            self.gemm(
-                (taps, pixels, geo.out_channels),
-                (w, 0, true),
-                (dy, b * image_out, false),
-                (&mut columns, 0),
-                1.0,
-                0.0,
-            )?;
-            let mut back = a;
-            back.x[0] = self.exact(&columns, columns.len(), "columns")?;
-            back.y[0] = self.at(dx, b * image_in, image_in, "convolution image gradient")?;
-            back.n = to_i64(image_in);
-            self.run("col2im", &back)?;
+        // columns (taps × pixels) = Wᵀ (taps × out) · dy_b (out × pixels), for every image in one product.
+        let product = (taps, pixels, geo.out_channels);
+        if Self::is_plain_pointwise(geo) {
+            // The columns are the input gradient itself.
+            let batch = (geo.batch, [0, image_out, image_in]);
+            return self.gemm_batched(product, batch, (w, 0, true), (dy, 0, false), (dx, 0), 1.0, 0.0);
+        }
+        let image_columns = count(&[taps, pixels])?;
+        let group = Self::images_per_columns(image_columns, geo.batch);
+        let mut columns = self.zeros(count(&[group, image_columns])?)?;
+        for first in (0..geo.batch).step_by(group) {
+            let images = group.min(geo.batch - first);
+            let batch = (images, [0, image_out, image_columns]);
+            let gradient = (dy, first * image_out, false);
+            self.gemm_batched(product, batch, (w, 0, true), gradient, (&mut columns, 0), 1.0, 0.0)?;
+            for i in 0..images {
+                let mut back = a;
+                back.x[0] = self.at(&columns, i * image_columns, image_columns, "columns")?;
+                back.y[0] = self.at(dx, (first + i) * image_in, image_in, "convolution image gradient")?;
+                back.n = to_i64(image_in);
+                self.run("col2im", &back)?;
+            }
         }
         Ok(())
     }

@@ -174,6 +174,9 @@ pub struct RawArgs {
 
 /// A row-major product `C (m×n) = alpha · op(A) · op(B) + beta · C`, `op(A)` m×k and `op(B)` k×n; `A` is stored
 /// k×m when `trans_a`, `B` n×k when `trans_b`. Addresses are checked by [`Device`] before a backend sees them.
+///
+/// `count` such products, the i-th on the matrices `i·stride_*` elements after the first (a stride of 0 shares a
+/// matrix, e.g. a convolution's weights across the images of a batch): one launch instead of one per image.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmCall {
     pub m: usize,
@@ -186,6 +189,24 @@ pub struct GemmCall {
     pub c: u64,
     pub alpha: f32,
     pub beta: f32,
+    pub count: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+}
+
+impl GemmCall {
+    /// The `i`-th product of the batch, alone.
+    pub fn nth(&self, i: usize) -> GemmCall {
+        let at = |base: u64, stride: usize| base + (i * stride * 4) as u64;
+        GemmCall {
+            a: at(self.a, self.stride_a),
+            b: at(self.b, self.stride_b),
+            c: at(self.c, self.stride_c),
+            count: 1,
+            ..*self
+        }
+    }
 }
 
 /// What a device does. The launches are `unsafe`: the caller ([`Device`]) guarantees that the addresses in the
@@ -208,10 +229,11 @@ pub trait Backend: Send + Sync {
     /// Every address in `args` must point into a live buffer of this backend, holding every element the kernel
     /// reads or writes for these parameters.
     unsafe fn launch(&self, kernel: &'static str, args: &RawArgs) -> Result<()>;
-    /// A matrix product.
+    /// A matrix product, or `call.count` of them.
     ///
     /// # Safety
-    /// `a`, `b` and `c` must point into live buffers of this backend holding the matrices the shapes describe.
+    /// `a`, `b` and `c` must point into live buffers of this backend holding the matrices the shapes describe,
+    /// for every product of the batch.
     unsafe fn gemm(&self, call: &GemmCall) -> Result<()>;
     /// Waits until all launched work is done.
     fn synchronize(&self) -> Result<()>;
@@ -359,7 +381,22 @@ mod tests {
             // Row-major reference with the stored layouts of GemmCall.
             let op_a = |i: usize, p: usize| if trans_a { a[p * m + i] } else { a[i * k + p] };
             let op_b = |p: usize, j: usize| if trans_b { b[j * k + p] } else { b[p * n + j] };
-            let call = GemmCall { m, n, k, a: 1, trans_a, b: 2, trans_b, c: 3, alpha: 1.0, beta: 0.0 };
+            let call = GemmCall {
+                m,
+                n,
+                k,
+                a: 1,
+                trans_a,
+                b: 2,
+                trans_b,
+                c: 3,
+                alpha: 1.0,
+                beta: 0.0,
+                count: 1,
+                stride_a: 0,
+                stride_b: 0,
+                stride_c: 0,
+            };
             let cm = ColumnMajorGemm::of(&call);
             assert_eq!((cm.first, cm.second, cm.c), (2, 1, 3));
             let mut c = vec![0.0; m * n];
