@@ -56,3 +56,23 @@ fn large_grouped_and_depthwise_convolutions_are_bit_identical_across_thread_coun
         assert!(on_threads(threads, || run(&g, &wrt, 0, &xin, "c2")) == reference, "{threads} threads differ");
     }
 }
+
+#[test]
+fn strided_input_gradients_on_the_packed_kernels_are_bit_identical_across_thread_counts() {
+    // Only the input's gradient is asked for, so the strided layers take the packed columns path (a 7×7/2 stem
+    // and a 1×1/2 downsample, batch 2, planes large enough for several tiles and tasks).
+    let mut b = GraphBuilder::<f32>::new();
+    let x = b.input("input", &[2, 3, 67, 61]).unwrap();
+    let w1 = b.constant("w1", random(&[24, 3, 7, 7], 5)).unwrap();
+    let c1 = b.node("c1", Conv { pads: [3, 3, 3, 3], ..Conv::new(2, 2) }, &[x, w1]).unwrap();
+    let r = b.node("r", Relu, &[c1]).unwrap();
+    let w2 = b.constant("w2", random(&[40, 24, 1, 1], 6)).unwrap();
+    let c2 = b.node("c2", Conv::new(2, 0), &[r, w2]).unwrap();
+    b.output(c2);
+    let g = b.build();
+    let xin = random::<f32>(&[2, 3, 67, 61], 7);
+    let reference = on_threads(1, || run(&g, &["input"], 0, &xin, "c2"));
+    for threads in [2, 3, 4] {
+        assert!(on_threads(threads, || run(&g, &["input"], 0, &xin, "c2")) == reference, "{threads} threads differ");
+    }
+}

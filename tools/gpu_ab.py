@@ -15,7 +15,9 @@ binaries = {"old": a.old, "new": a.new}
 # cudarc opens the unversioned library names; a CUDA-13-only toolkit has versioned ones (see tools/gpu_check.sh).
 os.makedirs("/tmp/links", exist_ok=True)
 for lib in ("nvrtc", "cublas"):
-    found = sorted(glob.glob(f"/usr/local/cuda/targets/x86_64-linux/lib/lib{lib}.so.*") + glob.glob(f"/usr/local/cuda*/targets/x86_64-linux/lib/lib{lib}.so.*"))
+    found = sorted(glob.glob(f"/usr/local/cuda*/targets/x86_64-linux/lib/lib{lib}.so.*"))
+    if not found:
+        raise SystemExit(f"lib{lib}.so: not found under /usr/local/cuda*")
     real = os.path.realpath(found[0])
     if not os.path.exists(f"/tmp/links/lib{lib}.so"):
         os.symlink(real, f"/tmp/links/lib{lib}.so")

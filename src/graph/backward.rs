@@ -148,8 +148,7 @@ impl<T: Element> Activations<'_, T> {
     /// is the sweep's own (taken, or cloned for a `wrt`), so overwriting it is safe.
     fn mask_in_place(&self, n: usize, out_grads: &mut [Option<Tensor<T>>]) -> Option<Tensor<T>> {
         let node = &self.graph.nodes[n];
-        let wanted_first_only = matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w));
-        if !wanted_first_only || node.op.mask_interval().is_none() {
+        if !self.wants_first_input_only(n) || node.op.mask_interval().is_none() {
             return None;
         }
         let mask = self.saved[n].as_deref().and_then(|s| s.downcast_ref::<crate::ops::Mask>())?;
@@ -162,6 +161,11 @@ impl<T: Element> Activations<'_, T> {
         Some(g)
     }
 
+    /// Whether node `n`'s backward is asked for its first input's gradient alone.
+    fn wants_first_input_only(&self, n: usize) -> bool {
+        matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w))
+    }
+
     /// The input gradient of node `n` made in place from its output gradient by the op's
     /// [`crate::ops::Op::input_gradient_in_place`], where the first input alone wants one and has the output's
     /// shape; else `None`, with `out_grads` untouched. Like [`Self::mask_in_place`], the output gradient is the
@@ -172,10 +176,9 @@ impl<T: Element> Activations<'_, T> {
         out_grads: &mut [Option<Tensor<T>>],
         cx: &Vjp<'_, T>,
     ) -> Option<std::result::Result<Tensor<T>, OpError>> {
-        let first_only = matches!(self.plan.wanted[n].as_slice(), [true, rest @ ..] if rest.iter().all(|w| !w));
         let [slot] = out_grads else { return None };
         let same_shape = slot.as_ref().is_some_and(|g| cx.input_shapes.first() == Some(&g.shape()));
-        if !first_only || !same_shape {
+        if !self.wants_first_input_only(n) || !same_shape {
             return None;
         }
         let mut g = slot.take()?;

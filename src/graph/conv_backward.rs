@@ -3,8 +3,9 @@
 //! For stride 1 and no groups, `∂L/∂x` is itself a convolution: of `∂L/∂y` with the weights transposed (input and
 //! output channels swapped) and flipped in space, padded by `dilation·(k − 1) − pad` on each side. So saliency,
 //! guided backpropagation and PGD, which take the input gradient through every layer, run it on the same packed
-//! GEMM and Winograd kernels as the forward pass, with the transposed weights packed once per graph. Other
-//! geometries (strides, groups; depthwise has its own fast kernel) keep the op's own rule.
+//! GEMM and Winograd kernels as the forward pass, with the transposed weights packed once per graph. Strided layers
+//! make their im2col columns `Wᵀ·∂L/∂y` on the packed kernels too, then col2im. Grouped ones (depthwise has its own
+//! fast kernel) keep the op's own rule.
 
 use super::fuse::{fold_pad, is_f32, winograd_wins, PackKey};
 use super::Graph;
@@ -16,10 +17,14 @@ use gradcam_kernels::conv_packed::conv2d_forward_packed;
 use gradcam_kernels::{col2im_image, simd, Clamp, ConvGeometry, PackedConv, Precision};
 use std::any::Any;
 
+/// Most elements of one image's columns on the strided path (64 MB, as the chunks of the op's own rule): a larger
+/// layer (a stem on a large image) keeps the rule, which makes its columns in chunks.
+const MAX_COLUMNS: usize = gradcam_kernels::conv::MAX_COL_ELEMS;
+
 impl<T: Element> Graph<T> {
     /// `∂L/∂x` of convolution node `n` given `∂L/∂y`, or `None` where the packed path does not apply (the caller
-    /// then runs the op's own backward): f32 graphs, constant weights, stride 1, no groups, pads within the kernel's
-    /// reach. With `fold`, the padding of a zero `Pad` in front that the forward pass folded in: the gradient is
+    /// then runs the op's own backward): f32 graphs, constant weights, no groups; with stride 1, pads within the
+    /// kernel's reach; with strides, one image's columns within [`MAX_COLUMNS`]. With `fold`, the padding of a zero `Pad` in front that the forward pass folded in: the gradient is
     /// then the `Pad` input's. `outlives_pass`: the gradient is one the caller asked for (an exact-length buffer).
     pub(super) fn packed_conv_input_gradient(
         &self,
@@ -39,11 +44,14 @@ impl<T: Element> Graph<T> {
         if let Some(pads) = fold {
             fold_pad(&mut geo, pads);
         }
-        if geo.groups != 1 {
+        let (oh, ow) = (geo.out_h()?, geo.out_w()?);
+        let sizes = [geo.out_channels * oh * ow, geo.in_channels * geo.in_h * geo.in_w, geo.k() * oh * ow];
+        if geo.groups != 1 || sizes.contains(&0) {
             return None;
         }
         if [geo.stride_h, geo.stride_w] != [1, 1] {
-            return Some(self.run_columns(n, &geo, grad_output, pool, outlives_pass));
+            return (sizes[2] <= MAX_COLUMNS)
+                .then(|| self.run_columns(n, &geo, (oh, ow), grad_output, pool, outlives_pass));
         }
         let reach_h = geo.dilation_h * (geo.kernel_h - 1);
         let reach_w = geo.dilation_w * (geo.kernel_w - 1);
@@ -51,7 +59,6 @@ impl<T: Element> Graph<T> {
         if !pads_fit {
             return None;
         }
-        let (oh, ow) = (geo.out_h()?, geo.out_w()?);
         let transposed = ConvGeometry {
             in_channels: geo.out_channels,
             out_channels: geo.in_channels,
@@ -75,22 +82,15 @@ impl<T: Element> Graph<T> {
         pool: &mut super::pool::BufferPool<T>,
         outlives_pass: bool,
     ) -> Result<Tensor<T>> {
-        let node = &self.nodes[n];
-        let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
-        let not_f32 = || wrap(OpError::Invalid("packed convolution gradient on a non-f32 graph".into()));
-        let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
+        let (node, wrap) = (&self.nodes[n], |source| conv_error(&self.nodes[n].name, source));
+        let dy = f32_view(grad_output).ok_or_else(|| wrap(not_f32()))?;
         let level = simd::level();
         let winograd = winograd_wins(geo);
         let pixel_rows = self.pixel_rows_win(node.inputs[1], geo, level);
         let key = PackKey { conv: n, batch_norm: None, level, winograd, transposed: true, pixel_rows, columns: false };
         let packed = self.packed.get_or_make(key, || {
-            let w: Vec<f32> = self
-                .constant_value(node.inputs[1])
-                .map(|t| t.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect())
-                .unwrap_or_default();
+            let (w, precision) = self.weights_f32(node.inputs[1]);
             let flipped = flip_transpose(&w, geo.in_channels, geo.out_channels, geo.kernel_h, geo.kernel_w);
-            // Held like the forward weights: 16-bit weights stay 16-bit (flipping moves values, no rounding).
-            let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
             let (kernel, co, ci) = ([geo.kernel_h, geo.kernel_w], geo.out_channels, geo.in_channels);
             // (`pixel_rows` is never set with `winograd`; `None` only on a level without the tile, ruled out too.)
             let pixel = pixel_rows.then(|| PackedConv::pixel_rows(level, &flipped, None, co, ci, kernel)).flatten();
@@ -106,9 +106,36 @@ impl<T: Element> Graph<T> {
         let mut dx = pool.take_f32_or_zeroed(len, outlives_pass);
         conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, dx.values());
         let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
-        let boxed: Box<dyn Any> = Box::new(dx);
-        boxed.downcast::<Tensor<T>>().map(|b| *b).map_err(|_| not_f32())
+        from_f32(dx).map_err(|_| wrap(not_f32()))
     }
+
+    /// Constant weights `id` as f32, and the precision they are held in: packed weights keep it, so 16-bit weights
+    /// stay 16-bit (transposing and flipping move values, they round nothing).
+    fn weights_f32(&self, id: super::ValueId) -> (Vec<f32>, Precision) {
+        let w = self
+            .constant_value(id)
+            .map(|t| t.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect())
+            .unwrap_or_default();
+        (w, self.half_constant(id).map_or(Precision::F32, |h| h.precision()))
+    }
+}
+
+fn conv_error(node: &str, source: OpError) -> GraphError {
+    GraphError::Op { node: node.to_string(), op: "Conv", source }
+}
+
+fn not_f32() -> OpError {
+    OpError::Invalid("packed convolution gradient on a non-f32 graph".into())
+}
+
+/// `t` as the f32 tensor it is (the packed kernels' graphs are f32), else `None`.
+fn f32_view<T: Element>(t: &Tensor<T>) -> Option<&Tensor<f32>> {
+    (t as &dyn Any).downcast_ref::<Tensor<f32>>()
+}
+
+/// An f32 tensor as the graph's element type, which the caller checked is f32 (else `Err`).
+fn from_f32<T: Element>(t: Tensor<f32>) -> std::result::Result<Tensor<T>, Box<dyn Any>> {
+    (Box::new(t) as Box<dyn Any>).downcast::<Tensor<T>>().map(|b| *b)
 }
 
 impl<T: Element> Graph<T> {
@@ -120,16 +147,13 @@ impl<T: Element> Graph<T> {
         &self,
         n: usize,
         geo: &ConvGeometry,
+        (oh, ow): (usize, usize),
         grad_output: &Tensor<T>,
         pool: &mut super::pool::BufferPool<T>,
         outlives_pass: bool,
     ) -> Result<Tensor<T>> {
-        let node = &self.nodes[n];
-        let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
-        let not_f32 = || wrap(OpError::Invalid("packed convolution gradient on a non-f32 graph".into()));
-        let no_output = || wrap(OpError::Invalid("convolution without output pixels".into()));
-        let dy = (grad_output as &dyn Any).downcast_ref::<Tensor<f32>>().ok_or_else(not_f32)?;
-        let (oh, ow) = (geo.out_h().ok_or_else(no_output)?, geo.out_w().ok_or_else(no_output)?);
+        let (node, wrap) = (&self.nodes[n], |source| conv_error(&self.nodes[n].name, source));
+        let dy = f32_view(grad_output).ok_or_else(|| wrap(not_f32()))?;
         let (k, pixels) = (geo.k(), oh * ow);
         let level = simd::level();
         let key = PackKey {
@@ -142,13 +166,8 @@ impl<T: Element> Graph<T> {
             columns: true,
         };
         let packed = self.packed.get_or_make(key, || {
-            let w: Vec<f32> = self
-                .constant_value(node.inputs[1])
-                .map(|t| t.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect())
-                .unwrap_or_default();
+            let (w, precision) = self.weights_f32(node.inputs[1]);
             let transposed = transpose(&w, geo.out_channels, k);
-            // Held like the forward weights: 16-bit weights stay 16-bit (transposing moves values, no rounding).
-            let precision = self.half_constant(node.inputs[1]).map_or(Precision::F32, |h| h.precision());
             PackedConv::new_as(level, &transposed, None, None, k, geo.out_channels, [1, 1], 1, precision)
         });
         // The columns of one image: a pointwise convolution of its output gradient, C_out channels to k.
@@ -182,12 +201,11 @@ impl<T: Element> Graph<T> {
             conv2d_forward_packed(&columns, dy, &packed, Clamp::NONE, dcol.values());
             col2im_image(geo, dcol.values(), dx);
         }
-        let to_graph = |t: Tensor<f32>| (Box::new(t) as Box<dyn Any>).downcast::<Tensor<T>>().map(|b| *b);
-        if let Ok(Ok(scratch)) = dcol.into_tensor(&[k * pixels]).map(to_graph) {
+        if let Ok(Ok(scratch)) = dcol.into_tensor(&[k * pixels]).map(from_f32::<T>) {
             pool.recycle(scratch);
         }
         let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
-        to_graph(dx).map_err(|_| not_f32())
+        from_f32(dx).map_err(|_| wrap(not_f32()))
     }
 }
 

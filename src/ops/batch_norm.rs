@@ -155,18 +155,23 @@ mod tests {
     use super::*;
     use crate::ops::testing::{check_vjp, Rng};
 
+    /// `x` of `shape` and positive scales and variances for its channels (axis 1).
+    fn random_inputs(rng: &mut Rng, shape: &[usize]) -> [Tensor<f64>; 5] {
+        let c = shape[1];
+        [
+            rng.tensor(shape, -2.0, 2.0),
+            rng.tensor(&[c], 0.5, 1.5),
+            rng.tensor(&[c], -1.0, 1.0),
+            rng.tensor(&[c], -0.5, 0.5),
+            rng.tensor(&[c], 0.5, 2.0),
+        ]
+    }
+
     #[test]
     fn vjp_matches_finite_differences_for_input_and_all_parameters() {
         let mut rng = Rng::new(6);
         for shape in [vec![2, 3, 4, 5], vec![3, 4]] {
-            let c = shape[1];
-            let inputs = [
-                rng.tensor(&shape, -2.0, 2.0),
-                rng.tensor(&[c], 0.5, 1.5),
-                rng.tensor(&[c], -1.0, 1.0),
-                rng.tensor(&[c], -0.5, 0.5),
-                rng.tensor(&[c], 0.5, 2.0),
-            ];
+            let inputs = random_inputs(&mut rng, &shape);
             check_vjp(&BatchNormalization { epsilon: 1e-3 }, &inputs, &[true; 5], 3);
         }
     }
@@ -176,14 +181,7 @@ mod tests {
         let mut rng = Rng::new(7);
         // Planes of 1 (rank 2), odd sizes, and enough 7×7 planes that tasks group several of them.
         for shape in [vec![2, 3, 4, 5], vec![3, 4], vec![1, 5, 7], vec![2, 400, 7, 7]] {
-            let c = shape[1];
-            let inputs = [
-                rng.tensor(&shape, -2.0, 2.0),
-                rng.tensor(&[c], 0.5, 1.5),
-                rng.tensor(&[c], -1.0, 1.0),
-                rng.tensor(&[c], -0.5, 0.5),
-                rng.tensor(&[c], 0.5, 2.0),
-            ];
+            let inputs = random_inputs(&mut rng, &shape);
             let g = rng.tensor(&shape, -1.0, 1.0);
             let op = BatchNormalization { epsilon: 1e-3 };
             let wanted = [true, false, false, false, false];

@@ -262,7 +262,7 @@ pub trait Op<T: Element>: Debug + Send + Sync + Any {
     /// The first input's gradient made from the output gradient `g` in place, for ops where it is `g` changed
     /// element by element (same shape): a long backward sweep then needs no new buffer and no second pass over
     /// memory at such a node. Asked only when the first input alone wants a gradient; `cx` has the kept inputs and
-    /// saved state but no output gradients. `None`: [`Op::backward`] runs instead.
+    /// saved state but no output gradients. `None`, with `g` untouched: [`Op::backward`] runs instead.
     fn input_gradient_in_place(&self, _cx: &Vjp<'_, T>, _g: &mut Tensor<T>) -> Option<Result<(), OpError>> {
         None
     }

@@ -211,29 +211,36 @@ impl Backend for Cuda {
         let int = |v: usize| i32::try_from(v).map_err(|_| DeviceError::Size(format!("product size {v} over 2^31")));
         let _guard = self.shared.blas_lock.lock().map_err(|_| call_error("cublasSgemm", "a previous call panicked"))?;
         self.bind()?;
+        let (m, n, k) = (int(cm.m)?, int(cm.n)?, int(cm.k)?);
+        let (ld_first, ld_second, ldc) = (int(cm.ld_first.max(1))?, int(cm.ld_second.max(1))?, int(cm.ldc.max(1))?);
+        let (first, second, c) = (cm.first as *const f32, cm.second as *const f32, cm.c as *mut f32);
+        let (op_first, op_second, handle) = (op(cm.trans_first), op(cm.trans_second), *self.shared.blas.handle());
+        let (alpha, beta) = (&call.alpha, &call.beta);
         if call.count != 1 {
             let long = |v: usize| i64::try_from(v).map_err(|_| DeviceError::Size(format!("product stride {v}")));
-            // cuBLAS's first operand is our B, its second our A (see ColumnMajorGemm).
-            // SAFETY: as below, for each of the `count` products (the caller checked every one).
+            // cuBLAS's first operand is our B, its second our A (see ColumnMajorGemm): their strides likewise.
+            let strides = (long(call.stride_b)?, long(call.stride_a)?, long(call.stride_c)?);
+            // SAFETY: as below, for each of the `count` products (the caller checked the first and the last, and
+            // the strides are not negative).
             return unsafe {
                 cudarc::cublas::result::sgemm_strided_batched(
-                    *self.shared.blas.handle(),
-                    op(cm.trans_first),
-                    op(cm.trans_second),
-                    int(cm.m)?,
-                    int(cm.n)?,
-                    int(cm.k)?,
-                    &call.alpha,
-                    cm.first as *const f32,
-                    int(cm.ld_first.max(1))?,
-                    long(call.stride_b)?,
-                    cm.second as *const f32,
-                    int(cm.ld_second.max(1))?,
-                    long(call.stride_a)?,
-                    &call.beta,
-                    cm.c as *mut f32,
-                    int(cm.ldc.max(1))?,
-                    long(call.stride_c)?,
+                    handle,
+                    op_first,
+                    op_second,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    first,
+                    ld_first,
+                    strides.0,
+                    second,
+                    ld_second,
+                    strides.1,
+                    beta,
+                    c,
+                    ldc,
+                    strides.2,
                     int(call.count)?,
                 )
             }
@@ -243,20 +250,7 @@ impl Backend for Cuda {
         // to this device's stream, its context is current, and one thread at a time uses it (blas_lock).
         unsafe {
             cudarc::cublas::result::sgemm(
-                *self.shared.blas.handle(),
-                op(cm.trans_first),
-                op(cm.trans_second),
-                int(cm.m)?,
-                int(cm.n)?,
-                int(cm.k)?,
-                &call.alpha,
-                cm.first as *const f32,
-                int(cm.ld_first.max(1))?,
-                cm.second as *const f32,
-                int(cm.ld_second.max(1))?,
-                &call.beta,
-                cm.c as *mut f32,
-                int(cm.ldc.max(1))?,
+                handle, op_first, op_second, m, n, k, alpha, first, ld_first, second, ld_second, beta, c, ldc,
             )
         }
         .map_err(|e| call_error("cublasSgemm", e))

@@ -299,8 +299,7 @@ impl Device {
     }
 
     /// `count` products as [`Device::gemm`], the i-th on matrices `i·strides` elements further (`[a, b, c]`; 0
-    /// shares one): one launch for a batch. C's matrices must not overlap (unchecked strides of C below its size
-    /// would race on the device).
+    /// shares one): one launch for a batch. C's matrices may not overlap, since the device writes them at once.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_batched(
         &self,
@@ -401,13 +400,6 @@ impl Device {
         (MAX_COLUMNS / image_columns.max(1)).clamp(1, batch.max(1))
     }
 
-    /// Whether convolution `geo` is a plain matrix product per image: ungrouped 1×1, stride 1, no padding (its
-    /// im2col would copy the input as it is, and its col2im the columns).
-    fn is_plain_pointwise(geo: &ConvGeometry) -> bool {
-        let unpadded = [geo.pad_top, geo.pad_left, geo.pad_bottom, geo.pad_right] == [0; 4];
-        geo.groups == 1 && [geo.kernel_h, geo.kernel_w, geo.stride_h, geo.stride_w] == [1; 4] && unpadded
-    }
-
     /// A 2-D convolution (NCHW, OIHW weights, optional per-output-channel bias). Ungrouped: the batch's columns
     /// (im2col of each image; a plain 1×1 reads its input as they are) and one batched GEMM; grouped (depthwise
     /// included): the direct kernel.
@@ -433,8 +425,8 @@ impl Device {
         let pixels = oh * ow;
         let (image_in, image_out) = (geo.in_channels * geo.in_h * geo.in_w, geo.out_channels * pixels);
         let product = (geo.out_channels, pixels, taps);
-        if Self::is_plain_pointwise(geo) {
-            // Each image's input is its own columns: one product for the batch, no im2col.
+        if geo.is_pointwise() {
+            // An ungrouped 1×1 without stride or padding: each image's input is its own columns: one product for the batch, no im2col.
             let batch = (geo.batch, [0, image_in, image_out]);
             self.gemm_batched(product, batch, (w, 0, false), (x, 0, false), (y, 0), 1.0, 0.0)?;
         } else {
@@ -485,8 +477,8 @@ impl Device {
         let (image_in, image_out) = (geo.in_channels * geo.in_h * geo.in_w, geo.out_channels * pixels);
         // columns (taps × pixels) = Wᵀ (taps × out) · dy_b (out × pixels), for every image in one product.
         let product = (taps, pixels, geo.out_channels);
-        if Self::is_plain_pointwise(geo) {
-            // The columns are the input gradient itself.
+        if geo.is_pointwise() {
+            // An ungrouped 1×1 without stride or padding: the columns are the input gradient itself.
             let batch = (geo.batch, [0, image_out, image_in]);
             return self.gemm_batched(product, batch, (w, 0, true), (dy, 0, false), (dx, 0), 1.0, 0.0);
         }
