@@ -18,26 +18,31 @@ __device__ Geometry geometry_of(const i64* p) {
     return g;
 }
 
-// One image: y0[(c, ky, kx), (oy, ox)] = x0[c, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] (0 in the padding).
+// Images one after another (a.n = images · c·kh·kw · oh·ow): for each image,
+// y0[(c, ky, kx), (oy, ox)] = x0[c, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] (0 in the padding).
 extern "C" __global__ void im2col(Args a) {
     Geometry g = geometry_of(a.i);
-    i64 cols = g.oh * g.ow;
+    i64 cols = g.oh * g.ow, per_image = g.c * g.kh * g.kw * cols;
     GRID_STRIDE(k, a.n) {
-        i64 col = k % cols, row = k / cols;
+        i64 image = k / per_image, j = k % per_image;
+        i64 col = j % cols, row = j / cols;
         i64 ox = col % g.ow, oy = col / g.ow;
         i64 kx = row % g.kw, ky = (row / g.kw) % g.kh, c = row / (g.kw * g.kh);
         i64 y = oy * g.sh - g.pt + ky * g.dh, x = ox * g.sw - g.pl + kx * g.dw;
-        a.y[0][k] = (y >= 0 && y < g.h && x >= 0 && x < g.w) ? a.x[0][(c * g.h + y) * g.w + x] : 0.0f;
+        const float* x0 = a.x[0] + image * g.c * g.h * g.w;
+        a.y[0][k] = (y >= 0 && y < g.h && x >= 0 && x < g.w) ? x0[(c * g.h + y) * g.w + x] : 0.0f;
     }
 }
 
-// One image, the adjoint of im2col: y0[c, y, x] = the sum of the column entries that read x[c, y, x], gathered
-// in (ky, kx) order.
+// Images one after another (a.n = images · c·h·w), the adjoint of im2col: for each image, y0[c, y, x] = the sum of
+// the column entries that read x[c, y, x], gathered in (ky, kx) order.
 extern "C" __global__ void col2im(Args a) {
     Geometry g = geometry_of(a.i);
-    i64 cols = g.oh * g.ow;
+    i64 cols = g.oh * g.ow, per_image = g.c * g.h * g.w;
     GRID_STRIDE(k, a.n) {
-        i64 x = k % g.w, y = (k / g.w) % g.h, c = k / (g.w * g.h);
+        i64 image = k / per_image, j = k % per_image;
+        i64 x = j % g.w, y = (j / g.w) % g.h, c = j / (g.w * g.h);
+        const float* columns = a.x[0] + image * g.c * g.kh * g.kw * cols;
         float sum = 0.0f;
         for (i64 ky = 0; ky < g.kh; ky++) {
             i64 oy = tap_output(y, g.pt, ky, g.dh, g.sh, g.oh);
@@ -45,7 +50,7 @@ extern "C" __global__ void col2im(Args a) {
             for (i64 kx = 0; kx < g.kw; kx++) {
                 i64 ox = tap_output(x, g.pl, kx, g.dw, g.sw, g.ow);
                 if (ox < 0) continue;
-                sum += a.x[0][((c * g.kh + ky) * g.kw + kx) * cols + oy * g.ow + ox];
+                sum += columns[((c * g.kh + ky) * g.kw + kx) * cols + oy * g.ow + ox];
             }
         }
         a.y[0][k] = sum;

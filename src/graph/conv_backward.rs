@@ -24,8 +24,9 @@ const MAX_COLUMNS: usize = gradcam_kernels::conv::MAX_COL_ELEMS;
 impl<T: Element> Graph<T> {
     /// `∂L/∂x` of convolution node `n` given `∂L/∂y`, or `None` where the packed path does not apply (the caller
     /// then runs the op's own backward): f32 graphs, constant weights, no groups; with stride 1, pads within the
-    /// kernel's reach; with strides, one image's columns within [`MAX_COLUMNS`]. With `fold`, the padding of a zero `Pad` in front that the forward pass folded in: the gradient is
-    /// then the `Pad` input's. `outlives_pass`: the gradient is one the caller asked for (an exact-length buffer).
+    /// kernel's reach; with strides, one image's columns within [`MAX_COLUMNS`]. With `fold`, the padding of a zero
+    /// `Pad` in front that the forward pass folded in: the gradient is then the `Pad` input's. `outlives_pass`: the
+    /// gradient is one the caller asked for (an exact-length buffer).
     pub(super) fn packed_conv_input_gradient(
         &self,
         n: usize,

@@ -401,7 +401,7 @@ impl Device {
     }
 
     /// A 2-D convolution (NCHW, OIHW weights, optional per-output-channel bias). Ungrouped: the batch's columns
-    /// (im2col of each image; a plain 1×1 reads its input as they are) and one batched GEMM; grouped (depthwise
+    /// (one im2col launch; a plain 1×1 reads its input as they are) and one batched GEMM; grouped (depthwise
     /// included): the direct kernel.
     pub fn conv(
         &self,
@@ -426,23 +426,22 @@ impl Device {
         let (image_in, image_out) = (geo.in_channels * geo.in_h * geo.in_w, geo.out_channels * pixels);
         let product = (geo.out_channels, pixels, taps);
         if geo.is_pointwise() {
-            // An ungrouped 1×1 without stride or padding: each image's input is its own columns: one product for the batch, no im2col.
+            // An ungrouped 1×1 without stride or padding: each image's input is its own columns, so one product
+            // for the batch and no im2col.
             let batch = (geo.batch, [0, image_in, image_out]);
             self.gemm_batched(product, batch, (w, 0, false), (x, 0, false), (y, 0), 1.0, 0.0)?;
         } else {
-            // The columns of a group of images, then one product for the group.
+            // The columns of a group of images (one im2col launch), then one product for the group.
             let image_columns = count(&[taps, pixels])?;
             let group = Self::images_per_columns(image_columns, geo.batch);
             let columns = self.zeros(count(&[group, image_columns])?)?;
             for first in (0..geo.batch).step_by(group) {
                 let images = group.min(geo.batch - first);
-                for i in 0..images {
-                    let mut im = a;
-                    im.x[0] = self.at(x, (first + i) * image_in, image_in, "convolution image")?;
-                    im.y[0] = self.at(&columns, i * image_columns, image_columns, "columns")?;
-                    im.n = to_i64(image_columns);
-                    self.run("im2col", &im)?;
-                }
+                let mut im = a;
+                im.x[0] = self.at(x, first * image_in, images * image_in, "convolution images")?;
+                im.y[0] = self.at(&columns, 0, images * image_columns, "columns")?;
+                im.n = to_i64(images * image_columns);
+                self.run("im2col", &im)?;
                 let batch = (images, [0, image_columns, image_out]);
                 let out = (&mut *y, first * image_out);
                 self.gemm_batched(product, batch, (w, 0, false), (&columns, 0, false), out, 1.0, 0.0)?;
@@ -490,13 +489,11 @@ impl Device {
             let batch = (images, [0, image_out, image_columns]);
             let gradient = (dy, first * image_out, false);
             self.gemm_batched(product, batch, (w, 0, true), gradient, (&mut columns, 0), 1.0, 0.0)?;
-            for i in 0..images {
-                let mut back = a;
-                back.x[0] = self.at(&columns, i * image_columns, image_columns, "columns")?;
-                back.y[0] = self.at(dx, (first + i) * image_in, image_in, "convolution image gradient")?;
-                back.n = to_i64(image_in);
-                self.run("col2im", &back)?;
-            }
+            let mut back = a;
+            back.x[0] = self.at(&columns, 0, images * image_columns, "columns")?;
+            back.y[0] = self.at(dx, first * image_in, images * image_in, "convolution images' gradient")?;
+            back.n = to_i64(images * image_in);
+            self.run("col2im", &back)?;
         }
         Ok(())
     }
