@@ -46,7 +46,9 @@ impl<T: Element> Graph<T> {
             fold_pad(&mut geo, pads);
         }
         let (oh, ow) = (geo.out_h()?, geo.out_w()?);
-        let sizes = [geo.out_channels * oh * ow, geo.in_channels * geo.in_h * geo.in_w, geo.k() * oh * ow];
+        // The first two are the sizes of tensors that exist; the columns are not, and saturate rather than wrap.
+        let columns = geo.k().saturating_mul(oh * ow);
+        let sizes = [geo.out_channels * oh * ow, geo.in_channels * geo.in_h * geo.in_w, columns];
         if geo.groups != 1 || sizes.contains(&0) {
             return None;
         }
