@@ -218,8 +218,7 @@ impl Backend for Cuda {
         let (alpha, beta) = (&call.alpha, &call.beta);
         if call.count != 1 {
             let long = |v: usize| i64::try_from(v).map_err(|_| DeviceError::Size(format!("product stride {v}")));
-            // cuBLAS's first operand is our B, its second our A (see ColumnMajorGemm): their strides likewise.
-            let strides = (long(call.stride_b)?, long(call.stride_a)?, long(call.stride_c)?);
+            let strides = (long(cm.stride_first)?, long(cm.stride_second)?, long(cm.stride_c)?);
             // SAFETY: as below, for each of the `count` products (the caller checked the first and the last, and
             // the strides are not negative).
             return unsafe {

@@ -323,6 +323,10 @@ pub struct ColumnMajorGemm {
     pub ld_second: usize,
     pub c: u64,
     pub ldc: usize,
+    /// Elements between the products of a batch, each operand's with it (see [`GemmCall`]).
+    pub stride_first: usize,
+    pub stride_second: usize,
+    pub stride_c: usize,
 }
 
 impl ColumnMajorGemm {
@@ -339,6 +343,9 @@ impl ColumnMajorGemm {
             ld_second: if call.trans_a { call.m } else { call.k },
             c: call.c,
             ldc: call.n,
+            stride_first: call.stride_b,
+            stride_second: call.stride_a,
+            stride_c: call.stride_c,
         }
     }
 }
@@ -392,13 +399,15 @@ mod tests {
                 c: 3,
                 alpha: 1.0,
                 beta: 0.0,
-                count: 1,
-                stride_a: 0,
-                stride_b: 0,
-                stride_c: 0,
+                count: 2,
+                stride_a: 10,
+                stride_b: 20,
+                stride_c: 30,
             };
             let cm = ColumnMajorGemm::of(&call);
             assert_eq!((cm.first, cm.second, cm.c), (2, 1, 3));
+            // A batch's strides go with their operands.
+            assert_eq!((cm.stride_first, cm.stride_second, cm.stride_c), (20, 10, 30));
             let mut c = vec![0.0; m * n];
             blas_sgemm(
                 (cm.trans_first, cm.trans_second),
