@@ -5,7 +5,7 @@ mod common;
 
 use common::{npy_f32, one_hot, random};
 use gradcam::ops::{Clip, Conv, Pad, PadMode};
-use gradcam::{Graph, GraphBuilder, Model, Tensor};
+use gradcam::{Gradients, Graph, GraphBuilder, Model, Plan, Tensor};
 
 fn rel_err(a: &Tensor<f32>, b: &Tensor<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
@@ -58,6 +58,21 @@ fn values_inside_chains_stay_addressable_with_equal_gradients() {
     // With nothing requested inside, every chain is fused: convolution, batch-norm and ReLU6 as one.
     let (chains, absorbed) = full.fused_chains();
     assert!(chains >= 49 && absorbed >= chains, "{chains} chains absorbing {absorbed} ops");
+}
+
+/// The gradients of graph `g`'s input `x` for a random seed (from `seed`) of value `out`: on `plan` as it is (fused
+/// or packed), and op by op.
+fn fused_and_plain_gradients(
+    g: &Graph<f32>,
+    plan: &Plan,
+    input: Tensor<f32>,
+    out: &str,
+    seed: u64,
+) -> (Gradients<f32>, Gradients<f32>) {
+    let fused = g.forward(plan, vec![("x", input.clone())]).unwrap();
+    let plain = g.forward(&plan.clone().unfused(), vec![("x", input)]).unwrap();
+    let seed = random::<f32>(plain.get(out).unwrap().shape(), seed);
+    (fused.backward(vec![(out, seed.clone())]).unwrap(), plain.backward(vec![(out, seed)]).unwrap())
 }
 
 /// `x → pad → conv → relu6`: the graph of a TF-style padded layer, with an optional bias.
@@ -135,11 +150,7 @@ fn folded_pads_before_stride_one_convolutions_keep_the_input_gradient() {
         let plan = g.plan(&["relu6"], &["x"], &[]).unwrap();
         assert_eq!(plan.fused_chains(), (1, 2), "case {i}: the Pad folds in the forward pass");
         let input = random::<f32>(&[2, 8, 10, 9], 50 + i as u64);
-        let fused = g.forward(&plan, vec![("x", input.clone())]).unwrap();
-        let plain = g.forward(&plan.clone().unfused(), vec![("x", input)]).unwrap();
-        let seed = random::<f32>(plain.get("relu6").unwrap().shape(), 60 + i as u64);
-        let (gf, gp) =
-            (fused.backward(vec![("relu6", seed.clone())]).unwrap(), plain.backward(vec![("relu6", seed)]).unwrap());
+        let (gf, gp) = fused_and_plain_gradients(&g, &plan, input, "relu6", 60 + i as u64);
         let e = rel_err(gf.get("x").unwrap(), gp.get("x").unwrap());
         assert!(e < 1e-5, "case {i}: input gradient differs by {e:.2e}");
         assert_eq!(gf.trace.iter().any(|r| r.node == "pad"), pad_rule_runs, "case {i}");
@@ -175,11 +186,7 @@ fn packed_input_gradients_equal_the_ops_own_rule() {
         let g = b.build();
         let plan = g.plan(&["conv"], &["x"], &[]).unwrap();
         let input = random::<f32>(&[2, cin, size, size], 20 + i as u64);
-        let packed = g.forward(&plan, vec![("x", input.clone())]).unwrap();
-        let plain = g.forward(&plan.clone().unfused(), vec![("x", input)]).unwrap();
-        let seed = random::<f32>(plain.get("conv").unwrap().shape(), 30 + i as u64);
-        let (gp, gr) =
-            (packed.backward(vec![("conv", seed.clone())]).unwrap(), plain.backward(vec![("conv", seed)]).unwrap());
+        let (gp, gr) = fused_and_plain_gradients(&g, &plan, input, "conv", 30 + i as u64);
         let e = rel_err(gp.get("x").unwrap(), gr.get("x").unwrap());
         assert!(e < 1e-5, "case {i}: input gradient differs by {e:.2e}");
     }

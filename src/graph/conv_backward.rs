@@ -7,7 +7,7 @@
 //! make their im2col columns `Wᵀ·∂L/∂y` on the packed kernels too, then col2im. Grouped ones (depthwise has its own
 //! fast kernel) keep the op's own rule.
 
-use super::fuse::{fold_pad, is_f32, winograd_wins, PackKey};
+use super::fuse::{f32_view, fold_pad, from_f32, is_f32, winograd_wins, PackKey};
 use super::Graph;
 use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::Fusable;
@@ -15,7 +15,6 @@ use crate::tensor::{contiguous, Tensor};
 use crate::Element;
 use gradcam_kernels::conv_packed::conv2d_forward_packed;
 use gradcam_kernels::{col2im_image, simd, Clamp, ConvGeometry, PackedConv, Precision};
-use std::any::Any;
 
 /// Most elements of one image's columns on the strided path (64 MB, as the chunks of the op's own rule): a larger
 /// layer (a stem on a large image) keeps the rule, which makes its columns in chunks.
@@ -109,7 +108,7 @@ impl<T: Element> Graph<T> {
         let mut dx = pool.take_f32_or_zeroed(len, outlives_pass);
         conv2d_forward_packed(geo, &contiguous(dy), &packed, Clamp::NONE, dx.values());
         let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
-        from_f32(dx).map_err(|_| wrap(not_f32()))
+        from_f32(dx).ok_or_else(|| wrap(not_f32()))
     }
 
     /// Constant weights `id` as f32, and the precision they are held in: packed weights keep it, so 16-bit weights
@@ -131,21 +130,12 @@ fn not_f32() -> OpError {
     OpError::Invalid("packed convolution gradient on a non-f32 graph".into())
 }
 
-/// `t` as the f32 tensor it is (the packed kernels' graphs are f32), else `None`.
-fn f32_view<T: Element>(t: &Tensor<T>) -> Option<&Tensor<f32>> {
-    (t as &dyn Any).downcast_ref::<Tensor<f32>>()
-}
-
-/// An f32 tensor as the graph's element type, which the caller checked is f32 (else `Err`).
-fn from_f32<T: Element>(t: Tensor<f32>) -> std::result::Result<Tensor<T>, Box<dyn Any>> {
-    (Box::new(t) as Box<dyn Any>).downcast::<Tensor<T>>().map(|b| *b)
-}
-
 impl<T: Element> Graph<T> {
     /// `∂L/∂x` of strided convolution `geo` (ungrouped), which is no convolution of `∂L/∂y`: per image, the columns
     /// `Wᵀ·∂L/∂y` (`k × pixels`) as a 1×1 convolution on the packed kernels with `Wᵀ` packed once, then col2im adds
-    /// them into the input gradient. The generic rule makes the same product with the portable GEMM in tiles; a
-    /// stem's input gradient (K = C_out = 32 or 64) was 2.5–3× slower that way.
+    /// them into the input gradient. The generic rule makes the same product with the portable GEMM in tiles and
+    /// zero-fills its columns; a ResNet-18 stem's input gradient took about 15 % longer that way (BENCHMARKS.md,
+    /// tenth pass).
     fn run_columns(
         &self,
         n: usize,
@@ -204,11 +194,11 @@ impl<T: Element> Graph<T> {
             conv2d_forward_packed(&columns, dy, &packed, Clamp::NONE, dcol.values());
             col2im_image(geo, dcol.values(), dx);
         }
-        if let Ok(Ok(scratch)) = dcol.into_tensor(&[k * pixels]).map(from_f32::<T>) {
+        if let Ok(Some(scratch)) = dcol.into_tensor(&[k * pixels]).map(from_f32::<T>) {
             pool.recycle(scratch);
         }
         let dx = dx.into_tensor(&shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
-        from_f32(dx).map_err(|_| wrap(not_f32()))
+        from_f32(dx).ok_or_else(|| wrap(not_f32()))
     }
 }
 

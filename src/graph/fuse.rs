@@ -143,6 +143,16 @@ pub(super) fn is_f32<T: 'static>() -> bool {
     TypeId::of::<T>() == TypeId::of::<f32>()
 }
 
+/// `t` as the f32 tensor it is on an f32 graph (the one the f32 kernels run on), else `None`.
+pub(super) fn f32_view<T: Element>(t: &Tensor<T>) -> Option<&Tensor<f32>> {
+    (t as &dyn Any).downcast_ref::<Tensor<f32>>()
+}
+
+/// An f32 tensor as the graph's element type, where that is f32, else `None`.
+pub(super) fn from_f32<T: Element>(t: Tensor<f32>) -> Option<Tensor<T>> {
+    (Box::new(t) as Box<dyn Any>).downcast::<Tensor<T>>().ok().map(|b| *b)
+}
+
 impl<T: Element> Graph<T> {
     /// Whether convolution `geo`, whose weight is value `weight`, runs as the pixel-row product
     /// (`conv_pixel_rows::wins`) rather than Winograd or the packed GEMM: f32 weights only (16-bit ones are read in
@@ -267,9 +277,8 @@ impl<T: Element> Graph<T> {
     ) -> Result<Tensor<T>> {
         let node = &self.nodes[chain.conv];
         let wrap = |source| GraphError::Op { node: node.name.clone(), op: "Conv", source };
-        let x32 = (x as &dyn Any)
-            .downcast_ref::<Tensor<f32>>()
-            .ok_or_else(|| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))?;
+        let not_f32 = || wrap(OpError::Invalid("fused convolution on a non-f32 graph".into()));
+        let x32 = f32_view(x).ok_or_else(not_f32)?;
         // The geometry of the convolution as the graph has it (on the padded input where a Pad leads), then the
         // folded padding moved into the convolution.
         let padded = chain.padded_input_shape(x.shape());
@@ -298,9 +307,8 @@ impl<T: Element> Graph<T> {
         match residual {
             Some(r) => {
                 // Added in the convolution's epilogue, in the order of the Add it replaces.
-                let r32 = (r as &dyn Any)
-                    .downcast_ref::<Tensor<f32>>()
-                    .ok_or_else(|| wrap(OpError::Invalid("fused residual on a non-f32 graph".into())))?;
+                let r32 =
+                    f32_view(r).ok_or_else(|| wrap(OpError::Invalid("fused residual on a non-f32 graph".into())))?;
                 if r32.shape() != out_shape {
                     let what = format!("fused residual shaped {:?}, output {:?}", r32.shape(), out_shape);
                     return Err(wrap(OpError::Invalid(what)));
@@ -310,11 +318,7 @@ impl<T: Element> Graph<T> {
             None => conv2d_forward_packed(&geo, &contiguous(x32), &packed, clamp, y),
         }
         let y = buffer.into_tensor(&out_shape).map_err(|e| wrap(OpError::Invalid(e.to_string())))?;
-        let boxed: Box<dyn Any> = Box::new(y);
-        boxed
-            .downcast::<Tensor<T>>()
-            .map(|b| *b)
-            .map_err(|_| wrap(OpError::Invalid("fused convolution on a non-f32 graph".into())))
+        from_f32(y).ok_or_else(not_f32)
     }
 
     /// Folds the chain's batch-norm (if any) into the convolution's weights and bias, and packs them for `level`

@@ -6,6 +6,7 @@
 //! for the weight itself, a transposed `A`, operands that are not matrices — runs the op's own rule on a widened
 //! copy (the reference these paths are tested against).
 
+use super::fuse::{f32_view, from_f32};
 use super::{Graph, Node};
 use crate::error::{GraphError, GraphResult as Result, OpError};
 use crate::ops::{Fusable, Gemm};
@@ -13,7 +14,6 @@ use crate::tensor::{contiguous, HalfTensor, Tensor};
 use crate::Element;
 use gradcam_kernels::stored_matmul;
 use ndarray::IxDyn;
-use std::any::Any;
 
 impl<T: Element> Graph<T> {
     /// The product attributes and 16-bit weight of `node`, where the stored path applies: an f32 graph, a
@@ -40,7 +40,7 @@ impl<T: Element> Graph<T> {
             if a.ndim() != 2 {
                 return Err(OpError::Invalid(format!("expected a matrix, got shape {:?}", a.shape())));
             }
-            let a32 = as_f32(a)?;
+            let a32 = f32_view(a).ok_or_else(not_f32)?;
             let (m, k) = (a.shape()[0], a.shape()[1]);
             let (rows, cols) = (w.shape()[0], w.shape()[1]);
             let (y, n) = if gemm.trans_b {
@@ -56,12 +56,12 @@ impl<T: Element> Graph<T> {
                 y.mapv_inplace(|v| v * alpha);
             }
             if let Some(c) = c {
-                let c = as_f32(c)?;
+                let c = f32_view(c).ok_or_else(not_f32)?;
                 let c = c.broadcast(IxDyn(&[m, n])).ok_or_else(|| OpError::Invalid("C does not broadcast".into()))?;
                 let beta = gemm.beta as f32;
                 y.zip_mut_with(&c, |y, &c| *y += beta * c);
             }
-            from_f32(y)
+            from_f32(y).ok_or_else(not_f32)
         };
         Some(run().map_err(wrap))
     }
@@ -78,7 +78,7 @@ impl<T: Element> Graph<T> {
         }
         let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
         let run = || -> std::result::Result<Tensor<T>, OpError> {
-            let g = contiguous(as_f32(grad_output)?);
+            let g = contiguous(f32_view(grad_output).ok_or_else(not_f32)?);
             let (m, n) = (grad_output.shape()[0], grad_output.shape()[1]);
             let (rows, cols) = (w.shape()[0], w.shape()[1]);
             // dA = α·G·B'ᵀ: with B' = Wᵀ that is G·W; with B' = W, G·Wᵀ.
@@ -94,7 +94,7 @@ impl<T: Element> Graph<T> {
                 let alpha = gemm.alpha as f32;
                 da.mapv_inplace(|v| v * alpha);
             }
-            from_f32(da)
+            from_f32(da).ok_or_else(not_f32)
         };
         Some(run().map_err(wrap))
     }
@@ -108,13 +108,6 @@ fn check_inner(a: usize, b: usize) -> std::result::Result<(), OpError> {
     }
 }
 
-fn as_f32<T: Element>(t: &Tensor<T>) -> std::result::Result<&Tensor<f32>, OpError> {
-    (t as &dyn Any)
-        .downcast_ref::<Tensor<f32>>()
-        .ok_or_else(|| OpError::Invalid("16-bit weights on a non-f32 graph".into()))
-}
-
-fn from_f32<T: Element>(t: Tensor<f32>) -> std::result::Result<Tensor<T>, OpError> {
-    let boxed: Box<dyn Any> = Box::new(t);
-    boxed.downcast::<Tensor<T>>().map(|b| *b).map_err(|_| OpError::Invalid("16-bit weights on a non-f32 graph".into()))
+fn not_f32() -> OpError {
+    OpError::Invalid("16-bit weights on a non-f32 graph".into())
 }

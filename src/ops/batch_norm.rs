@@ -40,6 +40,13 @@ fn sum_per_channel<T: Element>(t: Tensor<T>) -> Tensor<T> {
 }
 
 impl BatchNormalization {
+    /// `a = scale · 1/√(var + ε)` per channel, in PyTorch's order of operations: the factor of `x` in the forward
+    /// pass and of the output gradient in the input gradient.
+    fn scale_per_channel<T: Element>(&self, scale: &Tensor<T>, var: &Tensor<T>) -> Vec<T> {
+        let eps = T::lit(self.epsilon);
+        var.iter().zip(scale).map(|(&v, &s)| (T::one() / (v + eps).sqrt()) * s).collect()
+    }
+
     fn inv_std<T: Element>(&self, var: &Tensor<T>, rank: usize) -> Tensor<T> {
         per_channel(&var.mapv(|v| T::one() / (v + T::lit(self.epsilon)).sqrt()), rank)
     }
@@ -65,10 +72,9 @@ impl<T: Element> Op<T> for BatchNormalization {
     fn forward(&self, inputs: &[&Tensor<T>]) -> Result<Outputs<T>, OpError> {
         let x = inputs[0];
         let c = x.shape()[1];
-        let eps = T::lit(self.epsilon);
         // y = x·a + b per channel with a = scale·(1/√(var + ε)), b = bias − mean·a (PyTorch's order of operations, so
         // that rounding matches); one pass over contiguous planes.
-        let a: Vec<T> = (0..c).map(|k| (T::one() / (inputs[4][k] + eps).sqrt()) * inputs[1][k]).collect();
+        let a = self.scale_per_channel(inputs[1], inputs[4]);
         let b: Vec<T> = (0..c).map(|k| inputs[2][k] - inputs[3][k] * a[k]).collect();
         let plane: usize = x.shape()[2..].iter().product();
         let src = contiguous(x);
@@ -104,8 +110,7 @@ impl<T: Element> Op<T> for BatchNormalization {
         if !g.is_standard_layout() || scale.len() != channels || var.len() != channels {
             return None;
         }
-        let eps = T::lit(self.epsilon);
-        let a: Vec<T> = var.iter().zip(scale).map(|(&v, &s)| T::one() / (v + eps).sqrt() * s).collect();
+        let a = self.scale_per_channel(scale, var);
         let plane: usize = g.shape()[2..].iter().product();
         let xs = g.as_slice_mut()?;
         if plane > 0 {
