@@ -4,7 +4,8 @@
 //!
 //! The packed-weight paths the fused graph uses run beside it on all threads: im2col + packed GEMM against Winograd
 //! F(2×2, 3×3) on the 3×3 layers (`packed_*` / `winograd_*`), and on MobileNet depthwise layers the generic
-//! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 flat multi-tap kernel (`depthwise_flat_*`),
+//! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 kernel the graph runs (`depthwise_flat_*`:
+//! channel-blocked where the channels are whole vectors) and its per-plane kernels (`depthwise_per_plane_*`),
 //! and that kernel's input gradient (`depthwise_flat_backward_*`).
 //!
 //! A second group (`resnet/…`) times ResNet layers as the fused graph runs them: the strided stem and 3×3/2 layers,
@@ -164,6 +165,14 @@ fn bench(c: &mut Criterion) {
             let level = simd::level();
             all.install(|| {
                 bch.iter(|| depthwise_flat::forward(&geo, black_box(&x), &w, &b, Clamp::RELU, &mut y, level))
+            })
+        });
+        // The same layer plane by plane: the kernels `depthwise_flat::forward` picks for channels that are not
+        // whole vectors, and the peer of its channel-blocked kernel.
+        group.bench_function(BenchmarkId::new(format!("depthwise_per_plane_{threads}t"), &name), |bch| {
+            let level = simd::level();
+            all.install(|| {
+                bch.iter(|| depthwise_flat::forward_per_plane(&geo, black_box(&x), &w, &b, Clamp::RELU, &mut y, level))
             })
         });
         // The input gradient (saliency, guided backpropagation and attacks run it through every layer).
