@@ -125,10 +125,119 @@ impl BlockedFilter {
     }
 }
 
+/// The input gradient of a strided depthwise layer, channel-blocked.
+///
+/// Input pixel `(iy, ix)` is reached only through the taps `(ky, kx)` with `iy + pad_top − ky·dh` a multiple of
+/// `sh` (likewise for columns), from output-gradient pixel `((iy + pad_top − ky·dh)/sh, …)`. A band of the output
+/// gradient is transposed into a scratch as in the forward pass, with zero rows and columns in front so that every
+/// such index is a scratch index; then, per input row and column phase `ix mod sw`, `L` pixels of that phase (`sw`
+/// apart) take the same taps, reading `L` consecutive scratch vectors. Their sums go to a row of vectors, which is
+/// transposed back into the `L` channel rows. The taps run in the order of the per-plane kernels (the flipped
+/// kernel's row-major order, skipping the taps that would read the zeros between upsampled pixels), from 0: the same
+/// results, bit for bit.
+#[derive(Clone, Debug)]
+pub(crate) struct BlockedGradient {
+    geo: ConvGeometry,
+    out_h: usize,
+    out_w: usize,
+    /// Zero rows above and zero columns left of the output gradient in the scratch.
+    pads: [usize; 2],
+    /// Vectors per scratch row.
+    cols: usize,
+    /// Vectors in the row of sums: whole vectors of every phase's pixels.
+    line: usize,
+    /// Input-gradient rows per band.
+    band_rows: usize,
+}
+
+impl BlockedGradient {
+    /// The blocked gradient of `geo` on `level`, or `None` where it does not apply: as [`BlockedFilter::of`], or a
+    /// stride of 1 (the forward kernel takes those), or padding before the image wider than the kernel's reach.
+    pub(crate) fn of(geo: &ConvGeometry, level: SimdLevel) -> Option<BlockedGradient> {
+        BlockedFilter::of(geo, level)?;
+        let (sh, sw) = (geo.stride_h, geo.stride_w);
+        let reach_h = (geo.kernel_h - 1) * geo.dilation_h;
+        let reach_w = (geo.kernel_w - 1) * geo.dilation_w;
+        if (sh == 1 && sw == 1) || sh == 0 || sw == 0 || geo.pad_top > reach_h || geo.pad_left > reach_w {
+            return None;
+        }
+        let (out_h, out_w) = (geo.out_h()?, geo.out_w()?);
+        let pads = [(reach_h - geo.pad_top).div_ceil(sh), (reach_w - geo.pad_left).div_ceil(sw)];
+        let whole = |n: usize| n.div_ceil(LANES) * LANES;
+        // Phase 0 has the most pixels; its last vector reads furthest, through tap column 0.
+        let phase_pixels = whole(geo.in_w.div_ceil(sw));
+        let reach = phase_pixels - 1 + (sw - 1 + geo.pad_left + pads[1] * sw) / sw;
+        let cols = (reach + 1).max(pads[1] + whole(out_w));
+        let line = sw * phase_pixels;
+        let row_bytes = cols * LANES * std::mem::size_of::<f32>();
+        let budget_rows = (BAND_BYTES / row_bytes.max(1)).saturating_sub(2);
+        let band_rows = (budget_rows * sh).saturating_sub(reach_h).clamp(1, geo.in_h);
+        Some(BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows })
+    }
+
+    /// The first padded output-gradient row and the number of rows that input rows `rows` read.
+    fn scratch_rows(&self, rows: &std::ops::Range<usize>) -> (usize, usize) {
+        let g = &self.geo;
+        let reach_h = (g.kernel_h - 1) * g.dilation_h;
+        let ahead = g.pad_top + self.pads[0] * g.stride_h;
+        let first = (rows.start + ahead - reach_h) / g.stride_h;
+        (first, (rows.end - 1 + ahead) / g.stride_h - first + 1)
+    }
+
+    /// `grad_input ← ∂⟨grad_output, depthwise_conv(x, weight)⟩/∂x` (overwrites it).
+    ///
+    /// # Panics
+    /// If a length disagrees with the geometry (programming errors of the caller).
+    pub(crate) fn run(&self, weight: &[f32], grad_output: &[f32], grad_input: &mut [f32]) {
+        let geo = &self.geo;
+        geo.check(grad_input.len(), weight.len(), grad_output.len());
+        let blocks = geo.in_channels / LANES;
+        let bands = geo.in_h.div_ceil(self.band_rows);
+        let most_rows = (0..bands)
+            .map(|b| self.scratch_rows(&(b * self.band_rows..((b + 1) * self.band_rows).min(geo.in_h))).1)
+            .max()
+            .unwrap_or(0);
+        let out = SharedOut(grad_input.as_mut_ptr());
+        (0..geo.batch * blocks * bands).into_par_iter().for_each(|task| {
+            let (image, block, band) = (task / (blocks * bands), task / bands % blocks, task % bands);
+            let rows = band * self.band_rows..((band + 1) * self.band_rows).min(geo.in_h);
+            let task = Task { image, first_channel: block * LANES, rows };
+            SCRATCH.with_borrow_mut(|s| {
+                let taps = geo.kernel_h * geo.kernel_w;
+                let (scratch, weights) = s.prepare((most_rows * self.cols + self.line) * LANES, taps * LANES);
+                for (t, w) in weights.chunks_exact_mut(LANES).enumerate() {
+                    for (l, w) in w.iter_mut().enumerate() {
+                        *w = weight[(task.first_channel + l) * taps + t];
+                    }
+                }
+                let out = &out;
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `of` chose a level whose CPU runs AVX2 and FMA; the scratch holds the band's rows and the
+                // row of sums (sized above); the task writes only its own block's rows of its image, inside
+                // `grad_input` (its length was checked against the geometry).
+                unsafe {
+                    self.task_avx2(grad_output, weights, scratch, out.0, &task)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("BlockedGradient::of accepts x86-64 SIMD levels only: {:?}", (out.0, scratch));
+            });
+        });
+    }
+}
+
 /// The output, written by disjoint tasks.
 struct SharedOut(*mut f32);
 // SAFETY: every task writes a disjoint set of elements (its image's block of channels, its band of rows).
 unsafe impl Sync for SharedOut {}
+
+/// `L` channels' planes of `h × w` in a slice: channel `l` starts at `first + l·plane`.
+struct Source<'a> {
+    planes: &'a [f32],
+    first: usize,
+    plane: usize,
+    h: usize,
+    w: usize,
+}
 
 /// One task: a block of `L` channels of one image, a band of output rows.
 struct Task {
@@ -166,7 +275,7 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 macro_rules! blocked_task {
     (
-        fn $name:ident, rows = $rows:ident, flat = $flat:ident, finish = $finish:ident, feature = $feature:literal,
+        fn $name:ident, rows = $rows:ident, flat = $flat:ident, finish = $finish:ident, fill = $fill:ident, feature = $feature:literal,
         lanes = $lanes:literal, vector = $v:ty,
         transpose = $transpose:ident, zero = $zero:ident, splat = $splat:ident, load = $load:ident,
         store = $store:ident, loadu = $loadu:ident, storeu = $storeu:ident, fma = $fma:ident, min = $min:ident,
@@ -174,6 +283,56 @@ macro_rules! blocked_task {
         masked_load = |$ln:ident, $lptr:ident| $masked_load:expr,
         masked_store = |$sn:ident, $sdst:ident, $sval:ident| $masked_store:expr
     ) => {
+        /// Transposes rows `r0.. r0 + rows` of the padded planes (`pads` = zero rows above, zero columns to the left)
+        /// of `L` channels into `scratch[r][x][l]`, `cols` vectors a row, zeros where the padding is.
+        ///
+        /// # Safety
+        /// The CPU supports the target features; `scratch` (aligned to a vector) holds `rows · cols` vectors, `cols`
+        /// is at least `pads[1]` plus the row's whole vectors, and `L` planes from `src.first` lie inside the slice.
+        #[target_feature(enable = $feature)]
+        unsafe fn $fill(src: &Source, r0: usize, rows: usize, pads: [usize; 2], cols: usize, scratch: *mut f32) {
+            const L: usize = $lanes;
+            let whole_w = src.w.div_ceil(L) * L;
+            assert!(src.first + (L - 1) * src.plane + src.h * src.w <= src.planes.len());
+            for r in 0..rows {
+                // SAFETY: r < rows, so the row's `cols` vectors lie inside the scratch.
+                let row = unsafe { scratch.add(r * cols * L) };
+                let Some(iy) = (r0 + r).checked_sub(pads[0]).filter(|&iy| iy < src.h) else {
+                    for x in 0..cols {
+                        // SAFETY: x < cols, inside the row.
+                        unsafe { $store(row.add(x * L), $zero()) };
+                    }
+                    continue;
+                };
+                for x in (0..pads[1]).chain(pads[1] + whole_w..cols) {
+                    // SAFETY: x < cols.
+                    unsafe { $store(row.add(x * L), $zero()) };
+                }
+                for x0 in (0..src.w).step_by(L) {
+                    let n = (src.w - x0).min(L);
+                    let mut v: [$v; L] = [$zero(); L];
+                    for (l, v) in v.iter_mut().enumerate() {
+                        let at = src.first + l * src.plane + iy * src.w + x0;
+                        // SAFETY: channel l's row iy < h, columns x0.. x0 + n ≤ w: inside the slice (asserted above).
+                        let $lptr = unsafe { src.planes.as_ptr().add(at) };
+                        let $ln = n;
+                        *v = if n == L {
+                            // SAFETY: all L columns are inside the row.
+                            unsafe { $loadu($lptr) }
+                        } else {
+                            // SAFETY: only the first n lanes, inside the row, are read (the rest are zero).
+                            unsafe { $masked_load }
+                        };
+                    }
+                    $transpose(&mut v);
+                    for (j, v) in v.iter().enumerate() {
+                        // SAFETY: pads[1] + x0 + j < pads[1] + whole_w ≤ cols.
+                        unsafe { $store(row.add((pads[1] + x0 + j) * L), *v) };
+                    }
+                }
+            }
+        }
+
         /// Clamps `L` pixels' accumulators, transposes them to channels and stores each channel's first `n` at
         /// `out + l·plane`.
         ///
@@ -227,58 +386,22 @@ macro_rules! blocked_task {
                 let in_rows = self.band_in_rows(task.rows.len());
                 assert!(in_rows * cols * L <= scratch.len() && weights.len() == (kh * kw + 1) * L);
                 assert_eq!(scratch.as_ptr().align_offset(L * 4), 0, "blocked depthwise: scratch alignment");
-                let plane = |c: usize| ((task.image * channels + task.first_channel + c) * h) * w;
-                assert!(plane(L - 1) + h * w <= input.len());
                 let s = scratch.as_mut_ptr();
-                let whole_w = w.div_ceil(L) * L;
-
-                // The band's input rows, transposed: scratch[r][x][l] = input[channel l][row][x − pad_left].
-                for r in 0..in_rows {
-                    // SAFETY: r < in_rows, so the row's `cols` vectors lie inside the scratch (asserted above).
-                    let row = unsafe { s.add(r * cols * L) };
-                    let inside = (task.rows.start * g.stride_h + r).checked_sub(g.pad_top).filter(|&iy| iy < h);
-                    let Some(iy) = inside else {
-                        for x in 0..cols {
-                            // SAFETY: x < cols, inside the row.
-                            unsafe { $store(row.add(x * L), $zero()) };
-                        }
-                        continue;
-                    };
-                    for x in (0..g.pad_left).chain(g.pad_left + whole_w..cols) {
-                        // SAFETY: x < cols (pad_left + whole_w ≤ cols by `of`).
-                        unsafe { $store(row.add(x * L), $zero()) };
-                    }
-                    for x0 in (0..w).step_by(L) {
-                        let n = (w - x0).min(L);
-                        let mut v: [$v; L] = [$zero(); L];
-                        for l in 0..L {
-                            // SAFETY: channel l's row iy, columns x0.. x0 + n, inside its plane (asserted above).
-                            let $lptr = unsafe { input.as_ptr().add(plane(l) + iy * w + x0) };
-                            let $ln = n;
-                            v[l] = if n == L {
-                                // SAFETY: all L columns are inside the row.
-                                unsafe { $loadu($lptr) }
-                            } else {
-                                // SAFETY: only the first n lanes, inside the row, are read (the rest are zero).
-                                unsafe { $masked_load }
-                            };
-                        }
-                        $transpose(&mut v);
-                        for j in 0..L {
-                            // SAFETY: pad_left + x0 + j < pad_left + whole_w ≤ cols.
-                            unsafe { $store(row.add((g.pad_left + x0 + j) * L), v[j]) };
-                        }
-                    }
-                }
+                let first = (task.image * channels + task.first_channel) * h * w;
+                let src = Source { planes: input, first, plane: h * w, h, w };
+                let pads = [g.pad_top, g.pad_left];
+                // SAFETY: the scratch holds in_rows rows of `cols` vectors (asserted above) and `cols` ≥ pad_left +
+                // the row's whole vectors (`of`); `fill` checks the planes against the input.
+                unsafe { $fill(&src, task.rows.start * g.stride_h, in_rows, pads, cols, s) };
 
                 // The taps: L output pixels at a time, then back to channel rows. Rows of at least L pixels go
                 // vector by vector along the row; narrower rows (7² planes) take L consecutive pixels of the plane
                 // across rows, so few lanes are wasted: their outputs too are contiguous in the plane.
-                let first = ((task.image * channels + task.first_channel) * oh + task.rows.start) * ow;
-                // SAFETY: `out + first` is the band's first pixel in the task's first channel, inside the output;
+                let band_start = ((task.image * channels + task.first_channel) * oh + task.rows.start) * ow;
+                // SAFETY: `out + band_start` is the band's first pixel in the task's first channel, inside the output;
                 // the rest is this function's contract, and the scratch holds the band's rows (transposed above).
                 unsafe {
-                    let out = out.add(first);
+                    let out = out.add(band_start);
                     match (ow >= L, g.stride_w) {
                         (true, 1) => self.$rows::<1>(weights, clamp, s, out, task),
                         (true, 2) => self.$rows::<2>(weights, clamp, s, out, task),
@@ -378,6 +501,86 @@ macro_rules! blocked_task {
                 }
             }
         }
+
+        impl BlockedGradient {
+            /// One task on `$lanes`-lane vectors.
+            ///
+            /// # Safety
+            /// The CPU supports the target features; `scratch` (aligned to a vector) holds the band's rows and the
+            /// row of sums, `weights` a vector per tap; `out` is the input gradient, which the task's cells are
+            /// inside of and no other thread writes.
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::needless_range_loop)]
+            unsafe fn $name(
+                &self,
+                grad_output: &[f32],
+                weights: &[f32],
+                scratch: &mut [f32],
+                out: *mut f32,
+                task: &Task,
+            ) {
+                const L: usize = $lanes;
+                let g = &self.geo;
+                let (kh, kw, sh, sw, cols) = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, self.cols);
+                let (first_row, rows) = self.scratch_rows(&task.rows);
+                assert!((rows * cols + self.line) * L <= scratch.len() && weights.len() == kh * kw * L);
+                assert_eq!(scratch.as_ptr().align_offset(L * 4), 0, "blocked depthwise: scratch alignment");
+                let s = scratch.as_mut_ptr();
+                let plane = self.out_h * self.out_w;
+                let first = (task.image * g.in_channels + task.first_channel) * plane;
+                let src = Source { planes: grad_output, first, plane, h: self.out_h, w: self.out_w };
+                // SAFETY: the scratch holds `rows` rows of `cols` vectors (asserted above), `cols` ≥ pads[1] + the
+                // row's whole vectors (`of`); `fill` checks the planes against the output gradient.
+                unsafe { $fill(&src, first_row, rows, self.pads, cols, s) };
+                // SAFETY: the row of sums follows the band's rows in the scratch (asserted above).
+                let line = unsafe { s.add(rows * cols * L) };
+                let (ahead_h, ahead_w) = (g.pad_top + self.pads[0] * sh, g.pad_left + self.pads[1] * sw);
+                let wv = weights.as_ptr();
+                let in_plane = g.in_h * g.in_w;
+                for iy in task.rows.clone() {
+                    for px in 0..sw.min(g.in_w) {
+                        let pixels = (g.in_w - px).div_ceil(sw);
+                        for m0 in (0..pixels).step_by(L) {
+                            let mut acc = [$zero(); L];
+                            for ky in (0..kh).rev() {
+                                let y = iy + ahead_h - ky * g.dilation_h;
+                                if y % sh != 0 {
+                                    continue;
+                                }
+                                // SAFETY: y / sh − first_row < rows (`scratch_rows` covers every tap of the band).
+                                let tap_row = unsafe { s.add((y / sh - first_row) * cols * L) };
+                                for kx in (0..kw).rev() {
+                                    let x = px + ahead_w - kx * g.dilation_w;
+                                    if x % sw != 0 {
+                                        continue;
+                                    }
+                                    // SAFETY: tap ky·kw + kx < kh·kw.
+                                    let wt = unsafe { $loadu(wv.add((ky * kw + kx) * L)) };
+                                    // SAFETY: columns m0 + x/sw + j < cols for j < L (`of` sizes `cols` for whole
+                                    // vectors of phase 0, the longest, through tap column 0, the furthest).
+                                    let at = unsafe { tap_row.add((m0 + x / sw) * L) };
+                                    for j in 0..L {
+                                        // SAFETY: as above.
+                                        acc[j] = $fma(wt, unsafe { $load(at.add(j * L)) }, acc[j]);
+                                    }
+                                }
+                            }
+                            for j in 0..L {
+                                // SAFETY: px + sw·(m0 + j) < sw · (whole vectors of phase 0) = `line`.
+                                unsafe { $store(line.add((px + sw * (m0 + j)) * L), acc[j]) };
+                            }
+                        }
+                    }
+                    let row = (task.image * g.in_channels + task.first_channel) * in_plane + iy * g.in_w;
+                    for x0 in (0..g.in_w).step_by(L) {
+                        // SAFETY: x0 + L ≤ whole vectors of the row ≤ `line`.
+                        let mut v: [$v; L] = std::array::from_fn(|j| unsafe { $load(line.add((x0 + j) * L)) });
+                        // SAFETY: columns x0.. of row iy in the block's L channels: the task's own cells.
+                        unsafe { $finish(&mut v, Clamp::NONE, out.add(row + x0), in_plane, (g.in_w - x0).min(L)) };
+                    }
+                }
+            }
+        }
     };
 }
 
@@ -415,7 +618,7 @@ fn first_lanes8(n: usize) -> __m256i {
 
 #[cfg(target_arch = "x86_64")]
 blocked_task! {
-    fn task_avx2, rows = rows_avx2, flat = flat_avx2, finish = finish_avx2, feature = "avx2,fma", lanes = 8, vector = __m256, transpose = transpose8,
+    fn task_avx2, rows = rows_avx2, flat = flat_avx2, finish = finish_avx2, fill = fill_avx2, feature = "avx2,fma", lanes = 8, vector = __m256, transpose = transpose8,
     zero = _mm256_setzero_ps, splat = _mm256_set1_ps, load = _mm256_load_ps, store = _mm256_store_ps,
     loadu = _mm256_loadu_ps, storeu = _mm256_storeu_ps, fma = _mm256_fmadd_ps, min = _mm256_min_ps,
     max = _mm256_max_ps,
@@ -511,10 +714,11 @@ mod tests {
         assert!(compared >= 150 * simd_levels().len(), "only {compared} comparisons");
     }
 
-    /// The stride-1 input gradient takes the blocked kernel (the mirrored geometry) and equals the per-plane one.
+    /// The input gradient takes the blocked kernels — the forward one on the mirrored geometry at stride 1, the
+    /// phase-by-phase one on strided layers — and equals the per-plane kernels bit for bit.
     #[test]
-    fn stride_one_input_gradient_is_bit_identical_to_the_per_plane_kernels() {
-        let mut blocked = 0;
+    fn input_gradient_is_bit_identical_to_the_per_plane_kernels() {
+        let (mut stride_one, mut strided) = (0, 0);
         for level in simd_levels() {
             for (i, geo) in geometries().iter().enumerate() {
                 let w = data(geo.out_channels * geo.k(), i + 3);
@@ -525,10 +729,18 @@ mod tests {
                 assert_eq!(backward_data(geo, &w, &dy, &mut got, level), took, "{geo:?}");
                 let same = got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits());
                 assert!(same, "{level} {geo:?}");
-                blocked += usize::from(took && geo.stride_h == 1 && geo.stride_w == 1);
+                let unit = geo.stride_h == 1 && geo.stride_w == 1;
+                stride_one += usize::from(took && unit);
+                strided += usize::from(BlockedGradient::of(geo, level).is_some());
+                if let Some(blocked) = BlockedGradient::of(geo, level) {
+                    let mut direct = vec![f32::NAN; want.len()];
+                    blocked.run(&w, &dy, &mut direct);
+                    assert!(direct.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()), "{level} {geo:?}");
+                }
             }
         }
-        assert!(blocked >= 40 * simd_levels().len(), "only {blocked} stride-1 gradients");
+        let levels = simd_levels().len();
+        assert!(stride_one >= 40 * levels && strided >= 40 * levels, "{stride_one} stride-1, {strided} strided");
     }
 
     /// The kernel reads only the input planes and writes only the output: the buffers sit inside larger ones
@@ -537,7 +749,7 @@ mod tests {
     #[test]
     fn reads_and_writes_nothing_outside_its_buffers() {
         for level in simd_levels() {
-            for geo in geometries().iter().filter(|g| g.batch == 1).take(30) {
+            for geo in geometries().iter().filter(|g| g.batch == 1) {
                 let (in_len, out_len) = (geo.in_channels * geo.in_plane(), geo.out_channels * geo.out_plane());
                 let x = data(in_len, 5);
                 let (w, b) = (data(geo.out_channels * geo.k(), 6), data(geo.out_channels, 7));
@@ -556,6 +768,20 @@ mod tests {
                     "{level} {geo:?}: wrote outside"
                 );
                 assert!(out[32..32 + out_len].iter().all(|v| v.is_finite()), "{level} {geo:?}: read outside");
+                if let Some(gradient) = BlockedGradient::of(geo, level) {
+                    // The output gradient sits in the NaN-guarded buffer now, the input gradient in the other.
+                    let dy = data(out_len, 8);
+                    let mut padded_dy = vec![f32::NAN; out_len + 64];
+                    padded_dy[32..32 + out_len].copy_from_slice(&dy);
+                    let mut dx = vec![f32::NAN; in_len + 64];
+                    gradient.run(&w, &padded_dy[32..32 + out_len], &mut dx[32..32 + in_len]);
+                    let guards = dx[..32].iter().chain(&dx[32 + in_len..]);
+                    assert!(guards.into_iter().all(|v| v.is_nan()), "{level} {geo:?}: gradient wrote outside");
+                    assert!(
+                        dx[32..32 + in_len].iter().all(|v| v.is_finite()),
+                        "{level} {geo:?}: gradient read outside"
+                    );
+                }
             }
         }
     }
@@ -569,7 +795,11 @@ mod tests {
             let run = |threads: usize| {
                 let mut y = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
                 on_threads(threads, || BlockedFilter::of(&geo, level).unwrap().run(&x, &w, &b, Clamp::RELU, &mut y));
-                y
+                let strided = ConvGeometry { stride_h: 2, stride_w: 2, ..geo };
+                let dy = data(strided.batch * strided.out_channels * strided.out_plane(), 10);
+                let mut dx = vec![0.0f32; x.len()];
+                on_threads(threads, || BlockedGradient::of(&strided, level).unwrap().run(&w, &dy, &mut dx));
+                (y, dx)
             };
             let one = run(1);
             assert_eq!(one, run(2), "{level}");

@@ -14,7 +14,7 @@
 //! Each output is a fixed sequence of operations (bias, then the taps in order), so results do not depend on the
 //! number of threads.
 
-use crate::depthwise_blocked::BlockedFilter;
+use crate::depthwise_blocked::{BlockedFilter, BlockedGradient};
 use crate::depthwise_plane::FlatPlane;
 use crate::depthwise_rows::RowFilter;
 use crate::geometry::ConvGeometry;
@@ -470,15 +470,17 @@ pub fn backward_data(
 ) -> bool {
     assert!(geo.is_depthwise(), "depthwise: not a depthwise geometry");
     geo.check(grad_input.len(), weight.len(), grad_output.len());
-    match blocked_backward(geo, level) {
-        Some(blocked) => {
-            let taps = geo.kernel_h * geo.kernel_w;
-            let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| w.iter().rev().copied()).collect();
-            blocked.run(grad_output, &flipped, &vec![0.0; geo.in_channels], Clamp::NONE, grad_input);
-            true
-        }
-        None => backward_data_per_plane(geo, weight, grad_output, grad_input, level),
+    if let Some(blocked) = blocked_backward(geo, level) {
+        let taps = geo.kernel_h * geo.kernel_w;
+        let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| w.iter().rev().copied()).collect();
+        blocked.run(grad_output, &flipped, &vec![0.0; geo.in_channels], Clamp::NONE, grad_input);
+        return true;
     }
+    if let Some(strided) = BlockedGradient::of(geo, level) {
+        strided.run(weight, grad_output, grad_input);
+        return true;
+    }
+    backward_data_per_plane(geo, weight, grad_output, grad_input, level)
 }
 
 /// The channel-blocked kernel for the input gradient of a stride-1 layer, where it applies: that gradient is the
