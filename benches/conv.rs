@@ -6,7 +6,7 @@
 //! F(2×2, 3×3) on the 3×3 layers (`packed_*` / `winograd_*`), and on MobileNet depthwise layers the generic
 //! row-by-row kernel (`depthwise_generic_*`, f64-capable) against the f32 kernel the graph runs (`depthwise_flat_*`:
 //! channel-blocked where the channels are whole vectors) and its per-plane kernels (`depthwise_per_plane_*`),
-//! and that kernel's input gradient (`depthwise_flat_backward_*`).
+//! and the input gradients of both (`depthwise_flat_backward_*`, `depthwise_per_plane_backward_*`).
 //!
 //! A second group (`resnet/…`) times ResNet layers as the fused graph runs them: the strided stem and 3×3/2 layers,
 //! a 1×1 projection with its residual in the epilogue beside the separate Add and ReLU, and the 3×3/2 max pool.
@@ -180,6 +180,13 @@ fn bench(c: &mut Criterion) {
             let level = simd::level();
             let mut dx = vec![0f32; x.len()];
             all.install(|| bch.iter(|| depthwise_flat::backward_data(&geo, &w, black_box(&y), &mut dx, level)))
+        });
+        group.bench_function(BenchmarkId::new(format!("depthwise_per_plane_backward_{threads}t"), &name), |bch| {
+            let level = simd::level();
+            let mut dx = vec![0f32; x.len()];
+            all.install(|| {
+                bch.iter(|| depthwise_flat::backward_data_per_plane(&geo, &w, black_box(&y), &mut dx, level))
+            })
         });
     }
     group.finish();

@@ -30,8 +30,32 @@ use std::cell::RefCell;
 /// was no faster.
 const BAND_BYTES: usize = 128 * 1024;
 
-/// Channels per vector: 8 f32 (256 bits).
+/// Channels per vector: 8 f32 (256 bits). Both SIMD levels run these AVX2 + FMA vectors: on Zen 4's 256-bit
+/// datapath a 16-lane AVX-512 version was as fast or slower on every MobileNetV2 and EfficientNet-Lite0 layer
+/// (BENCHMARKS.md, eleventh speed pass).
 const LANES: usize = 8;
+
+/// Largest scratch a task may take (a band's transposed rows): beyond it, the layer runs on the per-plane kernels.
+/// Real layers need far less (MobileNets' widest: about 130 KiB); a hostile geometry cannot make every thread
+/// allocate gigabytes.
+const MAX_SCRATCH_BYTES: usize = 64 << 20;
+
+/// Whether the blocked kernels run at `level` on this CPU: the SIMD levels, given AVX2 and FMA (what they use, which
+/// a virtual machine may mask even where it reports AVX-512F).
+fn runs_on(level: SimdLevel) -> bool {
+    matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported() && SimdLevel::Avx2.supported()
+}
+
+/// Depthwise with multiplier 1, the channels whole vectors, a non-empty input.
+fn blocks_channels(geo: &ConvGeometry) -> bool {
+    let depthwise = geo.is_depthwise() && geo.out_channels == geo.in_channels;
+    depthwise && geo.in_channels.is_multiple_of(LANES) && geo.in_w > 0 && geo.in_h > 0
+}
+
+/// `n` rounded up to whole vectors, `None` on overflow.
+fn whole(n: usize) -> Option<usize> {
+    n.checked_next_multiple_of(LANES)
+}
 
 /// Where the scratch starts: vectors of `L` f32 on a cache line boundary are aligned loads.
 const ALIGN_BYTES: usize = 64;
@@ -52,31 +76,29 @@ pub(crate) struct BlockedFilter {
 
 impl BlockedFilter {
     /// The filter of `geo` on `level`, or `None` where this kernel does not apply: the portable level, a channel
-    /// multiplier other than 1, a channel count that is not a whole number of vectors, or an empty output.
+    /// multiplier other than 1, a channel count that is not a whole number of vectors, an empty output, or a band's
+    /// scratch above [`MAX_SCRATCH_BYTES`] (sizes from a hostile model file; the per-plane kernels take those).
     pub(crate) fn of(geo: &ConvGeometry, level: SimdLevel) -> Option<BlockedFilter> {
-        // Both SIMD levels run 8-lane (AVX2 + FMA) vectors: on Zen 4's 256-bit datapath a 16-lane version was as
-        // fast or slower on every MobileNet and EfficientNet-Lite layer (BENCHMARKS.md, eleventh speed pass).
-        let simd = matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported();
-        if !(simd && cfg!(target_arch = "x86_64")) {
-            return None;
-        }
-        let lanes = LANES;
-        let depthwise = geo.is_depthwise() && geo.out_channels == geo.in_channels;
-        if !depthwise || !geo.in_channels.is_multiple_of(lanes) || geo.in_w == 0 || geo.in_h == 0 {
+        if !runs_on(level) || !blocks_channels(geo) {
             return None;
         }
         let (out_h, out_w) = (geo.out_h()?, geo.out_w()?);
-        if out_h == 0 || out_w == 0 || geo.kernel_h == 0 || geo.kernel_w == 0 {
+        if out_h == 0 || out_w == 0 {
             return None;
         }
-        let whole = |n: usize| n.div_ceil(lanes) * lanes;
-        let read = (whole(out_w) - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dilation_w + 1;
-        let cols = read.max(geo.pad_left + whole(geo.in_w));
-        let row_bytes = cols * lanes * std::mem::size_of::<f32>();
-        let reach = (geo.kernel_h - 1) * geo.dilation_h + 1;
-        let rows_in_budget = (BAND_BYTES / row_bytes.max(1)).saturating_sub(reach);
-        let band_rows = (rows_in_budget / geo.stride_h.max(1) + 1).min(out_h);
-        Some(BlockedFilter { geo: *geo, out_h, out_w, cols, band_rows })
+        // Rows of at least L outputs read whole vectors of outputs (the last one partly past the row, into zeros);
+        // narrower rows are read pixel by pixel across rows.
+        let read_outputs = if out_w >= LANES { whole(out_w)? } else { out_w };
+        let tap_reach = (geo.kernel_w - 1).checked_mul(geo.dilation_w)?;
+        let read = (read_outputs - 1).checked_mul(geo.stride_w)?.checked_add(tap_reach)?.checked_add(1)?;
+        let cols = read.max(geo.pad_left.checked_add(whole(geo.in_w)?)?);
+        let row_bytes = cols.checked_mul(LANES * std::mem::size_of::<f32>())?;
+        let reach = (geo.kernel_h - 1).checked_mul(geo.dilation_h)?.checked_add(1)?;
+        let rows_in_budget = (BAND_BYTES / row_bytes).saturating_sub(reach);
+        let band_rows = (rows_in_budget / geo.stride_h + 1).min(out_h);
+        let filter = BlockedFilter { geo: *geo, out_h, out_w, cols, band_rows };
+        let scratch_rows = (band_rows - 1).checked_mul(geo.stride_h)?.checked_add(reach)?;
+        (scratch_rows.checked_mul(row_bytes)? <= MAX_SCRATCH_BYTES).then_some(filter)
     }
 
     /// Scratch rows of a band of `rows` output rows.
@@ -110,16 +132,12 @@ impl BlockedFilter {
                     }
                 }
                 weights[taps * LANES..].copy_from_slice(&bias[task.first_channel..][..LANES]);
+                // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
                 let out = &out;
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `of` chose a level whose CPU runs AVX2 and FMA; the scratch and weights hold what the task
+                // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch and weights hold what the task
                 // reads (sized above); the task writes only its own block's rows of its image, which no other task
                 // writes, inside `output` (its length was checked against the geometry).
-                unsafe {
-                    self.task_avx2(input, weights, clamp, scratch, out.0, &task)
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("BlockedFilter::of accepts x86-64 SIMD levels only: {:?}", (out.0, clamp, scratch));
+                unsafe { self.task_avx2(input, weights, clamp, scratch, out.0, &task) };
             });
         });
     }
@@ -134,7 +152,8 @@ impl BlockedFilter {
 /// apart) take the same taps, reading `L` consecutive scratch vectors. Their sums go to a row of vectors, which is
 /// transposed back into the `L` channel rows. The taps run in the order of the per-plane kernels (the flipped
 /// kernel's row-major order, skipping the taps that would read the zeros between upsampled pixels), from 0: the same
-/// results, bit for bit.
+/// results, bit for bit, for finite weights (an infinite or NaN weight times a skipped zero would have made a NaN
+/// there, as in the per-plane kernels' phase split).
 #[derive(Clone, Debug)]
 pub(crate) struct BlockedGradient {
     geo: ConvGeometry,
@@ -154,25 +173,32 @@ impl BlockedGradient {
     /// The blocked gradient of `geo` on `level`, or `None` where it does not apply: as [`BlockedFilter::of`], or a
     /// stride of 1 (the forward kernel takes those), or padding before the image wider than the kernel's reach.
     pub(crate) fn of(geo: &ConvGeometry, level: SimdLevel) -> Option<BlockedGradient> {
-        BlockedFilter::of(geo, level)?;
-        let (sh, sw) = (geo.stride_h, geo.stride_w);
-        let reach_h = (geo.kernel_h - 1) * geo.dilation_h;
-        let reach_w = (geo.kernel_w - 1) * geo.dilation_w;
-        if (sh == 1 && sw == 1) || sh == 0 || sw == 0 || geo.pad_top > reach_h || geo.pad_left > reach_w {
+        if !runs_on(level) || !blocks_channels(geo) {
             return None;
         }
         let (out_h, out_w) = (geo.out_h()?, geo.out_w()?);
+        let (sh, sw) = (geo.stride_h, geo.stride_w);
+        let reach_h = (geo.kernel_h - 1).checked_mul(geo.dilation_h)?;
+        let reach_w = (geo.kernel_w - 1).checked_mul(geo.dilation_w)?;
+        if out_h == 0 || out_w == 0 || (sh == 1 && sw == 1) || geo.pad_top > reach_h || geo.pad_left > reach_w {
+            return None;
+        }
         let pads = [(reach_h - geo.pad_top).div_ceil(sh), (reach_w - geo.pad_left).div_ceil(sw)];
-        let whole = |n: usize| n.div_ceil(LANES) * LANES;
         // Phase 0 has the most pixels; its last vector reads furthest, through tap column 0.
-        let phase_pixels = whole(geo.in_w.div_ceil(sw));
-        let reach = phase_pixels - 1 + (sw - 1 + geo.pad_left + pads[1] * sw) / sw;
-        let cols = (reach + 1).max(pads[1] + whole(out_w));
-        let line = sw * phase_pixels;
-        let row_bytes = cols * LANES * std::mem::size_of::<f32>();
-        let budget_rows = (BAND_BYTES / row_bytes.max(1)).saturating_sub(2);
-        let band_rows = (budget_rows * sh).saturating_sub(reach_h).clamp(1, geo.in_h);
-        Some(BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows })
+        let phase_pixels = whole(geo.in_w.div_ceil(sw))?;
+        let ahead_w = pads[1].checked_mul(sw)?.checked_add(geo.pad_left)?;
+        let reach = (sw - 1).checked_add(ahead_w)? / sw + phase_pixels - 1;
+        let cols = (reach + 1).max(pads[1].checked_add(whole(out_w)?)?);
+        let line = sw.checked_mul(phase_pixels)?;
+        let row_bytes = cols.checked_mul(LANES * std::mem::size_of::<f32>())?;
+        // A band of r input rows reads at most (r − 1 + reach_h)/sh + 2 rows of the output gradient: the budget
+        // less those 2.
+        let budget_rows = (BAND_BYTES / row_bytes).saturating_sub(2);
+        let band_rows = budget_rows.saturating_mul(sh).saturating_sub(reach_h).clamp(1, geo.in_h);
+        let scratch_rows = (band_rows - 1 + reach_h) / sh + 2;
+        let bytes = scratch_rows.checked_mul(row_bytes)?.checked_add(line.checked_mul(LANES * 4)?)?;
+        let gradient = BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows };
+        (bytes <= MAX_SCRATCH_BYTES).then_some(gradient)
     }
 
     /// The first padded output-gradient row and the number of rows that input rows `rows` read.
@@ -210,16 +236,12 @@ impl BlockedGradient {
                         *w = weight[(task.first_channel + l) * taps + t];
                     }
                 }
+                // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
                 let out = &out;
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `of` chose a level whose CPU runs AVX2 and FMA; the scratch holds the band's rows and the
+                // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch holds the band's rows and the
                 // row of sums (sized above); the task writes only its own block's rows of its image, inside
                 // `grad_input` (its length was checked against the geometry).
-                unsafe {
-                    self.task_avx2(grad_output, weights, scratch, out.0, &task)
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("BlockedGradient::of accepts x86-64 SIMD levels only: {:?}", (out.0, scratch));
+                unsafe { self.task_avx2(grad_output, weights, scratch, out.0, &task) };
             });
         });
     }
@@ -254,7 +276,8 @@ struct Scratch {
 
 impl Scratch {
     /// An aligned scratch of `len` values and a weights buffer of `weights` values. Old contents are left: every
-    /// task writes all the scratch cells it reads.
+    /// task writes the scratch cells it reads, except the gradient's row-of-sums lanes past the row's end, which
+    /// are transposed with the rest but never stored.
     fn prepare(&mut self, len: usize, weights: usize) -> (&mut [f32], &mut [f32]) {
         let spare = ALIGN_BYTES / std::mem::size_of::<f32>();
         if self.data.len() < len + spare {
@@ -270,325 +293,299 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { data: Vec::new(), weights: Vec::new() }) };
 }
 
-/// Defines one level's task from the one template; the vector width, the `L × L` transpose and the masked memory
-/// operations differ.
-#[cfg(target_arch = "x86_64")]
-macro_rules! blocked_task {
-    (
-        fn $name:ident, rows = $rows:ident, flat = $flat:ident, finish = $finish:ident, fill = $fill:ident, feature = $feature:literal,
-        lanes = $lanes:literal, vector = $v:ty,
-        transpose = $transpose:ident, zero = $zero:ident, splat = $splat:ident, load = $load:ident,
-        store = $store:ident, loadu = $loadu:ident, storeu = $storeu:ident, fma = $fma:ident, min = $min:ident,
-        max = $max:ident,
-        masked_load = |$ln:ident, $lptr:ident| $masked_load:expr,
-        masked_store = |$sn:ident, $sdst:ident, $sval:ident| $masked_store:expr
-    ) => {
-        /// Transposes rows `r0.. r0 + rows` of the padded planes (`pads` = zero rows above, zero columns to the left)
-        /// of `L` channels into `scratch[r][x][l]`, `cols` vectors a row, zeros where the padding is.
-        ///
-        /// # Safety
-        /// The CPU supports the target features; `scratch` (aligned to a vector) holds `rows · cols` vectors, `cols`
-        /// is at least `pads[1]` plus the row's whole vectors, and `L` planes from `src.first` lie inside the slice.
-        #[target_feature(enable = $feature)]
-        unsafe fn $fill(src: &Source, r0: usize, rows: usize, pads: [usize; 2], cols: usize, scratch: *mut f32) {
-            const L: usize = $lanes;
-            let whole_w = src.w.div_ceil(L) * L;
-            assert!(src.first + (L - 1) * src.plane + src.h * src.w <= src.planes.len());
-            for r in 0..rows {
-                // SAFETY: r < rows, so the row's `cols` vectors lie inside the scratch.
-                let row = unsafe { scratch.add(r * cols * L) };
-                let Some(iy) = (r0 + r).checked_sub(pads[0]).filter(|&iy| iy < src.h) else {
-                    for x in 0..cols {
-                        // SAFETY: x < cols, inside the row.
-                        unsafe { $store(row.add(x * L), $zero()) };
-                    }
-                    continue;
-                };
-                for x in (0..pads[1]).chain(pads[1] + whole_w..cols) {
-                    // SAFETY: x < cols.
-                    unsafe { $store(row.add(x * L), $zero()) };
-                }
-                for x0 in (0..src.w).step_by(L) {
-                    let n = (src.w - x0).min(L);
-                    let mut v: [$v; L] = [$zero(); L];
-                    for (l, v) in v.iter_mut().enumerate() {
-                        let at = src.first + l * src.plane + iy * src.w + x0;
-                        // SAFETY: channel l's row iy < h, columns x0.. x0 + n ≤ w: inside the slice (asserted above).
-                        let $lptr = unsafe { src.planes.as_ptr().add(at) };
-                        let $ln = n;
-                        *v = if n == L {
-                            // SAFETY: all L columns are inside the row.
-                            unsafe { $loadu($lptr) }
-                        } else {
-                            // SAFETY: only the first n lanes, inside the row, are read (the rest are zero).
-                            unsafe { $masked_load }
-                        };
-                    }
-                    $transpose(&mut v);
-                    for (j, v) in v.iter().enumerate() {
-                        // SAFETY: pads[1] + x0 + j < pads[1] + whole_w ≤ cols.
-                        unsafe { $store(row.add((pads[1] + x0 + j) * L), *v) };
-                    }
-                }
+/// Transposes rows `r0.. r0 + rows` of the padded planes (`pads` = zero rows above, zero columns to the left)
+/// of `L` channels into `scratch[r][x][l]`, `cols` vectors a row, zeros where the padding is.
+///
+/// # Safety
+/// The CPU supports the target features; `scratch` (aligned to a vector) holds `rows · cols` vectors, `cols`
+/// is at least `pads[1]` plus the row's whole vectors, and `L` planes from `src.first` lie inside the slice.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fill_avx2(src: &Source, r0: usize, rows: usize, pads: [usize; 2], cols: usize, scratch: *mut f32) {
+    const L: usize = LANES;
+    let whole_w = src.w.div_ceil(L) * L;
+    assert!(src.first + (L - 1) * src.plane + src.h * src.w <= src.planes.len());
+    for r in 0..rows {
+        // SAFETY: r < rows, so the row's `cols` vectors lie inside the scratch.
+        let row = unsafe { scratch.add(r * cols * L) };
+        let Some(iy) = (r0 + r).checked_sub(pads[0]).filter(|&iy| iy < src.h) else {
+            for x in 0..cols {
+                // SAFETY: x < cols, inside the row.
+                unsafe { _mm256_store_ps(row.add(x * L), _mm256_setzero_ps()) };
             }
+            continue;
+        };
+        for x in (0..pads[1]).chain(pads[1] + whole_w..cols) {
+            // SAFETY: x < cols.
+            unsafe { _mm256_store_ps(row.add(x * L), _mm256_setzero_ps()) };
         }
-
-        /// Clamps `L` pixels' accumulators, transposes them to channels and stores each channel's first `n` at
-        /// `out + l·plane`.
-        ///
-        /// # Safety
-        /// The CPU supports the target features; `out + l·plane .. + n` are writable for every lane `l`.
-        #[target_feature(enable = $feature)]
-        unsafe fn $finish(acc: &mut [$v; $lanes], clamp: Clamp, out: *mut f32, plane: usize, n: usize) {
-            if !clamp.is_none() {
-                let (lo, hi) = ($splat(clamp.lo), $splat(clamp.hi));
-                // `max(lo, v)` then `min(hi, v)` pass a NaN `v` through: `Clamp::apply_fast`.
-                acc.iter_mut().for_each(|a| *a = $min(hi, $max(lo, *a)));
-            }
-            $transpose(acc);
-            for (l, &$sval) in acc.iter().enumerate() {
-                // SAFETY: the caller's.
-                let $sdst = unsafe { out.add(l * plane) };
-                let $sn = n;
-                if n == $lanes {
-                    // SAFETY: all `L` values are the caller's to write.
-                    unsafe { $storeu($sdst, $sval) };
+        for x0 in (0..src.w).step_by(L) {
+            let n = (src.w - x0).min(L);
+            let mut v: [__m256; L] = [_mm256_setzero_ps(); L];
+            for (l, v) in v.iter_mut().enumerate() {
+                let at = src.first + l * src.plane + iy * src.w + x0;
+                // SAFETY: channel l's row iy < h, columns x0.. x0 + n ≤ w: inside the slice (asserted above).
+                let ptr = unsafe { src.planes.as_ptr().add(at) };
+                *v = if n == L {
+                    // SAFETY: all L columns are inside the row.
+                    unsafe { _mm256_loadu_ps(ptr) }
                 } else {
-                    // SAFETY: only the first n lanes are written, the caller's.
-                    unsafe { $masked_store };
-                }
+                    // SAFETY: only the first n lanes, inside the row, are read (the rest are zero).
+                    unsafe { _mm256_maskload_ps(ptr, first_lanes8(n)) }
+                };
+            }
+            transpose8(&mut v);
+            for (j, v) in v.iter().enumerate() {
+                // SAFETY: pads[1] + x0 + j < pads[1] + whole_w ≤ cols.
+                unsafe { _mm256_store_ps(row.add((pads[1] + x0 + j) * L), *v) };
             }
         }
-
-        impl BlockedFilter {
-            /// One task on `$lanes`-lane vectors.
-            ///
-            /// # Safety
-            /// The CPU supports the target features; `scratch` (aligned to a vector) holds a band's rows,
-            /// `weights` a vector per tap and the biases; `out` is the layer's output, which the task's cells are
-            /// inside of and no other thread writes.
-            #[target_feature(enable = $feature)]
-            #[allow(clippy::needless_range_loop)]
-            unsafe fn $name(
-                &self,
-                input: &[f32],
-                weights: &[f32],
-                clamp: Clamp,
-                scratch: &mut [f32],
-                out: *mut f32,
-                task: &Task,
-            ) {
-                const L: usize = $lanes;
-                let g = &self.geo;
-                let (h, w, channels) = (g.in_h, g.in_w, g.in_channels);
-                let (oh, ow, cols) = (self.out_h, self.out_w, self.cols);
-                let (kh, kw) = (g.kernel_h, g.kernel_w);
-                let in_rows = self.band_in_rows(task.rows.len());
-                assert!(in_rows * cols * L <= scratch.len() && weights.len() == (kh * kw + 1) * L);
-                assert_eq!(scratch.as_ptr().align_offset(L * 4), 0, "blocked depthwise: scratch alignment");
-                let s = scratch.as_mut_ptr();
-                let first = (task.image * channels + task.first_channel) * h * w;
-                let src = Source { planes: input, first, plane: h * w, h, w };
-                let pads = [g.pad_top, g.pad_left];
-                // SAFETY: the scratch holds in_rows rows of `cols` vectors (asserted above) and `cols` ≥ pad_left +
-                // the row's whole vectors (`of`); `fill` checks the planes against the input.
-                unsafe { $fill(&src, task.rows.start * g.stride_h, in_rows, pads, cols, s) };
-
-                // The taps: L output pixels at a time, then back to channel rows. Rows of at least L pixels go
-                // vector by vector along the row; narrower rows (7² planes) take L consecutive pixels of the plane
-                // across rows, so few lanes are wasted: their outputs too are contiguous in the plane.
-                let band_start = ((task.image * channels + task.first_channel) * oh + task.rows.start) * ow;
-                // SAFETY: `out + band_start` is the band's first pixel in the task's first channel, inside the output;
-                // the rest is this function's contract, and the scratch holds the band's rows (transposed above).
-                unsafe {
-                    let out = out.add(band_start);
-                    match (ow >= L, g.stride_w) {
-                        (true, 1) => self.$rows::<1>(weights, clamp, s, out, task),
-                        (true, 2) => self.$rows::<2>(weights, clamp, s, out, task),
-                        (true, _) => self.$rows::<0>(weights, clamp, s, out, task),
-                        (false, _) => self.$flat(weights, clamp, s, out, task),
-                    }
-                }
-            }
-
-            /// The band's outputs row by row, `L` pixels of a row per block; a stride of `SW` columns (0: the
-            /// layer's, read at run time).
-            ///
-            /// # Safety
-            /// As [`Self::$name`]; `s` holds the band's transposed rows, `out` is where the band starts in the
-            /// task's first channel.
-            #[target_feature(enable = $feature)]
-            #[allow(clippy::needless_range_loop)]
-            unsafe fn $rows<const SW: usize>(
-                &self,
-                weights: &[f32],
-                clamp: Clamp,
-                s: *const f32,
-                out: *mut f32,
-                task: &Task,
-            ) {
-                const L: usize = $lanes;
-                let g = &self.geo;
-                let (kh, kw, cols, ow) = (g.kernel_h, g.kernel_w, self.cols, self.out_w);
-                let sw = if SW == 0 { g.stride_w } else { SW };
-                let plane = self.out_h * ow;
-                let wv = weights.as_ptr();
-                // SAFETY: the biases follow the kh·kw tap vectors (`weights` holds both).
-                let bias = unsafe { $loadu(wv.add(kh * kw * L)) };
-                for y in 0..task.rows.len() {
-                    // SAFETY: band row y·sh and the taps below it lie inside the band's scratch rows.
-                    let base = unsafe { s.add(y * g.stride_h * cols * L) };
-                    for ox0 in (0..ow).step_by(L) {
-                        let mut acc = [bias; L];
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                // SAFETY: tap ky·kw + kx < kh·kw.
-                                let wt = unsafe { $loadu(wv.add((ky * kw + kx) * L)) };
-                                let tap = (ky * g.dilation_h * cols + ox0 * sw + kx * g.dilation_w) * L;
-                                // SAFETY: column (ox0 + j)·sw + kx·dw < cols for j < L (`of` sizes `cols` for whole
-                                // vectors of outputs), row inside the band.
-                                let at = unsafe { base.add(tap) };
-                                for j in 0..L {
-                                    // SAFETY: as above.
-                                    acc[j] = $fma(wt, unsafe { $load(at.add(j * sw * L)) }, acc[j]);
-                                }
-                            }
-                        }
-                        // SAFETY: pixels ox0.. of row y of the band in each channel: the task's own cells.
-                        unsafe { $finish(&mut acc, clamp, out.add(y * ow + ox0), plane, (ow - ox0).min(L)) };
-                    }
-                }
-            }
-
-            /// The band's outputs as one run of pixels, `L` consecutive pixels of the plane per block (across rows).
-            ///
-            /// # Safety
-            /// As [`Self::$rows`].
-            #[target_feature(enable = $feature)]
-            #[allow(clippy::needless_range_loop)]
-            unsafe fn $flat(&self, weights: &[f32], clamp: Clamp, s: *const f32, out: *mut f32, task: &Task) {
-                const L: usize = $lanes;
-                let g = &self.geo;
-                let (kh, kw, cols, ow) = (g.kernel_h, g.kernel_w, self.cols, self.out_w);
-                let plane = self.out_h * ow;
-                let wv = weights.as_ptr();
-                // SAFETY: the biases follow the kh·kw tap vectors.
-                let bias = unsafe { $loadu(wv.add(kh * kw * L)) };
-                let pixels = task.rows.len() * ow;
-                for p0 in (0..pixels).step_by(L) {
-                    let n = (pixels - p0).min(L);
-                    // Scratch position of tap (0, 0) per lane; lanes past the band's end repeat its last pixel.
-                    let at: [*const f32; L] = std::array::from_fn(|j| {
-                        let p = p0 + j.min(n - 1);
-                        // SAFETY: pixel p of the band: its row and column, and the taps after them, lie inside
-                        // the band's scratch.
-                        unsafe { s.add(((p / ow) * g.stride_h * cols + (p % ow) * g.stride_w) * L) }
-                    });
-                    let mut acc = [bias; L];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            // SAFETY: tap ky·kw + kx < kh·kw.
-                            let wt = unsafe { $loadu(wv.add((ky * kw + kx) * L)) };
-                            let tap = (ky * g.dilation_h * cols + kx * g.dilation_w) * L;
-                            for j in 0..L {
-                                // SAFETY: as above.
-                                acc[j] = $fma(wt, unsafe { $load(at[j].add(tap)) }, acc[j]);
-                            }
-                        }
-                    }
-                    // SAFETY: pixels p0.. p0 + n of the band, consecutive in each channel's plane: the task's own.
-                    unsafe { $finish(&mut acc, clamp, out.add(p0), plane, n) };
-                }
-            }
-        }
-
-        impl BlockedGradient {
-            /// One task on `$lanes`-lane vectors.
-            ///
-            /// # Safety
-            /// The CPU supports the target features; `scratch` (aligned to a vector) holds the band's rows and the
-            /// row of sums, `weights` a vector per tap; `out` is the input gradient, which the task's cells are
-            /// inside of and no other thread writes.
-            #[target_feature(enable = $feature)]
-            #[allow(clippy::needless_range_loop)]
-            unsafe fn $name(
-                &self,
-                grad_output: &[f32],
-                weights: &[f32],
-                scratch: &mut [f32],
-                out: *mut f32,
-                task: &Task,
-            ) {
-                const L: usize = $lanes;
-                let g = &self.geo;
-                let (kh, kw, sh, sw, cols) = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, self.cols);
-                let (first_row, rows) = self.scratch_rows(&task.rows);
-                assert!((rows * cols + self.line) * L <= scratch.len() && weights.len() == kh * kw * L);
-                assert_eq!(scratch.as_ptr().align_offset(L * 4), 0, "blocked depthwise: scratch alignment");
-                let s = scratch.as_mut_ptr();
-                let plane = self.out_h * self.out_w;
-                let first = (task.image * g.in_channels + task.first_channel) * plane;
-                let src = Source { planes: grad_output, first, plane, h: self.out_h, w: self.out_w };
-                // SAFETY: the scratch holds `rows` rows of `cols` vectors (asserted above), `cols` ≥ pads[1] + the
-                // row's whole vectors (`of`); `fill` checks the planes against the output gradient.
-                unsafe { $fill(&src, first_row, rows, self.pads, cols, s) };
-                // SAFETY: the row of sums follows the band's rows in the scratch (asserted above).
-                let line = unsafe { s.add(rows * cols * L) };
-                let (ahead_h, ahead_w) = (g.pad_top + self.pads[0] * sh, g.pad_left + self.pads[1] * sw);
-                let wv = weights.as_ptr();
-                let in_plane = g.in_h * g.in_w;
-                for iy in task.rows.clone() {
-                    for px in 0..sw.min(g.in_w) {
-                        let pixels = (g.in_w - px).div_ceil(sw);
-                        for m0 in (0..pixels).step_by(L) {
-                            let mut acc = [$zero(); L];
-                            for ky in (0..kh).rev() {
-                                let y = iy + ahead_h - ky * g.dilation_h;
-                                if y % sh != 0 {
-                                    continue;
-                                }
-                                // SAFETY: y / sh − first_row < rows (`scratch_rows` covers every tap of the band).
-                                let tap_row = unsafe { s.add((y / sh - first_row) * cols * L) };
-                                for kx in (0..kw).rev() {
-                                    let x = px + ahead_w - kx * g.dilation_w;
-                                    if x % sw != 0 {
-                                        continue;
-                                    }
-                                    // SAFETY: tap ky·kw + kx < kh·kw.
-                                    let wt = unsafe { $loadu(wv.add((ky * kw + kx) * L)) };
-                                    // SAFETY: columns m0 + x/sw + j < cols for j < L (`of` sizes `cols` for whole
-                                    // vectors of phase 0, the longest, through tap column 0, the furthest).
-                                    let at = unsafe { tap_row.add((m0 + x / sw) * L) };
-                                    for j in 0..L {
-                                        // SAFETY: as above.
-                                        acc[j] = $fma(wt, unsafe { $load(at.add(j * L)) }, acc[j]);
-                                    }
-                                }
-                            }
-                            for j in 0..L {
-                                // SAFETY: px + sw·(m0 + j) < sw · (whole vectors of phase 0) = `line`.
-                                unsafe { $store(line.add((px + sw * (m0 + j)) * L), acc[j]) };
-                            }
-                        }
-                    }
-                    let row = (task.image * g.in_channels + task.first_channel) * in_plane + iy * g.in_w;
-                    for x0 in (0..g.in_w).step_by(L) {
-                        // SAFETY: x0 + L ≤ whole vectors of the row ≤ `line`.
-                        let mut v: [$v; L] = std::array::from_fn(|j| unsafe { $load(line.add((x0 + j) * L)) });
-                        // SAFETY: columns x0.. of row iy in the block's L channels: the task's own cells.
-                        unsafe { $finish(&mut v, Clamp::NONE, out.add(row + x0), in_plane, (g.in_w - x0).min(L)) };
-                    }
-                }
-            }
-        }
-    };
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Clamps `L` pixels' accumulators, transposes them to channels and stores each channel's first `n` at
+/// `out + l·plane`.
+///
+/// # Safety
+/// The CPU supports the target features; `out + l·plane .. + n` are writable for every lane `l`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_avx2(acc: &mut [__m256; LANES], clamp: Clamp, out: *mut f32, plane: usize, n: usize) {
+    if !clamp.is_none() {
+        let (lo, hi) = (_mm256_set1_ps(clamp.lo), _mm256_set1_ps(clamp.hi));
+        // `max(lo, v)` then `min(hi, v)` pass a NaN `v` through: `Clamp::apply_fast`.
+        acc.iter_mut().for_each(|a| *a = _mm256_min_ps(hi, _mm256_max_ps(lo, *a)));
+    }
+    transpose8(acc);
+    for (l, &val) in acc.iter().enumerate() {
+        // SAFETY: the caller's.
+        let dst = unsafe { out.add(l * plane) };
+        if n == LANES {
+            // SAFETY: all `L` values are the caller's to write.
+            unsafe { _mm256_storeu_ps(dst, val) };
+        } else {
+            // SAFETY: only the first n lanes are written, the caller's.
+            unsafe { _mm256_maskstore_ps(dst, first_lanes8(n), val) };
+        }
+    }
+}
+
+impl BlockedFilter {
+    /// One task on `LANES`-lane vectors.
+    ///
+    /// # Safety
+    /// The CPU supports the target features; `scratch` (aligned to a vector) holds a band's rows,
+    /// `weights` a vector per tap and the biases; `out` is the layer's output, which the task's cells are
+    /// inside of and no other thread writes.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn task_avx2(
+        &self,
+        input: &[f32],
+        weights: &[f32],
+        clamp: Clamp,
+        scratch: &mut [f32],
+        out: *mut f32,
+        task: &Task,
+    ) {
+        const L: usize = LANES;
+        let g = &self.geo;
+        let (h, w, channels) = (g.in_h, g.in_w, g.in_channels);
+        let (oh, ow, cols) = (self.out_h, self.out_w, self.cols);
+        let (kh, kw) = (g.kernel_h, g.kernel_w);
+        let in_rows = self.band_in_rows(task.rows.len());
+        assert!(in_rows * cols * L <= scratch.len() && weights.len() == (kh * kw + 1) * L);
+        assert_eq!(scratch.as_ptr().align_offset(L * 4), 0, "blocked depthwise: scratch alignment");
+        let s = scratch.as_mut_ptr();
+        let first = (task.image * channels + task.first_channel) * h * w;
+        let src = Source { planes: input, first, plane: h * w, h, w };
+        let pads = [g.pad_top, g.pad_left];
+        // SAFETY: the scratch holds in_rows rows of `cols` vectors (asserted above) and `cols` ≥ pad_left +
+        // the row's whole vectors (`of`); `fill` checks the planes against the input.
+        unsafe { fill_avx2(&src, task.rows.start * g.stride_h, in_rows, pads, cols, s) };
+
+        // The taps: L output pixels at a time, then back to channel rows. Rows of at least L pixels go
+        // vector by vector along the row; narrower rows (7² planes) take L consecutive pixels of the plane
+        // across rows, so few lanes are wasted: their outputs too are contiguous in the plane.
+        let band_start = ((task.image * channels + task.first_channel) * oh + task.rows.start) * ow;
+        // SAFETY: `out + band_start` is the band's first pixel in the task's first channel, inside the output;
+        // the rest is this function's contract, and the scratch holds the band's rows (transposed above).
+        unsafe {
+            let out = out.add(band_start);
+            match (ow >= L, g.stride_w) {
+                (true, 1) => self.rows_avx2::<1>(weights, clamp, s, out, task),
+                (true, 2) => self.rows_avx2::<2>(weights, clamp, s, out, task),
+                (true, _) => self.rows_avx2::<0>(weights, clamp, s, out, task),
+                (false, _) => self.flat_avx2(weights, clamp, s, out, task),
+            }
+        }
+    }
+
+    /// The band's outputs row by row, `L` pixels of a row per block; a stride of `SW` columns (0: the
+    /// layer's, read at run time).
+    ///
+    /// # Safety
+    /// As [`Self::task_avx2`]; `s` holds the band's transposed rows, `out` is where the band starts in the
+    /// task's first channel.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn rows_avx2<const SW: usize>(
+        &self,
+        weights: &[f32],
+        clamp: Clamp,
+        s: *const f32,
+        out: *mut f32,
+        task: &Task,
+    ) {
+        const L: usize = LANES;
+        let g = &self.geo;
+        let (kh, kw, cols, ow) = (g.kernel_h, g.kernel_w, self.cols, self.out_w);
+        let sw = if SW == 0 { g.stride_w } else { SW };
+        let plane = self.out_h * ow;
+        let wv = weights.as_ptr();
+        // SAFETY: the biases follow the kh·kw tap vectors (`weights` holds both).
+        let bias = unsafe { _mm256_loadu_ps(wv.add(kh * kw * L)) };
+        for y in 0..task.rows.len() {
+            // SAFETY: band row y·sh and the taps below it lie inside the band's scratch rows.
+            let base = unsafe { s.add(y * g.stride_h * cols * L) };
+            for ox0 in (0..ow).step_by(L) {
+                let mut acc = [bias; L];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        // SAFETY: tap ky·kw + kx < kh·kw.
+                        let wt = unsafe { _mm256_loadu_ps(wv.add((ky * kw + kx) * L)) };
+                        let tap = (ky * g.dilation_h * cols + ox0 * sw + kx * g.dilation_w) * L;
+                        // SAFETY: column (ox0 + j)·sw + kx·dw < cols for j < L (`of` sizes `cols` for whole
+                        // vectors of outputs), row inside the band.
+                        let at = unsafe { base.add(tap) };
+                        for j in 0..L {
+                            // SAFETY: as above.
+                            acc[j] = _mm256_fmadd_ps(wt, unsafe { _mm256_load_ps(at.add(j * sw * L)) }, acc[j]);
+                        }
+                    }
+                }
+                // SAFETY: pixels ox0.. of row y of the band in each channel: the task's own cells.
+                unsafe { finish_avx2(&mut acc, clamp, out.add(y * ow + ox0), plane, (ow - ox0).min(L)) };
+            }
+        }
+    }
+
+    /// The band's outputs as one run of pixels, `L` consecutive pixels of the plane per block (across rows).
+    ///
+    /// # Safety
+    /// As [`Self::rows_avx2`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn flat_avx2(&self, weights: &[f32], clamp: Clamp, s: *const f32, out: *mut f32, task: &Task) {
+        const L: usize = LANES;
+        let g = &self.geo;
+        let (kh, kw, cols, ow) = (g.kernel_h, g.kernel_w, self.cols, self.out_w);
+        let plane = self.out_h * ow;
+        let wv = weights.as_ptr();
+        // SAFETY: the biases follow the kh·kw tap vectors.
+        let bias = unsafe { _mm256_loadu_ps(wv.add(kh * kw * L)) };
+        let pixels = task.rows.len() * ow;
+        for p0 in (0..pixels).step_by(L) {
+            let n = (pixels - p0).min(L);
+            // Scratch position of tap (0, 0) per lane; lanes past the band's end repeat its last pixel.
+            let at: [*const f32; L] = std::array::from_fn(|j| {
+                let p = p0 + j.min(n - 1);
+                // SAFETY: pixel p of the band: its row and column, and the taps after them, lie inside
+                // the band's scratch.
+                unsafe { s.add(((p / ow) * g.stride_h * cols + (p % ow) * g.stride_w) * L) }
+            });
+            let mut acc = [bias; L];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    // SAFETY: tap ky·kw + kx < kh·kw.
+                    let wt = unsafe { _mm256_loadu_ps(wv.add((ky * kw + kx) * L)) };
+                    let tap = (ky * g.dilation_h * cols + kx * g.dilation_w) * L;
+                    for j in 0..L {
+                        // SAFETY: as above.
+                        acc[j] = _mm256_fmadd_ps(wt, unsafe { _mm256_load_ps(at[j].add(tap)) }, acc[j]);
+                    }
+                }
+            }
+            // SAFETY: pixels p0.. p0 + n of the band, consecutive in each channel's plane: the task's own.
+            unsafe { finish_avx2(&mut acc, clamp, out.add(p0), plane, n) };
+        }
+    }
+}
+
+impl BlockedGradient {
+    /// One task on `LANES`-lane vectors.
+    ///
+    /// # Safety
+    /// The CPU supports the target features; `scratch` (aligned to a vector) holds the band's rows and the
+    /// row of sums, `weights` a vector per tap; `out` is the input gradient, which the task's cells are
+    /// inside of and no other thread writes.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn task_avx2(&self, grad_output: &[f32], weights: &[f32], scratch: &mut [f32], out: *mut f32, task: &Task) {
+        const L: usize = LANES;
+        let g = &self.geo;
+        let (kh, kw, sh, sw, cols) = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, self.cols);
+        let (first_row, rows) = self.scratch_rows(&task.rows);
+        assert!((rows * cols + self.line) * L <= scratch.len() && weights.len() == kh * kw * L);
+        assert_eq!(scratch.as_ptr().align_offset(L * 4), 0, "blocked depthwise: scratch alignment");
+        let s = scratch.as_mut_ptr();
+        let plane = self.out_h * self.out_w;
+        let first = (task.image * g.in_channels + task.first_channel) * plane;
+        let src = Source { planes: grad_output, first, plane, h: self.out_h, w: self.out_w };
+        // SAFETY: the scratch holds `rows` rows of `cols` vectors (asserted above), `cols` ≥ pads[1] + the
+        // row's whole vectors (`of`); `fill` checks the planes against the output gradient.
+        unsafe { fill_avx2(&src, first_row, rows, self.pads, cols, s) };
+        // SAFETY: the row of sums follows the band's rows in the scratch (asserted above).
+        let line = unsafe { s.add(rows * cols * L) };
+        let (ahead_h, ahead_w) = (g.pad_top + self.pads[0] * sh, g.pad_left + self.pads[1] * sw);
+        let wv = weights.as_ptr();
+        let in_plane = g.in_h * g.in_w;
+        for iy in task.rows.clone() {
+            for px in 0..sw.min(g.in_w) {
+                let pixels = (g.in_w - px).div_ceil(sw);
+                for m0 in (0..pixels).step_by(L) {
+                    let mut acc = [_mm256_setzero_ps(); L];
+                    for ky in (0..kh).rev() {
+                        let y = iy + ahead_h - ky * g.dilation_h;
+                        if !y.is_multiple_of(sh) {
+                            continue;
+                        }
+                        // SAFETY: y / sh − first_row < rows (`scratch_rows` covers every tap of the band).
+                        let tap_row = unsafe { s.add((y / sh - first_row) * cols * L) };
+                        for kx in (0..kw).rev() {
+                            let x = px + ahead_w - kx * g.dilation_w;
+                            if !x.is_multiple_of(sw) {
+                                continue;
+                            }
+                            // SAFETY: tap ky·kw + kx < kh·kw.
+                            let wt = unsafe { _mm256_loadu_ps(wv.add((ky * kw + kx) * L)) };
+                            // SAFETY: columns m0 + x/sw + j < cols for j < L (`of` sizes `cols` for whole
+                            // vectors of phase 0, the longest, through tap column 0, the furthest).
+                            let at = unsafe { tap_row.add((m0 + x / sw) * L) };
+                            for j in 0..L {
+                                // SAFETY: as above.
+                                acc[j] = _mm256_fmadd_ps(wt, unsafe { _mm256_load_ps(at.add(j * L)) }, acc[j]);
+                            }
+                        }
+                    }
+                    for j in 0..L {
+                        // SAFETY: px + sw·(m0 + j) < sw · (whole vectors of phase 0) = `line`.
+                        unsafe { _mm256_store_ps(line.add((px + sw * (m0 + j)) * L), acc[j]) };
+                    }
+                }
+            }
+            let row = (task.image * g.in_channels + task.first_channel) * in_plane + iy * g.in_w;
+            for x0 in (0..g.in_w).step_by(L) {
+                // SAFETY: x0 + L ≤ whole vectors of the row ≤ `line`.
+                let mut v: [__m256; L] = std::array::from_fn(|j| unsafe { _mm256_load_ps(line.add((x0 + j) * L)) });
+                // SAFETY: columns x0.. of row iy in the block's L channels: the task's own cells.
+                unsafe { finish_avx2(&mut v, Clamp::NONE, out.add(row + x0), in_plane, (g.in_w - x0).min(L)) };
+            }
+        }
+    }
+}
+
 use std::arch::x86_64::*;
 
 /// Transposes 8 vectors of 8 lanes: `v[i][j] ← v[j][i]`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn transpose8(v: &mut [__m256; 8]) {
     let mut t = [_mm256_setzero_ps(); 8];
@@ -610,20 +607,9 @@ fn transpose8(v: &mut [__m256; 8]) {
 }
 
 /// The lanes below `n` of an AVX2 mask.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn first_lanes8(n: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-}
-
-#[cfg(target_arch = "x86_64")]
-blocked_task! {
-    fn task_avx2, rows = rows_avx2, flat = flat_avx2, finish = finish_avx2, fill = fill_avx2, feature = "avx2,fma", lanes = 8, vector = __m256, transpose = transpose8,
-    zero = _mm256_setzero_ps, splat = _mm256_set1_ps, load = _mm256_load_ps, store = _mm256_store_ps,
-    loadu = _mm256_loadu_ps, storeu = _mm256_storeu_ps, fma = _mm256_fmadd_ps, min = _mm256_min_ps,
-    max = _mm256_max_ps,
-    masked_load = |n, ptr| _mm256_maskload_ps(ptr, first_lanes8(n)),
-    masked_store = |n, dst, val| _mm256_maskstore_ps(dst, first_lanes8(n), val)
 }
 
 #[cfg(test)]
@@ -685,6 +671,32 @@ mod tests {
         ]);
         all.push(ConvGeometry { dilation_h: 2, dilation_w: 3, pad_top: 2, pad_right: 3, ..with(3, 1, [1; 4], 13, 8) });
         all.push(ConvGeometry { in_w: 150, ..with(3, 1, [1; 4], 3, 8) });
+        // Asymmetric strides.
+        for (sh, sw) in [(1, 2), (2, 1), (1, 3), (3, 2)] {
+            all.push(ConvGeometry { stride_h: sh, stride_w: sw, pad_bottom: 2, ..with(3, 1, [1; 4], 13, 8) });
+        }
+        // Several bands: wide rows (about 10 bands, and the gradient's bands at stride 2), a tall plane of narrow
+        // rows (the across-rows blocks, 5 bands), and rows so wide that a band is one output row.
+        all.push(with(3, 2, [1; 4], 1, 8));
+        all.push(ConvGeometry { in_h: 80, in_w: 400, ..with(3, 1, [1; 4], 1, 8) });
+        all.push(ConvGeometry { in_h: 80, in_w: 400, ..with(3, 2, [1; 4], 1, 8) });
+        all.push(ConvGeometry { in_h: 2000, in_w: 5, ..with(3, 1, [1; 4], 1, 8) });
+        all.push(ConvGeometry {
+            in_h: 12,
+            in_w: 1500,
+            kernel_h: 5,
+            pad_top: 2,
+            pad_bottom: 2,
+            ..with(3, 1, [1; 4], 1, 8)
+        });
+        all.push(ConvGeometry {
+            in_h: 40,
+            in_w: 1500,
+            kernel_h: 5,
+            pad_top: 2,
+            pad_bottom: 2,
+            ..with(3, 2, [1; 4], 1, 8)
+        });
         all.retain(|g| g.out_h().is_some_and(|h| h > 0) && g.out_w().is_some_and(|w| w > 0));
         all
     }
@@ -804,6 +816,53 @@ mod tests {
             let one = run(1);
             assert_eq!(one, run(2), "{level}");
             assert_eq!(one, run(4), "{level}");
+        }
+    }
+
+    #[test]
+    fn the_test_geometries_cut_into_several_bands() {
+        for level in simd_levels() {
+            let bands = |g: &ConvGeometry| {
+                let f = BlockedFilter::of(g, level).unwrap();
+                f.out_h.div_ceil(f.band_rows)
+            };
+            let gradient_bands =
+                |g: &ConvGeometry| BlockedGradient::of(g, level).map_or(0, |f| f.geo.in_h.div_ceil(f.band_rows));
+            let all = geometries();
+            assert!(all.iter().any(|g| bands(g) >= 10 && g.out_w().unwrap() >= LANES));
+            assert!(all.iter().any(|g| bands(g) >= 5 && g.out_w().unwrap() < LANES));
+            assert!(all.iter().any(|g| BlockedFilter::of(g, level).unwrap().band_rows == 1));
+            assert!(all.iter().any(|g| gradient_bands(g) >= 3));
+            assert!(all.iter().any(|g| BlockedGradient::of(g, level).is_some_and(|f| f.band_rows == 1)));
+        }
+    }
+
+    /// Sizes a hostile model file may declare: the blocked kernels decline them (no overflow, no huge scratch),
+    /// leaving them to the per-plane kernels.
+    #[test]
+    fn declines_sizes_whose_scratch_would_overflow_or_be_huge() {
+        let base = ConvGeometry { groups: 8, ..base_3x3(8, 8, 8) };
+        for level in simd_levels() {
+            // One output column whatever the stride: the forward kernel reads only its taps (and runs it right),
+            // the gradient's row of sums would be `stride` vectors long.
+            let stride = ConvGeometry { in_w: 8, kernel_w: 3, stride_w: 1 << 61, pad_left: 0, pad_right: 0, ..base };
+            assert_eq!(stride.out_w(), Some(1));
+            let x = data(stride.batch * stride.in_channels * stride.in_plane(), 1);
+            let (w, b) = (data(stride.out_channels * stride.k(), 2), data(stride.out_channels, 3));
+            // The same single column as a stride of 8 (the per-plane kernels' scratch grows with the stride).
+            let eight = ConvGeometry { stride_w: 8, ..stride };
+            let mut want = vec![0.0f32; stride.batch * stride.out_channels * stride.out_plane()];
+            forward_per_plane(&eight, &x, &w, &b, Clamp::NONE, &mut want, level);
+            let mut got = vec![f32::NAN; want.len()];
+            BlockedFilter::of(&stride, level).unwrap().run(&x, &w, &b, Clamp::NONE, &mut got);
+            assert!(got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()), "{got:?} vs {want:?}");
+            assert!(BlockedGradient::of(&stride, level).is_none());
+            let wide = ConvGeometry { pad_left: 1 << 40, ..base };
+            assert!(BlockedFilter::of(&wide, level).is_none());
+            let dilated = ConvGeometry { dilation_w: usize::MAX / 2, ..base };
+            assert!(BlockedFilter::of(&dilated, level).is_none());
+            let tall = ConvGeometry { kernel_h: 1 << 20, pad_top: 1 << 20, in_h: 8, ..base };
+            assert!(BlockedFilter::of(&tall, level).is_none() && BlockedGradient::of(&tall, level).is_none());
         }
     }
 

@@ -14,6 +14,7 @@
 //! Each output is a fixed sequence of operations (bias, then the taps in order), so results do not depend on the
 //! number of threads.
 
+#[cfg(target_arch = "x86_64")]
 use crate::depthwise_blocked::{BlockedFilter, BlockedGradient};
 use crate::depthwise_plane::FlatPlane;
 use crate::depthwise_rows::RowFilter;
@@ -202,7 +203,8 @@ impl PlaneFilter {
                     let at = (p * sh * self.rows + row_base) * l + (self.pad_left + first) / sw;
                     let room = (p * sh * self.rows + row_base + 1) * l - at;
                     let n = room.min((self.src_w.saturating_sub(first)).div_ceil(sw));
-                    let (dst, src) = (&mut scratch[at..at + n], &row[first..]);
+                    // A row narrower than the stride may have no column in this phase (n = 0).
+                    let (dst, src) = (&mut scratch[at..at + n], row.get(first..).unwrap_or_default());
                     for (k, d) in dst.iter_mut().enumerate() {
                         *d = src[k * sw];
                     }
@@ -406,10 +408,11 @@ pub fn forward(
     assert!(geo.is_depthwise(), "depthwise: not a depthwise geometry");
     // AVX-512's flat-plane kernel (stride-1 planes of at most 64 pixels) was faster than the blocked one on 7²
     // planes (MobileNetV2 960 @7²: 20 against 31 µs).
-    match BlockedFilter::of(geo, level).filter(|_| FlatPlane::of(geo, level).is_none()) {
-        Some(blocked) => blocked.run(input, weight, bias, clamp, output),
-        None => forward_per_plane(geo, input, weight, bias, clamp, output, level),
+    #[cfg(target_arch = "x86_64")]
+    if let Some(blocked) = BlockedFilter::of(geo, level).filter(|_| FlatPlane::of(geo, level).is_none()) {
+        return blocked.run(input, weight, bias, clamp, output);
     }
+    forward_per_plane(geo, input, weight, bias, clamp, output, level)
 }
 
 /// [`forward`] plane by plane (the flat, row or flat-plane kernel per plane), whatever the channel count: the
@@ -470,12 +473,14 @@ pub fn backward_data(
 ) -> bool {
     assert!(geo.is_depthwise(), "depthwise: not a depthwise geometry");
     geo.check(grad_input.len(), weight.len(), grad_output.len());
+    #[cfg(target_arch = "x86_64")]
     if let Some(blocked) = blocked_backward(geo, level) {
         let taps = geo.kernel_h * geo.kernel_w;
         let flipped: Vec<f32> = weight.chunks_exact(taps).flat_map(|w| w.iter().rev().copied()).collect();
         blocked.run(grad_output, &flipped, &vec![0.0; geo.in_channels], Clamp::NONE, grad_input);
         return true;
     }
+    #[cfg(target_arch = "x86_64")]
     if let Some(strided) = BlockedGradient::of(geo, level) {
         strided.run(weight, grad_output, grad_input);
         return true;
@@ -486,6 +491,7 @@ pub fn backward_data(
 /// The channel-blocked kernel for the input gradient of a stride-1 layer, where it applies: that gradient is the
 /// stride-1 convolution of the output gradient with the flipped kernel and the padding mirrored (`reach − pad` on
 /// each side, which needs every pad within the kernel's reach), the operations of the per-plane filter.
+#[cfg(target_arch = "x86_64")]
 fn blocked_backward(geo: &ConvGeometry, level: SimdLevel) -> Option<BlockedFilter> {
     let reach_h = (geo.kernel_h - 1) * geo.dilation_h;
     let reach_w = (geo.kernel_w - 1) * geo.dilation_w;
@@ -962,6 +968,30 @@ pub(crate) mod tests {
                 assert_eq!((even[i].to_bits(), odd[i].to_bits()), (pairs[2 * i].to_bits(), pairs[2 * i + 1].to_bits()));
             }
             assert!(even[n].is_nan() && odd[n].is_nan(), "wrote past {n} pairs");
+        }
+    }
+
+    /// A row narrower than the stride leaves some stride phases without a column (it used to slice past the row).
+    #[test]
+    fn rows_narrower_than_the_stride() {
+        for w in 1..=3 {
+            let geo =
+                ConvGeometry { in_w: w, kernel_w: 1, stride_w: 3, pad_left: 0, pad_right: 0, ..base_3x3(5, 5, 5) };
+            let x = data(geo.batch * geo.in_channels * geo.in_plane(), 1);
+            let (wt, b) = (data(geo.out_channels * geo.k(), 2), data(geo.out_channels, 3));
+            let mut want = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
+            depthwise::forward(&geo, &x, &wt, Some(&b), &mut want);
+            let dy = data(want.len(), 4);
+            let mut want_dx = vec![0.0f32; x.len()];
+            depthwise::backward_data(&geo, &wt, &dy, &mut want_dx);
+            for level in supported_levels() {
+                let mut got = vec![f32::NAN; want.len()];
+                forward(&geo, &x, &wt, &b, Clamp::NONE, &mut got, level);
+                close(&got, &want, geo.k(), &format!("{level} forward {geo:?}"));
+                let mut dx = vec![f32::NAN; x.len()];
+                assert!(backward_data(&geo, &wt, &dy, &mut dx, level));
+                close(&dx, &want_dx, geo.k(), &format!("{level} backward {geo:?}"));
+            }
         }
     }
 

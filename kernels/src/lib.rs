@@ -45,6 +45,7 @@ pub mod conv;
 pub mod conv_packed;
 pub mod conv_pixel_rows;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
 mod depthwise_blocked;
 pub mod depthwise_flat;
 mod depthwise_plane;
