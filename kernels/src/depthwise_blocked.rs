@@ -114,31 +114,17 @@ impl BlockedFilter {
         let geo = &self.geo;
         geo.check(input.len(), weight.len(), output.len());
         assert_eq!(bias.len(), geo.out_channels, "depthwise: bias length");
-        let blocks = geo.in_channels / LANES;
-        let bands = self.out_h.div_ceil(self.band_rows);
+        let scratch_len = self.band_in_rows(self.band_rows) * self.cols * LANES;
         let out = SharedOut(output.as_mut_ptr());
-        (0..geo.batch * blocks * bands).into_par_iter().for_each(|task| {
-            let (image, block, band) = (task / (blocks * bands), task / bands % blocks, task % bands);
-            let rows = band * self.band_rows..((band + 1) * self.band_rows).min(self.out_h);
-            let task = Task { image, first_channel: block * LANES, rows };
-            SCRATCH.with_borrow_mut(|s| {
-                let taps = geo.kernel_h * geo.kernel_w;
-                let scratch_len = self.band_in_rows(self.band_rows) * self.cols * LANES;
-                let (scratch, weights) = s.prepare(scratch_len, (taps + 1) * LANES);
-                // Per tap a vector of the block's weights, then the block's biases.
-                for (t, w) in weights.chunks_exact_mut(LANES).take(taps).enumerate() {
-                    for (l, w) in w.iter_mut().enumerate() {
-                        *w = weight[(task.first_channel + l) * taps + t];
-                    }
-                }
-                weights[taps * LANES..].copy_from_slice(&bias[task.first_channel..][..LANES]);
-                // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
-                let out = &out;
-                // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch and weights hold what the task
-                // reads (sized above); the task writes only its own block's rows of its image, which no other task
-                // writes, inside `output` (its length was checked against the geometry).
-                unsafe { self.task_avx2(input, weights, clamp, scratch, out.0, &task) };
-            });
+        let blocks =
+            Blocks { batch: geo.batch, channels: geo.in_channels, rows: self.out_h, band_rows: self.band_rows };
+        blocks.for_each(scratch_len, weight, Some(bias), |task, scratch, weights| {
+            // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
+            let out = &out;
+            // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch and weights hold what the task reads
+            // (sized above); the task writes only its own block's rows of its image, which no other task writes,
+            // inside `output` (its length was checked against the geometry).
+            unsafe { self.task_avx2(input, weights, clamp, scratch, out.0, task) };
         });
     }
 }
@@ -217,31 +203,62 @@ impl BlockedGradient {
     pub(crate) fn run(&self, weight: &[f32], grad_output: &[f32], grad_input: &mut [f32]) {
         let geo = &self.geo;
         geo.check(grad_input.len(), weight.len(), grad_output.len());
-        let blocks = geo.in_channels / LANES;
         let bands = geo.in_h.div_ceil(self.band_rows);
         let most_rows = (0..bands)
             .map(|b| self.scratch_rows(&(b * self.band_rows..((b + 1) * self.band_rows).min(geo.in_h))).1)
             .max()
             .unwrap_or(0);
+        let scratch_len = (most_rows * self.cols + self.line) * LANES;
         let out = SharedOut(grad_input.as_mut_ptr());
-        (0..geo.batch * blocks * bands).into_par_iter().for_each(|task| {
+        let blocks = Blocks { batch: geo.batch, channels: geo.in_channels, rows: geo.in_h, band_rows: self.band_rows };
+        blocks.for_each(scratch_len, weight, None, |task, scratch, weights| {
+            // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
+            let out = &out;
+            // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch holds the band's rows and the row of
+            // sums (sized above); the task writes only its own block's rows of its image, inside `grad_input` (its
+            // length was checked against the geometry).
+            unsafe { self.task_avx2(grad_output, weights, scratch, out.0, task) };
+        });
+    }
+}
+
+/// How a layer's work is cut: one task per image, block of `LANES` channels and band of `band_rows` of its `rows`
+/// rows (output rows forward, input rows for the gradient) — a choice of the shape alone.
+struct Blocks {
+    batch: usize,
+    channels: usize,
+    rows: usize,
+    band_rows: usize,
+}
+
+impl Blocks {
+    /// Runs `run(task, scratch, weights)` for every task in parallel, with the thread's aligned scratch of
+    /// `scratch_len` values and the block's weights as vectors: per tap the block's `L` weights (OIHW `weight`), then
+    /// the block's `bias` if there is one.
+    fn for_each(
+        &self,
+        scratch_len: usize,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        run: impl Fn(&Task, &mut [f32], &[f32]) + Sync,
+    ) {
+        let (blocks, bands) = (self.channels / LANES, self.rows.div_ceil(self.band_rows));
+        let taps = weight.len() / self.channels.max(1);
+        (0..self.batch * blocks * bands).into_par_iter().for_each(|task| {
             let (image, block, band) = (task / (blocks * bands), task / bands % blocks, task % bands);
-            let rows = band * self.band_rows..((band + 1) * self.band_rows).min(geo.in_h);
+            let rows = band * self.band_rows..((band + 1) * self.band_rows).min(self.rows);
             let task = Task { image, first_channel: block * LANES, rows };
             SCRATCH.with_borrow_mut(|s| {
-                let taps = geo.kernel_h * geo.kernel_w;
-                let (scratch, weights) = s.prepare((most_rows * self.cols + self.line) * LANES, taps * LANES);
-                for (t, w) in weights.chunks_exact_mut(LANES).enumerate() {
+                let (scratch, weights) = s.prepare(scratch_len, (taps + usize::from(bias.is_some())) * LANES);
+                for (t, w) in weights.chunks_exact_mut(LANES).take(taps).enumerate() {
                     for (l, w) in w.iter_mut().enumerate() {
                         *w = weight[(task.first_channel + l) * taps + t];
                     }
                 }
-                // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
-                let out = &out;
-                // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch holds the band's rows and the
-                // row of sums (sized above); the task writes only its own block's rows of its image, inside
-                // `grad_input` (its length was checked against the geometry).
-                unsafe { self.task_avx2(grad_output, weights, scratch, out.0, &task) };
+                if let Some(bias) = bias {
+                    weights[taps * LANES..].copy_from_slice(&bias[task.first_channel..][..LANES]);
+                }
+                run(&task, scratch, weights);
             });
         });
     }
