@@ -7,6 +7,8 @@
 //! threads for a given SIMD level.
 
 use crate::conv::{column_tile, rows_per_packed_task, rows_per_task, tiles, DisjointOutput, TARGET_TASKS};
+#[cfg(target_arch = "x86_64")]
+use crate::conv_broadcast::{self, BroadcastWeights};
 use crate::conv_pixel_rows::{self, PixelRowWeights};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
@@ -41,6 +43,9 @@ enum Layout {
     Winograd(WinogradWeights),
     /// Packed for the transposed product of small planes (see [`crate::conv_pixel_rows`]).
     PixelRows(PixelRowWeights),
+    /// Laid out for the direct kernel of convolutions with few input channels (see [`crate::conv_broadcast`]).
+    #[cfg(target_arch = "x86_64")]
+    Broadcast(BroadcastWeights),
 }
 
 /// The dimensions a convolution's weights are laid out for.
@@ -100,6 +105,15 @@ impl PackedConv {
     ) -> PackedConv {
         let k = in_per_group * kernel[0] * kernel[1];
         assert_eq!(weight.len(), out_channels * k, "packed conv: weight length");
+        // Stems (few input channels) run direct, with the GEMM's operations: f32 weights without a scale only, the
+        // ones that path reads as they are.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(w) = (precision == Precision::F32 && scale.is_none())
+            .then(|| BroadcastWeights::new(level, weight, bias, out_channels, in_per_group, kernel, groups))
+            .flatten()
+        {
+            return PackedConv { level, out_channels, in_per_group, kernel, groups, layout: Layout::Broadcast(w) };
+        }
         let dims = Dims { out_channels, in_per_group, kernel, groups };
         PackedConv::build(
             level,
@@ -112,6 +126,31 @@ impl PackedConv {
                 PackedA::pack_scaled(level, w, b, s, precision)
             },
         )
+    }
+
+    /// [`PackedConv::new`] on the GEMM layout whatever the shape: the reference of the direct stem kernel.
+    #[cfg(test)]
+    pub(crate) fn new_gemm(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_per_group: usize,
+        kernel: [usize; 2],
+    ) -> PackedConv {
+        let k = in_per_group * kernel[0] * kernel[1];
+        let dims = Dims { out_channels, in_per_group, kernel, groups: 1 };
+        let weights = || (Stored::new(Precision::F32, weight.to_vec()), false);
+        PackedConv::build(level, dims, bias, None, weights, |rows, b, s| {
+            let w = MatRef::row_major(&weight[rows.start * k..rows.end * k], rows.len(), k);
+            PackedA::pack_scaled(level, w, b, s, Precision::F32)
+        })
+    }
+
+    /// Whether the weights are laid out for the direct kernel of few input channels.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(crate) fn is_broadcast(&self) -> bool {
+        matches!(self.layout, Layout::Broadcast(_))
     }
 
     /// A convolution whose OIHW weights are a model's 16-bit tensor, read in place: the GEMM layouts gather and
@@ -261,6 +300,8 @@ impl PackedConv {
             }
             Layout::Winograd(w) => w.bytes(),
             Layout::PixelRows(w) => w.bytes(),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Broadcast(w) => w.bytes(),
         }
     }
 
@@ -308,6 +349,8 @@ fn adds_in_epilogue(packed: &PackedConv) -> bool {
         Layout::Gemm(_) => packed.level != SimdLevel::Portable,
         Layout::Winograd(_) | Layout::PixelRows(_) => true,
         Layout::Depthwise { .. } => false,
+        #[cfg(target_arch = "x86_64")]
+        Layout::Broadcast(_) => false,
     }
 }
 
@@ -348,6 +391,8 @@ fn forward(
         Layout::PixelRows(weights) => {
             return conv_pixel_rows::forward(geo, input, weights, clamp, residual, output);
         }
+        #[cfg(target_arch = "x86_64")]
+        Layout::Broadcast(weights) => return conv_broadcast::forward(geo, input, weights, clamp, output),
         Layout::Gemm(groups) => groups,
     };
     let (cig, cog) = (geo.in_per_group(), geo.out_per_group());

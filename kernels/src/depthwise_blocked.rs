@@ -16,7 +16,10 @@
 //! as 0), then the clamp: the operations of the per-plane kernels' SIMD levels, so the results are bit-identical to
 //! theirs. The tasks (image, channel block, band of output rows) depend only on the layer's shape.
 
+// Both SIMD levels run 8-lane (AVX2 + FMA) vectors: on Zen 4's 256-bit datapath a 16-lane AVX-512 version was as fast
+// or slower on every MobileNetV2 and EfficientNet-Lite0 layer (BENCHMARKS.md, eleventh speed pass).
 use crate::geometry::ConvGeometry;
+use crate::lanes8::{finish, first_lanes, transpose, LANES};
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
@@ -29,11 +32,6 @@ use std::cell::RefCell;
 /// slower on the 112² and 56² planes than 128 KiB, where the halo rows each band transposes again are few; 256 KiB
 /// was no faster.
 const BAND_BYTES: usize = 128 * 1024;
-
-/// Channels per vector: 8 f32 (256 bits). Both SIMD levels run these AVX2 + FMA vectors: on Zen 4's 256-bit
-/// datapath a 16-lane AVX-512 version was as fast or slower on every MobileNetV2 and EfficientNet-Lite0 layer
-/// (BENCHMARKS.md, eleventh speed pass).
-const LANES: usize = 8;
 
 /// Largest scratch a task may take (a band's transposed rows): beyond it, the layer runs on the per-plane kernels.
 /// Real layers need far less (MobileNets' widest: about 130 KiB); a hostile geometry cannot make every thread
@@ -347,40 +345,14 @@ unsafe fn fill_avx2(src: &Source, r0: usize, rows: usize, pads: [usize; 2], cols
                     unsafe { _mm256_loadu_ps(ptr) }
                 } else {
                     // SAFETY: only the first n lanes, inside the row, are read (the rest are zero).
-                    unsafe { _mm256_maskload_ps(ptr, first_lanes8(n)) }
+                    unsafe { _mm256_maskload_ps(ptr, first_lanes(n)) }
                 };
             }
-            transpose8(&mut v);
+            transpose(&mut v);
             for (j, v) in v.iter().enumerate() {
                 // SAFETY: pads[1] + x0 + j < pads[1] + whole_w ≤ cols.
                 unsafe { _mm256_store_ps(row.add((pads[1] + x0 + j) * L), *v) };
             }
-        }
-    }
-}
-
-/// Clamps `L` pixels' accumulators, transposes them to channels and stores each channel's first `n` at
-/// `out + l·plane`.
-///
-/// # Safety
-/// The CPU supports the target features; `out + l·plane .. + n` are writable for every lane `l`.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn finish_avx2(acc: &mut [__m256; LANES], clamp: Clamp, out: *mut f32, plane: usize, n: usize) {
-    if !clamp.is_none() {
-        let (lo, hi) = (_mm256_set1_ps(clamp.lo), _mm256_set1_ps(clamp.hi));
-        // `max(lo, v)` then `min(hi, v)` pass a NaN `v` through: `Clamp::apply_fast`.
-        acc.iter_mut().for_each(|a| *a = _mm256_min_ps(hi, _mm256_max_ps(lo, *a)));
-    }
-    transpose8(acc);
-    for (l, &val) in acc.iter().enumerate() {
-        // SAFETY: the caller's.
-        let dst = unsafe { out.add(l * plane) };
-        if n == LANES {
-            // SAFETY: all `L` values are the caller's to write.
-            unsafe { _mm256_storeu_ps(dst, val) };
-        } else {
-            // SAFETY: only the first n lanes are written, the caller's.
-            unsafe { _mm256_maskstore_ps(dst, first_lanes8(n), val) };
         }
     }
 }
@@ -480,7 +452,7 @@ impl BlockedFilter {
                     }
                 }
                 // SAFETY: pixels ox0.. of row y of the band in each channel: the task's own cells.
-                unsafe { finish_avx2(&mut acc, clamp, out.add(y * ow + ox0), plane, (ow - ox0).min(L)) };
+                unsafe { finish(&mut acc, clamp, out.add(y * ow + ox0), plane, (ow - ox0).min(L)) };
             }
         }
     }
@@ -522,7 +494,7 @@ impl BlockedFilter {
                 }
             }
             // SAFETY: pixels p0.. p0 + n of the band, consecutive in each channel's plane: the task's own.
-            unsafe { finish_avx2(&mut acc, clamp, out.add(p0), plane, n) };
+            unsafe { finish(&mut acc, clamp, out.add(p0), plane, n) };
         }
     }
 }
@@ -594,40 +566,13 @@ impl BlockedGradient {
                 // SAFETY: x0 + L ≤ whole vectors of the row ≤ `line`.
                 let mut v: [__m256; L] = std::array::from_fn(|j| unsafe { _mm256_load_ps(line.add((x0 + j) * L)) });
                 // SAFETY: columns x0.. of row iy in the block's L channels: the task's own cells.
-                unsafe { finish_avx2(&mut v, Clamp::NONE, out.add(row + x0), in_plane, (g.in_w - x0).min(L)) };
+                unsafe { finish(&mut v, Clamp::NONE, out.add(row + x0), in_plane, (g.in_w - x0).min(L)) };
             }
         }
     }
 }
 
 use std::arch::x86_64::*;
-
-/// Transposes 8 vectors of 8 lanes: `v[i][j] ← v[j][i]`.
-#[target_feature(enable = "avx2")]
-fn transpose8(v: &mut [__m256; 8]) {
-    let mut t = [_mm256_setzero_ps(); 8];
-    for p in 0..4 {
-        t[2 * p] = _mm256_unpacklo_ps(v[2 * p], v[2 * p + 1]);
-        t[2 * p + 1] = _mm256_unpackhi_ps(v[2 * p], v[2 * p + 1]);
-    }
-    let mut u = [_mm256_setzero_ps(); 8];
-    for q in 0..2 {
-        u[4 * q] = _mm256_shuffle_ps::<0x44>(t[4 * q], t[4 * q + 2]);
-        u[4 * q + 1] = _mm256_shuffle_ps::<0xEE>(t[4 * q], t[4 * q + 2]);
-        u[4 * q + 2] = _mm256_shuffle_ps::<0x44>(t[4 * q + 1], t[4 * q + 3]);
-        u[4 * q + 3] = _mm256_shuffle_ps::<0xEE>(t[4 * q + 1], t[4 * q + 3]);
-    }
-    for m in 0..4 {
-        v[m] = _mm256_permute2f128_ps::<0x20>(u[m], u[4 + m]);
-        v[4 + m] = _mm256_permute2f128_ps::<0x31>(u[m], u[4 + m]);
-    }
-}
-
-/// The lanes below `n` of an AVX2 mask.
-#[target_feature(enable = "avx2")]
-fn first_lanes8(n: usize) -> __m256i {
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-}
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,8 @@ macro_rules! per_level {
 }
 
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_broadcast;
 pub mod conv_packed;
 pub mod conv_pixel_rows;
 pub mod depthwise;
@@ -56,6 +58,8 @@ pub mod gemm;
 pub mod geometry;
 pub mod half_vector;
 pub mod im2col;
+#[cfg(target_arch = "x86_64")]
+mod lanes8;
 pub mod memory;
 mod microkernel;
 pub mod packed_gemm;

@@ -1,0 +1,519 @@
+//! Convolutions with few input channels — the RGB stems (3 → 32 at 3×3/2, 3 → 64 at 7×7/2) — as a direct kernel that
+//! keeps output channels in the vector lanes.
+//!
+//! As im2col + GEMM, a stem's product has only `K = C_in·KH·KW` = 27 or 147 rows, gathered from strided input columns
+//! and packed on every call, for a few dozen output channels. On one Zen 4 thread those layers ran at 1.45–1.6×
+//! onnxruntime's time (BENCHMARKS.md, eleventh speed pass). Here output pixel `(oy, ox)` is
+//! `bias + Σ_{c, ky, kx} w[:, c, ky, kx] · x[c, oy·sh + ky·dh − pad_top, ox·sw + kx·dw − pad_left]`, computed straight
+//! from zero-padded copies of the input rows: each input value is broadcast once and multiplied into the weight
+//! vectors of 16 output channels, for 6 neighbouring pixels at a time (12 accumulators). A row's outputs collect
+//! pixel-major in a scratch row, which is transposed back into the channel rows with the clamp applied.
+//!
+//! Each output is `0 + bias`, then the taps by fused multiply-add in the order `(c, ky, kx)` — the order of the
+//! packed GEMM's `K` — with padding read as 0, then the clamp: the packed GEMM's operations, so the results are
+//! bit-identical to that path.
+
+use crate::geometry::ConvGeometry;
+use crate::lanes8::{finish, LANES};
+use crate::packed_gemm::Clamp;
+use crate::simd::SimdLevel;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Most input channels this kernel takes: with more, `K` is large enough for the packed GEMM.
+const MAX_IN_CHANNELS: usize = 4;
+
+/// Output pixels per register block.
+const PIXELS: usize = 6;
+
+/// Output-channel vectors per register block.
+const BLOCKS: usize = 2;
+
+/// Output rows per task: enough tasks to balance a 112-row stem on a few threads, few enough that each task's
+/// padded input rows are reused by several output rows.
+const TASK_ROWS: usize = 4;
+
+/// Largest scratch a task may take (padded input rows and a row of outputs); beyond it the packed GEMM runs.
+const MAX_SCRATCH_BYTES: usize = 64 << 20;
+
+/// A convolution's weights laid out for this kernel: per vector of 8 output channels, per tap `(c, ky, kx)`, the 8
+/// channels' weights; and the bias (zeros where there is none).
+#[derive(Clone, Debug)]
+pub(crate) struct BroadcastWeights {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: [usize; 2],
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    /// The OIHW weights as given, for sizes beyond this kernel (a few hundred values: stems only).
+    oihw: Vec<f32>,
+}
+
+impl BroadcastWeights {
+    /// Lays out OIHW `weight` for `level`, or `None` where this kernel does not apply: a level without AVX2 and FMA,
+    /// groups, more than [`MAX_IN_CHANNELS`] input channels, or output channels that are not whole vectors.
+    pub(crate) fn new(
+        level: SimdLevel,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_channels: usize,
+        in_channels: usize,
+        kernel: [usize; 2],
+        groups: usize,
+    ) -> Option<BroadcastWeights> {
+        let simd = matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported();
+        let fits = groups == 1 && (1..=MAX_IN_CHANNELS).contains(&in_channels) && out_channels.is_multiple_of(LANES);
+        if !(simd && SimdLevel::Avx2.supported() && fits && out_channels > 0) {
+            return None;
+        }
+        let taps = in_channels * kernel[0] * kernel[1];
+        assert_eq!(weight.len(), out_channels * taps, "broadcast conv: weight length");
+        let mut weights = vec![0.0; weight.len()];
+        for (o, w) in weight.chunks_exact(taps).enumerate() {
+            let (block, lane) = (o / LANES, o % LANES);
+            for (t, &v) in w.iter().enumerate() {
+                weights[(block * taps + t) * LANES + lane] = v;
+            }
+        }
+        let bias = bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec);
+        Some(BroadcastWeights { out_channels, in_channels, kernel, weights, bias, oihw: weight.to_vec() })
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        (self.weights.len() + self.bias.len() + self.oihw.len()) * std::mem::size_of::<f32>()
+    }
+}
+
+/// Sizes of one layer's run.
+struct Plan {
+    out_h: usize,
+    out_w: usize,
+    /// Values per padded input row.
+    padded_w: usize,
+    /// Padded input rows a task of [`TASK_ROWS`] output rows reads.
+    task_in_rows: usize,
+}
+
+impl Plan {
+    /// `None` where the sizes overflow or a task's scratch would pass [`MAX_SCRATCH_BYTES`].
+    fn of(geo: &ConvGeometry, out_channels: usize) -> Option<Plan> {
+        let (out_h, out_w) = (geo.out_h()?, geo.out_w()?);
+        let reach_w = (geo.kernel_w - 1).checked_mul(geo.dilation_w)?;
+        let reach_h = (geo.kernel_h - 1).checked_mul(geo.dilation_h)?;
+        let padded_w = out_w.checked_sub(1)?.checked_mul(geo.stride_w)?.checked_add(reach_w + 1)?;
+        let task_in_rows = (TASK_ROWS - 1).checked_mul(geo.stride_h)?.checked_add(reach_h + 1)?;
+        let inputs = geo.in_channels.checked_mul(task_in_rows)?.checked_mul(padded_w)?;
+        let outputs = out_w.checked_next_multiple_of(LANES)?.checked_mul(out_channels)?;
+        let bytes = inputs.checked_add(outputs)?.checked_mul(std::mem::size_of::<f32>())?;
+        (bytes <= MAX_SCRATCH_BYTES).then_some(Plan { out_h, out_w, padded_w, task_in_rows })
+    }
+}
+
+thread_local! {
+    /// A task's padded input rows and row of outputs, reused across tasks and calls.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `output ← clamp(conv(input, weights) + bias)`. Sizes whose scratch would pass [`MAX_SCRATCH_BYTES`] (only a
+/// hostile input reaches them) run on the generic convolution instead.
+///
+/// # Panics
+/// If the weights do not fit `geo` or a length disagrees with it (programming errors of the caller).
+pub(crate) fn forward(geo: &ConvGeometry, input: &[f32], weights: &BroadcastWeights, clamp: Clamp, output: &mut [f32]) {
+    assert!(
+        geo.groups == 1
+            && geo.in_channels == weights.in_channels
+            && geo.out_channels == weights.out_channels
+            && [geo.kernel_h, geo.kernel_w] == weights.kernel,
+        "broadcast conv: weights do not fit {geo:?}"
+    );
+    geo.check(input.len(), weights.weights.len(), output.len());
+    let Some(plan) = Plan::of(geo, weights.out_channels) else {
+        crate::conv::conv2d_forward(geo, input, &weights.oihw, Some(&weights.bias), output);
+        output.iter_mut().for_each(|v| *v = clamp.apply(*v));
+        return;
+    };
+    if plan.out_h == 0 || plan.out_w == 0 {
+        return;
+    }
+    let out_plane = plan.out_h * plan.out_w;
+    let bands = plan.out_h.div_ceil(TASK_ROWS);
+    let in_image = geo.in_channels * geo.in_h * geo.in_w;
+    output.par_chunks_mut(weights.out_channels * out_plane).enumerate().for_each(|(image, out)| {
+        let x = &input[image * in_image..(image + 1) * in_image];
+        let out = SharedOut(out.as_mut_ptr());
+        (0..bands).into_par_iter().for_each(|band| {
+            let rows = band * TASK_ROWS..((band + 1) * TASK_ROWS).min(plan.out_h);
+            SCRATCH.with_borrow_mut(|(padded, line)| {
+                padded.resize(geo.in_channels * plan.task_in_rows * plan.padded_w, 0.0);
+                line.resize(plan.out_w.next_multiple_of(LANES) * weights.out_channels, 0.0);
+                pad_rows(geo, &plan, x, rows.start, padded);
+                let out = &out;
+                // SAFETY: `new` checked that the CPU runs AVX2 and FMA; `padded` holds the band's rows (made
+                // above), `line` a row of outputs; the band writes only its own rows of this image's output,
+                // which no other task writes.
+                unsafe { band_avx2(geo, &plan, weights, clamp, padded, line, out.0, rows) };
+            });
+        });
+    });
+}
+
+/// Copies the input rows that output rows `first_row..` read into `padded` (`[c][row][padded_w]`), with zeros for
+/// the padding and for rows outside the image.
+fn pad_rows(geo: &ConvGeometry, plan: &Plan, x: &[f32], first_row: usize, padded: &mut [f32]) {
+    let rows = padded.chunks_exact_mut(plan.padded_w);
+    for (i, row) in rows.enumerate() {
+        let (c, r) = (i / plan.task_in_rows, i % plan.task_in_rows);
+        row.fill(0.0);
+        let Some(iy) = (first_row * geo.stride_h + r).checked_sub(geo.pad_top).filter(|&iy| iy < geo.in_h) else {
+            continue;
+        };
+        let src = &x[(c * geo.in_h + iy) * geo.in_w..][..geo.in_w];
+        // Padded column j holds input column j − pad_left.
+        let (from, to) = (geo.pad_left.min(plan.padded_w), (geo.pad_left + geo.in_w).min(plan.padded_w));
+        row[from..to].copy_from_slice(&src[..to - from]);
+    }
+}
+
+/// The output, written by disjoint tasks.
+struct SharedOut(*mut f32);
+// SAFETY: each task writes only its own band of output rows.
+unsafe impl Sync for SharedOut {}
+
+/// One band of output rows.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `padded` holds the band's padded input rows, `line` at least `whole(out_w)·C_out`
+/// values; `out` is this image's output (`C_out` planes of `out_h × out_w`), whose rows `rows` no other thread
+/// writes.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn band_avx2(
+    geo: &ConvGeometry,
+    plan: &Plan,
+    weights: &BroadcastWeights,
+    clamp: Clamp,
+    padded: &[f32],
+    line: &mut [f32],
+    out: *mut f32,
+    rows: std::ops::Range<usize>,
+) {
+    let blocks = weights.out_channels / LANES;
+    let out_plane = plan.out_h * plan.out_w;
+    assert!(line.len() >= plan.out_w.next_multiple_of(LANES) * weights.out_channels);
+    for oy in rows.clone() {
+        let first_row = (oy - rows.start) * geo.stride_h;
+        let mut ox = 0;
+        while ox < plan.out_w {
+            let n = (plan.out_w - ox).min(PIXELS);
+            for b in (0..blocks).step_by(BLOCKS) {
+                // SAFETY: pixels ox.. ox + n of the row and vectors b.. of the channels: inside the padded rows
+                // (`Plan::of` sizes them for every output of the band) and the row of outputs (asserted above).
+                unsafe {
+                    match (n, blocks - b >= BLOCKS) {
+                        (6, true) => block::<6, 2>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (5, true) => block::<5, 2>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (4, true) => block::<4, 2>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (3, true) => block::<3, 2>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (2, true) => block::<2, 2>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (_, true) => block::<1, 2>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (6, false) => block::<6, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (5, false) => block::<5, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (4, false) => block::<4, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (3, false) => block::<3, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (2, false) => block::<2, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (_, false) => block::<1, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                    }
+                }
+            }
+            ox += n;
+        }
+        // Back to channel rows: 8 pixels × 8 channels at a time.
+        for b in 0..blocks {
+            for x0 in (0..plan.out_w).step_by(LANES) {
+                let at = |j: usize| (x0 + j) * weights.out_channels + b * LANES;
+                // SAFETY: x0 + j < whole(out_w): inside the row of outputs (asserted above).
+                let mut v: [__m256; LANES] =
+                    std::array::from_fn(|j| unsafe { _mm256_loadu_ps(line[at(j)..].as_ptr()) });
+                let dst = (b * LANES * plan.out_h + oy) * plan.out_w + x0;
+                // SAFETY: channels b·8.. b·8 + 8, row oy, columns x0.. x0 + n of this image's output: this band's.
+                unsafe { finish(&mut v, clamp, out.add(dst), out_plane, (plan.out_w - x0).min(LANES)) };
+            }
+        }
+    }
+}
+
+/// `P` pixels from `ox` of one output row, output-channel vectors `b.. b + B`, into the row of outputs.
+///
+/// # Safety
+/// As [`band_avx2`]; `ox + P ≤ out_w`, `b + B ≤ C_out / 8`, and `first_row` is the band row of this output row.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn block<const P: usize, const B: usize>(
+    geo: &ConvGeometry,
+    plan: &Plan,
+    weights: &BroadcastWeights,
+    padded: &[f32],
+    line: &mut [f32],
+    first_row: usize,
+    ox: usize,
+    b: usize,
+) {
+    let (kh, kw) = (geo.kernel_h, geo.kernel_w);
+    let taps = geo.in_channels * kh * kw;
+    let w = weights.weights.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); B]; P];
+    for j in 0..B {
+        // SAFETY: b + j < C_out / 8, so its 8 biases exist.
+        let bias = unsafe { _mm256_loadu_ps(weights.bias.as_ptr().add((b + j) * LANES)) };
+        // 0 + bias, as the GEMM's epilogue-first bias.
+        acc.iter_mut().for_each(|a| a[j] = _mm256_add_ps(a[j], bias));
+    }
+    let x = padded.as_ptr();
+    for c in 0..geo.in_channels {
+        for ky in 0..kh {
+            let row = (c * plan.task_in_rows + first_row + ky * geo.dilation_h) * plan.padded_w;
+            for kx in 0..kw {
+                let t = (c * kh + ky) * kw + kx;
+                // SAFETY: vector b + j of tap t lies inside the weights (b + B ≤ C_out / 8, t < taps).
+                let wv: [__m256; B] =
+                    std::array::from_fn(|j| unsafe { _mm256_loadu_ps(w.add(((b + j) * taps + t) * LANES)) });
+                let col = ox * geo.stride_w + kx * geo.dilation_w;
+                for p in 0..P {
+                    // SAFETY: row and column of an output of the band's taps: inside the padded rows.
+                    let xv = _mm256_set1_ps(unsafe { *x.add(row + col + p * geo.stride_w) });
+                    for j in 0..B {
+                        acc[p][j] = _mm256_fmadd_ps(wv[j], xv, acc[p][j]);
+                    }
+                }
+            }
+        }
+    }
+    for p in 0..P {
+        for j in 0..B {
+            let at = (ox + p) * weights.out_channels + (b + j) * LANES;
+            // SAFETY: pixel ox + p < out_w and vector b + j: inside the row of outputs.
+            unsafe { _mm256_storeu_ps(line.as_mut_ptr().add(at), acc[p][j]) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
+    use crate::conv_packed::{conv2d_forward_packed, conv2d_forward_packed_residual, PackedConv};
+    use crate::simd::supported_levels;
+
+    fn simd_levels() -> Vec<SimdLevel> {
+        let levels: Vec<SimdLevel> = supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable).collect();
+        if levels.is_empty() {
+            eprintln!("skipped: this CPU has no AVX2");
+        }
+        levels
+    }
+
+    /// Stems and their relatives: 1–4 input channels; 8–64 output channels (whole and odd numbers of 16-channel
+    /// pairs); 1×1 to 7×7 kernels (K up to 147, past the GEMM's K block of 128); strides 1–3, also asymmetric;
+    /// dilation; asymmetric pads and pads past the kernel; rows of 1 to 20 pixels around the 6-pixel block; batch 2;
+    /// bands of 4 rows and a last short one.
+    fn geometries() -> Vec<ConvGeometry> {
+        let base = base_3x3(3, 32, 1);
+        let mut all = vec![
+            base,
+            ConvGeometry { stride_h: 2, stride_w: 2, in_h: 15, in_w: 17, ..base },
+            ConvGeometry {
+                in_channels: 3,
+                out_channels: 64,
+                kernel_h: 7,
+                kernel_w: 7,
+                stride_h: 2,
+                stride_w: 2,
+                in_h: 20,
+                in_w: 22,
+                pad_top: 3,
+                pad_left: 3,
+                pad_bottom: 3,
+                pad_right: 3,
+                ..base
+            },
+            ConvGeometry {
+                in_channels: 1,
+                out_channels: 8,
+                kernel_h: 5,
+                kernel_w: 5,
+                pad_top: 2,
+                pad_left: 2,
+                pad_bottom: 2,
+                pad_right: 2,
+                ..base
+            },
+            ConvGeometry {
+                in_channels: 4,
+                out_channels: 24,
+                kernel_h: 1,
+                kernel_w: 1,
+                pad_top: 0,
+                pad_left: 0,
+                pad_bottom: 0,
+                pad_right: 0,
+                ..base
+            },
+            ConvGeometry {
+                in_channels: 2,
+                out_channels: 40,
+                stride_h: 1,
+                stride_w: 3,
+                pad_top: 0,
+                pad_left: 2,
+                pad_bottom: 1,
+                pad_right: 0,
+                ..base
+            },
+            ConvGeometry {
+                in_channels: 3,
+                out_channels: 16,
+                dilation_h: 2,
+                dilation_w: 3,
+                pad_top: 4,
+                pad_left: 5,
+                ..base
+            },
+            ConvGeometry { in_channels: 3, out_channels: 16, stride_h: 3, stride_w: 2, in_h: 30, in_w: 9, ..base },
+            ConvGeometry {
+                batch: 1,
+                in_channels: 3,
+                out_channels: 32,
+                in_h: 224,
+                in_w: 224,
+                stride_h: 2,
+                stride_w: 2,
+                pad_top: 0,
+                pad_left: 0,
+                pad_bottom: 1,
+                pad_right: 1,
+                ..base
+            },
+        ];
+        for w in 1..=20 {
+            all.push(ConvGeometry { batch: 1, in_h: 9, in_w: w, ..base });
+        }
+        all.retain(|g| g.out_h().is_some_and(|h| h > 0) && g.out_w().is_some_and(|w| w > 0));
+        all
+    }
+
+    fn weights_of(geo: &ConvGeometry, seed: usize) -> (Vec<f32>, Vec<f32>) {
+        (data(geo.out_channels * geo.k(), seed), data(geo.out_channels, seed + 1))
+    }
+
+    /// The direct kernel performs the packed GEMM's operations in its order, so the two agree bit for bit: every
+    /// geometry, with and without bias, with and without a clamp, on each SIMD level.
+    #[test]
+    fn bit_identical_to_the_packed_gemm() {
+        let mut compared = 0;
+        for level in simd_levels() {
+            for (i, geo) in geometries().iter().enumerate() {
+                let x = data(geo.batch * geo.in_channels * geo.in_plane(), i);
+                let (w, b) = weights_of(geo, i + 1);
+                let kernel = [geo.kernel_h, geo.kernel_w];
+                for bias in [Some(&b[..]), None] {
+                    let direct = PackedConv::new(level, &w, bias, geo.out_channels, geo.in_channels, kernel, 1);
+                    assert!(direct.is_broadcast(), "{geo:?}");
+                    let gemm = PackedConv::new_gemm(level, &w, bias, geo.out_channels, geo.in_channels, kernel);
+                    for clamp in [Clamp::NONE, Clamp { lo: 0.0, hi: 0.75 }] {
+                        let n = geo.batch * geo.out_channels * geo.out_plane();
+                        let (mut want, mut got) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                        conv2d_forward_packed(geo, &x, &gemm, clamp, &mut want);
+                        conv2d_forward_packed(geo, &x, &direct, clamp, &mut got);
+                        let same = got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits());
+                        assert!(same, "{level} {geo:?} bias {} {clamp:?}", bias.is_some());
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared >= 100 * simd_levels().len(), "only {compared} comparisons");
+    }
+
+    /// A residual joins after the product, as the GEMM's epilogue adds it: the same bits.
+    #[test]
+    fn residual_as_the_packed_gemm() {
+        let geo = geometries()[1];
+        let x = data(geo.batch * geo.in_channels * geo.in_plane(), 3);
+        let (w, b) = weights_of(&geo, 4);
+        let res = data(geo.batch * geo.out_channels * geo.out_plane(), 5);
+        for level in simd_levels() {
+            let kernel = [geo.kernel_h, geo.kernel_w];
+            let direct = PackedConv::new(level, &w, Some(&b), geo.out_channels, geo.in_channels, kernel, 1);
+            let gemm = PackedConv::new_gemm(level, &w, Some(&b), geo.out_channels, geo.in_channels, kernel);
+            let (mut want, mut got) = (vec![0.0; res.len()], vec![0.0; res.len()]);
+            conv2d_forward_packed_residual(&geo, &x, &gemm, Clamp::RELU, &res, &mut want);
+            conv2d_forward_packed_residual(&geo, &x, &direct, Clamp::RELU, &res, &mut got);
+            assert!(got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()), "{level}");
+        }
+    }
+
+    /// Reads only the input and writes only the output: both sit inside NaN-filled buffers.
+    #[test]
+    fn reads_and_writes_nothing_outside_its_buffers() {
+        for level in simd_levels() {
+            for geo in geometries().iter().filter(|g| g.batch == 1) {
+                let (in_len, out_len) = (geo.in_channels * geo.in_plane(), geo.out_channels * geo.out_plane());
+                let (w, b) = weights_of(geo, 6);
+                let direct = PackedConv::new(
+                    level,
+                    &w,
+                    Some(&b),
+                    geo.out_channels,
+                    geo.in_channels,
+                    [geo.kernel_h, geo.kernel_w],
+                    1,
+                );
+                let mut x = vec![f32::NAN; in_len + 64];
+                x[32..32 + in_len].copy_from_slice(&data(in_len, 7));
+                let mut y = vec![f32::NAN; out_len + 64];
+                conv2d_forward_packed(geo, &x[32..32 + in_len], &direct, Clamp::NONE, &mut y[32..32 + out_len]);
+                assert!(y[..32].iter().chain(&y[32 + out_len..]).all(|v| v.is_nan()), "{level} {geo:?}: wrote outside");
+                assert!(y[32..32 + out_len].iter().all(|v| v.is_finite()), "{level} {geo:?}: read outside");
+            }
+        }
+    }
+
+    #[test]
+    fn bit_identical_on_one_two_and_four_threads() {
+        let geo = geometries()[2];
+        let x = data(geo.batch * geo.in_channels * geo.in_plane(), 8);
+        let (w, b) = weights_of(&geo, 9);
+        for level in simd_levels() {
+            let direct = PackedConv::new(level, &w, Some(&b), geo.out_channels, geo.in_channels, [7, 7], 1);
+            let run = |threads: usize| {
+                let mut y = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
+                on_threads(threads, || conv2d_forward_packed(&geo, &x, &direct, Clamp::RELU, &mut y));
+                y
+            };
+            let one = run(1);
+            assert_eq!(one, run(2), "{level}");
+            assert_eq!(one, run(4), "{level}");
+        }
+    }
+
+    #[test]
+    fn applies_to_few_input_channels_and_whole_vectors_only() {
+        let w = data(64 * 5 * 9, 1);
+        for level in simd_levels() {
+            assert!(BroadcastWeights::new(level, &w[..32 * 27], None, 32, 3, [3, 3], 1).is_some());
+            assert!(BroadcastWeights::new(level, &w[..12 * 27], None, 12, 3, [3, 3], 1).is_none(), "12 outputs");
+            assert!(BroadcastWeights::new(level, &w[..32 * 45], None, 32, 5, [3, 3], 1).is_none(), "5 inputs");
+            assert!(BroadcastWeights::new(level, &w[..32 * 9], None, 32, 1, [3, 3], 3).is_none(), "groups");
+        }
+        assert!(BroadcastWeights::new(SimdLevel::Portable, &w[..32 * 27], None, 32, 3, [3, 3], 1).is_none());
+        // Sizes only a hostile file declares: no overflow, no huge scratch (the generic convolution takes them).
+        let wide = ConvGeometry { in_w: 1 << 30, ..base_3x3(3, 32, 1) };
+        assert!(Plan::of(&wide, 32).is_none());
+        let strided = ConvGeometry { stride_w: 1 << 62, in_w: 8, pad_left: 0, pad_right: 0, ..base_3x3(3, 32, 1) };
+        assert!(Plan::of(&strided, 32).is_some_and(|p| p.out_w == 1 && p.padded_w == 3));
+    }
+}
