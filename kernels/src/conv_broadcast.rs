@@ -10,8 +10,10 @@
 //! pixel-major in a scratch row, which is transposed back into the channel rows with the clamp applied.
 //!
 //! Each output is `0 + bias`, then the taps by fused multiply-add in the order `(c, ky, kx)` — the order of the
-//! packed GEMM's `K` — with padding read as 0, then the clamp: the packed GEMM's operations, so the results are
-//! bit-identical to that path.
+//! packed GEMM's `K`, across its `K` blocks too — with padding read as 0, then the clamp: the packed GEMM's
+//! operations, so the results are bit-identical to that path (up to the payload of a NaN, which an FMA may take from
+//! either NaN operand). Tasks are bands of 4 output rows by chunks of 256 columns, so the scratch stays small
+//! whatever the size.
 
 use crate::geometry::ConvGeometry;
 use crate::lanes8::{finish, LANES};
@@ -34,8 +36,9 @@ const BLOCKS: usize = 2;
 /// padded input rows are reused by several output rows.
 const TASK_ROWS: usize = 4;
 
-/// Largest scratch a task may take (padded input rows and a row of outputs); beyond it the packed GEMM runs.
-const MAX_SCRATCH_BYTES: usize = 64 << 20;
+/// Output columns per task: a task's scratch (padded input rows, a row of outputs) stays small whatever the width —
+/// 112- and 224-pixel rows are one chunk.
+const TASK_COLS: usize = 256;
 
 /// A convolution's weights laid out for this kernel: per vector of 8 output channels, per tap `(c, ky, kx)`, the 8
 /// channels' weights; and the bias (zeros where there is none).
@@ -46,8 +49,6 @@ pub(crate) struct BroadcastWeights {
     kernel: [usize; 2],
     weights: Vec<f32>,
     bias: Vec<f32>,
-    /// The OIHW weights as given, for sizes beyond this kernel (a few hundred values: stems only).
-    oihw: Vec<f32>,
 }
 
 impl BroadcastWeights {
@@ -69,6 +70,7 @@ impl BroadcastWeights {
         }
         let taps = in_channels * kernel[0] * kernel[1];
         assert_eq!(weight.len(), out_channels * taps, "broadcast conv: weight length");
+        assert!(bias.is_none_or(|b| b.len() == out_channels), "broadcast conv: bias length");
         let mut weights = vec![0.0; weight.len()];
         for (o, w) in weight.chunks_exact(taps).enumerate() {
             let (block, lane) = (o / LANES, o % LANES);
@@ -77,12 +79,12 @@ impl BroadcastWeights {
             }
         }
         let bias = bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec);
-        Some(BroadcastWeights { out_channels, in_channels, kernel, weights, bias, oihw: weight.to_vec() })
+        Some(BroadcastWeights { out_channels, in_channels, kernel, weights, bias })
     }
 
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
-        (self.weights.len() + self.bias.len() + self.oihw.len()) * std::mem::size_of::<f32>()
+        (self.weights.len() + self.bias.len()) * std::mem::size_of::<f32>()
     }
 }
 
@@ -90,25 +92,30 @@ impl BroadcastWeights {
 struct Plan {
     out_h: usize,
     out_w: usize,
-    /// Values per padded input row.
+    /// Values per padded input row of a chunk of [`TASK_COLS`] output columns.
     padded_w: usize,
     /// Padded input rows a task of [`TASK_ROWS`] output rows reads.
     task_in_rows: usize,
 }
 
 impl Plan {
-    /// `None` where the sizes overflow or a task's scratch would pass [`MAX_SCRATCH_BYTES`].
-    fn of(geo: &ConvGeometry, out_channels: usize) -> Option<Plan> {
+    /// `None` where a size overflows (no buffer has such a size: the caller's length check fails first).
+    fn of(geo: &ConvGeometry) -> Option<Plan> {
         let (out_h, out_w) = (geo.out_h()?, geo.out_w()?);
         let reach_w = (geo.kernel_w - 1).checked_mul(geo.dilation_w)?;
         let reach_h = (geo.kernel_h - 1).checked_mul(geo.dilation_h)?;
-        let padded_w = out_w.checked_sub(1)?.checked_mul(geo.stride_w)?.checked_add(reach_w + 1)?;
-        let task_in_rows = (TASK_ROWS - 1).checked_mul(geo.stride_h)?.checked_add(reach_h + 1)?;
-        let inputs = geo.in_channels.checked_mul(task_in_rows)?.checked_mul(padded_w)?;
-        let outputs = out_w.checked_next_multiple_of(LANES)?.checked_mul(out_channels)?;
-        let bytes = inputs.checked_add(outputs)?.checked_mul(std::mem::size_of::<f32>())?;
-        (bytes <= MAX_SCRATCH_BYTES).then_some(Plan { out_h, out_w, padded_w, task_in_rows })
+        let cols = TASK_COLS.min(out_w).max(1);
+        let padded_w = (cols - 1).checked_mul(geo.stride_w)?.checked_add(reach_w)?.checked_add(1)?;
+        let task_in_rows = (TASK_ROWS - 1).checked_mul(geo.stride_h)?.checked_add(reach_h)?.checked_add(1)?;
+        geo.in_channels.checked_mul(task_in_rows)?.checked_mul(padded_w)?;
+        Some(Plan { out_h, out_w, padded_w, task_in_rows })
     }
+}
+
+/// One task's part of the output: a band of rows, a chunk of columns.
+struct Part {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
 }
 
 thread_local! {
@@ -116,8 +123,7 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `output ← clamp(conv(input, weights) + bias)`. Sizes whose scratch would pass [`MAX_SCRATCH_BYTES`] (only a
-/// hostile input reaches them) run on the generic convolution instead.
+/// `output ← clamp(conv(input, weights) + bias)`.
 ///
 /// # Panics
 /// If the weights do not fit `geo` or a length disagrees with it (programming errors of the caller).
@@ -130,67 +136,68 @@ pub(crate) fn forward(geo: &ConvGeometry, input: &[f32], weights: &BroadcastWeig
         "broadcast conv: weights do not fit {geo:?}"
     );
     geo.check(input.len(), weights.weights.len(), output.len());
-    let Some(plan) = Plan::of(geo, weights.out_channels) else {
-        crate::conv::conv2d_forward(geo, input, &weights.oihw, Some(&weights.bias), output);
-        output.iter_mut().for_each(|v| *v = clamp.apply(*v));
-        return;
-    };
-    if plan.out_h == 0 || plan.out_w == 0 {
+    let plan = Plan::of(geo).expect("sizes of existing buffers do not overflow");
+    let out_plane = plan.out_h * plan.out_w;
+    if out_plane == 0 {
         return;
     }
-    let out_plane = plan.out_h * plan.out_w;
-    let bands = plan.out_h.div_ceil(TASK_ROWS);
+    let (bands, chunks) = (plan.out_h.div_ceil(TASK_ROWS), plan.out_w.div_ceil(TASK_COLS));
     let in_image = geo.in_channels * geo.in_h * geo.in_w;
     output.par_chunks_mut(weights.out_channels * out_plane).enumerate().for_each(|(image, out)| {
         let x = &input[image * in_image..(image + 1) * in_image];
         let out = SharedOut(out.as_mut_ptr());
-        (0..bands).into_par_iter().for_each(|band| {
-            let rows = band * TASK_ROWS..((band + 1) * TASK_ROWS).min(plan.out_h);
+        (0..bands * chunks).into_par_iter().for_each(|task| {
+            let (band, chunk) = (task / chunks, task % chunks);
+            let part = Part {
+                rows: band * TASK_ROWS..((band + 1) * TASK_ROWS).min(plan.out_h),
+                cols: chunk * TASK_COLS..((chunk + 1) * TASK_COLS).min(plan.out_w),
+            };
             SCRATCH.with_borrow_mut(|(padded, line)| {
                 padded.resize(geo.in_channels * plan.task_in_rows * plan.padded_w, 0.0);
-                line.resize(plan.out_w.next_multiple_of(LANES) * weights.out_channels, 0.0);
-                pad_rows(geo, &plan, x, rows.start, padded);
+                line.resize(TASK_COLS.min(plan.out_w).next_multiple_of(LANES) * weights.out_channels, 0.0);
+                pad_rows(geo, &plan, x, &part, padded);
                 let out = &out;
-                // SAFETY: `new` checked that the CPU runs AVX2 and FMA; `padded` holds the band's rows (made
-                // above), `line` a row of outputs; the band writes only its own rows of this image's output,
-                // which no other task writes.
-                unsafe { band_avx2(geo, &plan, weights, clamp, padded, line, out.0, rows) };
+                // SAFETY: `new` checked that the CPU runs AVX2 and FMA; `padded` holds the part's rows (made
+                // above), `line` a chunk of a row of outputs; the task writes only its own part of this image's
+                // output, which no other task writes.
+                unsafe { part_avx2(geo, &plan, weights, clamp, padded, line, out.0, &part) };
             });
         });
     });
 }
 
-/// Copies the input rows that output rows `first_row..` read into `padded` (`[c][row][padded_w]`), with zeros for
-/// the padding and for rows outside the image.
-fn pad_rows(geo: &ConvGeometry, plan: &Plan, x: &[f32], first_row: usize, padded: &mut [f32]) {
-    let rows = padded.chunks_exact_mut(plan.padded_w);
-    for (i, row) in rows.enumerate() {
+/// Copies the input that `part` reads into `padded` (`[c][row][padded_w]`: the part's first output row and column
+/// read row 0, column 0), with zeros for the padding and for rows and columns outside the image.
+fn pad_rows(geo: &ConvGeometry, plan: &Plan, x: &[f32], part: &Part, padded: &mut [f32]) {
+    // Padded column j holds input column first_col + j − pad_left.
+    let first_col = part.cols.start * geo.stride_w;
+    let from = geo.pad_left.saturating_sub(first_col).min(plan.padded_w);
+    let skip = first_col.saturating_sub(geo.pad_left);
+    let n = geo.in_w.saturating_sub(skip).min(plan.padded_w - from);
+    for (i, row) in padded.chunks_exact_mut(plan.padded_w).enumerate() {
         let (c, r) = (i / plan.task_in_rows, i % plan.task_in_rows);
         row.fill(0.0);
-        let Some(iy) = (first_row * geo.stride_h + r).checked_sub(geo.pad_top).filter(|&iy| iy < geo.in_h) else {
-            continue;
-        };
+        let padded_row = part.rows.start * geo.stride_h + r;
+        let Some(iy) = padded_row.checked_sub(geo.pad_top).filter(|&iy| iy < geo.in_h) else { continue };
         let src = &x[(c * geo.in_h + iy) * geo.in_w..][..geo.in_w];
-        // Padded column j holds input column j − pad_left.
-        let (from, to) = (geo.pad_left.min(plan.padded_w), (geo.pad_left + geo.in_w).min(plan.padded_w));
-        row[from..to].copy_from_slice(&src[..to - from]);
+        row[from..from + n].copy_from_slice(&src[skip..skip + n]);
     }
 }
 
 /// The output, written by disjoint tasks.
 struct SharedOut(*mut f32);
-// SAFETY: each task writes only its own band of output rows.
+// SAFETY: each task writes only its own part (rows × columns, every channel) of the output.
 unsafe impl Sync for SharedOut {}
 
-/// One band of output rows.
+/// One part of the output: pixels in blocks into the row of outputs, then back to the channel rows.
 ///
 /// # Safety
-/// The CPU supports AVX2 and FMA; `padded` holds the band's padded input rows, `line` at least `whole(out_w)·C_out`
-/// values; `out` is this image's output (`C_out` planes of `out_h × out_w`), whose rows `rows` no other thread
-/// writes.
+/// The CPU supports AVX2 and FMA; `padded` holds the part's padded input rows (`pad_rows`), `line` at least
+/// `whole(part columns)·C_out` values; `out` is this image's output (`C_out` planes of `out_h × out_w`), whose
+/// part no other thread writes.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn band_avx2(
+unsafe fn part_avx2(
     geo: &ConvGeometry,
     plan: &Plan,
     weights: &BroadcastWeights,
@@ -198,33 +205,37 @@ unsafe fn band_avx2(
     padded: &[f32],
     line: &mut [f32],
     out: *mut f32,
-    rows: std::ops::Range<usize>,
+    part: &Part,
 ) {
     let blocks = weights.out_channels / LANES;
     let out_plane = plan.out_h * plan.out_w;
-    assert!(line.len() >= plan.out_w.next_multiple_of(LANES) * weights.out_channels);
-    for oy in rows.clone() {
-        let first_row = (oy - rows.start) * geo.stride_h;
+    let width = part.cols.len();
+    assert!(line.len() >= width.next_multiple_of(LANES) * weights.out_channels);
+    assert!(padded.len() >= geo.in_channels * plan.task_in_rows * plan.padded_w);
+    assert!(part.rows.len() <= TASK_ROWS && width <= TASK_COLS && part.cols.end <= plan.out_w);
+    for oy in part.rows.clone() {
+        let first_row = (oy - part.rows.start) * geo.stride_h;
         let mut ox = 0;
-        while ox < plan.out_w {
-            let n = (plan.out_w - ox).min(PIXELS);
+        while ox < width {
+            let n = (width - ox).min(PIXELS);
             for b in (0..blocks).step_by(BLOCKS) {
-                // SAFETY: pixels ox.. ox + n of the row and vectors b.. of the channels: inside the padded rows
-                // (`Plan::of` sizes them for every output of the band) and the row of outputs (asserted above).
+                let at = Block { first_row, ox, b };
+                // SAFETY: pixels ox.. ox + n of the part's row and vectors b.. of the channels: inside the padded
+                // rows (`Plan::of` sizes them for every output of a part, asserted above) and the row of outputs.
                 unsafe {
                     match (n, blocks - b >= BLOCKS) {
-                        (6, true) => block::<6, 2>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (5, true) => block::<5, 2>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (4, true) => block::<4, 2>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (3, true) => block::<3, 2>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (2, true) => block::<2, 2>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (_, true) => block::<1, 2>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (6, false) => block::<6, 1>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (5, false) => block::<5, 1>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (4, false) => block::<4, 1>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (3, false) => block::<3, 1>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (2, false) => block::<2, 1>(geo, plan, weights, padded, line, first_row, ox, b),
-                        (_, false) => block::<1, 1>(geo, plan, weights, padded, line, first_row, ox, b),
+                        (6, true) => block::<6, 2>(geo, plan, weights, padded, line, at),
+                        (5, true) => block::<5, 2>(geo, plan, weights, padded, line, at),
+                        (4, true) => block::<4, 2>(geo, plan, weights, padded, line, at),
+                        (3, true) => block::<3, 2>(geo, plan, weights, padded, line, at),
+                        (2, true) => block::<2, 2>(geo, plan, weights, padded, line, at),
+                        (_, true) => block::<1, 2>(geo, plan, weights, padded, line, at),
+                        (6, false) => block::<6, 1>(geo, plan, weights, padded, line, at),
+                        (5, false) => block::<5, 1>(geo, plan, weights, padded, line, at),
+                        (4, false) => block::<4, 1>(geo, plan, weights, padded, line, at),
+                        (3, false) => block::<3, 1>(geo, plan, weights, padded, line, at),
+                        (2, false) => block::<2, 1>(geo, plan, weights, padded, line, at),
+                        (_, false) => block::<1, 1>(geo, plan, weights, padded, line, at),
                     }
                 }
             }
@@ -232,42 +243,50 @@ unsafe fn band_avx2(
         }
         // Back to channel rows: 8 pixels × 8 channels at a time.
         for b in 0..blocks {
-            for x0 in (0..plan.out_w).step_by(LANES) {
+            for x0 in (0..width).step_by(LANES) {
                 let at = |j: usize| (x0 + j) * weights.out_channels + b * LANES;
-                // SAFETY: x0 + j < whole(out_w): inside the row of outputs (asserted above).
+                // SAFETY: x0 + j < whole(width): inside the row of outputs (asserted above).
                 let mut v: [__m256; LANES] =
                     std::array::from_fn(|j| unsafe { _mm256_loadu_ps(line[at(j)..].as_ptr()) });
-                let dst = (b * LANES * plan.out_h + oy) * plan.out_w + x0;
-                // SAFETY: channels b·8.. b·8 + 8, row oy, columns x0.. x0 + n of this image's output: this band's.
-                unsafe { finish(&mut v, clamp, out.add(dst), out_plane, (plan.out_w - x0).min(LANES)) };
+                let dst = (b * LANES * plan.out_h + oy) * plan.out_w + part.cols.start + x0;
+                // SAFETY: channels b·8.. b·8 + 8, row oy, the part's columns from x0: this task's own cells.
+                unsafe { finish(&mut v, clamp, out.add(dst), out_plane, (width - x0).min(LANES)) };
             }
         }
     }
 }
 
-/// `P` pixels from `ox` of one output row, output-channel vectors `b.. b + B`, into the row of outputs.
+/// Where a register block starts: its band row in the padded rows, its first pixel in the part, its first vector
+/// of output channels.
+#[derive(Clone, Copy)]
+struct Block {
+    first_row: usize,
+    ox: usize,
+    b: usize,
+}
+
+/// `P` pixels of one output row, output-channel vectors `b.. b + B`, into the row of outputs.
 ///
 /// # Safety
-/// As [`band_avx2`]; `ox + P ≤ out_w`, `b + B ≤ C_out / 8`, and `first_row` is the band row of this output row.
+/// As [`part_avx2`]; `ox + P` is within the part's columns, `b + B ≤ C_out / 8`, and `first_row` is the band row of
+/// an output row of the part.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop)]
 unsafe fn block<const P: usize, const B: usize>(
     geo: &ConvGeometry,
     plan: &Plan,
     weights: &BroadcastWeights,
     padded: &[f32],
     line: &mut [f32],
-    first_row: usize,
-    ox: usize,
-    b: usize,
+    Block { first_row, ox, b }: Block,
 ) {
     let (kh, kw) = (geo.kernel_h, geo.kernel_w);
     let taps = geo.in_channels * kh * kw;
     let w = weights.weights.as_ptr();
     let mut acc = [[_mm256_setzero_ps(); B]; P];
     for j in 0..B {
-        // SAFETY: b + j < C_out / 8, so its 8 biases exist.
+        // SAFETY: b + j < C_out / 8, so its 8 biases exist (`BroadcastWeights::new` checked the length).
         let bias = unsafe { _mm256_loadu_ps(weights.bias.as_ptr().add((b + j) * LANES)) };
         // 0 + bias, as the GEMM's epilogue-first bias.
         acc.iter_mut().for_each(|a| a[j] = _mm256_add_ps(a[j], bias));
@@ -283,7 +302,7 @@ unsafe fn block<const P: usize, const B: usize>(
                     std::array::from_fn(|j| unsafe { _mm256_loadu_ps(w.add(((b + j) * taps + t) * LANES)) });
                 let col = ox * geo.stride_w + kx * geo.dilation_w;
                 for p in 0..P {
-                    // SAFETY: row and column of an output of the band's taps: inside the padded rows.
+                    // SAFETY: the row and column of an output's tap: inside the padded rows.
                     let xv = _mm256_set1_ps(unsafe { *x.add(row + col + p * geo.stride_w) });
                     for j in 0..B {
                         acc[p][j] = _mm256_fmadd_ps(wv[j], xv, acc[p][j]);
@@ -295,7 +314,7 @@ unsafe fn block<const P: usize, const B: usize>(
     for p in 0..P {
         for j in 0..B {
             let at = (ox + p) * weights.out_channels + (b + j) * LANES;
-            // SAFETY: pixel ox + p < out_w and vector b + j: inside the row of outputs.
+            // SAFETY: pixel ox + p of the part and vector b + j: inside the row of outputs.
             unsafe { _mm256_storeu_ps(line.as_mut_ptr().add(at), acc[p][j]) };
         }
     }
@@ -401,6 +420,35 @@ mod tests {
         for w in 1..=20 {
             all.push(ConvGeometry { batch: 1, in_h: 9, in_w: w, ..base });
         }
+        // One input row; non-square kernels; bottom and right pads past the kernel; a row stride past the kernel;
+        // rows of several 256-column chunks (one with a short last chunk, one strided).
+        all.push(ConvGeometry { batch: 1, in_h: 1, in_w: 13, pad_top: 1, pad_bottom: 1, ..base });
+        all.push(ConvGeometry {
+            in_channels: 2,
+            out_channels: 16,
+            kernel_h: 1,
+            kernel_w: 7,
+            pad_top: 0,
+            pad_bottom: 0,
+            pad_left: 3,
+            pad_right: 3,
+            ..base
+        });
+        all.push(ConvGeometry {
+            in_channels: 3,
+            out_channels: 8,
+            kernel_h: 7,
+            kernel_w: 1,
+            pad_top: 3,
+            pad_bottom: 3,
+            pad_left: 0,
+            pad_right: 0,
+            ..base
+        });
+        all.push(ConvGeometry { in_channels: 3, out_channels: 16, pad_bottom: 5, pad_right: 6, ..base });
+        all.push(ConvGeometry { in_channels: 3, out_channels: 16, stride_h: 4, in_h: 19, ..base });
+        all.push(ConvGeometry { batch: 1, in_h: 5, in_w: 600, ..base });
+        all.push(ConvGeometry { batch: 1, in_h: 6, in_w: 1100, stride_h: 2, stride_w: 2, ..base });
         all.retain(|g| g.out_h().is_some_and(|h| h > 0) && g.out_w().is_some_and(|w| w > 0));
         all
     }
@@ -460,8 +508,9 @@ mod tests {
     #[test]
     fn reads_and_writes_nothing_outside_its_buffers() {
         for level in simd_levels() {
-            for geo in geometries().iter().filter(|g| g.batch == 1) {
-                let (in_len, out_len) = (geo.in_channels * geo.in_plane(), geo.out_channels * geo.out_plane());
+            for geo in geometries().iter() {
+                let in_len = geo.batch * geo.in_channels * geo.in_plane();
+                let out_len = geo.batch * geo.out_channels * geo.out_plane();
                 let (w, b) = weights_of(geo, 6);
                 let direct = PackedConv::new(
                     level,
@@ -475,7 +524,8 @@ mod tests {
                 let mut x = vec![f32::NAN; in_len + 64];
                 x[32..32 + in_len].copy_from_slice(&data(in_len, 7));
                 let mut y = vec![f32::NAN; out_len + 64];
-                conv2d_forward_packed(geo, &x[32..32 + in_len], &direct, Clamp::NONE, &mut y[32..32 + out_len]);
+                let clamp = Clamp { lo: -0.5, hi: 0.5 };
+                conv2d_forward_packed(geo, &x[32..32 + in_len], &direct, clamp, &mut y[32..32 + out_len]);
                 assert!(y[..32].iter().chain(&y[32 + out_len..]).all(|v| v.is_nan()), "{level} {geo:?}: wrote outside");
                 assert!(y[32..32 + out_len].iter().all(|v| v.is_finite()), "{level} {geo:?}: read outside");
             }
@@ -510,10 +560,71 @@ mod tests {
             assert!(BroadcastWeights::new(level, &w[..32 * 9], None, 32, 1, [3, 3], 3).is_none(), "groups");
         }
         assert!(BroadcastWeights::new(SimdLevel::Portable, &w[..32 * 27], None, 32, 3, [3, 3], 1).is_none());
-        // Sizes only a hostile file declares: no overflow, no huge scratch (the generic convolution takes them).
-        let wide = ConvGeometry { in_w: 1 << 30, ..base_3x3(3, 32, 1) };
-        assert!(Plan::of(&wide, 32).is_none());
+        // A stride only a hostile file declares: one output column, read as such (no overflow).
         let strided = ConvGeometry { stride_w: 1 << 62, in_w: 8, pad_left: 0, pad_right: 0, ..base_3x3(3, 32, 1) };
-        assert!(Plan::of(&strided, 32).is_some_and(|p| p.out_w == 1 && p.padded_w == 3));
+        assert!(Plan::of(&strided).is_some_and(|p| p.out_w == 1 && p.padded_w == 3));
+    }
+
+    /// Non-finite inputs and weights give the GEMM's results: the same bits, or NaN where it has NaN (whose payload
+    /// an FMA may take from either operand).
+    #[test]
+    fn non_finite_values_as_the_packed_gemm() {
+        let geo = geometries()[1];
+        let mut x = data(geo.batch * geo.in_channels * geo.in_plane(), 11);
+        let (mut w, b) = weights_of(&geo, 12);
+        for (i, v) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e30].into_iter().enumerate() {
+            x[7 + 13 * i] = v;
+            w[3 + 29 * i] = v;
+        }
+        for level in simd_levels() {
+            let kernel = [geo.kernel_h, geo.kernel_w];
+            let direct = PackedConv::new(level, &w, Some(&b), geo.out_channels, geo.in_channels, kernel, 1);
+            let gemm = PackedConv::new_gemm(level, &w, Some(&b), geo.out_channels, geo.in_channels, kernel);
+            for clamp in [Clamp::NONE, Clamp::RELU] {
+                let n = geo.batch * geo.out_channels * geo.out_plane();
+                let (mut want, mut got) = (vec![0.0; n], vec![0.0; n]);
+                conv2d_forward_packed(&geo, &x, &gemm, clamp, &mut want);
+                conv2d_forward_packed(&geo, &x, &direct, clamp, &mut got);
+                let same = got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan()));
+                assert!(same, "{level} {clamp:?}");
+                assert!(want.iter().any(|v| v.is_nan()) && want.iter().any(|v| v.is_infinite()), "{level}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "bias length")]
+    fn a_bias_of_another_length_is_refused() {
+        if let Some(level) = simd_levels().first() {
+            let w = data(32 * 27, 1);
+            PackedConv::new(*level, &w, Some(&w[..1]), 32, 3, [3, 3], 1);
+        } else {
+            panic!("bias length (skipped: no AVX2)");
+        }
+    }
+
+    /// An output whose size overflows matches no buffer (a wrapped size would have let the kernel write past it).
+    #[test]
+    #[should_panic(expected = "output length")]
+    fn an_output_size_that_overflows_is_refused() {
+        let geo = ConvGeometry {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 8,
+            in_h: 1,
+            in_w: 1,
+            kernel_h: 1,
+            kernel_w: 1,
+            pad_top: 1 << 63,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+            ..base_3x3(1, 8, 1)
+        };
+        let level = simd_levels().first().copied().unwrap_or(SimdLevel::Portable);
+        let w = data(8, 1);
+        let direct = PackedConv::new(level, &w, None, 8, 1, [1, 1], 1);
+        let mut y = vec![0.0; 8];
+        conv2d_forward_packed(&geo, &[1.0], &direct, Clamp::NONE, &mut y);
     }
 }

@@ -136,10 +136,17 @@ impl ConvGeometry {
                 && self.in_channels.is_multiple_of(self.groups)
                 && self.out_channels.is_multiple_of(self.groups)
         );
-        assert!(self.out_h().is_some() && self.out_w().is_some(), "conv: kernel larger than padded input");
-        assert_eq!(input, self.batch * self.in_channels * self.in_plane(), "conv: input length");
-        assert_eq!(weight, self.out_channels * self.k(), "conv: weight length");
-        assert_eq!(output, self.batch * self.out_channels * self.out_plane(), "conv: output length");
+        let (out_h, out_w) = (self.out_h(), self.out_w());
+        assert!(out_h.is_some() && out_w.is_some(), "conv: kernel larger than padded input");
+        // Products that overflow match no buffer (the kernels index by them: a wrapped size would let them write
+        // past the output).
+        let product = |v: &[usize]| v.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let (in_per_group, out) = (self.in_channels / self.groups, [out_h.unwrap_or(0), out_w.unwrap_or(0)]);
+        let sizes = [self.batch, self.in_channels, self.in_h, self.in_w];
+        assert_eq!(Some(input), product(&sizes), "conv: input length");
+        let sizes = [self.out_channels, in_per_group, self.kernel_h, self.kernel_w];
+        assert_eq!(Some(weight), product(&sizes), "conv: weight length");
+        assert_eq!(Some(output), product(&[self.batch, self.out_channels, out[0], out[1]]), "conv: output length");
     }
 }
 
