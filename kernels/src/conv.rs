@@ -331,6 +331,7 @@ pub fn conv2d_backward_weight<T: Element>(geo: &ConvGeometry, input: &[T], grad_
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::simd::{supported_levels, SimdLevel};
 
     /// Direct 7-loop convolution used as the reference.
     fn naive(geo: &ConvGeometry, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
@@ -419,6 +420,15 @@ pub(crate) mod tests {
     }
 
     /// `f` run on a pool of `threads` threads (for the thread-count bit-identity tests).
+    /// The SIMD levels this CPU runs (the portable level aside), saying so where there are none.
+    pub(crate) fn simd_levels() -> Vec<SimdLevel> {
+        let levels: Vec<SimdLevel> = supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable).collect();
+        if levels.is_empty() {
+            eprintln!("skipped: this CPU has no AVX2");
+        }
+        levels
+    }
+
     pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(f)
     }

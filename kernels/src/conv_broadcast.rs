@@ -323,17 +323,8 @@ unsafe fn block<const P: usize, const B: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads};
+    use crate::conv::tests::{base_3x3, data_f32 as data, simd_levels};
     use crate::conv_packed::{conv2d_forward_packed, conv2d_forward_packed_residual, PackedConv};
-    use crate::simd::supported_levels;
-
-    fn simd_levels() -> Vec<SimdLevel> {
-        let levels: Vec<SimdLevel> = supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable).collect();
-        if levels.is_empty() {
-            eprintln!("skipped: this CPU has no AVX2");
-        }
-        levels
-    }
 
     /// Stems and their relatives: 1–4 input channels; 8–64 output channels (whole and odd numbers of 16-channel
     /// pairs); 1×1 to 7×7 kernels (K up to 147, past the GEMM's K block of 128); strides 1–3, also asymmetric;
@@ -534,20 +525,13 @@ mod tests {
 
     #[test]
     fn bit_identical_on_one_two_and_four_threads() {
-        let geo = geometries()[2];
-        let x = data(geo.batch * geo.in_channels * geo.in_plane(), 8);
-        let (w, b) = weights_of(&geo, 9);
-        for level in simd_levels() {
-            let direct = PackedConv::new(level, &w, Some(&b), geo.out_channels, geo.in_channels, [7, 7], 1);
-            let run = |threads: usize| {
-                let mut y = vec![0.0f32; geo.batch * geo.out_channels * geo.out_plane()];
-                on_threads(threads, || conv2d_forward_packed(&geo, &x, &direct, Clamp::RELU, &mut y));
-                y
-            };
-            let one = run(1);
-            assert_eq!(one, run(2), "{level}");
-            assert_eq!(one, run(4), "{level}");
-        }
+        let stem = geometries()[2];
+        assert!(
+            PackedConv::new(SimdLevel::Avx2, &data(stem.out_channels * stem.k(), 1), None, 64, 3, [7, 7], 1)
+                .is_broadcast()
+                || !SimdLevel::Avx2.supported()
+        );
+        crate::conv_packed::tests::bit_identical_on_threads(stem);
     }
 
     #[test]

@@ -577,17 +577,8 @@ use std::arch::x86_64::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads, variants};
+    use crate::conv::tests::{base_3x3, data_f32 as data, on_threads, simd_levels, variants};
     use crate::depthwise_flat::{backward_data, backward_data_per_plane, forward_per_plane};
-    use crate::simd::supported_levels;
-
-    fn simd_levels() -> Vec<SimdLevel> {
-        let levels: Vec<SimdLevel> = supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable).collect();
-        if levels.is_empty() {
-            eprintln!("skipped: this CPU has no AVX2");
-        }
-        levels
-    }
 
     /// Depthwise geometries with whole vectors of channels: the shared variants (strides, pads, dilations, odd sizes,
     /// batch 2), rows of 1 to 40 pixels around the vector width (the row and the across-rows blocks), strides 2 and
