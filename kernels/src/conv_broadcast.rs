@@ -172,7 +172,8 @@ fn pad_rows(geo: &ConvGeometry, plan: &Plan, x: &[f32], part: &Part, padded: &mu
     // Padded column j holds input column first_col + j − pad_left.
     let first_col = part.cols.start * geo.stride_w;
     let from = geo.pad_left.saturating_sub(first_col).min(plan.padded_w);
-    let skip = first_col.saturating_sub(geo.pad_left);
+    // A chunk may start past the input's last column (wide right padding): nothing to copy then.
+    let skip = first_col.saturating_sub(geo.pad_left).min(geo.in_w);
     let n = geo.in_w.saturating_sub(skip).min(plan.padded_w - from);
     for (i, row) in padded.chunks_exact_mut(plan.padded_w).enumerate() {
         let (c, r) = (i / plan.task_in_rows, i % plan.task_in_rows);
@@ -440,6 +441,8 @@ mod tests {
         all.push(ConvGeometry { in_channels: 3, out_channels: 16, stride_h: 4, in_h: 19, ..base });
         all.push(ConvGeometry { batch: 1, in_h: 5, in_w: 600, ..base });
         all.push(ConvGeometry { batch: 1, in_h: 6, in_w: 1100, stride_h: 2, stride_w: 2, ..base });
+        // Right padding so wide that the later chunks read only padding.
+        all.push(ConvGeometry { batch: 1, in_h: 3, in_w: 8, pad_right: 600, ..base });
         all.retain(|g| g.out_h().is_some_and(|h| h > 0) && g.out_w().is_some_and(|w| w > 0));
         all
     }
