@@ -15,8 +15,9 @@
 //! either NaN operand). Tasks are bands of 4 output rows by chunks of 256 columns, so the scratch stays small
 //! whatever the size.
 
+use crate::conv::DisjointOutput;
 use crate::geometry::ConvGeometry;
-use crate::lanes8::{finish, LANES};
+use crate::lanes8::{finish, runs_on, LANES};
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
@@ -63,9 +64,8 @@ impl BroadcastWeights {
         kernel: [usize; 2],
         groups: usize,
     ) -> Option<BroadcastWeights> {
-        let simd = matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported();
         let fits = groups == 1 && (1..=MAX_IN_CHANNELS).contains(&in_channels) && out_channels.is_multiple_of(LANES);
-        if !(simd && SimdLevel::Avx2.supported() && fits && out_channels > 0) {
+        if !(runs_on(level) && fits && out_channels > 0) {
             return None;
         }
         let taps = in_channels * kernel[0] * kernel[1];
@@ -145,7 +145,7 @@ pub(crate) fn forward(geo: &ConvGeometry, input: &[f32], weights: &BroadcastWeig
     let in_image = geo.in_channels * geo.in_h * geo.in_w;
     output.par_chunks_mut(weights.out_channels * out_plane).enumerate().for_each(|(image, out)| {
         let x = &input[image * in_image..(image + 1) * in_image];
-        let out = SharedOut(out.as_mut_ptr());
+        let out = DisjointOutput::new(out);
         (0..bands * chunks).into_par_iter().for_each(|task| {
             let (band, chunk) = (task / chunks, task % chunks);
             let part = Part {
@@ -156,11 +156,14 @@ pub(crate) fn forward(geo: &ConvGeometry, input: &[f32], weights: &BroadcastWeig
                 padded.resize(geo.in_channels * plan.task_in_rows * plan.padded_w, 0.0);
                 line.resize(TASK_COLS.min(plan.out_w).next_multiple_of(LANES) * weights.out_channels, 0.0);
                 pad_rows(geo, &plan, x, &part, padded);
-                let out = &out;
+                // The part's cells: its rows × columns in every channel (the block spans each channel's rows).
+                let first = part.rows.start * plan.out_w + part.cols.start;
+                let span = (part.rows.len() - 1) * plan.out_w + part.cols.len();
+                let out = out.block(first, weights.out_channels, span, out_plane);
                 // SAFETY: `new` checked that the CPU runs AVX2 and FMA; `padded` holds the part's rows (made
-                // above), `line` a chunk of a row of outputs; the task writes only its own part of this image's
-                // output, which no other task writes.
-                unsafe { part_avx2(geo, &plan, weights, clamp, padded, line, out.0, &part) };
+                // above), `line` a chunk of a row of outputs; `out` is the part's block of this image's output
+                // (bounds checked), which no other task writes.
+                unsafe { part_avx2(geo, &plan, weights, clamp, padded, line, out, &part) };
             });
         });
     });
@@ -185,17 +188,12 @@ fn pad_rows(geo: &ConvGeometry, plan: &Plan, x: &[f32], part: &Part, padded: &mu
     }
 }
 
-/// The output, written by disjoint tasks.
-struct SharedOut(*mut f32);
-// SAFETY: each task writes only its own part (rows × columns, every channel) of the output.
-unsafe impl Sync for SharedOut {}
-
 /// One part of the output: pixels in blocks into the row of outputs, then back to the channel rows.
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA; `padded` holds the part's padded input rows (`pad_rows`), `line` at least
-/// `whole(part columns)·C_out` values; `out` is this image's output (`C_out` planes of `out_h × out_w`), whose
-/// part no other thread writes.
+/// `whole(part columns)·C_out` values; `out` is the part's first cell in channel 0 of this image's output
+/// (`C_out` planes of `out_h × out_w`), and the part's cells in every channel are writable and no other thread's.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn part_avx2(
@@ -249,7 +247,7 @@ unsafe fn part_avx2(
                 // SAFETY: x0 + j < whole(width): inside the row of outputs (asserted above).
                 let mut v: [__m256; LANES] =
                     std::array::from_fn(|j| unsafe { _mm256_loadu_ps(line[at(j)..].as_ptr()) });
-                let dst = (b * LANES * plan.out_h + oy) * plan.out_w + part.cols.start + x0;
+                let dst = b * LANES * out_plane + (oy - part.rows.start) * plan.out_w + x0;
                 // SAFETY: channels b·8.. b·8 + 8, row oy, the part's columns from x0: this task's own cells.
                 unsafe { finish(&mut v, clamp, out.add(dst), out_plane, (width - x0).min(LANES)) };
             }

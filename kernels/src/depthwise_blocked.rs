@@ -18,8 +18,9 @@
 
 // Both SIMD levels run 8-lane (AVX2 + FMA) vectors: on Zen 4's 256-bit datapath a 16-lane AVX-512 version was as fast
 // or slower on every MobileNetV2 and EfficientNet-Lite0 layer (BENCHMARKS.md, eleventh speed pass).
+use crate::conv::DisjointOutput;
 use crate::geometry::ConvGeometry;
-use crate::lanes8::{finish, first_lanes, transpose, LANES};
+use crate::lanes8::{finish, first_lanes, runs_on, transpose, LANES};
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
@@ -37,12 +38,6 @@ const BAND_BYTES: usize = 128 * 1024;
 /// Real layers need far less (MobileNets' widest: about 130 KiB); a hostile geometry cannot make every thread
 /// allocate gigabytes.
 const MAX_SCRATCH_BYTES: usize = 64 << 20;
-
-/// Whether the blocked kernels run at `level` on this CPU: the SIMD levels, given AVX2 and FMA (what they use, which
-/// a virtual machine may mask even where it reports AVX-512F).
-fn runs_on(level: SimdLevel) -> bool {
-    matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported() && SimdLevel::Avx2.supported()
-}
 
 /// Depthwise with multiplier 1, the channels whole vectors, a non-empty input.
 fn blocks_channels(geo: &ConvGeometry) -> bool {
@@ -113,16 +108,17 @@ impl BlockedFilter {
         geo.check(input.len(), weight.len(), output.len());
         assert_eq!(bias.len(), geo.out_channels, "depthwise: bias length");
         let scratch_len = self.band_in_rows(self.band_rows) * self.cols * LANES;
-        let out = SharedOut(output.as_mut_ptr());
+        let plane = self.out_h * self.out_w;
+        let out = DisjointOutput::new(output);
         let blocks =
             Blocks { batch: geo.batch, channels: geo.in_channels, rows: self.out_h, band_rows: self.band_rows };
         blocks.for_each(scratch_len, weight, Some(bias), |task, scratch, weights| {
-            // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
-            let out = &out;
+            // The task's cells: its band of rows in each of its block's channels.
+            let first = (task.image * geo.in_channels + task.first_channel) * plane + task.rows.start * self.out_w;
+            let out = out.block(first, LANES, task.rows.len() * self.out_w, plane);
             // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch and weights hold what the task reads
-            // (sized above); the task writes only its own block's rows of its image, which no other task writes,
-            // inside `output` (its length was checked against the geometry).
-            unsafe { self.task_avx2(input, weights, clamp, scratch, out.0, task) };
+            // (sized above); `out` is the task's block of the output (bounds checked), which no other task writes.
+            unsafe { self.task_avx2(input, weights, clamp, scratch, out, task) };
         });
     }
 }
@@ -207,15 +203,17 @@ impl BlockedGradient {
             .max()
             .unwrap_or(0);
         let scratch_len = (most_rows * self.cols + self.line) * LANES;
-        let out = SharedOut(grad_input.as_mut_ptr());
+        let plane = geo.in_h * geo.in_w;
+        let out = DisjointOutput::new(grad_input);
         let blocks = Blocks { batch: geo.batch, channels: geo.in_channels, rows: geo.in_h, band_rows: self.band_rows };
         blocks.for_each(scratch_len, weight, None, |task, scratch, weights| {
-            // The whole `SharedOut` (which is `Sync`), not its pointer field alone.
-            let out = &out;
+            // The task's cells: its band of rows in each of its block's channels.
+            let first = (task.image * geo.in_channels + task.first_channel) * plane + task.rows.start * geo.in_w;
+            let out = out.block(first, LANES, task.rows.len() * geo.in_w, plane);
             // SAFETY: `of` checked that the CPU runs AVX2 and FMA; the scratch holds the band's rows and the row of
-            // sums (sized above); the task writes only its own block's rows of its image, inside `grad_input` (its
-            // length was checked against the geometry).
-            unsafe { self.task_avx2(grad_output, weights, scratch, out.0, task) };
+            // sums (sized above); `out` is the task's block of the input gradient (bounds checked), which no other
+            // task writes.
+            unsafe { self.task_avx2(grad_output, weights, scratch, out, task) };
         });
     }
 }
@@ -261,11 +259,6 @@ impl Blocks {
         });
     }
 }
-
-/// The output, written by disjoint tasks.
-struct SharedOut(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (its image's block of channels, its band of rows).
-unsafe impl Sync for SharedOut {}
 
 /// `L` channels' planes of `h × w` in a slice: channel `l` starts at `first + l·plane`.
 struct Source<'a> {
@@ -362,8 +355,8 @@ impl BlockedFilter {
     ///
     /// # Safety
     /// The CPU supports the target features; `scratch` (aligned to a vector) holds a band's rows,
-    /// `weights` a vector per tap and the biases; `out` is the layer's output, which the task's cells are
-    /// inside of and no other thread writes.
+    /// `weights` a vector per tap and the biases; `out` is where the band starts in the task's first channel of the
+    /// output, and the band's rows of its `L` channels (a plane apart) are writable and no other thread's.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)]
     unsafe fn task_avx2(
@@ -378,7 +371,7 @@ impl BlockedFilter {
         const L: usize = LANES;
         let g = &self.geo;
         let (h, w, channels) = (g.in_h, g.in_w, g.in_channels);
-        let (oh, ow, cols) = (self.out_h, self.out_w, self.cols);
+        let cols = self.cols;
         let (kh, kw) = (g.kernel_h, g.kernel_w);
         let in_rows = self.band_in_rows(task.rows.len());
         assert!(in_rows * cols * L <= scratch.len() && weights.len() == (kh * kw + 1) * L);
@@ -394,12 +387,9 @@ impl BlockedFilter {
         // The taps: L output pixels at a time, then back to channel rows. Rows of at least L pixels go
         // vector by vector along the row; narrower rows (7² planes) take L consecutive pixels of the plane
         // across rows, so few lanes are wasted: their outputs too are contiguous in the plane.
-        let band_start = ((task.image * channels + task.first_channel) * oh + task.rows.start) * ow;
-        // SAFETY: `out + band_start` is the band's first pixel in the task's first channel, inside the output;
-        // the rest is this function's contract, and the scratch holds the band's rows (transposed above).
+        // SAFETY: this function's contract, and the scratch holds the band's rows (transposed above).
         unsafe {
-            let out = out.add(band_start);
-            match (ow >= L, g.stride_w) {
+            match (self.out_w >= L, g.stride_w) {
                 (true, 1) => self.rows_avx2::<1>(weights, clamp, s, out, task),
                 (true, 2) => self.rows_avx2::<2>(weights, clamp, s, out, task),
                 (true, _) => self.rows_avx2::<0>(weights, clamp, s, out, task),
@@ -504,8 +494,8 @@ impl BlockedGradient {
     ///
     /// # Safety
     /// The CPU supports the target features; `scratch` (aligned to a vector) holds the band's rows and the
-    /// row of sums, `weights` a vector per tap; `out` is the input gradient, which the task's cells are
-    /// inside of and no other thread writes.
+    /// row of sums, `weights` a vector per tap; `out` is where the band starts in the task's first channel of the
+    /// input gradient, and the band's rows of its `L` channels (a plane apart) are writable and no other thread's.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)]
     unsafe fn task_avx2(&self, grad_output: &[f32], weights: &[f32], scratch: &mut [f32], out: *mut f32, task: &Task) {
@@ -561,7 +551,7 @@ impl BlockedGradient {
                     }
                 }
             }
-            let row = (task.image * g.in_channels + task.first_channel) * in_plane + iy * g.in_w;
+            let row = (iy - task.rows.start) * g.in_w;
             for x0 in (0..g.in_w).step_by(L) {
                 // SAFETY: x0 + L ≤ whole vectors of the row ≤ `line`.
                 let mut v: [__m256; L] = std::array::from_fn(|j| unsafe { _mm256_load_ps(line.add((x0 + j) * L)) });

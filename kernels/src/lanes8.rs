@@ -2,10 +2,17 @@
 //! accumulators back into 8 channel rows.
 
 use crate::packed_gemm::Clamp;
+use crate::simd::SimdLevel;
 use std::arch::x86_64::*;
 
 /// f32 lanes per vector, and channels per block: 8 (256 bits).
 pub(crate) const LANES: usize = 8;
+
+/// Whether the 8-lane kernels run at `level` on this CPU: the SIMD levels, given AVX2 and FMA (what they use, which
+/// a virtual machine may mask even where it reports AVX-512F).
+pub(crate) fn runs_on(level: SimdLevel) -> bool {
+    matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported() && SimdLevel::Avx2.supported()
+}
 
 /// The lanes below `n` of an AVX2 mask.
 #[target_feature(enable = "avx2")]
