@@ -147,6 +147,8 @@ pub(crate) struct BlockedGradient {
     line: usize,
     /// Input-gradient rows per band.
     band_rows: usize,
+    /// Output-gradient rows any band reads, at most (`scratch_rows` of every band).
+    most_rows: usize,
 }
 
 impl BlockedGradient {
@@ -175,9 +177,9 @@ impl BlockedGradient {
         // less those 2.
         let budget_rows = (BAND_BYTES / row_bytes).saturating_sub(2);
         let band_rows = budget_rows.saturating_mul(sh).saturating_sub(reach_h).clamp(1, geo.in_h);
-        let scratch_rows = (band_rows - 1 + reach_h) / sh + 2;
-        let bytes = scratch_rows.checked_mul(row_bytes)?.checked_add(line.checked_mul(LANES * 4)?)?;
-        let gradient = BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows };
+        let most_rows = (band_rows - 1 + reach_h) / sh + 2;
+        let bytes = most_rows.checked_mul(row_bytes)?.checked_add(line.checked_mul(LANES * 4)?)?;
+        let gradient = BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows, most_rows };
         (bytes <= MAX_SCRATCH_BYTES).then_some(gradient)
     }
 
@@ -197,12 +199,7 @@ impl BlockedGradient {
     pub(crate) fn run(&self, weight: &[f32], grad_output: &[f32], grad_input: &mut [f32]) {
         let geo = &self.geo;
         geo.check(grad_input.len(), weight.len(), grad_output.len());
-        let bands = geo.in_h.div_ceil(self.band_rows);
-        let most_rows = (0..bands)
-            .map(|b| self.scratch_rows(&(b * self.band_rows..((b + 1) * self.band_rows).min(geo.in_h))).1)
-            .max()
-            .unwrap_or(0);
-        let scratch_len = (most_rows * self.cols + self.line) * LANES;
+        let scratch_len = (self.most_rows * self.cols + self.line) * LANES;
         let plane = geo.in_h * geo.in_w;
         let out = DisjointOutput::new(grad_input);
         let blocks = Blocks { batch: geo.batch, channels: geo.in_channels, rows: geo.in_h, band_rows: self.band_rows };

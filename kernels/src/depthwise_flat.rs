@@ -409,7 +409,7 @@ pub fn forward(
     // AVX-512's flat-plane kernel (stride-1 planes of at most 64 pixels) was faster than the blocked one on 7²
     // planes (MobileNetV2 960 @7²: 20 against 31 µs).
     #[cfg(target_arch = "x86_64")]
-    if let Some(blocked) = BlockedFilter::of(geo, level).filter(|_| FlatPlane::of(geo, level).is_none()) {
+    if let Some(blocked) = BlockedFilter::of(geo, level).filter(|_| !FlatPlane::applies(geo, level)) {
         return blocked.run(input, weight, bias, clamp, output);
     }
     forward_per_plane(geo, input, weight, bias, clamp, output, level)
@@ -509,7 +509,7 @@ fn blocked_backward(geo: &ConvGeometry, level: SimdLevel) -> Option<BlockedFilte
         ..*geo
     };
     let sized = mirrored.out_h() == Some(geo.in_h) && mirrored.out_w() == Some(geo.in_w);
-    BlockedFilter::of(&mirrored, level).filter(|_| sized && FlatPlane::of(&mirrored, level).is_none())
+    BlockedFilter::of(&mirrored, level).filter(|_| sized && !FlatPlane::applies(&mirrored, level))
 }
 
 /// [`backward_data`] plane by plane, whatever the channel count: the reference of the channel-blocked route.

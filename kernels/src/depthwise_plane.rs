@@ -37,18 +37,10 @@ impl FlatPlane {
     /// The filter of `geo` on `level`, or `None` where this kernel does not apply: a level other than AVX-512, a
     /// stride above 1, an output plane of another size than the input's, or a plane above [`MAX_PLANE`] pixels.
     pub(crate) fn of(geo: &ConvGeometry, level: SimdLevel) -> Option<FlatPlane> {
-        let (h, w) = (geo.in_h, geo.in_w);
-        let same = geo.out_h() == Some(h) && geo.out_w() == Some(w);
-        let applies = level == SimdLevel::Avx512
-            && level.supported()
-            && geo.stride_h == 1
-            && geo.stride_w == 1
-            && same
-            && h * w > 0
-            && h * w <= MAX_PLANE;
-        if !applies {
+        if !FlatPlane::applies(geo, level) {
             return None;
         }
+        let (h, w) = (geo.in_h, geo.in_w);
         let pixels = h * w;
         let vectors = pixels.div_ceil(LANES);
         let taps = geo.kernel_h * geo.kernel_w;
@@ -75,6 +67,19 @@ impl FlatPlane {
         }
         let outputs = (0..vectors).map(|v| lane_bits(pixels.saturating_sub(v * LANES).min(LANES))).collect();
         Some(FlatPlane { pixels, vectors, offsets, masks, outputs })
+    }
+
+    /// Whether [`FlatPlane::of`] gives a filter for `geo` on `level` (without building its masks).
+    pub(crate) fn applies(geo: &ConvGeometry, level: SimdLevel) -> bool {
+        let (h, w) = (geo.in_h, geo.in_w);
+        let same = geo.out_h() == Some(h) && geo.out_w() == Some(w);
+        level == SimdLevel::Avx512
+            && level.supported()
+            && geo.stride_h == 1
+            && geo.stride_w == 1
+            && same
+            && h * w > 0
+            && h * w <= MAX_PLANE
     }
 
     /// `out ← clamp(bias + Σ_t weights[t] · tap_t(src))` over one plane.
