@@ -419,7 +419,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// `f` run on a pool of `threads` threads (for the thread-count bit-identity tests).
     /// The SIMD levels this CPU runs (the portable level aside), saying so where there are none.
     pub(crate) fn simd_levels() -> Vec<SimdLevel> {
         let levels: Vec<SimdLevel> = supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable).collect();
@@ -429,6 +428,7 @@ pub(crate) mod tests {
         levels
     }
 
+    /// `f` run on a pool of `threads` threads (for the thread-count bit-identity tests).
     pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(f)
     }

@@ -15,15 +15,17 @@
 //! Every output is `bias`, then `+ w_t · x_t` for the taps in row-major order by fused multiply-add (padding reads
 //! as 0), then the clamp: the operations of the per-plane kernels' SIMD levels, so the results are bit-identical to
 //! theirs. The tasks (image, channel block, band of output rows) depend only on the layer's shape.
+//!
+//! Both SIMD levels run 8-lane (AVX2 + FMA) vectors: on Zen 4's 256-bit datapath a 16-lane AVX-512 version was as
+//! fast or slower on every MobileNetV2 and EfficientNet-Lite0 layer (BENCHMARKS.md, eleventh speed pass).
 
-// Both SIMD levels run 8-lane (AVX2 + FMA) vectors: on Zen 4's 256-bit datapath a 16-lane AVX-512 version was as fast
-// or slower on every MobileNetV2 and EfficientNet-Lite0 layer (BENCHMARKS.md, eleventh speed pass).
 use crate::conv::DisjointOutput;
 use crate::geometry::ConvGeometry;
 use crate::lanes8::{finish, first_lanes, runs_on, transpose, LANES};
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
+use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Bytes of transposed input a band aims at: the scratch a task fills and then reads `KH·KW / (sh·sw)` times should
@@ -558,8 +560,6 @@ impl BlockedGradient {
         }
     }
 }
-
-use std::arch::x86_64::*;
 
 #[cfg(test)]
 mod tests {
