@@ -42,12 +42,15 @@ pub enum GraphError {
     /// A value the forward pass did not keep (it was freed after its last use).
     #[error("value '{name}' was not kept by the forward pass; list it in the plan's `keep`")]
     NotRetained { name: String },
-    /// A constant replaced by something else, or by a constant of another shape.
     /// A device could not run a node (the message names the node and what failed).
     #[error("{0}")]
     Device(String),
+    /// A constant replaced by something else, or by a constant of another shape.
     #[error("constant '{name}': {why}")]
     Constant { name: String, why: String },
+    /// A value asked of a batch run item by item that is not one item's slice of the batch.
+    #[error("value '{name}' has shape {shape:?} for one item: without a batch axis of 1, the items' values cannot be stacked into the batch's")]
+    NotPerItem { name: String, shape: Vec<usize> },
 }
 
 /// Result type of the engine.

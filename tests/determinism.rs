@@ -76,3 +76,66 @@ fn strided_input_gradients_on_the_packed_kernels_are_bit_identical_across_thread
         assert!(on_threads(threads, || run(&g, &["input"], 0, &xin, "c2")) == reference, "{threads} threads differ");
     }
 }
+
+/// A batch run item by item (`Graph::forward_items`, what a small model's batch on the CPU does) gives each item the
+/// values a batch of that one item gives, bit for bit, stacked in the items' order, on 1, 2 and 4 threads.
+#[test]
+fn a_batch_run_item_by_item_equals_its_items_alone_on_any_thread_count() {
+    let g: Graph<f32> = tiny_resnet_sized(2, 16, 10, 40);
+    let items = 5;
+    let x = random::<f32>(&[items, 3, 40, 40], 31);
+    assert!(g.runs_items_apart(items) && !g.runs_items_apart(1));
+    let plan = g.inference_plan(&["logits", "layer_last"]).unwrap();
+    let bits = |t: &Tensor<f32>| t.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    // Each item alone, on one thread.
+    let alone: Vec<Vec<Vec<u32>>> = on_threads(1, || {
+        (0..items)
+            .map(|i| {
+                let item = x.index_axis(ndarray::Axis(0), i).insert_axis(ndarray::Axis(0)).to_owned();
+                let acts = g.forward(&plan, vec![("input", item)]).unwrap();
+                ["logits", "layer_last"].iter().map(|v| bits(acts.get(v).unwrap())).collect()
+            })
+            .collect()
+    });
+    for threads in [1, 2, 4] {
+        let stacked = on_threads(threads, || g.forward_items(&plan, "input", &x, &["logits", "layer_last"])).unwrap();
+        assert_eq!(stacked[0].shape(), [items, 10]);
+        assert_eq!(stacked[1].shape()[0], items);
+        for (k, value) in stacked.iter().enumerate() {
+            for (i, item) in value.axis_iter(ndarray::Axis(0)).enumerate() {
+                let item_bits: Vec<u32> = item.iter().map(|v| v.to_bits()).collect();
+                assert!(item_bits == alone[i][k], "{threads} threads: item {i}, value {k} differs from the item alone");
+            }
+        }
+    }
+}
+
+/// What a batch may run item by item: more than one item of a graph that takes one, whose weights are small.
+#[test]
+fn only_small_models_that_take_one_item_run_their_batches_item_by_item() {
+    let small: Graph<f32> = tiny_resnet_sized(1, 8, 10, 16);
+    assert!(small.runs_items_apart(2));
+    assert!(!small.runs_items_apart(1), "one item is already one item");
+    // Weights past the bound: a second input-free constant makes them so without changing what runs.
+    let mut b = GraphBuilder::<f32>::new();
+    let x = b.input("input", &[1, 3, 8, 8]).unwrap();
+    let w = b.constant("w", random(&[4, 3, 3, 3], 5)).unwrap();
+    let c = b.node("c", Conv::new(1, 1), &[x, w]).unwrap();
+    b.output(c);
+    let words = gradcam::graph::ITEMS_APART_MAX_WEIGHT_BYTES / 4 + 1;
+    b.constant("unused", Tensor::<f32>::zeros(ndarray::IxDyn(&[words]))).unwrap();
+    assert!(!b.build().runs_items_apart(2), "weights past the bound run the batch whole");
+}
+
+/// A kept value that is not one item's slice (here a weight) cannot be stacked into a batch: a typed error naming it.
+#[test]
+fn a_value_without_a_batch_axis_is_refused_item_by_item() {
+    let g: Graph<f32> = tiny_resnet_sized(1, 8, 10, 16);
+    let plan = g.inference_plan(&["logits"]).unwrap();
+    let x = random::<f32>(&[3, 3, 16, 16], 7);
+    let err = g.forward_items(&plan, "input", &x, &["logits", "fc.weight"]).unwrap_err();
+    assert!(matches!(&err, gradcam::GraphError::NotPerItem { name, .. } if name == "fc.weight"), "{err}");
+    // One item runs as it is, whatever it keeps.
+    let one = random::<f32>(&[1, 3, 16, 16], 8);
+    assert_eq!(g.forward_items(&plan, "input", &one, &["fc.weight"]).unwrap()[0].shape(), [10, 8]);
+}

@@ -15,6 +15,7 @@ use crate::graph::{BackwardOptions, Plan};
 use crate::models::Model;
 use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix3, IxDyn};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Which classes to explain.
@@ -58,6 +59,14 @@ pub struct Request {
     /// How token-shaped layers (vision transformers) become maps: the patch grid and the leading non-patch tokens,
     /// inferred when not given (see [`super::tokens`]).
     pub tokens: TokenOptions,
+}
+
+impl Request {
+    /// Whether explaining one image runs the model on many copies of it: a method that does
+    /// ([`Method::runs_copies`]), or `aug_smooth`'s six augmented inputs.
+    pub fn runs_copies(&self) -> bool {
+        self.aug_smooth || self.methods.iter().any(|m| m.runs_copies())
+    }
 }
 
 /// Most copies of one image that `samples` and `steps` may ask for: each is a forward and a backward pass.
@@ -151,12 +160,25 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 /// requested class (two when guided methods are asked for).
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
     let n = x.shape().first().copied().unwrap_or(0);
-    if n > 1 && !model.graph.accepts_batch(n) && model.graph.accepts_batch(1) {
-        // A graph traced for one item runs the batch one image at a time. One traced for a fixed batch (an export
-        // whose Reshape holds the batch size) runs that batch as it is: split, its items would not fit.
+    let g = &model.graph;
+    // On the CPU a batch of a small model runs as its images, side by side on the threads (see
+    // `Graph::runs_items_apart`); a graph traced for one item runs the batch one image at a time wherever it runs. One traced for a fixed batch (an
+    // export whose Reshape holds the batch size) runs that batch as it is: split, its items would not fit.
+    let apart = n > 1 && g.runs_items_apart(n);
+    if apart || (n > 1 && !g.accepts_batch(n) && g.accepts_batch(1)) {
+        // Each image copied out as it is explained, not all of them up front.
+        let explain_item = |i: usize| explain(model, x.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned(), req);
+        // Methods that run many copies of each image already fill the threads with one image: side by side, their
+        // copies would take that memory once per thread.
+        let explained: Vec<Result<Vec<ImageResult>>> = if apart && !req.runs_copies() {
+            (0..n).into_par_iter().map(explain_item).collect()
+        } else {
+            (0..n).map(explain_item).collect()
+        };
+        // The first failing image's error, in the images' order.
         let mut results = Vec::with_capacity(n);
-        for item in x.axis_iter(Axis(0)) {
-            results.extend(explain(model, item.insert_axis(Axis(0)).to_owned(), req)?);
+        for r in explained {
+            results.extend(r?);
         }
         return Ok(results);
     }
@@ -179,7 +201,6 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
         }
         return super::aug_smooth::explain_smoothed(model, x, req);
     }
-    let g = &model.graph;
     if crate::tensor::has_non_finite(&x) {
         return Err(Error::NonFiniteInput { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
     }

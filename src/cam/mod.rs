@@ -139,4 +139,13 @@ impl Method {
     pub fn needs_input_gradient(self) -> bool {
         matches!(self, Method::Saliency | Method::GuidedBackprop | Method::GuidedGradCam | Method::FullGrad)
     }
+
+    /// Whether the method runs the model on many altered copies of each image (Score-CAM, Ablation-CAM, SmoothGrad,
+    /// Integrated Gradients), [`Request::batch_size`] at a time.
+    pub fn runs_copies(self) -> bool {
+        match self {
+            Method::Cam(c) => c.runs_model(),
+            _ => matches!(self, Method::SmoothGrad | Method::IntegratedGradients),
+        }
+    }
 }

@@ -94,8 +94,14 @@ fn cpu_name() -> String {
 fn run_once(model: &Model, work: &Work, x: &Tensor<f32>, pixels: &Tensor<f32>) -> anyhow::Result<f32> {
     Ok(match work {
         Work::Forward(plan) => {
-            let acts = model.graph.forward(plan, vec![(&model.input, x.clone())])?;
-            acts.get(&model.logits)?.sum()
+            let batch = x.shape().first().copied().unwrap_or(1);
+            if model.graph.runs_items_apart(batch) {
+                let logits = model.graph.forward_items(plan, &model.input, x, &[&model.logits])?;
+                logits.iter().map(|l| l.sum()).sum()
+            } else {
+                let acts = model.graph.forward(plan, vec![(&model.input, x.clone())])?;
+                acts.get(&model.logits)?.sum()
+            }
         }
         Work::Explain(req) => {
             let results = explain(model, x.clone(), req)?;

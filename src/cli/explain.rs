@@ -509,10 +509,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         anyhow::bail!("--noise must be finite and non-negative, got {}", args.noise);
     }
     // Methods that run many altered copies of each image.
-    let runs_model = request.methods.iter().any(|m| match m {
-        Method::Cam(c) => c.runs_model(),
-        _ => matches!(m, Method::SmoothGrad | Method::IntegratedGradients),
-    });
+    let runs_model = request.methods.iter().any(|m| m.runs_copies());
     let copies = match (runs_model, args.batch_size) {
         (false, _) => 0,
         (true, Some(b)) => b,

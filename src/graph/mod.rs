@@ -13,6 +13,7 @@ mod device_resample;
 mod device_tokens;
 mod forward;
 mod fuse;
+mod items;
 mod plan;
 mod pool;
 mod stored_linear;
@@ -21,6 +22,7 @@ pub use backward::{BackwardOptions, GradientFilter, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
 pub use device::HostFallback;
 pub use forward::{Activations, ForwardOptions, NodeTime};
+pub use items::ITEMS_APART_MAX_WEIGHT_BYTES;
 pub use plan::Plan;
 
 use crate::error::{GraphError, GraphResult as Result};

@@ -58,13 +58,20 @@ const MAX_OVERSIZE: usize = 4;
 /// forward pass), few enough that buffers of values from outside do not pile up.
 const MAX_IDLE_PASSES: u8 = 5;
 
-/// The pool a graph keeps between passes. A pass takes it whole and gives it back when it ends, so concurrent passes
-/// on one graph never share a buffer (the second simply starts empty).
-pub(super) struct SparePool<T>(std::sync::Mutex<BufferPool<T>>);
+/// Most pools a graph keeps: one per pass that ran at the same time as others (a batch's items run side by side,
+/// one per thread; see [`super::Graph::runs_items_apart`]), bounded so that a burst of concurrent callers does not
+/// leave the graph holding a pool for each.
+const MAX_SPARE_POOLS: usize = 8;
+
+/// The pools a graph keeps between passes. A pass takes one whole and gives it back when it ends, so concurrent
+/// passes on one graph never share a buffer, and each finds the buffers of an earlier pass. (With one pool, the
+/// second of two passes running side by side started empty, and its pool replaced the first's when it ended: every
+/// pass of a batch's items run side by side mapped its activations afresh.)
+pub(super) struct SparePool<T>(std::sync::Mutex<Vec<BufferPool<T>>>);
 
 impl<T> Default for SparePool<T> {
     fn default() -> Self {
-        SparePool(std::sync::Mutex::new(BufferPool::new()))
+        SparePool(std::sync::Mutex::new(Vec::new()))
     }
 }
 
@@ -109,9 +116,10 @@ impl<T: Element> Drop for LentPool<'_, T> {
 }
 
 impl<T> SparePool<T> {
-    /// The buffers kept from the last pass (a poisoned lock only means a pass panicked: its buffers are still fine).
+    /// The buffers of the pass that ended last, or an empty pool if other passes hold every kept one (a poisoned
+    /// lock only means a pass panicked: its buffers are still fine).
     fn take(&self) -> BufferPool<T> {
-        std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), BufferPool::new())
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(BufferPool::new)
     }
 
     /// Keeps what a pass freed for the next one, trimmed to what that pass alone would justify.
@@ -120,7 +128,10 @@ impl<T> SparePool<T> {
         T: Element,
     {
         pool.end_pass();
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pools.len() < MAX_SPARE_POOLS {
+            pools.push(pool);
+        }
     }
 }
 
@@ -319,6 +330,23 @@ mod tests {
         };
         assert!(failing_pass().is_err());
         assert!(spare.lend().take(MIN_POOLED).is_some(), "the buffer freed before the error is back in the graph");
+    }
+
+    #[test]
+    fn passes_side_by_side_each_get_back_their_buffers() {
+        let spare = SparePool::<f32>::default();
+        for round in 0..3 {
+            let (mut first, mut second) = (spare.lend(), spare.lend());
+            if round > 0 {
+                // Both pools were kept: each pass finds a buffer an earlier pass freed.
+                assert!(first.take(MIN_POOLED).is_some() && second.take(MIN_POOLED).is_some(), "round {round}");
+            }
+            first.recycle(value(MIN_POOLED, 1.0));
+            second.recycle(value(MIN_POOLED, 2.0));
+        }
+        let lent: Vec<_> = (0..MAX_SPARE_POOLS + 2).map(|_| spare.lend()).collect();
+        drop(lent);
+        assert_eq!(spare.0.lock().unwrap().len(), MAX_SPARE_POOLS, "the graph keeps a bounded number of pools");
     }
 
     #[test]
