@@ -15,6 +15,7 @@
 
 use super::{Graph, Plan};
 use crate::error::{GraphError, GraphResult as Result};
+use crate::ops::{Op, Reshape};
 use crate::tensor::Tensor;
 use crate::Element;
 use ndarray::Axis;
@@ -77,5 +78,120 @@ impl<T: Element> Graph<T> {
                 })
             })
             .collect()
+    }
+
+    /// Rewrites the reshapes of an export traced at a fixed batch size `B` (PyTorch's `x.view(B, -1)` is written as
+    /// `Reshape` to `[B, -1]`) to copy their first dimension from their input (`[0, -1]`), where that dimension is
+    /// the batch: the graph then takes any batch, so its batches can run as their items, and one image can be
+    /// explained with it. Returns how many reshapes changed.
+    ///
+    /// At the traced batch every rewritten reshape gives the shape it gave, so nothing the graph computes there
+    /// changes. A reshape is rewritten only where its target starts with `B` and its input's first dimension is the
+    /// batch (it is `B` at the traced batch and follows the input to `B + 1`), and only if the whole graph then takes
+    /// `B + 1` items and keeps one output row per item; otherwise nothing changes (a reshape that folds the batch
+    /// into another axis, e.g. `[B·197, 768]`, keeps the graph tied to `B`).
+    pub(crate) fn untie_batch_from_reshapes(&mut self) -> usize {
+        let [input] = self.inputs[..] else { return 0 };
+        let Some(&traced) = self.values[input.0].shape.first() else { return 0 };
+        let other = traced + 1;
+        let mut shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
+        shapes[input.0][0] = other;
+        let mut untied = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            let ins: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i.0].as_slice()).collect();
+            let reshape = (node.op.as_ref() as &dyn std::any::Any).downcast_ref::<Reshape>();
+            let batch_first = |i: usize| {
+                self.values[node.inputs[i].0].shape.first() == Some(&traced) && ins[i].first() == Some(&other)
+            };
+            let outs = match reshape {
+                Some(r) if r.shape.first() == Some(&(traced as i64)) && batch_first(0) => {
+                    let mut shape = r.shape.clone();
+                    shape[0] = 0;
+                    let free = Reshape { shape };
+                    let outs = Op::<T>::output_shapes(&free, &ins);
+                    untied.push((n, free));
+                    outs
+                }
+                _ => node.op.output_shapes(&ins),
+            };
+            let Ok(outs) = outs else { return 0 };
+            for (o, s) in node.outputs.iter().zip(outs) {
+                shapes[o.0] = s;
+            }
+        }
+        if !self.outputs.iter().all(|o| shapes[o.0].first() == Some(&other)) {
+            return 0;
+        }
+        for (n, free) in &untied {
+            self.nodes[*n].op = Box::new(free.clone());
+        }
+        untied.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::testing::Rng;
+    use crate::ops::{Conv, Gemm, GlobalAveragePool, Relu, Reshape};
+    use crate::{Graph, GraphBuilder, Tensor};
+
+    fn random(rng: &mut Rng, shape: &[usize]) -> Tensor<f32> {
+        rng.tensor(shape, -1.0, 1.0).mapv(|v| v as f32)
+    }
+
+    /// `[batch, 3, 6, 6]` → conv → relu → pool → the reshapes `tail` → a product with `[5, 4]`: the logits.
+    fn classifier(batch: usize, tail: &[Vec<i64>]) -> Graph<f32> {
+        let mut rng = Rng::new(3);
+        let mut b = GraphBuilder::<f32>::new();
+        let x = b.input("input", &[batch, 3, 6, 6]).unwrap();
+        let w = b.constant("w", random(&mut rng, &[4, 3, 3, 3])).unwrap();
+        let c = b.node("conv", Conv::new(1, 1), &[x, w]).unwrap();
+        let r = b.node("relu", Relu, &[c]).unwrap();
+        let mut h = b.node("pool", GlobalAveragePool, &[r]).unwrap();
+        for (i, shape) in tail.iter().enumerate() {
+            h = b.node(&format!("reshape{i}"), Reshape { shape: shape.clone() }, &[h]).unwrap();
+        }
+        let fc = b.constant("fc", random(&mut rng, &[5, 4])).unwrap();
+        let logits = b.node("logits", Gemm::linear(), &[h, fc]).unwrap();
+        b.output(logits);
+        b.build()
+    }
+
+    fn logits(g: &Graph<f32>, x: &Tensor<f32>) -> Vec<u32> {
+        let plan = g.inference_plan(&["logits"]).unwrap();
+        let acts = g.forward(&plan, vec![("input", x.clone())]).unwrap();
+        acts.get("logits").unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn a_reshape_that_spells_the_batch_out_is_untied_and_computes_the_same() {
+        let x = random(&mut Rng::new(4), &[3, 3, 6, 6]);
+        let traced = classifier(3, &[vec![3, -1]]);
+        assert!(!traced.accepts_batch(1) && !traced.accepts_batch(4));
+        let mut untied = classifier(3, &[vec![3, -1]]);
+        assert_eq!(untied.untie_batch_from_reshapes(), 1);
+        assert!(untied.accepts_batch(1) && untied.accepts_batch(3) && untied.accepts_batch(7));
+        assert_eq!(logits(&untied, &x), logits(&traced, &x), "the traced batch computes what it computed");
+        // Each image alone now gets its own row of that batch.
+        let rows = logits(&untied, &x);
+        for i in 0..3 {
+            let item = x.index_axis(ndarray::Axis(0), i).insert_axis(ndarray::Axis(0)).to_owned();
+            assert_eq!(logits(&untied, &item), rows[i * 5..(i + 1) * 5], "image {i}");
+        }
+    }
+
+    #[test]
+    fn reshapes_that_mix_the_items_keep_the_graph_tied() {
+        // The batch folded into one row: its first entry is not the batch.
+        let mut folded = classifier(3, &[vec![1, -1], vec![3, -1]]);
+        assert_eq!(folded.untie_batch_from_reshapes(), 0);
+        // A first reshape that could be untied, then one that folds the batch: nothing changes.
+        let mut mixed = classifier(3, &[vec![3, -1], vec![1, 12], vec![3, 4]]);
+        assert_eq!(mixed.untie_batch_from_reshapes(), 0);
+        assert!(!mixed.accepts_batch(1));
+        // A batch-agnostic graph has nothing to untie.
+        let mut free = classifier(3, &[vec![0, -1]]);
+        assert_eq!(free.untie_batch_from_reshapes(), 0);
+        assert!(free.accepts_batch(1));
     }
 }

@@ -291,7 +291,10 @@ fn parse_with(
         im.b.output(id);
         outputs.push(vi.name.clone());
     }
-    Ok(OnnxGraph { graph: im.b.build(), inputs, outputs, opset })
+    let mut graph = im.b.build();
+    // An export traced at a fixed batch takes any batch where its reshapes allow it (see the method).
+    graph.untie_batch_from_reshapes();
+    Ok(OnnxGraph { graph, inputs, outputs, opset })
 }
 
 /// Loads an `.onnx` file (external data is read from beside it).
