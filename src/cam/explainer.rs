@@ -15,7 +15,6 @@ use crate::graph::{BackwardOptions, Plan};
 use crate::models::Model;
 use crate::tensor::{softmax_row, Tensor};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix3, IxDyn};
-use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Which classes to explain.
@@ -157,30 +156,31 @@ fn image3(t: &Tensor<f32>, i: usize) -> Array3<f32> {
 }
 
 /// Explains a batch `x` (`[N, C, H, W]`, preprocessed) with `model`: one forward pass, then one backward sweep per
-/// requested class (two when guided methods are asked for).
+/// requested class (two when guided methods are asked for). On the CPU a small model's batch runs as its images, each
+/// so explained, side by side (see [`crate::Graph::runs_items_apart`]): each image's results are then those it gets
+/// alone, bit for bit.
 pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<ImageResult>> {
     let n = x.shape().first().copied().unwrap_or(0);
     let g = &model.graph;
+    if crate::tensor::has_non_finite(&x) {
+        return Err(Error::NonFiniteInput { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
+    }
     // On the CPU a batch of a small model runs as its images, side by side on the threads (see
-    // `Graph::runs_items_apart`); a graph traced for one item runs the batch one image at a time wherever it runs. One traced for a fixed batch (an
-    // export whose Reshape holds the batch size) runs that batch as it is: split, its items would not fit.
+    // `Graph::runs_items_apart`); a graph traced for one item runs the batch one image at a time wherever it runs.
+    // One traced for a fixed batch whose reshapes could not be untied at import runs that batch as it is: split, its
+    // items would not fit.
     let apart = n > 1 && g.runs_items_apart(n);
     if apart || (n > 1 && !g.accepts_batch(n) && g.accepts_batch(1)) {
         // Each image copied out as it is explained, not all of them up front.
         let explain_item = |i: usize| explain(model, x.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned(), req);
         // Methods that run many copies of each image already fill the threads with one image: side by side, their
         // copies would take that memory once per thread.
-        let explained: Vec<Result<Vec<ImageResult>>> = if apart && !req.runs_copies() {
-            (0..n).into_par_iter().map(explain_item).collect()
+        let explained: Vec<Vec<ImageResult>> = if apart && !req.runs_copies() {
+            crate::graph::side_by_side(n, explain_item)?
         } else {
-            (0..n).map(explain_item).collect()
+            (0..n).map(explain_item).collect::<Result<_>>()?
         };
-        // The first failing image's error, in the images' order.
-        let mut results = Vec::with_capacity(n);
-        for r in explained {
-            results.extend(r?);
-        }
-        return Ok(results);
+        return Ok(explained.into_iter().flatten().collect());
     }
     // A volume [N, C, D, H, W]: maps are held as stacked slices [D·H, W]; the methods that resize or alter the input
     // itself are not ported to volumes.
@@ -200,9 +200,6 @@ pub fn explain(model: &Model, x: Tensor<f32>, req: &Request) -> Result<Vec<Image
             return Err(Error::Unsupported("aug_smooth is for classifiers, not segmentation outputs".into()));
         }
         return super::aug_smooth::explain_smoothed(model, x, req);
-    }
-    if crate::tensor::has_non_finite(&x) {
-        return Err(Error::NonFiniteInput { origin: format!("input '{}'", model.input), shape: x.shape().to_vec() });
     }
     if req.methods.is_empty() {
         return Err(Error::InvalidArgument { name: "methods", why: "no method requested".into() });

@@ -67,6 +67,16 @@ fn run_in_batches(
     outputs: &[&str],
     batch: usize,
 ) -> anyhow::Result<Vec<ndarray::ArrayD<f32>>> {
+    // A small model's batch on the CPU runs as its items, side by side (`Graph::runs_items_apart`; memory for one
+    // item per thread, whatever the batch size); outputs that do not follow the batch need the whole batch.
+    if let [(name, x)] = &inputs[..] {
+        if graph.runs_items_apart(x.shape().first().copied().unwrap_or(0)) {
+            match graph.forward_items_with(plan, name, x, outputs, finite()) {
+                Err(gradcam::GraphError::NotPerItem { .. }) => {}
+                done => return Ok(done?),
+            }
+        }
+    }
     let leading: Vec<Option<usize>> = inputs.iter().map(|(_, t)| t.shape().first().copied()).collect();
     let n = match leading.first() {
         Some(&Some(n)) if n > batch && leading.iter().all(|&l| l == Some(n)) => n,

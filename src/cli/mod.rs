@@ -272,7 +272,8 @@ fn batch_size(given: Option<usize>, graph: &gradcam::Graph<f32>, max_memory: Opt
     };
     check_budget(graph, batch, max_memory)?;
     if batch > 1 && !graph.accepts_batch(batch) {
-        // An export traced at batch 1 (its reshapes name that size) runs one input at a time.
+        // An export traced at batch 1 whose reshapes name that size (and could not be untied at import) runs one
+        // input at a time.
         if given.is_some() {
             eprintln!("note: this model's graph takes one input at a time; --batch-size {batch} runs as 1");
         }

@@ -103,7 +103,9 @@ impl std::fmt::Debug for PackCache {
 }
 
 impl PackCache {
-    /// The weights under `key`, made by `make` on first use.
+    /// The weights under `key`, made by `make` on first use. The lock is not held while they are made: packing runs on
+    /// the thread pool, whose threads may meanwhile take up a pass that asks for the same lock. Passes running side by
+    /// side (a batch's items) may so pack the same weight twice on their first call; one copy is kept.
     pub(super) fn get_or_make(&self, key: PackKey, make: impl FnOnce() -> PackedConv) -> Arc<PackedConv> {
         if let Some(p) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return p;

@@ -13,17 +13,106 @@
 //! The kernels' task shapes depend on a layer's shape only, so each item's values are those of a batch of that one
 //! item, bit for bit, on any number of threads.
 
-use super::{Graph, Plan};
+use super::{ForwardOptions, Graph, Plan, ValueId};
 use crate::error::{GraphError, GraphResult as Result};
 use crate::ops::{Op, Reshape};
 use crate::tensor::Tensor;
 use crate::Element;
 use ndarray::Axis;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Most bytes of weights for which a batch runs as its items (see the module's doc): models whose weights fit in a
 /// common L3 cache beside an item's activations.
 pub const ITEMS_APART_MAX_WEIGHT_BYTES: usize = 24 << 20;
+
+/// Ops that compute each item of a batch from that item alone, whatever their attributes (with the shape rule of
+/// [`Graph::untie_batch_from_reshapes`], which catches a reshape, flatten, pad, resize or product that moves the batch
+/// axis). Softmax and LogSoftmax qualify on any axis but the first.
+const PER_ITEM_OPS: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LRN",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "AdaptiveAvgPool",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "PRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Exp",
+    "Sqrt",
+    "Erf",
+    "Gelu",
+    "Silu",
+    "Softplus",
+    "Abs",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Dropout",
+    "Identity",
+    "Gemm",
+    "MatMul",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Pad",
+    "Resize",
+];
+
+/// `run(i)` for the items `0..n`, side by side on the thread pool, in the items' order; the first failing item's
+/// error (in the items' order) if any fails.
+///
+/// At most one worker per thread takes items in turn (rather than one task per item): a thread waiting inside one
+/// item's kernels could otherwise pick up another whole item, so that every item of a large batch might be in flight
+/// at once. Items are taken in order, so once one fails the later ones that did not start are skipped, and every
+/// earlier one has run.
+pub(crate) fn side_by_side<R: Send, E: Send>(
+    n: usize,
+    run: impl Fn(usize) -> std::result::Result<R, E> + Sync,
+) -> std::result::Result<Vec<R>, E> {
+    let slots: Vec<Mutex<Option<std::result::Result<R, E>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let workers = n.min(rayon::current_num_threads()).max(1);
+    (0..workers).into_par_iter().for_each(|_| {
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            let result = run(i);
+            failed.fetch_or(result.is_err(), Ordering::Relaxed);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        }
+    });
+    let mut done = Vec::with_capacity(n);
+    for slot in slots {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(r)) => done.push(r),
+            Some(Err(e)) => return Err(e),
+            // Skipped after a failure, which comes earlier in the items' order.
+            None => {}
+        }
+    }
+    Ok(done)
+}
 
 impl<T: Element> Graph<T> {
     /// Whether a batch of `batch` items is better run as its items side by side ([`Graph::forward_items`]; the
@@ -44,82 +133,139 @@ impl<T: Element> Graph<T> {
     /// The values `keep` of `plan` for the batch `x` bound to the graph's one input `input`, computed item by item,
     /// the items side by side on the thread pool, and stacked back into batches in the items' order.
     ///
-    /// Each kept value must be one item's slice (a leading axis of 1 for one item), else
-    /// [`GraphError::NotPerItem`]. The first failing item's error (in the items' order) is returned.
+    /// Each kept value must follow the batch (one row per item: its first axis is 1 for one item and 2 for two),
+    /// else [`GraphError::NotPerItem`]: a constant, or a value computed from constants alone, is the same for every
+    /// item and has no rows to stack. The first failing item's error (in the items' order) is returned.
     pub fn forward_items(&self, plan: &Plan, input: &str, x: &Tensor<T>, keep: &[&str]) -> Result<Vec<Tensor<T>>> {
-        if x.shape().first().is_none_or(|&n| n <= 1) {
+        self.forward_items_with(plan, input, x, keep, ForwardOptions::default())
+    }
+
+    /// [`Graph::forward_items`] with options for each item's pass (a profile is not kept).
+    pub fn forward_items_with(
+        &self,
+        plan: &Plan,
+        input: &str,
+        x: &Tensor<T>,
+        keep: &[&str],
+        options: ForwardOptions,
+    ) -> Result<Vec<Tensor<T>>> {
+        let n = match x.shape().first() {
+            Some(&n) if n > 1 => n,
             // Nothing to split (an input without a batch axis fails in the pass as it would anyway).
-            let acts = self.forward(plan, vec![(input, x.clone())])?;
-            return keep.iter().map(|&name| acts.get(name).cloned()).collect();
+            _ => {
+                let acts = self.forward_with(plan, vec![(input, x.clone())], options)?;
+                return keep.iter().map(|&name| acts.get(name).cloned()).collect();
+            }
+        };
+        let follows = self.follows_batch();
+        let ids: Vec<ValueId> = keep.iter().map(|k| self.find(k)).collect::<Result<_>>()?;
+        for (&name, id) in keep.iter().zip(&ids) {
+            if !follows.as_ref().is_some_and(|f| f[id.0]) {
+                return Err(GraphError::NotPerItem { name: name.to_string(), shape: self.values[id.0].shape.clone() });
+            }
         }
-        let per_item: Vec<Result<Vec<Tensor<T>>>> = (0..x.shape()[0])
-            .into_par_iter()
-            .map(|i| {
-                let item = x.index_axis(Axis(0), i).insert_axis(Axis(0)).as_standard_layout().into_owned();
-                let acts = self.forward(plan, vec![(input, item)])?;
-                keep.iter()
-                    .map(|&name| {
-                        let v = acts.get(name)?;
-                        match v.shape().first() {
-                            Some(1) => Ok(v.clone()),
-                            _ => Err(GraphError::NotPerItem { name: name.to_string(), shape: v.shape().to_vec() }),
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let per_item: Vec<Vec<Tensor<T>>> = per_item.into_iter().collect::<Result<_>>()?;
+        let per_item = side_by_side(n, |i| {
+            let item = x.index_axis(Axis(0), i).insert_axis(Axis(0)).as_standard_layout().into_owned();
+            let acts = self.forward_with(plan, vec![(input, item)], options)?;
+            keep.iter().map(|&name| acts.get(name).cloned()).collect::<Result<Vec<_>>>()
+        })?;
         (0..keep.len())
             .map(|k| {
                 let views: Vec<_> = per_item.iter().map(|values| values[k].view()).collect();
                 ndarray::concatenate(Axis(0), &views).map_err(|_| GraphError::NotPerItem {
                     name: keep[k].to_string(),
-                    shape: per_item.first().map_or_else(Vec::new, |v| v[k].shape().to_vec()),
+                    shape: per_item[0][k].shape().to_vec(),
                 })
             })
             .collect()
     }
 
-    /// Rewrites the reshapes of an export traced at a fixed batch size `B` (PyTorch's `x.view(B, -1)` is written as
-    /// `Reshape` to `[B, -1]`) to copy their first dimension from their input (`[0, -1]`), where that dimension is
-    /// the batch: the graph then takes any batch, so its batches can run as their items, and one image can be
-    /// explained with it. Returns how many reshapes changed.
-    ///
-    /// At the traced batch every rewritten reshape gives the shape it gave, so nothing the graph computes there
-    /// changes. A reshape is rewritten only where its target starts with `B` and its input's first dimension is the
-    /// batch (it is `B` at the traced batch and follows the input to `B + 1`), and only if the whole graph then takes
-    /// `B + 1` items and keeps one output row per item; otherwise nothing changes (a reshape that folds the batch
-    /// into another axis, e.g. `[B·197, 768]`, keeps the graph tied to `B`).
-    pub(crate) fn untie_batch_from_reshapes(&mut self) -> usize {
-        let [input] = self.inputs[..] else { return 0 };
-        let Some(&traced) = self.values[input.0].shape.first() else { return 0 };
-        let other = traced + 1;
+    /// Per value, whether its first axis follows the batch (1 for one item, 2 for two), by the shape rules; `None`
+    /// if the graph does not take both.
+    fn follows_batch(&self) -> Option<Vec<bool>> {
+        let (one, two) = (self.shapes_at(1, |_, _| None)?, self.shapes_at(2, |_, _| None)?);
+        Some(one.iter().zip(&two).map(|(a, b)| a.first() == Some(&1) && b.first() == Some(&2)).collect())
+    }
+
+    /// Every value's shape with the graph's one input at `batch` items, node by node; `rewrite(n, inputs)` may give
+    /// node `n`'s output shapes instead of its op. `None` if a node refuses its inputs.
+    fn shapes_at(
+        &self,
+        batch: usize,
+        mut rewrite: impl FnMut(usize, &[&[usize]]) -> Option<std::result::Result<Vec<Vec<usize>>, crate::OpError>>,
+    ) -> Option<Vec<Vec<usize>>> {
+        let [input] = self.inputs[..] else { return None };
         let mut shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
-        shapes[input.0][0] = other;
-        let mut untied = Vec::new();
+        *shapes[input.0].first_mut()? = batch;
         for (n, node) in self.nodes.iter().enumerate() {
             let ins: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i.0].as_slice()).collect();
-            let reshape = (node.op.as_ref() as &dyn std::any::Any).downcast_ref::<Reshape>();
-            let batch_first = |i: usize| {
-                self.values[node.inputs[i].0].shape.first() == Some(&traced) && ins[i].first() == Some(&other)
-            };
-            let outs = match reshape {
-                Some(r) if r.shape.first() == Some(&(traced as i64)) && batch_first(0) => {
-                    let mut shape = r.shape.clone();
-                    shape[0] = 0;
-                    let free = Reshape { shape };
-                    let outs = Op::<T>::output_shapes(&free, &ins);
-                    untied.push((n, free));
-                    outs
-                }
-                _ => node.op.output_shapes(&ins),
-            };
-            let Ok(outs) = outs else { return 0 };
+            let outs = rewrite(n, &ins).unwrap_or_else(|| node.op.output_shapes(&ins)).ok()?;
             for (o, s) in node.outputs.iter().zip(outs) {
                 shapes[o.0] = s;
             }
         }
-        if !self.outputs.iter().all(|o| shapes[o.0].first() == Some(&other)) {
+        Some(shapes)
+    }
+
+    /// Rewrites the reshapes of an image or volume model exported at a fixed batch size `B` (PyTorch's
+    /// `x.view(B, -1)` is written as `Reshape` to `[B, -1]`) to copy their first dimension from their input (`[0,
+    /// -1]`): the graph then takes any batch, so its batches can run as their items, and one image can be explained
+    /// with it. Returns how many reshapes changed.
+    ///
+    /// At the traced batch every rewritten reshape gives the shape it gave, so nothing the graph computes there
+    /// changes. Elsewhere the rewritten graph must compute each item from that item alone, so it is rewritten only
+    /// if (all or nothing):
+    /// - its one input is 4-D or 5-D (`[B, C, H, W]`, `[B, C, D, H, W]`);
+    /// - every node is one of [`PER_ITEM_OPS`] (Softmax and LogSoftmax on another axis than the first);
+    /// - the reshapes rewritten start with `B`, and their input's first dimension follows the batch;
+    /// - with `B + 1` items, every node takes its inputs, every value keeps its traced shape or changes in its first
+    ///   dimension alone (from `B` to `B + 1`: so no op moved the batch axis or folded it into another), and every
+    ///   output follows the batch.
+    pub(crate) fn untie_batch_from_reshapes(&mut self) -> usize {
+        let [input] = self.inputs[..] else { return 0 };
+        let input_shape = &self.values[input.0].shape;
+        if !matches!(input_shape.len(), 4 | 5) {
+            return 0;
+        }
+        let traced = input_shape[0];
+        let per_item = |op: &dyn Op<T>| {
+            let any = op as &dyn std::any::Any;
+            let axis = any
+                .downcast_ref::<crate::ops::Softmax>()
+                .map(|s| s.axis)
+                .or_else(|| any.downcast_ref::<crate::ops::LogSoftmax>().map(|s| s.axis));
+            match axis {
+                Some(axis) => axis != 0,
+                None => PER_ITEM_OPS.contains(&op.op_type()),
+            }
+        };
+        if !self.nodes.iter().all(|node| per_item(node.op.as_ref())) {
+            return 0;
+        }
+        let other = traced + 1;
+        let mut untied = Vec::new();
+        let shapes = self.shapes_at(other, |n, ins| {
+            let node = &self.nodes[n];
+            let r = (node.op.as_ref() as &dyn std::any::Any).downcast_ref::<Reshape>()?;
+            let batch_first =
+                self.values[node.inputs[0].0].shape.first() == Some(&traced) && ins[0].first() == Some(&other);
+            if r.shape.first() != Some(&(traced as i64)) || !batch_first {
+                return None;
+            }
+            let mut shape = r.shape.clone();
+            shape[0] = 0;
+            let free = Reshape { shape };
+            let outs = Op::<T>::output_shapes(&free, ins);
+            untied.push((n, free));
+            Some(outs)
+        });
+        let Some(shapes) = shapes else { return 0 };
+        let only_the_batch_moved = self.values.iter().zip(&shapes).all(|(v, s)| {
+            let rest_equal = v.shape.len() == s.len() && v.shape.get(1..) == s.get(1..);
+            *s == v.shape || (rest_equal && v.shape.first() == Some(&traced) && s.first() == Some(&other))
+        });
+        let outputs_follow = self.outputs.iter().all(|o| shapes[o.0].first() == Some(&other));
+        if untied.is_empty() || !only_the_batch_moved || !outputs_follow {
             return 0;
         }
         for (n, free) in &untied {
@@ -181,6 +327,36 @@ mod tests {
     }
 
     #[test]
+    fn items_side_by_side_come_back_in_order_with_the_first_error() {
+        let squares = super::side_by_side(37, |i| Ok::<_, String>(i * i)).unwrap();
+        assert_eq!(squares, (0..37).map(|i| i * i).collect::<Vec<_>>());
+        for threads in [1, 2, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let failed = pool.install(|| {
+                super::side_by_side(20, |i| if i == 5 || i == 9 { Err(format!("item {i}")) } else { Ok(i) })
+            });
+            assert_eq!(failed, Err("item 5".to_string()), "{threads} threads: the first failing item's error");
+        }
+        assert!(super::side_by_side(0, Ok::<usize, ()>).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_value_that_does_not_follow_the_batch_is_not_stacked() {
+        let mut b = GraphBuilder::<f32>::new();
+        let x = b.input("input", &[2, 3]).unwrap();
+        let row = b.constant("row", Tensor::zeros(ndarray::IxDyn(&[1, 3]))).unwrap();
+        let sum = b.node("sum", crate::ops::Add, &[x, row]).unwrap();
+        b.output(sum);
+        let g = b.build();
+        let plan = g.inference_plan(&["sum"]).unwrap();
+        let x = random(&mut Rng::new(5), &[4, 3]);
+        assert_eq!(g.forward_items(&plan, "input", &x, &["sum"]).unwrap()[0], x, "adding zeros");
+        // The constant's leading 1 is not one item's row.
+        let err = g.forward_items(&plan, "input", &x, &["sum", "row"]).unwrap_err();
+        assert!(matches!(&err, crate::GraphError::NotPerItem { name, .. } if name == "row"), "{err}");
+    }
+
+    #[test]
     fn reshapes_that_mix_the_items_keep_the_graph_tied() {
         // The batch folded into one row: its first entry is not the batch.
         let mut folded = classifier(3, &[vec![1, -1], vec![3, -1]]);
@@ -189,6 +365,25 @@ mod tests {
         let mut mixed = classifier(3, &[vec![3, -1], vec![1, 12], vec![3, 4]]);
         assert_eq!(mixed.untie_batch_from_reshapes(), 0);
         assert!(!mixed.accepts_batch(1));
+        // The batch moved by an op that is not known to keep items apart (channels = batch = 3 here).
+        let mut moved = {
+            let mut b = GraphBuilder::<f32>::new();
+            let x = b.input("input", &[3, 3, 6, 6]).unwrap();
+            let t = b.node("swap", crate::ops::Transpose { perm: Some(vec![1, 0, 2, 3]) }, &[x]).unwrap();
+            let r = b.node("reshape", Reshape { shape: vec![3, -1] }, &[t]).unwrap();
+            b.output(r);
+            b.build()
+        };
+        assert_eq!(moved.untie_batch_from_reshapes(), 0);
+        // Inputs that are not images or volumes are left alone.
+        let mut tokens = {
+            let mut b = GraphBuilder::<f32>::new();
+            let x = b.input("input", &[3, 8]).unwrap();
+            let r = b.node("reshape", Reshape { shape: vec![3, 2, 4] }, &[x]).unwrap();
+            b.output(r);
+            b.build()
+        };
+        assert_eq!(tokens.untie_batch_from_reshapes(), 0);
         // A batch-agnostic graph has nothing to untie.
         let mut free = classifier(3, &[vec![0, -1]]);
         assert_eq!(free.untie_batch_from_reshapes(), 0);

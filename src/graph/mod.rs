@@ -22,6 +22,7 @@ pub use backward::{BackwardOptions, GradientFilter, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
 pub use device::HostFallback;
 pub use forward::{Activations, ForwardOptions, NodeTime};
+pub(crate) use items::side_by_side;
 pub use items::ITEMS_APART_MAX_WEIGHT_BYTES;
 pub use plan::Plan;
 
@@ -224,7 +225,8 @@ impl<T: Element> Graph<T> {
 
     /// Whether every node accepts the graph's inputs with `batch` items (shape rules only, nothing computed). An
     /// export whose reshapes spell the batch size out (transformers traced at batch 1: `Reshape` to `[1, 197, 2,
-    /// 16]`) accepts only that size; such a model is then run one item at a time.
+    /// 16]`) accepts only that size, unless the importer could untie them (see `untie_batch_from_reshapes`); one traced
+    /// at batch 1 is then run one item at a time.
     pub fn accepts_batch(&self, batch: usize) -> bool {
         let mut shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
         for &i in &self.inputs {

@@ -58,16 +58,15 @@ const MAX_OVERSIZE: usize = 4;
 /// forward pass), few enough that buffers of values from outside do not pile up.
 const MAX_IDLE_PASSES: u8 = 5;
 
-/// Most pools a graph keeps: one per pass that ran at the same time as others (a batch's items run side by side,
-/// one per thread; see [`super::Graph::runs_items_apart`]), bounded so that a burst of concurrent callers does not
-/// leave the graph holding a pool for each.
-const MAX_SPARE_POOLS: usize = 8;
-
 /// The pools a graph keeps between passes. A pass takes one whole and gives it back when it ends, so concurrent
 /// passes on one graph never share a buffer, and each finds the buffers of an earlier pass. (With one pool, the
 /// second of two passes running side by side started empty, and its pool replaced the first's when it ended: every
 /// pass of a batch's items run side by side mapped its activations afresh.)
-pub(super) struct SparePool<T>(std::sync::Mutex<Vec<BufferPool<T>>>);
+///
+/// A kept pool that no pass takes for [`MAX_IDLE_PASSES`] pass ends is dropped, so the pools of passes that once ran
+/// side by side (a batch's items: see [`super::Graph::runs_items_apart`]) do not stay with the graph for good, and
+/// the graph keeps at most that many.
+pub(super) struct SparePool<T>(std::sync::Mutex<Vec<(BufferPool<T>, u8)>>);
 
 impl<T> Default for SparePool<T> {
     fn default() -> Self {
@@ -119,7 +118,7 @@ impl<T> SparePool<T> {
     /// The buffers of the pass that ended last, or an empty pool if other passes hold every kept one (a poisoned
     /// lock only means a pass panicked: its buffers are still fine).
     fn take(&self) -> BufferPool<T> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(BufferPool::new)
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().map_or_else(BufferPool::new, |(pool, _)| pool)
     }
 
     /// Keeps what a pass freed for the next one, trimmed to what that pass alone would justify.
@@ -129,9 +128,11 @@ impl<T> SparePool<T> {
     {
         pool.end_pass();
         let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if pools.len() < MAX_SPARE_POOLS {
-            pools.push(pool);
-        }
+        pools.retain_mut(|(_, idle)| {
+            *idle += 1;
+            *idle < MAX_IDLE_PASSES
+        });
+        pools.push((pool, 0));
     }
 }
 
@@ -344,9 +345,15 @@ mod tests {
             first.recycle(value(MIN_POOLED, 1.0));
             second.recycle(value(MIN_POOLED, 2.0));
         }
-        let lent: Vec<_> = (0..MAX_SPARE_POOLS + 2).map(|_| spare.lend()).collect();
+        let lent: Vec<_> = (0..2 * MAX_IDLE_PASSES).map(|_| spare.lend()).collect();
         drop(lent);
-        assert_eq!(spare.0.lock().unwrap().len(), MAX_SPARE_POOLS, "the graph keeps a bounded number of pools");
+        let kept = spare.0.lock().unwrap().len();
+        assert_eq!(kept, MAX_IDLE_PASSES as usize, "the graph keeps a bounded number of pools");
+        // One pass at a time again: the pools no pass takes go after MAX_IDLE_PASSES pass ends.
+        for _ in 0..MAX_IDLE_PASSES {
+            drop(spare.lend());
+        }
+        assert_eq!(spare.0.lock().unwrap().len(), 1, "idle pools are dropped");
     }
 
     #[test]

@@ -348,10 +348,10 @@ impl Model {
         shape.len() == 4 && shape[2] * shape[3] > 1
     }
 
-    /// Whether the graph runs only one item at a time (an export traced at batch 1 whose reshapes name that size;
-    /// see [`Graph::accepts_batch`]).
+    /// Whether the graph runs only one item at a time (an export traced at batch 1 whose reshapes name that size and
+    /// could not be untied at import; see [`Graph::accepts_batch`]).
     pub fn single_item(&self) -> bool {
-        !self.graph.accepts_batch(2)
+        !self.graph.accepts_batch(2) && self.graph.accepts_batch(1)
     }
 
     /// `wanted` items per pass, or 1 where the graph takes only one.
