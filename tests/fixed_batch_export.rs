@@ -18,14 +18,7 @@ fn classifier(head: NodeProto, extra: Vec<TensorProto>) -> Vec<u8> {
         let float_data = (0..len).map(|i| (((i + seed) * 37 % 19) as f32 - 9.0) / 20.0).collect();
         TensorProto { name: name.into(), dims, data_type: dtype::FLOAT, float_data, ..Default::default() }
     };
-    let node = |op: &str, input: &str, output: &str, attribute: Vec<AttributeProto>| NodeProto {
-        op_type: op.into(),
-        name: output.into(),
-        input: input.split(',').map(str::to_string).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    };
+    let node = common::onnx_node;
     let pads = AttributeProto { name: "pads".into(), r#type: 7, ints: vec![1, 1, 1, 1], ..Default::default() };
     let trans_b = AttributeProto { name: "transB".into(), r#type: 2, i: 1, ..Default::default() };
     let mut initializer = vec![floats("w", vec![4, 3, 3, 3], 0), floats("fc", vec![5, 4], 7)];
@@ -73,21 +66,9 @@ fn an_export_traced_at_a_fixed_batch_takes_any_batch_and_computes_the_same() {
         int64_data: vec![BATCH as i64, -1],
         ..Default::default()
     };
-    let reshape = NodeProto {
-        op_type: "Reshape".into(),
-        name: "flat".into(),
-        input: vec!["pool".into(), "shape".into()],
-        output: vec!["flat".into()],
-        ..Default::default()
-    };
+    let reshape = common::onnx_node("Reshape", "pool,shape", "flat", vec![]);
     let traced = load(&classifier(reshape, vec![shape]), "traced");
-    let flatten = NodeProto {
-        op_type: "Flatten".into(),
-        name: "flat".into(),
-        input: vec!["pool".into()],
-        output: vec!["flat".into()],
-        ..Default::default()
-    };
+    let flatten = common::onnx_node("Flatten", "pool", "flat", vec![]);
     let agnostic = load(&classifier(flatten, vec![]), "agnostic");
     assert!(traced.accepts_batch(1) && traced.accepts_batch(BATCH) && traced.accepts_batch(8));
     let x: Tensor<f32> = common::random(&[BATCH, 3, 8, 8], 11);

@@ -39,14 +39,7 @@ fn symbolic_classifier(path: &Path) {
         float_data: (0..108).map(|i| ((i * 37 % 19) as f32 - 9.0) / 20.0).collect(),
         ..Default::default()
     };
-    let node = |op: &str, input: &str, output: &str, attribute: Vec<AttributeProto>| NodeProto {
-        op_type: op.into(),
-        name: output.into(),
-        input: input.split(',').map(str::to_string).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    };
+    let node = common::onnx_node;
     let pads = AttributeProto { name: "pads".into(), r#type: 7, ints: vec![1, 1, 1, 1], ..Default::default() };
     let input = ValueInfoProto {
         name: "x".into(),

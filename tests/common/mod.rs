@@ -145,6 +145,23 @@ pub fn onnx_value_info(name: &str, dims: &[i64]) -> gradcam::onnx::proto::ValueI
     }
 }
 
+/// An ONNX node named after its one output, reading the comma-separated `inputs`.
+pub fn onnx_node(
+    op: &str,
+    inputs: &str,
+    output: &str,
+    attribute: Vec<gradcam::onnx::proto::AttributeProto>,
+) -> gradcam::onnx::proto::NodeProto {
+    gradcam::onnx::proto::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.split(',').map(str::to_string).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
 /// Pearson correlation of two equally long, non-empty sequences (the library's, with the lengths checked).
 pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
