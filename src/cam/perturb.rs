@@ -72,11 +72,23 @@ pub(crate) fn batched_scores(
                 Ok((*name, as_fed(model, name, copies)?))
             })
             .collect::<Result<_>>()?;
-        let acts = model.graph.forward(plan, inputs)?;
-        let out = batch_output(model, &acts, n)?;
-        for (j, item) in out.axis_iter(Axis(0)).enumerate() {
-            for (o, objective) in objectives.iter().enumerate() {
-                scores[[start + j, o]] = objective.score(item.view());
+        let mut score = |out: &Tensor<f32>| {
+            for (j, item) in out.axis_iter(Axis(0)).enumerate() {
+                for (o, objective) in objectives.iter().enumerate() {
+                    scores[[start + j, o]] = objective.score(item.view());
+                }
+            }
+        };
+        match &inputs[..] {
+            // Copies of the model's input on the CPU run as their items, side by side, where the model is small
+            // (see `Graph::runs_items_apart`): a batch of 32 copies' activations outgrows the cache.
+            [(name, copies)] if *name == model.input && model.graph.runs_items_apart(n) => {
+                let out = model.graph.forward_items(plan, name, copies, &[&model.logits])?;
+                score(&out[0]);
+            }
+            _ => {
+                let acts = model.graph.forward(plan, inputs)?;
+                score(batch_output(model, &acts, n)?);
             }
         }
         start += n;

@@ -92,6 +92,8 @@ pub(crate) fn side_by_side<R: Send, E: Send>(
     let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
     let workers = n.min(rayon::current_num_threads()).max(1);
     (0..workers).into_par_iter().for_each(|_| {
+        // A panicking item stops the others from starting new items too (the panic then reaches the caller).
+        let _stop_on_panic = StopOnPanic(&failed);
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
@@ -107,11 +109,23 @@ pub(crate) fn side_by_side<R: Send, E: Send>(
         match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(Ok(r)) => done.push(r),
             Some(Err(e)) => return Err(e),
-            // Skipped after a failure, which comes earlier in the items' order.
-            None => {}
+            // Items are taken in order, so an item skipped after a failure comes after the failing one, which
+            // returned above.
+            None => unreachable!("an item skipped before any item failed"),
         }
     }
     Ok(done)
+}
+
+/// Sets its flag if dropped while its thread panics.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<T: Element> Graph<T> {
@@ -218,9 +232,9 @@ impl<T: Element> Graph<T> {
     /// - its one input is 4-D or 5-D (`[B, C, H, W]`, `[B, C, D, H, W]`);
     /// - every node is one of [`PER_ITEM_OPS`] (Softmax and LogSoftmax on another axis than the first);
     /// - the reshapes rewritten start with `B`, and their input's first dimension follows the batch;
-    /// - with `B + 1` items, every node takes its inputs, every value keeps its traced shape or changes in its first
-    ///   dimension alone (from `B` to `B + 1`: so no op moved the batch axis or folded it into another), and every
-    ///   output follows the batch.
+    /// - with `B + 1` items, every node takes its inputs, every value computed from the input changes in its first
+    ///   dimension alone (from `B` to `B + 1`: so no op moved the batch axis, folded it into another or reduced over
+    ///   it), every other value keeps its shape, and every output follows the batch.
     pub(crate) fn untie_batch_from_reshapes(&mut self) -> usize {
         let [input] = self.inputs[..] else { return 0 };
         let input_shape = &self.values[input.0].shape;
@@ -228,19 +242,32 @@ impl<T: Element> Graph<T> {
             return 0;
         }
         let traced = input_shape[0];
-        let per_item = |op: &dyn Op<T>| {
-            let any = op as &dyn std::any::Any;
+        let per_item = |node: &super::Node<T>| {
+            let any = node.op.as_ref() as &dyn std::any::Any;
             let axis = any
                 .downcast_ref::<crate::ops::Softmax>()
                 .map(|s| s.axis)
                 .or_else(|| any.downcast_ref::<crate::ops::LogSoftmax>().map(|s| s.axis));
             match axis {
-                Some(axis) => axis != 0,
-                None => PER_ITEM_OPS.contains(&op.op_type()),
+                // A negative axis counts from the end: -rank is the first axis too.
+                Some(axis) => node.inputs.first().is_some_and(|x| {
+                    crate::tensor::normalize_axis(axis, self.values[x.0].shape.len()).is_ok_and(|a| a != 0)
+                }),
+                None => PER_ITEM_OPS.contains(&node.op.op_type()),
             }
         };
-        if !self.nodes.iter().all(|node| per_item(node.op.as_ref())) {
+        if !self.nodes.iter().all(per_item) {
             return 0;
+        }
+        // The values computed from the input: each must follow the batch. (Only values from constants alone may
+        // keep their shape: one that stays `[K, N]` while computed from the items, say a product over them, mixes
+        // the items.)
+        let mut from_input = vec![false; self.values.len()];
+        from_input[input.0] = true;
+        for node in &self.nodes {
+            if node.inputs.iter().any(|i| from_input[i.0]) {
+                node.outputs.iter().for_each(|o| from_input[o.0] = true);
+            }
         }
         let other = traced + 1;
         let mut untied = Vec::new();
@@ -260,9 +287,14 @@ impl<T: Element> Graph<T> {
             Some(outs)
         });
         let Some(shapes) = shapes else { return 0 };
-        let only_the_batch_moved = self.values.iter().zip(&shapes).all(|(v, s)| {
+        let only_the_batch_moved = self.values.iter().zip(&shapes).zip(&from_input).all(|((v, s), &follows)| {
             let rest_equal = v.shape.len() == s.len() && v.shape.get(1..) == s.get(1..);
-            *s == v.shape || (rest_equal && v.shape.first() == Some(&traced) && s.first() == Some(&other))
+            let moved = rest_equal && v.shape.first() == Some(&traced) && s.first() == Some(&other);
+            if follows {
+                moved
+            } else {
+                *s == v.shape
+            }
         });
         let outputs_follow = self.outputs.iter().all(|o| shapes[o.0].first() == Some(&other));
         if untied.is_empty() || !only_the_batch_moved || !outputs_follow {
@@ -287,6 +319,11 @@ mod tests {
 
     /// `[batch, 3, 6, 6]` → conv → relu → pool → the reshapes `tail` → a product with `[5, 4]`: the logits.
     fn classifier(batch: usize, tail: &[Vec<i64>]) -> Graph<f32> {
+        classifier_with(batch, tail, None)
+    }
+
+    /// [`classifier`], its logits through a softmax on `softmax_axis` if given.
+    fn classifier_with(batch: usize, tail: &[Vec<i64>], softmax_axis: Option<i64>) -> Graph<f32> {
         let mut rng = Rng::new(3);
         let mut b = GraphBuilder::<f32>::new();
         let x = b.input("input", &[batch, 3, 6, 6]).unwrap();
@@ -298,8 +335,12 @@ mod tests {
             h = b.node(&format!("reshape{i}"), Reshape { shape: shape.clone() }, &[h]).unwrap();
         }
         let fc = b.constant("fc", random(&mut rng, &[5, 4])).unwrap();
-        let logits = b.node("logits", Gemm::linear(), &[h, fc]).unwrap();
-        b.output(logits);
+        let name = if softmax_axis.is_some() { "scores" } else { "logits" };
+        let mut out = b.node(name, Gemm::linear(), &[h, fc]).unwrap();
+        if let Some(axis) = softmax_axis {
+            out = b.node("logits", crate::ops::Softmax { axis }, &[out]).unwrap();
+        }
+        b.output(out);
         b.build()
     }
 
@@ -375,6 +416,26 @@ mod tests {
             b.build()
         };
         assert_eq!(moved.untie_batch_from_reshapes(), 0);
+        // A softmax over the batch, its axis counted from the end: the items mix, the graph stays tied.
+        let mut over_items = classifier_with(3, &[vec![3, -1]], Some(-2));
+        assert_eq!(over_items.untie_batch_from_reshapes(), 0);
+        let mut over_classes = classifier_with(3, &[vec![3, -1]], Some(-1));
+        assert_eq!(over_classes.untie_batch_from_reshapes(), 1);
+        // A product over the items (`Aᵀ·A` of the pooled rows: [4, 4] at any batch), added back to every row: the
+        // shapes follow the batch, yet each row depends on every item.
+        let mut summed = {
+            let mut b = GraphBuilder::<f32>::new();
+            let x = b.input("input", &[3, 3, 6, 6]).unwrap();
+            let w = b.constant("w", random(&mut Rng::new(6), &[4, 3, 3, 3])).unwrap();
+            let c = b.node("conv", Conv::new(1, 1), &[x, w]).unwrap();
+            let p = b.node("pool", GlobalAveragePool, &[c]).unwrap();
+            let rows = b.node("rows", Reshape { shape: vec![3, -1] }, &[p]).unwrap();
+            let gram = b.node("gram", Gemm { trans_a: true, trans_b: false, ..Gemm::linear() }, &[rows, rows]).unwrap();
+            let mixed = b.node("mixed", Gemm::linear(), &[rows, gram]).unwrap();
+            b.output(mixed);
+            b.build()
+        };
+        assert_eq!(summed.untie_batch_from_reshapes(), 0);
         // Inputs that are not images or volumes are left alone.
         let mut tokens = {
             let mut b = GraphBuilder::<f32>::new();

@@ -63,14 +63,21 @@ const MAX_IDLE_PASSES: u8 = 5;
 /// second of two passes running side by side started empty, and its pool replaced the first's when it ended: every
 /// pass of a batch's items run side by side mapped its activations afresh.)
 ///
-/// A kept pool that no pass takes for [`MAX_IDLE_PASSES`] pass ends is dropped, so the pools of passes that once ran
-/// side by side (a batch's items: see [`super::Graph::runs_items_apart`]) do not stay with the graph for good, and
-/// the graph keeps at most that many.
-pub(super) struct SparePool<T>(std::sync::Mutex<Vec<(BufferPool<T>, u8)>>);
+/// A kept pool sits idle through the ends of the passes that run alone (no other pass holds a pool when they end);
+/// after [`MAX_IDLE_PASSES`] of them it is dropped. So the pools of passes that ran side by side (a batch's items:
+/// see [`super::Graph::runs_items_apart`]) all stay while batches keep coming, one per pass in flight, and go once
+/// the graph serves one pass at a time.
+pub(super) struct SparePool<T>(std::sync::Mutex<Spares<T>>);
+
+/// The kept pools with the pass ends each has sat idle through, and how many pools are lent.
+struct Spares<T> {
+    kept: Vec<(BufferPool<T>, u8)>,
+    lent: usize,
+}
 
 impl<T> Default for SparePool<T> {
     fn default() -> Self {
-        SparePool(std::sync::Mutex::new(Vec::new()))
+        SparePool(std::sync::Mutex::new(Spares { kept: Vec::new(), lent: 0 }))
     }
 }
 
@@ -118,7 +125,9 @@ impl<T> SparePool<T> {
     /// The buffers of the pass that ended last, or an empty pool if other passes hold every kept one (a poisoned
     /// lock only means a pass panicked: its buffers are still fine).
     fn take(&self) -> BufferPool<T> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().map_or_else(BufferPool::new, |(pool, _)| pool)
+        let mut spares = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        spares.lent += 1;
+        spares.kept.pop().map_or_else(BufferPool::new, |(pool, _)| pool)
     }
 
     /// Keeps what a pass freed for the next one, trimmed to what that pass alone would justify.
@@ -127,12 +136,15 @@ impl<T> SparePool<T> {
         T: Element,
     {
         pool.end_pass();
-        let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain_mut(|(_, idle)| {
-            *idle += 1;
-            *idle < MAX_IDLE_PASSES
-        });
-        pools.push((pool, 0));
+        let mut spares = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        spares.lent = spares.lent.saturating_sub(1);
+        if spares.lent == 0 {
+            spares.kept.retain_mut(|(_, idle)| {
+                *idle += 1;
+                *idle < MAX_IDLE_PASSES
+            });
+        }
+        spares.kept.push((pool, 0));
     }
 }
 
@@ -345,15 +357,18 @@ mod tests {
             first.recycle(value(MIN_POOLED, 1.0));
             second.recycle(value(MIN_POOLED, 2.0));
         }
-        let lent: Vec<_> = (0..2 * MAX_IDLE_PASSES).map(|_| spare.lend()).collect();
-        drop(lent);
-        let kept = spare.0.lock().unwrap().len();
-        assert_eq!(kept, MAX_IDLE_PASSES as usize, "the graph keeps a bounded number of pools");
+        // Twelve passes side by side, twice: each keeps its pool.
+        for _ in 0..2 {
+            let lent: Vec<_> = (0..12).map(|_| spare.lend()).collect();
+            drop(lent);
+            assert_eq!(spare.0.lock().unwrap().kept.len(), 12, "one pool per pass that was in flight");
+        }
         // One pass at a time again: the pools no pass takes go after MAX_IDLE_PASSES pass ends.
         for _ in 0..MAX_IDLE_PASSES {
             drop(spare.lend());
         }
-        assert_eq!(spare.0.lock().unwrap().len(), 1, "idle pools are dropped");
+        let spares = spare.0.lock().unwrap();
+        assert_eq!((spares.kept.len(), spares.lent), (1, 0), "idle pools are dropped");
     }
 
     #[test]
