@@ -220,3 +220,24 @@ fn class_scores_shaped_n_c_1_1_work_with_every_target() {
         assert!(r.explanations.iter().all(|e| e.cam.iter().all(|v| v.is_finite())), "{target:?}");
     }
 }
+
+/// On the CPU a small model's altered copies run as their items, side by side (`Graph::runs_items_apart`): the maps
+/// are those of copies run one at a time, bit for bit (batch size 1 runs each copy as a batch of its own).
+#[test]
+fn copies_run_side_by_side_give_the_maps_of_copies_run_one_at_a_time() {
+    let model = smooth_model(3);
+    assert!(model.graph.runs_items_apart(4) && !model.graph.runs_items_apart(1));
+    let x: Tensor<f32> = random(&[1, 3, 12, 12], 9);
+    let methods = vec![Method::SmoothGrad, Method::IntegratedGradients, Method::Cam(CamMethod::ScoreCam)];
+    let mut req = request(methods, 2);
+    req.layers = vec!["features".into()];
+    (req.samples, req.steps, req.batch_size) = (6, 6, 4);
+    let side_by_side = explain(&model, x.clone(), &req).unwrap().remove(0);
+    req.batch_size = 1;
+    let one_at_a_time = explain(&model, x, &req).unwrap().remove(0);
+    assert_eq!(side_by_side.explanations.len(), 3);
+    for (a, b) in common::pairs(&side_by_side.explanations, &one_at_a_time.explanations) {
+        assert!(a.raw[0].iter().any(|&v| v != 0.0), "{}: an empty map", a.method.name());
+        assert!(a.raw == b.raw && a.cam == b.cam, "{}: the maps differ", a.method.name());
+    }
+}

@@ -109,16 +109,45 @@ pub(crate) fn batched_input_gradients(
     batch: usize,
     objectives: &[Objective],
     sign: f32,
-    alter: impl Fn(usize, ArrayViewMut3<'_, f32>),
+    alter: impl Fn(usize, ArrayViewMut3<'_, f32>) + Sync,
     mut take: impl FnMut(usize, usize, ArrayView3<'_, f32>),
 ) -> Result<()> {
     if batch == 0 {
         return Err(Error::InvalidArgument { name: "batch size", why: "the batch size must be at least 1".into() });
     }
     let batch = model.batch_limit(batch);
+    let item = image.raw_dim();
     let mut start = 0;
     while start < count {
         let n = batch.min(count - start);
+        if model.graph.runs_items_apart(n) {
+            // A small model's copies on the CPU run as their items, side by side (see `Graph::runs_items_apart`):
+            // each copy's gradients, then handed over in the copies' order.
+            let per_copy = crate::graph::side_by_side(n, |j| {
+                let mut copy = image.to_owned();
+                alter(start + j, copy.view_mut());
+                let x = as_fed(model, &model.input, copy.insert_axis(Axis(0)).into_dyn())?;
+                let acts = model.graph.forward(plan, vec![(&model.input, x)])?;
+                let out = batch_output(model, &acts, 1)?.index_axis(Axis(0), 0);
+                objectives
+                    .iter()
+                    .map(|objective| {
+                        let seed = objective.seed(out.view(), sign).insert_axis(Axis(0));
+                        let grads = acts.backward(vec![(&model.logits, seed)])?;
+                        let g = grads.get(&model.input)?.index_axis(Axis(0), 0).as_standard_layout().into_owned();
+                        // A volume's gradient [C, D, H, W] as its stacked slices, like the image it was given.
+                        g.into_shape_with_order(item).map_err(|e| Error::Internal(format!("{e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            for (j, grads) in per_copy.iter().enumerate() {
+                for (oi, g) in grads.iter().enumerate() {
+                    take(start + j, oi, g.view());
+                }
+            }
+            start += n;
+            continue;
+        }
         let mut shape = vec![n];
         shape.extend_from_slice(image.shape());
         let mut copies = Tensor::<f32>::zeros(IxDyn(&shape));
@@ -129,7 +158,6 @@ pub(crate) fn batched_input_gradients(
         }
         let acts = model.graph.forward(plan, vec![(&model.input, as_fed(model, &model.input, copies)?)])?;
         let out = batch_output(model, &acts, n)?;
-        let item = image.raw_dim();
         for (oi, objective) in objectives.iter().enumerate() {
             let mut seed = Tensor::<f32>::zeros(IxDyn(out.shape()));
             for (j, item) in out.axis_iter(Axis(0)).enumerate() {
