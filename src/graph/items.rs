@@ -201,26 +201,6 @@ impl<T: Element> Graph<T> {
         Some(one.iter().zip(&two).map(|(a, b)| a.first() == Some(&1) && b.first() == Some(&2)).collect())
     }
 
-    /// Every value's shape with the graph's one input at `batch` items, node by node; `rewrite(n, inputs)` may give
-    /// node `n`'s output shapes instead of its op. `None` if a node refuses its inputs.
-    fn shapes_at(
-        &self,
-        batch: usize,
-        mut rewrite: impl FnMut(usize, &[&[usize]]) -> Option<std::result::Result<Vec<Vec<usize>>, crate::OpError>>,
-    ) -> Option<Vec<Vec<usize>>> {
-        let [input] = self.inputs[..] else { return None };
-        let mut shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
-        *shapes[input.0].first_mut()? = batch;
-        for (n, node) in self.nodes.iter().enumerate() {
-            let ins: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i.0].as_slice()).collect();
-            let outs = rewrite(n, &ins).unwrap_or_else(|| node.op.output_shapes(&ins)).ok()?;
-            for (o, s) in node.outputs.iter().zip(outs) {
-                shapes[o.0] = s;
-            }
-        }
-        Some(shapes)
-    }
-
     /// Rewrites the reshapes of an image or volume model exported at a fixed batch size `B` (PyTorch's
     /// `x.view(B, -1)` is written as `Reshape` to `[B, -1]`) to copy their first dimension from their input (`[0,
     /// -1]`): the graph then takes any batch, so its batches can run as their items, and one image can be explained

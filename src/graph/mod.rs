@@ -228,22 +228,34 @@ impl<T: Element> Graph<T> {
     /// 16]`) accepts only that size, unless the importer could untie them (see `untie_batch_from_reshapes`); one traced
     /// at batch 1 is then run one item at a time.
     pub fn accepts_batch(&self, batch: usize) -> bool {
+        if self.inputs.iter().any(|i| self.values[i.0].shape.is_empty()) {
+            return batch == 1;
+        }
+        // The outputs must keep one item per input item (a Reshape folding the batch into tokens mixes images).
+        self.shapes_at(batch, |_, _| None)
+            .is_some_and(|shapes| self.outputs.iter().all(|o| shapes[o.0].first() == Some(&batch)))
+    }
+
+    /// Every value's shape with each graph input at `batch` items, node by node (shape rules only); `rewrite(n,
+    /// inputs)` may give node `n`'s output shapes instead of its op. `None` if an input has no batch axis or a node
+    /// refuses its inputs.
+    pub(super) fn shapes_at(
+        &self,
+        batch: usize,
+        mut rewrite: impl FnMut(usize, &[&[usize]]) -> Option<std::result::Result<Vec<Vec<usize>>, crate::OpError>>,
+    ) -> Option<Vec<Vec<usize>>> {
         let mut shapes: Vec<Vec<usize>> = self.values.iter().map(|v| v.shape.clone()).collect();
         for &i in &self.inputs {
-            match shapes[i.0].first_mut() {
-                Some(n) => *n = batch,
-                None => return batch == 1,
-            }
+            *shapes[i.0].first_mut()? = batch;
         }
-        for node in &self.nodes {
+        for (n, node) in self.nodes.iter().enumerate() {
             let ins: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i.0].as_slice()).collect();
-            let Ok(outs) = node.op.output_shapes(&ins) else { return false };
+            let outs = rewrite(n, &ins).unwrap_or_else(|| node.op.output_shapes(&ins)).ok()?;
             for (o, s) in node.outputs.iter().zip(outs) {
                 shapes[o.0] = s;
             }
         }
-        // The outputs must keep one item per input item (a Reshape folding the batch into tokens mixes images).
-        self.outputs.iter().all(|o| shapes[o.0].first() == Some(&batch))
+        Some(shapes)
     }
 
     /// The constant `id` if it is held in 16 bits.
