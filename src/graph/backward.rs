@@ -241,6 +241,11 @@ impl<T: Element> Activations<'_, T> {
         if let Some(on_device) = &self.device {
             return self.backward_on_device(on_device, seeds, options);
         }
+        super::threads::on_pool(|| self.backward_on_cpu(seeds, options))
+    }
+
+    /// The backward sweep on the CPU.
+    fn backward_on_cpu(&self, seeds: Vec<(&str, Tensor<T>)>, options: BackwardOptions<'_, T>) -> Result<Gradients<T>> {
         let (graph, plan) = (self.graph, &self.plan);
         let mut grads: Vec<Option<Tensor<T>>> = (0..graph.values.len()).map(|_| None).collect();
         for (name, seed) in seeds {

@@ -169,6 +169,17 @@ impl<T: Element> Graph<T> {
         if self.device.is_some() {
             return self.forward_on_device(plan, values, run_shapes, options);
         }
+        super::threads::on_pool(|| self.forward_on_cpu(plan, values, run_shapes, options))
+    }
+
+    /// The forward pass on the CPU, from the bound inputs.
+    fn forward_on_cpu(
+        &self,
+        plan: &super::Plan,
+        mut values: Vec<Option<Tensor<T>>>,
+        mut run_shapes: Vec<Vec<usize>>,
+        options: ForwardOptions,
+    ) -> Result<Activations<'_, T>> {
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
         let mut pool = self.spare.lend();
         // Nodes replaced by a fused chain that already ran.

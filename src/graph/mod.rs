@@ -17,6 +17,7 @@ mod items;
 mod plan;
 mod pool;
 mod stored_linear;
+mod threads;
 
 pub use backward::{BackwardOptions, GradientFilter, Gradients, VjpRecord};
 pub use builder::GraphBuilder;
