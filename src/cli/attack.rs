@@ -97,9 +97,7 @@ fn parse_fraction(s: &str) -> Result<f32, String> {
 fn to_image(pixels: &Tensor<f32>) -> RgbImage {
     let (h, w) = (pixels.shape()[2], pixels.shape()[3]);
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Rgb(std::array::from_fn(|c| {
-            (pixels[[0, c, y as usize, x as usize]] * 255.0).round().clamp(0.0, 255.0) as u8
-        }))
+        image::Rgb(std::array::from_fn(|c| gradcam::render::to_byte(pixels[[0, c, y as usize, x as usize]] * 255.0)))
     })
 }
 

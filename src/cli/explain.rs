@@ -165,7 +165,7 @@ fn read_input(path: &Path, model: &Model, max_pixels: u64) -> anyhow::Result<Vec
             let original = RgbImage::from_fn(w as u32, h as u32, |px, py| {
                 image::Rgb(std::array::from_fn(|c| {
                     let v = x[[0, c, py as usize, px as usize]] * norm.std[c] + norm.mean[c];
-                    (v * 255.0).round().clamp(0.0, 255.0) as u8
+                    gradcam::render::to_byte(v * 255.0)
                 }))
             });
             let stem = if n == 1 { stem(path) } else { format!("{}_{i}", stem(path)) };

@@ -46,7 +46,7 @@ pub fn grey_picture(grid: &Array2<f32>) -> GrayImage {
     GrayImage::from_fn(w as u32, h as u32, |x, y| {
         let v = grid[[y as usize, x as usize]];
         let t = if v.is_finite() { (v - lo) / span } else { 0.0 };
-        Luma([(t * 255.0).round().clamp(0.0, 255.0) as u8])
+        Luma([super::to_byte(t * 255.0)])
     })
 }
 

@@ -1,6 +1,6 @@
 //! Overlays at the original image's resolution, bounding boxes and gradient images.
 
-use super::Colormap;
+use super::{to_byte, Colormap};
 use crate::cam::postprocess::{resize_bilinear, resize_channels};
 use crate::error::Result;
 use image::{Rgb, RgbImage};
@@ -13,11 +13,22 @@ pub fn overlay(img: &RgbImage, map: &Array2<f32>, colormap: Colormap, alpha: f32
     let map =
         if map.dim() == (h as usize, w as usize) { map.clone() } else { resize_bilinear(map, h as usize, w as usize) };
     let a = alpha.clamp(0.0, 1.0);
-    RgbImage::from_fn(w, h, |x, y| {
-        let c = colormap.rgb(map[[y as usize, x as usize]]);
-        let p = img.get_pixel(x, y);
-        Rgb(std::array::from_fn(|k| ((1.0 - a) * p[k] as f32 + a * 255.0 * c[k]).round().clamp(0.0, 255.0) as u8))
-    })
+    let mut out = img.clone();
+    if w == 0 || h == 0 {
+        return out;
+    }
+    // Row by row over slices: per-pixel indexing (bounds checks, a closure per pixel) took most of the time.
+    let map = map.as_standard_layout();
+    let values = map.as_slice().expect("a standard-layout array is one slice");
+    for (pixels, row) in out.chunks_exact_mut(3 * w as usize).zip(values.chunks_exact(w as usize)) {
+        for (p, &v) in pixels.chunks_exact_mut(3).zip(row) {
+            let c = colormap.rgb(v);
+            for (p, c) in p.iter_mut().zip(c) {
+                *p = to_byte((1.0 - a) * *p as f32 + a * 255.0 * c);
+            }
+        }
+    }
+    out
 }
 
 /// Draws the outline of `[x0, y0, x1, y1]` (inclusive) in `color`, `thickness` pixels wide, clipped to the image.
@@ -45,7 +56,7 @@ pub fn draw_box(img: &mut RgbImage, bbox: [usize; 4], color: [u8; 3], thickness:
 pub fn gradient_image(rgb: &Array3<f32>, width: u32, height: u32) -> RgbImage {
     let r = resize_channels(rgb, height as usize, width as usize);
     RgbImage::from_fn(width, height, |x, y| {
-        Rgb(std::array::from_fn(|k| (r[[k, y as usize, x as usize]] * 255.0).round().clamp(0.0, 255.0) as u8))
+        Rgb(std::array::from_fn(|k| to_byte(r[[k, y as usize, x as usize]] * 255.0)))
     })
 }
 
