@@ -10,6 +10,7 @@ use gradcam::render::{draw_box, gradient_image, overlay, save_png, Colormap};
 use gradcam::{Model, Tensor};
 use image::RgbImage;
 use ndarray::{Array2, Axis};
+use rayon::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -631,15 +632,34 @@ fn explain_batch(
         Err(e) if items.len() == 1 || run.fail_fast => vec![Err(e.into())],
         Err(_) => items.iter().map(|i| Ok(explain(model, i.x.clone(), request)?.remove(0))).collect(),
     };
-    for (item, result) in items.iter().zip(results) {
-        let done = result.and_then(|result| {
+    let write = |item: &Item, result: anyhow::Result<ImageResult>| {
+        result.and_then(|result| {
             let written = result
                 .explanations
                 .iter()
                 .map(|e| write_explanation(args, item, e, colormap, room))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok((result, written))
+        })
+    };
+    // Drawing and PNG encoding take longer than a small model's pass: the items' pictures are made side by side
+    // when each item's fit the budget at full size with one item per thread (the same pictures as one at a time),
+    // then reported in order. A fail-fast run writes one item at a time, so nothing is written after a failure.
+    let threads = rayon::current_num_threads().max(1) as u64;
+    let side_by_side = !run.fail_fast
+        && items.len() > 1
+        && items.iter().all(|i| {
+            let (w, h) = i.original.dimensions();
+            overlay_size(w, h, room / threads) == (w, h)
         });
+    let made: Box<dyn Iterator<Item = anyhow::Result<(ImageResult, Vec<Written>)>>> = if side_by_side {
+        let made: Vec<_> = items.par_iter().zip(results).map(|(item, result)| write(item, result)).collect();
+        Box::new(made.into_iter())
+    } else {
+        // Lazily, item by item.
+        Box::new(items.iter().zip(results).map(|(item, result)| write(item, result)))
+    };
+    for (item, done) in items.iter().zip(made) {
         match done {
             Ok((result, written)) => {
                 run.print(|| report(args, model, item, &result, &written, args.layers.is_empty()));
