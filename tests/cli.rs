@@ -367,20 +367,48 @@ fn explain_in_batches_matches_one_at_a_time() {
         assert_eq!(a.shape(), b.shape());
         let diff = common::max_abs_diff(a.iter(), b.iter());
         assert!(diff < 1e-4, "maps differ by {diff}");
-        // Two at a time, the pictures are drawn side by side: the same bytes as drawn one at a time (the bundled
-        // model runs a batch as its items, so the maps are the same bits too).
-        let picture = |v: &serde_json::Value| std::fs::read(v["explanations"][0]["overlay"].as_str().unwrap()).unwrap();
-        assert!(
-            picture(one) == picture(two),
-            "overlays differ: {} and {}",
-            one["explanations"][0]["overlay"],
-            two["explanations"][0]["overlay"]
-        );
     }
     assert_eq!(runs[0][0]["predictions"][0]["class"], 285, "cat");
     assert_eq!(runs[0][1]["predictions"][0]["class"], 967, "espresso");
     let o = gradcam(&["explain", input.to_str().unwrap(), "--batch-size", "0"]);
     assert!(!o.status.success() && stderr_line(&o).contains("--batch-size"));
+}
+
+/// Several inputs in one batch have their pictures drawn side by side: the same files, byte for byte, and the same
+/// report lines in the same order as one input at a time.
+#[test]
+fn pictures_drawn_side_by_side_equal_one_at_a_time() {
+    let dir = out_dir("side_by_side");
+    let coffee = cat().replace("chelsea", "coffee");
+    let inputs = [cat(), coffee.clone(), coffee];
+    let mut runs = Vec::new();
+    for batch in ["1", "3"] {
+        let out = dir.join(format!("b{batch}"));
+        let mut args = vec!["explain", "--json", "--box", "--batch-size", batch, "--out-dir", out.to_str().unwrap()];
+        args.extend(inputs.iter().map(String::as_str));
+        let o = gradcam(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines: Vec<serde_json::Value> = o
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        runs.push(lines);
+    }
+    assert_eq!(runs[0].len(), 3, "one JSON line per input");
+    let classes = |run: &[serde_json::Value]| -> Vec<i64> {
+        run.iter().map(|l| l["explanations"][0]["class"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(classes(&runs[1]), classes(&runs[0]), "reported in input order");
+    assert_eq!(classes(&runs[0]), [285, 967, 967]);
+    for (one, together) in runs[0].iter().zip(&runs[1]) {
+        let (a, b) = (&one["explanations"][0], &together["explanations"][0]);
+        assert_eq!(a["bbox"], b["bbox"]);
+        assert_eq!(a["peak"], b["peak"]);
+        let picture = |e: &serde_json::Value| std::fs::read(e["overlay"].as_str().unwrap()).unwrap();
+        assert!(picture(a) == picture(b), "overlays differ: {} and {}", a["overlay"], b["overlay"]);
+    }
 }
 
 /// `infer --batch-size 1` on five items: a model exported for batch 1 (SqueezeNet's Reshape to [1, 1000, 1, 1])

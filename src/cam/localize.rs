@@ -43,7 +43,8 @@ pub fn localize(map: &Array2<f32>) -> Localization {
     let mut stack = Vec::new();
     for (start, &v) in map.iter().enumerate() {
         let at = (start / w + 1) * stride + start % w + 1;
-        // A NaN pixel is never below the cut nor at or above it: it starts a region of its own (reached from none).
+        // A NaN pixel is neither below the cut nor at or above it: it seeds a region (which grows into its open
+        // neighbours) but is never reached from one.
         if !open[at] && !v.is_nan() {
             continue;
         }

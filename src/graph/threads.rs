@@ -1,11 +1,15 @@
 //! Where a pass runs: on a thread of the pool that runs its kernels.
 //!
 //! Every kernel splits its layer into rayon tasks. Called from a thread outside the pool (the CLI's main thread, or
-//! any caller of the library), each of a pass's few hundred parallel loops is injected into the pool from outside:
-//! the caller queues the loop, wakes the workers and sleeps until they finish — two thread switches per layer, and
-//! a third thread on the machine's cores. A pass moved onto a pool thread once runs its loops from there, where
-//! they start at once and the caller's thread does half the work. MobileNetV2's forward pass on two threads (Zen 4):
-//! 6.2–6.4 ms from the main thread, 5.0–5.2 ms on a pool thread.
+//! any caller of the library), each of a pass's few hundred parallel loops was injected into the pool from outside:
+//! the caller queued the loop, woke the workers and slept until they finished — two thread switches per layer, and
+//! a third thread on the machine's cores. A pass moved onto a pool thread once runs its loops from there, where they
+//! start at once and the pool thread running the pass does its share. MobileNetV2's forward pass on two threads
+//! (Zen 4): 6.2–6.4 ms from the main thread before, 5.2–5.3 ms now (5.1–5.2 inside the pool).
+//!
+//! Several callers outside the pool at once each queue a whole pass; a worker waiting inside one pass may take up
+//! another one beneath it, as it may any job. Passes do not recurse, so this nests at most one pass per caller.
+//! Callers who want their passes apart run them inside a pool of their own (`ThreadPool::install`).
 
 /// Runs `f` on a thread of the current pool (the global pool when called from outside every pool), and returns its
 /// result; on a pool thread, or with one thread, it runs here.

@@ -10,8 +10,14 @@ use std::path::Path;
 /// Blends `colormap(map)` over `img`: `(1 − alpha)·img + alpha·colour`. `map` is resized to the image.
 pub fn overlay(img: &RgbImage, map: &Array2<f32>, colormap: Colormap, alpha: f32) -> RgbImage {
     let (w, h) = img.dimensions();
-    let map =
-        if map.dim() == (h as usize, w as usize) { map.clone() } else { resize_bilinear(map, h as usize, w as usize) };
+    // At the image's size already (the CLI resizes it first): read in place, not copied.
+    let resized;
+    let map = if map.dim() == (h as usize, w as usize) {
+        map.view()
+    } else {
+        resized = resize_bilinear(map, h as usize, w as usize);
+        resized.view()
+    };
     let a = alpha.clamp(0.0, 1.0);
     let mut out = img.clone();
     if w == 0 || h == 0 {
