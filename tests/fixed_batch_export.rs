@@ -79,3 +79,31 @@ fn an_export_traced_at_a_fixed_batch_takes_any_batch_and_computes_the_same() {
         assert_eq!(alone.index_axis(Axis(0), 0), whole.index_axis(Axis(0), i), "image {i} alone");
     }
 }
+
+/// `allowzero = 1` (opset 14): a shape without zeros means what it means without the attribute; a 0 would ask for
+/// an empty dimension (not "copy the input's"), which the importer refuses with a clear error.
+#[test]
+fn reshape_allowzero_is_honoured_or_refused() {
+    let allowzero = AttributeProto { name: "allowzero".into(), r#type: 2, i: 1, ..Default::default() };
+    let shape = |dims: Vec<i64>| TensorProto {
+        name: "shape".into(),
+        dims: vec![2],
+        data_type: dtype::INT64,
+        int64_data: dims,
+        ..Default::default()
+    };
+    let reshape = common::onnx_node("Reshape", "pool,shape", "flat", vec![allowzero.clone()]);
+    let with_attr = load(&classifier(reshape, vec![shape(vec![BATCH as i64, -1])]), "allowzero");
+    let flatten = common::onnx_node("Flatten", "pool", "flat", vec![]);
+    let agnostic = load(&classifier(flatten, vec![]), "allowzero-flatten");
+    let x: Tensor<f32> = common::random(&[BATCH, 3, 8, 8], 5);
+    assert_eq!(logits(&with_attr, x.clone()), logits(&agnostic, x));
+
+    let reshape = common::onnx_node("Reshape", "pool,shape", "flat", vec![allowzero]);
+    let path = std::env::temp_dir().join(format!("gradcam-allowzero-zero-{}.onnx", std::process::id()));
+    std::fs::write(&path, classifier(reshape, vec![shape(vec![0, -1])])).unwrap();
+    let Err(err) = gradcam::onnx::load(&path) else { panic!("a 0 with allowzero=1 is refused") };
+    let err = err.to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(err.contains("allowzero") && err.contains("Reshape"), "{err}");
+}

@@ -38,7 +38,16 @@ pub(super) fn reshape(im: &mut Importer, n: &NodeProto) -> Result<Lowered> {
     let x = first(n);
     let opset = im.opset;
     let shape = if opset < 5 { a.ints("shape") } else { const_ints(im, n, 1)? };
-    Ok(op(Reshape { shape: shape.ok_or_else(|| im.err(format!("node '{}': Reshape without a shape", n.name)))? }, &[x]))
+    let shape = shape.ok_or_else(|| im.err(format!("node '{}': Reshape without a shape", n.name)))?;
+    // Our Reshape reads 0 as "copy this dimension" (ONNX's default). With `allowzero = 1` (opset 14) a 0 asks for
+    // an empty dimension instead, which no image model computes with: refused rather than read the other way.
+    if a.int("allowzero", 0) != 0 && shape.contains(&0) {
+        return Err(im.err(format!(
+            "node '{}': Reshape with allowzero=1 and a 0 in its shape {shape:?} (an empty dimension) is not supported",
+            n.name
+        )));
+    }
+    Ok(op(Reshape { shape }, &[x]))
 }
 
 /// ONNX Squeeze.
