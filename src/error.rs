@@ -51,6 +51,14 @@ pub enum GraphError {
     /// A value asked of a batch run item by item that is not one item's slice of the batch.
     #[error("value '{name}' has shape {shape:?} for one item: without a batch axis of 1, the items' values cannot be stacked into the batch's")]
     NotPerItem { name: String, shape: Vec<usize> },
+    /// One item of a batch run item by item failed: which one, out of how many.
+    #[error("item {item} of {items}: {source}")]
+    InItem {
+        item: usize,
+        items: usize,
+        #[source]
+        source: Box<GraphError>,
+    },
 }
 
 /// Result type of the engine.

@@ -127,6 +127,26 @@ fn only_small_models_that_take_one_item_run_their_batches_item_by_item() {
     assert!(!b.build().runs_items_apart(2), "weights past the bound run the batch whole");
 }
 
+/// An item that fails is named: the first failing item (here the NaN in the third of four) and the batch's size,
+/// with the pass's own error beneath.
+#[test]
+fn a_failing_item_is_named() {
+    let g: Graph<f32> = tiny_resnet_sized(1, 8, 10, 16);
+    let plan = g.inference_plan(&["logits"]).unwrap();
+    let mut x = random::<f32>(&[4, 3, 16, 16], 9);
+    x[[2, 1, 5, 5]] = f32::NAN;
+    x[[3, 0, 0, 0]] = f32::NAN;
+    let options = gradcam::ForwardOptions { check_finite: true, ..Default::default() };
+    let err = g.forward_items_with(&plan, "input", &x, &["logits"], options).unwrap_err();
+    match &err {
+        gradcam::GraphError::InItem { item: 2, items: 4, source } => {
+            assert!(matches!(**source, gradcam::GraphError::NonFinite { .. }), "{source}")
+        }
+        other => panic!("expected item 2 of 4, got {other}"),
+    }
+    assert!(err.to_string().starts_with("item 2 of 4: "), "{err}");
+}
+
 /// A kept value that is not one item's slice (here a weight) cannot be stacked into a batch: a typed error naming it.
 #[test]
 fn a_value_without_a_batch_axis_is_refused_item_by_item() {

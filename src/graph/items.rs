@@ -149,7 +149,8 @@ impl<T: Element> Graph<T> {
     ///
     /// Each kept value must follow the batch (one row per item: its first axis is 1 for one item and 2 for two),
     /// else [`GraphError::NotPerItem`]: a constant, or a value computed from constants alone, is the same for every
-    /// item and has no rows to stack. The first failing item's error (in the items' order) is returned.
+    /// item and has no rows to stack. The first failing item's error (in the items' order) is returned, as
+    /// [`GraphError::InItem`] naming the item.
     pub fn forward_items(&self, plan: &Plan, input: &str, x: &Tensor<T>, keep: &[&str]) -> Result<Vec<Tensor<T>>> {
         self.forward_items_with(plan, input, x, keep, ForwardOptions::default())
     }
@@ -180,8 +181,11 @@ impl<T: Element> Graph<T> {
         }
         let per_item = side_by_side(n, |i| {
             let item = x.index_axis(Axis(0), i).insert_axis(Axis(0)).as_standard_layout().into_owned();
-            let acts = self.forward_with(plan, vec![(input, item)], options)?;
-            keep.iter().map(|&name| acts.get(name).cloned()).collect::<Result<Vec<_>>>()
+            let run = || -> Result<Vec<Tensor<T>>> {
+                let acts = self.forward_with(plan, vec![(input, item)], options)?;
+                keep.iter().map(|&name| acts.get(name).cloned()).collect()
+            };
+            run().map_err(|e| GraphError::InItem { item: i, items: n, source: Box::new(e) })
         })?;
         (0..keep.len())
             .map(|k| {
