@@ -265,6 +265,7 @@ impl<T: Element> Activations<'_, T> {
         // Gradients used up by their rule go back to the graph's buffer pool (they have the sizes of activations),
         // and the convolution input gradients — which overwrite every element — come from it: no zero fill, no
         // fresh pages.
+        let keepers = super::keeper::Keepers::for_pass();
         let mut pool = graph.spare.lend();
         // Convolutions whose leading zero `Pad` the forward pass folded in (graph::fuse): their input gradient is
         // taken for the `Pad`'s input directly, with the folded padding, so the `Pad`'s own rule — a crop, a copy of
@@ -289,6 +290,7 @@ impl<T: Element> Activations<'_, T> {
             if !plan.run_backward[n] || node.outputs.iter().all(|o| grads[o.0].is_none()) {
                 continue;
             }
+            keepers.refresh();
             let started = options.profile.then(std::time::Instant::now);
             let wrap = |source| GraphError::Op { node: node.name.clone(), op: node.op.op_type(), source };
             let input_shapes: Vec<&[usize]> = node.inputs.iter().map(|&i| self.shapes[i.0].as_slice()).collect();

@@ -180,6 +180,7 @@ impl<T: Element> Graph<T> {
         mut run_shapes: Vec<Vec<usize>>,
         options: ForwardOptions,
     ) -> Result<Activations<'_, T>> {
+        let keepers = super::keeper::Keepers::for_pass();
         let mut saved: Vec<Option<Saved>> = (0..self.nodes.len()).map(|_| None).collect();
         let mut pool = self.spare.lend();
         // Nodes replaced by a fused chain that already ran.
@@ -192,6 +193,7 @@ impl<T: Element> Graph<T> {
             if !plan.run_forward[n] {
                 continue;
             }
+            keepers.refresh();
             let free_inputs = |values: &mut Vec<Option<Tensor<T>>>, pool: &mut BufferPool<T>| {
                 for &i in &node.inputs {
                     if plan.last_use[i.0] == Some(n) && !plan.retain[i.0] {

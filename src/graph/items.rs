@@ -99,7 +99,7 @@ pub(crate) fn side_by_side<R: Send, E: Send>(
             if i >= n {
                 break;
             }
-            let result = run(i);
+            let result = super::keeper::among_items(|| run(i));
             failed.fetch_or(result.is_err(), Ordering::Relaxed);
             *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         }

@@ -14,6 +14,7 @@ mod device_tokens;
 mod forward;
 mod fuse;
 mod items;
+mod keeper;
 mod plan;
 mod pool;
 mod stored_linear;
