@@ -51,8 +51,9 @@ pub enum GraphError {
     /// A value asked of a batch run item by item that is not one item's slice of the batch.
     #[error("value '{name}' has shape {shape:?} for one item: without a batch axis of 1, the items' values cannot be stacked into the batch's")]
     NotPerItem { name: String, shape: Vec<usize> },
-    /// One item of a batch run item by item failed: which one, out of how many.
-    #[error("item {item} of {items}: {source}")]
+    /// One item of a batch run item by item failed: which one (`item` counts from 0; the message from 1), out of how
+    /// many.
+    #[error("item {} of {items}: {source}", .item + 1)]
     InItem {
         item: usize,
         items: usize,

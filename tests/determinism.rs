@@ -144,7 +144,7 @@ fn a_failing_item_is_named() {
         }
         other => panic!("expected item 2 of 4, got {other}"),
     }
-    assert!(err.to_string().starts_with("item 2 of 4: "), "{err}");
+    assert!(err.to_string().starts_with("item 3 of 4: "), "the message counts from 1: {err}");
 }
 
 /// A kept value that is not one item's slice (here a weight) cannot be stacked into a batch: a typed error naming it.

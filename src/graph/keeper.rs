@@ -10,13 +10,15 @@
 //! ±2 %. It never changes which task computes what — the kernels' task
 //! shapes depend on the layer alone — so results stay bit-identical.
 //!
-//! A keeper cannot hang a pass: it leaves once it has found no work for [`IDLE_LIMIT`], so a keeper that a worker
-//! picked up beneath a job it must return to (a worker waiting inside a join may run any job) delays that job by at
-//! most this long; one that lands on the pass's own thread leaves at once. Passes side by side (`graph::items`) keep
-//! every thread busy already: they start no keepers, and a keeper leaves as soon as a second pass is in flight.
+//! A keeper cannot hang a pass. A worker waiting inside a join may run any queued job, a keeper too, and the join
+//! then waits for the keeper. So a keeper leaves once it has found no work for [`IDLE_LIMIT`], or when the pass has
+//! not reached a new node for [`STALE_LIMIT`] (bounding the wait even while other work keeps it busy); it leaves at
+//! once on the pass's own thread, on a thread already running a keeper, and when a second pass is in flight. On two
+//! threads no keeper is left queued while the pass's work runs, so this does not arise there; on more threads a join
+//! may wait up to those limits. Passes side by side (`graph::items`) keep every thread busy already and start none.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,12 +26,17 @@ use std::time::{Duration, Instant};
 /// few to a few tens of µs), short enough that a keeper stuck beneath a waiting job costs little.
 const IDLE_LIMIT: Duration = Duration::from_micros(500);
 
+/// How long a keeper stays after the pass last reached a new node ([`Keepers::refresh`]).
+const STALE_LIMIT: Duration = Duration::from_millis(2);
+
 /// Passes running now, in any pool of this process.
 static PASSES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// Set while this thread runs items side by side ([`among_items`]).
     static AMONG_ITEMS: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread runs a keeper: a keeper that work run by a keeper takes up leaves at once.
+    static KEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` as one of several passes side by side: passes it starts have no keepers.
@@ -52,6 +59,15 @@ struct Shared {
     owner: usize,
     /// Keepers running or queued.
     live: AtomicUsize,
+    /// When the pass last reached a new node: µs since `start`.
+    refreshed_us: AtomicU64,
+    start: Instant,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
 }
 
 /// Held for the length of a pass; dropping it sends the keepers away.
@@ -66,7 +82,13 @@ impl Keepers {
         PASSES_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         let shared = match rayon::current_thread_index() {
             Some(owner) if !AMONG_ITEMS.get() && rayon::current_num_threads() > 1 => {
-                let shared = Arc::new(Shared { done: AtomicBool::new(false), owner, live: AtomicUsize::new(0) });
+                let shared = Arc::new(Shared {
+                    done: AtomicBool::new(false),
+                    owner,
+                    live: AtomicUsize::new(0),
+                    refreshed_us: AtomicU64::new(0),
+                    start: Instant::now(),
+                });
                 spawn_missing(&shared);
                 Some(shared)
             }
@@ -78,6 +100,7 @@ impl Keepers {
     /// Between nodes: replaces keepers that left (after a long serial stretch, or taken up by the pass's own thread).
     pub(crate) fn refresh(&self) {
         if let Some(shared) = &self.shared {
+            shared.refreshed_us.store(shared.now_us(), Ordering::Relaxed);
             spawn_missing(shared);
         }
     }
@@ -93,24 +116,48 @@ impl Drop for Keepers {
 }
 
 fn spawn_missing(shared: &Arc<Shared>) {
+    // With another pass in flight every keeper would leave at once: spawning them only wakes workers.
+    if PASSES_IN_FLIGHT.load(Ordering::Relaxed) != 1 {
+        return;
+    }
     let wanted = rayon::current_num_threads().saturating_sub(1);
     while shared.live.load(Ordering::Relaxed) < wanted {
         shared.live.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(shared);
         rayon::spawn(move || {
+            // Counted out however the keeper ends.
+            struct Gone<'a>(&'a Shared);
+            impl Drop for Gone<'_> {
+                fn drop(&mut self) {
+                    self.0.live.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _gone = Gone(&shared);
             keep(&shared);
-            shared.live.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-/// Runs the pool's work until the pass ends, another pass starts, or no work has come for [`IDLE_LIMIT`].
+/// Runs the pool's work until the pass ends, another pass starts, no work has come for [`IDLE_LIMIT`], or the pass
+/// has not reached a new node for [`STALE_LIMIT`].
 fn keep(shared: &Shared) {
-    if rayon::current_thread_index() == Some(shared.owner) {
+    if rayon::current_thread_index() == Some(shared.owner) || KEEPING.get() {
         return;
     }
+    KEEPING.set(true);
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            KEEPING.set(false);
+        }
+    }
+    let _reset = Reset;
     let mut idle_since: Option<Instant> = None;
     while !shared.done.load(Ordering::Acquire) && PASSES_IN_FLIGHT.load(Ordering::Relaxed) == 1 {
+        let stale = shared.now_us().saturating_sub(shared.refreshed_us.load(Ordering::Relaxed));
+        if stale > STALE_LIMIT.as_micros() as u64 {
+            return;
+        }
         match rayon::yield_now() {
             Some(rayon::Yield::Executed) => idle_since = None,
             Some(rayon::Yield::Idle) => {
