@@ -19,6 +19,11 @@ fn cat() -> String {
     common::fixture("images/chelsea.png").display().to_string()
 }
 
+/// The JSON objects of a run's stdout, one per line.
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    o.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
 fn stderr_line(o: &Output) -> String {
     let s = String::from_utf8_lossy(&o.stderr).trim().to_string();
     assert_eq!(s.lines().count(), 1, "expected one line on stderr, got: {s}");
@@ -349,12 +354,7 @@ fn explain_in_batches_matches_one_at_a_time() {
             out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let lines: Vec<serde_json::Value> = o
-            .stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+        let lines = json_lines(&o);
         assert_eq!(lines.len(), 3, "one JSON line per image");
         runs.push(lines);
     }
@@ -388,12 +388,7 @@ fn pictures_drawn_side_by_side_equal_one_at_a_time() {
         args.extend(inputs.iter().map(String::as_str));
         let o = gradcam(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let lines: Vec<serde_json::Value> = o
-            .stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+        let lines = json_lines(&o);
         runs.push(lines);
     }
     assert_eq!(runs[0].len(), 3, "one JSON line per input");
