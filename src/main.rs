@@ -15,19 +15,7 @@ fn main() {
         }
         // One clear line, non-zero exit: the chain of causes, each said once (a typed error that already quotes
         // its source is not followed by the source again).
-        eprintln!("error: {}", one_line(&e));
+        eprintln!("error: {}", cli::one_line(&e));
         std::process::exit(1);
     }
-}
-
-/// `e` and its causes joined by ": ", leaving out a cause whose text the message already contains.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = e.to_string();
-    for cause in e.chain().skip(1) {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-    }
-    line
 }

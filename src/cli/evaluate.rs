@@ -299,9 +299,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             Err(e) => {
                 failed += 1;
                 if args.json {
-                    say!("{}", json!({"input": input, "error": format!("{e:#}")}));
+                    say!("{}", json!({"input": input, "error": super::one_line(&e)}));
                 } else {
-                    note(format!("{input}: {e:#}"));
+                    note(format!("{input}: {}", super::one_line(&e)));
                 }
             }
         }

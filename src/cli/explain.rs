@@ -579,18 +579,18 @@ impl Run {
     fn failure(&mut self, json: bool, input: &str, e: anyhow::Error) -> anyhow::Result<()> {
         if self.fail_fast {
             // Named once: most errors already name their file.
-            let named = format!("{e:#}").contains(input);
+            let named = super::one_line(&e).contains(input);
             return Err(if named { e } else { e.context(input.to_string()) });
         }
         self.failed += 1;
         if json && !self.stdout_closed {
-            let line = json!({"input": input, "error": format!("{e:#}")});
+            let line = json!({"input": input, "error": super::one_line(&e)});
             self.print(|| {
                 say!("{line}");
                 Ok(())
             });
         } else {
-            eprintln!("error: {input}: {e:#}");
+            eprintln!("error: {input}: {}", super::one_line(&e));
         }
         Ok(())
     }

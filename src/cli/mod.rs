@@ -304,6 +304,19 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok((v * scale as f64) as u64)
 }
 
+/// `e` and its causes joined by ": ", leaving out a cause whose text the message already contains (a typed error
+/// that quotes its source is not followed by the source again): the CLI's one line per error.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Explain(a) => explain::run(a),
@@ -318,6 +331,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let inner = gradcam::GraphError::NotAnInput { name: "x".into(), expected: "input".into() };
+        let quoted = inner.to_string();
+        let wrapped = gradcam::GraphError::InItem { item: 1, items: 3, source: Box::new(inner) };
+        let e = anyhow::Error::new(wrapped).context("photo.png");
+        let line = super::one_line(&e);
+        assert_eq!(line.matches(&quoted).count(), 1, "{line}");
+        assert!(line.starts_with("photo.png: item 2 of 3: "), "{line}");
+    }
+
     use super::parse_size;
 
     #[test]
