@@ -23,25 +23,20 @@ fn classifier(head: NodeProto, extra: Vec<TensorProto>) -> Vec<u8> {
     let trans_b = AttributeProto { name: "transB".into(), r#type: 2, i: 1, ..Default::default() };
     let mut initializer = vec![floats("w", vec![4, 3, 3, 3], 0), floats("fc", vec![5, 4], 7)];
     initializer.extend(extra);
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        producer_name: "test".into(),
-        graph: Some(GraphProto {
-            node: vec![
-                node("Conv", "x,w", "conv", vec![pads]),
-                node("Relu", "conv", "relu", vec![]),
-                node("GlobalAveragePool", "relu", "pool", vec![]),
-                head,
-                node("Gemm", "flat,fc", "logits", vec![trans_b]),
-            ],
-            name: "g".into(),
-            initializer,
-            input: vec![common::onnx_value_info("x", &[BATCH as i64, 3, 8, 8])],
-            output: vec![common::onnx_value_info("logits", &[])],
-        }),
-    }
-    .encode_to_vec()
+    let nodes = vec![
+        node("Conv", "x,w", "conv", vec![pads]),
+        node("Relu", "conv", "relu", vec![]),
+        node("GlobalAveragePool", "relu", "pool", vec![]),
+        head,
+        node("Gemm", "flat,fc", "logits", vec![trans_b]),
+    ];
+    common::onnx_model(nodes, initializer, common::onnx_value_info("x", &[BATCH as i64, 3, 8, 8]), "logits")
+        .encode_to_vec()
+}
+
+/// The shape operand of a `Reshape` of the pooled `[B, 4, 1, 1]` values.
+fn shape_tensor(dims: Vec<i64>) -> TensorProto {
+    TensorProto { name: "shape".into(), dims: vec![2], data_type: dtype::INT64, int64_data: dims, ..Default::default() }
 }
 
 fn load(bytes: &[u8], name: &str) -> Graph<f32> {
@@ -59,15 +54,8 @@ fn logits(g: &Graph<f32>, x: Tensor<f32>) -> Tensor<f32> {
 
 #[test]
 fn an_export_traced_at_a_fixed_batch_takes_any_batch_and_computes_the_same() {
-    let shape = TensorProto {
-        name: "shape".into(),
-        dims: vec![2],
-        data_type: dtype::INT64,
-        int64_data: vec![BATCH as i64, -1],
-        ..Default::default()
-    };
     let reshape = common::onnx_node("Reshape", "pool,shape", "flat", vec![]);
-    let traced = load(&classifier(reshape, vec![shape]), "traced");
+    let traced = load(&classifier(reshape, vec![shape_tensor(vec![BATCH as i64, -1])]), "traced");
     let flatten = common::onnx_node("Flatten", "pool", "flat", vec![]);
     let agnostic = load(&classifier(flatten, vec![]), "agnostic");
     assert!(traced.accepts_batch(1) && traced.accepts_batch(BATCH) && traced.accepts_batch(8));
@@ -85,15 +73,8 @@ fn an_export_traced_at_a_fixed_batch_takes_any_batch_and_computes_the_same() {
 #[test]
 fn reshape_allowzero_is_honoured_or_refused() {
     let allowzero = AttributeProto { name: "allowzero".into(), r#type: 2, i: 1, ..Default::default() };
-    let shape = |dims: Vec<i64>| TensorProto {
-        name: "shape".into(),
-        dims: vec![2],
-        data_type: dtype::INT64,
-        int64_data: dims,
-        ..Default::default()
-    };
     let reshape = common::onnx_node("Reshape", "pool,shape", "flat", vec![allowzero.clone()]);
-    let with_attr = load(&classifier(reshape, vec![shape(vec![BATCH as i64, -1])]), "allowzero");
+    let with_attr = load(&classifier(reshape, vec![shape_tensor(vec![BATCH as i64, -1])]), "allowzero");
     let flatten = common::onnx_node("Flatten", "pool", "flat", vec![]);
     let agnostic = load(&classifier(flatten, vec![]), "allowzero-flatten");
     let x: Tensor<f32> = common::random(&[BATCH, 3, 8, 8], 5);
@@ -101,7 +82,7 @@ fn reshape_allowzero_is_honoured_or_refused() {
 
     let reshape = common::onnx_node("Reshape", "pool,shape", "flat", vec![allowzero]);
     let path = std::env::temp_dir().join(format!("gradcam-allowzero-zero-{}.onnx", std::process::id()));
-    std::fs::write(&path, classifier(reshape, vec![shape(vec![0, -1])])).unwrap();
+    std::fs::write(&path, classifier(reshape, vec![shape_tensor(vec![0, -1])])).unwrap();
     let Err(err) = gradcam::onnx::load(&path) else { panic!("a 0 with allowzero=1 is refused") };
     let err = err.to_string();
     let _ = std::fs::remove_file(&path);

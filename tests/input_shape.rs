@@ -52,23 +52,13 @@ fn symbolic_classifier(path: &Path) {
             }),
         }),
     };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        producer_name: "test".into(),
-        graph: Some(GraphProto {
-            node: vec![
-                node("Conv", "x,w", "conv", vec![pads]),
-                node("Relu", "conv", "relu", vec![]),
-                node("GlobalAveragePool", "relu", "pool", vec![]),
-                node("Flatten", "pool", "logits", vec![]),
-            ],
-            name: "g".into(),
-            initializer: vec![w],
-            input: vec![input],
-            output: vec![common::onnx_value_info("logits", &[])],
-        }),
-    };
+    let nodes = vec![
+        node("Conv", "x,w", "conv", vec![pads]),
+        node("Relu", "conv", "relu", vec![]),
+        node("GlobalAveragePool", "relu", "pool", vec![]),
+        node("Flatten", "pool", "logits", vec![]),
+    ];
+    let model = common::onnx_model(nodes, vec![w], input, "logits");
     std::fs::write(path, model.encode_to_vec()).unwrap();
 }
 

@@ -331,17 +331,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn one_line_says_each_cause_once() {
-        let inner = gradcam::GraphError::NotAnInput { name: "x".into(), expected: "input".into() };
-        let quoted = inner.to_string();
-        let wrapped = gradcam::GraphError::InItem { item: 1, items: 3, source: Box::new(inner) };
-        let e = anyhow::Error::new(wrapped).context("photo.png");
-        let line = super::one_line(&e);
-        assert_eq!(line.matches(&quoted).count(), 1, "{line}");
-        assert!(line.starts_with("photo.png: item 2 of 3: "), "{line}");
-    }
-
     use super::parse_size;
 
     #[test]
@@ -353,5 +342,16 @@ mod tests {
         assert_eq!(parse_size("64k"), Ok(64 << 10));
         assert!(parse_size("0").is_err() && parse_size("-1G").is_err() && parse_size("3X").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let inner = gradcam::GraphError::NotAnInput { name: "x".into(), expected: "input".into() };
+        let quoted = inner.to_string();
+        let wrapped = gradcam::GraphError::InItem { item: 1, items: 3, source: Box::new(inner) };
+        let e = anyhow::Error::new(wrapped).context("photo.png");
+        let line = super::one_line(&e);
+        assert_eq!(line.matches(&quoted).count(), 1, "{line}");
+        assert!(line.starts_with("photo.png: item 2 of 3: "), "{line}");
     }
 }

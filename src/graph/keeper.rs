@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 /// How long a keeper spins without finding work before it leaves: longer than the gaps between a pass's loops (a
@@ -41,13 +42,18 @@ thread_local! {
 
 /// Runs `f` as one of several passes side by side: passes it starts have no keepers.
 pub(crate) fn among_items<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
+    with_flag(&AMONG_ITEMS, f)
+}
+
+/// Runs `f` with this thread's `flag` set, and puts the flag back as it was however `f` ends.
+fn with_flag<R>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Reset(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            AMONG_ITEMS.set(self.0);
+            self.0.set(self.1);
         }
     }
-    let _reset = Reset(AMONG_ITEMS.replace(true));
+    let _reset = Reset(flag, flag.replace(true));
     f()
 }
 
@@ -144,31 +150,25 @@ fn keep(shared: &Shared) {
     if rayon::current_thread_index() == Some(shared.owner) || KEEPING.get() {
         return;
     }
-    KEEPING.set(true);
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            KEEPING.set(false);
-        }
-    }
-    let _reset = Reset;
-    let mut idle_since: Option<Instant> = None;
-    while !shared.done.load(Ordering::Acquire) && PASSES_IN_FLIGHT.load(Ordering::Relaxed) == 1 {
-        let stale = shared.now_us().saturating_sub(shared.refreshed_us.load(Ordering::Relaxed));
-        if stale > STALE_LIMIT.as_micros() as u64 {
-            return;
-        }
-        match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => idle_since = None,
-            Some(rayon::Yield::Idle) => {
-                if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE_LIMIT {
-                    return;
-                }
-                std::hint::spin_loop();
+    with_flag(&KEEPING, || {
+        let mut idle_since: Option<Instant> = None;
+        while !shared.done.load(Ordering::Acquire) && PASSES_IN_FLIGHT.load(Ordering::Relaxed) == 1 {
+            let stale = shared.now_us().saturating_sub(shared.refreshed_us.load(Ordering::Relaxed));
+            if stale > STALE_LIMIT.as_micros() as u64 {
+                return;
             }
-            None => return,
+            match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => idle_since = None,
+                Some(rayon::Yield::Idle) => {
+                    if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE_LIMIT {
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+                None => return,
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -145,6 +145,29 @@ pub fn onnx_value_info(name: &str, dims: &[i64]) -> gradcam::onnx::proto::ValueI
     }
 }
 
+/// An opset-17 ONNX model of the graph `node` with its `initializer`, one `input` and one output `output` (shape left
+/// to inference).
+pub fn onnx_model(
+    node: Vec<gradcam::onnx::proto::NodeProto>,
+    initializer: Vec<gradcam::onnx::proto::TensorProto>,
+    input: gradcam::onnx::proto::ValueInfoProto,
+    output: &str,
+) -> gradcam::onnx::proto::ModelProto {
+    use gradcam::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "test".into(),
+        graph: Some(GraphProto {
+            node,
+            name: "g".into(),
+            initializer,
+            input: vec![input],
+            output: vec![onnx_value_info(output, &[])],
+        }),
+    }
+}
+
 /// An ONNX node named after its one output, reading the comma-separated `inputs`.
 pub fn onnx_node(
     op: &str,
