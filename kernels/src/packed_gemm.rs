@@ -830,6 +830,38 @@ mod tests {
         }
     }
 
+    /// A last panel of a third or two thirds of the tile's rows, and a last column panel one vector wide, run on
+    /// smaller tiles (`microkernel`): each output must keep the bits the whole tile gives it. The product of the
+    /// first `m` rows and `n` columns is compared with the same block of a product a whole number of tiles tall and
+    /// wide, over two K blocks (so the accumulators also start from C) with a bias and a clamp.
+    #[test]
+    fn short_and_narrow_tiles_give_the_bits_of_whole_ones() {
+        let k = KC + 22;
+        for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
+            let tile = microkernel::tile(level);
+            let (big_m, big_n) = (2 * tile.mr, 2 * tile.nr);
+            let a = data(big_m * k, 1);
+            let b = data(k * big_n, 2);
+            let bias = data(big_m, 3);
+            let clamp = Clamp { lo: -0.5, hi: 0.7 };
+            let whole = PackedA::pack(level, MatRef::row_major(&a, big_m, k), Some(&bias));
+            let mut want = vec![0.0; big_m * big_n];
+            whole.gemm(MatRef::row_major(&b, k, big_n), &mut want, false, clamp);
+            for m in [1, tile.mr / 3, tile.mr / 3 + 1, 2 * (tile.mr / 3), tile.mr + 1, tile.mr + tile.mr / 3] {
+                for n in [1, tile.nr / 2, tile.nr / 2 + 1, tile.nr + 3, tile.nr + tile.nr / 2] {
+                    let packed = PackedA::pack(level, MatRef::row_major(&a[..m * k], m, k), Some(&bias[..m]));
+                    let cols: Vec<f32> = (0..k).flat_map(|p| b[p * big_n..p * big_n + n].to_vec()).collect();
+                    let mut got = vec![0.0; m * n];
+                    packed.gemm(MatRef::row_major(&cols, k, n), &mut got, false, clamp);
+                    for (i, &g) in got.iter().enumerate() {
+                        let w = want[(i / n) * big_n + i % n];
+                        assert_eq!(g.to_bits(), w.to_bits(), "{level} {m}×{n} at ({}, {})", i / n, i % n);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn row_ranges_partition_the_product_exactly() {
         // Computing rows in panel-aligned blocks gives bit-identical results to one call: tasks may split rows.

@@ -32,23 +32,111 @@ macro_rules! microkernel {
         pub(super) const MR: usize = $mr;
         /// Columns of the tile: two vectors.
         pub(super) const NR: usize = 2 * $lanes;
+        /// Rows of the short tiles a last panel may run on: a third and two thirds of the tile.
+        const THIRD: usize = $mr / 3;
 
         $(#[$doc])*
         ///
         /// Runs `panels` row panels one after another against the same `B` block (panel `i` reads `A` at
         /// `a + i·a_step`, its bias from `bias[i·mr ..]`, and writes `C` at `c + i·mr·rsc`): one call per column
-        /// panel and row block instead of one per tile.
+        /// panel and row block instead of one per tile. `lda`: `None` for packed panels of `A`, else the row stride
+        /// of row-major ones.
+        ///
+        /// A last panel with few rows (a third or two thirds of the tile at most: 16 output channels on a 12-row
+        /// tile) runs on a tile of that height, and a block at most one vector wide on one-vector tiles, so the
+        /// padding rows and columns cost no FMAs. Each output is the same sequence of operations on every tile.
         ///
         /// # Safety
         /// The CPU supports the target features; for each panel, `A` holds `kc·mr` readable values from its start
-        /// (`kc` per row, `lda` apart, when `ROW_MAJOR`), `b` `2·lanes` readable values at each `b + p·ldb`,
-        /// `p < kc`; `c` is a writable `panels·mr × cols` block (`cols ≤ 2·lanes`) with row stride `rsc` owned by
-        /// this thread, less the rows past `last_rows ≤ mr` of the last panel, which are neither read nor written;
-        /// `bias` (if any) has at least `panels·mr` values (checked by the caller, [`super::Tile::run_panels`]);
-        /// `residual` (if any) is readable wherever `c` is written, at the same offsets.
+        /// (`kc` per row, `lda` apart, when row-major), `b` `2·lanes` readable values at each `b + p·ldb`,
+        /// `p < kc`; `c` is a writable `panels·mr × cols` block (`1 ≤ cols ≤ 2·lanes`) with row stride `rsc` owned
+        /// by this thread, less the rows past `last_rows` (`1 ≤ last_rows ≤ mr`) of the last panel, which are
+        /// neither read nor written; `bias` (if any) has at least `panels·mr` values (checked by the caller,
+        /// [`super::Tile::run_panels`]); `residual` (if any) is readable wherever `c` is written, at the same
+        /// offsets.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $name(
+            panels: usize,
+            last_rows: usize,
+            cols: usize,
+            kc: usize,
+            a: *const f32,
+            a_step: usize,
+            lda: Option<usize>,
+            b: *const f32,
+            ldb: usize,
+            b_next: *const f32,
+            c: *mut f32,
+            rsc: usize,
+            load: bool,
+            bias: Option<&[f32]>,
+            residual: Option<*const f32>,
+            clamp: Option<$crate::packed_gemm::Clamp>,
+        ) {
+            // One variant (rows, vectors, packed or row-major) over `panels` panels from panel `first`.
+            macro_rules! run {
+                ($rows:expr, $vecs:expr, $first:expr, $panels:expr, $last_rows:expr, $b_next:expr) => {{
+                    let first = $first;
+                    let (a, c) = (a.add(first * a_step), c.add(first * MR * rsc));
+                    let bias = bias.map(|v| &v[first * MR..]);
+                    let residual = residual.map(|r| r.add(first * MR * rsc));
+                    let (panels, last_rows, b_next) = ($panels, $last_rows, $b_next);
+                    match lda {
+                        None => kernel::<false, { $rows }, { $vecs }>(
+                            panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias,
+                            residual, clamp,
+                        ),
+                        Some(lda) => kernel::<true, { $rows }, { $vecs }>(
+                            panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias,
+                            residual, clamp,
+                        ),
+                    }
+                }};
+            }
+            if panels == 0 {
+                return;
+            }
+            // The last panel's tile: a third, two thirds or the whole height.
+            let short = if last_rows <= THIRD {
+                1
+            } else if last_rows <= 2 * THIRD {
+                2
+            } else {
+                3
+            };
+            let full = if short == 3 { panels } else { panels - 1 };
+            // SAFETY: the contract above; each call covers panels of the caller's block (its own offsets into A,
+            // C, the bias and the residual), the short tile only the last panel's first `last_rows ≤ rows` rows.
+            unsafe {
+                if full > 0 {
+                    let last = if full == panels { last_rows } else { MR };
+                    match cols > $lanes {
+                        true => run!(MR, 2, 0, full, last, b_next),
+                        false => run!(MR, 1, 0, full, last, b_next),
+                    }
+                }
+                if full < panels {
+                    // The next column panel is fetched while the first row panel runs: here only if it is this one.
+                    let b_next = if full == 0 { b_next } else { std::ptr::null() };
+                    match (short, cols > $lanes) {
+                        (1, true) => run!(THIRD, 2, full, 1, last_rows, b_next),
+                        (1, false) => run!(THIRD, 1, full, 1, last_rows, b_next),
+                        (_, true) => run!(2 * THIRD, 2, full, 1, last_rows, b_next),
+                        (_, false) => run!(2 * THIRD, 1, full, 1, last_rows, b_next),
+                    }
+                }
+            }
+        }
+
+        /// The tile `ROWS × VECS·lanes` (`ROWS ≤ MR`) over panels laid out for `MR` rows: see [`$name`]. Rows
+        /// `ROWS ..` of each panel are not computed (callers give it only panels whose rows past `ROWS` are padding).
+        ///
+        /// # Safety
+        /// As [`$name`], with `cols ≤ VECS·lanes` and `last_rows ≤ ROWS` (and every panel but the last of `ROWS = MR`
+        /// rows).
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-        pub(super) unsafe fn $name<const ROW_MAJOR: bool>(
+        unsafe fn kernel<const ROW_MAJOR: bool, const ROWS: usize, const VECS: usize>(
             panels: usize,
             last_rows: usize,
             cols: usize,
@@ -67,9 +155,23 @@ macro_rules! microkernel {
             clamp: Option<$crate::packed_gemm::Clamp>,
         ) {
             const L: usize = $lanes;
-            // A tile narrower than NR (the last panel of a plane that is not a multiple of NR wide) reads and writes
-            // C and the residual through lane masks; B is zero-padded past its columns.
-            let whole = cols >= NR;
+            // A tile narrower than its vectors (the last panel of a plane that is not a multiple of NR wide) reads
+            // and writes C and the residual through lane masks; B is zero-padded past its columns.
+            let whole = cols >= VECS * L;
+            // `$body` for vector `h` = 0, then 1 when the tile has two: written out rather than looped, so that
+            // every index into the accumulators is a constant and they stay in registers.
+            macro_rules! each_vector {
+                ($h:ident => $body:block) => {{
+                    {
+                        let $h = 0;
+                        $body
+                    }
+                    if VECS > 1 {
+                        let $h = 1;
+                        $body
+                    }
+                }};
+            }
             // SAFETY: (for the whole block) the CPU supports the target features; every pointer offset stays inside
             // the blocks described in the contract above; the masked loads and stores touch only the tile's columns.
             unsafe {
@@ -77,28 +179,30 @@ macro_rules! microkernel {
                 for i in 0..panels {
                     let (a, c) = (a.add(i * a_step), c.add(i * MR * rsc));
                     // Rows of C this panel owns: all of them but in a short last panel (whose A rows are zeros).
-                    let rows = if i + 1 == panels { last_rows } else { MR };
-                    let mut acc = [[$zero(); 2]; MR];
+                    let rows = if i + 1 == panels { last_rows } else { ROWS };
+                    let mut acc = [[$zero(); VECS]; ROWS];
                     let residual = residual.map(|r| r.add(i * MR * rsc));
                     if let Some(res) = residual {
                         // Its rows lie a plane apart, which the hardware prefetcher does not follow: fetched while
                         // the products run.
                         for r in 0..rows {
                             $crate::packed_gemm::prefetch(res.wrapping_add(r * rsc));
-                            $crate::packed_gemm::prefetch(res.wrapping_add(r * rsc + cols.min(NR) - 1));
+                            $crate::packed_gemm::prefetch(res.wrapping_add(r * rsc + cols - 1));
                         }
                     }
                     if load {
                         for r in 0..rows {
-                            acc[r][0] = load_lanes!(c.add(r * rsc), masks[0], whole);
-                            acc[r][1] = load_lanes!(c.wrapping_add(r * rsc + L), masks[1], whole);
+                            each_vector!(h => {
+                                acc[r][h] = load_lanes!(c.wrapping_add(r * rsc + h * L), masks[h], whole);
+                            });
                         }
                     }
                     if let Some(bias) = bias {
-                        for r in 0..MR {
+                        for r in 0..ROWS {
                             let v = $splat(bias[i * MR + r]);
-                            acc[r][0] = $add(acc[r][0], v);
-                            acc[r][1] = $add(acc[r][1], v);
+                            each_vector!(h => {
+                                acc[r][h] = $add(acc[r][h], v);
+                            });
                         }
                     }
                     // The next column panel, when it is read in place (rows a plane apart, too many streams for the
@@ -109,34 +213,40 @@ macro_rules! microkernel {
                             $crate::packed_gemm::prefetch(b_next.wrapping_add(p * ldb));
                             $crate::packed_gemm::prefetch(b_next.wrapping_add(p * ldb + NR - 1));
                         }
-                        let b0 = $load(b.add(p * ldb));
-                        let b1 = $load(b.add(p * ldb + L));
-                        for r in 0..MR {
+                        let mut bv = [$zero(); VECS];
+                        each_vector!(h => {
+                            bv[h] = $load(b.add(p * ldb + h * L));
+                        });
+                        for r in 0..ROWS {
                             // Packed: MR values per p. Row-major: row r at a + r·lda (a monomorphized variant).
                             let av = $splat(if ROW_MAJOR { *a.add(r * lda + p) } else { *a.add(p * MR + r) });
-                            acc[r][0] = $fma(av, b0, acc[r][0]);
-                            acc[r][1] = $fma(av, b1, acc[r][1]);
+                            each_vector!(h => {
+                                acc[r][h] = $fma(av, bv[h], acc[r][h]);
+                            });
                         }
                     }
                     if let Some(res) = residual {
                         for r in 0..rows {
-                            acc[r][0] = $add(acc[r][0], load_lanes!(res.add(r * rsc), masks[0], whole));
-                            acc[r][1] = $add(acc[r][1], load_lanes!(res.wrapping_add(r * rsc + L), masks[1], whole));
+                            each_vector!(h => {
+                                acc[r][h] =
+                                    $add(acc[r][h], load_lanes!(res.wrapping_add(r * rsc + h * L), masks[h], whole));
+                            });
                         }
                     }
                     if let Some(cl) = clamp {
                         // max(lo, x) and min(hi, x) return x when x is NaN (the second operand): NaN propagates like
                         // PyTorch.
                         let (lo, hi) = ($splat(cl.lo), $splat(cl.hi));
-                        for r in 0..MR {
-                            for h in 0..2 {
+                        for r in 0..ROWS {
+                            each_vector!(h => {
                                 acc[r][h] = $min(hi, $max(lo, acc[r][h]));
-                            }
+                            });
                         }
                     }
                     for r in 0..rows {
-                        store_lanes!(c.add(r * rsc), masks[0], whole, acc[r][0]);
-                        store_lanes!(c.wrapping_add(r * rsc + L), masks[1], whole, acc[r][1]);
+                        each_vector!(h => {
+                            store_lanes!(c.wrapping_add(r * rsc + h * L), masks[h], whole, acc[r][h]);
+                        });
                     }
                 }
             }
@@ -258,20 +368,13 @@ impl Tile {
         }
         assert!((1..=self.mr).contains(&last_rows), "microkernel: {last_rows} rows in a panel of {}", self.mr);
         assert!(cols > 0 && cols <= self.nr, "microkernel: {cols} columns in a panel of {}", self.nr);
-        // One kernel's packed (`lda` = None) or row-major variant, with the caller's arguments.
+        // One level's kernel with the caller's arguments.
         #[cfg(target_arch = "x86_64")]
         macro_rules! call {
             ($kernel:path) => {{
-                use $kernel as kernel;
-                match lda {
-                    None => kernel::<false>(
-                        panels, last_rows, cols, kc, a, a_step, 0, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
-                    ),
-                    Some(lda) => kernel::<true>(
-                        panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual,
-                        clamp,
-                    ),
-                }
+                $kernel(
+                    panels, last_rows, cols, kc, a, a_step, lda, b, ldb, b_next, c, rsc, load, bias, residual, clamp,
+                )
             }};
         }
         match self.level {
