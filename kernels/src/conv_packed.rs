@@ -13,7 +13,7 @@ use crate::conv_pixel_rows::{self, PixelRowWeights};
 use crate::depthwise_flat;
 use crate::gemm::MatRef;
 use crate::geometry::ConvGeometry;
-use crate::im2col::{im2col_panels, im2col_panels_phased, phase_split, split_phases};
+use crate::im2col::{im2col_panels, im2col_panels_phased, phase_split, split_phases, subsample};
 use crate::packed_gemm::{pack_b_into, Clamp, PackedA, RightPanels};
 use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
@@ -29,6 +29,8 @@ thread_local! {
     static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The input of a strided layer split into its stride phases, reused likewise.
     static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The pixels a 1×1 strided layer reads, gathered (see `forward`), reused likewise.
+    static SUBSAMPLED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How the weights are held.
@@ -375,6 +377,21 @@ fn forward(
         });
         return;
     }
+    // A 1×1 strided layer (a ResNet's downsampling shortcut) reads every s-th pixel: gathered once, a quarter of
+    // the input at stride 2, it runs as the pointwise layer over them, whose input is read in place — rather than
+    // splitting the whole input into its s² phases to pack one of them. The products are the same.
+    if let (Some(dense), Layout::Gemm(_) | Layout::PixelRows(_)) = (geo.subsampled_pointwise(), &packed.layout) {
+        let len = geo.batch * geo.in_channels * dense.in_plane();
+        let mut gathered = SUBSAMPLED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if gathered.len() < len {
+            gathered.resize(len, 0.0);
+        }
+        let (stride, out) = ((geo.stride_h, geo.stride_w), (dense.in_h, dense.in_w));
+        subsample(input, (geo.in_h, geo.in_w), stride, out, &mut gathered[..len]);
+        forward(&dense, &gathered[..len], packed, clamp, residual, output);
+        SUBSAMPLED.with(|b| *b.borrow_mut() = gathered);
+        return;
+    }
     let groups = match &packed.layout {
         Layout::Depthwise { weight, scale, bias, .. } => {
             // Widened (16-bit weights) and scaled (a folded batch-norm) per call: a few taps per channel.
@@ -545,6 +562,21 @@ pub(crate) mod tests {
             pad_bottom: 0,
             pad_right: 0,
             ..strided
+        });
+        // 1×1 with unequal strides on odd sizes, grouped: run as the pointwise layer over the gathered pixels.
+        all.push(ConvGeometry {
+            in_h: 13,
+            in_w: 11,
+            stride_h: 3,
+            stride_w: 2,
+            kernel_h: 1,
+            kernel_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            pad_bottom: 0,
+            pad_right: 0,
+            groups: 2,
+            ..base
         });
         all
     }

@@ -112,6 +112,22 @@ impl ConvGeometry {
             && self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0
     }
 
+    /// For a 1×1, unpadded layer with a stride: the pointwise layer over the pixels it reads (every `stride`-th of
+    /// each row and column, see [`crate::im2col::subsample`]), which gives the same outputs. `None` otherwise.
+    pub fn subsampled_pointwise(&self) -> Option<ConvGeometry> {
+        let strided = self.stride_h > 1 || self.stride_w > 1;
+        let unpadded = self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0;
+        (self.kernel_h == 1 && self.kernel_w == 1 && strided && unpadded).then(|| ConvGeometry {
+            in_h: self.out_h().unwrap_or(0),
+            in_w: self.out_w().unwrap_or(0),
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            ..*self
+        })
+    }
+
     /// True when each group reads exactly one input channel (depthwise, possibly with a channel multiplier).
     pub fn is_depthwise(&self) -> bool {
         self.groups > 1 && self.groups == self.in_channels

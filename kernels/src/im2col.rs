@@ -6,6 +6,7 @@
 //! buffer in cache and lets independent tiles run in parallel.
 
 use crate::Element;
+use rayon::prelude::*;
 
 /// Spatial geometry of a sliding window over one `H × W` plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +284,39 @@ fn masked_panels_body(
             }
         }
     }
+}
+
+/// Every `stride_h`-th row and `stride_w`-th column of each `in_h × in_w` plane of `input`, from the first:
+/// `out[c][i][j] = input[c][stride_h·i][stride_w·j]`, `out_h × out_w` per plane — the pixels a 1×1 strided, unpadded
+/// convolution reads, laid out as the input of the pointwise layer it equals. Planes run side by side.
+///
+/// # Panics
+/// If the lengths disagree or a plane of the output reaches past its input plane.
+#[allow(clippy::too_many_arguments)]
+pub fn subsample(
+    input: &[f32],
+    (in_h, in_w): (usize, usize),
+    (stride_h, stride_w): (usize, usize),
+    (out_h, out_w): (usize, usize),
+    out: &mut [f32],
+) {
+    let (in_plane, out_plane) = (in_h * in_w, out_h * out_w);
+    if out_plane == 0 {
+        return;
+    }
+    assert!(
+        (out_h - 1) * stride_h < in_h && (out_w - 1) * stride_w < in_w,
+        "subsample: {out_h}×{out_w} at stride {stride_h}×{stride_w} reaches past {in_h}×{in_w}"
+    );
+    assert_eq!(input.len() / in_plane.max(1), out.len() / out_plane, "subsample: plane counts differ");
+    out.par_chunks_mut(out_plane).zip(input.par_chunks(in_plane)).for_each(|(o, x)| {
+        for (i, row) in o.chunks_exact_mut(out_w).enumerate() {
+            let src = &x[i * stride_h * in_w..];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = src[j * stride_w];
+            }
+        }
+    });
 }
 
 /// The stride `s` of a convolution whose input can be split into `s × s` phase planes exactly as wide as its output
@@ -606,6 +640,18 @@ mod tests {
         }
         assert_eq!(phase_split(&Window { in_w: 11, ..stride(2, 3, 1, 10) }), None, "odd width");
         assert_eq!(phase_split(&stride(1, 3, 1, 10)), None, "stride 1");
+    }
+
+    #[test]
+    fn subsample_keeps_every_strided_pixel_of_every_plane() {
+        // Two planes of 7 × 8 at strides 3 × 2: rows 0, 3, 6 and columns 0, 2, 4, 6 of each.
+        let input: Vec<f32> = (0..2 * 7 * 8).map(|i| i as f32).collect();
+        let mut out = vec![f32::NAN; 2 * 3 * 4];
+        subsample(&input, (7, 8), (3, 2), (3, 4), &mut out);
+        for (i, &v) in out.iter().enumerate() {
+            let (c, y, x) = (i / 12, i % 12 / 4, i % 4);
+            assert_eq!(v, input[c * 56 + 3 * y * 8 + 2 * x], "plane {c} at ({y}, {x})");
+        }
     }
 
     #[test]
