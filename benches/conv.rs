@@ -133,10 +133,22 @@ fn bench(c: &mut Criterion) {
             all.install(|| bch.iter(|| conv2d_backward_data(&geo, &w, black_box(&y), &mut dx)))
         });
     }
-    // MobileNetV2's depthwise layers: (channels, input size, stride).
-    for (channels, hw, stride) in
-        [(96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (192, 28, 2), (384, 14, 1), (576, 14, 2), (960, 7, 1)]
-    {
+    // MobileNetV2's depthwise layers (3×3), then EfficientNet-Lite0's 5×5 ones: (channels, input size, stride,
+    // kernel).
+    for (channels, hw, stride, k) in [
+        (96, 112, 2, 3),
+        (144, 56, 1, 3),
+        (144, 56, 2, 3),
+        (192, 28, 1, 3),
+        (192, 28, 2, 3),
+        (384, 14, 1, 3),
+        (576, 14, 1, 3),
+        (576, 14, 2, 3),
+        (960, 7, 1, 3),
+        (240, 28, 1, 5),
+        (672, 14, 1, 5),
+        (1152, 7, 1, 5),
+    ] {
         let geo = ConvGeometry {
             in_channels: channels,
             out_channels: channels,
@@ -145,11 +157,11 @@ fn bench(c: &mut Criterion) {
             in_w: hw,
             stride_h: stride,
             stride_w: stride,
-            ..geometry(&Layer { name: "", cin: channels, cout: channels, k: 3, hw })
+            ..geometry(&Layer { name: "", cin: channels, cout: channels, k, hw })
         };
-        let name = format!("dw3x3_{channels}_{hw}_s{stride}");
+        let name = format!("dw{k}x{k}_{channels}_{hw}_s{stride}");
         group.throughput(Throughput::Elements(geo.flops() as u64));
-        let (x, w, b) = (data(channels * hw * hw), data(channels * 9), data(channels));
+        let (x, w, b) = (data(channels * hw * hw), data(channels * k * k), data(channels));
         let mut y = vec![0f32; channels * geo.out_h().unwrap() * geo.out_w().unwrap()];
         group.bench_function(BenchmarkId::new(format!("depthwise_generic_{threads}t"), &name), |bch| {
             // The generic kernel as f64 gradient checks use it (f64 data: no f32 fast path).

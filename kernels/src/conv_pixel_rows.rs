@@ -45,9 +45,8 @@ pub fn wins(geo: &ConvGeometry, level: SimdLevel) -> bool {
     if geo.groups != 1 || pixels == 0 || pixels > MAX_PLANE || channels == 0 || geo.k() < MIN_K {
         return false;
     }
-    let cells = |rows: usize, mr: usize, cols: usize, nr: usize| rows.div_ceil(mr) * mr * cols.div_ceil(nr) * nr;
-    let transposed = cells(pixels, px.mr, channels, px.nr);
-    let packed = cells(channels, ch.mr, pixels, ch.nr);
+    let transposed = px.cells(pixels, channels);
+    let packed = ch.cells(channels, pixels);
     transposed * 20 < packed * 19
 }
 
@@ -293,7 +292,9 @@ mod tests {
             g(48, 90, 3, 7, 1, 1),
             g(64, 64, 3, 14, 2, 2),
             g(400, 96, 1, 7, 1, 1),
-            g(400, 50, 1, 9, 1, 2),
+            g(400, 64, 1, 9, 1, 2),
+            // 1×1 at stride 2 on an odd plane (its pixels gathered first, see `conv_packed`), 40 channels.
+            g(400, 40, 1, 9, 2, 2),
             g(48, 64, 3, 10, 1, 1),
             g(48, 64, 3, 5, 1, 3),
             // 5.3 MB of pixel panels per image: one image per chunk.

@@ -839,6 +839,11 @@ mod tests {
         let k = KC + 22;
         for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
             let tile = microkernel::tile(level);
+            // What the pixel-rows choice weighs: the cells these tiles compute.
+            let (third, half) = (tile.mr / 3, tile.nr / 2);
+            assert_eq!(tile.cells(tile.mr + 1, tile.nr + 1), (tile.mr + third) * (tile.nr + half));
+            assert_eq!(tile.cells(2 * tile.mr - 1, 2 * tile.nr), 2 * tile.mr * 2 * tile.nr);
+            assert_eq!(tile.cells(third + 1, half + 1), 2 * third * tile.nr);
             let (big_m, big_n) = (2 * tile.mr, 2 * tile.nr);
             let a = data(big_m * k, 1);
             let b = data(k * big_n, 2);

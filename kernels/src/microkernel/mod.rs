@@ -323,6 +323,26 @@ pub(crate) fn pixel_tile(level: SimdLevel) -> Option<Tile> {
 }
 
 impl Tile {
+    /// Cells (rows × columns) the microkernel computes for a `rows × cols` product on this tile: whole tiles, but
+    /// a last row panel of at most a third or two thirds of the rows runs on a tile that short, and a last column
+    /// panel at most one vector wide on one vector (see the kernels). What [`crate::conv_pixel_rows::wins`] weighs.
+    pub fn cells(&self, rows: usize, cols: usize) -> usize {
+        let third = self.mr / 3;
+        let last_rows = match rows % self.mr {
+            0 => 0,
+            r if r <= third => third,
+            r if r <= 2 * third => 2 * third,
+            _ => self.mr,
+        };
+        let half = self.nr / 2;
+        let last_cols = match cols % self.nr {
+            0 => 0,
+            c if c <= half => half,
+            _ => self.nr,
+        };
+        (rows / self.mr * self.mr + last_rows) * (cols / self.nr * self.nr + last_cols)
+    }
+
     /// Runs the microkernel over `kc` steps for `panels` consecutive row panels against the same `B`: panel `i`
     /// reads `A` at `a + i·a_step` and bias `bias[i·mr ..]`, adds `residual` (the block laid out as `C`, after the
     /// products and before the clamp) and writes rows `i·mr ..` of `C` — only the first
