@@ -159,6 +159,8 @@ pub(crate) struct BlockedGradient {
     band_rows: usize,
     /// Output-gradient rows any band reads, at most (`scratch_rows` of every band).
     most_rows: usize,
+    /// AVX-512VL is there (on the AVX-512 level): 8-lane code may use 32 vector registers.
+    wide_registers: bool,
 }
 
 impl BlockedGradient {
@@ -189,7 +191,9 @@ impl BlockedGradient {
         let band_rows = budget_rows.saturating_mul(sh).saturating_sub(reach_h).clamp(1, geo.in_h);
         let most_rows = (band_rows - 1 + reach_h) / sh + 2;
         let bytes = most_rows.checked_mul(row_bytes)?.checked_add(line.checked_mul(LANES * 4)?)?;
-        let gradient = BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows, most_rows };
+        let wide_registers = level == SimdLevel::Avx512 && is_x86_feature_detected!("avx512vl");
+        let gradient =
+            BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows, most_rows, wide_registers };
         (bytes <= MAX_SCRATCH_BYTES).then_some(gradient)
     }
 
@@ -592,6 +596,26 @@ impl BlockedGradient {
         for iy in task.rows.clone() {
             for px in 0..sw.min(g.in_w) {
                 let pixels = (g.in_w - px).div_ceil(sw);
+                // The phase's taps along a row are every sw-th kx from the last that lands on it: with AVX-512VL and
+                // at most MAX_PHASE_TAPS of them, their input vectors are loaded once per kernel row (`phase_slid`).
+                let top = (0..kw).rev().find(|&kx| (px + ahead_w - kx).is_multiple_of(sw));
+                let taps = top.map_or(0, |top| top / sw + 1);
+                if let (Some(top), true) = (top, self.wide_registers && g.dilation_w == 1) {
+                    let phase = Phase { iy, px, top, first_row, pixels };
+                    // SAFETY: `of` found AVX-512F and AVX-512VL; the scratch holds the band's rows and the row of
+                    // sums (asserted above), which `phase_slid` reads and writes as the loop below does.
+                    let done = unsafe {
+                        match taps {
+                            1 => self.phase_slid::<1>(s, line, wv, &phase),
+                            2 => self.phase_slid::<2>(s, line, wv, &phase),
+                            3 => self.phase_slid::<3>(s, line, wv, &phase),
+                            _ => false,
+                        }
+                    };
+                    if done {
+                        continue;
+                    }
+                }
                 for m0 in (0..pixels).step_by(L) {
                     let mut acc = [_mm256_setzero_ps(); L];
                     for ky in (0..kh).rev() {
@@ -631,6 +655,77 @@ impl BlockedGradient {
                 unsafe { finish(&mut v, Clamp::NONE, out.add(row + x0), in_plane, (g.in_w - x0).min(L)) };
             }
         }
+    }
+}
+
+/// Most taps a row of [`BlockedGradient::phase_slid`] keeps the input vectors of in registers: a 5 × 5 kernel at
+/// stride 2 gives a phase 3.
+const MAX_PHASE_TAPS: usize = 3;
+
+/// One phase of one input-gradient row: its row, its first column, the last tap column that lands on it, the band's
+/// first scratch row, and its pixel count.
+struct Phase {
+    iy: usize,
+    px: usize,
+    top: usize,
+    first_row: usize,
+    pixels: usize,
+}
+
+impl BlockedGradient {
+    /// The sums of one phase of an input-gradient row into the row of sums, as [`Self::task_avx2`]'s loop makes
+    /// them, with AVX-512VL's 32 registers: the phase's `T` taps along a row (`top`, `top − sw`, …) read input
+    /// vectors `m0 + c + t + j` (`c` the top tap's column, `j < L`), so each kernel row loads its `L + T − 1`
+    /// vectors once rather than `L·T`. Each sum takes the same FMAs in the same order. `true` when done.
+    ///
+    /// # Safety
+    /// The CPU supports the target features; `dilation_w` is 1; `s` holds the band's scratch rows and `line` the
+    /// row of sums, as in [`Self::task_avx2`]; `phase` is one of that loop's phases.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn phase_slid<const T: usize>(&self, s: *mut f32, line: *mut f32, wv: *const f32, phase: &Phase) -> bool {
+        const L: usize = LANES;
+        let g = &self.geo;
+        let (kh, kw, sh, sw, cols) = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, self.cols);
+        let (ahead_h, ahead_w) = (g.pad_top + self.pads[0] * sh, g.pad_left + self.pads[1] * sw);
+        let Phase { iy, px, top, first_row, pixels } = *phase;
+        if T > MAX_PHASE_TAPS || top / sw + 1 != T {
+            return false;
+        }
+        // The top tap's input column: the others follow one column apart.
+        let c = (px + ahead_w - top) / sw;
+        // SAFETY: (for the whole body) the CPU supports the target features (the caller's); the loads are the ones
+        // `task_avx2` makes — columns m0 + (px + ahead_w − kx)/sw + j < cols for every tap kx of the phase and
+        // j < L, rows inside the band — and the weights' tap vectors; the stores go to the row of sums as there.
+        unsafe {
+            for m0 in (0..pixels).step_by(L) {
+                let mut acc = [_mm256_setzero_ps(); L];
+                for ky in (0..kh).rev() {
+                    let y = iy + ahead_h - ky * g.dilation_h;
+                    if !y.is_multiple_of(sh) {
+                        continue;
+                    }
+                    let at = s.add(((y / sh - first_row) * cols + m0 + c) * L);
+                    let x: [__m256; L + MAX_PHASE_TAPS - 1] = std::array::from_fn(|v| {
+                        if v < L + T - 1 {
+                            _mm256_load_ps(at.add(v * L))
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    });
+                    for t in 0..T {
+                        let wt = _mm256_loadu_ps(wv.add((ky * kw + top - t * sw) * L));
+                        for j in 0..L {
+                            acc[j] = _mm256_fmadd_ps(wt, x[j + t], acc[j]);
+                        }
+                    }
+                }
+                for j in 0..L {
+                    _mm256_store_ps(line.add((px + sw * (m0 + j)) * L), acc[j]);
+                }
+            }
+        }
+        true
     }
 }
 
