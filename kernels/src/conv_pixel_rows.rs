@@ -45,7 +45,8 @@ pub fn wins(geo: &ConvGeometry, level: SimdLevel) -> bool {
     if geo.groups != 1 || pixels == 0 || pixels > MAX_PLANE || channels == 0 || geo.k() < MIN_K {
         return false;
     }
-    let transposed = px.cells(pixels, channels);
+    // The pixel rows run whole panels (each image padded to them), the packed tiles a short last one.
+    let transposed = px.cells(pixels.div_ceil(px.mr) * px.mr, channels);
     let packed = ch.cells(channels, pixels);
     transposed * 20 < packed * 19
 }
@@ -293,8 +294,9 @@ mod tests {
             g(64, 64, 3, 14, 2, 2),
             g(400, 96, 1, 7, 1, 1),
             g(400, 64, 1, 9, 1, 2),
-            // 1×1 at stride 2 on an odd plane (its pixels gathered first, see `conv_packed`), 40 channels.
-            g(400, 40, 1, 9, 2, 2),
+            // 1×1 at stride 2 on an odd plane, 40 channels (through `conv2d_forward_packed`, its pixels are
+            // gathered first: see `conv_packed`).
+            g(400, 40, 1, 13, 2, 2),
             g(48, 64, 3, 10, 1, 1),
             g(48, 64, 3, 5, 1, 3),
             // 5.3 MB of pixel panels per image: one image per chunk.

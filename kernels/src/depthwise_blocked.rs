@@ -21,7 +21,7 @@
 
 use crate::conv::DisjointOutput;
 use crate::geometry::ConvGeometry;
-use crate::lanes8::{finish, first_lanes, runs_on, transpose, LANES};
+use crate::lanes8::{finish, first_lanes, runs_on, transpose, wide_registers, LANES};
 use crate::packed_gemm::Clamp;
 use crate::simd::SimdLevel;
 use rayon::prelude::*;
@@ -52,9 +52,11 @@ fn whole(n: usize) -> Option<usize> {
     n.checked_next_multiple_of(LANES)
 }
 
-/// Widest kernel rows, and largest column stride, whose input vectors [`BlockedFilter::rows_slid`] keeps in
-/// registers: 5 × 5 layers at stride 2 take 19 of them beside 8 accumulators.
+/// Widest kernel rows whose input vectors [`BlockedFilter::rows_slid`] keeps in registers (5 × 5 layers).
 const MAX_SLID_TAPS: usize = 5;
+
+/// Largest column stride [`BlockedFilter::rows_slid`] takes: a 5 × 5 layer at stride 2 keeps 19 input vectors
+/// beside 8 accumulators and a weight, in AVX-512VL's 32 registers.
 const MAX_SLID_STRIDE: usize = 2;
 
 /// Where the scratch starts: vectors of `L` f32 on a cache line boundary are aligned loads.
@@ -98,8 +100,7 @@ impl BlockedFilter {
         let reach = (geo.kernel_h - 1).checked_mul(geo.dilation_h)?.checked_add(1)?;
         let rows_in_budget = (BAND_BYTES / row_bytes).saturating_sub(reach);
         let band_rows = (rows_in_budget / geo.stride_h + 1).min(out_h);
-        let wide_registers = level == SimdLevel::Avx512 && is_x86_feature_detected!("avx512vl");
-        let filter = BlockedFilter { geo: *geo, out_h, out_w, cols, band_rows, wide_registers };
+        let filter = BlockedFilter { geo: *geo, out_h, out_w, cols, band_rows, wide_registers: wide_registers(level) };
         let scratch_rows = (band_rows - 1).checked_mul(geo.stride_h)?.checked_add(reach)?;
         (scratch_rows.checked_mul(row_bytes)? <= MAX_SCRATCH_BYTES).then_some(filter)
     }
@@ -191,7 +192,7 @@ impl BlockedGradient {
         let band_rows = budget_rows.saturating_mul(sh).saturating_sub(reach_h).clamp(1, geo.in_h);
         let most_rows = (band_rows - 1 + reach_h) / sh + 2;
         let bytes = most_rows.checked_mul(row_bytes)?.checked_add(line.checked_mul(LANES * 4)?)?;
-        let wide_registers = level == SimdLevel::Avx512 && is_x86_feature_detected!("avx512vl");
+        let wide_registers = wide_registers(level);
         let gradient =
             BlockedGradient { geo: *geo, out_h, out_w, pads, cols, line, band_rows, most_rows, wide_registers };
         (bytes <= MAX_SCRATCH_BYTES).then_some(gradient)
@@ -600,21 +601,19 @@ impl BlockedGradient {
                 // at most MAX_PHASE_TAPS of them, their input vectors are loaded once per kernel row (`phase_slid`).
                 let top = (0..kw).rev().find(|&kx| (px + ahead_w - kx).is_multiple_of(sw));
                 let taps = top.map_or(0, |top| top / sw + 1);
-                if let (Some(top), true) = (top, self.wide_registers && g.dilation_w == 1) {
+                if let (Some(top), true) = (top, self.wide_registers && g.dilation_w == 1 && taps <= MAX_PHASE_TAPS) {
                     let phase = Phase { iy, px, top, first_row, pixels };
-                    // SAFETY: `of` found AVX-512F and AVX-512VL; the scratch holds the band's rows and the row of
-                    // sums (asserted above), which `phase_slid` reads and writes as the loop below does.
-                    let done = unsafe {
+                    // SAFETY: `of` found AVX2, FMA, AVX-512F and AVX-512VL (`runs_on`, `wide_registers`); the
+                    // scratch holds the band's rows and the row of sums (asserted above), which `phase_slid` reads
+                    // and writes as the loop below does; the phase has `taps` taps.
+                    unsafe {
                         match taps {
                             1 => self.phase_slid::<1>(s, line, wv, &phase),
                             2 => self.phase_slid::<2>(s, line, wv, &phase),
-                            3 => self.phase_slid::<3>(s, line, wv, &phase),
-                            _ => false,
+                            _ => self.phase_slid::<3>(s, line, wv, &phase),
                         }
                     };
-                    if done {
-                        continue;
-                    }
+                    continue;
                 }
                 for m0 in (0..pixels).step_by(L) {
                     let mut acc = [_mm256_setzero_ps(); L];
@@ -676,22 +675,21 @@ impl BlockedGradient {
     /// The sums of one phase of an input-gradient row into the row of sums, as [`Self::task_avx2`]'s loop makes
     /// them, with AVX-512VL's 32 registers: the phase's `T` taps along a row (`top`, `top − sw`, …) read input
     /// vectors `m0 + c + t + j` (`c` the top tap's column, `j < L`), so each kernel row loads its `L + T − 1`
-    /// vectors once rather than `L·T`. Each sum takes the same FMAs in the same order. `true` when done.
+    /// vectors once rather than `L·T`. Each sum takes the same FMAs in the same order.
     ///
     /// # Safety
     /// The CPU supports the target features; `dilation_w` is 1; `s` holds the band's scratch rows and `line` the
-    /// row of sums, as in [`Self::task_avx2`]; `phase` is one of that loop's phases.
+    /// row of sums, as in [`Self::task_avx2`]; `phase` is one of that loop's phases, with `T` ≤ [`MAX_PHASE_TAPS`]
+    /// taps.
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn phase_slid<const T: usize>(&self, s: *mut f32, line: *mut f32, wv: *const f32, phase: &Phase) -> bool {
+    unsafe fn phase_slid<const T: usize>(&self, s: *mut f32, line: *mut f32, wv: *const f32, phase: &Phase) {
         const L: usize = LANES;
         let g = &self.geo;
         let (kh, kw, sh, sw, cols) = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, self.cols);
         let (ahead_h, ahead_w) = (g.pad_top + self.pads[0] * sh, g.pad_left + self.pads[1] * sw);
         let Phase { iy, px, top, first_row, pixels } = *phase;
-        if T > MAX_PHASE_TAPS || top / sw + 1 != T {
-            return false;
-        }
+        debug_assert!(T <= MAX_PHASE_TAPS && top / sw + 1 == T, "blocked depthwise: {T} taps for tap {top}");
         // The top tap's input column: the others follow one column apart.
         let c = (px + ahead_w - top) / sw;
         // SAFETY: (for the whole body) the CPU supports the target features (the caller's); the loads are the ones
@@ -725,7 +723,6 @@ impl BlockedGradient {
                 }
             }
         }
-        true
     }
 }
 

@@ -292,7 +292,6 @@ fn masked_panels_body(
 ///
 /// # Panics
 /// If the lengths disagree or a plane of the output reaches past its input plane.
-#[allow(clippy::too_many_arguments)]
 pub fn subsample(
     input: &[f32],
     (in_h, in_w): (usize, usize),
@@ -308,7 +307,7 @@ pub fn subsample(
         (out_h - 1) * stride_h < in_h && (out_w - 1) * stride_w < in_w,
         "subsample: {out_h}×{out_w} at stride {stride_h}×{stride_w} reaches past {in_h}×{in_w}"
     );
-    assert_eq!(input.len() / in_plane.max(1), out.len() / out_plane, "subsample: plane counts differ");
+    assert_eq!(input.len() * out_plane, out.len() * in_plane, "subsample: plane counts differ");
     out.par_chunks_mut(out_plane).zip(input.par_chunks(in_plane)).for_each(|(o, x)| {
         for (i, row) in o.chunks_exact_mut(out_w).enumerate() {
             let src = &x[i * stride_h * in_w..];

@@ -14,6 +14,11 @@ pub(crate) fn runs_on(level: SimdLevel) -> bool {
     matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2) && level.supported() && SimdLevel::Avx2.supported()
 }
 
+/// Whether 8-lane code at `level` may also use AVX-512VL's 32 vector registers (the AVX-512 level, with VL).
+pub(crate) fn wide_registers(level: SimdLevel) -> bool {
+    level == SimdLevel::Avx512 && level.supported() && is_x86_feature_detected!("avx512vl")
+}
+
 /// The lanes below `n` of an AVX2 mask.
 #[target_feature(enable = "avx2")]
 pub(crate) fn first_lanes(n: usize) -> __m256i {

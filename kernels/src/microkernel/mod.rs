@@ -128,11 +128,12 @@ macro_rules! microkernel {
             }
         }
 
-        /// The tile `ROWS × VECS·lanes` (`ROWS ≤ MR`) over panels laid out for `MR` rows: see [`$name`]. Rows
-        /// `ROWS ..` of each panel are not computed (callers give it only panels whose rows past `ROWS` are padding).
+        /// The tile `ROWS × VECS·lanes` (`ROWS ≤ MR`) over panels laid out for `MR` rows: see the dispatcher
+        /// above. Rows `ROWS ..` of each panel are not computed (callers give it only panels whose rows past `ROWS`
+        /// are padding).
         ///
         /// # Safety
-        /// As [`$name`], with `cols ≤ VECS·lanes` and `last_rows ≤ ROWS` (and every panel but the last of `ROWS = MR`
+        /// As the dispatcher's, with `cols ≤ VECS·lanes` and `last_rows ≤ ROWS` (and every panel but the last of `ROWS = MR`
         /// rows).
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -323,9 +324,10 @@ pub(crate) fn pixel_tile(level: SimdLevel) -> Option<Tile> {
 }
 
 impl Tile {
-    /// Cells (rows × columns) the microkernel computes for a `rows × cols` product on this tile: whole tiles, but
-    /// a last row panel of at most a third or two thirds of the rows runs on a tile that short, and a last column
-    /// panel at most one vector wide on one vector (see the kernels). What [`crate::conv_pixel_rows::wins`] weighs.
+    /// Cells (rows × columns) the microkernel computes for a `rows × cols` product on this tile when the caller
+    /// passes its short last row panel and narrow last column panel as they are (the packed GEMM does): whole
+    /// tiles, but a last row panel of at most a third or two thirds of the rows runs on a tile that short, and a
+    /// last column panel at most one vector wide on one vector. What [`crate::conv_pixel_rows::wins`] weighs.
     pub fn cells(&self, rows: usize, cols: usize) -> usize {
         let third = self.mr / 3;
         let last_rows = match rows % self.mr {
