@@ -129,6 +129,10 @@ pub(crate) fn forward(
         s => s,
     };
     let win = geo.window();
+    // The channel-major write in 8 × 8 transposes (`write_channel_major`) where AVX2 runs: it was a scalar scatter,
+    // one store per output a plane apart.
+    #[cfg(target_arch = "x86_64")]
+    let simd_epilogue = crate::lanes8::runs_on(weights.tile.level);
     for (chunk, out) in output.chunks_mut(images_per_chunk * out_image).enumerate() {
         let (n0, images) = (chunk * images_per_chunk, out.len() / out_image);
         let row_panels = images * pixel_panels;
@@ -229,6 +233,21 @@ pub(crate) fn forward(
                     let at0 = img * out_image + ch0 * pixels;
                     let planes = o.block(at0, ch1 - ch0, pixels, pixels);
                     let res = residual.map(|r| &r[(n0 * out_image + at0)..][..(ch1 - ch0) * pixels]);
+                    #[cfg(target_arch = "x86_64")]
+                    if simd_epilogue {
+                        let first = (image_rows + p_lo) * stride + ch0;
+                        // Channels ch0 .. round8(ch1) of the products: ch1 is a multiple of nr unless it is the layer's
+                        // last channel, past which (within `stride`) no task writes.
+                        let rows = c.block(first, p_hi - p_lo, (ch1 - ch0).next_multiple_of(8), stride);
+                        let out = ChannelMajor { planes, pixels, first: p_lo, residual: res.map(<[f32]>::as_ptr) };
+                        // SAFETY: `simd_epilogue` checked AVX2 and FMA; this task wrote the products it reads (rows
+                        // p_lo..p_hi of this image, channels ch0..ch1; the columns past ch1 up to a whole vector
+                        // are padding no task writes), a block `block` checked to lie inside them; it alone writes
+                        // channels ch0..ch1 of those pixels in `planes` (checked above), and the residual has the
+                        // output's layout.
+                        unsafe { write_channel_major(rows, stride, p_hi - p_lo, ch1 - ch0, &out, clamp) };
+                        continue;
+                    }
                     for p in p_lo..p_hi {
                         let row = (image_rows + p) * stride;
                         // SAFETY: this task wrote these products (columns ch0..ch1 of its rows) and alone
@@ -246,6 +265,79 @@ pub(crate) fn forward(
             });
         }
         BUFFERS.with(|cell| *cell.borrow_mut() = (a, products));
+    }
+}
+
+/// Where [`write_channel_major`] writes: channel `j`'s pixel `first + q` at `planes + j·pixels + first + q`, after
+/// adding the residual at the same offset from `residual`.
+#[cfg(target_arch = "x86_64")]
+struct ChannelMajor {
+    planes: *mut f32,
+    pixels: usize,
+    first: usize,
+    residual: Option<*const f32>,
+}
+
+/// The pixel-major products `rows × channels` (row stride `stride`) written channel-major (see [`ChannelMajor`]):
+/// 8 pixels × 8 channels transposed in registers, then per channel the residual and the clamp — the scalar loop's
+/// operations in its order — and one store of up to 8 pixels.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `products` is readable for `rows` rows of `channels` rounded up to 8 values;
+/// `out.planes` is writable, and `out.residual` readable, at `j·pixels + out.first + q` for `j < channels`,
+/// `q < rows`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn write_channel_major(
+    products: *const f32,
+    stride: usize,
+    rows: usize,
+    channels: usize,
+    out: &ChannelMajor,
+    clamp: Clamp,
+) {
+    use crate::lanes8::{first_lanes, transpose, LANES as L};
+    use std::arch::x86_64::*;
+    let (lo, hi) = (_mm256_set1_ps(clamp.lo), _mm256_set1_ps(clamp.hi));
+    for q0 in (0..rows).step_by(L) {
+        let n = (rows - q0).min(L);
+        let mask = first_lanes(n);
+        for j0 in (0..channels).step_by(L) {
+            let mut v: [__m256; L] = std::array::from_fn(|r| {
+                if r < n {
+                    // SAFETY: row q0 + r < rows, values j0 .. j0 + 8 ≤ channels rounded up to 8 (the contract).
+                    unsafe { _mm256_loadu_ps(products.add((q0 + r) * stride + j0)) }
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
+            transpose(&mut v);
+            for (j, &x) in v.iter().enumerate().take(channels - j0) {
+                let at = (j0 + j) * out.pixels + out.first + q0;
+                let mut x = x;
+                if let Some(r) = out.residual {
+                    // SAFETY: channel j0 + j < channels, pixels q0 .. q0 + n: the contract's offsets.
+                    let add = unsafe {
+                        if n == L {
+                            _mm256_loadu_ps(r.add(at))
+                        } else {
+                            _mm256_maskload_ps(r.add(at), mask)
+                        }
+                    };
+                    x = _mm256_add_ps(x, add);
+                }
+                // max(lo, x) then min(hi, x) pass a NaN x through, as `Clamp::apply_fast` does.
+                x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+                // SAFETY: as above, for `planes`.
+                unsafe {
+                    if n == L {
+                        _mm256_storeu_ps(out.planes.add(at), x)
+                    } else {
+                        _mm256_maskstore_ps(out.planes.add(at), mask, x)
+                    }
+                }
+            }
+        }
     }
 }
 
