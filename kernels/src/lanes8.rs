@@ -20,12 +20,14 @@ pub(crate) fn wide_registers(level: SimdLevel) -> bool {
 }
 
 /// The lanes below `n` of an AVX2 mask.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn first_lanes(n: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 }
 
 /// Transposes 8 vectors of 8 lanes: `v[i][j] ← v[j][i]`.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn transpose(v: &mut [__m256; 8]) {
     let mut t = [_mm256_setzero_ps(); 8];
@@ -51,6 +53,10 @@ pub(crate) fn transpose(v: &mut [__m256; 8]) {
 ///
 /// # Safety
 /// The CPU supports the target features; `out + l·plane .. + n` are writable for every lane `l`.
+///
+/// Inlined into the kernels' loops: as a call it took the accumulators through memory and cleared the registers'
+/// upper halves on return, 7 % of a MobileNetV2 Grad-CAM pass on one thread.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn finish(acc: &mut [__m256; LANES], clamp: Clamp, out: *mut f32, plane: usize, n: usize) {
     if !clamp.is_none() {
