@@ -564,20 +564,7 @@ pub(crate) mod tests {
             ..strided
         });
         // 1×1 with unequal strides on odd sizes, grouped: run as the pointwise layer over the gathered pixels.
-        all.push(ConvGeometry {
-            in_h: 13,
-            in_w: 11,
-            stride_h: 3,
-            stride_w: 2,
-            kernel_h: 1,
-            kernel_w: 1,
-            pad_top: 0,
-            pad_left: 0,
-            pad_bottom: 0,
-            pad_right: 0,
-            groups: 2,
-            ..base
-        });
+        all.push(ConvGeometry { in_h: 13, in_w: 11, stride_h: 3, stride_w: 2, groups: 2, ..pointwise });
         all
     }
 
