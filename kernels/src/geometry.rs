@@ -115,9 +115,7 @@ impl ConvGeometry {
     /// For a 1×1, unpadded layer with a stride: the pointwise layer over the pixels it reads (every `stride`-th of
     /// each row and column, see [`crate::im2col::subsample`]), which gives the same outputs. `None` otherwise.
     pub fn subsampled_pointwise(&self) -> Option<ConvGeometry> {
-        let strided = self.stride_h > 1 || self.stride_w > 1;
-        let unpadded = self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0;
-        (self.kernel_h == 1 && self.kernel_w == 1 && strided && unpadded).then(|| ConvGeometry {
+        let dense = ConvGeometry {
             in_h: self.out_h().unwrap_or(0),
             in_w: self.out_w().unwrap_or(0),
             stride_h: 1,
@@ -125,7 +123,8 @@ impl ConvGeometry {
             dilation_h: 1,
             dilation_w: 1,
             ..*self
-        })
+        };
+        ((self.stride_h > 1 || self.stride_w > 1) && dense.is_pointwise()).then_some(dense)
     }
 
     /// True when each group reads exactly one input channel (depthwise, possibly with a channel multiplier).

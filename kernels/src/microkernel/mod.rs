@@ -97,14 +97,8 @@ macro_rules! microkernel {
                 return;
             }
             // The last panel's tile: a third, two thirds or the whole height.
-            let short = if last_rows <= THIRD {
-                1
-            } else if last_rows <= 2 * THIRD {
-                2
-            } else {
-                3
-            };
-            let full = if short == 3 { panels } else { panels - 1 };
+            let last_tile = super::tile_rows(last_rows, MR);
+            let full = if last_tile == MR { panels } else { panels - 1 };
             // SAFETY: the contract above; each call covers panels of the caller's block (its own offsets into A,
             // C, the bias and the residual), the short tile only the last panel's first `last_rows ≤ rows` rows.
             unsafe {
@@ -118,9 +112,9 @@ macro_rules! microkernel {
                 if full < panels {
                     // The next column panel is fetched while the first row panel runs: here only if it is this one.
                     let b_next = if full == 0 { b_next } else { std::ptr::null() };
-                    match (short, cols > $lanes) {
-                        (1, true) => run!(THIRD, 2, full, 1, last_rows, b_next),
-                        (1, false) => run!(THIRD, 1, full, 1, last_rows, b_next),
+                    match (last_tile == THIRD, cols > $lanes) {
+                        (true, true) => run!(THIRD, 2, full, 1, last_rows, b_next),
+                        (true, false) => run!(THIRD, 1, full, 1, last_rows, b_next),
                         (_, true) => run!(2 * THIRD, 2, full, 1, last_rows, b_next),
                         (_, false) => run!(2 * THIRD, 1, full, 1, last_rows, b_next),
                     }
@@ -255,6 +249,19 @@ macro_rules! microkernel {
     };
 }
 
+/// Rows of the tile that a panel of `rows ≤ mr` rows runs on, for a tile of `mr` rows: a third, two thirds or all of
+/// them (the microkernels' short tiles, and what [`Tile::cells`] counts).
+const fn tile_rows(rows: usize, mr: usize) -> usize {
+    let third = mr / 3;
+    if rows <= third {
+        third
+    } else if rows <= 2 * third {
+        2 * third
+    } else {
+        mr
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -329,12 +336,9 @@ impl Tile {
     /// tiles, but a last row panel of at most a third or two thirds of the rows runs on a tile that short, and a
     /// last column panel at most one vector wide on one vector. What [`crate::conv_pixel_rows::wins`] weighs.
     pub fn cells(&self, rows: usize, cols: usize) -> usize {
-        let third = self.mr / 3;
         let last_rows = match rows % self.mr {
             0 => 0,
-            r if r <= third => third,
-            r if r <= 2 * third => 2 * third,
-            _ => self.mr,
+            r => tile_rows(r, self.mr),
         };
         let half = self.nr / 2;
         let last_cols = match cols % self.nr {
