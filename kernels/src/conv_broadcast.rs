@@ -5,9 +5,10 @@
 //! and packed on every call, for a few dozen output channels. On one Zen 4 thread those layers ran at 1.45–1.6×
 //! onnxruntime's time (BENCHMARKS.md, eleventh speed pass). Here output pixel `(oy, ox)` is
 //! `bias + Σ_{c, ky, kx} w[:, c, ky, kx] · x[c, oy·sh + ky·dh − pad_top, ox·sw + kx·dw − pad_left]`, computed straight
-//! from zero-padded copies of the input rows: each input value is broadcast once and multiplied into the weight
-//! vectors of 16 output channels, for 6 neighbouring pixels at a time (12 accumulators). A row's outputs collect
-//! pixel-major in a scratch row, which is transposed back into the channel rows with the clamp applied.
+//! from zero-padded copies of the input rows: each input value is broadcast once and multiplied into two weight
+//! vectors of output channels (8 channels each with AVX2, 16 at the AVX-512 level where the channels fill whole
+//! vectors), for 6 neighbouring pixels at a time (12 accumulators). A row's outputs collect pixel-major in a scratch
+//! row, which is transposed back into the channel rows with the clamp applied.
 //!
 //! Each output is `0 + bias`, then the taps by fused multiply-add in the order `(c, ky, kx)` — the order of the
 //! packed GEMM's `K`, across its `K` blocks too — with padding read as 0, then the clamp: the packed GEMM's
@@ -41,15 +42,25 @@ const TASK_ROWS: usize = 4;
 /// 112- and 224-pixel rows are one chunk.
 const TASK_COLS: usize = 256;
 
-/// A convolution's weights laid out for this kernel: per vector of 8 output channels, per tap `(c, ky, kx)`, the 8
-/// channels' weights; and the bias (zeros where there is none).
+/// A convolution's weights laid out for this kernel: per vector of 8 or 16 output channels, per tap `(c, ky, kx)`,
+/// the vector's weights; and the bias (zeros where there is none).
 #[derive(Clone, Debug)]
 pub(crate) struct BroadcastWeights {
     out_channels: usize,
     in_channels: usize,
     kernel: [usize; 2],
+    /// Output channels per vector: 16 where [`wide_vectors`] says so, else 8.
+    lanes: usize,
     weights: Vec<f32>,
     bias: Vec<f32>,
+}
+
+/// Whether the kernel runs on vectors of 16 output channels: at the AVX-512 level, for whole 16-channel vectors.
+/// Each FMA then does twice the work for the same broadcast and loop, so cores with 512-bit FMA units (Intel's)
+/// run it at up to twice the 8-lane kernel's rate, and cores that split them in two halves (Zen 4) do the same work
+/// in half the instructions.
+fn wide_vectors(level: SimdLevel, out_channels: usize) -> bool {
+    level == SimdLevel::Avx512 && level.supported() && out_channels.is_multiple_of(2 * LANES)
 }
 
 impl BroadcastWeights {
@@ -70,16 +81,17 @@ impl BroadcastWeights {
         }
         let taps = in_channels * kernel[0] * kernel[1];
         assert_eq!(weight.len(), out_channels * taps, "broadcast conv: weight length");
+        let lanes = if wide_vectors(level, out_channels) { 2 * LANES } else { LANES };
         assert!(bias.is_none_or(|b| b.len() == out_channels), "broadcast conv: bias length");
         let mut weights = vec![0.0; weight.len()];
         for (o, w) in weight.chunks_exact(taps).enumerate() {
-            let (block, lane) = (o / LANES, o % LANES);
+            let (block, lane) = (o / lanes, o % lanes);
             for (t, &v) in w.iter().enumerate() {
-                weights[(block * taps + t) * LANES + lane] = v;
+                weights[(block * taps + t) * lanes + lane] = v;
             }
         }
         let bias = bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec);
-        Some(BroadcastWeights { out_channels, in_channels, kernel, weights, bias })
+        Some(BroadcastWeights { out_channels, in_channels, kernel, lanes, weights, bias })
     }
 
     /// Bytes held.
@@ -163,7 +175,14 @@ pub(crate) fn forward(geo: &ConvGeometry, input: &[f32], weights: &BroadcastWeig
                 // SAFETY: `new` checked that the CPU runs AVX2 and FMA; `padded` holds the part's rows (made
                 // above), `line` a chunk of a row of outputs; `out` is the part's block of this image's output
                 // (bounds checked), which no other task writes.
-                unsafe { part_avx2(geo, &plan, weights, clamp, padded, line, out, &part) };
+                unsafe {
+                    if weights.lanes == LANES {
+                        part_avx2(geo, &plan, weights, clamp, padded, line, out, &part)
+                    } else {
+                        // `wide_vectors` checked that the CPU runs AVX-512F.
+                        part_avx512(geo, &plan, weights, clamp, padded, line, out, &part)
+                    }
+                };
             });
         });
     });
@@ -188,69 +207,187 @@ fn pad_rows(geo: &ConvGeometry, plan: &Plan, x: &[f32], part: &Part, padded: &mu
     }
 }
 
-/// One part of the output: pixels in blocks into the row of outputs, then back to the channel rows.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA; `padded` holds the part's padded input rows (`pad_rows`), `line` at least
-/// `whole(part columns)·C_out` values; `out` is the part's first cell in channel 0 of this image's output
-/// (`C_out` planes of `out_h × out_w`), and the part's cells in every channel are writable and no other thread's.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn part_avx2(
-    geo: &ConvGeometry,
-    plan: &Plan,
-    weights: &BroadcastWeights,
-    clamp: Clamp,
-    padded: &[f32],
-    line: &mut [f32],
-    out: *mut f32,
-    part: &Part,
-) {
-    let blocks = weights.out_channels / LANES;
-    let out_plane = plan.out_h * plan.out_w;
-    let width = part.cols.len();
-    assert!(line.len() >= width.next_multiple_of(LANES) * weights.out_channels);
-    assert!(padded.len() >= geo.in_channels * plan.task_in_rows * plan.padded_w);
-    assert!(part.rows.len() <= TASK_ROWS && width <= TASK_COLS && part.cols.end <= plan.out_w);
-    for oy in part.rows.clone() {
-        let first_row = (oy - part.rows.start) * geo.stride_h;
-        let mut ox = 0;
-        while ox < width {
-            let n = (width - ox).min(PIXELS);
-            for b in (0..blocks).step_by(BLOCKS) {
-                let at = Block { first_row, ox, b };
-                // SAFETY: pixels ox.. ox + n of the part's row and vectors b.. of the channels: inside the padded
-                // rows (`Plan::of` sizes them for every output of a part, asserted above) and the row of outputs.
-                unsafe {
-                    match (n, blocks - b >= BLOCKS) {
-                        (6, true) => block::<6, 2>(geo, plan, weights, padded, line, at),
-                        (5, true) => block::<5, 2>(geo, plan, weights, padded, line, at),
-                        (4, true) => block::<4, 2>(geo, plan, weights, padded, line, at),
-                        (3, true) => block::<3, 2>(geo, plan, weights, padded, line, at),
-                        (2, true) => block::<2, 2>(geo, plan, weights, padded, line, at),
-                        (_, true) => block::<1, 2>(geo, plan, weights, padded, line, at),
-                        (6, false) => block::<6, 1>(geo, plan, weights, padded, line, at),
-                        (5, false) => block::<5, 1>(geo, plan, weights, padded, line, at),
-                        (4, false) => block::<4, 1>(geo, plan, weights, padded, line, at),
-                        (3, false) => block::<3, 1>(geo, plan, weights, padded, line, at),
-                        (2, false) => block::<2, 1>(geo, plan, weights, padded, line, at),
-                        (_, false) => block::<1, 1>(geo, plan, weights, padded, line, at),
+/// Generates one SIMD width's kernel: `$part` (one part of the output: pixels in register blocks into the row of
+/// outputs, then back to the channel rows) and `$block` (one register block), for vectors of `$lanes` output
+/// channels. The two widths perform the same operations on every output.
+macro_rules! broadcast_kernel {
+    (
+        $part:ident, $block:ident, feature = $feature:literal, vector = $v:ty, lanes = $lanes:expr,
+        zero = $zero:path, load = $load:path, splat = $splat:path, add = $add:path, fma = $fma:path,
+        store = $store:path
+    ) => {
+        /// One part of the output, with vectors of this width's channels.
+        ///
+        /// # Safety
+        /// The CPU supports the target features; `padded` holds the part's padded input rows (`pad_rows`), `line`
+        /// at least `whole(part columns)·C_out` values; `out` is the part's first cell in channel 0 of this image's
+        /// output (`C_out` planes of `out_h × out_w`), and the part's cells in every channel are writable and no
+        /// other thread's; the weights are laid out for vectors of this width.
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $part(
+            geo: &ConvGeometry,
+            plan: &Plan,
+            weights: &BroadcastWeights,
+            clamp: Clamp,
+            padded: &[f32],
+            line: &mut [f32],
+            out: *mut f32,
+            part: &Part,
+        ) {
+            assert_eq!(weights.lanes, $lanes, "broadcast conv: weights laid out for another width");
+            let blocks = weights.out_channels / $lanes;
+            let width = part.cols.len();
+            assert!(line.len() >= width.next_multiple_of(LANES) * weights.out_channels);
+            assert!(padded.len() >= geo.in_channels * plan.task_in_rows * plan.padded_w);
+            assert!(part.rows.len() <= TASK_ROWS && width <= TASK_COLS && part.cols.end <= plan.out_w);
+            for oy in part.rows.clone() {
+                let first_row = (oy - part.rows.start) * geo.stride_h;
+                let mut ox = 0;
+                while ox < width {
+                    let n = (width - ox).min(PIXELS);
+                    for b in (0..blocks).step_by(BLOCKS) {
+                        let at = Block { first_row, ox, b };
+                        // SAFETY: pixels ox.. ox + n of the part's row and vectors b.. of the channels: inside the
+                        // padded rows (`Plan::of` sizes them for every output of a part, asserted above) and the
+                        // row of outputs.
+                        unsafe {
+                            match (n, blocks - b >= BLOCKS) {
+                                (6, true) => $block::<6, 2>(geo, plan, weights, padded, line, at),
+                                (5, true) => $block::<5, 2>(geo, plan, weights, padded, line, at),
+                                (4, true) => $block::<4, 2>(geo, plan, weights, padded, line, at),
+                                (3, true) => $block::<3, 2>(geo, plan, weights, padded, line, at),
+                                (2, true) => $block::<2, 2>(geo, plan, weights, padded, line, at),
+                                (_, true) => $block::<1, 2>(geo, plan, weights, padded, line, at),
+                                (6, false) => $block::<6, 1>(geo, plan, weights, padded, line, at),
+                                (5, false) => $block::<5, 1>(geo, plan, weights, padded, line, at),
+                                (4, false) => $block::<4, 1>(geo, plan, weights, padded, line, at),
+                                (3, false) => $block::<3, 1>(geo, plan, weights, padded, line, at),
+                                (2, false) => $block::<2, 1>(geo, plan, weights, padded, line, at),
+                                (_, false) => $block::<1, 1>(geo, plan, weights, padded, line, at),
+                            }
+                        }
+                    }
+                    ox += n;
+                }
+                // SAFETY: the row of outputs holds the part's row oy (computed above); the contract on `out`.
+                unsafe { write_row(plan, weights.out_channels, clamp, line, out, oy, part) };
+            }
+        }
+
+        /// `P` pixels of one output row, output-channel vectors `b.. b + B`, into the row of outputs.
+        ///
+        /// # Safety
+        /// As the part's; `ox + P` is within the part's columns, `b + B ≤ C_out / lanes`, and `first_row` is the
+        /// band row of an output row of the part.
+        #[target_feature(enable = $feature)]
+        #[inline]
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn $block<const P: usize, const B: usize>(
+            geo: &ConvGeometry,
+            plan: &Plan,
+            weights: &BroadcastWeights,
+            padded: &[f32],
+            line: &mut [f32],
+            Block { first_row, ox, b }: Block,
+        ) {
+            const L: usize = $lanes;
+            let (kh, kw) = (geo.kernel_h, geo.kernel_w);
+            let taps = geo.in_channels * kh * kw;
+            let w = weights.weights.as_ptr();
+            let mut acc: [[$v; B]; P] = [[$zero(); B]; P];
+            for j in 0..B {
+                // SAFETY: b + j < C_out / L, so its L biases exist (`BroadcastWeights::new` checked the length).
+                let bias = unsafe { $load(weights.bias.as_ptr().add((b + j) * L)) };
+                // 0 + bias, as the GEMM's epilogue-first bias.
+                acc.iter_mut().for_each(|a| a[j] = $add(a[j], bias));
+            }
+            let x = padded.as_ptr();
+            for c in 0..geo.in_channels {
+                for ky in 0..kh {
+                    let row = (c * plan.task_in_rows + first_row + ky * geo.dilation_h) * plan.padded_w;
+                    for kx in 0..kw {
+                        let t = (c * kh + ky) * kw + kx;
+                        // SAFETY: vector b + j of tap t lies inside the weights (b + B ≤ C_out / L, t < taps).
+                        let wv: [$v; B] = std::array::from_fn(|j| unsafe { $load(w.add(((b + j) * taps + t) * L)) });
+                        let col = ox * geo.stride_w + kx * geo.dilation_w;
+                        for p in 0..P {
+                            // SAFETY: the row and column of an output's tap: inside the padded rows.
+                            let xv = $splat(unsafe { *x.add(row + col + p * geo.stride_w) });
+                            for j in 0..B {
+                                acc[p][j] = $fma(wv[j], xv, acc[p][j]);
+                            }
+                        }
                     }
                 }
             }
-            ox += n;
-        }
-        // Back to channel rows: 8 pixels × 8 channels at a time.
-        for b in 0..blocks {
-            for x0 in (0..width).step_by(LANES) {
-                let at = |j: usize| (x0 + j) * weights.out_channels + b * LANES;
-                // SAFETY: x0 + j < whole(width): inside the row of outputs (asserted above).
-                let mut v: [__m256; LANES] =
-                    std::array::from_fn(|j| unsafe { _mm256_loadu_ps(line[at(j)..].as_ptr()) });
-                let dst = b * LANES * out_plane + (oy - part.rows.start) * plan.out_w + x0;
-                // SAFETY: channels b·8.. b·8 + 8, row oy, the part's columns from x0: this task's own cells.
-                unsafe { finish(&mut v, clamp, out.add(dst), out_plane, (width - x0).min(LANES)) };
+            for p in 0..P {
+                for j in 0..B {
+                    let at = (ox + p) * weights.out_channels + (b + j) * L;
+                    // SAFETY: pixel ox + p of the part and vector b + j: inside the row of outputs.
+                    unsafe { $store(line.as_mut_ptr().add(at), acc[p][j]) };
+                }
             }
+        }
+    };
+}
+
+broadcast_kernel!(
+    part_avx2,
+    block_avx2,
+    feature = "avx2,fma",
+    vector = __m256,
+    lanes = 8,
+    zero = _mm256_setzero_ps,
+    load = _mm256_loadu_ps,
+    splat = _mm256_set1_ps,
+    add = _mm256_add_ps,
+    fma = _mm256_fmadd_ps,
+    store = _mm256_storeu_ps
+);
+
+broadcast_kernel!(
+    part_avx512,
+    block_avx512,
+    feature = "avx2,fma,avx512f",
+    vector = __m512,
+    lanes = 16,
+    zero = _mm512_setzero_ps,
+    load = _mm512_loadu_ps,
+    splat = _mm512_set1_ps,
+    add = _mm512_add_ps,
+    fma = _mm512_fmadd_ps,
+    store = _mm512_storeu_ps
+);
+
+/// Output row `oy` of a part from the row of outputs (pixel-major) back to the channel rows, 8 pixels × 8 channels
+/// at a time, with the clamp.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; `line` holds the row's `whole(part columns)·C_out` outputs; `out` as in
+/// [`part_avx2`].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn write_row(
+    plan: &Plan,
+    out_channels: usize,
+    clamp: Clamp,
+    line: &[f32],
+    out: *mut f32,
+    oy: usize,
+    part: &Part,
+) {
+    let out_plane = plan.out_h * plan.out_w;
+    let width = part.cols.len();
+    assert!(line.len() >= width.next_multiple_of(LANES) * out_channels);
+    for b in 0..out_channels / LANES {
+        for x0 in (0..width).step_by(LANES) {
+            let at = |j: usize| (x0 + j) * out_channels + b * LANES;
+            // SAFETY: x0 + j < whole(width): inside the row of outputs (asserted above).
+            let mut v: [__m256; LANES] = std::array::from_fn(|j| unsafe { _mm256_loadu_ps(line[at(j)..].as_ptr()) });
+            let dst = b * LANES * out_plane + (oy - part.rows.start) * plan.out_w + x0;
+            // SAFETY: channels b·8.. b·8 + 8, row oy, the part's columns from x0: this task's own cells.
+            unsafe { finish(&mut v, clamp, out.add(dst), out_plane, (width - x0).min(LANES)) };
         }
     }
 }
@@ -262,61 +399,6 @@ struct Block {
     first_row: usize,
     ox: usize,
     b: usize,
-}
-
-/// `P` pixels of one output row, output-channel vectors `b.. b + B`, into the row of outputs.
-///
-/// # Safety
-/// As [`part_avx2`]; `ox + P` is within the part's columns, `b + B ≤ C_out / 8`, and `first_row` is the band row of
-/// an output row of the part.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-#[allow(clippy::needless_range_loop)]
-unsafe fn block<const P: usize, const B: usize>(
-    geo: &ConvGeometry,
-    plan: &Plan,
-    weights: &BroadcastWeights,
-    padded: &[f32],
-    line: &mut [f32],
-    Block { first_row, ox, b }: Block,
-) {
-    let (kh, kw) = (geo.kernel_h, geo.kernel_w);
-    let taps = geo.in_channels * kh * kw;
-    let w = weights.weights.as_ptr();
-    let mut acc = [[_mm256_setzero_ps(); B]; P];
-    for j in 0..B {
-        // SAFETY: b + j < C_out / 8, so its 8 biases exist (`BroadcastWeights::new` checked the length).
-        let bias = unsafe { _mm256_loadu_ps(weights.bias.as_ptr().add((b + j) * LANES)) };
-        // 0 + bias, as the GEMM's epilogue-first bias.
-        acc.iter_mut().for_each(|a| a[j] = _mm256_add_ps(a[j], bias));
-    }
-    let x = padded.as_ptr();
-    for c in 0..geo.in_channels {
-        for ky in 0..kh {
-            let row = (c * plan.task_in_rows + first_row + ky * geo.dilation_h) * plan.padded_w;
-            for kx in 0..kw {
-                let t = (c * kh + ky) * kw + kx;
-                // SAFETY: vector b + j of tap t lies inside the weights (b + B ≤ C_out / 8, t < taps).
-                let wv: [__m256; B] =
-                    std::array::from_fn(|j| unsafe { _mm256_loadu_ps(w.add(((b + j) * taps + t) * LANES)) });
-                let col = ox * geo.stride_w + kx * geo.dilation_w;
-                for p in 0..P {
-                    // SAFETY: the row and column of an output's tap: inside the padded rows.
-                    let xv = _mm256_set1_ps(unsafe { *x.add(row + col + p * geo.stride_w) });
-                    for j in 0..B {
-                        acc[p][j] = _mm256_fmadd_ps(wv[j], xv, acc[p][j]);
-                    }
-                }
-            }
-        }
-    }
-    for p in 0..P {
-        for j in 0..B {
-            let at = (ox + p) * weights.out_channels + (b + j) * LANES;
-            // SAFETY: pixel ox + p of the part and vector b + j: inside the row of outputs.
-            unsafe { _mm256_storeu_ps(line.as_mut_ptr().add(at), acc[p][j]) };
-        }
-    }
 }
 
 #[cfg(test)]
@@ -548,6 +630,22 @@ mod tests {
         // A stride only a hostile file declares: one output column, read as such (no overflow).
         let strided = ConvGeometry { stride_w: 1 << 62, in_w: 8, pad_left: 0, pad_right: 0, ..base_3x3(3, 32, 1) };
         assert!(Plan::of(&strided).is_some_and(|p| p.out_w == 1 && p.padded_w == 3));
+    }
+
+    /// Whole 16-channel vectors run 16 lanes wide at the AVX-512 level; other counts, and the AVX2 level, 8.
+    #[test]
+    fn vectors_of_sixteen_channels_where_they_fit() {
+        let w = data(48 * 27, 1);
+        let lanes =
+            |level, out: usize| BroadcastWeights::new(level, &w[..out * 27], None, out, 3, [3, 3], 1).map(|b| b.lanes);
+        if SimdLevel::Avx512.supported() && runs_on(SimdLevel::Avx512) {
+            assert_eq!(lanes(SimdLevel::Avx512, 32), Some(16));
+            assert_eq!(lanes(SimdLevel::Avx512, 48), Some(16));
+            assert_eq!(lanes(SimdLevel::Avx512, 24), Some(8));
+        }
+        if runs_on(SimdLevel::Avx2) {
+            assert_eq!(lanes(SimdLevel::Avx2, 32), Some(8));
+        }
     }
 
     /// Non-finite inputs and weights give the GEMM's results: the same bits, or NaN where it has NaN (whose payload
