@@ -203,7 +203,20 @@ macro_rules! microkernel {
                     // The next column panel, when it is read in place (rows a plane apart, too many streams for the
                     // hardware prefetcher): fetched while the first row panel runs, once.
                     let fetch_next = i == 0 && !b_next.is_null();
+                    // A packed right operand (rows NR apart) continues past this block in memory: the next rows
+                    // of its panel, which the pixel rows read next, or the next K block. Its rows STREAM_AHEAD on
+                    // are fetched while the first row panel runs: where they come from memory (the weights of the
+                    // pixel rows, read once per call) the hardware prefetcher alone left the tile waiting.
+                    let stream = i == 0 && ldb == NR;
                     for p in 0..kc {
+                        if stream {
+                            let ahead = b.wrapping_add((p + $crate::microkernel::STREAM_AHEAD) * NR);
+                            let mut line = 0;
+                            while line < NR {
+                                $crate::packed_gemm::prefetch(ahead.wrapping_add(line));
+                                line += 16;
+                            }
+                        }
                         if fetch_next {
                             $crate::packed_gemm::prefetch(b_next.wrapping_add(p * ldb));
                             $crate::packed_gemm::prefetch(b_next.wrapping_add(p * ldb + NR - 1));
@@ -248,6 +261,11 @@ macro_rules! microkernel {
         }
     };
 }
+
+/// Rows of a packed right operand that the first row panel of a block fetches ahead of its reads (8 KB at 32
+/// columns): on an Intel Xeon, one thread, the 7² layers of EfficientNet-Lite0 ran 11–18 % faster with it, those of
+/// ResNet-50 11 %, and 24 to 160 rows all did about as well.
+pub(crate) const STREAM_AHEAD: usize = 64;
 
 /// Rows of the tile that a panel of `rows ≤ mr` rows runs on, for a tile of `mr` rows: a third, two thirds or all of
 /// them (the microkernels' short tiles, and what [`Tile::cells`] counts).
