@@ -14,7 +14,7 @@ use crate::depthwise_flat;
 use crate::gemm::MatRef;
 use crate::geometry::ConvGeometry;
 use crate::im2col::{im2col_panels, im2col_panels_phased, phase_split, split_phases, subsample};
-use crate::packed_gemm::{pack_b_into, Clamp, PackedA, RightPanels};
+use crate::packed_gemm::{pack_b_into, stores_decide, Clamp, PackedA, RightPanels};
 use crate::precision::{Precision, Stored};
 use crate::simd::SimdLevel;
 use crate::winograd::{self, WinogradWeights};
@@ -22,6 +22,10 @@ use rayon::prelude::*;
 
 #[cfg(doc)]
 use crate::conv::COL_TILE;
+
+/// Output columns per task of a pointwise layer whose stores decide its time: a 4 KB run of each output row (see
+/// `stores_decide`). Its `K × 1024` right operand (K ≤ 32) is 128 KB at most, read in place.
+const WIDE_COL_TILE: usize = 1024;
 
 thread_local! {
     /// Packed column panels of one tile, reused by the tasks that run on this thread (a fresh buffer per task
@@ -415,7 +419,14 @@ fn forward(
     let (cig, cog) = (geo.in_per_group(), geo.out_per_group());
     let in_plane = geo.in_plane();
     let win = geo.window();
-    let col_tiles: Vec<(usize, usize)> = tiles(out_plane).collect();
+    // A pointwise layer whose stores decide its time (an expansion over few channels) takes wide column tiles: each
+    // output row is then written in runs of whole pages (see `stores_decide`). Its right operand is read in place,
+    // so the width costs no packing.
+    let wide = geo.is_pointwise() && groups[0].b_panel_width().is_some() && stores_decide(geo.k(), cog);
+    let col_tiles: Vec<(usize, usize)> = match wide {
+        true => (0..out_plane).step_by(WIDE_COL_TILE).map(|p0| (p0, (p0 + WIDE_COL_TILE).min(out_plane))).collect(),
+        false => tiles(out_plane).collect(),
+    };
     let mr = groups[0].panel_rows();
     let rows = match groups[0].b_panel_width() {
         Some(_) => rows_per_packed_task(cog, col_tiles.len(), mr),
@@ -539,6 +550,9 @@ pub(crate) mod tests {
         all.push(ConvGeometry { in_channels: 40, out_channels: 37, in_h: 20, in_w: 21, ..pointwise });
         all.push(ConvGeometry { in_channels: 40, out_channels: 37, in_h: 7, in_w: 7, ..pointwise });
         all.push(ConvGeometry { in_channels: 16, out_channels: 30, in_h: 16, in_w: 16, ..pointwise });
+        // An expansion over few channels (its stores decide its time): wide column tiles, the last one short, with
+        // a partial panel (33·35 = 1024 + 131 pixels).
+        all.push(ConvGeometry { in_channels: 16, out_channels: 40, in_h: 33, in_w: 35, ..pointwise });
         // Strided layers that split into stride phases (even sizes): 3×3/2, grouped, the 7×7/2 stem, 1×1/2.
         let strided = ConvGeometry { in_h: 12, in_w: 10, stride_h: 2, stride_w: 2, ..base };
         all.push(strided);
@@ -603,7 +617,8 @@ pub(crate) mod tests {
     #[test]
     fn bit_identical_on_one_two_and_four_threads() {
         // The wide ungrouped layer (many tasks) and the strided ones (the phase split runs in parallel too).
-        for geo in geometries().into_iter().filter(|g| g.groups == 1 && (g.in_channels == 40 || g.stride_h == 2)) {
+        let many_tasks = |g: &ConvGeometry| g.in_channels == 40 || g.stride_h == 2 || g.out_plane() > WIDE_COL_TILE;
+        for geo in geometries().into_iter().filter(|g| g.groups == 1 && many_tasks(g)) {
             bit_identical_on_threads(geo);
         }
     }
