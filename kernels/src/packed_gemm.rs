@@ -290,13 +290,6 @@ impl PackedA {
             return;
         }
         assert!(self.scale.is_empty() || !accumulate, "packed gemm: a scaled product cannot accumulate");
-        if let (true, Stored::F32(a), None) = (stores_decide(self.k, self.m), &self.data, self.rows_at) {
-            if self.scale.is_empty() {
-                // SAFETY: forwarded contract; the right operand was checked above.
-                unsafe { self.rows_outer(a, r0, r1, right, n, c, rsc, accumulate, clamp, residual) };
-                return;
-            }
-        }
         {
             let mut wide = WIDE_A.with(|w| std::mem::take(&mut *w.borrow_mut()));
             let k = self.k;
@@ -538,19 +531,21 @@ impl PackedA {
         }
     }
 
-    /// [`PackedA::gemm_rows_packed_residual`] for a product whose stores decide its time ([`stores_decide`]): row
-    /// panel by row panel, each along every column panel, so that each row of C is written in one run from left to
-    /// right, which the hardware prefetcher follows — rather than column panel by column panel down every row
-    /// panel, which writes a few lines of every row in turn. The tiles are the same (K is one block), so are the
-    /// sums: only their order differs.
+    /// [`PackedA::gemm_rows_packed_residual`] in another order, for a product whose stores decide its time (a
+    /// large output over a small `K`, see `conv_packed`): row panel by row panel, each along every column panel, so
+    /// that each row of C is written in one run from left to right, which the hardware prefetcher follows — rather
+    /// than column panel by column panel down every row panel, which writes a few lines of every row in turn. The
+    /// tiles are the same, so are the sums: only their order differs. Products of more than one K block, scaled
+    /// or 16-bit ones take the usual order.
     ///
     /// # Safety
-    /// As [`PackedA::gemm_rows_packed_residual`], with the right operand checked for `k × n` and `a` this
-    /// product's packed panels.
+    /// As [`PackedA::gemm_rows_packed_residual`].
+    ///
+    /// # Panics
+    /// As [`PackedA::gemm_rows_packed_residual`].
     #[allow(clippy::too_many_arguments)]
-    unsafe fn rows_outer(
+    pub unsafe fn gemm_rows_by_row_panels(
         &self,
-        a: &[f32],
         r0: usize,
         r1: usize,
         right: RightPanels<'_>,
@@ -561,9 +556,22 @@ impl PackedA {
         clamp: Clamp,
         residual: Option<*const f32>,
     ) {
+        let Stored::F32(a) = &self.data else {
+            // SAFETY: forwarded contract.
+            return unsafe { self.gemm_rows_packed_residual(r0, r1, right, n, c, rsc, accumulate, clamp, residual) };
+        };
+        if self.k == 0 || self.k > KC || !self.scale.is_empty() || self.rows_at.is_some() {
+            // SAFETY: forwarded contract.
+            return unsafe { self.gemm_rows_packed_residual(r0, r1, right, n, c, rsc, accumulate, clamp, residual) };
+        }
+        assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
+        right.check(self.k, n, microkernel::tile(self.level).nr);
+        if r0 == r1 || n == 0 {
+            return;
+        }
         let tile = microkernel::tile(self.level);
         let (mr, nr, k) = (tile.mr, tile.nr, self.k);
-        debug_assert!(k <= KC, "one K block");
+        debug_assert_eq!(mr, self.mr);
         for ip in r0 / mr..r1.div_ceil(mr) {
             let rows = mr.min(r1 - ip * mr);
             let bias = (!self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
@@ -604,20 +612,6 @@ impl PackedA {
         // SAFETY: `c` is exclusively borrowed and has exactly rows × cols elements.
         unsafe { self.gemm_rows(0, self.m, b, c.as_mut_ptr(), b.cols, accumulate, clamp) }
     }
-}
-
-/// Most `K` of a product whose stores decide its time (see [`stores_decide`]).
-const STORES_DECIDE_MAX_K: usize = 32;
-
-/// Whether a product of `m` rows over `k` is bound by writing its output rather than by its multiply-adds: an
-/// expansion (more rows than `K`) over a few dozen input channels at most — MobileNets' 16 → 96 and 24 → 144, which
-/// write 4.8 and 1.8 MB for 2k–3k FMAs per output row. These run row panel by row panel
-/// ([`PackedA::gemm_rows_packed_residual`]), and convolutions give them wide column tiles (`conv_packed`), so that
-/// each output row is written in long runs. Intel Xeon, one thread: 16 → 96 at 112² went from 0.73–1.06 ms to
-/// 0.49–0.57 (onnxruntime: 0.50); the same order on K = 96–112 was 10 % slower, so it stops at
-/// [`STORES_DECIDE_MAX_K`].
-pub(crate) fn stores_decide(k: usize, m: usize) -> bool {
-    (1..=STORES_DECIDE_MAX_K).contains(&k) && m > k
 }
 
 /// The right operand of [`PackedA::gemm_rows_packed_residual`], as the microkernels read it.
@@ -948,32 +942,33 @@ mod tests {
         }
     }
 
-    /// A product whose stores decide its time runs row panel by row panel: the bits of the same rows computed
-    /// panel by panel as products of their own (whose few rows take the usual column order), with bias, clamp and
-    /// accumulation, short last row and column panels.
+    /// Row panel by row panel gives the bits of the usual order: bias, clamp, accumulation, a residual, short last
+    /// row and column panels, a row range, and K from 16 to one block (and past it, where it falls back).
     #[test]
-    fn stores_decide_order_gives_the_bits_of_panel_by_panel_products() {
-        assert!(stores_decide(16, 96) && stores_decide(32, 33) && !stores_decide(33, 200) && !stores_decide(24, 24));
+    fn the_row_panel_order_gives_the_bits_of_the_column_panel_order() {
         for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
             let tile = microkernel::tile(level);
-            for k in [16, STORES_DECIDE_MAX_K] {
-                let (m, n) = (k + 2 * tile.mr + 5, 3 * tile.nr + 7);
-                assert!(stores_decide(k, m) && tile.mr <= k, "{level}: the whole product takes the row order");
+            for k in [16, 64, KC, KC + 5] {
+                let (m, n) = (3 * tile.mr + 5, 3 * tile.nr + 7);
                 let (a, b, bias) = (data(m * k, 1), data(k * n, 2), data(m, 3));
+                let (start, residual) = (data(m * n, 4), data(m * n, 5));
                 let clamp = Clamp { lo: -0.5, hi: 0.7 };
-                let start = data(m * n, 4);
-                let whole = PackedA::pack(level, MatRef::row_major(&a, m, k), Some(&bias));
-                let mut got = start.clone();
-                whole.gemm(MatRef::row_major(&b, k, n), &mut got, true, clamp);
-                for r0 in (0..m).step_by(tile.mr) {
-                    let r1 = (r0 + tile.mr).min(m);
-                    let rows =
-                        PackedA::pack(level, MatRef::row_major(&a[r0 * k..r1 * k], r1 - r0, k), Some(&bias[r0..r1]));
-                    assert!(!stores_decide(k, r1 - r0));
-                    let mut want = start[r0 * n..r1 * n].to_vec();
-                    rows.gemm(MatRef::row_major(&b, k, n), &mut want, true, clamp);
-                    let same = want.iter().zip(&got[r0 * n..r1 * n]).all(|(w, g)| w.to_bits() == g.to_bits());
-                    assert!(same, "{level} k {k}: rows {r0}..{r1}");
+                let packed = PackedA::pack(level, MatRef::row_major(&a, m, k), Some(&bias));
+                let mut panels = Vec::new();
+                pack_b(MatRef::row_major(&b, k, n), tile.nr, &mut panels);
+                let right = RightPanels::Packed(&panels);
+                for (r0, accumulate, res) in [(0, false, None), (tile.mr, true, Some(residual.as_ptr()))] {
+                    let (mut want, mut got) = (start.clone(), start.clone());
+                    let res = res.map(|r: *const f32| r.wrapping_add(r0 * n));
+                    // SAFETY: rows r0..m of m × n buffers, exclusively borrowed; the residual has the same layout.
+                    unsafe {
+                        let (w, g) = (want[r0 * n..].as_mut_ptr(), got[r0 * n..].as_mut_ptr());
+                        packed.gemm_rows_packed_residual(r0, m, right, n, w, n, accumulate, clamp, res);
+                        packed.gemm_rows_by_row_panels(r0, m, right, n, g, n, accumulate, clamp, res);
+                    }
+                    let same = want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits());
+                    assert!(same, "{level} k {k} from row {r0}");
+                    assert!(got[r0 * n..].iter().zip(&start[r0 * n..]).any(|(g, s)| g != s), "{level}: it wrote");
                 }
             }
         }
