@@ -521,6 +521,8 @@ mod tests {
         all.push(ConvGeometry { in_channels: 3, out_channels: 16, stride_h: 4, in_h: 19, ..base });
         all.push(ConvGeometry { batch: 1, in_h: 5, in_w: 600, ..base });
         all.push(ConvGeometry { batch: 1, in_h: 6, in_w: 1100, stride_h: 2, stride_w: 2, ..base });
+        // 48 channels: at 16 lanes a pair of vectors, then one.
+        all.push(ConvGeometry { out_channels: 48, stride_h: 2, stride_w: 2, in_h: 15, in_w: 17, ..base });
         // Right padding so wide that the later chunks read only padding.
         all.push(ConvGeometry { batch: 1, in_h: 3, in_w: 8, pad_right: 600, ..base });
         all.retain(|g| g.out_h().is_some_and(|h| h > 0) && g.out_w().is_some_and(|w| w > 0));

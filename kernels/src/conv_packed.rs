@@ -2,9 +2,9 @@
 //! kernel), bias (or a folded batch-norm shift) and a clamp applied in the epilogue, so a `Conv → BatchNorm →
 //! ReLU/ReLU6` chain is one pass that writes only its final output.
 //!
-//! Tiling is the one of [`crate::conv`] (column tiles of [`COL_TILE`], row blocks aligned to the microkernel's
-//! panels); the summation order depends only on the layer's shape, so results are bit-identical on any number of
-//! threads for a given SIMD level.
+//! Tiling follows [`crate::conv`] (column tiles of [`COL_TILE`] — wider or narrower for some shapes, see
+//! `column_tiles` — and row blocks aligned to the microkernel's panels); it depends only on the layer's shape, and no
+//! output's sum depends on it, so results are bit-identical on any number of threads for a given SIMD level.
 
 use crate::conv::{column_tile, rows_per_packed_task, rows_per_task, DisjointOutput, TARGET_TASKS};
 #[cfg(target_arch = "x86_64")]
@@ -30,8 +30,8 @@ const WIDE_COL_TILE: usize = 1024;
 /// Most `K` of a layer whose stores decide its time (see [`stores_decide`]).
 const STORES_DECIDE_MAX_K: usize = 64;
 
-/// Least output per image, in values, of a layer whose stores decide its time: 512 KB, past the caches that a
-/// recycled output buffer is still warm in.
+/// Least output per image and group, in values, of a layer whose stores decide its time: 512 KB, past the caches
+/// that a recycled output buffer is still warm in.
 const STORES_DECIDE_MIN_OUTPUT: usize = 1 << 17;
 
 /// Whether writing a layer's output, rather than its multiply-adds, decides its time: a pointwise expansion (more
@@ -40,7 +40,7 @@ const STORES_DECIDE_MIN_OUTPUT: usize = 1 << 17;
 /// ([`PackedA::gemm_rows_by_row_panels`]) on wide column tiles, so that each output row is written in runs of whole
 /// pages that the prefetcher follows. Intel Xeon, one thread, kernel times in the graph:
 /// - 16 → 96 at 112²: 1.1–1.4 → 0.64–0.70 ms (onnxruntime: 0.50);
-/// - ResNet-50's 64 → 256 at 56²: 1.07–1.88 → 0.76–1.15 ms.
+/// - ResNet-50's 64 → 256 at 56²: 1.14–1.90 → 0.78–1.23 ms per layer.
 ///
 /// The same order on 64 → 384 at 14² (a 294 KB output) was 15 % slower, hence the output bound.
 fn stores_decide(geo: &ConvGeometry, out_per_group: usize) -> bool {

@@ -578,6 +578,8 @@ impl PackedA {
             for jp in 0..n.div_ceil(nr) {
                 let (bp, ldb) = right.block(jp, 0, k, n, nr);
                 let offset = (ip * mr - r0) * rsc + jp * nr;
+                // No `b_next`: along a row panel the next column panel's rows are read right away, and the first
+                // row panel's reads of them are the ones the prefetcher follows (rows of K ≤ one block).
                 // SAFETY: row panel ip lies inside the caller's block (rows below r1) and the tile writes columns
                 // jp·nr .. jp·nr + cols ≤ n of it; `a` holds k·mr values for the panel (whole panels are packed);
                 // `bp` holds nr values at each of k rows ldb apart (`RightPanels::block`); the residual has C's
@@ -943,7 +945,8 @@ mod tests {
     }
 
     /// Row panel by row panel gives the bits of the usual order: bias, clamp, accumulation, a residual, short last
-    /// row and column panels, a row range, and K from 16 to one block (and past it, where it falls back).
+    /// row and column panels, a row range, packed and in-place right operands, and K from 16 to one block (and past
+    /// it, where it falls back).
     #[test]
     fn the_row_panel_order_gives_the_bits_of_the_column_panel_order() {
         for level in supported_levels().into_iter().filter(|&l| l != SimdLevel::Portable) {
@@ -956,8 +959,16 @@ mod tests {
                 let packed = PackedA::pack(level, MatRef::row_major(&a, m, k), Some(&bias));
                 let mut panels = Vec::new();
                 pack_b(MatRef::row_major(&b, k, n), tile.nr, &mut panels);
-                let right = RightPanels::Packed(&panels);
-                for (r0, accumulate, res) in [(0, false, None), (tile.mr, true, Some(residual.as_ptr()))] {
+                // Read in place (as a 1×1 layer's input): whole panels from the rows, the last, partial one packed.
+                let whole = n / tile.nr * tile.nr;
+                let mut tail = Vec::new();
+                let rest = MatRef { data: &b[whole..], rows: k, cols: n - whole, row_stride: n, col_stride: 1 };
+                pack_b(rest, tile.nr, &mut tail);
+                let in_place = RightPanels::InPlace { data: &b, row_stride: n, tail: &tail };
+                let cases = [(0, false, None), (tile.mr, true, Some(residual.as_ptr()))];
+                for ((r0, accumulate, res), right) in
+                    cases.into_iter().flat_map(|c| [(c, RightPanels::Packed(&panels)), (c, in_place)])
+                {
                     let (mut want, mut got) = (start.clone(), start.clone());
                     let res = res.map(|r: *const f32| r.wrapping_add(r0 * n));
                     // SAFETY: rows r0..m of m × n buffers, exclusively borrowed; the residual has the same layout.

@@ -203,10 +203,12 @@ macro_rules! microkernel {
                     // The next column panel, when it is read in place (rows a plane apart, too many streams for the
                     // hardware prefetcher): fetched while the first row panel runs, once.
                     let fetch_next = i == 0 && !b_next.is_null();
-                    // A packed right operand (rows NR apart) continues past this block in memory: the next rows
-                    // of its panel, which the pixel rows read next, or the next K block. Its rows STREAM_AHEAD on
-                    // are fetched while the first row panel runs: where they come from memory (the weights of the
-                    // pixel rows, read once per call) the hardware prefetcher alone left the tile waiting.
+                    // A right operand with rows NR apart (a packed panel; or, harmlessly, a panel read in place
+                    // from a plane NR wide) continues past this block in memory: the next rows of its panel, which
+                    // the pixel rows read next, or the next K block. Its rows STREAM_AHEAD on are fetched while the
+                    // first row panel runs (every panel of a one-panel call, as the row-panel order makes): where
+                    // they come from memory (the weights of the pixel rows, read once per call) the hardware
+                    // prefetcher alone left the tile waiting.
                     let stream = i == 0 && ldb == NR;
                     for p in 0..kc {
                         if stream {
@@ -377,7 +379,8 @@ impl Tile {
     /// Each panel of `A` is packed (`lda` = `None`) or `mr` rows of `kc` values with row stride `lda`; `B` is `kc`
     /// rows of `nr` values with row stride `ldb` (`nr` for a packed panel, a plane's length when read in place).
     /// `b_next`, when given, is where the next column panel's rows start (same stride `ldb`): only a prefetch hint,
-    /// issued while the first row panel runs, so any address is allowed.
+    /// issued while the first row panel runs, so any address is allowed. Where `ldb = nr`, the first row panel also
+    /// fetches `B`'s rows [`STREAM_AHEAD`] past the one it reads (a hint too, past the block's end as well).
     ///
     /// # Safety
     /// For each panel, `A` must be valid for `kc·mr` reads (packed) or for `kc` reads at each of its rows
