@@ -52,8 +52,8 @@ pub(crate) fn rows_per_packed_task(rows: usize, tiles: usize, mr: usize) -> usiz
 }
 
 /// Fewest row panels per task on the packed path. One: a layer's tile (mostly [`COL_TILE`] columns of a K-row
-/// operand, see `conv_packed::column_tiles`) stays in L2 while its tasks stream it, and two-panel tasks left MobileNetV2's 64-row projections at 14²
-/// with three tasks for two threads (one idle a third of the time).
+/// operand, see `conv_packed::column_tiles`) stays in L2 while its tasks stream it, and two-panel tasks left
+/// MobileNetV2's 64-row projections at 14² with three tasks for two threads (one idle a third of the time).
 pub const MIN_PACKED_TASK_PANELS: usize = 1;
 
 /// Tasks per image and group that the tiling aims for at batch 1 (more come from the batch).

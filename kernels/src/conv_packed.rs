@@ -396,10 +396,12 @@ fn adds_in_epilogue(packed: &PackedConv) -> bool {
 ///   into tiles of one column panel. Tasks then split the input by columns, each reading its own part, rather than
 ///   by rows of weights, each reading all the input — which the other core had just written. Intel Xeon, two
 ///   threads: 672 → 112 at 14² ran 0.27 ms split by rows (no faster than one thread), 0.17–0.19 by columns.
-fn column_tiles(geo: &ConvGeometry, rows: usize, nr: Option<usize>) -> Vec<(usize, usize)> {
+///
+/// `by_rows`: the layer runs row panel by row panel ([`stores_decide`], on a SIMD level).
+fn column_tiles(geo: &ConvGeometry, rows: usize, nr: Option<usize>, by_rows: bool) -> Vec<(usize, usize)> {
     let plane = geo.out_plane();
     let width = match nr {
-        Some(_) if stores_decide(geo, rows) => WIDE_COL_TILE,
+        Some(_) if by_rows => WIDE_COL_TILE,
         Some(nr) if plane <= crate::conv::COL_TILE && rows < plane => nr,
         _ => crate::conv::COL_TILE,
     };
@@ -465,8 +467,8 @@ fn forward(
     let (cig, cog) = (geo.in_per_group(), geo.out_per_group());
     let in_plane = geo.in_plane();
     let win = geo.window();
-    let col_tiles = column_tiles(geo, cog, groups[0].b_panel_width());
-    let by_rows = stores_decide(geo, cog);
+    let by_rows = groups[0].b_panel_width().is_some() && stores_decide(geo, cog);
+    let col_tiles = column_tiles(geo, cog, groups[0].b_panel_width(), by_rows);
     let mr = groups[0].panel_rows();
     let rows = match groups[0].b_panel_width() {
         Some(_) => rows_per_packed_task(cog, col_tiles.len(), mr),

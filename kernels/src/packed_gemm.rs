@@ -281,14 +281,8 @@ impl PackedA {
         clamp: Clamp,
         residual: Option<*const f32>,
     ) {
-        assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
-        let tile = microkernel::tile(self.level);
+        let Some(tile) = self.tile_for(r0, r1, right, n) else { return };
         let (mr, nr) = (tile.mr, tile.nr);
-        debug_assert_eq!(mr, self.mr);
-        right.check(self.k, n, nr);
-        if r0 == r1 || n == 0 {
-            return;
-        }
         assert!(self.scale.is_empty() || !accumulate, "packed gemm: a scaled product cannot accumulate");
         {
             let mut wide = WIDE_A.with(|w| std::mem::take(&mut *w.borrow_mut()));
@@ -531,6 +525,19 @@ impl PackedA {
         }
     }
 
+    /// The checks both orders of a product start with — a row range of whole panels, a right operand of `k × n` —
+    /// and the tile, or `None` when the block is empty.
+    ///
+    /// # Panics
+    /// On a bad row range or a right operand too short.
+    fn tile_for(&self, r0: usize, r1: usize, right: RightPanels<'_>, n: usize) -> Option<microkernel::Tile> {
+        assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
+        let tile = microkernel::tile(self.level);
+        debug_assert_eq!(tile.mr, self.mr);
+        right.check(self.k, n, tile.nr);
+        (r0 < r1 && n > 0).then_some(tile)
+    }
+
     /// [`PackedA::gemm_rows_packed_residual`] in another order, for a product whose stores decide its time (a
     /// large output over a small `K`, see `conv_packed`): row panel by row panel, each along every column panel, so
     /// that each row of C is written in one run from left to right, which the hardware prefetcher follows — rather
@@ -556,22 +563,17 @@ impl PackedA {
         clamp: Clamp,
         residual: Option<*const f32>,
     ) {
-        let Stored::F32(a) = &self.data else {
-            // SAFETY: forwarded contract.
-            return unsafe { self.gemm_rows_packed_residual(r0, r1, right, n, c, rsc, accumulate, clamp, residual) };
+        let a = match &self.data {
+            Stored::F32(a) if (1..=KC).contains(&self.k) && self.scale.is_empty() && self.rows_at.is_none() => a,
+            _ => {
+                // SAFETY: forwarded contract.
+                return unsafe {
+                    self.gemm_rows_packed_residual(r0, r1, right, n, c, rsc, accumulate, clamp, residual)
+                };
+            }
         };
-        if self.k == 0 || self.k > KC || !self.scale.is_empty() || self.rows_at.is_some() {
-            // SAFETY: forwarded contract.
-            return unsafe { self.gemm_rows_packed_residual(r0, r1, right, n, c, rsc, accumulate, clamp, residual) };
-        }
-        assert!(r0.is_multiple_of(self.mr) && r0 <= r1 && r1 <= self.m, "packed gemm: bad row range {r0}..{r1}");
-        right.check(self.k, n, microkernel::tile(self.level).nr);
-        if r0 == r1 || n == 0 {
-            return;
-        }
-        let tile = microkernel::tile(self.level);
+        let Some(tile) = self.tile_for(r0, r1, right, n) else { return };
         let (mr, nr, k) = (tile.mr, tile.nr, self.k);
-        debug_assert_eq!(mr, self.mr);
         for ip in r0 / mr..r1.div_ceil(mr) {
             let rows = mr.min(r1 - ip * mr);
             let bias = (!self.bias.is_empty()).then(|| &self.bias[ip * mr..(ip + 1) * mr]);
